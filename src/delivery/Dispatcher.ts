@@ -1,0 +1,178 @@
+/**
+ * The dispatcher: N supervised worker fibers that drain the queue through the delivery adapter.
+ *
+ * A worker claims a message under a lease, delivers it with a deadline, turns the per-recipient
+ * outcomes into settlements (delivered / retry at now + backoff / dead after `maxAttempts`) and
+ * records them. A worker that dies is restarted with a capped backoff; a worker interrupted
+ * mid-delivery (drain) gives its lease back so the message is delivered later, not lost. A
+ * janitor fiber purges dead letters whose TTL passed and publishes the queue depth.
+ */
+import { Cause, Clock, Context, Effect, Exit, Layer, Option, Schedule } from "effect"
+import { MailQueue, type Lease, type Settlement } from "../queue/MailQueue.ts"
+import * as MailQueueModule from "../queue/MailQueue.ts"
+import { Telemetry } from "../telemetry/Telemetry.ts"
+import * as Backoff from "./Backoff.ts"
+import { DeliveryAdapter, type RecipientOutcome } from "./DeliveryAdapter.ts"
+
+export interface DispatcherOptions {
+  readonly workers: number
+  readonly leaseMs: number
+  readonly deliveryTimeoutMs: number
+  readonly maxAttempts: number
+  readonly backoff: Backoff.BackoffOptions
+  /** Longest an idle worker sleeps before looking at the queue again (commits wake it sooner). */
+  readonly idlePollMs: number
+  readonly sweepIntervalMs: number
+}
+
+export const defaults: DispatcherOptions = {
+  workers: 4,
+  leaseMs: 5 * 60_000,
+  deliveryTimeoutMs: 2 * 60_000,
+  maxAttempts: 12,
+  backoff: Backoff.defaults,
+  idlePollMs: 5_000,
+  sweepIntervalMs: 60_000
+}
+
+export class Dispatcher extends Context.Service<Dispatcher, {
+  readonly workers: number
+  /** How many times a worker was restarted after dying. */
+  readonly restarts: Effect.Effect<number>
+}>()("incoming/Dispatcher") {}
+
+const describe = (cause: Cause.Cause<unknown>): string => {
+  const fail = cause.reasons.find(Cause.isFailReason)
+  if (fail !== undefined) return fail.error instanceof Error ? fail.error.message : String(fail.error)
+  if (cause.reasons.every(Cause.isInterruptReason)) return "interrupted"
+  return Cause.pretty(cause).split("\n")[0] ?? "defect"
+}
+
+export const make = Effect.fnUntraced(function*(input: Partial<DispatcherOptions> = {}) {
+  const options: DispatcherOptions = { ...defaults, ...input, backoff: { ...defaults.backoff, ...input.backoff } }
+  const queue = yield* MailQueue
+  const adapter = yield* DeliveryAdapter
+  const telemetry = yield* Telemetry
+  let restarts = 0
+
+  const settlementFor = (lease: Lease, outcome: RecipientOutcome, now: number) =>
+    Effect.gen(function*() {
+      const attempt = lease.recipients.find((r) => r.rcpt === outcome.rcpt)?.attempt ?? 1
+      switch (outcome._tag) {
+        case "Ok":
+          return MailQueueModule.delivered(outcome.rcpt, outcome.reply ?? "delivered")
+        case "Reject":
+          return MailQueueModule.dead(outcome.rcpt, outcome.reason)
+        case "Retry": {
+          if (attempt >= options.maxAttempts) {
+            return MailQueueModule.dead(outcome.rcpt, `${outcome.reason} (gave up after ${attempt} attempts)`)
+          }
+          const wait = yield* Backoff.delay(options.backoff, attempt)
+          return MailQueueModule.retryAt(outcome.rcpt, now + wait, outcome.reason)
+        }
+      }
+    })
+
+  /** What the adapter said, per recipient; a failed or timed-out attempt retries everyone. */
+  const outcomesOf = (lease: Lease, exit: Exit.Exit<ReadonlyArray<RecipientOutcome>, unknown>): ReadonlyArray<RecipientOutcome> => {
+    if (Exit.isSuccess(exit)) {
+      const given = new Map(exit.value.map((o) => [o.rcpt, o]))
+      return lease.recipients.map((r) => given.get(r.rcpt) ?? { _tag: "Retry", rcpt: r.rcpt, reason: "adapter gave no outcome" })
+    }
+    const fail = exit.cause.reasons.find(Cause.isFailReason)
+    const permanent = fail !== undefined && typeof fail.error === "object" && fail.error !== null &&
+      "retryable" in fail.error && fail.error.retryable === false
+    const reason = Cause.isTimeoutError(fail?.error) ? "delivery timed out" : describe(exit.cause)
+    return lease.recipients.map((r) => (permanent ? { _tag: "Reject", rcpt: r.rcpt, reason } : { _tag: "Retry", rcpt: r.rcpt, reason }))
+  }
+
+  const deliver = (lease: Lease) =>
+    Effect.gen(function*() {
+      const exit = yield* adapter.deliver({
+        id: lease.id,
+        envelope: lease.envelope,
+        receivedAt: lease.receivedAt,
+        recipients: lease.recipients,
+        body: lease.body
+      }).pipe(Effect.timeout(options.deliveryTimeoutMs), Effect.exit)
+      if (Exit.hasInterrupts(exit) && !Exit.isSuccess(exit) && exit.cause.reasons.every(Cause.isInterruptReason)) {
+        return yield* Effect.interrupt
+      }
+      const now = yield* Clock.currentTimeMillis
+      const outcomes = outcomesOf(lease, exit)
+      const settlements: Array<Settlement> = []
+      for (const o of outcomes) settlements.push(yield* settlementFor(lease, o, now))
+      // Settling is one queue call; it must not be cut in half by a drain.
+      yield* queue.settle(lease, settlements).pipe(
+        Effect.uninterruptible,
+        Effect.catchIf(
+          (e) => e.reason._tag === "LeaseLost",
+          () => Effect.logWarning("lease lost before settling; another worker owns the message now")
+        )
+      )
+      for (const s of settlements) {
+        yield* telemetry.publish({
+          _tag: "DeliveryResult",
+          id: lease.id,
+          rcpt: s.rcpt,
+          outcome: s._tag === "Delivered" ? "delivered" : s._tag === "Retry" ? "retry" : "dead",
+          reason: s.reply,
+          adapter: adapter.name
+        })
+      }
+    }).pipe(
+      // Interrupted mid-delivery (drain): the message goes back to the queue untouched.
+      Effect.onInterrupt(() => queue.release(lease).pipe(Effect.ignore)),
+      Effect.annotateLogs({ message: lease.id }),
+      Effect.withSpan("Dispatcher.deliver", { attributes: { message: lease.id, adapter: adapter.name } })
+    )
+
+  const step = (owner: string) =>
+    Effect.gen(function*() {
+      const claimed = yield* queue.claim({ owner, leaseMs: options.leaseMs })
+      if (Option.isSome(claimed)) return yield* deliver(claimed.value)
+      const now = yield* Clock.currentTimeMillis
+      const next = yield* queue.nextDueAt
+      const wait = Option.match(next, {
+        onNone: () => options.idlePollMs,
+        onSome: (at) => Math.min(options.idlePollMs, Math.max(1, at - now))
+      })
+      yield* queue.awaitWork(wait)
+    })
+
+  const restartPolicy = Schedule.min([Schedule.exponential("100 millis", 2), Schedule.spaced("5 seconds")])
+
+  const supervised = (name: string) =>
+    Effect.forever(step(name)).pipe(
+      Effect.sandbox,
+      Effect.tapError((cause) =>
+        Effect.gen(function*() {
+          restarts++
+          yield* Effect.logError(`delivery worker ${name} died; restarting`, Cause.pretty(cause))
+          yield* telemetry.publish({ _tag: "WorkerRestarted", worker: name, cause: describe(cause) })
+        })
+      ),
+      Effect.retry(restartPolicy),
+      Effect.annotateLogs({ worker: name })
+    )
+
+  const owner = `${process.pid}-${Math.random().toString(36).slice(2, 8)}`
+  for (let i = 0; i < options.workers; i++) {
+    yield* Effect.forkScoped(supervised(`${owner}/w${i}`))
+  }
+
+  const janitor = Effect.gen(function*() {
+    const purged = yield* queue.purgeExpired
+    if (purged > 0) yield* Effect.logInfo(`purged ${purged} expired dead letter(s)`)
+    yield* telemetry.publish({ _tag: "QueueDepth", count: yield* queue.depth })
+  }).pipe(
+    Effect.catchCause((cause) => Effect.logWarning("dead-letter sweep failed", Cause.pretty(cause))),
+    Effect.repeat(Schedule.spaced(options.sweepIntervalMs))
+  )
+  yield* Effect.forkScoped(janitor)
+
+  return Dispatcher.of({ workers: options.workers, restarts: Effect.sync(() => restarts) })
+})
+
+export const layer = (options: Partial<DispatcherOptions> = {}): Layer.Layer<Dispatcher, never, MailQueue | DeliveryAdapter | Telemetry> =>
+  Layer.effect(Dispatcher, make(options))

@@ -1,0 +1,26 @@
+/**
+ * Delivery to the host app: an Effect function receives each message. Returning nothing means
+ * every recipient is done; returning outcomes decides per recipient. Failures retry.
+ */
+import { Effect, Layer } from "effect"
+import { type Delivery, DeliveryAdapter, DeliveryError, type RecipientOutcome } from "./DeliveryAdapter.ts"
+import * as DA from "./DeliveryAdapter.ts"
+
+export type Handler<R> = (delivery: Delivery) => Effect.Effect<ReadonlyArray<RecipientOutcome> | void, DeliveryError, R>
+
+export const make = <R>(name: string, handler: Handler<R>): Effect.Effect<DeliveryAdapter["Service"], never, R> =>
+  Effect.map(Effect.context<R>(), (context) =>
+    DeliveryAdapter.of({
+      name,
+      deliver: (delivery) =>
+        handler(delivery).pipe(
+          Effect.provideContext(context),
+          Effect.map((out) => out ?? DA.all(delivery, (rcpt) => DA.ok(rcpt))),
+          Effect.catchDefect((defect) =>
+            Effect.fail(new DeliveryError({ reason: `handler defect: ${String(defect)}`, retryable: true, cause: defect }))
+          )
+        )
+    }))
+
+export const layer = <R>(name: string, handler: Handler<R>): Layer.Layer<DeliveryAdapter, never, R> =>
+  Layer.effect(DeliveryAdapter, make(name, handler))

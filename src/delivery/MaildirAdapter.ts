@@ -1,0 +1,79 @@
+/**
+ * Delivery into Maildir folders, one per recipient under a root: `<root>/<recipient>/{tmp,new,cur}`.
+ *
+ * The message is written to `tmp/` under a unique name, fsync'd, then renamed into `new/` and the
+ * directory fsync'd — the Maildir protocol, so a reader never sees a partial file and an
+ * acknowledged delivery survives a crash. Recipient folder names are derived from the address
+ * with everything outside a safe alphabet replaced, so an address cannot escape the root.
+ */
+import { open, mkdir, rename, unlink } from "node:fs/promises"
+import { hostname } from "node:os"
+import { join } from "node:path"
+import { pipeline } from "node:stream/promises"
+import { Effect, Layer } from "effect"
+import * as DA from "./DeliveryAdapter.ts"
+
+export interface MaildirOptions {
+  readonly root: string
+}
+
+/** The folder name for a recipient: lower-cased, safe characters only, never `.`/`..`. */
+export const folderFor = (rcpt: string): string => {
+  const safe = rcpt.toLowerCase().replace(/[^a-z0-9@._+=-]/g, "_")
+  return safe.startsWith(".") ? `_${safe.slice(1)}` : safe
+}
+
+let sequence = 0
+const host = hostname().replace(/[/:]/g, "_")
+
+const uniqueName = (id: string, size: number): string => {
+  const now = Date.now()
+  return `${Math.floor(now / 1000)}.M${(now % 1000) * 1000}P${process.pid}Q${++sequence}_${id}.${host},S=${size}`
+}
+
+const fsyncDir = async (dir: string) => {
+  const fd = await open(dir, "r")
+  try {
+    await fd.sync()
+  } finally {
+    await fd.close()
+  }
+}
+
+const deliverOne = async (root: string, delivery: DA.Delivery, rcpt: string): Promise<string> => {
+  const base = join(root, folderFor(rcpt))
+  await Promise.all(["tmp", "new", "cur"].map((d) => mkdir(join(base, d), { recursive: true })))
+  const name = uniqueName(delivery.id, delivery.body.size)
+  const tmp = join(base, "tmp", name)
+  const fd = await open(tmp, "wx", 0o600)
+  try {
+    await pipeline(delivery.body.stream(), fd.createWriteStream({ autoClose: false }))
+    await fd.sync()
+  } catch (e) {
+    await fd.close().catch(() => undefined)
+    await unlink(tmp).catch(() => undefined)
+    throw e
+  }
+  await fd.close()
+  await rename(tmp, join(base, "new", name))
+  await fsyncDir(join(base, "new"))
+  return join(base, "new", name)
+}
+
+export const make = (options: MaildirOptions): DA.DeliveryAdapter["Service"] =>
+  DA.DeliveryAdapter.of({
+    name: "maildir",
+    deliver: (delivery) =>
+      Effect.forEach(delivery.recipients, ({ rcpt }) =>
+        Effect.tryPromise({
+          try: () => deliverOne(options.root, delivery, rcpt),
+          catch: (cause) => cause
+        }).pipe(
+          Effect.map((path) => DA.ok(rcpt, `250 2.0.0 stored in ${path}`)),
+          // A full disk or a permissions problem may clear up: retry rather than bounce.
+          Effect.catch((cause) => Effect.succeed(DA.retry(rcpt, `maildir write failed: ${cause instanceof Error ? cause.message : String(cause)}`)))
+        ))
+  })
+
+export const layer = (options: MaildirOptions): Layer.Layer<DA.DeliveryAdapter> =>
+  Layer.succeed(DA.DeliveryAdapter, make(options))

@@ -1,0 +1,143 @@
+/**
+ * The `MailQueue` contract: where an accepted message lives from the 250 until every recipient
+ * is delivered or dead-lettered.
+ *
+ * State is per recipient, so one recipient can be delivered while another waits for a retry.
+ * Workers `claim` a message's due recipients under a lease; a lease that is neither settled nor
+ * released before it expires (a crashed process) returns those recipients to the queue. Every
+ * backend (memory, SQLite, PostgreSQL) implements this contract and passes the same
+ * conformance kit (`queue/conformance.ts`).
+ */
+import type { Readable } from "node:stream"
+import { Context, type Effect, type Option } from "effect"
+import type { Envelope } from "../smtp/Envelope.ts"
+import type { SpooledBody } from "../spool/SpooledBody.ts"
+import type { MailQueueError } from "./MailQueueError.ts"
+
+export type RecipientState = "queued" | "inflight" | "retry" | "delivered" | "dead"
+
+/** Message state as shown to operators: the least-finished state of its recipients. */
+export type MessageState = "queued" | "inflight" | "retry" | "delivered" | "dead"
+
+export interface NewMessage {
+  readonly id: string
+  readonly envelope: Envelope
+  /** Trace header(s) to prepend to the body when it is read back. */
+  readonly trace: string
+  readonly body: SpooledBody
+  readonly receivedAt: number
+}
+
+export interface RecipientStatus {
+  readonly rcpt: string
+  readonly state: RecipientState
+  readonly attempts: number
+  /** Epoch ms when a `queued`/`retry` recipient becomes due. */
+  readonly nextAttemptAt: number
+  readonly lastReply?: string | undefined
+  /** Epoch ms after which a dead recipient is purged. */
+  readonly expiresAt?: number | undefined
+}
+
+export interface MessageInfo {
+  readonly id: string
+  readonly envelope: Envelope
+  readonly receivedAt: number
+  readonly size: number
+  readonly state: MessageState
+  readonly recipients: ReadonlyArray<RecipientStatus>
+}
+
+/** The stored message read back: trace header(s) followed by the body as received. */
+export interface MessageBody {
+  readonly size: number
+  /** A fresh stream over the whole message; errors (missing spool file) surface as stream errors. */
+  readonly stream: () => Readable
+}
+
+export interface Lease {
+  readonly id: string
+  readonly token: string
+  readonly owner: string
+  readonly expiresAt: number
+  readonly envelope: Envelope
+  readonly receivedAt: number
+  /** The recipients this lease covers, with their attempt number for this delivery (1-based). */
+  readonly recipients: ReadonlyArray<{ readonly rcpt: string; readonly attempt: number }>
+  readonly body: MessageBody
+}
+
+export type Settlement =
+  | { readonly _tag: "Delivered"; readonly rcpt: string; readonly reply: string }
+  | { readonly _tag: "Retry"; readonly rcpt: string; readonly at: number; readonly reply: string }
+  | { readonly _tag: "Dead"; readonly rcpt: string; readonly reply: string }
+
+export const delivered = (rcpt: string, reply: string): Settlement => ({ _tag: "Delivered", rcpt, reply })
+export const retryAt = (rcpt: string, at: number, reply: string): Settlement => ({ _tag: "Retry", rcpt, at, reply })
+export const dead = (rcpt: string, reply: string): Settlement => ({ _tag: "Dead", rcpt, reply })
+
+export interface ListFilter {
+  readonly state?: MessageState | "all" | undefined
+  readonly limit?: number | undefined
+}
+
+export interface QueueStats {
+  readonly messages: number
+  readonly depth: number
+  readonly recipients: Readonly<Record<RecipientState, number>>
+}
+
+export class MailQueue extends Context.Service<MailQueue, {
+  /** Backend name for logs and `queue stats`. */
+  readonly backend: string
+  /** Whether a committed message survives a crash of the process. */
+  readonly durable: boolean
+  /** Pending messages above which commits fail with `Full`; sessions refuse new transactions earlier. */
+  readonly maxDepth: number
+  /** Makes the message durable (for durable backends) and visible to `claim`. */
+  readonly commit: (message: NewMessage) => Effect.Effect<void, MailQueueError>
+  /** Leases the due recipients of the oldest due message, if any. */
+  readonly claim: (options: { readonly owner: string; readonly leaseMs: number }) => Effect.Effect<Option.Option<Lease>, MailQueueError>
+  /** Records the outcome for recipients of a lease; fails with `LeaseLost` if the lease expired and was taken over. */
+  readonly settle: (lease: Lease, settlements: ReadonlyArray<Settlement>) => Effect.Effect<void, MailQueueError>
+  /** Gives a lease back untouched (graceful stop): the attempt is not counted. */
+  readonly release: (lease: Lease) => Effect.Effect<void, MailQueueError>
+  /** Messages with at least one recipient not yet delivered or dead. */
+  readonly depth: Effect.Effect<number>
+  /** Epoch ms of the earliest pending (not leased) recipient, for workers deciding how long to sleep. */
+  readonly nextDueAt: Effect.Effect<Option.Option<number>, MailQueueError>
+  /** Completes when a commit or retry may have made work available, or after `timeoutMs`. */
+  readonly awaitWork: (timeoutMs: number) => Effect.Effect<void>
+  readonly list: (filter?: ListFilter) => Effect.Effect<ReadonlyArray<MessageInfo>, MailQueueError>
+  readonly get: (id: string) => Effect.Effect<Option.Option<MessageInfo>, MailQueueError>
+  readonly readMessage: (id: string) => Effect.Effect<MessageBody, MailQueueError>
+  /** Makes retry-waiting and dead recipients of a message due now; false if there were none. */
+  readonly retryNow: (id: string) => Effect.Effect<boolean, MailQueueError>
+  readonly remove: (id: string) => Effect.Effect<boolean, MailQueueError>
+  /** Removes dead recipients whose TTL passed (and messages left with nothing else). */
+  readonly purgeExpired: Effect.Effect<number, MailQueueError>
+  /** Removes every dead recipient now. */
+  readonly purgeDead: Effect.Effect<number, MailQueueError>
+  readonly stats: Effect.Effect<QueueStats, MailQueueError>
+}>()("incoming/MailQueue") {}
+
+/** The message state derived from its recipients: the least-finished one wins. */
+export const messageState = (states: ReadonlyArray<RecipientState>): MessageState => {
+  if (states.includes("inflight")) return "inflight"
+  if (states.includes("queued")) return "queued"
+  if (states.includes("retry")) return "retry"
+  if (states.includes("dead")) return "dead"
+  return "delivered"
+}
+
+export interface QueueOptions {
+  /** Dead-lettered recipients are kept this long (ms) for inspection and replay. */
+  readonly deadLetterTtlMs: number
+  /** Commits fail with `Full` (452 4.3.1) when this many messages are pending. */
+  readonly maxDepth: number
+}
+
+export const defaultQueueOptions: QueueOptions = {
+  deadLetterTtlMs: 7 * 24 * 3600_000,
+  maxDepth: 100_000
+}

@@ -1,0 +1,287 @@
+/**
+ * The in-process `MailQueue`: same contract, no durability. For development, tests and
+ * ephemeral use — a crash loses everything in it, and it says so when it starts.
+ *
+ * Small bodies stay in memory; bodies the spool already put in a file stay in that file (so a
+ * 50 MiB message does not move into the heap) and the file is removed when the message is done.
+ */
+import { randomUUID } from "node:crypto"
+import { Clock, Effect, Layer, Option } from "effect"
+import type { SpooledBody } from "../spool/SpooledBody.ts"
+import * as BodyStream from "./internal/bodyStream.ts"
+import * as WorkSignal from "./internal/WorkSignal.ts"
+import {
+  defaultQueueOptions,
+  type Lease,
+  MailQueue,
+  type MessageBody,
+  type MessageInfo,
+  messageState,
+  type NewMessage,
+  type QueueOptions,
+  type RecipientState,
+  type RecipientStatus
+} from "./MailQueue.ts"
+import { MailQueueError } from "./MailQueueError.ts"
+
+interface Rcpt {
+  rcpt: string
+  state: RecipientState
+  attempts: number
+  nextAttemptAt: number
+  lastReply: string | undefined
+  expiresAt: number | undefined
+}
+
+interface Entry {
+  readonly message: NewMessage
+  readonly rcpts: Array<Rcpt>
+  lease: { token: string; owner: string; expiresAt: number; rcpts: ReadonlyArray<string> } | undefined
+}
+
+const isPending = (r: Rcpt) => r.state === "queued" || r.state === "retry" || r.state === "inflight"
+
+export const make = Effect.fnUntraced(function*(options: Partial<QueueOptions> = {}) {
+  const opts: QueueOptions = { ...defaultQueueOptions, ...options }
+  const entries = new Map<string, Entry>()
+  let depth = 0
+  const signal = WorkSignal.make()
+  yield* Effect.logWarning("memory queue: accepted mail is NOT durable and is lost if the process stops")
+
+  const recount = () => {
+    let d = 0
+    for (const e of entries.values()) if (e.rcpts.some(isPending)) d++
+    depth = d
+  }
+
+  const bodyOf = (m: NewMessage): MessageBody => ({
+    size: Buffer.byteLength(m.trace) + m.body.size,
+    stream: () => bodyStream(m.trace, m.body)
+  })
+
+  const info = (e: Entry): MessageInfo => ({
+    id: e.message.id,
+    envelope: e.message.envelope,
+    receivedAt: e.message.receivedAt,
+    size: e.message.body.size,
+    state: messageState(e.rcpts.map((r) => r.state)),
+    recipients: e.rcpts.map((r): RecipientStatus => ({
+      rcpt: r.rcpt,
+      state: r.state,
+      attempts: r.attempts,
+      nextAttemptAt: r.nextAttemptAt,
+      lastReply: r.lastReply,
+      expiresAt: r.expiresAt
+    }))
+  })
+
+  const drop = (e: Entry) =>
+    Effect.suspend(() => {
+      entries.delete(e.message.id)
+      return e.message.body.release
+    })
+
+  const leaseLost = (id: string) => new MailQueueError({ reason: { _tag: "LeaseLost", id } })
+
+  const liveLease = (e: Entry | undefined, lease: Lease) =>
+    e !== undefined && e.lease !== undefined && e.lease.token === lease.token
+
+  return MailQueue.of({
+    backend: "memory",
+    durable: false,
+    maxDepth: opts.maxDepth,
+    commit: (message) =>
+      Effect.gen(function*() {
+        if (depth >= opts.maxDepth) {
+          return yield* new MailQueueError({ reason: { _tag: "Full", depth, maxDepth: opts.maxDepth } })
+        }
+        entries.set(message.id, {
+          message,
+          lease: undefined,
+          rcpts: message.envelope.rcptTo.map((rcpt) => ({
+            rcpt,
+            state: "queued",
+            attempts: 0,
+            nextAttemptAt: message.receivedAt,
+            lastReply: undefined,
+            expiresAt: undefined
+          }))
+        })
+        depth++
+        signal.notify()
+      }),
+    claim: ({ leaseMs, owner }) =>
+      Effect.gen(function*() {
+        const now = yield* Clock.currentTimeMillis
+        for (const e of entries.values()) {
+          if (e.lease !== undefined && e.lease.expiresAt > now) continue
+          if (e.lease !== undefined) {
+            // An expired lease: its owner died or stalled. Its recipients are due again.
+            for (const r of e.rcpts) if (r.state === "inflight") r.state = "queued"
+            e.lease = undefined
+          }
+          const due = e.rcpts.filter((r) => (r.state === "queued" || r.state === "retry") && r.nextAttemptAt <= now)
+          if (due.length === 0) continue
+          const token = randomUUID()
+          for (const r of due) {
+            r.state = "inflight"
+            r.attempts++
+          }
+          e.lease = { token, owner, expiresAt: now + leaseMs, rcpts: due.map((r) => r.rcpt) }
+          return Option.some<Lease>({
+            id: e.message.id,
+            token,
+            owner,
+            expiresAt: now + leaseMs,
+            envelope: e.message.envelope,
+            receivedAt: e.message.receivedAt,
+            recipients: due.map((r) => ({ rcpt: r.rcpt, attempt: r.attempts })),
+            body: bodyOf(e.message)
+          })
+        }
+        return Option.none()
+      }),
+    settle: (lease, settlements) =>
+      Effect.gen(function*() {
+        const e = entries.get(lease.id)
+        const now = yield* Clock.currentTimeMillis
+        if (!liveLease(e, lease) || e === undefined) return yield* leaseLost(lease.id)
+        const byRcpt = new Map(settlements.map((s) => [s.rcpt, s]))
+        for (const r of e.rcpts) {
+          if (r.state !== "inflight" || !e.lease!.rcpts.includes(r.rcpt)) continue
+          const s = byRcpt.get(r.rcpt)
+          if (s === undefined) {
+            // Not settled: back to the queue without counting the attempt.
+            r.state = "queued"
+            r.attempts = Math.max(0, r.attempts - 1)
+            continue
+          }
+          r.lastReply = s.reply
+          switch (s._tag) {
+            case "Delivered":
+              r.state = "delivered"
+              break
+            case "Retry":
+              r.state = "retry"
+              r.nextAttemptAt = s.at
+              break
+            case "Dead":
+              r.state = "dead"
+              r.expiresAt = now + opts.deadLetterTtlMs
+              break
+          }
+        }
+        e.lease = undefined
+        if (e.rcpts.every((r) => r.state === "delivered")) yield* drop(e)
+        recount()
+        signal.notify()
+      }),
+    release: (lease) =>
+      Effect.gen(function*() {
+        const e = entries.get(lease.id)
+        if (!liveLease(e, lease) || e === undefined) return yield* leaseLost(lease.id)
+        for (const r of e.rcpts) {
+          if (r.state === "inflight") {
+            r.state = "queued"
+            r.attempts = Math.max(0, r.attempts - 1)
+          }
+        }
+        e.lease = undefined
+        signal.notify()
+      }),
+    depth: Effect.sync(() => depth),
+    nextDueAt: Effect.sync(() => {
+      let min: number | undefined
+      for (const e of entries.values()) {
+        if (e.lease !== undefined) {
+          min = min === undefined ? e.lease.expiresAt : Math.min(min, e.lease.expiresAt)
+          continue
+        }
+        for (const r of e.rcpts) {
+          if (r.state === "queued" || r.state === "retry") {
+            min = min === undefined ? r.nextAttemptAt : Math.min(min, r.nextAttemptAt)
+          }
+        }
+      }
+      return Option.fromNullishOr(min)
+    }),
+    awaitWork: signal.await,
+    list: (filter = {}) =>
+      Effect.sync(() => {
+        const out: Array<MessageInfo> = []
+        for (const e of entries.values()) {
+          const i = info(e)
+          if (filter.state !== undefined && filter.state !== "all" && i.state !== filter.state) continue
+          out.push(i)
+          if (filter.limit !== undefined && out.length >= filter.limit) break
+        }
+        return out
+      }),
+    get: (id) => Effect.sync(() => Option.map(Option.fromNullishOr(entries.get(id)), info)),
+    readMessage: (id) =>
+      Effect.suspend(() => {
+        const e = entries.get(id)
+        return e === undefined
+          ? Effect.fail(new MailQueueError({ reason: { _tag: "NotFound", id } }))
+          : Effect.succeed(bodyOf(e.message))
+      }),
+    retryNow: (id) =>
+      Effect.gen(function*() {
+        const e = entries.get(id)
+        if (e === undefined) return false
+        const now = yield* Clock.currentTimeMillis
+        let changed = false
+        for (const r of e.rcpts) {
+          if (r.state === "retry" || r.state === "dead") {
+            r.state = "queued"
+            r.nextAttemptAt = now
+            r.expiresAt = undefined
+            changed = true
+          }
+        }
+        recount()
+        if (changed) signal.notify()
+        return changed
+      }),
+    remove: (id) =>
+      Effect.gen(function*() {
+        const e = entries.get(id)
+        if (e === undefined) return false
+        yield* drop(e)
+        recount()
+        return true
+      }),
+    purgeExpired: Effect.gen(function*() {
+      const now = yield* Clock.currentTimeMillis
+      return yield* purge((r) => r.state === "dead" && r.expiresAt !== undefined && r.expiresAt <= now)
+    }),
+    purgeDead: Effect.suspend(() => purge((r) => r.state === "dead")),
+    stats: Effect.sync(() => {
+      const recipients: Record<RecipientState, number> = { queued: 0, inflight: 0, retry: 0, delivered: 0, dead: 0 }
+      for (const e of entries.values()) for (const r of e.rcpts) recipients[r.state]++
+      return { messages: entries.size, depth, recipients }
+    })
+  })
+
+  function purge(pred: (r: Rcpt) => boolean) {
+    return Effect.gen(function*() {
+      let n = 0
+      for (const e of [...entries.values()]) {
+        const before = e.rcpts.length
+        const keep = e.rcpts.filter((r) => !pred(r))
+        n += before - keep.length
+        if (keep.length === before) continue
+        e.rcpts.splice(0, e.rcpts.length, ...keep)
+        if (e.rcpts.every((r) => r.state === "delivered")) yield* drop(e)
+      }
+      recount()
+      return n
+    })
+  }
+})
+
+const bodyStream = (trace: string, body: SpooledBody) =>
+  body._tag === "InMemory" ? BodyStream.fromParts(trace, body.chunks) : BodyStream.fromFile(trace, body.path)
+
+export const layer = (options: Partial<QueueOptions> = {}): Layer.Layer<MailQueue> =>
+  Layer.effect(MailQueue, make(options))

@@ -1,0 +1,269 @@
+/**
+ * Listeners: bind the configured sockets and run a session per connection.
+ *
+ * Every smtp-server callback runs as a fiber forked from the captured layer context into a
+ * per-connection scope, itself a child of the listeners' scope: closing a connection
+ * interrupts what its hooks still run, and closing the layer closes every connection.
+ *
+ * Drain (closing the layer's scope): stop accepting, answer new commands with 421, let DATA
+ * transactions already in progress finish within `drainTimeoutMs`, then interrupt what is left
+ * (those clients get 421 and retry), say 421 to idle connections and close them.
+ */
+import { readFileSync } from "node:fs"
+import type { AddressInfo } from "node:net"
+import { createSecureContext } from "node:tls"
+import { Context, Effect, Exit, Fiber, FiberSet, Layer, Scope } from "effect"
+import type { SMTPServerOptions } from "smtp-server"
+import type { Relay } from "../policy/Relay.ts"
+import type { MailQueue } from "../queue/MailQueue.ts"
+import type { Spool } from "../spool/Spool.ts"
+import type { Telemetry } from "../telemetry/Telemetry.ts"
+import { IncomingSmtpServer } from "./internal/engine.ts"
+import { fromBindError, ListenError } from "./ListenError.ts"
+import * as ListenerOptions from "./ListenerOptions.ts"
+import * as Session from "./Session.ts"
+import * as SmtpReply from "./SmtpReply.ts"
+
+export interface ListenerInfo {
+  readonly name: string
+  readonly host: string
+  /** The bound port (the real one when 0 was configured). */
+  readonly port: number
+  readonly options: ListenerOptions.ListenerOptions
+  readonly connections: Effect.Effect<number>
+}
+
+/** The bound listeners of this process. */
+export class Listeners extends Context.Service<Listeners, {
+  readonly all: ReadonlyArray<ListenerInfo>
+  readonly draining: Effect.Effect<boolean>
+}>()("incoming/Listeners") {}
+
+export interface ListenersOptions {
+  readonly listeners: ReadonlyArray<ListenerOptions.ListenerInput>
+  readonly hostname: string
+  readonly drainTimeoutMs: number
+}
+
+type Services = MailQueue | Spool | Telemetry | Relay
+
+interface Running {
+  readonly info: ListenerInfo
+  /** Phase 1 of drain: stop accepting and refuse new commands. */
+  readonly stopAccepting: Effect.Effect<void>
+  /** Phase 2: wait for DATA in flight (bounded), then interrupt and close everything. */
+  readonly finish: (deadline: number) => Effect.Effect<void>
+}
+
+const readTls = (o: ListenerOptions.ListenerOptions, address: string) =>
+  Effect.try({
+    try: () => {
+      if (o.tls.mode === "disabled") return {}
+      if (o.tls.cert === undefined || o.tls.key === undefined) {
+        throw new Error(`tls mode "${o.tls.mode}" needs both a certificate and a key file`)
+      }
+      const cert = readFileSync(o.tls.cert)
+      const key = readFileSync(o.tls.key)
+      createSecureContext({ cert, key }) // fails now on a malformed or mismatched pair, not at first STARTTLS
+      return { cert, key }
+    },
+    catch: (cause) =>
+      new ListenError({
+        listener: o.name,
+        address,
+        reason: { _tag: "BadCertificate", detail: cause instanceof Error ? cause.message : String(cause) },
+        cause
+      })
+  })
+
+const start = Effect.fnUntraced(function*(
+  input: ListenerOptions.ListenerInput,
+  shared: {
+    readonly hostname: string
+    readonly drainTimeoutMs: number
+    readonly draining: () => boolean
+    readonly connectionsScope: Scope.Scope
+  }
+) {
+  const o = ListenerOptions.resolve(input, shared.hostname)
+  const address = o.host.includes(":") ? `[${o.host}]:${o.port}` : `${o.host}:${o.port}`
+  const tls = yield* readTls(o, address)
+  const context = yield* Effect.context<Services>()
+  const runSync = Effect.runSyncWith(context)
+  const runFork = Effect.runForkWith(context)
+
+  let server: IncomingSmtpServer | undefined
+  const handlers = yield* Session.make(o, {
+    isDraining: shared.draining,
+    enterData: (id) => server?.guards.get(id)?.enterData(),
+    leaveData: (id) => server?.guards.get(id)?.leaveData()
+  })
+
+  interface Connection {
+    readonly scope: Scope.Closeable
+    readonly run: <A, E>(effect: Effect.Effect<A, E>) => Fiber.Fiber<A, E>
+  }
+  const connections = new Map<string, Connection>()
+  const dataFibers = new Set<Fiber.Fiber<unknown, unknown>>()
+
+  const open = (id: string): Connection => {
+    const scope = Scope.forkUnsafe(shared.connectionsScope, "parallel")
+    const run = runSync(FiberSet.makeRuntime<never>().pipe(Scope.provide(scope)))
+    const c: Connection = { scope, run }
+    connections.set(id, c)
+    return c
+  }
+  const closeConnection = (id: string) => {
+    const c = connections.get(id)
+    if (c === undefined) return
+    connections.delete(id)
+    runFork(Scope.close(c.scope, Exit.void))
+  }
+
+  /** Runs a hook as a fiber of the connection and answers the engine's callback with its outcome. */
+  const runHook = <A, E>(
+    id: string,
+    effect: Effect.Effect<A, E>,
+    callback: (err?: Error | null, value?: A) => void,
+    track?: Set<Fiber.Fiber<unknown, unknown>>
+  ) => {
+    const c = connections.get(id) ?? open(id)
+    const fiber = c.run(effect.pipe(
+      Effect.tapDefect((defect) => Effect.logError("session hook defect", defect)),
+      Effect.annotateLogs({ session: id, listener: o.name })
+    ))
+    track?.add(fiber)
+    fiber.addObserver((exit) => {
+      track?.delete(fiber)
+      if (Exit.isSuccess(exit)) callback(null, exit.value)
+      else callback(SmtpReply.toEngineError(SmtpReply.fromCause(exit.cause)))
+    })
+  }
+
+  const engineOptions: SMTPServerOptions = {
+    ...tls,
+    name: o.hostname,
+    banner: "Incoming",
+    size: o.maxSize,
+    secure: o.tls.mode === "implicit",
+    authOptional: true,
+    disabledCommands: o.tls.mode === "disabled" || o.tls.mode === "implicit" ? ["STARTTLS", "AUTH"] : ["AUTH"],
+    hideENHANCEDSTATUSCODES: false,
+    hideDSN: true,
+    hideREQUIRETLS: true,
+    disableReverseLookup: true,
+    logger: false,
+    socketTimeout: o.idleTimeoutMs,
+    closeTimeout: shared.drainTimeoutMs,
+    onConnect: (session, callback) => {
+      open(session.id)
+      runHook(session.id, handlers.connect({ id: session.id, remoteAddress: session.remoteAddress }), callback)
+    },
+    onMailFrom: (address, session, callback) => runHook(session.id, handlers.mailFrom(address, session), callback),
+    onRcptTo: (address, session, callback) => runHook(session.id, handlers.rcptTo(address, session), callback),
+    onData: (stream, session, callback) => {
+      // A client reset mid-DATA emits 'error' on this stream; without a listener Node would throw.
+      stream.on("error", () => undefined)
+      runHook(session.id, handlers.data(stream, session), (err, reply) => callback(err, reply), dataFibers)
+    },
+    onClose: (session) => {
+      handlers.close(session.id)
+      closeConnection(session.id)
+    }
+  }
+
+  const s = new IncomingSmtpServer(engineOptions, {
+    greetingDelayMs: o.greetingDelayMs,
+    commandTimeoutMs: o.commandTimeoutMs,
+    dataTimeoutMs: o.dataTimeoutMs,
+    maxConnectionTimeMs: o.maxConnectionTimeMs,
+    maxCommands: o.maxCommands,
+    maxErrors: o.maxErrors
+  })
+  server = s
+  // Without an 'error' listener a client reset during a command crashes the process.
+  s.on("error", (err: Error) => {
+    runFork(Effect.logDebug("smtp connection error", err.message).pipe(Effect.annotateLogs({ listener: o.name })))
+  })
+
+  const port = yield* Effect.callback<number, ListenError>((resume) => {
+    const onError = (err: Error) => resume(Effect.fail(fromBindError(o.name, address, err)))
+    s.server.once("error", onError)
+    s.server.listen(o.port, o.host, () => {
+      s.server.off("error", onError)
+      resume(Effect.succeed((s.server.address() as AddressInfo).port))
+    })
+  })
+  yield* Effect.logInfo(`listening on ${o.host.includes(":") ? `[${o.host}]` : o.host}:${port}`).pipe(
+    Effect.annotateLogs({ listener: o.name, tls: o.tls.mode })
+  )
+
+  let closed: Promise<void> | undefined
+  const stopAccepting = Effect.sync(() => {
+    closed ??= new Promise<void>((resolve) => s.close(() => resolve()))
+  })
+
+  const finish = (deadline: number) =>
+    Effect.gen(function*() {
+      const inFlight = [...dataFibers]
+      if (inFlight.length > 0) {
+        yield* Effect.logInfo(`draining ${inFlight.length} DATA transaction(s)`).pipe(Effect.annotateLogs({ listener: o.name }))
+        const waited = yield* Fiber.awaitAll(inFlight).pipe(Effect.timeoutOption(Math.max(0, deadline - Date.now())))
+        if (waited._tag === "None") {
+          yield* Effect.logWarning("drain timeout: interrupting transactions still in progress")
+        }
+      }
+      // Whatever is left (stragglers, idle sessions) is told to come back later.
+      for (const c of s.connections) {
+        c.send(SmtpReply.shuttingDown.code, `${SmtpReply.shuttingDown.enhanced} ${SmtpReply.shuttingDown.text}`)
+      }
+      yield* Effect.forEach([...connections.values()], (c) => Scope.close(c.scope, Exit.void), { discard: true })
+      connections.clear()
+      const p = closed
+      if (p !== undefined) yield* Effect.promise(() => p).pipe(Effect.timeoutOption(2000))
+    })
+
+  const info: ListenerInfo = {
+    name: o.name,
+    host: o.host,
+    port,
+    options: { ...o, port },
+    connections: Effect.sync(() => handlers.connections())
+  }
+  return { info, stopAccepting, finish } satisfies Running
+})
+
+export const make = Effect.fnUntraced(function*(options: ListenersOptions) {
+  let draining = false
+  const running: Array<Running> = []
+  // Finalizers run in reverse order. The connections' parent scope is forked first so that it
+  // closes last, after the drain below has let in-flight DATA finish; the drain is registered
+  // before any listener binds so that a later bind failure still closes the earlier ones.
+  const connectionsScope = yield* Scope.fork(yield* Effect.scope, "parallel")
+  yield* Effect.addFinalizer(() =>
+    Effect.gen(function*() {
+      draining = true
+      const deadline = Date.now() + options.drainTimeoutMs
+      yield* Effect.forEach(running, (r) => r.stopAccepting, { discard: true })
+      yield* Effect.forEach(running, (r) => r.finish(deadline), { concurrency: "unbounded", discard: true })
+      yield* Effect.logInfo("listeners drained")
+    })
+  )
+  for (const l of options.listeners) {
+    running.push(
+      yield* start(l, {
+        hostname: options.hostname,
+        drainTimeoutMs: options.drainTimeoutMs,
+        draining: () => draining,
+        connectionsScope
+      })
+    )
+  }
+  return Listeners.of({
+    all: running.map((r) => r.info),
+    draining: Effect.sync(() => draining)
+  })
+})
+
+export const layer = (options: ListenersOptions): Layer.Layer<Listeners, ListenError, Services> =>
+  Layer.effect(Listeners, make(options))

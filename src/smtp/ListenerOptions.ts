@@ -1,0 +1,69 @@
+/**
+ * What one listener is: address, TLS mode and the per-connection limits its sessions enforce.
+ * Defaults follow RFC 5321 4.5.3.2 timeouts and common MTA practice; every one is overridable.
+ */
+export type TlsMode = "disabled" | "optional" | "required" | "implicit"
+
+export interface TlsOptions {
+  readonly mode: TlsMode
+  /** PEM certificate chain file (required unless mode is "disabled"). */
+  readonly cert?: string | undefined
+  /** PEM private key file. */
+  readonly key?: string | undefined
+}
+
+export interface ListenerOptions {
+  readonly name: string
+  readonly host: string
+  readonly port: number
+  readonly tls: TlsOptions
+  /** Our name in the greeting and in `Received: by`. */
+  readonly hostname: string
+  /** Largest message accepted, in bytes (advertised as SIZE, counted while DATA arrives). */
+  readonly maxSize: number
+  readonly maxRecipients: number
+  readonly maxCommands: number
+  readonly maxErrors: number
+  readonly idleTimeoutMs: number
+  readonly commandTimeoutMs: number
+  readonly dataTimeoutMs: number
+  readonly maxConnectionTimeMs: number
+  readonly maxConnections: number
+  readonly maxConnectionsPerIp: number
+  /** Pause before the 220 greeting; > 0 enables early-talker rejection. */
+  readonly greetingDelayMs: number
+  /** Bare CR / bare LF in DATA: refuse the message (default) or rewrite them to CRLF. */
+  readonly lineEndings: "reject" | "normalize"
+  /** Deadline for a policy/queue hook before the session answers 451 4.4.2. */
+  readonly hookTimeoutMs: number
+}
+
+export const defaults: Omit<ListenerOptions, "name" | "host" | "port" | "hostname"> = {
+  tls: { mode: "disabled" },
+  maxSize: 25 * 1024 * 1024,
+  maxRecipients: 100,
+  maxCommands: 100_000,
+  maxErrors: 10,
+  idleTimeoutMs: 5 * 60_000,
+  commandTimeoutMs: 5 * 60_000,
+  dataTimeoutMs: 10 * 60_000,
+  maxConnectionTimeMs: 60 * 60_000,
+  maxConnections: 1000,
+  maxConnectionsPerIp: 100,
+  greetingDelayMs: 0,
+  lineEndings: "reject",
+  hookTimeoutMs: 60_000
+}
+
+export type ListenerInput = Partial<ListenerOptions> & { readonly port: number }
+
+export const resolve = (input: ListenerInput, fallbackHostname: string): ListenerOptions => {
+  const host = input.host ?? "127.0.0.1"
+  return {
+    ...defaults,
+    ...input,
+    host,
+    hostname: input.hostname ?? fallbackHostname,
+    name: input.name ?? `smtp:${host}:${input.port}`
+  }
+}

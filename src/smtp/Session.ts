@@ -1,0 +1,226 @@
+/**
+ * What a session does at each protocol stage: connection limits at connect, sender checks at
+ * MAIL, recipient authority at RCPT, and at DATA the stream → spool → trace header → commit
+ * path that ends in `250 2.0.0 queued as <id>`.
+ *
+ * The handlers are Effects; the listener runs them as fibers in the connection's scope. Every
+ * failure they produce carries its reply, and anything unexpected is mapped by
+ * `SmtpReply.fromCause` to a 4xx.
+ */
+import type { Readable } from "node:stream"
+import { Clock, Data, Effect } from "effect"
+import type { SMTPServerAddress, SMTPServerSession } from "smtp-server"
+import { Relay } from "../policy/Relay.ts"
+import { MailQueue } from "../queue/MailQueue.ts"
+import type { MailQueueError } from "../queue/MailQueueError.ts"
+import * as MessageId from "../queue/MessageId.ts"
+import { Spool } from "../spool/Spool.ts"
+import type { SpoolError } from "../spool/SpoolError.ts"
+import { Telemetry } from "../telemetry/Telemetry.ts"
+import * as Address from "./Address.ts"
+import type { Envelope } from "./Envelope.ts"
+import type { ListenerOptions } from "./ListenerOptions.ts"
+import * as ReceivedHeader from "./ReceivedHeader.ts"
+import * as SmtpReply from "./SmtpReply.ts"
+
+/** A refusal decided by the session (limits, sequence, authority): its reply goes to the client as is. */
+export class SessionReject extends Data.TaggedError("SessionReject")<{
+  readonly reply: SmtpReply.SmtpReply
+  readonly reason: string
+}> {}
+
+const reject = (reply: SmtpReply.SmtpReply, reason: string) => new SessionReject({ reply, reason })
+
+/** MAIL parameters we advertise (SIZE, 8BITMIME, SMTPUTF8); anything else is 555 5.5.4. */
+const mailParams = new Set(["SIZE", "BODY", "SMTPUTF8"])
+
+export interface ConnectInfo {
+  readonly id: string
+  readonly remoteAddress: string
+}
+
+export interface SessionHandlers {
+  readonly connect: (info: ConnectInfo) => Effect.Effect<void, SessionReject>
+  readonly mailFrom: (address: SMTPServerAddress, session: SMTPServerSession) => Effect.Effect<void, SessionReject>
+  readonly rcptTo: (address: SMTPServerAddress, session: SMTPServerSession) => Effect.Effect<void, SessionReject>
+  readonly data: (
+    stream: Readable,
+    session: SMTPServerSession
+  ) => Effect.Effect<string, SessionReject | SpoolError | MailQueueError>
+  readonly close: (id: string) => void
+  readonly connections: () => number
+}
+
+export interface SessionHooks {
+  readonly isDraining: () => boolean
+  readonly enterData: (sessionId: string) => void
+  readonly leaveData: (sessionId: string) => void
+}
+
+export const make = Effect.fnUntraced(function*(options: ListenerOptions, hooks: SessionHooks) {
+  const queue = yield* MailQueue
+  const spool = yield* Spool
+  const telemetry = yield* Telemetry
+  const relay = yield* Relay
+
+  const perIp = new Map<string, number>()
+  // Sessions counted against the limits, with their address, so close can give the slot back.
+  const ipOf = new Map<string, string>()
+  let total = 0
+
+  const rejected = (stage: string) => (e: SessionReject) =>
+    telemetry.publish({ _tag: "SessionRejected", reason: e.reason, stage, code: e.reply.code, listener: options.name })
+
+  const connect = (info: ConnectInfo) =>
+    Effect.gen(function*() {
+      if (hooks.isDraining()) return yield* reject(SmtpReply.shuttingDown, "draining")
+      if (total >= options.maxConnections) return yield* reject(SmtpReply.tooManyConnections, "max_connections")
+      const n = perIp.get(info.remoteAddress) ?? 0
+      if (n >= options.maxConnectionsPerIp) {
+        return yield* reject(SmtpReply.tooManyConnectionsFromIp, "max_connections_per_ip")
+      }
+      perIp.set(info.remoteAddress, n + 1)
+      ipOf.set(info.id, info.remoteAddress)
+      total++
+      yield* telemetry.publish({ _tag: "SessionConnect", peer: info.remoteAddress, listener: options.name })
+    }).pipe(Effect.tapError(rejected("connect")))
+
+  const close = (id: string) => {
+    const ip = ipOf.get(id)
+    if (ip === undefined) return
+    ipOf.delete(id)
+    total--
+    const n = (perIp.get(ip) ?? 1) - 1
+    if (n <= 0) perIp.delete(ip)
+    else perIp.set(ip, n)
+  }
+
+  const checkParams = (args: SMTPServerAddress["args"], allowed: ReadonlySet<string>) => {
+    if (args === false || args === undefined) return undefined
+    for (const key of Object.keys(args)) {
+      if (!allowed.has(key.toUpperCase())) return key.toUpperCase()
+    }
+    return undefined
+  }
+
+  const mailFrom = (address: SMTPServerAddress, session: SMTPServerSession) =>
+    Effect.gen(function*() {
+      if (hooks.isDraining()) return yield* reject(SmtpReply.shuttingDown, "draining")
+      if (options.tls.mode === "required" && !session.secure) {
+        return yield* reject(SmtpReply.make(530, "5.7.0", "Must issue a STARTTLS command first"), "tls_required")
+      }
+      const unknown = checkParams(address.args, mailParams)
+      if (unknown !== undefined) return yield* reject(SmtpReply.unknownParameter(unknown), "unknown_parameter")
+      const declared = address.args !== false && address.args?.SIZE !== undefined ? Number(address.args.SIZE) : 0
+      if (declared > options.maxSize) return yield* reject(SmtpReply.messageTooBig(options.maxSize), "size")
+      if (address.address !== "" && Address.parse(address.address) === undefined) {
+        return yield* reject(SmtpReply.make(501, "5.1.7", "Bad sender address syntax"), "sender_syntax")
+      }
+      // Backpressure at MAIL, so a client does not send a whole message only to get 452 after DATA.
+      const depth = yield* queue.depth
+      if (depth >= queue.maxDepth) return yield* reject(SmtpReply.queueFull, "queue_full")
+    }).pipe(Effect.tapError(rejected("mail")))
+
+  const rcptTo = (address: SMTPServerAddress, session: SMTPServerSession) =>
+    Effect.gen(function*() {
+      const unknown = checkParams(address.args, noParams)
+      if (unknown !== undefined) return yield* reject(SmtpReply.unknownParameter(unknown), "unknown_parameter")
+      const already = session.envelope.rcptTo.some((r) => r.address.toLowerCase() === address.address.toLowerCase())
+      if (!already && session.envelope.rcptTo.length >= options.maxRecipients) {
+        return yield* reject(SmtpReply.tooManyRecipients, "max_recipients")
+      }
+      const decision = yield* relay.checkRecipient(address.address, { authenticated: session.user !== undefined })
+      switch (decision._tag) {
+        case "BadAddress":
+          return yield* reject(SmtpReply.badRecipientSyntax("Bad recipient address syntax"), "rcpt_syntax")
+        case "Denied":
+          return yield* reject(SmtpReply.relayDenied, "relay_denied")
+        default:
+          return
+      }
+    }).pipe(Effect.tapError(rejected("rcpt")))
+
+  const recipientsOf = (session: SMTPServerSession): ReadonlyArray<string> => {
+    const seen = new Set<string>()
+    for (const r of session.envelope.rcptTo) {
+      const m = Address.parse(r.address)
+      if (m === undefined) continue
+      seen.add(m.domain === "" ? `${m.local}@${relay.primaryDomain}` : Address.toString(m))
+    }
+    return [...seen]
+  }
+
+  const data = (stream: Readable, session: SMTPServerSession) =>
+    Effect.gen(function*() {
+      const id = MessageId.make()
+      hooks.enterData(session.id)
+      const body = yield* spool.receive(stream, { id, maxSize: options.maxSize, lineEndings: options.lineEndings }).pipe(
+        Effect.ensuring(Effect.sync(() => hooks.leaveData(session.id)))
+      )
+      const now = yield* Clock.currentTimeMillis
+      const rcptTo = recipientsOf(session)
+      const mailFrom = session.envelope.mailFrom === false ? "" : (Address.normalize(session.envelope.mailFrom.address) ?? "")
+      const envelope: Envelope = {
+        mailFrom,
+        rcptTo,
+        helo: session.hostNameAppearsAs,
+        clientAddress: session.remoteAddress,
+        secure: session.secure,
+        authenticatedUser: typeof session.user === "string" ? session.user : undefined,
+        listener: options.name
+      }
+      const trace = ReceivedHeader.make({
+        helo: session.hostNameAppearsAs,
+        clientAddress: session.remoteAddress,
+        clientHostname: session.clientHostname,
+        hostname: options.hostname,
+        secure: session.secure,
+        authenticated: session.user !== undefined,
+        id,
+        recipients: rcptTo,
+        date: new Date(now)
+      })
+      yield* queue.commit({ id, envelope, trace, body, receivedAt: now }).pipe(
+        Effect.timeout(options.hookTimeoutMs),
+        Effect.tapCause((cause) =>
+          Effect.andThen(
+            body.release,
+            telemetry.publish({
+              _tag: "EnqueueError",
+              id,
+              reason: SmtpReply.format(SmtpReply.fromCause(cause)),
+              attemptedSize: body.size
+            })
+          )
+        ),
+        Effect.catchTag("TimeoutError", () => Effect.fail(reject(SmtpReply.timeout, "commit_timeout")))
+      )
+      const depth = yield* queue.depth
+      yield* telemetry.publish({ _tag: "MessageQueued", id, size: body.size, queueDepth: depth })
+      yield* telemetry.publish({ _tag: "SessionAccepted", id, listener: options.name })
+      yield* Effect.logDebug("message queued").pipe(Effect.annotateLogs({ message: id, size: body.size }))
+      return `${SmtpReply.queued(id).enhanced} ${SmtpReply.queued(id).text}`
+    }).pipe(
+      Effect.annotateLogs({ session: session.id }),
+      Effect.tapError((e) =>
+        e._tag === "SessionReject" ? rejected("data")(e) : telemetry.publish({
+          _tag: "SessionRejected",
+          reason: e.message,
+          stage: "data",
+          code: e.reply.code,
+          listener: options.name
+        })
+      )
+    )
+
+  return {
+    connect,
+    mailFrom,
+    rcptTo,
+    data,
+    close,
+    connections: () => total
+  } satisfies SessionHandlers
+})
+
+const noParams: ReadonlySet<string> = new Set()

@@ -1,0 +1,134 @@
+/**
+ * Incoming's subclass of smtp-server's `SMTPServer`: the few protocol-engine behaviours the
+ * library has no option for, added per connection without forking it.
+ *
+ * - Pre-greeting delay: the library waits a hard-coded 100 ms before its 220 (an early-talker
+ *   check). We construct each `SMTPConnection` ourselves in `connect`, make its
+ *   `connectionReady` run once, and call it after our own delay (0 by default). The library's
+ *   timer still fires later and finds it already done. With a positive delay, a client that
+ *   talks before the greeting gets the library's own "talk too soon" 421 and is disconnected.
+ * - Per-command deadline on top of the idle timeout: the idle timer restarts on every byte, so a
+ *   client trickling a byte a second would hold a connection forever. Each command must
+ *   complete within `commandTimeoutMs` of the previous one (and DATA within `dataTimeoutMs`).
+ * - A total connection time limit, command and error budgets (421 4.7.0).
+ * - Our enhanced status codes: a reply text that already starts with `x.y.z` is sent without
+ *   the library's table-derived code, so every reply carries exactly one.
+ *
+ * These reach into documented-by-source but unexported behaviour of smtp-server 3.21; the
+ * tests in test/smtp/engine.test.ts fail if an upgrade changes it.
+ */
+import type { Socket } from "node:net"
+import { SMTPServer, type SMTPServerOptions } from "smtp-server"
+import { SMTPConnection } from "smtp-server/lib/smtp-connection.js"
+import * as SmtpReply from "../SmtpReply.ts"
+
+export interface EngineLimits {
+  readonly greetingDelayMs: number
+  readonly commandTimeoutMs: number
+  readonly dataTimeoutMs: number
+  readonly maxConnectionTimeMs: number
+  readonly maxCommands: number
+  readonly maxErrors: number
+}
+
+const enhanced = /^[245]\.\d{1,3}\.\d{1,3} /
+
+/** Per-connection guard state, reachable from the session by the connection's id. */
+export interface ConnectionGuard {
+  /** Switches the deadline to the DATA budget while a message streams in. */
+  readonly enterData: () => void
+  readonly leaveData: () => void
+  /** Sends a final reply and closes (421). */
+  readonly abort: (reply: SmtpReply.SmtpReply) => void
+}
+
+export class IncomingSmtpServer extends SMTPServer {
+  readonly limits: EngineLimits
+  readonly guards = new Map<string, ConnectionGuard>()
+
+  constructor(options: SMTPServerOptions, limits: EngineLimits) {
+    super(options)
+    this.limits = limits
+  }
+
+  override connect(socket: Socket, socketOptions?: ConstructorParameters<typeof SMTPConnection>[2]): void {
+    const connection = new SMTPConnection(this, socket, socketOptions ?? undefined)
+    const limits = this.limits
+    this.connections.add(connection)
+    connection.on("error", (err: Error) => this._onError(err))
+    connection.on("connect", (data) => this._onClientConnect(data))
+
+    const ready = connection.connectionReady.bind(connection)
+    let started = false
+    connection.connectionReady = (next) => {
+      if (started) return
+      started = true
+      ready(next)
+    }
+
+    const send = connection.send.bind(connection)
+    let errors = 0
+    let closed = false
+    connection.send = (code, data, context) => {
+      if (closed && code !== 421) return
+      const text = typeof data === "string" ? data : undefined
+      send(code, data, text !== undefined && enhanced.test(text) ? false : context)
+      if (code === 421) {
+        closed = true
+        return
+      }
+      if (code >= 400 && ++errors > limits.maxErrors) {
+        connection.send(SmtpReply.tooManyErrors.code, `${SmtpReply.tooManyErrors.enhanced} ${SmtpReply.tooManyErrors.text}`)
+      }
+    }
+
+    const abort = (reply: SmtpReply.SmtpReply) => connection.send(reply.code, `${reply.enhanced} ${reply.text}`)
+
+    // One deadline timer per connection, re-armed per command; `unref` so it never holds the process.
+    let deadline: NodeJS.Timeout | undefined
+    const arm = (ms: number) => {
+      if (deadline !== undefined) clearTimeout(deadline)
+      if (closed || ms <= 0) return
+      deadline = setTimeout(() => abort(SmtpReply.commandTimeout), ms)
+      deadline.unref()
+    }
+    const total = limits.maxConnectionTimeMs > 0
+      ? setTimeout(() => abort(SmtpReply.connectionTimeLimit), limits.maxConnectionTimeMs)
+      : undefined
+    total?.unref()
+
+    let commands = 0
+    const onCommand = connection._onCommand.bind(connection)
+    connection._onCommand = (command, callback) => {
+      if (++commands > limits.maxCommands) {
+        abort(SmtpReply.tooManyCommands)
+        callback?.()
+        return
+      }
+      arm(limits.commandTimeoutMs)
+      onCommand(command, callback)
+    }
+
+    const id = connection.id
+    this.guards.set(id, {
+      enterData: () => arm(limits.dataTimeoutMs),
+      leaveData: () => arm(limits.commandTimeoutMs),
+      abort
+    })
+    connection.once("close", () => undefined)
+    socket.once("close", () => {
+      if (deadline !== undefined) clearTimeout(deadline)
+      if (total !== undefined) clearTimeout(total)
+      this.guards.delete(id)
+    })
+
+    connection.init()
+    arm(limits.commandTimeoutMs)
+    if (limits.greetingDelayMs <= 0) {
+      connection.connectionReady()
+    } else {
+      const t = setTimeout(() => connection.connectionReady(), limits.greetingDelayMs)
+      t.unref()
+    }
+  }
+}

@@ -1,0 +1,211 @@
+/**
+ * Receives one DATA stream under the size cap, the line-ending rule and a global memory budget.
+ *
+ * Small messages stay in memory; once a message passes the per-message threshold, or the bytes
+ * held in memory by all sessions would pass the budget, it spills to a file in the spool
+ * directory and the memory it held is returned. The size cap is counted while bytes arrive:
+ * past it nothing more is kept, the rest of the stream is read and dropped (so the engine can
+ * answer after the final dot), and the transaction fails with 552 5.3.4.
+ */
+import { createWriteStream, mkdirSync, readdirSync, unlinkSync, type WriteStream } from "node:fs"
+import { unlink } from "node:fs/promises"
+import { join } from "node:path"
+import type { Readable } from "node:stream"
+import { Context, Effect, Layer } from "effect"
+import * as LineEndings from "./LineEndings.ts"
+import type { SpooledBody } from "./SpooledBody.ts"
+import { SpoolError } from "./SpoolError.ts"
+
+export interface SpoolOptions {
+  /** Directory for spilled bodies; created if missing, leftovers removed at start. */
+  readonly dir: string
+  /** A message larger than this spills to disk. */
+  readonly inMemoryThreshold: number
+  /** Upper bound of message bytes held in memory by all sessions together. */
+  readonly memoryBudget: number
+}
+
+export const defaultSpoolOptions = {
+  inMemoryThreshold: 128 * 1024,
+  memoryBudget: 64 * 1024 * 1024
+}
+
+export interface ReceiveOptions {
+  readonly id: string
+  readonly maxSize: number
+  readonly lineEndings: "reject" | "normalize"
+}
+
+export class Spool extends Context.Service<Spool, {
+  readonly dir: string
+  readonly receive: (source: Readable, options: ReceiveOptions) => Effect.Effect<SpooledBody, SpoolError>
+  /** Bytes currently held in memory by received bodies (for tests and metrics). */
+  readonly memoryInUse: Effect.Effect<number>
+}>()("incoming/Spool") {}
+
+const storageError = (cause: unknown): SpoolError => {
+  const code = typeof cause === "object" && cause !== null && "code" in cause ? String(cause.code) : ""
+  const detail = cause instanceof Error ? cause.message : String(cause)
+  return new SpoolError({
+    reason: code === "ENOSPC" || code === "EDQUOT" ? { _tag: "StorageFull", detail } : { _tag: "StorageFailed", detail },
+    cause
+  })
+}
+
+export const make = Effect.fnUntraced(function*(options: Partial<SpoolOptions> & { readonly dir: string }) {
+  const opts: SpoolOptions = { ...defaultSpoolOptions, ...options }
+  yield* Effect.sync(() => {
+    mkdirSync(opts.dir, { recursive: true })
+    // Spool files are only referenced by transactions in flight; after a restart none are.
+    for (const name of readdirSync(opts.dir)) {
+      if (name.endsWith(".spool")) unlinkSync(join(opts.dir, name))
+    }
+  })
+  let inMemory = 0
+
+  const receive = (source: Readable, ro: ReceiveOptions) =>
+    Effect.callback<SpooledBody, SpoolError>((resume) => {
+      const scanner = LineEndings.make(ro.lineEndings)
+      let chunks: Array<Buffer> = []
+      let held = 0 // bytes of `chunks` counted against the memory budget
+      let received = 0 // bytes from the client, counted against the cap
+      let size = 0 // bytes kept (after normalisation)
+      let file: WriteStream | undefined
+      let path: string | undefined
+      let failure: SpoolError | undefined
+      let ended = false
+      let done = false
+
+      const dropMemory = () => {
+        inMemory -= held
+        held = 0
+        chunks = []
+      }
+      const removeFile = () => {
+        if (file !== undefined) file.destroy()
+        file = undefined
+        if (path !== undefined) unlink(path).catch(() => undefined)
+        path = undefined
+      }
+      const fail = (e: SpoolError) => {
+        if (failure !== undefined) return
+        failure = e
+        dropMemory()
+        removeFile()
+        // Keep reading and dropping so the engine sees the end of DATA and can send the reply.
+        source.resume()
+      }
+      const finish = () => {
+        if (done) return
+        done = true
+        cleanup()
+        if (failure !== undefined) return resume(Effect.fail(failure))
+        if (file === undefined) {
+          const ownHeld = held
+          let released = false
+          return resume(Effect.succeed({
+            _tag: "InMemory",
+            size,
+            chunks,
+            release: Effect.sync(() => {
+              if (released) return
+              released = true
+              inMemory -= ownHeld
+            })
+          }))
+        }
+        const p = path!
+        const f = file
+        f.end(() => {
+          if (failure !== undefined) return resume(Effect.fail(failure))
+          resume(Effect.succeed({
+            _tag: "File",
+            size,
+            path: p,
+            release: Effect.promise(() => unlink(p).catch(() => undefined))
+          }))
+        })
+      }
+
+      const spill = () => {
+        path = join(opts.dir, `${ro.id}.spool`)
+        const ws = createWriteStream(path, { flags: "wx", mode: 0o600, highWaterMark: 256 * 1024 })
+        ws.on("error", (e) => {
+          fail(storageError(e))
+          if (ended) finish()
+        })
+        ws.on("drain", () => source.resume())
+        for (const c of chunks) ws.write(c)
+        dropMemory()
+        file = ws
+      }
+
+      const onData = (raw: Buffer) => {
+        if (failure !== undefined) return
+        received += raw.length
+        if (received > ro.maxSize) return fail(new SpoolError({ reason: { _tag: "SizeExceeded", limit: ro.maxSize } }))
+        const kept = scanner.push(raw)
+        if (kept === "LF" || kept === "CR") {
+          return fail(new SpoolError({ reason: { _tag: "BareLineEnding", kind: kept } }))
+        }
+        size += kept.length
+        if (file === undefined) {
+          chunks.push(kept)
+          held += kept.length
+          inMemory += kept.length
+          if (held > opts.inMemoryThreshold || inMemory > opts.memoryBudget) spill()
+        } else if (!file.write(kept)) {
+          source.pause()
+        }
+      }
+      const onEnd = () => {
+        ended = true
+        if (failure === undefined) {
+          const tail = scanner.end()
+          if (tail === "CR") {
+            fail(new SpoolError({ reason: { _tag: "BareLineEnding", kind: "CR" } }))
+          } else if (tail !== undefined) {
+            size += tail.length
+            if (file === undefined) {
+              chunks.push(tail)
+              held += tail.length
+              inMemory += tail.length
+            } else file.write(tail)
+          }
+        }
+        finish()
+      }
+      const onError = (e: Error) => {
+        fail(new SpoolError({ reason: { _tag: "StreamFailed", detail: e.message }, cause: e }))
+        finish()
+      }
+      const cleanup = () => {
+        source.off("data", onData)
+        source.off("end", onEnd)
+        source.off("error", onError)
+        // An error listener must stay: a late client reset would otherwise crash the process.
+        source.on("error", () => undefined)
+      }
+      source.on("data", onData)
+      source.once("end", onEnd)
+      source.on("error", onError)
+
+      return Effect.sync(() => {
+        // Interrupted (connection closed, drain): give everything back.
+        if (done) return
+        done = true
+        cleanup()
+        dropMemory()
+        removeFile()
+      })
+    })
+
+  return Spool.of({
+    dir: opts.dir,
+    receive: (source, ro) => receive(source, ro).pipe(Effect.withSpan("Spool.receive")),
+    memoryInUse: Effect.sync(() => inMemory)
+  })
+})
+
+export const layer = (options: Partial<SpoolOptions> & { readonly dir: string }): Layer.Layer<Spool> =>
+  Layer.effect(Spool, make(options))

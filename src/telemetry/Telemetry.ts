@@ -1,0 +1,105 @@
+/**
+ * The typed event stream of Incoming and the metrics derived from it.
+ *
+ * Every box on the data path publishes here; host apps subscribe as a `Stream`. Publishing never
+ * blocks the SMTP hot path: the PubSub is sliding, so a slow subscriber loses the oldest events
+ * rather than slowing a session down. Metrics are updated in the same call, so events and
+ * metrics cannot disagree.
+ */
+import { Context, Effect, Layer, Metric, PubSub, type Scope, Stream } from "effect"
+
+export type DeliveryOutcome = "delivered" | "retry" | "dead"
+
+export type TelemetryEvent =
+  | { readonly _tag: "MessageQueued"; readonly id: string; readonly size: number; readonly queueDepth: number }
+  | { readonly _tag: "EnqueueError"; readonly id: string; readonly reason: string; readonly attemptedSize?: number | undefined }
+  | {
+    readonly _tag: "DeliveryResult"
+    readonly id: string
+    readonly rcpt: string
+    readonly outcome: DeliveryOutcome
+    readonly reason: string
+    readonly adapter: string
+  }
+  | { readonly _tag: "SessionConnect"; readonly peer: string; readonly listener: string }
+  | { readonly _tag: "SessionAccepted"; readonly id: string; readonly listener: string }
+  | { readonly _tag: "SessionRejected"; readonly reason: string; readonly stage: string; readonly code: number; readonly listener: string }
+  | { readonly _tag: "QueueDepth"; readonly count: number }
+  | { readonly _tag: "WorkerRestarted"; readonly worker: string; readonly cause: string }
+
+export type TelemetryEventTag = TelemetryEvent["_tag"]
+
+export const metrics = {
+  connections: Metric.counter("incoming_connections_total", { description: "SMTP connections accepted", incremental: true }),
+  accepted: Metric.counter("incoming_messages_accepted_total", { description: "messages queued (250 sent)", incremental: true }),
+  rejected: Metric.counter("incoming_replies_rejected_total", { description: "transactions or commands refused", incremental: true }),
+  enqueueErrors: Metric.counter("incoming_enqueue_errors_total", { description: "commits that failed", incremental: true }),
+  deliveries: Metric.counter("incoming_delivery_results_total", { description: "per-recipient delivery outcomes", incremental: true }),
+  workerRestarts: Metric.counter("incoming_worker_restarts_total", { description: "delivery workers restarted", incremental: true }),
+  queueDepth: Metric.gauge("incoming_queue_depth", { description: "messages not yet delivered or dead" }),
+  messageBytes: Metric.histogram("incoming_message_bytes", {
+    description: "accepted message sizes",
+    boundaries: Metric.exponentialBoundaries({ start: 1024, factor: 4, count: 8 })
+  })
+}
+
+const record = (event: TelemetryEvent): Effect.Effect<void> => {
+  switch (event._tag) {
+    case "MessageQueued":
+      return Effect.all([
+        Metric.update(metrics.accepted, 1),
+        Metric.update(metrics.messageBytes, event.size),
+        Metric.update(metrics.queueDepth, event.queueDepth)
+      ], { discard: true })
+    case "EnqueueError":
+      return Metric.update(metrics.enqueueErrors.pipe(Metric.withAttributes({ reason: event.reason })), 1)
+    case "DeliveryResult":
+      return Metric.update(metrics.deliveries.pipe(Metric.withAttributes({ outcome: event.outcome, adapter: event.adapter })), 1)
+    case "SessionConnect":
+      return Metric.update(metrics.connections.pipe(Metric.withAttributes({ listener: event.listener })), 1)
+    case "SessionAccepted":
+      return Effect.void
+    case "SessionRejected":
+      return Metric.update(metrics.rejected.pipe(Metric.withAttributes({ stage: event.stage, code: String(event.code) })), 1)
+    case "QueueDepth":
+      return Metric.update(metrics.queueDepth, event.count)
+    case "WorkerRestarted":
+      return Metric.update(metrics.workerRestarts, 1)
+  }
+}
+
+export class Telemetry extends Context.Service<Telemetry, {
+  readonly publish: (event: TelemetryEvent) => Effect.Effect<void>
+  /** Every event published after the stream starts. */
+  readonly events: Stream.Stream<TelemetryEvent>
+  /** A subscription that exists from the moment this effect completes (no race with what follows). */
+  readonly subscribe: Effect.Effect<PubSub.Subscription<TelemetryEvent>, never, Scope.Scope>
+}>()("incoming/Telemetry") {}
+
+export const make = Effect.fnUntraced(function*(options: { readonly capacity?: number } = {}) {
+  const bus = yield* PubSub.sliding<TelemetryEvent>({ capacity: options.capacity ?? 4096 })
+  yield* Effect.addFinalizer(() => PubSub.shutdown(bus))
+  return Telemetry.of({
+    publish: (event) => Effect.andThen(record(event), PubSub.publish(bus, event)),
+    events: Stream.fromPubSub(bus),
+    subscribe: PubSub.subscribe(bus)
+  })
+})
+
+export const layer = (options: { readonly capacity?: number } = {}): Layer.Layer<Telemetry> =>
+  Layer.effect(Telemetry, make(options))
+
+/** Waits for the first event matching `pred` on a subscription taken earlier. */
+export const awaitEvent = <T extends TelemetryEvent>(
+  sub: PubSub.Subscription<TelemetryEvent>,
+  pred: (e: TelemetryEvent) => e is T
+): Effect.Effect<T> =>
+  Effect.gen(function*() {
+    while (true) {
+      const e = yield* PubSub.take(sub)
+      if (pred(e)) return e
+    }
+  })
+
+export const is = <Tag extends TelemetryEventTag>(tag: Tag) => (e: TelemetryEvent): e is Extract<TelemetryEvent, { _tag: Tag }> =>
+  e._tag === tag

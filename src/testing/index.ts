@@ -1,0 +1,8 @@
+/**
+ * `incoming-smtp/testing`: what host apps need to test against a real Incoming in-process —
+ * the test server layer, the capturing adapter and a scripted SMTP client.
+ */
+export * as CapturingAdapter from "./CapturingAdapter.ts"
+export * as SmtpClient from "./SmtpClient.ts"
+export * as TestIncoming from "./TestIncoming.ts"
+export { Captured } from "./CapturingAdapter.ts"

@@ -1,0 +1,13 @@
+// Test runner settings: the suite talks to real sockets and files, so tests run in forked
+// processes (clean RSS readings, no shared smtp-server state) with generous hook timeouts.
+import { defineConfig } from "vitest/config"
+
+export default defineConfig({
+  test: {
+    include: ["test/**/*.test.ts"],
+    pool: "forks",
+    testTimeout: 30_000,
+    hookTimeout: 30_000,
+    reporters: ["default"]
+  }
+})
