@@ -9,7 +9,6 @@
 import { open, mkdir, rename, unlink } from "node:fs/promises"
 import { hostname } from "node:os"
 import { join } from "node:path"
-import { pipeline } from "node:stream/promises"
 import { Effect, Layer } from "effect"
 import * as DA from "./DeliveryAdapter.ts"
 
@@ -47,7 +46,7 @@ const deliverOne = async (root: string, delivery: DA.Delivery, rcpt: string): Pr
   const tmp = join(base, "tmp", name)
   const fd = await open(tmp, "wx", 0o600)
   try {
-    await pipeline(delivery.body.stream(), fd.createWriteStream({ autoClose: false }))
+    for await (const chunk of delivery.body.stream()) await fd.write(chunk as Buffer)
     await fd.sync()
   } catch (e) {
     await fd.close().catch(() => undefined)

@@ -37,8 +37,10 @@ export const protocol = (secure: boolean, authenticated: boolean): string =>
 
 export const make = (t: TraceInfo): string => {
   const ip = t.clientAddress.includes(":") ? `IPv6:${t.clientAddress}` : t.clientAddress
-  const rdns = t.clientHostname !== undefined && t.clientHostname !== "" && t.clientHostname !== t.clientAddress
-    ? `${sanitizeHelo(t.clientHostname)} `
+  // The engine reports "[ip]" when it has no verified reverse name; only a real name is worth a clause.
+  const name = t.clientHostname
+  const rdns = name !== undefined && name !== "" && !name.startsWith("[") && name !== t.clientAddress
+    ? `${sanitizeHelo(name)} `
     : ""
   // `for` only with a single recipient: listing every recipient would disclose Bcc recipients.
   const forClause = t.recipients.length === 1 ? `\r\n\tfor <${t.recipients[0]}>` : ""
