@@ -2,9 +2,9 @@
  * Composition: one call turns options into the running server — listeners, spool, queue,
  * dispatcher, telemetry — as a layer that needs only a `DeliveryAdapter` from the host app.
  *
- * Finalization order is the drain order: the listeners and the dispatcher are built on top of
- * the queue, so closing the layer first drains the listeners (in-flight DATA commits finish) and
- * interrupts the workers (their leases go back), and only then closes the queue.
+ * Finalization order is the drain order: listeners on top of the dispatcher on top of the queue,
+ * so closing the layer first drains the listeners (in-flight DATA commits finish), then stops
+ * the workers (their leases go back), and only then closes the queue.
  */
 import { hostname as osHostname } from "node:os"
 import { join, resolve } from "node:path"
@@ -67,9 +67,10 @@ export const layer = (options: IncomingOptions): Layer.Layer<Services, ListenErr
     Spool.layer({ dir: join(dataDir, "spool"), ...options.spool }),
     Relay.layer({ domains: options.domains })
   )
-  const front = Layer.mergeAll(
-    Listener.layer({ listeners: options.listeners, hostname, drainTimeoutMs: options.drainTimeoutMs ?? 30_000 }),
-    Dispatcher.layer(options.dispatcher ?? {})
-  )
-  return front.pipe(Layer.provideMerge(base))
+  const drainTimeoutMs = options.drainTimeoutMs ?? 30_000
+  // Each layer is built on the one below and closed before it: listeners drain first, then the
+  // dispatcher stops (a memory queue's backlog is delivered first), then the queue closes.
+  const listeners = Listener.layer({ listeners: options.listeners, hostname, drainTimeoutMs })
+  const dispatcher = Dispatcher.layer({ drainTimeoutMs, ...options.dispatcher })
+  return listeners.pipe(Layer.provideMerge(dispatcher), Layer.provideMerge(base))
 }

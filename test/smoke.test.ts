@@ -2,7 +2,7 @@
  * End-to-end smoke: a message sent with nodemailer over a real socket is queued and delivered
  * to the capturing adapter with a Received header.
  */
-import { assert, describe, it, layer } from "@effect/vitest"
+import { assert, describe, layer } from "@effect/vitest"
 import { Effect } from "effect"
 import nodemailer from "nodemailer"
 import { Captured, TestIncoming } from "../src/testing/index.ts"

@@ -1,4 +1,4 @@
-#!/usr/bin/env node
+#!/usr/bin/env -S node --expose-gc
 /**
  * The `incoming` command. SIGTERM/SIGINT interrupt the main fiber, which drains the server;
  * a clean drain exits 0 (systemd and Kubernetes read anything else as a failure).

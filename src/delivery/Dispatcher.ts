@@ -23,6 +23,11 @@ export interface DispatcherOptions {
   /** Longest an idle worker sleeps before looking at the queue again (commits wake it sooner). */
   readonly idlePollMs: number
   readonly sweepIntervalMs: number
+  /**
+   * At shutdown with a non-durable queue, how long workers keep delivering what is queued
+   * before they are interrupted (whatever is left is lost, and logged as such).
+   */
+  readonly drainTimeoutMs: number
 }
 
 export const defaults: DispatcherOptions = {
@@ -32,7 +37,8 @@ export const defaults: DispatcherOptions = {
   maxAttempts: 12,
   backoff: Backoff.defaults,
   idlePollMs: 5_000,
-  sweepIntervalMs: 60_000
+  sweepIntervalMs: 60_000,
+  drainTimeoutMs: 30_000
 }
 
 export class Dispatcher extends Context.Service<Dispatcher, {
@@ -170,6 +176,23 @@ export const make = Effect.fnUntraced(function*(input: Partial<DispatcherOptions
     Effect.repeat(Schedule.spaced(options.sweepIntervalMs))
   )
   yield* Effect.forkScoped(janitor)
+
+  if (!queue.durable) {
+    // Registered after the workers, so it runs before they are interrupted: a memory queue's
+    // backlog exists nowhere else, so deliver it if we can before the process goes.
+    yield* Effect.addFinalizer(() =>
+      Effect.gen(function*() {
+        const waitEmpty = Effect.gen(function*() {
+          while ((yield* queue.depth) > 0 && Option.isSome(yield* queue.nextDueAt.pipe(Effect.orElseSucceed(() => Option.none())))) {
+            yield* queue.awaitWork(100)
+          }
+        })
+        yield* waitEmpty.pipe(Effect.timeoutOption(options.drainTimeoutMs))
+        const left = yield* queue.depth
+        if (left > 0) yield* Effect.logError(`shutting down with ${left} undelivered message(s) in a non-durable queue: they are lost`)
+      })
+    )
+  }
 
   return Dispatcher.of({ workers: options.workers, restarts: Effect.sync(() => restarts) })
 })

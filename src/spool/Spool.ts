@@ -12,6 +12,7 @@ import { unlink } from "node:fs/promises"
 import { join } from "node:path"
 import type { Readable } from "node:stream"
 import { Context, Effect, Layer } from "effect"
+import * as Reclaim from "../internal/reclaim.ts"
 import * as LineEndings from "./LineEndings.ts"
 import type { SpooledBody } from "./SpooledBody.ts"
 import { SpoolError } from "./SpoolError.ts"
@@ -143,6 +144,7 @@ export const make = Effect.fnUntraced(function*(options: Partial<SpoolOptions> &
       const onData = (raw: Buffer) => {
         if (failure !== undefined) return
         received += raw.length
+        Reclaim.note(raw.length)
         if (received > ro.maxSize) return fail(new SpoolError({ reason: { _tag: "SizeExceeded", limit: ro.maxSize } }))
         const kept = scanner.push(raw)
         if (kept === "LF" || kept === "CR") {

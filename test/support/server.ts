@@ -1,0 +1,86 @@
+/**
+ * Runs `incoming serve` as a child process for whole-process tests: finds the bound port from
+ * its JSON log, collects its output, and stops it by PID (only the process we started).
+ */
+import { type ChildProcess, spawn } from "node:child_process"
+import { Effect, type Scope } from "effect"
+
+const root = new URL("../../", import.meta.url).pathname
+
+export interface Served {
+  readonly proc: ChildProcess
+  readonly port: number
+  readonly output: () => string
+  /** Resolves with the first log line matching `re` (or fails after `timeoutMs`). */
+  readonly waitFor: (re: RegExp, timeoutMs?: number) => Effect.Effect<string, Error>
+  readonly exitCode: Effect.Effect<number | null>
+  readonly signal: (sig: NodeJS.Signals) => Effect.Effect<void>
+}
+
+export const serve = (args: ReadonlyArray<string>, cwd = root): Effect.Effect<Served, Error, Scope.Scope> =>
+  Effect.acquireRelease(
+    Effect.callback<Served, Error>((resume) => {
+      const proc = spawn(process.execPath, ["--expose-gc", `${root}src/bin/incoming.ts`, "serve", "--log-format", "json", ...args], {
+        cwd,
+        stdio: ["ignore", "pipe", "pipe"]
+      })
+      let out = ""
+      const watchers: Array<{ re: RegExp; hit: (line: string) => void }> = []
+      let exit: number | null | undefined
+      const exitWaiters: Array<(c: number | null) => void> = []
+      const onChunk = (chunk: Buffer) => {
+        out += chunk.toString()
+        for (const w of [...watchers]) {
+          const m = out.split("\n").find((l) => w.re.test(l))
+          if (m !== undefined) {
+            watchers.splice(watchers.indexOf(w), 1)
+            w.hit(m)
+          }
+        }
+      }
+      proc.stdout!.on("data", onChunk)
+      proc.stderr!.on("data", onChunk)
+      proc.on("exit", (code) => {
+        exit = code
+        for (const w of exitWaiters.splice(0)) w(code)
+      })
+      const waitFor = (re: RegExp, timeoutMs = 10_000) =>
+        Effect.callback<string, Error>((r) => {
+          const m = out.split("\n").find((l) => re.test(l))
+          if (m !== undefined) return r(Effect.succeed(m))
+          watchers.push({ re, hit: (line) => r(Effect.succeed(line)) })
+        }).pipe(Effect.timeoutOrElse({
+          duration: timeoutMs,
+          orElse: () => Effect.fail(new Error(`timed out waiting for ${re} in server output:\n${out}`))
+        }))
+      const exitCode = Effect.callback<number | null>((r) => {
+        if (exit !== undefined) return r(Effect.succeed(exit))
+        exitWaiters.push((c) => r(Effect.succeed(c)))
+      })
+      const served = (port: number): Served => ({
+        proc,
+        port,
+        output: () => out,
+        waitFor,
+        exitCode,
+        signal: (sig) => Effect.sync(() => void proc.kill(sig))
+      })
+      proc.once("exit", (code) => {
+        if (!out.includes("listening on")) resume(Effect.fail(new Error(`server exited (${code}) before listening:\n${out}`)))
+      })
+      watchers.push({
+        re: /listening on /,
+        hit: (line) => {
+          const port = Number(/listening on (?:\[[^\]]+\]|[^\s":]+):(\d+)/.exec(line)?.[1])
+          resume(Effect.succeed(served(port)))
+        }
+      })
+    }).pipe(Effect.timeoutOrElse({ duration: 20_000, orElse: () => Effect.fail(new Error("server did not start")) })),
+    (s) =>
+      Effect.gen(function*() {
+        if (s.proc.exitCode === null && s.proc.signalCode === null) {
+          s.proc.kill("SIGKILL")
+          yield* s.exitCode
+        }
+      })
+  )
