@@ -1,0 +1,24 @@
+// A host app: Incoming accepts mail for example.com and hands each message to our own Effect.
+import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
+import { Effect, Layer, Stream } from "effect"
+import { DeliveryAdapter, EffectAdapter, Incoming, Telemetry } from "incoming-smtp"
+
+const deliver = EffectAdapter.layer("app", (delivery) =>
+  Effect.gen(function*() {
+    const raw = yield* Effect.promise(() => delivery.body.stream().toArray())
+    yield* Effect.log(`message ${delivery.id} for ${delivery.recipients.map((r) => r.rcpt)}: ${raw.length} chunks`)
+    if (delivery.envelope.mailFrom.endsWith("@spam.test")) {
+      return delivery.recipients.map((r) => DeliveryAdapter.reject(r.rcpt, "550 5.7.1 not wanted"))
+    }
+  }))
+
+// Log every event the server publishes, next to the server itself.
+const watch = Layer.effectDiscard(Effect.gen(function*() {
+  const telemetry = yield* Telemetry.Telemetry
+  yield* Effect.forkScoped(Stream.runForEach(telemetry.events, (event) => Effect.logInfo(event._tag, event)))
+}))
+
+export const Server = (port = 2525) =>
+  Incoming.layer({ domains: ["example.com"], listeners: [{ host: "127.0.0.1", port }] }).pipe(Layer.provideMerge(deliver))
+
+if (import.meta.main) NodeRuntime.runMain(Layer.launch(watch.pipe(Layer.provideMerge(Server()))))
