@@ -36,7 +36,7 @@ export const defaults: DispatcherOptions = {
   deliveryTimeoutMs: 2 * 60_000,
   maxAttempts: 12,
   backoff: Backoff.defaults,
-  idlePollMs: 5_000,
+  idlePollMs: 1_000,
   sweepIntervalMs: 60_000,
   drainTimeoutMs: 30_000
 }
