@@ -96,7 +96,11 @@ export class MailQueue extends Context.Service<MailQueue, {
   readonly maxDepth: number
   /** Makes the message durable (for durable backends) and visible to `claim`. */
   readonly commit: (message: NewMessage) => Effect.Effect<void, MailQueueError>
-  /** Leases the due recipients of the oldest due message, if any. */
+  /**
+   * Leases the due recipients of the message that has been due the longest (ties: arrival order),
+   * if any. A message with recipients out on a live lease is not claimable; an expired lease's
+   * recipients are due again (the expired attempt stays counted).
+   */
   readonly claim: (options: { readonly owner: string; readonly leaseMs: number }) => Effect.Effect<Option.Option<Lease>, MailQueueError>
   /** Records the outcome for recipients of a lease; fails with `LeaseLost` if the lease expired and was taken over. */
   readonly settle: (lease: Lease, settlements: ReadonlyArray<Settlement>) => Effect.Effect<void, MailQueueError>
@@ -106,7 +110,10 @@ export class MailQueue extends Context.Service<MailQueue, {
   readonly depth: Effect.Effect<number>
   /** Epoch ms of the earliest pending (not leased) recipient, for workers deciding how long to sleep. */
   readonly nextDueAt: Effect.Effect<Option.Option<number>, MailQueueError>
-  /** Completes when a commit or retry may have made work available, or after `timeoutMs`. */
+  /**
+   * Completes when a commit or retry may have made work available, or after `timeoutMs`. Work
+   * that arrived since the last wake-up (while nobody waited) completes the next call at once.
+   */
   readonly awaitWork: (timeoutMs: number) => Effect.Effect<void>
   readonly list: (filter?: ListFilter) => Effect.Effect<ReadonlyArray<MessageInfo>, MailQueueError>
   readonly get: (id: string) => Effect.Effect<Option.Option<MessageInfo>, MailQueueError>

@@ -82,6 +82,7 @@ export const make = Effect.fnUntraced(function*(options: Partial<QueueOptions> =
     })
 
   const leaseLost = (id: string) => new MailQueueError({ reason: { _tag: "LeaseLost", id } })
+  const storageFailed = (detail: string) => new MailQueueError({ reason: { _tag: "StorageFailed", detail } })
 
   const liveLease = (e: Entry | undefined, lease: Lease) =>
     e !== undefined && e.lease !== undefined && e.lease.token === lease.token
@@ -95,10 +96,15 @@ export const make = Effect.fnUntraced(function*(options: Partial<QueueOptions> =
         if (depth >= opts.maxDepth) {
           return yield* new MailQueueError({ reason: { _tag: "Full", depth, maxDepth: opts.maxDepth } })
         }
+        // Same refusals as the durable backends: a second commit must not replace a queued message,
+        // and a message without recipients could never leave the queue.
+        if (entries.has(message.id)) return yield* storageFailed(`message ${message.id} already exists`)
+        const rcpts = [...new Set(message.envelope.rcptTo)]
+        if (rcpts.length === 0) return yield* storageFailed(`message ${message.id} has no recipients`)
         entries.set(message.id, {
           message,
           lease: undefined,
-          rcpts: message.envelope.rcptTo.map((rcpt) => ({
+          rcpts: rcpts.map((rcpt) => ({
             rcpt,
             state: "queued",
             attempts: 0,
@@ -113,33 +119,40 @@ export const make = Effect.fnUntraced(function*(options: Partial<QueueOptions> =
     claim: ({ leaseMs, owner }) =>
       Effect.gen(function*() {
         const now = yield* Clock.currentTimeMillis
+        // The message due the longest goes first (ties: arrival order), as in the durable backends.
+        let best: { readonly e: Entry; readonly dueAt: number } | undefined
         for (const e of entries.values()) {
-          if (e.lease !== undefined && e.lease.expiresAt > now) continue
           if (e.lease !== undefined) {
+            if (e.lease.expiresAt > now) continue
             // An expired lease: its owner died or stalled. Its recipients are due again.
             for (const r of e.rcpts) if (r.state === "inflight") r.state = "queued"
             e.lease = undefined
           }
-          const due = e.rcpts.filter((r) => (r.state === "queued" || r.state === "retry") && r.nextAttemptAt <= now)
-          if (due.length === 0) continue
-          const token = randomUUID()
-          for (const r of due) {
-            r.state = "inflight"
-            r.attempts++
+          for (const r of e.rcpts) {
+            if ((r.state === "queued" || r.state === "retry") && r.nextAttemptAt <= now) {
+              if (best === undefined || r.nextAttemptAt < best.dueAt) best = { e, dueAt: r.nextAttemptAt }
+            }
           }
-          e.lease = { token, owner, expiresAt: now + leaseMs, rcpts: due.map((r) => r.rcpt) }
-          return Option.some<Lease>({
-            id: e.message.id,
-            token,
-            owner,
-            expiresAt: now + leaseMs,
-            envelope: e.message.envelope,
-            receivedAt: e.message.receivedAt,
-            recipients: due.map((r) => ({ rcpt: r.rcpt, attempt: r.attempts })),
-            body: bodyOf(e.message)
-          })
         }
-        return Option.none()
+        if (best === undefined) return Option.none()
+        const e = best.e
+        const due = e.rcpts.filter((r) => (r.state === "queued" || r.state === "retry") && r.nextAttemptAt <= now)
+        const token = randomUUID()
+        for (const r of due) {
+          r.state = "inflight"
+          r.attempts++
+        }
+        e.lease = { token, owner, expiresAt: now + leaseMs, rcpts: due.map((r) => r.rcpt) }
+        return Option.some<Lease>({
+          id: e.message.id,
+          token,
+          owner,
+          expiresAt: now + leaseMs,
+          envelope: e.message.envelope,
+          receivedAt: e.message.receivedAt,
+          recipients: due.map((r) => ({ rcpt: r.rcpt, attempt: r.attempts })),
+          body: bodyOf(e.message)
+        })
       }),
     settle: (lease, settlements) =>
       Effect.gen(function*() {
@@ -208,14 +221,12 @@ export const make = Effect.fnUntraced(function*(options: Partial<QueueOptions> =
     awaitWork: signal.await,
     list: (filter = {}) =>
       Effect.sync(() => {
-        const out: Array<MessageInfo> = []
-        for (const e of entries.values()) {
-          const i = info(e)
-          if (filter.state !== undefined && filter.state !== "all" && i.state !== filter.state) continue
-          out.push(i)
-          if (filter.limit !== undefined && out.length >= filter.limit) break
-        }
-        return out
+        // Oldest first, like the durable backends (the sort is stable: ties keep arrival order).
+        const out = [...entries.values()]
+          .map(info)
+          .filter((i) => filter.state === undefined || filter.state === "all" || i.state === filter.state)
+          .toSorted((a, b) => a.receivedAt - b.receivedAt)
+        return filter.limit === undefined ? out : out.slice(0, Math.max(0, filter.limit))
       }),
     get: (id) => Effect.sync(() => Option.map(Option.fromNullishOr(entries.get(id)), info)),
     readMessage: (id) =>

@@ -1,6 +1,10 @@
 /**
  * Wakes idle delivery workers when a commit or a retry makes work available, instead of having
  * them poll. Waiting is bounded by a timeout on the Effect clock, so `TestClock` drives it.
+ *
+ * A notification that finds nobody waiting is kept (one permit) for the next waiter: a worker
+ * that found the queue empty and is about to wait must not sleep through a commit that landed
+ * in between. The cost is at most one spurious wake-up.
  */
 import { Effect } from "effect"
 
@@ -11,15 +15,24 @@ export interface WorkSignal {
 
 export const make = (): WorkSignal => {
   const waiters = new Set<() => void>()
+  let permit = false
   return {
     notify: () => {
-      if (waiters.size === 0) return
+      if (waiters.size === 0) {
+        permit = true
+        return
+      }
       const all = [...waiters]
       waiters.clear()
       for (const w of all) w()
     },
     await: (timeoutMs) =>
       Effect.callback<void>((resume) => {
+        if (permit) {
+          permit = false
+          resume(Effect.void)
+          return
+        }
         const w = () => resume(Effect.void)
         waiters.add(w)
         return Effect.sync(() => {

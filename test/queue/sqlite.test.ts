@@ -1,0 +1,340 @@
+/**
+ * The SQLite queue: the shared conformance kit on a fresh directory per test, then what only a
+ * durable backend promises — data and attempts survive a restart, leases of a crashed process
+ * come back, commits are grouped, large bodies live in fsync'd files, start-up repairs what a
+ * crash left behind, and a full disk fails commits cleanly and recoverably.
+ */
+import { existsSync, mkdtempSync, readdirSync, rmSync, statSync, truncateSync, writeFileSync } from "node:fs"
+import { tmpdir } from "node:os"
+import { join } from "node:path"
+import { DatabaseSync } from "node:sqlite"
+import { assert, describe, it } from "@effect/vitest"
+import { Effect, Layer, Option, type Scope } from "effect"
+import { TestClock } from "effect/testing"
+import {
+  conformance,
+  fileBody,
+  memoryBody,
+  message,
+  readAll,
+  T0
+} from "../../src/queue/conformance.ts"
+import { delivered, MailQueue, retryAt } from "../../src/queue/MailQueue.ts"
+import * as SqliteQueue from "../../src/queue/SqliteQueue.ts"
+
+type Queue = MailQueue["Service"]
+
+const tempDir: Effect.Effect<string, never, Scope.Scope> = Effect.acquireRelease(
+  Effect.sync(() => mkdtempSync(join(tmpdir(), "incoming-sqlite-"))),
+  (dir) => Effect.sync(() => rmSync(dir, { recursive: true, force: true }))
+)
+
+conformance("sqlite", (options) =>
+  Layer.unwrap(Effect.map(tempDir, (dataDir) => SqliteQueue.layer({ ...options, dataDir }))))
+
+/** Opens the queue in `dataDir`, runs `f`, and closes it again (a process lifetime). */
+const withQueue = <A, E>(
+  options: SqliteQueue.SqliteQueueOptions,
+  f: (q: Queue) => Effect.Effect<A, E, Scope.Scope>
+) =>
+  Effect.scoped(
+    Effect.gen(function*() {
+      return yield* f(yield* MailQueue)
+    }).pipe(Effect.provide(SqliteQueue.layer(options)))
+  )
+
+const claimOne = (q: Queue, owner = "worker-1", leaseMs = 60_000) =>
+  Effect.gen(function*() {
+    const claimed = yield* q.claim({ owner, leaseMs })
+    if (Option.isNone(claimed)) return assert.fail("expected a message to claim")
+    return claimed.value
+  })
+
+/** A second connection, as another process would see the database. */
+const peek = <A>(dataDir: string, f: (db: DatabaseSync) => A): A => {
+  const db = new DatabaseSync(join(dataDir, "queue.db"), { readOnly: true })
+  try {
+    return f(db)
+  } finally {
+    db.close()
+  }
+}
+
+// A tmpfs on another device than tmpdir() makes renaming a spool file fail with EXDEV.
+const otherDevice = existsSync("/dev/shm") && statSync("/dev/shm").dev !== statSync(tmpdir()).dev ? "/dev/shm" : undefined
+
+const bodyFiles = (dataDir: string) => readdirSync(join(dataDir, "bodies")).toSorted()
+
+describe("SqliteQueue", () => {
+  it.effect("messages, states and attempts survive closing and reopening", () =>
+    Effect.gen(function*() {
+      const dataDir = yield* tempDir
+      yield* TestClock.setTime(T0)
+      const big = Buffer.alloc(300 * 1024, "x")
+      const m1 = message({ rcpts: ["a@example.com", "b@example.com"], receivedAt: T0 - 2 })
+      const m2 = message({ receivedAt: T0 - 1, body: memoryBody([big]).body })
+      yield* withQueue({ dataDir }, (q) =>
+        Effect.gen(function*() {
+          yield* q.commit(m1)
+          yield* q.commit(m2)
+          const lease = yield* claimOne(q)
+          assert.strictEqual(lease.id, m1.id)
+          yield* q.settle(lease, [delivered("a@example.com", "250 ok"), retryAt("b@example.com", T0 + 10_000, "451 busy")])
+        }))
+      yield* withQueue({ dataDir }, (q) =>
+        Effect.gen(function*() {
+          assert.strictEqual(yield* q.depth, 2)
+          const info = Option.getOrUndefined(yield* q.get(m1.id))
+          assert.deepStrictEqual(info?.recipients.map((r) => [r.rcpt, r.state, r.attempts, r.nextAttemptAt, r.lastReply]), [
+            ["a@example.com", "delivered", 1, T0 - 2, "250 ok"],
+            ["b@example.com", "retry", 1, T0 + 10_000, "451 busy"]
+          ])
+          const stored = yield* readAll(yield* q.readMessage(m2.id))
+          assert.isTrue(stored.equals(Buffer.concat([Buffer.from(m2.trace), big])))
+          assert.strictEqual((yield* claimOne(q)).id, m2.id)
+          yield* TestClock.adjust(10_000)
+          const again = yield* claimOne(q)
+          assert.deepStrictEqual(again.recipients, [{ rcpt: "b@example.com", attempt: 2 }])
+        }))
+    }))
+
+  it.effect("a lease held by a crashed process comes back at restart, its attempt counted", () =>
+    Effect.gen(function*() {
+      const dataDir = yield* tempDir
+      yield* TestClock.setTime(T0)
+      const m = message({ receivedAt: T0 - 1 })
+      // The "crash": the scope closes with the lease neither settled nor released.
+      yield* withQueue({ dataDir }, (q) => Effect.andThen(q.commit(m), claimOne(q, "old-worker", 3_600_000)))
+      yield* withQueue({ dataDir }, (q) =>
+        Effect.gen(function*() {
+          const lease = yield* claimOne(q, "new-worker")
+          assert.strictEqual(lease.id, m.id)
+          assert.deepStrictEqual(lease.recipients, [{ rcpt: "rcpt@example.com", attempt: 2 }])
+        }))
+    }))
+
+  it.effect("a second process on the same directory respects live leases and sees the owner's commits", () =>
+    Effect.gen(function*() {
+      const dataDir = yield* tempDir
+      yield* TestClock.setTime(T0)
+      const m = message({ receivedAt: T0 - 1 })
+      yield* withQueue({ dataDir }, (owner) =>
+        Effect.gen(function*() {
+          yield* owner.commit(m)
+          const lease = yield* claimOne(owner, "server-worker", 10_000)
+          // Like `incoming queue ...` while the server runs: no start-up recovery may touch the lease.
+          yield* withQueue({ dataDir }, (cli) =>
+            Effect.gen(function*() {
+              assert.strictEqual(yield* cli.depth, 1)
+              assert.isTrue(Option.isNone(yield* cli.claim({ owner: "cli", leaseMs: 10_000 })))
+              yield* owner.commit(message({ receivedAt: T0 }))
+              assert.strictEqual(yield* cli.depth, 2, "the other process's commit is counted")
+              yield* owner.settle(lease, [delivered("rcpt@example.com", "250 ok")])
+              assert.strictEqual(yield* cli.depth, 1)
+              assert.strictEqual((yield* cli.stats).messages, 1)
+            }))
+        }))
+    }))
+
+  it.effect("concurrent commits share one transaction, and each is durable when it returns", () =>
+    Effect.gen(function*() {
+      const dataDir = yield* tempDir
+      yield* TestClock.setTime(T0)
+      const batches: Array<SqliteQueue.BatchInfo> = []
+      yield* withQueue({ dataDir, onBatch: (info) => batches.push(info) }, (q) =>
+        Effect.gen(function*() {
+          const messages = Array.from({ length: 50 }, (_, i) => message({ receivedAt: T0 - 100 + i }))
+          const visibleOnReturn = yield* Effect.forEach(
+            messages,
+            (m) =>
+              Effect.andThen(
+                q.commit(m),
+                Effect.sync(() => peek(dataDir, (db) => db.prepare("SELECT 1 FROM messages WHERE id = ?").get(m.id) !== undefined))
+              ),
+            { concurrency: "unbounded" }
+          )
+          assert.isTrue(visibleOnReturn.every(Boolean), "a commit returned before its row was committed")
+          assert.strictEqual(yield* q.depth, 50)
+        }))
+      const committed = batches.filter((b) => b.committed)
+      assert.strictEqual(committed.reduce((n, b) => n + b.jobs, 0), 50)
+      assert.isAtMost(committed.length, 3, `50 concurrent commits took ${committed.length} transactions`)
+    }))
+
+  it.effect("a large body is a file before commit returns and is removed after delivery", () =>
+    Effect.gen(function*() {
+      const dataDir = yield* tempDir
+      yield* TestClock.setTime(T0)
+      const content = Buffer.alloc(4096, "b")
+      const spooled = yield* fileBody(content)
+      const inMemory = message({ receivedAt: T0 - 3, body: memoryBody([content.subarray(0, 1000), content.subarray(1000)]).body })
+      const fromSpool = message({ receivedAt: T0 - 2, body: spooled.body })
+      const small = message({ receivedAt: T0 - 1, body: memoryBody(["tiny\r\n"]).body })
+      yield* withQueue({ dataDir, inlineThreshold: 1024 }, (q) =>
+        Effect.gen(function*() {
+          yield* q.commit(inMemory)
+          assert.strictEqual(statSync(join(dataDir, "bodies", inMemory.id)).size, 4096)
+          yield* q.commit(fromSpool)
+          assert.strictEqual(statSync(join(dataDir, "bodies", fromSpool.id)).size, 4096)
+          assert.isFalse(existsSync(spooled.body._tag === "File" ? spooled.body.path : ""), "the spool file was adopted")
+          assert.strictEqual(spooled.released(), 1)
+          yield* q.commit(small)
+          assert.deepStrictEqual(bodyFiles(dataDir), [inMemory.id, fromSpool.id].toSorted(), "small bodies stay inline, no temp files")
+          assert.strictEqual(
+            peek(dataDir, (db) => db.prepare("SELECT body_file FROM messages WHERE id = ?").get(inMemory.id)?.body_file),
+            inMemory.id
+          )
+          for (const m of [inMemory, fromSpool, small]) {
+            const lease = yield* claimOne(q)
+            assert.strictEqual(lease.id, m.id)
+            const expected = Buffer.concat([Buffer.from(m.trace), m === small ? Buffer.from("tiny\r\n") : content])
+            assert.isTrue((yield* readAll(lease.body)).equals(expected))
+            yield* q.settle(lease, [delivered(lease.recipients[0]!.rcpt, "250 ok")])
+          }
+          assert.deepStrictEqual(bodyFiles(dataDir), [])
+        }))
+    }))
+
+  it.effect.skipIf(otherDevice === undefined)("a spool file on another file system is copied, then released", () =>
+    Effect.gen(function*() {
+      const dataDir = yield* tempDir
+      yield* TestClock.setTime(T0)
+      const content = Buffer.alloc(8192, "c")
+      const spooled = yield* fileBody(content, otherDevice)
+      const m = message({ receivedAt: T0 - 1, body: spooled.body })
+      yield* withQueue({ dataDir, inlineThreshold: 1024 }, (q) =>
+        Effect.gen(function*() {
+          yield* q.commit(m)
+          assert.deepStrictEqual(bodyFiles(dataDir), [m.id], "copied without leaving a temp file")
+          assert.strictEqual(spooled.released(), 1, "the spool copy is released once the queue holds its own")
+          assert.isTrue((yield* readAll(yield* q.readMessage(m.id))).equals(Buffer.concat([Buffer.from(m.trace), content])))
+        }))
+    }))
+
+  it.effect("start-up removes orphan body files and temp files, and keeps referenced ones", () =>
+    Effect.gen(function*() {
+      const dataDir = yield* tempDir
+      yield* TestClock.setTime(T0)
+      const m = message({ receivedAt: T0 - 1, body: memoryBody([Buffer.alloc(2048, "k")]).body })
+      yield* withQueue({ dataDir, inlineThreshold: 1024 }, (q) => q.commit(m))
+      // What a crash can leave: a body whose commit never happened, a half-written copy.
+      writeFileSync(join(dataDir, "bodies", "ORPHANED00000000"), "never committed")
+      writeFileSync(join(dataDir, "bodies", `${m.id}.tmp`), "half")
+      yield* withQueue({ dataDir, inlineThreshold: 1024 }, (q) =>
+        Effect.gen(function*() {
+          assert.deepStrictEqual(bodyFiles(dataDir), [m.id])
+          assert.strictEqual((yield* readAll(yield* q.readMessage(m.id))).length, m.trace.length + 2048)
+        }))
+    }))
+
+  it.effect("start-up dead-letters messages whose body file is missing or truncated, with the reason", () =>
+    Effect.gen(function*() {
+      const dataDir = yield* tempDir
+      yield* TestClock.setTime(T0)
+      const missing = message({ receivedAt: T0 - 3, body: memoryBody([Buffer.alloc(2048, "m")]).body })
+      const truncated = message({ receivedAt: T0 - 2, body: memoryBody([Buffer.alloc(2048, "t")]).body })
+      const fine = message({ receivedAt: T0 - 1, body: memoryBody([Buffer.alloc(2048, "f")]).body })
+      yield* withQueue({ dataDir, inlineThreshold: 1024 }, (q) =>
+        Effect.forEach([missing, truncated, fine], (m) => q.commit(m), { discard: true }))
+      rmSync(join(dataDir, "bodies", missing.id))
+      truncateSync(join(dataDir, "bodies", truncated.id), 100)
+      yield* withQueue({ dataDir, inlineThreshold: 1024, deadLetterTtlMs: 60_000 }, (q) =>
+        Effect.gen(function*() {
+          const lost = Option.getOrUndefined(yield* q.get(missing.id))
+          assert.strictEqual(lost?.state, "dead")
+          assert.match(lost?.recipients[0]?.lastReply ?? "", /missing/)
+          assert.strictEqual(lost?.recipients[0]?.expiresAt, T0 + 60_000)
+          const damaged = Option.getOrUndefined(yield* q.get(truncated.id))
+          assert.strictEqual(damaged?.state, "dead")
+          assert.match(damaged?.recipients[0]?.lastReply ?? "", /100 bytes, expected 2048/)
+          assert.strictEqual(yield* q.depth, 1)
+          assert.deepStrictEqual((yield* q.list({ state: "dead" })).map((i) => i.id), [missing.id, truncated.id])
+          assert.strictEqual((yield* claimOne(q)).id, fine.id)
+          assert.isTrue(Option.isNone(yield* q.claim({ owner: "w", leaseMs: 1000 })))
+        }))
+    }))
+
+  it.effect("a full database fails commits with StorageFull, leaves nothing behind, and recovers", () =>
+    Effect.gen(function*() {
+      const dataDir = yield* tempDir
+      yield* TestClock.setTime(T0)
+      const options = { dataDir, maxPageCount: 64 }
+      const body = () => memoryBody([Buffer.alloc(20 * 1024, "z")]).body
+      yield* withQueue(options, (q) =>
+        Effect.gen(function*() {
+          const stored: Array<string> = []
+          let reason: string | undefined
+          for (let i = 0; i < 100 && reason === undefined; i++) {
+            const m = message({ receivedAt: T0 - 1000 + i, body: body() })
+            const result = yield* Effect.result(q.commit(m))
+            if (result._tag === "Success") stored.push(m.id)
+            else {
+              reason = result.failure.reason._tag
+              assert.isTrue(Option.isNone(yield* q.get(m.id)), "a failed commit left its message behind")
+            }
+          }
+          assert.strictEqual(reason, "StorageFull")
+          assert.isAbove(stored.length, 0)
+          // A batch that fails fails whole: none of several concurrent commits is stored.
+          const batch = Array.from({ length: 4 }, (_, i) => message({ receivedAt: T0 - 100 + i, body: body() }))
+          const results = yield* Effect.forEach(batch, (m) => Effect.result(q.commit(m)), { concurrency: "unbounded" })
+          assert.deepStrictEqual(results.map((r) => (r._tag === "Failure" ? r.failure.reason._tag : "stored")), [
+            "StorageFull",
+            "StorageFull",
+            "StorageFull",
+            "StorageFull"
+          ])
+          const stats = yield* q.stats
+          assert.strictEqual(stats.messages, stored.length)
+          assert.strictEqual(stats.recipients.queued, stored.length)
+          assert.strictEqual(yield* q.depth, stored.length)
+          // Space comes back when mail leaves the queue.
+          assert.isTrue(yield* q.remove(stored[0]!))
+          assert.isTrue(yield* q.remove(stored[1]!))
+          yield* q.commit(message({ receivedAt: T0, body: body() }))
+          assert.strictEqual((yield* q.stats).messages, stored.length - 1)
+        }))
+      // ... or when the operator grows the limit.
+      yield* withQueue({ ...options, maxPageCount: 1000 }, (q) =>
+        Effect.forEach(
+          Array.from({ length: 5 }, (_, i) => message({ receivedAt: T0 + i, body: body() })),
+          (m) => q.commit(m),
+          { discard: true }
+        ))
+    }))
+
+  it.effect("a failed batch removes the body files adopted for it", () =>
+    Effect.gen(function*() {
+      const dataDir = yield* tempDir
+      yield* TestClock.setTime(T0)
+      yield* withQueue({ dataDir, maxPageCount: 16, inlineThreshold: 0 }, (q) =>
+        Effect.gen(function*() {
+          const stored: Array<string> = []
+          let failed = 0
+          for (let round = 0; round < 40 && failed === 0; round++) {
+            const group = Array.from({ length: 10 }, (_, i) => message({ receivedAt: T0 - 1000 + round * 10 + i }))
+            const results = yield* Effect.forEach(group, (m) => Effect.result(q.commit(m)), { concurrency: "unbounded" })
+            for (const [i, r] of results.entries()) {
+              if (r._tag === "Success") stored.push(group[i]!.id)
+              else {
+                assert.strictEqual(r.failure.reason._tag, "StorageFull")
+                failed++
+              }
+            }
+          }
+          assert.isAbove(failed, 0, "the database never filled up")
+          assert.deepStrictEqual(bodyFiles(dataDir), stored.toSorted(), "only committed messages have body files")
+        }))
+    }))
+
+  it.effect("a database written by a newer version is refused", () =>
+    Effect.gen(function*() {
+      const dataDir = yield* tempDir
+      const db = new DatabaseSync(join(dataDir, "queue.db"))
+      db.exec("PRAGMA user_version = 99")
+      db.close()
+      const error = yield* Effect.flip(withQueue({ dataDir }, () => Effect.void))
+      assert.strictEqual(error.reason._tag, "StorageFailed")
+      assert.match(error.message, /schema version 99/)
+    }))
+})
