@@ -12,6 +12,8 @@ export interface TraceInfo {
   readonly hostname: string
   readonly secure: boolean
   readonly authenticated: boolean
+  /** False when the client opened with HELO: the protocol is then plain `SMTP` (RFC 5321 4.4). */
+  readonly esmtp?: boolean | undefined
   readonly id: string
   readonly recipients: ReadonlyArray<string>
   readonly date: Date
@@ -31,9 +33,12 @@ export const rfc5322Date = (d: Date): string => {
     `${p(d.getUTCHours())}:${p(d.getUTCMinutes())}:${p(d.getUTCSeconds())} +0000`
 }
 
-/** The protocol keyword for the `with` clause (RFC 3848). */
-export const protocol = (secure: boolean, authenticated: boolean): string =>
-  `ESMTP${secure ? "S" : ""}${authenticated ? "A" : ""}`
+/**
+ * The protocol keyword for the `with` clause: `SMTP` after HELO (RFC 5321 4.4), otherwise
+ * `ESMTP` with the RFC 3848 suffixes (which are defined for ESMTP only).
+ */
+export const protocol = (secure: boolean, authenticated: boolean, esmtp = true): string =>
+  esmtp ? `ESMTP${secure ? "S" : ""}${authenticated ? "A" : ""}` : "SMTP"
 
 export const make = (t: TraceInfo): string => {
   const ip = t.clientAddress.includes(":") ? `IPv6:${t.clientAddress}` : t.clientAddress
@@ -45,6 +50,6 @@ export const make = (t: TraceInfo): string => {
   // `for` only with a single recipient: listing every recipient would disclose Bcc recipients.
   const forClause = t.recipients.length === 1 ? `\r\n\tfor <${t.recipients[0]}>` : ""
   return `Received: from ${sanitizeHelo(t.helo)} (${rdns}[${ip}])\r\n` +
-    `\tby ${t.hostname} (Incoming) with ${protocol(t.secure, t.authenticated)} id ${t.id}` +
+    `\tby ${t.hostname} (Incoming) with ${protocol(t.secure, t.authenticated, t.esmtp ?? true)} id ${t.id}` +
     `${forClause};\r\n\t${rfc5322Date(t.date)}\r\n`
 }

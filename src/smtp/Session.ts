@@ -31,6 +31,15 @@ export class SessionReject extends Data.TaggedError("SessionReject")<{
 
 const reject = (reply: SmtpReply.SmtpReply, reason: string) => new SessionReject({ reply, reason })
 
+/**
+ * Whether the client authenticated. smtp-server resets `session.user` to `false` (not
+ * `undefined`) on STARTTLS and XCLIENT, so `user !== undefined` made every STARTTLS session
+ * "authenticated" — an open relay (guarantee 5) and `ESMTPSA` in Received. Fixed: any falsy
+ * value means not authenticated.
+ */
+const isAuthenticated = (session: SMTPServerSession): boolean =>
+  session.user !== undefined && session.user !== null && session.user !== false && session.user !== ""
+
 /** MAIL parameters we advertise (SIZE, 8BITMIME, SMTPUTF8); anything else is 555 5.5.4. */
 const mailParams = new Set(["SIZE", "BODY", "SMTPUTF8"])
 
@@ -129,7 +138,7 @@ export const make = Effect.fnUntraced(function*(options: ListenerOptions, hooks:
       if (!already && session.envelope.rcptTo.length >= options.maxRecipients) {
         return yield* reject(SmtpReply.tooManyRecipients, "max_recipients")
       }
-      const decision = yield* relay.checkRecipient(address.address, { authenticated: session.user !== undefined })
+      const decision = yield* relay.checkRecipient(address.address, { authenticated: isAuthenticated(session) })
       switch (decision._tag) {
         case "BadAddress":
           return yield* reject(SmtpReply.badRecipientSyntax("Bad recipient address syntax"), "rcpt_syntax")
@@ -175,7 +184,9 @@ export const make = Effect.fnUntraced(function*(options: ListenerOptions, hooks:
         clientHostname: session.clientHostname,
         hostname: options.hostname,
         secure: session.secure,
-        authenticated: session.user !== undefined,
+        authenticated: isAuthenticated(session),
+        // Was "ESMTP" even after HELO; the engine records the opening command.
+        esmtp: session.openingCommand !== "HELO",
         id,
         recipients: rcptTo,
         date: new Date(now)

@@ -54,6 +54,9 @@ export const make = (mode: "reject" | "normalize"): LineEndingScanner => {
   }
 
   const normalize = (chunk: Buffer): Buffer => {
+    // An empty chunk decides nothing: keep a held-back CR for the next one (it used to be turned
+    // into CRLF here, and the LF opening the next chunk into a second one).
+    if (chunk.length === 0) return chunk
     // A CR held back from the previous chunk becomes CRLF whatever follows; a following LF is its pair.
     const prefix = pendingCR ? Buffer.from([CR, LF]) : undefined
     const from = pendingCR && chunk[0] === LF ? 1 : 0

@@ -108,10 +108,18 @@ export const connect = (options: ConnectOptions): Effect.Effect<SmtpClient, Smtp
           socket.write(data, (err) => resume(err ? Effect.fail(new SmtpClientError({ message: err.message })) : Effect.void))
         })
 
+      // The greeting is a reply too: without this bound a server that never greets (a plaintext
+      // client on an implicit-TLS port, a stuck handshake) hung `connect` forever, and since
+      // acquisition is uninterruptible, no timeout around it could help (fixed).
+      const greetingTimer = setTimeout(() => {
+        socket.destroy()
+        resume(Effect.fail(new SmtpClientError({ message: "timed out waiting for the greeting" })))
+      }, options.timeoutMs ?? 10_000)
       const ready = options.tls === true ? "secureConnect" : "connect"
       socket.once(ready, () => {
         // The first reply is the greeting; the client is handed out once it has arrived.
         waiting.push((greeting) => {
+          clearTimeout(greetingTimer)
           if (greeting instanceof SmtpClientError) return resume(Effect.fail(greeting))
           resume(Effect.succeed({
             greeting,
@@ -127,7 +135,10 @@ export const connect = (options: ConnectOptions): Effect.Effect<SmtpClient, Smtp
           }))
         })
       })
-      socket.once("error", (e) => resume(Effect.fail(new SmtpClientError({ message: e.message }))))
+      socket.once("error", (e) => {
+        clearTimeout(greetingTimer)
+        resume(Effect.fail(new SmtpClientError({ message: e.message })))
+      })
     }),
     (c) => Effect.sync(() => c.socket.destroy())
   )

@@ -3,9 +3,9 @@
  * library has no option for, added per connection without forking it.
  *
  * - Pre-greeting delay: the library waits a hard-coded 100 ms before its 220 (an early-talker
- *   check). We construct each `SMTPConnection` ourselves in `connect`, make its
- *   `connectionReady` run once, and call it after our own delay (0 by default). The library's
- *   timer still fires later and finds it already done. With a positive delay, a client that
+ *   check). We construct each `SMTPConnection` ourselves in `connect`, turn its
+ *   `connectionReady` into a no-op for the library's timer, and start the session after our own
+ *   delay (0 by default). With a positive delay, a client that
  *   talks before the greeting gets the library's own "talk too soon" 421 and is disconnected.
  * - Per-command deadline on top of the idle timeout: the idle timer restarts on every byte, so a
  *   client trickling a byte a second would hold a connection forever. Each command must
@@ -58,13 +58,17 @@ export class IncomingSmtpServer extends SMTPServer {
     connection.on("error", (err: Error) => this._onError(err))
     connection.on("connect", (data) => this._onClientConnect(data))
 
+    // Only our own timer starts the session. The library's 100 ms timer (set in `init`) calls
+    // `connectionReady` too; it must not win, or a `greetingDelayMs` above 100 would be cut to
+    // 100 ms (fixed: the earlier first-caller-wins guard let the library's timer start it).
     const ready = connection.connectionReady.bind(connection)
     let started = false
-    connection.connectionReady = (next) => {
+    const start = () => {
       if (started) return
       started = true
-      ready(next)
+      ready()
     }
+    connection.connectionReady = () => undefined
 
     const send = connection.send.bind(connection)
     let errors = 0
@@ -115,19 +119,29 @@ export class IncomingSmtpServer extends SMTPServer {
       leaveData: () => arm(limits.commandTimeoutMs),
       abort
     })
-    connection.once("close", () => undefined)
-    socket.once("close", () => {
+    // Cleanup hangs off the connection's own close handler, not off `socket`'s 'close': STARTTLS
+    // calls `removeAllListeners()` on the plain socket, so a listener there never ran for a
+    // STARTTLS session, which kept its timers and guard until `maxConnectionTimeMs` (fixed).
+    // `_onClose` runs for the plain and the TLS socket alike; the socket listener stays as a
+    // fallback for the other paths, and the cleanup is idempotent.
+    const release = () => {
       if (deadline !== undefined) clearTimeout(deadline)
       if (total !== undefined) clearTimeout(total)
       this.guards.delete(id)
-    })
+    }
+    const onClose = connection._onClose.bind(connection)
+    connection._onClose = () => {
+      release()
+      onClose()
+    }
+    socket.once("close", release)
 
     connection.init()
     arm(limits.commandTimeoutMs)
     if (limits.greetingDelayMs <= 0) {
-      connection.connectionReady()
+      start()
     } else {
-      const t = setTimeout(() => connection.connectionReady(), limits.greetingDelayMs)
+      const t = setTimeout(start, limits.greetingDelayMs)
       t.unref()
     }
   }
