@@ -15,6 +15,7 @@ import * as Relay from "./policy/Relay.ts"
 import type { MailQueue } from "./queue/MailQueue.ts"
 import type { MailQueueError } from "./queue/MailQueueError.ts"
 import * as MemoryQueue from "./queue/MemoryQueue.ts"
+import * as SqliteQueue from "./queue/SqliteQueue.ts"
 import type { ListenError } from "./smtp/ListenError.ts"
 import * as Listener from "./smtp/Listener.ts"
 import type { ListenerInput } from "./smtp/ListenerOptions.ts"
@@ -23,6 +24,13 @@ import * as Telemetry from "./telemetry/Telemetry.ts"
 
 export type QueueChoice =
   | { readonly kind: "memory"; readonly maxDepth?: number; readonly deadLetterTtlMs?: number }
+  | {
+    readonly kind: "sqlite"
+    readonly maxDepth?: number
+    readonly deadLetterTtlMs?: number
+    /** Bodies up to this size are stored in the database row; larger ones in fsync'd files. */
+    readonly inlineThreshold?: number
+  }
   | { readonly kind: "custom"; readonly layer: Layer.Layer<MailQueue, MailQueueError> }
 
 export interface IncomingOptions {
@@ -44,11 +52,19 @@ export type Services = Listener.Listeners | MailQueue | Telemetry.Telemetry | Di
 
 export const defaultDataDir = "./var/incoming"
 
-const queueLayer = (choice: QueueChoice | undefined): Layer.Layer<MailQueue, MailQueueError> => {
+const queueLayer = (choice: QueueChoice | undefined, dataDir: string): Layer.Layer<MailQueue, MailQueueError> => {
   if (choice === undefined || choice.kind === "memory") {
     return MemoryQueue.layer({
       ...(choice?.maxDepth !== undefined ? { maxDepth: choice.maxDepth } : {}),
       ...(choice?.deadLetterTtlMs !== undefined ? { deadLetterTtlMs: choice.deadLetterTtlMs } : {})
+    })
+  }
+  if (choice.kind === "sqlite") {
+    return SqliteQueue.layer({
+      dataDir,
+      ...(choice.maxDepth !== undefined ? { maxDepth: choice.maxDepth } : {}),
+      ...(choice.deadLetterTtlMs !== undefined ? { deadLetterTtlMs: choice.deadLetterTtlMs } : {}),
+      ...(choice.inlineThreshold !== undefined ? { inlineThreshold: choice.inlineThreshold } : {})
     })
   }
   return choice.layer
@@ -63,7 +79,7 @@ export const layer = (options: IncomingOptions): Layer.Layer<Services, ListenErr
   const hostname = options.hostname ?? osHostname()
   const base = Layer.mergeAll(
     Telemetry.layer(),
-    queueLayer(options.queue),
+    queueLayer(options.queue, dataDir),
     Spool.layer({ dir: join(dataDir, "spool"), ...options.spool }),
     Relay.layer({ domains: options.domains })
   )

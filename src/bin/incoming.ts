@@ -5,19 +5,32 @@
  */
 import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
 import * as NodeServices from "@effect/platform-node/NodeServices"
-import { Cause, Effect, Exit } from "effect"
-import { Command } from "effect/cli"
+import { Cause, Console, Effect, Exit } from "effect"
+import { CliError, Command } from "effect/cli"
+import { isNotFound, queue } from "../cli/queue.ts"
 import { serve } from "../cli/serve.ts"
 
 const incoming = Command.make("incoming").pipe(
   Command.withDescription("Incoming: an inbound SMTP server runtime"),
-  Command.withSubcommands([serve])
+  Command.withSubcommands([serve, queue])
 )
 
 incoming.pipe(
   Command.run({ version: "0.1.0" }),
+  // A user error (an unknown id, a missing argument) is one line on stderr, not a stack trace;
+  // anything else is reported in full. Interruption (SIGTERM) is a normal stop.
+  Effect.tapCause((cause) => {
+    if (Cause.hasInterruptsOnly(cause)) return Effect.void
+    const failure = cause.reasons.find(Cause.isFailReason)
+    // The CLI already printed usage and the problem for its own errors.
+    if (failure !== undefined && CliError.isCliError(failure.error)) return Effect.void
+    return failure !== undefined && isNotFound(failure.error)
+      ? Console.error(`incoming: ${failure.error.message}`)
+      : Console.error(Cause.pretty(cause))
+  }),
   Effect.provide(NodeServices.layer),
   NodeRuntime.runMain({
+    disableErrorReporting: true,
     teardown: (exit, onExit) => onExit(Exit.isSuccess(exit) || Cause.hasInterruptsOnly(exit.cause) ? 0 : 1)
   })
 )

@@ -28,9 +28,13 @@ const flags = {
     Flag.withDescription("delivery adapter: maildir (default) or discard (acknowledge without storing)"),
     Flag.withDefault("maildir" as const)
   ),
-  queue: Flag.Literals("queue", ["memory"]).pipe(
-    Flag.withDescription("queue backend: memory (not durable)"),
-    Flag.withDefault("memory" as const)
+  queue: Flag.Literals("queue", ["sqlite", "memory"]).pipe(
+    Flag.withDescription("queue backend: sqlite (durable, default) or memory (lost on exit)"),
+    Flag.withDefault("sqlite" as const)
+  ),
+  inlineThreshold: Flag.Int("inline-threshold").pipe(
+    Flag.withDescription("sqlite queue: bodies up to this many bytes live in the database, larger ones in files"),
+    Flag.withDefault(256 * 1024)
   ),
   dataDir: Flag.String("data-dir").pipe(Flag.withDescription("spool and queue directory"), Flag.withDefault(Incoming.defaultDataDir)),
   maxSize: Flag.Int("max-size").pipe(Flag.withDescription("largest message in bytes"), Flag.withDefault(25 * 1024 * 1024)),
@@ -41,6 +45,14 @@ const flags = {
   tlsCert: Flag.String("tls-cert").pipe(Flag.withDescription("PEM certificate chain file"), Flag.optional),
   tlsKey: Flag.String("tls-key").pipe(Flag.withDescription("PEM private key file"), Flag.optional),
   workers: Flag.Int("workers").pipe(Flag.withDescription("delivery workers"), Flag.withDefault(4)),
+  maxAttempts: Flag.Int("max-attempts").pipe(
+    Flag.withDescription("delivery attempts before a recipient is dead-lettered"),
+    Flag.withDefault(12)
+  ),
+  retryBase: Flag.Int("retry-base").pipe(
+    Flag.withDescription("seconds before the first retry; doubles each attempt up to 4 hours"),
+    Flag.withDefault(60)
+  ),
   drainTimeout: Flag.Int("drain-timeout").pipe(
     Flag.withDescription("seconds a shutdown waits for transactions in flight"),
     Flag.withDefault(30)
@@ -88,8 +100,8 @@ const toOptions = (f: Flags): Incoming.IncomingOptions => {
     domains: f.domain.length === 0 ? ["localhost"] : f.domain,
     listeners,
     dataDir: f.dataDir,
-    queue: { kind: f.queue },
-    dispatcher: { workers: f.workers },
+    queue: f.queue === "sqlite" ? { kind: "sqlite", inlineThreshold: f.inlineThreshold } : { kind: "memory" },
+    dispatcher: { workers: f.workers, maxAttempts: f.maxAttempts, backoff: { baseMs: f.retryBase * 1000, maxMs: 4 * 3600_000, jitter: 0.2 } },
     drainTimeoutMs: f.drainTimeout * 1000
   }
 }

@@ -188,7 +188,11 @@ describe("Dispatcher", () => {
       yield* q.commit(msg)
 
       const scope = yield* Scope.make()
-      yield* Layer.buildWithScope(Dispatcher.layer(options).pipe(Layer.provide(Layer.succeedContext(queueCtx))), scope)
+      // A short drain: with a memory queue the dispatcher first tries to deliver the backlog.
+      yield* Layer.buildWithScope(
+        Dispatcher.layer({ ...options, drainTimeoutMs: 100 }).pipe(Layer.provide(Layer.succeedContext(queueCtx))),
+        scope
+      )
       yield* Deferred.await(started)
       assert.strictEqual(Option.getOrThrow(yield* q.get(msg.id)).state, "inflight")
       yield* Scope.close(scope, Exit.void)

@@ -31,7 +31,7 @@ describe("MaildirAdapter", () => {
       const out = yield* adapter.deliver(delivery("01ABCDEFGHJKMNPQ", ["a@example.test", "B@example.test"], "Subject: s\r\n\r\nbody\r\n"))
       assert.deepStrictEqual(out.map((o) => o._tag), ["Ok", "Ok"])
       for (const rcpt of ["a@example.test", "b@example.test"]) {
-        assert.deepStrictEqual(readdirSync(join(root, rcpt)).sort(), ["cur", "new", "tmp"])
+        assert.deepStrictEqual(readdirSync(join(root, rcpt)).toSorted(), ["cur", "new", "tmp"])
         assert.deepStrictEqual(readdirSync(join(root, rcpt, "tmp")), [])
         const files = readdirSync(join(root, rcpt, "new"))
         assert.strictEqual(files.length, 1)

@@ -1,0 +1,145 @@
+/**
+ * `incoming queue ...`: inspect and repair the durable queue of a data directory, while the
+ * server runs or not. Tables for people, `--json` for scripts. Exit code 1 when the id named is
+ * not in the queue.
+ */
+import { Console, Effect, Layer, Option, References } from "effect"
+import { Argument, Command, Flag } from "effect/cli"
+import * as Incoming from "../Incoming.ts"
+import * as BodyStream from "../queue/internal/bodyStream.ts"
+import { MailQueue, type MessageInfo, type MessageState } from "../queue/MailQueue.ts"
+import * as SqliteQueue from "../queue/SqliteQueue.ts"
+
+const dataDir = Flag.String("data-dir").pipe(
+  Flag.withDescription("the server's data directory"),
+  Flag.withDefault(Incoming.defaultDataDir)
+)
+const json = Flag.Boolean("json").pipe(Flag.withDescription("machine-readable output"), Flag.withDefault(false))
+
+class NotFound extends Error {}
+
+// Opening the queue logs at info; on a command's stdout that would break `--json`.
+const withQueue = <A, E>(dir: string, f: (q: MailQueue["Service"]) => Effect.Effect<A, E>) =>
+  MailQueue.use(f).pipe(
+    Effect.provide(Layer.fresh(SqliteQueue.layer({ dataDir: dir }))),
+    Effect.provideService(References.MinimumLogLevel, "Warn")
+  )
+
+const iso = (ms: number | undefined) => (ms === undefined || ms === 0 ? "-" : new Date(ms).toISOString().replace(".000", ""))
+
+const table = (rows: ReadonlyArray<ReadonlyArray<string>>): string => {
+  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)))
+  return rows.map((r) => r.map((c, i) => c.padEnd(widths[i]!)).join("  ").trimEnd()).join("\n")
+}
+
+const summary = (m: MessageInfo) => {
+  const pending = m.recipients.filter((r) => r.state !== "delivered")
+  const next = Math.min(...pending.map((r) => r.nextAttemptAt))
+  const last = m.recipients.map((r) => r.lastReply).filter((r) => r !== undefined).at(-1)
+  return [m.id, m.state, String(m.size), m.envelope.mailFrom || "<>", m.recipients.map((r) => r.rcpt).join(","),
+    String(Math.max(0, ...m.recipients.map((r) => r.attempts))), m.state === "retry" ? iso(next) : "-", last ?? "-"]
+}
+
+const list = Command.make("list", {
+  dataDir,
+  json,
+  state: Flag.Literals("state", ["queued", "inflight", "retry", "dead", "all"]).pipe(
+    Flag.withDescription("which messages"),
+    Flag.withDefault("all" as const)
+  ),
+  limit: Flag.Int("limit").pipe(Flag.withDefault(1000))
+}, (f) =>
+  withQueue(f.dataDir, (q) =>
+    Effect.gen(function*() {
+      const messages = yield* q.list({ state: f.state as MessageState | "all", limit: f.limit })
+      if (f.json) return yield* Console.log(JSON.stringify(messages, null, 2))
+      if (messages.length === 0) return yield* Console.log(`no ${f.state === "all" ? "" : `${f.state} `}messages`)
+      yield* Console.log(table([["ID", "STATE", "SIZE", "FROM", "TO", "ATTEMPTS", "NEXT", "LAST REPLY"], ...messages.map(summary)]))
+    }))).pipe(Command.withDescription("list queued, retrying and dead messages"))
+
+const show = Command.make("show", {
+  dataDir,
+  json,
+  raw: Flag.Boolean("raw").pipe(Flag.withDescription("print the stored message (trace header + body)"), Flag.withDefault(false)),
+  id: Argument.String("id")
+}, (f) =>
+  withQueue(f.dataDir, (q) =>
+    Effect.gen(function*() {
+      const found = yield* q.get(f.id)
+      if (Option.isNone(found)) return yield* Effect.fail(new NotFound(`no message ${f.id}`))
+      const m = found.value
+      if (f.raw) {
+        const body = yield* q.readMessage(f.id)
+        const bytes = yield* Effect.promise(() => BodyStream.collect(body.stream()))
+        return yield* Effect.sync(() => process.stdout.write(bytes))
+      }
+      if (f.json) return yield* Console.log(JSON.stringify(m, null, 2))
+      yield* Console.log([
+        `id:          ${m.id}`,
+        `state:       ${m.state}`,
+        `received:    ${iso(m.receivedAt)} from ${m.envelope.clientAddress} (${m.envelope.helo}) on ${m.envelope.listener}`,
+        `size:        ${m.size}`,
+        `from:        ${m.envelope.mailFrom || "<>"}`,
+        "",
+        table([
+          ["RECIPIENT", "STATE", "ATTEMPTS", "NEXT ATTEMPT", "EXPIRES", "LAST REPLY"],
+          ...m.recipients.map((r) => [r.rcpt, r.state, String(r.attempts), r.state === "delivered" || r.state === "dead" ? "-" : iso(r.nextAttemptAt), iso(r.expiresAt), r.lastReply ?? "-"])
+        ])
+      ].join("\n"))
+    }))).pipe(Command.withDescription("one message: envelope, recipients, attempts, last replies"))
+
+const retry = Command.make("retry", {
+  dataDir,
+  json,
+  allDead: Flag.Boolean("all-dead").pipe(Flag.withDescription("retry every dead-lettered message"), Flag.withDefault(false)),
+  id: Argument.String("id").pipe(Argument.optional)
+}, (f) =>
+  withQueue(f.dataDir, (q) =>
+    Effect.gen(function*() {
+      const ids = f.allDead
+        ? (yield* q.list({ state: "dead" })).map((m) => m.id)
+        : Option.isSome(f.id)
+        ? [f.id.value]
+        : yield* Effect.fail(new NotFound("give a message id or --all-dead"))
+      const retried: Array<string> = []
+      for (const id of ids) if (yield* q.retryNow(id)) retried.push(id)
+      if (!f.allDead && retried.length === 0) return yield* Effect.fail(new NotFound(`nothing to retry for ${ids[0]}`))
+      yield* Console.log(f.json ? JSON.stringify({ retried }) : `${retried.length} message(s) due now`)
+    }))).pipe(Command.withDescription("make a retrying or dead message due now"))
+
+const remove = Command.make("delete", { dataDir, json, id: Argument.String("id") }, (f) =>
+  withQueue(f.dataDir, (q) =>
+    Effect.gen(function*() {
+      if (!(yield* q.remove(f.id))) return yield* Effect.fail(new NotFound(`no message ${f.id}`))
+      yield* Console.log(f.json ? JSON.stringify({ deleted: f.id }) : `deleted ${f.id}`)
+    }))).pipe(Command.withDescription("remove a message and its body"))
+
+const purge = Command.make("purge", {
+  dataDir,
+  json,
+  dead: Flag.Boolean("dead").pipe(Flag.withDescription("remove every dead-lettered recipient now"), Flag.withDefault(false))
+}, (f) =>
+  withQueue(f.dataDir, (q) =>
+    Effect.gen(function*() {
+      if (!f.dead) return yield* Effect.fail(new NotFound("say what to purge: --dead"))
+      const n = yield* q.purgeDead
+      yield* Console.log(f.json ? JSON.stringify({ purged: n }) : `purged ${n} dead recipient(s)`)
+    }))).pipe(Command.withDescription("remove dead letters"))
+
+const stats = Command.make("stats", { dataDir, json }, (f) =>
+  withQueue(f.dataDir, (q) =>
+    Effect.gen(function*() {
+      const s = yield* q.stats
+      if (f.json) return yield* Console.log(JSON.stringify({ backend: q.backend, ...s }))
+      yield* Console.log(table([
+        ["BACKEND", "MESSAGES", "PENDING", "QUEUED", "INFLIGHT", "RETRY", "DELIVERED", "DEAD"],
+        [q.backend, String(s.messages), String(s.depth), ...(["queued", "inflight", "retry", "delivered", "dead"] as const).map((k) => String(s.recipients[k]))]
+      ]))
+    }))).pipe(Command.withDescription("counts by state (recipients)"))
+
+export const queue = Command.make("queue").pipe(
+  Command.withDescription("inspect and repair the durable queue"),
+  Command.withSubcommands([list, show, retry, remove, purge, stats])
+)
+
+export const isNotFound = (e: unknown): e is NotFound => e instanceof NotFound

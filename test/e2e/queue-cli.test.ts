@@ -1,0 +1,98 @@
+/**
+ * `incoming queue ...` against the data directory of a running server: list, show, stats,
+ * retry, delete and purge, as tables and as JSON.
+ */
+import { execFile } from "node:child_process"
+import { mkdirSync, writeFileSync } from "node:fs"
+import { join } from "node:path"
+import { promisify } from "node:util"
+import { assert, describe, it } from "@effect/vitest"
+import { Effect } from "effect"
+import { SmtpClient, TestIncoming } from "../../src/testing/index.ts"
+import { serve } from "../support/server.ts"
+
+const root = new URL("../../", import.meta.url).pathname
+const run = promisify(execFile)
+
+const cli = (...args: Array<string>) =>
+  Effect.promise(() =>
+    run(process.execPath, [`${root}src/bin/incoming.ts`, "queue", ...args]).then(
+      (r) => ({ code: 0, stdout: r.stdout, stderr: r.stderr }),
+      (e: { code: number; stdout: string; stderr: string }) => ({ code: e.code, stdout: e.stdout, stderr: e.stderr })
+    )
+  )
+
+const waitUntil = <A>(probe: Effect.Effect<A>, ok: (a: A) => boolean) =>
+  Effect.gen(function*() {
+    for (let i = 0; i < 100; i++) {
+      const a = yield* probe
+      if (ok(a)) return a
+      yield* Effect.sleep("100 millis")
+    }
+    return yield* probe
+  })
+
+describe("incoming queue (CLI)", () => {
+  it.live("inspects and repairs the queue while the server runs", () =>
+    Effect.gen(function*() {
+      const dir = yield* TestIncoming.tempDir()
+      const maildir = join(dir, "mail")
+      const data = join(dir, "data")
+      // A file where a recipient's Maildir should be: its deliveries fail until it is removed.
+      mkdirSync(maildir, { recursive: true })
+      writeFileSync(join(maildir, "blocked@localhost"), "")
+      writeFileSync(join(maildir, "gone@localhost"), "")
+      const server = yield* serve([
+        "--listen", "127.0.0.1:0", "--maildir", maildir, "--data-dir", data, "--retry-base", "3600", "--max-attempts", "2"
+      ])
+      const send = (to: string) => SmtpClient.send({ port: server.port, from: "a@remote.test", to: [to], data: `Subject: for ${to}\r\n\r\nbody\r\n` })
+      const blocked = /queued as (\w+)/.exec((yield* send("blocked@localhost")).text)![1]!
+      const gone = /queued as (\w+)/.exec((yield* send("gone@localhost")).text)![1]!
+
+      const listed = yield* waitUntil(cli("list", "--state", "retry", "--json", "--data-dir", data), (r) => JSON.parse(r.stdout || "[]").length === 2)
+      const retrying = JSON.parse(listed.stdout) as Array<{ id: string; state: string; recipients: Array<{ attempts: number; lastReply: string }> }>
+      assert.deepStrictEqual(retrying.map((m) => m.id).toSorted(), [blocked, gone].toSorted())
+      assert.strictEqual(retrying[0]!.recipients[0]!.attempts, 1)
+      assert.include(retrying[0]!.recipients[0]!.lastReply, "maildir write failed")
+
+      const table = yield* cli("list", "--data-dir", data)
+      assert.match(table.stdout, /^ID\s+STATE\s+SIZE/)
+      assert.include(table.stdout, blocked)
+
+      const shown = yield* cli("show", blocked, "--data-dir", data)
+      assert.include(shown.stdout, "blocked@localhost")
+      assert.include(shown.stdout, "state:       retry")
+      const raw = yield* cli("show", blocked, "--raw", "--data-dir", data)
+      assert.match(raw.stdout, /^Received: from /)
+      assert.include(raw.stdout, "Subject: for blocked@localhost")
+
+      // Second (last) attempt now: both are dead-lettered.
+      assert.strictEqual((yield* cli("retry", blocked, "--data-dir", data)).code, 0)
+      assert.strictEqual((yield* cli("retry", gone, "--data-dir", data)).code, 0)
+      yield* waitUntil(cli("list", "--state", "dead", "--json", "--data-dir", data), (r) => JSON.parse(r.stdout || "[]").length === 2)
+
+      // The operator fixes one mailbox and replays all dead letters: that one is delivered.
+      const { rmSync } = yield* Effect.promise(() => import("node:fs"))
+      rmSync(join(maildir, "blocked@localhost"))
+      const replay = yield* cli("retry", "--all-dead", "--json", "--data-dir", data)
+      assert.deepStrictEqual(JSON.parse(replay.stdout).retried.toSorted(), [blocked, gone].toSorted())
+      yield* waitUntil(cli("show", blocked, "--json", "--data-dir", data), (r) => r.code !== 0)
+      const stats = JSON.parse((yield* waitUntil(cli("stats", "--json", "--data-dir", data), (r) => JSON.parse(r.stdout).recipients.dead === 1)).stdout)
+      assert.strictEqual(stats.backend, "sqlite")
+      assert.strictEqual(stats.recipients.dead, 1)
+
+      assert.strictEqual(JSON.parse((yield* cli("purge", "--dead", "--json", "--data-dir", data)).stdout).purged, 1)
+      const missing = yield* cli("delete", gone, "--data-dir", data)
+      assert.strictEqual(missing.code, 1)
+      assert.include(missing.stderr, `no message ${gone}`)
+      assert.deepStrictEqual(JSON.parse((yield* cli("list", "--json", "--data-dir", data)).stdout), [])
+
+      // delete removes a live message.
+      const third = /queued as (\w+)/.exec((yield* send("gone@localhost")).text)![1]!
+      yield* waitUntil(cli("show", third, "--json", "--data-dir", data), (r) => r.code === 0 && JSON.parse(r.stdout).state === "retry")
+      assert.strictEqual((yield* cli("delete", third, "--data-dir", data)).code, 0)
+      assert.strictEqual((yield* cli("show", third, "--data-dir", data)).code, 1)
+      yield* server.signal("SIGTERM")
+      assert.strictEqual(yield* server.exitCode, 0)
+    }), { timeout: 60_000 })
+})
