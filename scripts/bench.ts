@@ -1,0 +1,526 @@
+/**
+ * `npm run bench`: Incoming's throughput benchmark. In one run it starts the servers under test
+ * on 127.0.0.1 — "bare" (nodemailer smtp-server draining DATA, the ceiling of our stack),
+ * "memory" (Incoming with the memory queue) and "sqlite" (Incoming with the durable SQLite queue)
+ * — and drives each with the same load generator (scripts/bench/load.ts, in its own process) over
+ * a matrix of message size × concurrent sessions × connection mode. Each cell is calibrated per
+ * target to a run of about --seconds, then repeated --reps times with the targets' order rotated
+ * in every repetition, so that ratios between targets are taken from runs that sat next to each
+ * other in time. It prints median msgs/s per target, per-repetition ratios (median), errors and
+ * CPU costs, and writes every run as a key=value line to .bench/results-<timestamp>.txt.
+ *
+ * Optional: --peers adds Postfix from the peer kit (/work/shared/bench, if set up), --check-gen
+ * also drives "bare" with Postfix's smtp-source to show whether our generator reaches the same
+ * ceiling. Everything is bounded (message counts, a hard cap per run) and stops by itself; only
+ * processes this script started are stopped, on exit and on SIGINT/SIGTERM.
+ *
+ *   npm run bench -- --quick --targets bare
+ *   npm run bench -- --reps 5 --sizes 1024 --sessions 10 --modes persist,conn
+ */
+import { type ChildProcess, spawn, spawnSync } from "node:child_process"
+import { appendFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statfsSync } from "node:fs"
+import net from "node:net"
+import os from "node:os"
+import path from "node:path"
+import { fileURLToPath } from "node:url"
+import { parseArgs } from "node:util"
+import type { LoadResult } from "./bench/load.ts"
+import {
+  type Started,
+  groupCpuSeconds,
+  machineCpu,
+  pidsCpuSeconds,
+  reapedChildrenCpuSeconds,
+  startServer,
+  stopAll,
+  stopServer,
+  stopAllSync,
+  waitIdle,
+  waitListening
+} from "./bench/procs.ts"
+import { type Cell, type Column, type RunRecord, cpuTable, flagged, median, rawLine, summaryTable } from "./bench/report.ts"
+
+const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..")
+const LOAD_SCRIPT = path.join(REPO, "scripts/bench/load.ts")
+const BARE_SCRIPT = path.join(REPO, "scripts/bench/bare-server.ts")
+const INCOMING_CLI = path.join(REPO, "src/bin/incoming.ts")
+const SMTP_SOURCE = "/usr/sbin/smtp-source"
+const TMPFS_MAGIC = 0x01021994
+const KNOWN_TARGETS = ["bare", "memory", "sqlite"] as const
+type TargetName = (typeof KNOWN_TARGETS)[number]
+type Mode = "persist" | "conn"
+
+// ---- options ---------------------------------------------------------------------------------
+
+const { values: argv } = parseArgs({
+  options: {
+    reps: { type: "string" },
+    sizes: { type: "string", default: "1024,102400" },
+    sessions: { type: "string", default: "1,10" },
+    modes: { type: "string", default: "persist,conn" },
+    targets: { type: "string", default: "bare,memory,sqlite" },
+    seconds: { type: "string" },
+    "max-seconds": { type: "string", default: "20" },
+    quick: { type: "boolean", default: false },
+    peers: { type: "boolean", default: false },
+    "check-gen": { type: "boolean", default: false },
+    helo: { type: "boolean", default: false },
+    "base-port": { type: "string", default: "2560" },
+    "data-root": { type: "string" },
+    "keep-data": { type: "boolean", default: false },
+    out: { type: "string" },
+    kit: { type: "string", default: "/work/shared/bench" },
+    help: { type: "boolean", short: "h", default: false }
+  },
+  strict: true
+})
+
+if (argv.help) {
+  process.stdout.write(`usage: npm run bench -- [options]
+  --targets bare,memory,sqlite   servers under test (memory/sqlite need src/bin/incoming.ts)
+  --sizes 1024,102400            message body sizes in bytes
+  --sessions 1,10                concurrent sessions
+  --modes persist,conn           persist = many messages per connection, conn = one per connection
+  --reps N                       repetitions per cell (default 3; 1 with --quick)
+  --seconds S                    target length of one run (default 5; 1 with --quick)
+  --max-seconds S                hard cap of one run (default 20)
+  --quick                        smoke test: one repetition, short runs
+  --peers                        also Postfix from the peer kit (--kit, default /work/shared/bench), if set up
+  --check-gen                    also drive "bare" with Postfix's smtp-source (${SMTP_SOURCE}) for comparison
+  --helo                         send HELO instead of EHLO (as smtp-source does)
+  --base-port P                  first port to try for our servers (2500-2599, default 2560)
+  --data-root DIR                where the Incoming targets' fresh data dirs go (default .bench/data)
+  --keep-data                    do not delete those data dirs at the end
+  --out FILE                     raw results file (default .bench/results-<timestamp>.txt)
+`)
+  process.exit(0)
+}
+
+const fail = (msg: string): never => {
+  process.stderr.write(`bench: ${msg}\n`)
+  process.exit(2)
+}
+
+const intList = (name: string, raw: string): Array<number> => {
+  const xs = raw.split(",").map((s) => Number(s.trim()))
+  if (xs.length === 0 || xs.some((x) => !Number.isInteger(x) || x <= 0)) fail(`--${name} wants positive integers, got "${raw}"`)
+  return xs
+}
+
+const quick = argv.quick
+const reps = argv.reps !== undefined ? intList("reps", argv.reps)[0] ?? 1 : quick ? 1 : 3
+const sizes = intList("sizes", argv.sizes)
+const sessionsList = intList("sessions", argv.sessions)
+const modes = argv.modes.split(",").map((m) => m.trim())
+for (const m of modes) if (m !== "persist" && m !== "conn") fail(`--modes: unknown mode "${m}"`)
+const targetNames = argv.targets.split(",").map((t) => t.trim())
+for (const t of targetNames) if (!(KNOWN_TARGETS as ReadonlyArray<string>).includes(t)) fail(`--targets: unknown target "${t}" (known: ${KNOWN_TARGETS.join(", ")})`)
+const runSeconds = argv.seconds !== undefined ? Number(argv.seconds) : quick ? 1 : 5
+const maxSeconds = Number(argv["max-seconds"])
+if (!(runSeconds > 0 && maxSeconds > 0 && maxSeconds <= 120 && runSeconds < maxSeconds)) fail("need 0 < --seconds < --max-seconds <= 120")
+const basePort = Number(argv["base-port"])
+if (!Number.isInteger(basePort) || basePort < 2500 || basePort > 2599) fail("--base-port must be in 2500-2599")
+// Bounds on a run's message count: at least a few per session, at most what a capped run could use.
+const MAX_COUNT = 300_000
+const calibSeconds = quick ? 0.3 : 1
+
+// ---- output ----------------------------------------------------------------------------------
+
+const stamp = new Date().toISOString().replace(/[-:]/g, "").replace(/\..*/, "")
+const outFile = path.resolve(argv.out ?? path.join(REPO, ".bench", `results-${stamp}.txt`))
+mkdirSync(path.dirname(outFile), { recursive: true })
+const out = (line: string): void => appendFileSync(outFile, line + "\n")
+const say = (line: string): void => {
+  process.stderr.write(line + "\n")
+}
+
+// ---- cleanup: only what we started -----------------------------------------------------------
+
+let currentGen: ChildProcess | undefined
+const dataDirs: Array<string> = []
+let stopPostfix: (() => void) | undefined
+
+const cleanupSync = (): void => {
+  if (currentGen !== undefined && currentGen.exitCode === null) currentGen.kill("SIGKILL")
+  stopAllSync()
+  stopPostfix?.()
+  stopPostfix = undefined
+  if (!argv["keep-data"]) for (const d of dataDirs.splice(0)) rmSync(d, { recursive: true, force: true })
+}
+process.on("exit", cleanupSync)
+for (const sig of ["SIGINT", "SIGTERM", "SIGHUP"] as const) {
+  process.on(sig, () => {
+    say(`\nbench: ${sig}, stopping the servers it started; partial results in ${outFile}`)
+    cleanupSync()
+    process.exit(130)
+  })
+}
+
+// ---- targets ---------------------------------------------------------------------------------
+
+interface Target {
+  readonly name: string
+  readonly port: number
+  /** CPU seconds used so far by the server (all its processes). */
+  readonly cpu: () => number
+  /** Leaves the server idle and empty before a run; false if it did not get there in time. */
+  readonly settle: () => Promise<boolean>
+  readonly describe: string
+}
+
+const portFree = (port: number): Promise<boolean> =>
+  new Promise((resolve) => {
+    const srv = net.createServer()
+    srv.once("error", () => resolve(false))
+    srv.listen(port, "127.0.0.1", () => srv.close(() => resolve(true)))
+  })
+
+let nextPort = basePort
+const allocPort = async (): Promise<number> => {
+  for (; nextPort <= 2599; nextPort++) {
+    if (await portFree(nextPort)) return nextPort++
+  }
+  return fail("no free port left in 2500-2599")
+}
+
+const nodeBin = existsSync(path.join(REPO, "node_modules/.bin/node")) ? path.join(REPO, "node_modules/.bin/node") : process.execPath
+
+const dataRoot = path.resolve(argv["data-root"] ?? path.join(REPO, ".bench", "data"))
+
+const startOwn = async (name: TargetName): Promise<Target | string> => {
+  const port = await allocPort()
+  const logPath = outFile.replace(/\.txt$/, "") + `.${name}.log`
+  let s: Started
+  let describe: string
+  if (name === "bare") {
+    s = startServer(name, process.execPath, [BARE_SCRIPT, "--port", String(port)], { cwd: REPO, logPath })
+    describe = `smtp-server drain, greeting without the 100 ms delay (${path.relative(REPO, BARE_SCRIPT)})`
+  } else {
+    if (!existsSync(INCOMING_CLI)) return `${path.relative(REPO, INCOMING_CLI)} does not exist yet`
+    mkdirSync(dataRoot, { recursive: true })
+    const fsType = statfsSync(dataRoot).type
+    if (fsType === TMPFS_MAGIC) say(`bench: warning: ${dataRoot} is on tmpfs, fsync costs nothing there; use --data-root on disk`)
+    const dir = mkdtempSync(path.join(dataRoot, `${name}-`))
+    dataDirs.push(dir)
+    const args = [INCOMING_CLI, "serve", "--listen", `127.0.0.1:${port}`, "--domain", "bench.test", "--queue", name, "--data-dir", dir, "--deliver", "discard"]
+    s = startServer(name, nodeBin, args, { cwd: REPO, logPath })
+    describe = `incoming serve --queue ${name} --data-dir ${dir} --deliver discard (fs type 0x${fsType.toString(16)})`
+  }
+  try {
+    await waitListening(s, port, 30_000)
+  } catch (err) {
+    // Not fatal: the other targets still run, the table shows this one as missing, exit code 1.
+    await stopServer(s)
+    const lines = existsSync(logPath) ? readFileSync(logPath, "utf8").trim().split("\n") : []
+    // First line: the reason and the server's last words (for the summary); then more context.
+    return `${err instanceof Error ? err.message : String(err)}: ${(lines.at(-1) ?? "").trim()}\n    end of ${logPath}:\n    ${lines.slice(-6).join("\n    ")}`
+  }
+  const cpu = (): number => groupCpuSeconds(s.pid)
+  const target: Target = {
+    name,
+    port,
+    cpu,
+    describe: `${describe}; pid ${s.pid}; log ${logPath}`,
+    settle: async () => {
+      if (s.exited) fail(`${name} exited (code ${String(s.exitCode)}); see ${logPath}`)
+      return waitIdle(cpu)
+    }
+  }
+  return target
+}
+
+/** Postfix from the peer kit, if it is set up; started (and later stopped) only if not running. */
+const startPostfix = async (): Promise<Target | string> => {
+  const runPeer = path.join(argv.kit, "run-peer.sh")
+  const work = process.env["BENCH_WORK"] ?? "/tmp/incoming-bench"
+  if (!existsSync(runPeer)) return `no peer kit at ${argv.kit}`
+  if (!existsSync(path.join(work, "postfix/data")) || !existsSync("/usr/sbin/postfix")) return `Postfix peer not set up (run ${argv.kit}/setup.sh; BENCH_WORK=${work})`
+  const peer = (action: string): { ok: boolean; out: string } => {
+    const r = spawnSync(runPeer, ["postfix", action], { encoding: "utf8", env: { ...process.env, BENCH_WORK: work }, timeout: 60_000 })
+    return { ok: r.status === 0, out: `${r.stdout}${r.stderr}`.trim() }
+  }
+  if (!peer("status").ok) {
+    const r = peer("start")
+    if (!r.ok) return `could not start the Postfix peer: ${r.out}`
+    stopPostfix = () => void peer("stop")
+  }
+  const port = Number(peer("port").out)
+  const queue = path.join(work, "postfix/spool")
+  const pids = (): Array<number> => peer("pids").out.split("\n").filter((l) => l !== "").map(Number)
+  const cpu = (): number => pidsCpuSeconds(pids())
+  const queueEmpty = (): boolean =>
+    ["incoming", "active", "deferred", "hold"].every((d) => {
+      try {
+        return readdirSync(path.join(queue, d), { recursive: true, withFileTypes: true }).every((e) => !e.isFile())
+      } catch {
+        return true
+      }
+    })
+  return {
+    name: "postfix",
+    port,
+    cpu,
+    describe: `Postfix peer from ${argv.kit} (fsync per queue file, delivery to discard:), 127.0.0.1:${port}`,
+    settle: async () => {
+      // Its delivery to discard: runs behind acceptance; let it finish, as the kit does.
+      const deadline = Date.now() + 60_000
+      while (!queueEmpty() && Date.now() < deadline) await new Promise((r) => setTimeout(r, 250))
+      return (await waitIdle(cpu)) && queueEmpty()
+    }
+  }
+}
+
+// ---- one run ---------------------------------------------------------------------------------
+
+interface RunOutcome {
+  readonly result: LoadResult
+  readonly genCpu: number
+  readonly serverCpu: number
+  readonly machineBusy: number
+  readonly machineSteal: number
+  readonly note: string
+}
+
+const childOutput = (child: ChildProcess, limitMs: number): Promise<{ stdout: string; stderr: string; code: number | null; killed: boolean }> =>
+  new Promise((resolve) => {
+    let stdout = ""
+    let stderr = ""
+    let killed = false
+    child.stdout?.on("data", (d: Buffer) => (stdout += d.toString("utf8")))
+    child.stderr?.on("data", (d: Buffer) => (stderr += d.toString("utf8")))
+    const timer = setTimeout(() => {
+      killed = true
+      child.kill("SIGKILL")
+    }, limitMs)
+    child.on("close", (code) => {
+      clearTimeout(timer)
+      resolve({ stdout, stderr, code, killed })
+    })
+  })
+
+const runOnce = async (target: Target, generator: string, cell: Cell, count: number): Promise<RunOutcome> => {
+  // Order matters: snapshot the server first, then our reaped-children CPU, so that the
+  // generator's window contains nothing but the generator (reading Postfix's PIDs spawns a shell).
+  const srv0 = target.cpu()
+  const gen0 = reapedChildrenCpuSeconds()
+  const m0 = machineCpu()
+  let result: LoadResult
+  let note = ""
+  let genSelf: number | undefined
+  if (generator === "ours") {
+    const args = [LOAD_SCRIPT, "--port", String(target.port), "--size", String(cell.size), "--sessions", String(cell.sessions), "--count", String(count), "--mode", cell.mode, "--max-seconds", String(maxSeconds), ...(argv.helo ? ["--helo"] : [])]
+    const child = spawn(process.execPath, args, { stdio: ["ignore", "pipe", "pipe"] })
+    currentGen = child
+    const r = await childOutput(child, (maxSeconds + 15) * 1000)
+    currentGen = undefined
+    const last = r.stdout.trim().split("\n").pop() ?? ""
+    try {
+      result = JSON.parse(last) as LoadResult
+      genSelf = result.cpuSeconds
+    } catch {
+      result = { ok: 0, failed: count, errors: 1, errorSamples: [{ stage: "generator", detail: `exit ${String(r.code)}${r.killed ? " (killed)" : ""}: ${r.stderr.trim().slice(0, 300)}` }], timedOut: r.killed, seconds: maxSeconds, msgsPerSec: 0, connections: 0, cpuSeconds: 0, bodyBytes: cell.size }
+    }
+  } else {
+    // Postfix's smtp-source: -d keeps the connection (persist); it aborts at the first bad reply.
+    const args = ["-4", "-s", String(cell.sessions), "-m", String(count), "-l", String(cell.size), "-f", "load@load.test", "-t", "user@bench.test", "-M", "load.test", ...(cell.mode === "persist" ? ["-d"] : []), `127.0.0.1:${target.port}`]
+    const t0 = process.hrtime.bigint()
+    const child = spawn(SMTP_SOURCE, args, { stdio: ["ignore", "pipe", "pipe"] })
+    currentGen = child
+    const r = await childOutput(child, maxSeconds * 1000)
+    currentGen = undefined
+    const seconds = Number(process.hrtime.bigint() - t0) / 1e9
+    const bad = r.code !== 0 || r.stderr.trim() !== ""
+    result = {
+      ok: bad ? 0 : count,
+      failed: bad ? count : 0,
+      errors: bad ? Math.max(1, r.stderr.trim().split("\n").filter((l) => l !== "").length) : 0,
+      errorSamples: bad ? [{ stage: "smtp-source", detail: `exit ${String(r.code)}: ${r.stderr.trim().slice(0, 300)}` }] : [],
+      timedOut: r.killed,
+      seconds,
+      msgsPerSec: bad ? 0 : count / seconds,
+      connections: cell.mode === "persist" ? cell.sessions : count,
+      cpuSeconds: 0,
+      bodyBytes: cell.size
+    }
+  }
+  const gen1 = reapedChildrenCpuSeconds()
+  const m1 = machineCpu()
+  const srv1 = target.cpu()
+  const total = m1.total - m0.total
+  if (result.errorSamples.length > 0) note = result.errorSamples.map((e) => `${e.stage}: ${e.detail}`).join("; ")
+  return {
+    result,
+    // Our generator measures its own CPU over exactly the run; the kernel's figure also
+    // includes Node's start-up, which is not load. smtp-source starts in a millisecond.
+    genCpu: genSelf ?? gen1 - gen0,
+    serverCpu: srv1 - srv0,
+    machineBusy: total > 0 ? (m1.busy - m0.busy) / total : 0,
+    machineSteal: total > 0 ? (m1.steal - m0.steal) / total : 0,
+    note
+  }
+}
+
+// ---- main ------------------------------------------------------------------------------------
+
+const gitHead = (): string => {
+  const r = spawnSync("git", ["rev-parse", "--short", "HEAD"], { cwd: REPO, encoding: "utf8" })
+  const dirty = spawnSync("git", ["status", "--porcelain", "--", "src"], { cwd: REPO, encoding: "utf8" })
+  return `${r.status === 0 ? r.stdout.trim() : "no-commit"}${dirty.stdout.trim() !== "" ? "+dirty-src" : ""}`
+}
+
+const main = async (): Promise<void> => {
+  const targets: Array<Target> = []
+  const skipped: Array<string> = []
+  let missingTargets = 0 // requested targets that could not run: the run is incomplete
+  for (const name of targetNames) {
+    const t = await startOwn(name as TargetName)
+    if (typeof t === "string") {
+      say(`bench: NOT running target ${name}: ${t}`)
+      skipped.push(`${name} (${t.split("\n")[0] ?? t})`)
+      missingTargets++
+    } else targets.push(t)
+  }
+  if (argv.peers) {
+    const p = await startPostfix()
+    if (typeof p === "string") {
+      say(`bench: --peers: skipping Postfix: ${p}`)
+      skipped.push(`postfix (${p})`)
+    } else targets.push(p)
+  }
+  if (targets.length === 0) fail("no target could be started")
+
+  // The table keeps a column for every requested target, so its shape does not depend on which
+  // ones started ("—" marks one that did not); runs go only to the targets that are up.
+  const columns: Array<Column> = [...targetNames, ...(argv.peers ? ["postfix"] : [])].map((name) => ({ label: name, target: name, generator: "ours" }))
+  const bare = targets.find((t) => t.name === "bare")
+  if (argv["check-gen"]) {
+    if (bare === undefined) fail("--check-gen needs the bare target")
+    else if (!existsSync(SMTP_SOURCE)) {
+      say(`bench: --check-gen: ${SMTP_SOURCE} not found (apt-get install postfix); skipping`)
+      skipped.push("bare via smtp-source (no smtp-source)")
+    } else {
+      columns.push({ label: "bare[smtp-source]", target: "bare", generator: "smtp-source" })
+      if (!argv.helo) say("bench: --check-gen: smtp-source sends HELO; add --helo so that our generator does too (matters in conn mode)")
+    }
+  }
+  const runColumns = columns.filter((c) => targets.some((t) => t.name === c.target))
+  const col = (label: string): Column | undefined => columns.find((c) => c.label === label)
+  const ratioPairs: Array<readonly [Column, Column]> = []
+  for (const [a, b] of [["sqlite", "bare"], ["sqlite", "memory"], ["memory", "bare"], ["sqlite", "postfix"], ["bare[smtp-source]", "bare"]] as const) {
+    const ca = col(a)
+    const cb = col(b)
+    if (ca !== undefined && cb !== undefined) ratioPairs.push([ca, cb])
+  }
+
+  const cells: Array<Cell> = []
+  for (const mode of modes) for (const size of sizes) for (const sessions of sessionsList) cells.push({ size, sessions, mode })
+
+  const cpuModel = os.cpus()[0]?.model ?? "?"
+  const header = [
+    `# incoming bench ${new Date().toISOString()} git ${gitHead()} node ${process.version} ${os.cpus().length}x ${cpuModel} load ${os.loadavg().map((x) => x.toFixed(2)).join(" ")}`,
+    `# reps=${reps} seconds=${runSeconds} max_seconds=${maxSeconds} sizes=${sizes.join(",")} sessions=${sessionsList.join(",")} modes=${modes.join(",")} greeting=${argv.helo ? "HELO" : "EHLO"} quick=${quick}`,
+    ...targets.map((t) => `# target ${t.name}: 127.0.0.1:${t.port} ${t.describe}`),
+    ...skipped.map((s) => `# skipped: ${s}`)
+  ]
+  for (const h of header) {
+    out(h)
+    say(h)
+  }
+
+  const records: Array<RunRecord> = []
+  const targetOf = (c: Column): Target => {
+    const t = targets.find((x) => x.name === c.target)
+    if (t === undefined) throw new Error(`no target ${c.target}`)
+    return t
+  }
+
+  for (const cell of cells) {
+    // Calibration (also the warm-up): find the count that makes a run last about runSeconds.
+    const counts = new Map<string, number>()
+    for (const c of runColumns) {
+      const t = targetOf(c)
+      let count = quick ? Math.max(50, cell.sessions * 10) : Math.max(200, cell.sessions * 20)
+      let rate = 0
+      for (let attempt = 0; attempt < 4; attempt++) {
+        await t.settle()
+        const o = await runOnce(t, c.generator, cell, count)
+        out(`# calib ${c.label} size=${cell.size} sessions=${cell.sessions} mode=${cell.mode} count=${count} ok=${o.result.ok} errors=${o.result.errors} secs=${o.result.seconds.toFixed(3)} msgs_per_s=${o.result.msgsPerSec.toFixed(1)}${o.note !== "" ? ` note=${JSON.stringify(o.note)}` : ""}`)
+        rate = o.result.msgsPerSec
+        if (o.result.errors > 0 || o.result.timedOut || count >= MAX_COUNT) break
+        // The first attempt only warms up (a fresh server's first messages run unoptimized code).
+        if (attempt > 0 && o.result.seconds >= calibSeconds) break
+        count = Math.min(MAX_COUNT, Math.max(count * 2, Math.ceil((count * calibSeconds * 1.5) / Math.max(o.result.seconds, 0.01))))
+      }
+      const final = Math.min(MAX_COUNT, Math.max(cell.sessions * 5, Math.round(rate * runSeconds)))
+      counts.set(c.label, final)
+    }
+    say(`\n== ${cell.mode} ${cell.size} B x ${cell.sessions} sessions: counts ${runColumns.map((c) => `${c.label}=${counts.get(c.label) ?? "?"}`).join(" ")}`)
+
+    for (let rep = 1; rep <= reps; rep++) {
+      // Rotate the order each repetition, so no target always runs first (or right after another).
+      const order = runColumns.map((_, i) => runColumns[(i + rep - 1) % runColumns.length]).filter((c): c is Column => c !== undefined)
+      for (const c of order) {
+        const t = targetOf(c)
+        const idle = await t.settle()
+        const count = counts.get(c.label) ?? cell.sessions * 5
+        const o = await runOnce(t, c.generator, cell, count)
+        const rec: RunRecord = {
+          target: c.target,
+          generator: c.generator,
+          size: cell.size,
+          sessions: cell.sessions,
+          mode: cell.mode as Mode,
+          rep,
+          count,
+          ok: o.result.ok,
+          failed: o.result.failed,
+          errors: o.result.errors,
+          timedOut: o.result.timedOut,
+          seconds: o.result.seconds,
+          msgsPerSec: o.result.msgsPerSec,
+          genCpu: o.genCpu,
+          serverCpu: o.serverCpu,
+          machineBusy: o.machineBusy,
+          machineSteal: o.machineSteal,
+          cpus: os.cpus().length,
+          idleBefore: idle,
+          note: o.note
+        }
+        records.push(rec)
+        const line = rawLine(rec)
+        out(line)
+        say(`${flagged(rec) ? "!! " : "   "}${c.label.padEnd(18)} rep ${rep}: ${rec.msgsPerSec.toFixed(0).padStart(6)} msgs/s  ${rec.seconds.toFixed(2)} s  gen ${(rec.genCpu / rec.seconds).toFixed(2)} core  server ${(rec.serverCpu / rec.seconds).toFixed(2)} core ${rec.ok > 0 ? ((rec.serverCpu / rec.ok) * 1e6).toFixed(0) : "-"} µs/msg${rec.errors > 0 || rec.timedOut ? `  errors=${rec.errors}${rec.timedOut ? " TIMED OUT" : ""} ${rec.note.slice(0, 160)}` : ""}`)
+      }
+    }
+  }
+
+  const bad = records.filter(flagged)
+  // CPU busy with neither the generator nor the server (other tenants, unattributed kernel work).
+  const others = records.map((r) => r.machineBusy * r.cpus - (r.genCpu + r.serverCpu) / r.seconds)
+  const otherMedian = median(others) ?? 0
+  const noisy = otherMedian > 0.3
+  const summary = [
+    "",
+    `Incoming benchmark — median msgs/s over ${reps} repetition(s); ratios = median of per-repetition ratios`,
+    summaryTable(records, cells, columns, ratioPairs),
+    "",
+    "CPU (medians): generator share of one core / server share of one core / server CPU µs per message",
+    cpuTable(records, cells, columns),
+    "",
+    bad.length === 0
+      ? `runs: ${records.length}, none with errors`
+      : `runs: ${records.length}, FLAGGED (errors, failed messages or time cap): ${bad.length} — see lines with errors>0 in the raw file`,
+    `other CPU load during the runs: median ${otherMedian.toFixed(2)} cores, max ${Math.max(0, ...others).toFixed(2)}${noisy ? " — the machine was busy with something else: absolute msgs/s are depressed, compare ratios" : ""}`,
+    ...skipped.map((s) => `not run: ${s}`),
+    `raw runs: ${outFile}`
+  ]
+  for (const l of summary) process.stdout.write(l + "\n")
+  out(summary.map((l) => (l === "" ? "#" : `# ${l.split("\n").join("\n# ")}`)).join("\n"))
+
+  await stopAll()
+  stopPostfix?.()
+  stopPostfix = undefined
+  if (bad.length > 0 || missingTargets > 0) process.exitCode = 1
+}
+
+await main()
