@@ -23,11 +23,17 @@ export interface Delivery {
 
 export type RecipientOutcome =
   | { readonly _tag: "Ok"; readonly rcpt: string; readonly reply?: string | undefined }
-  | { readonly _tag: "Retry"; readonly rcpt: string; readonly reason: string }
+  | {
+    readonly _tag: "Retry"
+    readonly rcpt: string
+    readonly reason: string
+    /** When to try again (epoch ms); without it the dispatcher's backoff decides. */
+    readonly at?: number | undefined
+  }
   | { readonly _tag: "Reject"; readonly rcpt: string; readonly reason: string }
 
 export const ok = (rcpt: string, reply?: string): RecipientOutcome => ({ _tag: "Ok", rcpt, reply })
-export const retry = (rcpt: string, reason: string): RecipientOutcome => ({ _tag: "Retry", rcpt, reason })
+export const retry = (rcpt: string, reason: string, at?: number): RecipientOutcome => ({ _tag: "Retry", rcpt, reason, at })
 export const reject = (rcpt: string, reason: string): RecipientOutcome => ({ _tag: "Reject", rcpt, reason })
 
 /** The same outcome for every recipient of a delivery. */

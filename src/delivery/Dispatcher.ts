@@ -73,6 +73,7 @@ export const make = Effect.fnUntraced(function*(input: Partial<DispatcherOptions
           if (attempt >= options.maxAttempts) {
             return MailQueueModule.dead(outcome.rcpt, `${outcome.reason} (gave up after ${attempt} attempts)`)
           }
+          if (outcome.at !== undefined) return MailQueueModule.retryAt(outcome.rcpt, outcome.at, outcome.reason)
           const wait = yield* Backoff.delay(options.backoff, attempt)
           return MailQueueModule.retryAt(outcome.rcpt, now + wait, outcome.reason)
         }
