@@ -305,7 +305,15 @@ export const make = Effect.fnUntraced(function*(options: SqliteQueueOptions) {
   let depth = yield* read("count pending", () => int(sql.countPending.get()?.n))
   let seenVersion = yield* read("data version", () => int(sql.dataVersion.get()?.data_version))
   // data_version moves only when ANOTHER connection commits (the CLI retrying or deleting mail).
+  // Such changes are rare operator actions, and in the server every MAIL asks for the depth: the
+  // owner looks at most every 100 ms, so the hot path does not run a statement per transaction.
+  // Other processes (the CLI) always look.
+  const refreshEveryMs = owner ? 100 : 0
+  let checkedAt = Number.NEGATIVE_INFINITY
   const refreshDepth = () => {
+    const now = performance.now()
+    if (now - checkedAt < refreshEveryMs) return
+    checkedAt = now
     const version = int(sql.dataVersion.get()?.data_version)
     if (version !== seenVersion) {
       seenVersion = version
@@ -377,7 +385,7 @@ export const make = Effect.fnUntraced(function*(options: SqliteQueueOptions) {
     )
   }
 
-  const commit = Effect.fn("SqliteQueue.commit")(function*(message: NewMessage) {
+  const commit = Effect.fnUntraced(function*(message: NewMessage) {
     yield* Effect.annotateCurrentSpan({ "message.id": message.id, "message.size": message.body.size })
     const rcpts = [...new Set(message.envelope.rcptTo)]
     if (!validId(message.id)) return yield* storageFailed(`invalid message id ${JSON.stringify(message.id)}`)
@@ -429,7 +437,13 @@ export const make = Effect.fnUntraced(function*(options: SqliteQueueOptions) {
         })
   })
 
-  const claim = Effect.fn("SqliteQueue.claim")(function*(request: { readonly owner: string; readonly leaseMs: number }) {
+  // commit, claim, settle and release run once or more per message: they are untraced (a span
+  // costs several µs) and show up inside the session's and the delivery's spans instead.
+
+  // Leases of messages whose body is a file: settling them may delete the file (see settle).
+  const fileBacked = new Set<string>()
+
+  const claim = Effect.fnUntraced(function*(request: { readonly owner: string; readonly leaseMs: number }) {
     const now = ms(yield* Clock.currentTimeMillis)
     const token = randomUUID()
     const expiresAt = ms(now + request.leaseMs)
@@ -452,10 +466,10 @@ export const make = Effect.fnUntraced(function*(options: SqliteQueueOptions) {
         size: int(head.size),
         file: optionalText(head.body_file)
       }))
-    })
+    }, { durable: false })
     if (Option.isNone(claimed)) return Option.none<Lease>()
     const c = claimed.value
-    yield* Effect.annotateCurrentSpan({ "message.id": c.id })
+    if (c.file !== undefined) fileBacked.add(token)
     const envelope = yield* read(`decode envelope of ${c.id}`, () => decodeEnvelope(c.envelope))
     return Option.some<Lease>({
       id: c.id,
@@ -472,10 +486,12 @@ export const make = Effect.fnUntraced(function*(options: SqliteQueueOptions) {
   const leasedRows = (lease: Lease) =>
     sql.leased.all(lease.id, lease.token).map((row) => ({ seq: int(row.seq), rcpt: text(row.rcpt) }))
 
-  const settle = Effect.fn("SqliteQueue.settle")(function*(lease: Lease, settlements: ReadonlyArray<Settlement>) {
-    yield* Effect.annotateCurrentSpan({ "message.id": lease.id })
+  const settle = Effect.fnUntraced(function*(lease: Lease, settlements: ReadonlyArray<Settlement>) {
     const now = yield* Clock.currentTimeMillis
     const byRcpt = new Map(settlements.map((s) => [s.rcpt, s]))
+    // Settles are not flushed on their own (see GroupCommit's `durable`), except one that may
+    // delete a body file: the row saying "delivered" must be on disk before the file goes.
+    const mayDeleteFile = fileBacked.delete(lease.token)
     yield* writer.submit((batch) => {
       const rows = leasedRows(lease)
       if (rows.length === 0) return Exit.fail(leaseLost(lease.id))
@@ -489,17 +505,18 @@ export const make = Effect.fnUntraced(function*(options: SqliteQueueOptions) {
       afterChange(batch, lease.id, true)
       batch.notify = true
       return Exit.succeed(undefined)
-    })
+    }, { durable: mayDeleteFile })
   })
 
-  const release = Effect.fn("SqliteQueue.release")(function*(lease: Lease) {
+  const release = Effect.fnUntraced(function*(lease: Lease) {
     yield* writer.submit((batch) => {
       const rows = leasedRows(lease)
       if (rows.length === 0) return Exit.fail(leaseLost(lease.id))
       for (const row of rows) sql.unclaim.run(row.seq)
       batch.notify = true
       return Exit.succeed(undefined)
-    })
+    }, { durable: false })
+    fileBacked.delete(lease.token)
   })
 
   const retryNow = Effect.fn("SqliteQueue.retryNow")(function*(id: string) {

@@ -12,7 +12,7 @@
 import { readFileSync } from "node:fs"
 import type { AddressInfo } from "node:net"
 import { createSecureContext } from "node:tls"
-import { Context, Effect, Exit, Fiber, FiberSet, Layer, Scope } from "effect"
+import { Cause, Context, Effect, Exit, Fiber, FiberSet, Layer, Scope } from "effect"
 import type { SMTPServerOptions } from "smtp-server"
 import type { Relay } from "../policy/Relay.ts"
 import type { MailQueue } from "../queue/MailQueue.ts"
@@ -108,7 +108,11 @@ const start = Effect.fnUntraced(function*(
 
   const open = (id: string): Connection => {
     const scope = Scope.forkUnsafe(shared.connectionsScope, "parallel")
-    const run = runSync(FiberSet.makeRuntime<never>().pipe(Scope.provide(scope)))
+    // The runtime captures its context here, so every hook fiber of this connection carries the
+    // session's log annotations without wrapping each hook.
+    const run = runSync(
+      FiberSet.makeRuntime<never>().pipe(Scope.provide(scope), Effect.annotateLogs({ session: id, listener: o.name }))
+    )
     const c: Connection = { scope, run }
     connections.set(id, c)
     return c
@@ -128,15 +132,16 @@ const start = Effect.fnUntraced(function*(
     track?: Set<Fiber.Fiber<unknown, unknown>>
   ) => {
     const c = connections.get(id) ?? open(id)
-    const fiber = c.run(effect.pipe(
-      Effect.tapDefect((defect) => Effect.logError("session hook defect", defect)),
-      Effect.annotateLogs({ session: id, listener: o.name })
-    ))
+    const fiber = c.run(effect)
     track?.add(fiber)
     fiber.addObserver((exit) => {
       track?.delete(fiber)
-      if (Exit.isSuccess(exit)) callback(null, exit.value)
-      else callback(SmtpReply.toEngineError(SmtpReply.fromCause(exit.cause)))
+      if (Exit.isSuccess(exit)) return callback(null, exit.value)
+      // A defect is our bug: the client gets a 4xx from fromCause, the operator gets the cause.
+      if (exit.cause.reasons.some(Cause.isDieReason)) {
+        runFork(Effect.logError("session hook defect", Cause.pretty(exit.cause)).pipe(Effect.annotateLogs({ session: id, listener: o.name })))
+      }
+      callback(SmtpReply.toEngineError(SmtpReply.fromCause(exit.cause)))
     })
   }
 

@@ -212,7 +212,7 @@ export const make = Effect.fnUntraced(function*(options: ListenerOptions, hooks:
       yield* Effect.logDebug("message queued").pipe(Effect.annotateLogs({ message: id, size: body.size }))
       return `${SmtpReply.queued(id).enhanced} ${SmtpReply.queued(id).text}`
     }).pipe(
-      Effect.annotateLogs({ session: session.id }),
+      Effect.withSpan("Session.data", { attributes: { session: session.id } }, { captureStackTrace: false }),
       Effect.tapError((e) =>
         e._tag === "SessionReject" ? rejected("data")(e) : telemetry.publish({
           _tag: "SessionRejected",

@@ -204,7 +204,7 @@ export const make = Effect.fnUntraced(function*(options: Partial<SpoolOptions> &
 
   return Spool.of({
     dir: opts.dir,
-    receive: (source, ro) => receive(source, ro).pipe(Effect.withSpan("Spool.receive")),
+    receive,
     memoryInUse: Effect.sync(() => inMemory)
   })
 })

@@ -43,24 +43,36 @@ export const metrics = {
   })
 }
 
+// Metrics with attributes are built once per attribute set: `withAttributes` on every event
+// would rebuild the metric key on the hot path.
+const attributed = new Map<string, Metric.Metric<number, unknown>>()
+const withAttrs = (metric: Metric.Metric<number, unknown>, name: string, attrs: Record<string, string>) => {
+  const key = `${name}|${Object.values(attrs).join("|")}`
+  let m = attributed.get(key)
+  if (m === undefined) {
+    m = metric.pipe(Metric.withAttributes(attrs))
+    attributed.set(key, m)
+  }
+  return m
+}
+
 const record = (event: TelemetryEvent): Effect.Effect<void> => {
   switch (event._tag) {
     case "MessageQueued":
-      return Effect.all([
+      return Effect.andThen(
         Metric.update(metrics.accepted, 1),
-        Metric.update(metrics.messageBytes, event.size),
-        Metric.update(metrics.queueDepth, event.queueDepth)
-      ], { discard: true })
+        Effect.andThen(Metric.update(metrics.messageBytes, event.size), Metric.update(metrics.queueDepth, event.queueDepth))
+      )
     case "EnqueueError":
-      return Metric.update(metrics.enqueueErrors.pipe(Metric.withAttributes({ reason: event.reason })), 1)
+      return Metric.update(withAttrs(metrics.enqueueErrors, "enqueue", { reason: event.reason }), 1)
     case "DeliveryResult":
-      return Metric.update(metrics.deliveries.pipe(Metric.withAttributes({ outcome: event.outcome, adapter: event.adapter })), 1)
+      return Metric.update(withAttrs(metrics.deliveries, "delivery", { outcome: event.outcome, adapter: event.adapter }), 1)
     case "SessionConnect":
-      return Metric.update(metrics.connections.pipe(Metric.withAttributes({ listener: event.listener })), 1)
+      return Metric.update(withAttrs(metrics.connections, "connections", { listener: event.listener }), 1)
     case "SessionAccepted":
       return Effect.void
     case "SessionRejected":
-      return Metric.update(metrics.rejected.pipe(Metric.withAttributes({ stage: event.stage, code: String(event.code) })), 1)
+      return Metric.update(withAttrs(metrics.rejected, "rejected", { stage: event.stage, code: String(event.code) }), 1)
     case "QueueDepth":
       return Metric.update(metrics.queueDepth, event.count)
     case "WorkerRestarted":
@@ -80,7 +92,7 @@ export const make = Effect.fnUntraced(function*(options: { readonly capacity?: n
   const bus = yield* PubSub.sliding<TelemetryEvent>({ capacity: options.capacity ?? 4096 })
   yield* Effect.addFinalizer(() => PubSub.shutdown(bus))
   return Telemetry.of({
-    publish: (event) => Effect.andThen(record(event), PubSub.publish(bus, event)),
+    publish: (event) => Effect.andThen(record(event), Effect.sync(() => void PubSub.publishUnsafe(bus, event))),
     events: Stream.fromPubSub(bus),
     subscribe: PubSub.subscribe(bus)
   })

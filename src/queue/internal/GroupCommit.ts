@@ -23,6 +23,14 @@ export type Job<A, Ctx> = (ctx: Ctx) => Exit.Exit<A, MailQueueError>
 export interface SubmitOptions {
   /** The job's rows name a body file: flush the body directory before this batch commits. */
   readonly syncBodies?: boolean | undefined
+  /**
+   * Whether the job's effect must be on stable storage when its caller resumes (default true).
+   * A batch of only non-durable jobs commits with `synchronous=NORMAL`: written to the WAL in
+   * order but not flushed, so it survives a process crash and becomes durable with the next
+   * flushed batch. Claims and settles use it: losing one to a power cut only redelivers a message
+   * whose delivery was in flight, which at-least-once allows; a commit (the 250) never does.
+   */
+  readonly durable?: boolean | undefined
   /** Undoes work done before submitting (an adopted body file) when the job does not commit. */
   readonly onFailure?: Effect.Effect<void> | undefined
 }
@@ -66,6 +74,7 @@ interface Entry<Ctx> {
   readonly finish: () => void
   readonly abort: (error: MailQueueError) => void
   readonly syncBodies: boolean
+  readonly durable: boolean
   readonly onFailure: Effect.Effect<void> | undefined
 }
 
@@ -98,6 +107,7 @@ export const make = <Ctx>(options: Options<Ctx>): Effect.Effect<GroupCommit<Ctx>
             Deferred.doneUnsafe(deferred, Exit.fail(error))
           },
           syncBodies: submit.syncBodies === true,
+          durable: submit.durable !== false,
           onFailure: submit.onFailure
         })
         wake?.()
@@ -122,8 +132,15 @@ export const make = <Ctx>(options: Options<Ctx>): Effect.Effect<GroupCommit<Ctx>
     // previous batch was being written gets processed, and the commits it triggers join this batch.
     const gather = Effect.promise(() => new Promise<void>((resolve) => setImmediate(resolve)))
 
+    // The connection starts with synchronous=FULL; switch only when a batch needs the other mode.
+    let flushing = true
     const transact = (batch: ReadonlyArray<Entry<Ctx>>, ctx: Ctx): MailQueueError | undefined => {
       try {
+        const durable = batch.some((entry) => entry.durable)
+        if (durable !== flushing) {
+          db.exec(durable ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL")
+          flushing = durable
+        }
         db.exec("BEGIN IMMEDIATE")
       } catch (cause) {
         return fromStorageException(cause, "begin transaction")

@@ -2,7 +2,7 @@
  * Wakes idle delivery workers when a commit or a retry makes work available, instead of having
  * them poll. Waiting is bounded by a timeout on the Effect clock, so `TestClock` drives it.
  *
- * A notification that finds nobody waiting is kept (one permit) for the next waiter: a worker
+ * Each notification wakes one waiter. One that finds nobody waiting is kept (one permit) for the next waiter: a worker
  * that found the queue empty and is about to wait must not sleep through a commit that landed
  * in between. The cost is at most one spurious wake-up.
  */
@@ -18,13 +18,16 @@ export const make = (): WorkSignal => {
   let permit = false
   return {
     notify: () => {
-      if (waiters.size === 0) {
+      // One notification, one worker: waking every idle worker per message would have all but one
+      // find nothing and go back to sleep. A busy worker claims again before it waits, so work
+      // that arrives while nobody is waiting is not missed either.
+      const first = waiters.values().next()
+      if (first.done === true) {
         permit = true
         return
       }
-      const all = [...waiters]
-      waiters.clear()
-      for (const w of all) w()
+      waiters.delete(first.value)
+      first.value()
     },
     await: (timeoutMs) =>
       Effect.callback<void>((resume) => {
