@@ -25,6 +25,8 @@ export const parse = (address: string): Mailbox | undefined => {
   }
   const local = address.slice(0, at)
   const domain = address.slice(at + 1).toLowerCase()
+  // An "@" inside the local part is only valid quoted (RFC 5321 4.1.2 Quoted-string).
+  if (local.includes("@") && !(local.startsWith('"') && local.endsWith('"'))) return undefined
   if (local.length === 0 || local.length > 64 || domain.length === 0 || domain.length > 255) return undefined
   if (!isDomain(domain)) return undefined
   return { local, domain }

@@ -18,7 +18,7 @@ import {
   message,
   readAll,
   T0
-} from "../../src/queue/conformance.ts"
+} from "../../src/testing/QueueConformance.ts"
 import { delivered, MailQueue, retryAt } from "../../src/queue/MailQueue.ts"
 import * as SqliteQueue from "../../src/queue/SqliteQueue.ts"
 

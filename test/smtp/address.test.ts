@@ -69,3 +69,10 @@ describe("Address.normalize / toString", () => {
     }
   })
 })
+
+describe("Address.parse: '@' in the local part", () => {
+  it("refuses an unquoted '@' in the local part and keeps a quoted one", () => {
+    assert.isUndefined(Address.parse("a@b@c.test"))
+    assert.deepStrictEqual(Address.parse('"a@b"@c.test'), { local: '"a@b"', domain: "c.test" })
+  })
+})

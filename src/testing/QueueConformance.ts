@@ -15,7 +15,7 @@ import { Effect, Fiber, type Layer, Option, type Scope } from "effect"
 import { TestClock } from "effect/testing"
 import type { Envelope } from "../smtp/Envelope.ts"
 import type { SpooledBody } from "../spool/SpooledBody.ts"
-import * as BodyStream from "./internal/bodyStream.ts"
+import * as BodyStream from "../queue/internal/bodyStream.ts"
 import {
   dead,
   delivered,
@@ -25,9 +25,9 @@ import {
   type NewMessage,
   type QueueOptions,
   retryAt
-} from "./MailQueue.ts"
-import type { MailQueueError, MailQueueErrorReason } from "./MailQueueError.ts"
-import * as MessageId from "./MessageId.ts"
+} from "../queue/MailQueue.ts"
+import type { MailQueueError, MailQueueErrorReason } from "../queue/MailQueueError.ts"
+import * as MessageId from "../queue/MessageId.ts"
 
 /** Builds a fresh, empty queue with these options (the rest at their defaults). */
 export type MakeQueueLayer<E> = (options: Partial<QueueOptions>) => Layer.Layer<MailQueue, E>
