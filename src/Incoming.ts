@@ -20,6 +20,7 @@ import type { ListenError } from "./smtp/ListenError.ts"
 import * as Listener from "./smtp/Listener.ts"
 import type { ListenerInput } from "./smtp/ListenerOptions.ts"
 import * as Spool from "./spool/Spool.ts"
+import * as Admin from "./telemetry/Admin.ts"
 import * as Telemetry from "./telemetry/Telemetry.ts"
 
 export type QueueChoice =
@@ -46,17 +47,27 @@ export interface IncomingOptions {
   readonly dispatcher?: Partial<Dispatcher.DispatcherOptions> | undefined
   /** How long a drain waits for DATA transactions in flight before interrupting them. */
   readonly drainTimeoutMs?: number | undefined
+  /** The admin HTTP endpoint (/healthz, /readyz, /metrics); off when absent. */
+  readonly admin?: Admin.AdminOptions | undefined
 }
 
-export type Services = Listener.Listeners | MailQueue | Telemetry.Telemetry | Dispatcher.Dispatcher | Spool.Spool
+export type Services =
+  | Listener.Listeners
+  | MailQueue
+  | Telemetry.Telemetry
+  | Dispatcher.Dispatcher
+  | Spool.Spool
+  | Admin.Health
 
 export const defaultDataDir = "./var/incoming"
 
-const queueLayer = (choice: QueueChoice | undefined, dataDir: string): Layer.Layer<MailQueue, MailQueueError> => {
-  if (choice === undefined || choice.kind === "memory") {
+const queueLayer = (input: QueueChoice | undefined, dataDir: string): Layer.Layer<MailQueue, MailQueueError> => {
+  // The embedded default is durable: accepted mail must survive a restart.
+  const choice: QueueChoice = input ?? { kind: "sqlite" }
+  if (choice.kind === "memory") {
     return MemoryQueue.layer({
-      ...(choice?.maxDepth !== undefined ? { maxDepth: choice.maxDepth } : {}),
-      ...(choice?.deadLetterTtlMs !== undefined ? { deadLetterTtlMs: choice.deadLetterTtlMs } : {})
+      ...(choice.maxDepth !== undefined ? { maxDepth: choice.maxDepth } : {}),
+      ...(choice.deadLetterTtlMs !== undefined ? { deadLetterTtlMs: choice.deadLetterTtlMs } : {})
     })
   }
   if (choice.kind === "sqlite") {
@@ -77,16 +88,24 @@ const queueLayer = (choice: QueueChoice | undefined, dataDir: string): Layer.Lay
 export const layer = (options: IncomingOptions): Layer.Layer<Services, ListenError | MailQueueError, DeliveryAdapter> => {
   const dataDir = resolve(options.dataDir ?? defaultDataDir)
   const hostname = options.hostname ?? osHostname()
+  const queue = queueLayer(options.queue, dataDir)
+  // Health and the admin endpoint sit below the listeners, so /readyz keeps answering (503)
+  // while they drain; `Admin.attach` on top tells Health when they are bound and when the
+  // shutdown starts.
+  const health = Admin.layerHealth().pipe(Layer.provide(queue))
+  const admin = options.admin === undefined ? Layer.empty : Admin.layer(options.admin).pipe(Layer.provide(health))
   const base = Layer.mergeAll(
     Telemetry.layer(),
-    queueLayer(options.queue, dataDir),
+    queue,
     Spool.layer({ dir: join(dataDir, "spool"), ...options.spool }),
-    Relay.layer({ domains: options.domains })
+    Relay.layer({ domains: options.domains }),
+    health,
+    admin
   )
   const drainTimeoutMs = options.drainTimeoutMs ?? 30_000
   // Each layer is built on the one below and closed before it: listeners drain first, then the
   // dispatcher stops (a memory queue's backlog is delivered first), then the queue closes.
   const listeners = Listener.layer({ listeners: options.listeners, hostname, drainTimeoutMs })
   const dispatcher = Dispatcher.layer({ drainTimeoutMs, ...options.dispatcher })
-  return listeners.pipe(Layer.provideMerge(dispatcher), Layer.provideMerge(base))
+  return Admin.attach.pipe(Layer.provideMerge(listeners), Layer.provideMerge(dispatcher), Layer.provideMerge(base))
 }

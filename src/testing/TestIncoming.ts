@@ -1,5 +1,6 @@
 /**
- * The in-process test server: a real listener on 127.0.0.1 port 0, the memory queue, a spool in
+ * The in-process test server: a real listener on 127.0.0.1 port 0, the memory queue (unless the
+ * options name another), a spool in
  * a fresh temporary directory and the capturing adapter, with fast dispatcher timings. Host apps
  * test their policies and delivery code against it with real SMTP clients.
  */
@@ -28,6 +29,7 @@ const incomingOptions = (options: TestOptions, dataDir: string): Incoming.Incomi
   hostname: "mx.test",
   domains: ["example.test"],
   drainTimeoutMs: 2_000,
+  queue: { kind: "memory" },
   ...options,
   dataDir: options.dataDir ?? dataDir,
   dispatcher: { workers: 2, idlePollMs: 200, backoff: { baseMs: 1_000, maxMs: 60_000, jitter: 0 }, ...options.dispatcher },
