@@ -7,12 +7,14 @@ import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
 import * as NodeServices from "@effect/platform-node/NodeServices"
 import { Cause, Console, Effect, Exit } from "effect"
 import { CliError, Command } from "effect/cli"
+import { checkConfig } from "../cli/checkConfig.ts"
 import { isNotFound, queue } from "../cli/queue.ts"
 import { serve } from "../cli/serve.ts"
+import { isConfigError } from "../config/ConfigError.ts"
 
 const incoming = Command.make("incoming").pipe(
   Command.withDescription("Incoming: an inbound SMTP server runtime"),
-  Command.withSubcommands([serve, queue])
+  Command.withSubcommands([serve, checkConfig, queue])
 )
 
 incoming.pipe(
@@ -24,6 +26,8 @@ incoming.pipe(
     const failure = cause.reasons.find(Cause.isFailReason)
     // The CLI already printed usage and the problem for its own errors.
     if (failure !== undefined && CliError.isCliError(failure.error)) return Effect.void
+    // A bad config is one line per problem, each naming its source and field.
+    if (failure !== undefined && isConfigError(failure.error)) return Console.error(failure.error.message)
     return failure !== undefined && isNotFound(failure.error)
       ? Console.error(`incoming: ${failure.error.message}`)
       : Console.error(Cause.pretty(cause))

@@ -1,21 +1,30 @@
 /**
- * `incoming serve`: the standalone server from command-line flags. It builds the same
- * `Incoming.layer` a host app would, with a Maildir (default) or discard adapter, and runs until
- * SIGTERM/SIGINT, which drains it (the process then exits 0).
+ * `incoming serve`: the standalone server from a config file and command-line flags. It builds
+ * the same `Incoming.layer` a host app would, with a Maildir (default) or discard adapter, and
+ * runs until SIGTERM/SIGINT, which drains it (the process then exits 0).
+ *
+ * The file is `--config PATH`, else `./incoming.toml`, else `/etc/incoming/incoming.toml`, else
+ * none (see `config/Load.ts`). A flag given on the command line overrides the file and the
+ * `INCOMING_*` variables; a flag not given leaves them alone, which is why no flag has a default
+ * here: the defaults live in the config schema, in one place.
  */
-import { resolve } from "node:path"
-import { Console, Effect, Layer } from "effect"
-import { Command, Flag } from "effect/cli"
+import { Effect, Layer, Option, References } from "effect"
+import { Command, Flag, GlobalFlag } from "effect/cli"
+import * as Load from "../config/Load.ts"
+import * as Options from "../config/Options.ts"
+import * as Render from "../config/Render.ts"
 import * as DiscardAdapter from "../delivery/DiscardAdapter.ts"
 import * as MaildirAdapter from "../delivery/MaildirAdapter.ts"
 import * as Incoming from "../Incoming.ts"
-import type { ListenerInput } from "../smtp/ListenerOptions.ts"
 import * as Logging from "../telemetry/Logging.ts"
-import { parseHostPort } from "./address.ts"
 
 const flags = {
+  config: Flag.String("config").pipe(
+    Flag.withDescription("config file (.toml, .json, .yaml); default ./incoming.toml, then /etc/incoming/incoming.toml if present"),
+    Flag.optional
+  ),
   listen: Flag.String("listen").pipe(
-    Flag.withDescription("HOST:PORT to listen on (repeatable; IPv6 as [::1]:2525). Default 127.0.0.1:2525"),
+    Flag.withDescription("HOST:PORT to listen on (repeatable; IPv6 as [::1]:2525); replaces the file's listeners. Default 127.0.0.1:2525"),
     Flag.atLeast(0)
   ),
   domain: Flag.String("domain").pipe(
@@ -23,51 +32,55 @@ const flags = {
     Flag.atLeast(0)
   ),
   hostname: Flag.String("hostname").pipe(Flag.withDescription("our name in the greeting and Received headers"), Flag.optional),
-  maildir: Flag.String("maildir").pipe(Flag.withDescription("Maildir root: one folder per recipient"), Flag.withDefault("./var/mail")),
+  maildir: Flag.String("maildir").pipe(Flag.withDescription("Maildir root: one folder per recipient (default ./var/mail)"), Flag.optional),
   deliver: Flag.Literals("deliver", ["maildir", "discard"]).pipe(
     Flag.withDescription("delivery adapter: maildir (default) or discard (acknowledge without storing)"),
-    Flag.withDefault("maildir" as const)
+    Flag.optional
   ),
   queue: Flag.Literals("queue", ["sqlite", "memory"]).pipe(
     Flag.withDescription("queue backend: sqlite (durable, default) or memory (lost on exit)"),
-    Flag.withDefault("sqlite" as const)
+    Flag.optional
   ),
   inlineThreshold: Flag.Int("inline-threshold").pipe(
-    Flag.withDescription("sqlite queue: bodies up to this many bytes live in the database, larger ones in files"),
-    Flag.withDefault(256 * 1024)
+    Flag.withDescription("sqlite queue: bodies up to this many bytes live in the database, larger ones in files (default 262144)"),
+    Flag.optional
   ),
-  dataDir: Flag.String("data-dir").pipe(Flag.withDescription("spool and queue directory"), Flag.withDefault(Incoming.defaultDataDir)),
-  maxSize: Flag.Int("max-size").pipe(Flag.withDescription("largest message in bytes"), Flag.withDefault(25 * 1024 * 1024)),
+  dataDir: Flag.String("data-dir").pipe(Flag.withDescription(`spool and queue directory (default ${Incoming.defaultDataDir})`), Flag.optional),
+  maxSize: Flag.Int("max-size").pipe(Flag.withDescription("largest message in bytes, every listener (default 26214400)"), Flag.optional),
   tls: Flag.Literals("tls", ["disabled", "optional", "required", "implicit"]).pipe(
-    Flag.withDescription("TLS mode of every listener"),
-    Flag.withDefault("disabled" as const)
+    Flag.withDescription("TLS mode of every listener (default disabled)"),
+    Flag.optional
   ),
   tlsCert: Flag.String("tls-cert").pipe(Flag.withDescription("PEM certificate chain file"), Flag.optional),
   tlsKey: Flag.String("tls-key").pipe(Flag.withDescription("PEM private key file"), Flag.optional),
-  workers: Flag.Int("workers").pipe(Flag.withDescription("delivery workers"), Flag.withDefault(4)),
+  workers: Flag.Int("workers").pipe(Flag.withDescription("delivery workers (default 4)"), Flag.optional),
   maxAttempts: Flag.Int("max-attempts").pipe(
-    Flag.withDescription("delivery attempts before a recipient is dead-lettered"),
-    Flag.withDefault(12)
+    Flag.withDescription("delivery attempts before a recipient is dead-lettered (default 12)"),
+    Flag.optional
   ),
   retryBase: Flag.Int("retry-base").pipe(
-    Flag.withDescription("seconds before the first retry; doubles each attempt up to 4 hours"),
-    Flag.withDefault(60)
+    Flag.withDescription("seconds before the first retry; doubles each attempt up to delivery.backoff.max (default 60)"),
+    Flag.optional
   ),
   drainTimeout: Flag.Int("drain-timeout").pipe(
-    Flag.withDescription("seconds a shutdown waits for transactions in flight"),
-    Flag.withDefault(30)
+    Flag.withDescription("seconds a shutdown waits for transactions in flight (default 30)"),
+    Flag.optional
   ),
   greetingDelay: Flag.Int("greeting-delay").pipe(
-    Flag.withDescription("milliseconds before the 220 greeting; > 0 rejects clients that talk first"),
-    Flag.withDefault(0)
+    Flag.withDescription("milliseconds before the 220 greeting; > 0 rejects clients that talk first (default 0)"),
+    Flag.optional
   ),
   lineEndings: Flag.Literals("line-endings", ["reject", "normalize"]).pipe(
     Flag.withDescription("bare CR/LF in DATA: reject (default) or normalize to CRLF"),
-    Flag.withDefault("reject" as const)
+    Flag.optional
   ),
   logFormat: Flag.Literals("log-format", ["auto", "json", "pretty"]).pipe(
-    Flag.withDescription("log lines as JSON, pretty, or auto (JSON unless stdout is a terminal)"),
-    Flag.withDefault("auto" as const)
+    Flag.withDescription("log lines as JSON, pretty, or auto (JSON unless stdout is a terminal; default)"),
+    Flag.optional
+  ),
+  adminListen: Flag.String("admin-listen").pipe(
+    Flag.withDescription("HOST:PORT of the admin HTTP endpoint (/healthz, /readyz, /metrics); off by default"),
+    Flag.optional
   )
 }
 
@@ -75,50 +88,51 @@ type Flags = {
   readonly [K in keyof typeof flags]: (typeof flags)[K] extends Flag.Flag<infer A> ? A : never
 }
 
-class UsageError extends Error {}
+const given = <A>(o: Option.Option<A>): A | undefined => Option.getOrUndefined(o)
 
-const toOptions = (f: Flags): Incoming.IncomingOptions => {
-  const addresses = f.listen.length === 0 ? ["127.0.0.1:2525"] : f.listen
-  const listeners = addresses.map((a): ListenerInput => {
-    const hp = parseHostPort(a)
-    if (typeof hp === "string") throw new UsageError(`--listen: ${hp}`)
-    return {
-      host: hp.host,
-      port: hp.port,
-      maxSize: f.maxSize,
-      greetingDelayMs: f.greetingDelay,
-      lineEndings: f.lineEndings,
-      tls: {
-        mode: f.tls,
-        ...(f.tlsCert._tag === "Some" ? { cert: f.tlsCert.value } : {}),
-        ...(f.tlsKey._tag === "Some" ? { key: f.tlsKey.value } : {})
-      }
-    }
-  })
-  return {
-    hostname: f.hostname._tag === "Some" ? f.hostname.value : undefined,
-    domains: f.domain.length === 0 ? ["localhost"] : f.domain,
-    listeners,
-    dataDir: f.dataDir,
-    queue: f.queue === "sqlite" ? { kind: "sqlite", inlineThreshold: f.inlineThreshold } : { kind: "memory" },
-    dispatcher: { workers: f.workers, maxAttempts: f.maxAttempts, backoff: { baseMs: f.retryBase * 1000, maxMs: 4 * 3600_000, jitter: 0.2 } },
-    drainTimeoutMs: f.drainTimeout * 1000
-  }
-}
+const overrides = (f: Flags): Load.CliOverrides => ({
+  listen: f.listen,
+  domains: f.domain,
+  hostname: given(f.hostname),
+  dataDir: given(f.dataDir),
+  maildir: given(f.maildir),
+  deliver: given(f.deliver),
+  queue: given(f.queue),
+  inlineThreshold: given(f.inlineThreshold),
+  maxSize: given(f.maxSize),
+  tls: given(f.tls),
+  tlsCert: given(f.tlsCert),
+  tlsKey: given(f.tlsKey),
+  greetingDelayMs: given(f.greetingDelay),
+  lineEndings: given(f.lineEndings),
+  workers: given(f.workers),
+  maxAttempts: given(f.maxAttempts),
+  retryBaseSeconds: given(f.retryBase),
+  drainTimeoutSeconds: given(f.drainTimeout),
+  logFormat: given(f.logFormat),
+  adminListen: given(f.adminListen)
+})
 
 export const serve = Command.make("serve", flags, (f) =>
   Effect.gen(function*() {
-    const options = yield* Effect.try({ try: () => toOptions(f), catch: (e) => e as Error })
-    const adapter = f.deliver === "discard"
+    const loaded = yield* Load.loadFromProcess({ configPath: given(f.config), flags: overrides(f) })
+    const runner = Options.toRunner(loaded.config)
+    const adapter = runner.delivery.adapter === "discard"
       ? DiscardAdapter.layer
-      : MaildirAdapter.layer({ root: resolve(f.maildir) })
-    const app = Incoming.layer(options).pipe(Layer.provide(adapter))
-    yield* Effect.logInfo(
-      `incoming serving ${options.domains.join(", ")}; delivering with ${f.deliver}` +
-        (f.deliver === "maildir" ? ` into ${resolve(f.maildir)}` : "")
+      : MaildirAdapter.layer({ root: runner.delivery.root })
+    const app = Incoming.layer(runner.options).pipe(Layer.provide(adapter))
+    // The global --log-level flag, when given, wins over the file's logging.level.
+    const cliLevel = yield* GlobalFlag.LogLevel
+    return yield* Effect.gen(function*() {
+      yield* Effect.logInfo(loaded.file === undefined ? "no config file found: defaults and flags only" : `config file ${loaded.file}`)
+      yield* Effect.logDebug(`effective configuration (secrets redacted):\n${Render.render(loaded.config, "toml")}`)
+      yield* Effect.logInfo(
+        `incoming serving ${runner.options.domains.join(", ")}; delivering with ${runner.delivery.adapter}` +
+          (runner.delivery.adapter === "maildir" ? ` into ${runner.delivery.root}` : "")
+      )
+      return yield* Layer.launch(app)
+    }).pipe(
+      Option.isNone(cliLevel) ? Effect.provideService(References.MinimumLogLevel, runner.logging.level) : (e) => e,
+      Effect.provide(Logging.layer({ format: runner.logging.format, isTTY: process.stdout.isTTY === true }))
     )
-    return yield* Layer.launch(app)
-  }).pipe(
-    Effect.catchIf((e): e is UsageError => e instanceof UsageError, (e) => Console.error(e.message).pipe(Effect.andThen(Effect.fail(e)))),
-    Effect.provide(Logging.layer({ format: f.logFormat, isTTY: process.stdout.isTTY === true }))
-  )).pipe(Command.withDescription("run the SMTP server"))
+  })).pipe(Command.withDescription("run the SMTP server"))

@@ -1,0 +1,312 @@
+/**
+ * Finding, reading and validating the configuration: the one path from "what the operator
+ * wrote" to a decoded `IncomingConfig`, shared by `incoming serve` and `incoming check-config`.
+ *
+ * Order of precedence, lowest first: built-in defaults, the file, `INCOMING_*` variables,
+ * command-line flags. The file is `--config PATH` if given (it must exist), else the first of
+ * `./incoming.toml` and `/etc/incoming/incoming.toml` that exists, else none (defaults and flags
+ * only, so `npm start` works without a file). The format follows the extension: `.toml`,
+ * `.json`, `.yaml`/`.yml`.
+ *
+ * Relative paths written in the file (data_dir, tls cert/key, maildir root) are relative to
+ * the file's directory, so a file means the same thing whatever the working directory; those
+ * from flags, variables and defaults are relative to the working directory, as on a command line.
+ *
+ * Checks the schema cannot make are done here after decoding: a TLS mode that needs a
+ * certificate has one and the file exists, listener addresses and names are unique, the backoff
+ * base does not exceed its cap.
+ */
+import { dirname, extname, isAbsolute, relative, resolve } from "node:path"
+import { Effect, FileSystem, Schema, SchemaIssue } from "effect"
+import { parse as parseToml, TomlError } from "smol-toml"
+import { parse as parseYaml, YAMLParseError } from "yaml"
+import { parseHostPort } from "../cli/address.ts"
+import { type ConfigIssue, ConfigError, invalid } from "./ConfigError.ts"
+import * as Env from "./Env.ts"
+import { IncomingConfig } from "./IncomingConfig.ts"
+import { formatPath, getAt, isTree, type Path, setAt, type Tree } from "./Shape.ts"
+import { formatDuration } from "./Units.ts"
+
+export const defaultSearchPaths: ReadonlyArray<string> = ["./incoming.toml", "/etc/incoming/incoming.toml"]
+
+/** What `incoming serve` flags can set; each one given overrides the file and the environment. */
+export interface CliOverrides {
+  /** `--listen`: replaces the listeners; each new one takes its other settings from the file's first listener. */
+  readonly listen?: ReadonlyArray<string> | undefined
+  readonly domains?: ReadonlyArray<string> | undefined
+  readonly hostname?: string | undefined
+  readonly dataDir?: string | undefined
+  readonly maildir?: string | undefined
+  readonly deliver?: "maildir" | "discard" | undefined
+  readonly queue?: "sqlite" | "memory" | undefined
+  readonly inlineThreshold?: number | undefined
+  /** The per-listener flags apply to every listener. */
+  readonly maxSize?: number | undefined
+  readonly tls?: "disabled" | "optional" | "required" | "implicit" | undefined
+  readonly tlsCert?: string | undefined
+  readonly tlsKey?: string | undefined
+  readonly greetingDelayMs?: number | undefined
+  readonly lineEndings?: "reject" | "normalize" | undefined
+  readonly workers?: number | undefined
+  readonly maxAttempts?: number | undefined
+  readonly retryBaseSeconds?: number | undefined
+  readonly drainTimeoutSeconds?: number | undefined
+  readonly logFormat?: "auto" | "json" | "pretty" | undefined
+  readonly adminListen?: string | undefined
+}
+
+export interface LoadOptions {
+  /** `--config PATH`. */
+  readonly configPath?: string | undefined
+  readonly env: Env.Env
+  readonly cwd: string
+  readonly flags?: CliOverrides | undefined
+  readonly searchPaths?: ReadonlyArray<string> | undefined
+}
+
+export interface Loaded {
+  /** Absolute path of the file read, if any. */
+  readonly file: string | undefined
+  readonly config: IncomingConfig
+}
+
+/** Settings that name files or directories: relative values are resolved (see the module comment). */
+const pathSettings = (tree: Tree): ReadonlyArray<Path> => {
+  const listeners = Array.isArray(tree.listeners) ? tree.listeners : []
+  return [
+    ["data_dir"],
+    ["delivery", "maildir", "root"],
+    ...listeners.flatMap((_, i): Array<Path> => [["listeners", i, "tls", "cert"], ["listeners", i, "tls", "key"]])
+  ]
+}
+
+const resolvePath = (tree: Tree, path: Path, base: string) => {
+  const v = getAt(tree, path)
+  if (typeof v === "string" && v !== "" && !isAbsolute(v)) setAt(tree, path, resolve(base, v))
+}
+
+const displayName = (file: string, cwd: string): string => {
+  const rel = relative(cwd, file)
+  return rel !== "" && !rel.startsWith("..") && !isAbsolute(rel) ? rel : file
+}
+
+type Format = "toml" | "json" | "yaml"
+
+const formatOf = (file: string): Format | undefined => {
+  const ext = extname(file).toLowerCase()
+  return ext === ".toml" ? "toml" : ext === ".json" ? "json" : ext === ".yaml" || ext === ".yml" ? "yaml" : undefined
+}
+
+const firstLine = (text: string) => text.split("\n")[0]!.trim()
+
+const parseText = (format: Format, text: string, name: string): Effect.Effect<unknown, ConfigError> =>
+  Effect.try({
+    try: () => (format === "toml" ? parseToml(text) : format === "json" ? JSON.parse(text) as unknown : parseYaml(text) as unknown),
+    catch: (cause) => {
+      if (cause instanceof TomlError) {
+        return new ConfigError({
+          reason: { _tag: "Syntax", file: name, line: cause.line, column: cause.column, detail: firstLine(cause.message).replace(/^Invalid TOML document: /, "") },
+          cause
+        })
+      }
+      if (cause instanceof YAMLParseError) {
+        const pos = cause.linePos?.[0]
+        return new ConfigError({
+          reason: { _tag: "Syntax", file: name, line: pos?.line, column: pos?.col, detail: firstLine(cause.message).replace(/ at line \d+, column \d+:?$/, "") },
+          cause
+        })
+      }
+      return new ConfigError({ reason: { _tag: "Syntax", file: name, detail: cause instanceof Error ? cause.message : String(cause) }, cause })
+    }
+  })
+
+const findFile = Effect.fnUntraced(function*(options: LoadOptions) {
+  const fs = yield* FileSystem.FileSystem
+  const exists = (p: string) => fs.exists(p).pipe(Effect.orElseSucceed(() => false))
+  if (options.configPath !== undefined) {
+    const file = resolve(options.cwd, options.configPath)
+    if (!(yield* exists(file))) return yield* new ConfigError({ reason: { _tag: "NotFound", file: options.configPath } })
+    return file
+  }
+  for (const candidate of options.searchPaths ?? defaultSearchPaths) {
+    const file = resolve(options.cwd, candidate)
+    if (yield* exists(file)) return file
+  }
+  return undefined
+})
+
+const readDocument = Effect.fnUntraced(function*(file: string, name: string) {
+  const fs = yield* FileSystem.FileSystem
+  const format = formatOf(file)
+  if (format === undefined) return yield* new ConfigError({ reason: { _tag: "UnsupportedFormat", file: name } })
+  const text = yield* fs.readFileString(file).pipe(
+    Effect.mapError((cause) => new ConfigError({ reason: { _tag: "Unreadable", file: name, detail: cause.message }, cause }))
+  )
+  // An empty YAML file parses to null: it means "no settings", like an empty TOML file.
+  const doc = text.trim() === "" ? {} : yield* parseText(format, text, name)
+  if (!isTree(doc)) return yield* invalid([{ source: name, path: "", message: "expected a table (key/value mapping) at the top level" }])
+  return doc
+})
+
+/** Applies the flags to the document, recording which path each one set. */
+export const applyFlags = (tree: Tree, flags: CliOverrides, cwd: string): { readonly issues: ReadonlyArray<ConfigIssue>; readonly applied: ReadonlyArray<{ readonly path: Path; readonly flag: string }> } => {
+  const issues: Array<ConfigIssue> = []
+  const applied: Array<{ path: Path; flag: string }> = []
+  const set = (flag: string, path: Path, value: unknown) => {
+    const problem = setAt(tree, path, value)
+    if (problem !== undefined) issues.push({ source: flag, path: formatPath(path), message: problem })
+    else applied.push({ path, flag })
+  }
+  if (flags.listen !== undefined && flags.listen.length > 0) {
+    const template: Tree = Array.isArray(tree.listeners) && isTree(tree.listeners[0]) ? { ...tree.listeners[0] } : {}
+    delete template.name // names must stay unique; each new listener gets its address as its name
+    const listeners: Array<Tree> = []
+    for (const text of flags.listen) {
+      const hp = parseHostPort(text)
+      if (typeof hp === "string") issues.push({ source: "--listen", path: "", message: hp })
+      else listeners.push({ ...template, host: hp.host, port: hp.port })
+    }
+    tree.listeners = listeners
+    applied.push({ path: ["listeners"], flag: "--listen" })
+  }
+  if (flags.domains !== undefined && flags.domains.length > 0) set("--domain", ["domains"], [...flags.domains])
+  if (flags.hostname !== undefined) set("--hostname", ["hostname"], flags.hostname)
+  if (flags.dataDir !== undefined) set("--data-dir", ["data_dir"], resolve(cwd, flags.dataDir))
+  if (flags.maildir !== undefined) set("--maildir", ["delivery", "maildir", "root"], resolve(cwd, flags.maildir))
+  if (flags.deliver !== undefined) set("--deliver", ["delivery", "adapter"], flags.deliver)
+  if (flags.queue !== undefined) set("--queue", ["queue", "backend"], flags.queue)
+  if (flags.inlineThreshold !== undefined) set("--inline-threshold", ["queue", "inline_threshold"], flags.inlineThreshold)
+  if (flags.workers !== undefined) set("--workers", ["delivery", "workers"], flags.workers)
+  if (flags.maxAttempts !== undefined) set("--max-attempts", ["delivery", "max_attempts"], flags.maxAttempts)
+  if (flags.retryBaseSeconds !== undefined) set("--retry-base", ["delivery", "backoff", "base"], flags.retryBaseSeconds * 1000)
+  if (flags.drainTimeoutSeconds !== undefined) set("--drain-timeout", ["drain_timeout"], flags.drainTimeoutSeconds * 1000)
+  if (flags.logFormat !== undefined) set("--log-format", ["logging", "format"], flags.logFormat)
+  if (flags.adminListen !== undefined) set("--admin-listen", ["admin", "listen"], flags.adminListen)
+
+  const perListener: ReadonlyArray<readonly [string, Path, unknown]> = [
+    ["--max-size", ["max_size"], flags.maxSize],
+    ["--greeting-delay", ["greeting_delay"], flags.greetingDelayMs],
+    ["--line-endings", ["line_endings"], flags.lineEndings],
+    ["--tls", ["tls", "mode"], flags.tls],
+    ["--tls-cert", ["tls", "cert"], flags.tlsCert === undefined ? undefined : resolve(cwd, flags.tlsCert)],
+    ["--tls-key", ["tls", "key"], flags.tlsKey === undefined ? undefined : resolve(cwd, flags.tlsKey)]
+  ]
+  for (const [flag, sub, value] of perListener) {
+    if (value === undefined) continue
+    Env.materializeListeners(tree)
+    const listeners = Array.isArray(tree.listeners) ? tree.listeners : []
+    listeners.forEach((_, i) => set(flag, ["listeners", i, ...sub], value))
+  }
+  return { issues, applied }
+}
+
+/** Turns schema issues into config issues, each blamed on the source that set the value. */
+const schemaIssues = (issue: SchemaIssue.Issue, sourceOf: (path: Path) => string): Array<ConfigIssue> => {
+  const formatter = SchemaIssue.makeFormatterStandardSchemaV1({
+    leafHook: (leaf) => {
+      if (leaf._tag === "UnexpectedKey") return "unknown key"
+      if (leaf._tag === "MissingKey") return "missing (required)"
+      return SchemaIssue.defaultLeafHook(leaf)
+    }
+  })
+  return formatter(issue).issues.map((i) => {
+    const path = (i.path ?? []).map((s) => (typeof s === "object" ? s.key : s)).map((s) => (typeof s === "number" ? s : String(s)))
+    return { source: sourceOf(path), path: formatPath(path), message: i.message.replace(/^Expected /, "expected ") }
+  })
+}
+
+/** Checks across fields and against the file system, after decoding. */
+const semanticChecks = Effect.fnUntraced(function*(config: IncomingConfig, sourceOf: (path: Path) => string) {
+  const fs = yield* FileSystem.FileSystem
+  const issues: Array<ConfigIssue> = []
+  const add = (path: Path, message: string) => issues.push({ source: sourceOf(path), path: formatPath(path), message })
+  const addresses = new Map<string, number>()
+  const names = new Map<string, number>()
+  for (const [i, l] of config.listeners.entries()) {
+    if (l.tls.mode !== "disabled") {
+      for (const which of ["cert", "key"] as const) {
+        const file = l.tls[which]
+        if (file === undefined) {
+          add(["listeners", i, "tls", which], `required when tls.mode is "${l.tls.mode}"`)
+          continue
+        }
+        const info = yield* fs.stat(file).pipe(Effect.option)
+        if (info._tag === "None") add(["listeners", i, "tls", which], `file not found: ${file}`)
+        else if (info.value.type !== "File") add(["listeners", i, "tls", which], `not a file: ${file}`)
+        else if ((yield* fs.access(file, { readable: true }).pipe(Effect.option))._tag === "None") {
+          add(["listeners", i, "tls", which], `not readable by this user: ${file}`)
+        }
+      }
+    }
+    const address = `${l.host}:${l.port}`
+    const sameAddress = addresses.get(address)
+    if (l.port !== 0 && sameAddress !== undefined) add(["listeners", i], `same address as listeners[${sameAddress}] (${address})`)
+    addresses.set(address, i)
+    const name = l.name ?? `smtp:${address}`
+    const sameName = names.get(name)
+    if (sameName !== undefined) add(["listeners", i, "name"], `same name as listeners[${sameName}] ("${name}")`)
+    names.set(name, i)
+  }
+  const backoff = config.delivery.backoff
+  if (backoff.base > backoff.max) {
+    add(["delivery", "backoff", "base"], `${formatDuration(backoff.base)} is more than delivery.backoff.max (${formatDuration(backoff.max)})`)
+  }
+  if (config.admin !== undefined) {
+    const a = config.admin.listen
+    const clash = config.listeners.findIndex((l) => l.port !== 0 && l.port === a.port && (l.host === a.host || l.host === "0.0.0.0" || a.host === "0.0.0.0"))
+    if (a.port !== 0 && clash >= 0) add(["admin", "listen"], `same port as listeners[${clash}] (${a.port})`)
+  }
+  return issues
+})
+
+/**
+ * Loads the effective configuration. Fails with a `ConfigError` listing every problem found,
+ * each with its source and path.
+ */
+export const load = Effect.fnUntraced(function*(options: LoadOptions) {
+  const file = yield* findFile(options)
+  const name = file === undefined ? "defaults" : displayName(file, options.cwd)
+  const tree: Tree = file === undefined ? {} : yield* readDocument(file, name)
+
+  const sources: Env.Sources = new Map()
+  const refs = Env.interpolate(tree, options.env, name)
+  if (file !== undefined) for (const p of pathSettings(tree)) resolvePath(tree, p, dirname(file))
+  const overrides = Env.applyOverrides(tree, options.env, refs.referenced)
+  for (const { path, variable } of overrides.applied) {
+    sources.set(formatPath(path), `env ${variable}`)
+    if (pathSettings(tree).some((p) => formatPath(p) === formatPath(path))) resolvePath(tree, path, options.cwd)
+  }
+  const flags = options.flags === undefined ? { issues: [], applied: [] } : applyFlags(tree, options.flags, options.cwd)
+  for (const { path, flag } of flags.applied) sources.set(formatPath(path), flag)
+  const early = [...refs.issues, ...overrides.issues, ...flags.issues]
+  if (early.length > 0) return yield* invalid(early)
+
+  // A value is blamed on whoever set the longest prefix of its path; everything else on the file.
+  const sourceOf = (path: Path): string => {
+    for (let n = path.length; n > 0; n--) {
+      const s = sources.get(formatPath(path.slice(0, n)))
+      if (s !== undefined) return s
+    }
+    return name
+  }
+
+  const decoded = yield* Schema.decodeUnknownEffect(IncomingConfig)(tree, { errors: "all", onExcessProperty: "error", reportInput: true }).pipe(
+    Effect.mapError((e) => invalid(schemaIssues(e.issue, sourceOf)))
+  )
+  // Defaults for paths are relative to the working directory.
+  const config: IncomingConfig = {
+    ...decoded,
+    data_dir: resolve(options.cwd, decoded.data_dir),
+    delivery: { ...decoded.delivery, maildir: { root: resolve(options.cwd, decoded.delivery.maildir.root) } }
+  }
+  const issues = yield* semanticChecks(config, sourceOf)
+  if (issues.length > 0) return yield* invalid(issues)
+  return { file, config } satisfies Loaded
+})
+
+/**
+ * `load` with this process's environment and working directory. The one place outside tests
+ * that reads `process.env`: everything else gets its settings from the decoded config.
+ */
+export const loadFromProcess = (options: { readonly configPath?: string | undefined; readonly flags?: CliOverrides | undefined }) =>
+  load({ ...options, env: process.env, cwd: process.cwd() })
