@@ -21,16 +21,20 @@ export interface Delivery {
   readonly body: MessageBody
 }
 
+/** `via` names the adapter that decided (a router's route), for events and metrics. */
 export type RecipientOutcome =
-  | { readonly _tag: "Ok"; readonly rcpt: string; readonly reply?: string | undefined }
+  | { readonly _tag: "Ok"; readonly rcpt: string; readonly reply?: string | undefined; readonly via?: string | undefined }
   | {
     readonly _tag: "Retry"
     readonly rcpt: string
     readonly reason: string
     /** When to try again (epoch ms); without it the dispatcher's backoff decides. */
     readonly at?: number | undefined
+    /** The attempt limit for this recipient (a route's); without it the dispatcher's applies. */
+    readonly maxAttempts?: number | undefined
+    readonly via?: string | undefined
   }
-  | { readonly _tag: "Reject"; readonly rcpt: string; readonly reason: string }
+  | { readonly _tag: "Reject"; readonly rcpt: string; readonly reason: string; readonly via?: string | undefined }
 
 export const ok = (rcpt: string, reply?: string): RecipientOutcome => ({ _tag: "Ok", rcpt, reply })
 export const retry = (rcpt: string, reason: string, at?: number): RecipientOutcome => ({ _tag: "Retry", rcpt, reason, at })

@@ -70,7 +70,7 @@ export const make = Effect.fnUntraced(function*(input: Partial<DispatcherOptions
         case "Reject":
           return MailQueueModule.dead(outcome.rcpt, outcome.reason)
         case "Retry": {
-          if (attempt >= options.maxAttempts) {
+          if (attempt >= (outcome.maxAttempts ?? options.maxAttempts)) {
             return MailQueueModule.dead(outcome.rcpt, `${outcome.reason} (gave up after ${attempt} attempts)`)
           }
           if (outcome.at !== undefined) return MailQueueModule.retryAt(outcome.rcpt, outcome.at, outcome.reason)
@@ -109,6 +109,7 @@ export const make = Effect.fnUntraced(function*(input: Partial<DispatcherOptions
       const outcomes = outcomesOf(lease, exit)
       const settlements: Array<Settlement> = []
       for (const o of outcomes) settlements.push(yield* settlementFor(lease, o, now))
+      const via = new Map(outcomes.map((o) => [o.rcpt, o.via]))
       // Settling is one queue call; it must not be cut in half by a drain.
       yield* queue.settle(lease, settlements).pipe(
         Effect.uninterruptible,
@@ -124,7 +125,7 @@ export const make = Effect.fnUntraced(function*(input: Partial<DispatcherOptions
           rcpt: s.rcpt,
           outcome: s._tag === "Delivered" ? "delivered" : s._tag === "Retry" ? "retry" : "dead",
           reason: s.reply,
-          adapter: adapter.name
+          adapter: via.get(s.rcpt) ?? adapter.name
         })
       }
     }).pipe(

@@ -308,12 +308,15 @@ export const make = <A extends Adapters, DE = never, DR = never>(
     /** The route's retry policy applied to one outcome. */
     const scheduled = (route: Route, outcome: DA.RecipientOutcome, attempt: number, now: number) =>
       Effect.gen(function*() {
-        if (outcome._tag !== "Retry") return outcome
+        const via = route.adapter
+        if (outcome._tag !== "Retry") return { ...outcome, via }
         if (route.maxAttempts !== undefined && attempt >= route.maxAttempts) {
-          return DA.reject(outcome.rcpt, `gave up after ${attempt} attempts: ${outcome.reason}`)
+          return { ...DA.reject(outcome.rcpt, `gave up after ${attempt} attempts: ${outcome.reason}`), via }
         }
-        if (outcome.at !== undefined || route.retry === undefined) return outcome
-        return DA.retry(outcome.rcpt, outcome.reason, now + (yield* delayFor(route.retry, attempt)))
+        // The route's limit travels with the outcome, so the dispatcher's own limit does not cut it short.
+        const limit = route.maxAttempts ?? outcome.maxAttempts
+        const at = outcome.at ?? (route.retry === undefined ? undefined : now + (yield* delayFor(route.retry, attempt)))
+        return { ...outcome, at, maxAttempts: limit, via }
       })
 
     const runRoute = (route: Route, delivery: DA.Delivery, recipients: ReadonlyArray<Recipient>) =>

@@ -3,15 +3,24 @@
  * MAIL, recipient authority at RCPT, and at DATA the stream → spool → trace header → commit
  * path that ends in `250 2.0.0 queued as <id>`.
  *
+ * Sync-ack routes: when the delivery router marks a recipient's route `acknowledge: "sync"`, its
+ * message is delivered before the reply to DATA and the adapter's outcome is the reply (ok → 250,
+ * retry → 4xx, reject → 5xx); nothing is queued. Such a recipient is alone in its transaction —
+ * another RCPT gets 452 4.5.3 and the client sends it in a new transaction (RFC 5321 3.3) — so
+ * one reply can speak for exactly one outcome.
+ *
  * The handlers are Effects; the listener runs them as fibers in the connection's scope. Every
  * failure they produce carries its reply, and anything unexpected is mapped by
  * `SmtpReply.fromCause` to a 4xx.
  */
 import type { Readable } from "node:stream"
-import { Clock, Data, Effect } from "effect"
+import { Cause, Clock, Data, Effect, Exit, Option } from "effect"
 import type { SMTPServerAddress, SMTPServerSession } from "smtp-server"
+import { DeliveryAdapter } from "../delivery/DeliveryAdapter.ts"
+import * as Router from "../delivery/Router.ts"
 import { Relay } from "../policy/Relay.ts"
-import { MailQueue } from "../queue/MailQueue.ts"
+import * as BodyStream from "../queue/internal/bodyStream.ts"
+import { MailQueue, type NewMessage } from "../queue/MailQueue.ts"
 import type { MailQueueError } from "../queue/MailQueueError.ts"
 import * as MessageId from "../queue/MessageId.ts"
 import { Spool } from "../spool/Spool.ts"
@@ -71,6 +80,12 @@ export const make = Effect.fnUntraced(function*(options: ListenerOptions, hooks:
   const spool = yield* Spool
   const telemetry = yield* Telemetry
   const relay = yield* Relay
+  // Present only when the host app delivers through a Router: the table says which recipients
+  // are acknowledged synchronously, the adapter delivers them before the reply.
+  const routes = yield* Effect.serviceOption(Router.Routes)
+  const adapter = yield* Effect.serviceOption(DeliveryAdapter)
+  const acknowledgement = (rcpt: string): Router.Acknowledge =>
+    Option.isSome(routes) && Option.isSome(adapter) ? Router.acknowledgementFor(routes.value, rcpt) : "durable"
 
   const perIp = new Map<string, number>()
   // Sessions counted against the limits, with their address, so close can give the slot back.
@@ -144,8 +159,10 @@ export const make = Effect.fnUntraced(function*(options: ListenerOptions, hooks:
           return yield* reject(SmtpReply.badRecipientSyntax("Bad recipient address syntax"), "rcpt_syntax")
         case "Denied":
           return yield* reject(SmtpReply.relayDenied, "relay_denied")
-        default:
-          return
+      }
+      const others = recipientsOf(session).filter((r) => r.toLowerCase() !== decision.address.toLowerCase())
+      if (others.length > 0 && (acknowledgement(decision.address) === "sync" || acknowledgement(others[0]!) === "sync")) {
+        return yield* reject(SmtpReply.separateTransaction, "sync_route_alone")
       }
     }).pipe(Effect.tapError(rejected("rcpt")))
 
@@ -158,6 +175,45 @@ export const make = Effect.fnUntraced(function*(options: ListenerOptions, hooks:
     }
     return [...seen]
   }
+
+  /** Delivers a sync-acknowledged message now; the adapter's outcome is the reply to DATA. */
+  const deliverNow = (delivery: DeliveryAdapter["Service"], message: NewMessage) =>
+    Effect.gen(function*() {
+      const rcpt = message.envelope.rcptTo[0]!
+      const { body, trace } = message
+      const exit = yield* delivery.deliver({
+        id: message.id,
+        envelope: message.envelope,
+        receivedAt: message.receivedAt,
+        recipients: [{ rcpt, attempt: 1 }],
+        body: {
+          size: Buffer.byteLength(trace) + body.size,
+          stream: () => (body._tag === "InMemory" ? BodyStream.fromParts(trace, body.chunks) : BodyStream.fromFile(trace, body.path))
+        }
+      }).pipe(Effect.timeout(options.hookTimeoutMs), Effect.exit, Effect.ensuring(body.release))
+      const outcome = Exit.isSuccess(exit) ? exit.value.find((o) => o.rcpt === rcpt) : undefined
+      const publish = (result: "delivered" | "retry" | "dead", reason: string) =>
+        telemetry.publish({ _tag: "DeliveryResult", id: message.id, rcpt, outcome: result, reason, adapter: delivery.name })
+      if (outcome?._tag === "Ok") {
+        yield* publish("delivered", outcome.reply ?? "delivered")
+        yield* telemetry.publish({ _tag: "SessionAccepted", id: message.id, listener: options.name })
+        const ok = SmtpReply.deliveredNow(message.id)
+        return `${ok.enhanced} ${ok.text}`
+      }
+      if (outcome?._tag === "Reject") {
+        yield* publish("dead", outcome.reason)
+        return yield* reject(SmtpReply.fromAdapterReason(outcome.reason, "permanent"), "sync_rejected")
+      }
+      const reason = outcome?._tag === "Retry"
+        ? outcome.reason
+        : Exit.isFailure(exit)
+        ? Cause.isTimeoutError(exit.cause.reasons.find(Cause.isFailReason)?.error)
+          ? "delivery timed out"
+          : "delivery failed"
+        : "adapter gave no outcome"
+      yield* publish("retry", reason)
+      return yield* reject(SmtpReply.fromAdapterReason(reason, "transient"), "sync_deferred")
+    })
 
   const data = (stream: Readable, session: SMTPServerSession) =>
     Effect.gen(function*() {
@@ -191,6 +247,9 @@ export const make = Effect.fnUntraced(function*(options: ListenerOptions, hooks:
         recipients: rcptTo,
         date: new Date(now)
       })
+      if (rcptTo.length === 1 && acknowledgement(rcptTo[0]!) === "sync" && Option.isSome(adapter)) {
+        return yield* deliverNow(adapter.value, { id, envelope, trace, body, receivedAt: now })
+      }
       yield* queue.commit({ id, envelope, trace, body, receivedAt: now }).pipe(
         Effect.timeout(options.hookTimeoutMs),
         Effect.tapCause((cause) =>

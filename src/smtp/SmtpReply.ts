@@ -47,6 +47,24 @@ export const toEngineError = (reply: SmtpReply): Error & { responseCode: number 
 
 // The catalogue: every reply text Incoming itself emits lives here, so codes stay consistent.
 export const queued = (id: string): SmtpReply => make(250, "2.0.0", `queued as ${id}`)
+export const deliveredNow = (id: string): SmtpReply => make(250, "2.0.0", `delivered as ${id}`)
+export const separateTransaction = make(452, "4.5.3", "Send this recipient in a separate transaction")
+
+/**
+ * The reply for a delivery outcome decided synchronously (sync-ack routes). An adapter's reason
+ * often is the next hop's reply ("550 5.1.1 no such user"): its code and enhanced code are kept
+ * when their class fits the outcome; otherwise the text is wrapped in a generic 451/550. Control
+ * characters are stripped and the text capped, since it came from elsewhere.
+ */
+export const fromAdapterReason = (reason: string, kind: "transient" | "permanent"): SmtpReply => {
+  const text = reason.replace(/[\x00-\x1f\x7f]/g, " ").slice(0, 200)
+  const cls = kind === "transient" ? "4" : "5"
+  const full = /^([245])(\d\d)[ -]([245]\.\d{1,3}\.\d{1,3}) (.*)$/.exec(text)
+  if (full !== null && full[1] === cls && full[3]!.startsWith(cls)) return make(Number(`${full[1]}${full[2]}`), full[3]!, full[4]!)
+  const bare = /^([245])(\d\d) (.*)$/.exec(text)
+  if (bare !== null && bare[1] === cls) return make(Number(`${bare[1]}${bare[2]}`), `${cls}.0.0`, bare[3]!)
+  return kind === "transient" ? make(451, "4.4.0", text) : make(550, "5.0.0", text)
+}
 export const badSequence = (text: string): SmtpReply => make(503, "5.5.1", text)
 export const syntaxError = (text: string): SmtpReply => make(501, "5.5.2", text)
 export const unknownParameter = (name: string): SmtpReply =>

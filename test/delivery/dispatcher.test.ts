@@ -120,6 +120,22 @@ describe("Dispatcher", () => {
       assert.strictEqual(again.outcome, "delivered")
     }))
 
+  it.effect("a Retry that carries its own maxAttempts (a route's) overrides the dispatcher's limit", () =>
+    Effect.gen(function*() {
+      // The dispatcher gives up after 3 attempts; the outcome says 5.
+      const { layer } = yield* countingAdapter((_attempt, rcpt) => ({ ...DA.retry(rcpt, "451 later"), maxAttempts: 5 }))
+      const ctx = yield* Layer.build(harness(layer))
+      const q = Context.get(ctx, MailQueue)
+      const sub = yield* Context.get(ctx, Telemetry.Telemetry).subscribe
+      yield* q.commit(message(["u@example.test"], 0))
+      const outcomes: Array<string> = []
+      for (let i = 0; i < 5; i++) {
+        if (i > 0) yield* TestClock.adjust(60_000)
+        outcomes.push((yield* nextResult(sub)).outcome)
+      }
+      assert.deepStrictEqual(outcomes, ["retry", "retry", "retry", "retry", "dead"])
+    }))
+
   it.effect("a failing adapter (error or defect) retries every recipient; a permanent error rejects", () =>
     Effect.gen(function*() {
       const mode = yield* Ref.make<"fail" | "die" | "permanent">("fail")
