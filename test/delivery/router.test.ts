@@ -135,7 +135,7 @@ describe("Router", () => {
       assert.deepStrictEqual(aCalls, [["x@one.test", "z@one.test"]])
       assert.deepStrictEqual(bCalls, [["y@two.test"]])
       assert.deepStrictEqual(tags(out), { "x@one.test": "Ok", "z@one.test": "Ok", "y@two.test": "Retry" })
-      assert.deepStrictEqual(out.find((o) => o.rcpt === "y@two.test"), { ...DA.retry("y@two.test", "451 4.2.0 busy", undefined), maxAttempts: undefined, via: "b" })
+      assert.deepStrictEqual(out.find((o) => o.rcpt === "y@two.test"), { _tag: "Retry", rcpt: "y@two.test", reason: "451 4.2.0 busy", at: undefined, maxAttempts: undefined, via: "b" })
     }))
 
   it.effect("the host app's decision comes first; undefined falls back to the table; unknown routes and unrouted recipients retry", () =>
@@ -215,18 +215,18 @@ describe("Router", () => {
       yield* TestClock.setTime(10_000)
       const outcome = (attempt: number) => Effect.map(adapter.deliver(delivery([["u@x.test", attempt]])), (o) => o[0]!)
       // The route's limit travels with each retry, so the dispatcher's own limit cannot cut it short.
-      const retried = (when: number) => ({ ...DA.retry("u@x.test", "451 later", when), maxAttempts: 4, via: "flaky" })
+      const retried = (when: number) => ({ _tag: "Retry", rcpt: "u@x.test", reason: "451 later", at: when, maxAttempts: 4, via: "flaky" })
       assert.deepStrictEqual(yield* outcome(1), retried(11_000))
       assert.deepStrictEqual(yield* outcome(2), retried(12_000))
       assert.deepStrictEqual(yield* outcome(3), retried(13_000))
-      assert.deepStrictEqual(yield* outcome(4), { ...DA.reject("u@x.test", "gave up after 4 attempts: 451 later"), via: "flaky" })
+      assert.deepStrictEqual(yield* outcome(4), { _tag: "Reject", rcpt: "u@x.test", reason: "gave up after 4 attempts: 451 later", via: "flaky" })
       at = 99_000
       assert.deepStrictEqual(yield* outcome(1), retried(99_000), "Retry-After style `at` is kept")
 
       // A route without a policy leaves the retry (and its timing) to the dispatcher.
       const plain = yield* Router.make({ adapters: { flaky: flaky.adapter }, routes: [{ name: "r", match: ["*"], adapter: "flaky" }] })
       at = undefined
-      assert.deepStrictEqual((yield* plain.adapter.deliver(delivery([["u@x.test", 40]])))[0], { ...DA.retry("u@x.test", "451 later", undefined), maxAttempts: undefined, via: "flaky" })
+      assert.deepStrictEqual((yield* plain.adapter.deliver(delivery([["u@x.test", 40]])))[0], { _tag: "Retry", rcpt: "u@x.test", reason: "451 later", at: undefined, maxAttempts: undefined, via: "flaky" })
     }))
 
   it.effect("through the dispatcher: one recipient delivered, the other retried on its route's schedule, then rejected at its maxAttempts", () =>
