@@ -215,7 +215,7 @@ describe("Router", () => {
       yield* TestClock.setTime(10_000)
       const outcome = (attempt: number) => Effect.map(adapter.deliver(delivery([["u@x.test", attempt]])), (o) => o[0]!)
       // The route's limit travels with each retry, so the dispatcher's own limit cannot cut it short.
-      const retried = (when: number) => ({ _tag: "Retry", rcpt: "u@x.test", reason: "451 later", at: when, maxAttempts: 4, via: "flaky" })
+      const retried = (when: number): DA.RecipientOutcome => ({ _tag: "Retry", rcpt: "u@x.test", reason: "451 later", at: when, maxAttempts: 4, via: "flaky" })
       assert.deepStrictEqual(yield* outcome(1), retried(11_000))
       assert.deepStrictEqual(yield* outcome(2), retried(12_000))
       assert.deepStrictEqual(yield* outcome(3), retried(13_000))
