@@ -10,7 +10,7 @@
 import { Cause, Clock, Context, Effect, Exit, Layer, Option, Schedule } from "effect"
 import { MailQueue, type Lease, type Settlement } from "../queue/MailQueue.ts"
 import * as MailQueueModule from "../queue/MailQueue.ts"
-import { Telemetry } from "../telemetry/Telemetry.ts"
+import * as Telemetry from "../telemetry/Telemetry.ts"
 import * as Backoff from "./Backoff.ts"
 import { DeliveryAdapter, type RecipientOutcome } from "./DeliveryAdapter.ts"
 
@@ -58,7 +58,7 @@ export const make = Effect.fnUntraced(function*(input: Partial<DispatcherOptions
   const options: DispatcherOptions = { ...defaults, ...input, backoff: { ...defaults.backoff, ...input.backoff } }
   const queue = yield* MailQueue
   const adapter = yield* DeliveryAdapter
-  const telemetry = yield* Telemetry
+  const telemetry = yield* Telemetry.Telemetry
   let restarts = 0
 
   const settlementFor = (lease: Lease, outcome: RecipientOutcome, now: number) =>
@@ -95,6 +95,7 @@ export const make = Effect.fnUntraced(function*(input: Partial<DispatcherOptions
 
   const deliver = (lease: Lease) =>
     Effect.gen(function*() {
+      const started = performance.now()
       const exit = yield* adapter.deliver({
         id: lease.id,
         envelope: lease.envelope,
@@ -118,12 +119,15 @@ export const make = Effect.fnUntraced(function*(input: Partial<DispatcherOptions
           () => Effect.logWarning("lease lost before settling; another worker owns the message now")
         )
       )
+      const seconds = (performance.now() - started) / 1000
       for (const s of settlements) {
+        const outcome = s._tag === "Delivered" ? "delivered" : s._tag === "Retry" ? "retry" : "dead"
+        yield* Telemetry.recordDelivery(via.get(s.rcpt) ?? adapter.name, outcome, seconds)
         yield* telemetry.publish({
           _tag: "DeliveryResult",
           id: lease.id,
           rcpt: s.rcpt,
-          outcome: s._tag === "Delivered" ? "delivered" : s._tag === "Retry" ? "retry" : "dead",
+          outcome,
           reason: s.reply,
           adapter: via.get(s.rcpt) ?? adapter.name
         })
@@ -199,5 +203,5 @@ export const make = Effect.fnUntraced(function*(input: Partial<DispatcherOptions
   return Dispatcher.of({ workers: options.workers, restarts: Effect.sync(() => restarts) })
 })
 
-export const layer = (options: Partial<DispatcherOptions> = {}): Layer.Layer<Dispatcher, never, MailQueue | DeliveryAdapter | Telemetry> =>
+export const layer = (options: Partial<DispatcherOptions> = {}): Layer.Layer<Dispatcher, never, MailQueue | DeliveryAdapter | Telemetry.Telemetry> =>
   Layer.effect(Dispatcher, make(options))

@@ -12,12 +12,12 @@
 import { readFileSync } from "node:fs"
 import type { AddressInfo } from "node:net"
 import { createSecureContext } from "node:tls"
-import { Cause, Context, Effect, Exit, Fiber, FiberSet, Layer, Scope } from "effect"
+import { Cause, Context, Duration, Effect, Exit, Fiber, FiberSet, Layer, Scope } from "effect"
 import type { SMTPServerOptions } from "smtp-server"
 import type { Relay } from "../policy/Relay.ts"
 import type { MailQueue } from "../queue/MailQueue.ts"
 import type { Spool } from "../spool/Spool.ts"
-import type { Telemetry } from "../telemetry/Telemetry.ts"
+import * as Telemetry from "../telemetry/Telemetry.ts"
 import { IncomingSmtpServer } from "./internal/engine.ts"
 import { fromBindError, ListenError } from "./ListenError.ts"
 import * as ListenerOptions from "./ListenerOptions.ts"
@@ -45,7 +45,7 @@ export interface ListenersOptions {
   readonly drainTimeoutMs: number
 }
 
-type Services = MailQueue | Spool | Telemetry | Relay
+type Services = MailQueue | Spool | Telemetry.Telemetry | Relay
 
 interface Running {
   readonly info: ListenerInfo
@@ -125,14 +125,22 @@ const start = Effect.fnUntraced(function*(
   }
 
   /** Runs a hook as a fiber of the connection and answers the engine's callback with its outcome. */
+  const durations = {
+    MAIL: Telemetry.commandDuration("MAIL"),
+    RCPT: Telemetry.commandDuration("RCPT"),
+    DATA: Telemetry.commandDuration("DATA")
+  }
   const runHook = <A, E>(
     id: string,
+    command: keyof typeof durations | "CONNECT",
     effect: Effect.Effect<A, E>,
     callback: (err?: Error | null, value?: A) => void,
     track?: Set<Fiber.Fiber<unknown, unknown>>
   ) => {
     const c = connections.get(id) ?? open(id)
-    const fiber = c.run(effect)
+    const fiber = c.run(
+      command === "CONNECT" ? effect : Effect.trackDuration(effect, durations[command], (d) => Duration.toSeconds(d))
+    )
     track?.add(fiber)
     fiber.addObserver((exit) => {
       track?.delete(fiber)
@@ -162,14 +170,19 @@ const start = Effect.fnUntraced(function*(
     closeTimeout: shared.drainTimeoutMs,
     onConnect: (session, callback) => {
       open(session.id)
-      runHook(session.id, handlers.connect({ id: session.id, remoteAddress: session.remoteAddress }), callback)
+      runHook(session.id, "CONNECT", handlers.connect({ id: session.id, remoteAddress: session.remoteAddress }), callback)
     },
-    onMailFrom: (address, session, callback) => runHook(session.id, handlers.mailFrom(address, session), callback),
-    onRcptTo: (address, session, callback) => runHook(session.id, handlers.rcptTo(address, session), callback),
+    onMailFrom: (address, session, callback) => runHook(session.id, "MAIL", handlers.mailFrom(address, session), callback),
+    onRcptTo: (address, session, callback) => runHook(session.id, "RCPT", handlers.rcptTo(address, session), callback),
     onData: (stream, session, callback) => {
       // A client reset mid-DATA emits 'error' on this stream; without a listener Node would throw.
       stream.on("error", () => undefined)
-      runHook(session.id, handlers.data(stream, session), (err, reply) => callback(err, reply), dataFibers)
+      runHook(session.id, "DATA", handlers.data(stream, session), (err, reply) => callback(err, reply), dataFibers)
+    },
+    onSecure: (socket, _session, callback) => {
+      const version = "getProtocol" in socket && typeof socket.getProtocol === "function" ? socket.getProtocol() : null
+      runFork(Telemetry.recordTls(o.name, typeof version === "string" ? version : "unknown"))
+      callback()
     },
     onClose: (session) => {
       handlers.close(session.id)

@@ -25,7 +25,7 @@ import type { MailQueueError } from "../queue/MailQueueError.ts"
 import * as MessageId from "../queue/MessageId.ts"
 import { Spool } from "../spool/Spool.ts"
 import type { SpoolError } from "../spool/SpoolError.ts"
-import { Telemetry } from "../telemetry/Telemetry.ts"
+import * as Telemetry from "../telemetry/Telemetry.ts"
 import * as Address from "./Address.ts"
 import type { Envelope } from "./Envelope.ts"
 import type { ListenerOptions } from "./ListenerOptions.ts"
@@ -78,7 +78,7 @@ export interface SessionHooks {
 export const make = Effect.fnUntraced(function*(options: ListenerOptions, hooks: SessionHooks) {
   const queue = yield* MailQueue
   const spool = yield* Spool
-  const telemetry = yield* Telemetry
+  const telemetry = yield* Telemetry.Telemetry
   const relay = yield* Relay
   // Present only when the host app delivers through a Router: the table says which recipients
   // are acknowledged synchronously, the adapter delivers them before the reply.
@@ -160,11 +160,24 @@ export const make = Effect.fnUntraced(function*(options: ListenerOptions, hooks:
         case "Denied":
           return yield* reject(SmtpReply.relayDenied, "relay_denied")
       }
+      yield* Telemetry.recordRecipient(options.name, domainLabel(decision.address), decision._tag === "Local" ? "accepted" : "relayed")
       const others = recipientsOf(session).filter((r) => r.toLowerCase() !== decision.address.toLowerCase())
       if (others.length > 0 && (acknowledgement(decision.address) === "sync" || acknowledgement(others[0]!) === "sync")) {
         return yield* reject(SmtpReply.separateTransaction, "sync_route_alone")
       }
-    }).pipe(Effect.tapError(rejected("rcpt")))
+    }).pipe(
+      Effect.tapError((e) =>
+        Effect.andThen(rejected("rcpt")(e), Telemetry.recordRecipient(options.name, domainLabel(address.address), e.reason))
+      )
+    )
+
+  /** A recipient domain as a metric label: one of ours by name, anything else as `other`. */
+  const domainLabel = (address: string): string => {
+    const m = Address.parse(address)
+    if (m === undefined) return "invalid"
+    if (m.domain === "") return relay.primaryDomain
+    return relay.isLocalDomain(m.domain) ? m.domain : "other"
+  }
 
   const recipientsOf = (session: SMTPServerSession): ReadonlyArray<string> => {
     const seen = new Set<string>()
@@ -258,7 +271,8 @@ export const make = Effect.fnUntraced(function*(options: ListenerOptions, hooks:
             telemetry.publish({
               _tag: "EnqueueError",
               id,
-              reason: SmtpReply.format(SmtpReply.fromCause(cause)),
+              reason: enqueueReason(cause),
+              detail: `${SmtpReply.format(SmtpReply.fromCause(cause))}: ${describe(cause)}`,
               attemptedSize: body.size
             })
           )
@@ -275,7 +289,8 @@ export const make = Effect.fnUntraced(function*(options: ListenerOptions, hooks:
       Effect.tapError((e) =>
         e._tag === "SessionReject" ? rejected("data")(e) : telemetry.publish({
           _tag: "SessionRejected",
-          reason: e.message,
+          // The reason's tag, not its text: a bounded set, fit for a metric label.
+          reason: e._tag === "SpoolError" ? `spool_${e.reason._tag}` : `queue_${e.reason._tag}`,
           stage: "data",
           code: e.reply.code,
           listener: options.name
@@ -294,3 +309,21 @@ export const make = Effect.fnUntraced(function*(options: ListenerOptions, hooks:
 })
 
 const noParams: ReadonlySet<string> = new Set()
+
+/** A bounded key for why a commit failed: the queue error's reason, or timeout / defect / interrupted. */
+const enqueueReason = (cause: Cause.Cause<unknown>): string => {
+  const fail = cause.reasons.find(Cause.isFailReason)
+  if (fail === undefined) return cause.reasons.some(Cause.isDieReason) ? "defect" : "interrupted"
+  const e = fail.error
+  if (Cause.isTimeoutError(e)) return "timeout"
+  if (typeof e === "object" && e !== null && "reason" in e && typeof e.reason === "object" && e.reason !== null && "_tag" in e.reason) {
+    return String(e.reason._tag)
+  }
+  return "error"
+}
+
+const describe = (cause: Cause.Cause<unknown>): string => {
+  const fail = cause.reasons.find(Cause.isFailReason)
+  if (fail !== undefined) return fail.error instanceof Error ? fail.error.message : String(fail.error)
+  return Cause.pretty(cause).split("\n")[0] ?? "defect"
+}

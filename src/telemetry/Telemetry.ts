@@ -12,7 +12,15 @@ export type DeliveryOutcome = "delivered" | "retry" | "dead"
 
 export type TelemetryEvent =
   | { readonly _tag: "MessageQueued"; readonly id: string; readonly size: number; readonly queueDepth: number }
-  | { readonly _tag: "EnqueueError"; readonly id: string; readonly reason: string; readonly attemptedSize?: number | undefined }
+  | {
+    readonly _tag: "EnqueueError"
+    readonly id: string
+    /** A short, bounded key (the queue error's reason, `timeout`, `defect`): a metric label. */
+    readonly reason: string
+    /** The reply the client got and what failed, for logs. */
+    readonly detail: string
+    readonly attemptedSize?: number | undefined
+  }
   | {
     readonly _tag: "DeliveryResult"
     readonly id: string
@@ -39,21 +47,38 @@ export const metrics = {
   queueDepth: Metric.gauge("incoming_queue_depth", { description: "messages not yet delivered or dead" }),
   messageBytes: Metric.histogram("incoming_message_bytes", {
     description: "accepted message sizes",
-    boundaries: Metric.exponentialBoundaries({ start: 1024, factor: 4, count: 8 })
+    // 1 KiB … 64 MiB: large messages get buckets of their own instead of +Inf.
+    boundaries: Metric.exponentialBoundaries({ start: 1024, factor: 4, count: 9 })
+  }),
+  recipients: Metric.counter("incoming_recipients_total", {
+    description: "RCPT outcomes by listener, recipient domain (a local domain, or `other`) and result",
+    incremental: true
+  }),
+  tlsConnections: Metric.counter("incoming_tls_connections_total", {
+    description: "connections that completed TLS (implicit or STARTTLS) by listener and protocol version",
+    incremental: true
+  }),
+  commandDuration: Metric.histogram("incoming_command_duration_seconds", {
+    description: "time our MAIL, RCPT and DATA handling took (DATA: from the 354 to the reply)",
+    boundaries: Metric.exponentialBoundaries({ start: 0.0005, factor: 4, count: 9 })
+  }),
+  deliveryDuration: Metric.histogram("incoming_delivery_duration_seconds", {
+    description: "delivery attempts by adapter (a router's route adapter) and recipient outcome",
+    boundaries: Metric.exponentialBoundaries({ start: 0.001, factor: 4, count: 9 })
   })
 }
 
 // Metrics with attributes are built once per attribute set: `withAttributes` on every event
 // would rebuild the metric key on the hot path.
 const attributed = new Map<string, Metric.Metric<number, unknown>>()
-const withAttrs = (metric: Metric.Metric<number, unknown>, name: string, attrs: Record<string, string>) => {
+const withAttrs = <M extends Metric.Metric<number, unknown>>(metric: M, name: string, attrs: Record<string, string>): M => {
   const key = `${name}|${Object.values(attrs).join("|")}`
   let m = attributed.get(key)
   if (m === undefined) {
     m = metric.pipe(Metric.withAttributes(attrs))
     attributed.set(key, m)
   }
-  return m
+  return m as M
 }
 
 const record = (event: TelemetryEvent): Effect.Effect<void> => {
@@ -72,13 +97,34 @@ const record = (event: TelemetryEvent): Effect.Effect<void> => {
     case "SessionAccepted":
       return Effect.void
     case "SessionRejected":
-      return Metric.update(withAttrs(metrics.rejected, "rejected", { stage: event.stage, code: String(event.code) }), 1)
+      return Metric.update(
+        withAttrs(metrics.rejected, "rejected", {
+          listener: event.listener,
+          stage: event.stage,
+          reason: event.reason,
+          code: String(event.code)
+        }),
+        1
+      )
     case "QueueDepth":
       return Metric.update(metrics.queueDepth, event.count)
     case "WorkerRestarted":
       return Metric.update(metrics.workerRestarts, 1)
   }
 }
+
+/** A recipient's outcome at RCPT; `domain` must already be bounded (a local domain or `other`). */
+export const recordRecipient = (listener: string, domain: string, result: string): Effect.Effect<void> =>
+  Metric.update(withAttrs(metrics.recipients, "rcpt", { listener, domain, result }), 1)
+
+export const recordTls = (listener: string, version: string): Effect.Effect<void> =>
+  Metric.update(withAttrs(metrics.tlsConnections, "tls", { listener, version }), 1)
+
+/** The duration histogram for one SMTP command (seconds). */
+export const commandDuration = (command: string) => withAttrs(metrics.commandDuration, "command", { command })
+
+export const recordDelivery = (adapter: string, outcome: DeliveryOutcome, seconds: number): Effect.Effect<void> =>
+  Metric.update(withAttrs(metrics.deliveryDuration, "delivery-duration", { adapter, outcome }), seconds)
 
 export class Telemetry extends Context.Service<Telemetry, {
   readonly publish: (event: TelemetryEvent) => Effect.Effect<void>

@@ -136,7 +136,7 @@ describe("incoming serve --config", () => {
       const metrics = yield* get(admin, "/metrics")
       assert.isAtLeast(sampleValue(metrics.body, "incoming_messages_accepted_total") ?? 0, 1)
       assert.isAtLeast(sampleValue(metrics.body, `incoming_connections_total{listener="mx"}`) ?? 0, 3)
-      assert.isAtLeast(sampleValue(metrics.body, `incoming_replies_rejected_total{stage="rcpt",code="554"}`) ?? 0, 1)
+      assert.isAtLeast(sampleValue(metrics.body, `incoming_replies_rejected_total{listener="mx",stage="rcpt",reason="relay_denied",code="554"}`) ?? 0, 1)
 
       // Hold a transaction open, SIGTERM: the drain waits for it, and /readyz says so.
       const held = yield* SmtpClient.connect({ port: server.port })

@@ -72,7 +72,7 @@ describe("admin endpoint", () => {
       const accepted = sampleValue(m.body, "incoming_messages_accepted_total")
       assert.isAtLeast(accepted ?? 0, (sampleValue(before.body, "incoming_messages_accepted_total") ?? 0) + 2)
       assert.isAtLeast(sampleValue(m.body, `incoming_connections_total{listener="test"}`) ?? 0, 3)
-      assert.isAtLeast(sampleValue(m.body, `incoming_replies_rejected_total{stage="rcpt",code="554"}`) ?? 0, 1)
+      assert.isAtLeast(sampleValue(m.body, `incoming_replies_rejected_total{listener="test",stage="rcpt",reason="relay_denied",code="554"}`) ?? 0, 1)
       assert.include(m.body, "# TYPE incoming_message_bytes histogram")
       for (const state of ["queued", "inflight", "retry", "delivered", "dead"]) {
         assert.isDefined(sampleValue(m.body, `incoming_queue_recipients{state="${state}"}`), state)

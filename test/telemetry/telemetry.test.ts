@@ -36,6 +36,13 @@ describe("Telemetry", () => {
 
       const accepted = yield* Metric.value(Telemetry.metrics.accepted)
       assert.isAtLeast(accepted.count, 1)
+      // Recipients by domain: ours by name, anything else as "other" (bounded label values).
+      const rcpts = (domain: string, result: string) =>
+        Metric.value(Telemetry.metrics.recipients.pipe(Metric.withAttributes({ listener: "test", domain, result })))
+      assert.isAtLeast((yield* rcpts("example.test", "accepted")).count, 1)
+      assert.isAtLeast((yield* rcpts("other", "relay_denied")).count, 1)
+      const mailDuration = yield* Metric.value(Telemetry.commandDuration("MAIL"))
+      assert.isAtLeast(mailDuration.count, 2)
     }))
 
   it.live("a failing commit answers 451 4.3.0, publishes EnqueueError and keeps nothing", () =>
@@ -54,7 +61,9 @@ describe("Telemetry", () => {
       assert.strictEqual(reply.code, 451)
       assert.match(reply.text, /^4\.3\.0 /)
       const err = yield* Telemetry.awaitEvent(sub, Telemetry.is("EnqueueError"))
-      assert.include(err.reason, "451 4.3.0")
+      assert.strictEqual(err.reason, "StorageFailed", "a bounded key, fit for a metric label")
+      assert.include(err.detail, "451 4.3.0")
+      assert.include(err.detail, "disk on fire")
       assert.isAbove(err.attemptedSize ?? 0, 0)
       assert.strictEqual(yield* Context.get(ctx, MailQueue).depth, 0)
     }))
