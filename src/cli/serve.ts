@@ -1,7 +1,8 @@
 /**
  * `incoming serve`: the standalone server from a config file and command-line flags. It builds
- * the same `Incoming.layer` a host app would, with a Maildir (default) or discard adapter, and
- * runs until SIGTERM/SIGINT, which drains it (the process then exits 0).
+ * the same `Incoming.layer` a host app would, with a Maildir (default) or discard adapter, or
+ * the Router over the file's `[adapters.*]` and `[[routes]]` (see `cli/delivery.ts`), and runs
+ * until SIGTERM/SIGINT, which drains it (the process then exits 0).
  *
  * The file is `--config PATH`, else `./incoming.toml`, else `/etc/incoming/incoming.toml`, else
  * none (see `config/Load.ts`). A flag given on the command line overrides the file and the
@@ -13,10 +14,9 @@ import { Command, Flag, GlobalFlag } from "effect/cli"
 import * as Load from "../config/Load.ts"
 import * as Options from "../config/Options.ts"
 import * as Render from "../config/Render.ts"
-import * as DiscardAdapter from "../delivery/DiscardAdapter.ts"
-import * as MaildirAdapter from "../delivery/MaildirAdapter.ts"
 import * as Incoming from "../Incoming.ts"
 import * as Logging from "../telemetry/Logging.ts"
+import * as Delivery from "./delivery.ts"
 
 const flags = {
   config: Flag.String("config").pipe(
@@ -34,7 +34,7 @@ const flags = {
   hostname: Flag.String("hostname").pipe(Flag.withDescription("our name in the greeting and Received headers"), Flag.optional),
   maildir: Flag.String("maildir").pipe(Flag.withDescription("Maildir root: one folder per recipient (default ./var/mail)"), Flag.optional),
   deliver: Flag.Literals("deliver", ["maildir", "discard"]).pipe(
-    Flag.withDescription("delivery adapter: maildir (default) or discard (acknowledge without storing)"),
+    Flag.withDescription("delivery adapter: maildir (default) or discard (acknowledge without storing); not with [[routes]] in the file"),
     Flag.optional
   ),
   queue: Flag.Literals("queue", ["sqlite", "memory"]).pipe(
@@ -117,19 +117,13 @@ export const serve = Command.make("serve", flags, (f) =>
   Effect.gen(function*() {
     const loaded = yield* Load.loadFromProcess({ configPath: given(f.config), flags: overrides(f) })
     const runner = Options.toRunner(loaded.config)
-    const adapter = runner.delivery.adapter === "discard"
-      ? DiscardAdapter.layer
-      : MaildirAdapter.layer({ root: runner.delivery.root })
-    const app = Incoming.layer(runner.options).pipe(Layer.provide(adapter))
+    const app = Incoming.layer(runner.options).pipe(Layer.provide(Delivery.layer(runner.delivery)))
     // The global --log-level flag, when given, wins over the file's logging.level.
     const cliLevel = yield* GlobalFlag.LogLevel
     return yield* Effect.gen(function*() {
       yield* Effect.logInfo(loaded.file === undefined ? "no config file found: defaults and flags only" : `config file ${loaded.file}`)
       yield* Effect.logDebug(`effective configuration (secrets redacted):\n${Render.render(loaded.config, "toml")}`)
-      yield* Effect.logInfo(
-        `incoming serving ${runner.options.domains.join(", ")}; delivering with ${runner.delivery.adapter}` +
-          (runner.delivery.adapter === "maildir" ? ` into ${runner.delivery.root}` : "")
-      )
+      yield* Effect.logInfo(`incoming serving ${runner.options.domains.join(", ")}; delivering with ${Delivery.describe(runner.delivery)}`)
       return yield* Layer.launch(app)
     }).pipe(
       Option.isNone(cliLevel) ? Effect.provideService(References.MinimumLogLevel, runner.logging.level) : (e) => e,

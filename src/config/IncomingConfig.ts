@@ -8,10 +8,14 @@
  * (`ListenerOptions.defaults`, `Dispatcher.defaults`, ...) so the file and a host app built
  * with `Incoming.layer` start from the same values.
  *
- * Extension points: `routes` (recipient → delivery adapter) and `policies` (rules per stage)
- * are being designed in parallel. They are deliberately absent: a key the schema does not know
- * is rejected, so a file written for a later version fails loudly instead of being half-applied.
- * Each will be added here as a Struct of its own, under its own top-level key.
+ * Delivery has two forms. The simple one is `delivery.adapter` (`maildir` | `discard`). The
+ * routed one is named `[adapters.<name>]` tables (one Struct per `type`) and `[[routes]]` that
+ * send recipients to them through the delivery Router. Checks that span both (a route names an
+ * adapter that exists, patterns do not collide) are in `Load.ts`, after decoding.
+ *
+ * Extension point: `policies` (rules per stage) is being designed in parallel. It is deliberately
+ * absent: a key the schema does not know is rejected, so a file written for a later version fails
+ * loudly instead of being half-applied.
  */
 import { hostname as osHostname } from "node:os"
 import { Effect, Schema, SchemaIssue, SchemaTransformation } from "effect"
@@ -101,6 +105,8 @@ export const Spool = Schema.Struct({
 export const Delivery = Schema.Struct({
   adapter: withDefault(Schema.Literals(["maildir", "discard"]), "maildir"),
   maildir: withDefault(Schema.Struct({ root: withDefault(NonEmpty, "./var/mail") }), {}),
+  /** With `[[routes]]`: what happens to a recipient no route matches. */
+  unrouted: withDefault(Schema.Literals(["retry", "reject"]), "retry"),
   workers: count(1, Dispatcher.defaults.workers),
   max_attempts: count(1, Dispatcher.defaults.maxAttempts),
   lease: duration(Dispatcher.defaults.leaseMs),
@@ -110,6 +116,147 @@ export const Delivery = Schema.Struct({
     max: duration(Backoff.defaults.maxMs),
     jitter: withDefault(Schema.Number.check(Schema.isBetween({ minimum: 0, maximum: 1, exclusiveMaximum: true })), Backoff.defaults.jitter)
   }), {})
+})
+
+/**
+ * Defaults of the adapters' own options. The adapters keep theirs as literals inside `make`
+ * (they export no `defaults` yet), so the values are repeated here for `check-config` to show;
+ * keep them in step with WebhookAdapter.ts, LmtpAdapter.ts and SmtpRelayAdapter.ts.
+ */
+export const adapterDefaults = {
+  webhook: { timeoutMs: 30_000, maxRedirects: 0, raw: "base64", maxPartsBytes: 10 * 1024 * 1024 },
+  lmtp: { port: 24, connectTimeoutMs: 10_000, commandTimeoutMs: 60_000, dataTimeoutMs: 90_000 },
+  smtp: { startTls: "opportunistic", connectTimeoutMs: 10_000, greetingTimeoutMs: 30_000, socketTimeoutMs: 60_000 }
+} as const
+
+const Port = Schema.Int.check(Schema.isBetween({ minimum: 1, maximum: 65535 }))
+
+/** An absolute http(s) URL; other schemes and relative references are refused. */
+const HttpUrl = NonEmpty.check(Schema.makeFilter((u: string) => {
+  try {
+    const url = new URL(u)
+    return url.protocol === "http:" || url.protocol === "https:" ? undefined : `expected an http:// or https:// URL, got ${JSON.stringify(u)}`
+  } catch {
+    return `expected an absolute http:// or https:// URL, got ${JSON.stringify(u)}`
+  }
+}))
+
+export const adapterTypes = ["maildir", "discard", "webhook", "lmtp", "smtp"] as const
+export type AdapterType = (typeof adapterTypes)[number]
+
+export const MaildirAdapter = Schema.Struct({
+  type: Schema.Literal("maildir"),
+  /** Without it, `delivery.maildir.root`. */
+  root: Schema.optionalKey(NonEmpty)
+})
+
+export const DiscardAdapter = Schema.Struct({ type: Schema.Literal("discard") })
+
+const wd = adapterDefaults.webhook
+/**
+ * Response overrides keyed by `"404"` or a class such as `"4xx"`. The keys are checked by a
+ * filter on the whole table rather than a key schema, whose failure would read "unknown key".
+ */
+const Responses = Schema.Record(Schema.String, Schema.Literals(["ok", "retry", "reject"])).check(
+  Schema.makeFilter((table: Readonly<Record<string, string>>) =>
+    Object.keys(table)
+      .filter((k) => !/^[1-5](?:\d\d|xx)$/.test(k))
+      .map((k) => ({ path: [k], issue: `expected a status ("404") or a class ("4xx") as the key, got ${JSON.stringify(k)}` }))
+  )
+)
+
+export const WebhookAdapter = Schema.Struct({
+  type: Schema.Literal("webhook"),
+  url: HttpUrl,
+  /** HMAC-SHA256 key for `X-Incoming-Signature`; without it requests are unsigned. */
+  secret: Schema.optionalKey(Secret),
+  /**
+   * Extra request headers. Their values are held as secrets: the usual reason to add a header
+   * is an `Authorization` for the endpoint.
+   */
+  headers: Schema.optionalKey(Schema.Record(NonEmpty, Secret)),
+  timeout: duration(wd.timeoutMs),
+  max_redirects: count(0, wd.maxRedirects),
+  raw: withDefault(Schema.Literals(["base64", "multipart", "omit"]), wd.raw),
+  parts: withDefault(Schema.Struct({
+    text: withDefault(Schema.Boolean, false),
+    html: withDefault(Schema.Boolean, false)
+  }), {}),
+  max_parts_size: size(wd.maxPartsBytes),
+  responses: withDefault(Responses, {}),
+  tls: withDefault(Schema.Struct({ verify: withDefault(Schema.Boolean, true) }), {})
+})
+
+const ld = adapterDefaults.lmtp
+export const LmtpAdapter = Schema.Struct({
+  type: Schema.Literal("lmtp"),
+  /** A Unix socket; or `host` (and `port`). Exactly one of `socket` and `host`. */
+  socket: Schema.optionalKey(NonEmpty),
+  host: Schema.optionalKey(NonEmpty),
+  port: Schema.optionalKey(Port),
+  lhlo: Schema.optionalKey(NonEmpty),
+  connect_timeout: duration(ld.connectTimeoutMs),
+  command_timeout: duration(ld.commandTimeoutMs),
+  data_timeout: duration(ld.dataTimeoutMs)
+})
+
+const sd = adapterDefaults.smtp
+export const SmtpAdapter = Schema.Struct({
+  type: Schema.Literal("smtp"),
+  host: NonEmpty,
+  /** Default 25, or 465 with `implicit_tls`. */
+  port: Schema.optionalKey(Port),
+  implicit_tls: withDefault(Schema.Boolean, false),
+  starttls: withDefault(Schema.Literals(["opportunistic", "required", "disabled"]), sd.startTls),
+  tls: withDefault(Schema.Struct({
+    /** Default: verify when TLS is required (`implicit_tls` or `starttls = "required"`). */
+    verify: Schema.optionalKey(Schema.Boolean),
+    servername: Schema.optionalKey(NonEmpty)
+  }), {}),
+  auth: Schema.optionalKey(Schema.Struct({ user: NonEmpty, password: Secret })),
+  helo: Schema.optionalKey(NonEmpty),
+  connect_timeout: duration(sd.connectTimeoutMs),
+  greeting_timeout: duration(sd.greetingTimeoutMs),
+  socket_timeout: duration(sd.socketTimeoutMs)
+})
+
+export const Adapter = Schema.Union([MaildirAdapter, DiscardAdapter, WebhookAdapter, LmtpAdapter, SmtpAdapter]).annotate({
+  expected: `a table with type = ${adapterTypes.map((t) => `"${t}"`).join(" | ")}`
+})
+export type Adapter = typeof Adapter.Type
+
+/** Adapter names appear in logs and route tables: a plain alphabet (checked in `Load.ts`, by name). */
+export const adapterNamePattern = /^[A-Za-z0-9][A-Za-z0-9_-]*$/
+
+export const Schedule = Schema.Union([
+  Schema.Struct({
+    kind: Schema.Literal("delays"),
+    /** Waits after the 1st, 2nd, ... failure; the last repeats. */
+    delays: Schema.NonEmptyArray(Duration),
+    jitter: Schema.optionalKey(Schema.Number.check(Schema.isBetween({ minimum: 0, maximum: 1, exclusiveMaximum: true })))
+  }),
+  Schema.Struct({
+    kind: Schema.Literal("exponential"),
+    base: Duration,
+    max: Duration,
+    factor: Schema.optionalKey(Schema.Number.check(Schema.isGreaterThanOrEqualTo(1))),
+    jitter: Schema.optionalKey(Schema.Number.check(Schema.isBetween({ minimum: 0, maximum: 1, exclusiveMaximum: true })))
+  })
+]).annotate({ expected: `a table with kind = "delays" | "exponential"` })
+
+export const Route = Schema.Struct({
+  /** Label in logs (`route=...`); defaults to `routes[i]`. Must be unique. */
+  name: Schema.optionalKey(NonEmpty),
+  /** `user@domain` (also `user+tag@domain`), `user+tag@domain`, `*@domain`, or `*`. */
+  match: Schema.NonEmptyArray(NonEmpty),
+  adapter: NonEmpty,
+  acknowledge: withDefault(Schema.Literals(["durable", "sync"]), "durable"),
+  /** Without it, `delivery.backoff`. */
+  schedule: Schema.optionalKey(Schedule),
+  /** Without it, `delivery.max_attempts`. */
+  max_attempts: Schema.optionalKey(Schema.Int.check(Schema.isGreaterThanOrEqualTo(1))),
+  concurrency: Schema.optionalKey(Schema.Int.check(Schema.isGreaterThanOrEqualTo(1))),
+  timeout: Schema.optionalKey(Duration)
 })
 
 export const LogLevels = ["trace", "debug", "info", "warn", "error", "fatal", "none"] as const
@@ -140,7 +287,11 @@ export const IncomingConfig = Schema.Struct({
   delivery: withDefault(Delivery, {}),
   logging: withDefault(Logging, {}),
   /** The admin HTTP endpoint (metrics, health); off unless this table is present. */
-  admin: Schema.optionalKey(Admin)
+  admin: Schema.optionalKey(Admin),
+  /** Named delivery adapters for `routes`. */
+  adapters: Schema.optionalKey(Schema.Record(Schema.String, Adapter)),
+  /** Recipient → adapter; when present, delivery goes through the Router instead of `delivery.adapter`. */
+  routes: Schema.optionalKey(Schema.Array(Route))
 })
 
 export type IncomingConfig = typeof IncomingConfig.Type

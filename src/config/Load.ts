@@ -8,22 +8,26 @@
  * only, so `npm start` works without a file). The format follows the extension: `.toml`,
  * `.json`, `.yaml`/`.yml`.
  *
- * Relative paths written in the file (data_dir, tls cert/key, maildir root) are relative to
+ * Relative paths written in the file (data_dir, tls cert/key, maildir roots, LMTP sockets) are relative to
  * the file's directory, so a file means the same thing whatever the working directory; those
  * from flags, variables and defaults are relative to the working directory, as on a command line.
  *
  * Checks the schema cannot make are done here after decoding: a TLS mode that needs a
  * certificate has one and the file exists, listener addresses and names are unique, the backoff
- * base does not exceed its cap.
+ * base does not exceed its cap, and the routed delivery form hangs together (every route names
+ * an adapter that exists, patterns do not collide — by the Router's own `compile` — an LMTP
+ * adapter has a socket or a host, route limits fit inside the dispatcher's).
  */
 import { dirname, extname, isAbsolute, relative, resolve } from "node:path"
 import { Effect, FileSystem, Schema, SchemaIssue } from "effect"
 import { parse as parseToml, TomlError } from "smol-toml"
 import { parse as parseYaml, YAMLParseError } from "yaml"
 import { parseHostPort } from "../cli/address.ts"
+import * as Router from "../delivery/Router.ts"
 import { type ConfigIssue, ConfigError, invalid } from "./ConfigError.ts"
 import * as Env from "./Env.ts"
-import { IncomingConfig } from "./IncomingConfig.ts"
+import { adapterNamePattern, adapterTypes, IncomingConfig } from "./IncomingConfig.ts"
+import { toDelivery } from "./Options.ts"
 import { formatPath, getAt, isTree, type Path, setAt, type Tree } from "./Shape.ts"
 import { formatDuration } from "./Units.ts"
 
@@ -73,10 +77,13 @@ export interface Loaded {
 /** Settings that name files or directories: relative values are resolved (see the module comment). */
 const pathSettings = (tree: Tree): ReadonlyArray<Path> => {
   const listeners = Array.isArray(tree.listeners) ? tree.listeners : []
+  const adapters = isTree(tree.adapters) ? Object.keys(tree.adapters) : []
   return [
     ["data_dir"],
     ["delivery", "maildir", "root"],
-    ...listeners.flatMap((_, i): Array<Path> => [["listeners", i, "tls", "cert"], ["listeners", i, "tls", "key"]])
+    ...listeners.flatMap((_, i): Array<Path> => [["listeners", i, "tls", "cert"], ["listeners", i, "tls", "key"]]),
+    // Only a maildir adapter has `root` and only an LMTP one `socket`: the others are left alone.
+    ...adapters.flatMap((name): Array<Path> => [["adapters", name, "root"], ["adapters", name, "socket"]])
   ]
 }
 
@@ -200,6 +207,40 @@ export const applyFlags = (tree: Tree, flags: CliOverrides, cwd: string): { read
   return { issues, applied }
 }
 
+/**
+ * Checks of the document before decoding, where the schema's own message would be vague or the
+ * decoded value can no longer tell: an adapter table's `type` (a union otherwise reports only
+ * "expected a table with type = ..." on the whole table), and `delivery.adapter` set alongside
+ * `[[routes]]` (after decoding it always has its default, and silently ignoring a setting the
+ * operator wrote is what this loader never does).
+ */
+const documentChecks = (tree: Tree, sourceOf: (path: Path) => string): { readonly issues: Array<ConfigIssue>; readonly badAdapters: ReadonlySet<string> } => {
+  const issues: Array<ConfigIssue> = []
+  const badAdapters = new Set<string>()
+  const add = (path: Path, message: string) => issues.push({ source: sourceOf(path), path: formatPath(path), message })
+  if (isTree(tree.adapters)) {
+    const expected = adapterTypes.map((t) => `"${t}"`).join(" | ")
+    for (const [name, table] of Object.entries(tree.adapters)) {
+      if (!adapterNamePattern.test(name)) {
+        add(["adapters", name], `bad adapter name ${JSON.stringify(name)}: letters, digits, "-" and "_", starting with a letter or digit`)
+        badAdapters.add(name)
+        continue
+      }
+      if (!isTree(table)) continue
+      const type = table.type
+      if (type === undefined) add(["adapters", name, "type"], `missing (required): one of ${expected}`)
+      else if (typeof type !== "string" || !(adapterTypes as ReadonlyArray<string>).includes(type)) {
+        add(["adapters", name, "type"], `expected ${expected}, got ${JSON.stringify(type)}`)
+      } else continue
+      badAdapters.add(name)
+    }
+  }
+  if (tree.routes !== undefined && getAt(tree, ["delivery", "adapter"]) !== undefined) {
+    add(["delivery", "adapter"], "not used when [[routes]] are configured: route recipients to an [adapters.<name>] instead")
+  }
+  return { issues, badAdapters }
+}
+
 /** Turns schema issues into config issues, each blamed on the source that set the value. */
 const schemaIssues = (issue: SchemaIssue.Issue, sourceOf: (path: Path) => string): Array<ConfigIssue> => {
   const formatter = SchemaIssue.makeFormatterStandardSchemaV1({
@@ -213,6 +254,60 @@ const schemaIssues = (issue: SchemaIssue.Issue, sourceOf: (path: Path) => string
     const path = (i.path ?? []).map((s) => (typeof s === "object" ? s.key : s)).map((s) => (typeof s === "number" ? s : String(s)))
     return { source: sourceOf(path), path: formatPath(path), message: i.message.replace(/^Expected /, "expected ") }
   })
+}
+
+/** The routed delivery form: adapters and routes against each other and the dispatcher. */
+const routingChecks = (config: IncomingConfig, sourceOf: (path: Path) => string): Array<ConfigIssue> => {
+  const issues: Array<ConfigIssue> = []
+  const add = (path: Path, message: string) => issues.push({ source: sourceOf(path), path: formatPath(path), message })
+  const adapters = config.adapters ?? {}
+  for (const [name, a] of Object.entries(adapters)) {
+    if (a.type !== "lmtp") continue
+    if ((a.socket === undefined) === (a.host === undefined)) {
+      add(["adapters", name], a.socket === undefined ? "needs socket (a Unix socket path) or host (and port)" : "socket and host are exclusive: give one")
+    } else if (a.socket !== undefined && a.port !== undefined) {
+      add(["adapters", name, "port"], "not used with socket")
+    }
+  }
+  const routes = config.routes
+  if (routes === undefined) {
+    if (config.adapters !== undefined) add(["routes"], "missing: [adapters.*] are only used by [[routes]] (add a [[routes]] table with match = [\"*\"] for a catch-all)")
+    return issues
+  }
+  const used = new Set<string>()
+  for (const [i, r] of routes.entries()) {
+    used.add(r.adapter)
+    if (!(r.adapter in adapters)) {
+      const known = Object.keys(adapters)
+      add(["routes", i, "adapter"], `no adapter named "${r.adapter}"${known.length > 0 ? ` (configured: ${known.map((k) => `"${k}"`).join(", ")})` : " ([adapters.<name>] tables define them)"}`)
+    }
+    if (r.max_attempts !== undefined && r.max_attempts > config.delivery.max_attempts) {
+      add(["routes", i, "max_attempts"], `${r.max_attempts} is more than delivery.max_attempts (${config.delivery.max_attempts}), which dead-letters first`)
+    }
+    if (r.timeout !== undefined && r.timeout >= config.delivery.timeout) {
+      add(["routes", i, "timeout"], `${formatDuration(r.timeout)} is not below delivery.timeout (${formatDuration(config.delivery.timeout)}), which would cut the whole delivery off first`)
+    }
+    if (r.schedule?.kind === "exponential" && r.schedule.base > r.schedule.max) {
+      add(["routes", i, "schedule", "base"], `${formatDuration(r.schedule.base)} is more than schedule.max (${formatDuration(r.schedule.max)})`)
+    }
+  }
+  for (const name of Object.keys(adapters)) {
+    if (!used.has(name)) add(["adapters", name], "not used by any route")
+  }
+  // The Router's own compile judges patterns and names; growing the table one route at a time
+  // tells which route brought the conflict in. Only on an otherwise clean table: it would repeat
+  // what is reported above in its own words.
+  const delivery = toDelivery(config)
+  if (delivery.adapter === "router" && issues.length === 0) {
+    for (let i = 1; i <= delivery.routes.length; i++) {
+      const compiled = Router.compile(delivery.routes.slice(0, i))
+      if (compiled._tag === "Failure") {
+        add(["routes", i - 1], compiled.failure.reason)
+        break
+      }
+    }
+  }
+  return issues
 }
 
 /** Checks across fields and against the file system, after decoding. */
@@ -251,6 +346,7 @@ const semanticChecks = Effect.fnUntraced(function*(config: IncomingConfig, sourc
   if (backoff.base > backoff.max) {
     add(["delivery", "backoff", "base"], `${formatDuration(backoff.base)} is more than delivery.backoff.max (${formatDuration(backoff.max)})`)
   }
+  issues.push(...routingChecks(config, sourceOf))
   if (config.admin !== undefined) {
     const a = config.admin.listen
     const clash = config.listeners.findIndex((l) => l.port !== 0 && l.port === a.port && (l.host === a.host || l.host === "0.0.0.0" || a.host === "0.0.0.0"))
@@ -290,9 +386,18 @@ export const load = Effect.fnUntraced(function*(options: LoadOptions) {
     return name
   }
 
-  const decoded = yield* Schema.decodeUnknownEffect(IncomingConfig)(tree, { errors: "all", onExcessProperty: "error", reportInput: true }).pipe(
-    Effect.mapError((e) => invalid(schemaIssues(e.issue, sourceOf)))
+  const documented = documentChecks(tree, sourceOf)
+  const decodedExit = yield* Schema.decodeUnknownEffect(IncomingConfig)(tree, { errors: "all", onExcessProperty: "error", reportInput: true }).pipe(
+    Effect.result
   )
+  if (decodedExit._tag === "Failure" || documented.issues.length > 0) {
+    // An adapter whose type was already reported is not reported again as a whole table.
+    const fromSchema = decodedExit._tag === "Failure"
+      ? schemaIssues(decodedExit.failure.issue, sourceOf).filter((i) => ![...documented.badAdapters].some((n) => i.path === formatPath(["adapters", n])))
+      : []
+    return yield* invalid([...documented.issues, ...fromSchema])
+  }
+  const decoded = decodedExit.success
   // Defaults for paths are relative to the working directory.
   const config: IncomingConfig = {
     ...decoded,

@@ -2,15 +2,36 @@
  * From a decoded `IncomingConfig` to what the runner builds: the `IncomingOptions` of
  * `Incoming.layer` (the same options a host app passes), plus the parts only the standalone
  * runner has — which delivery adapter to use and how to log.
+ *
+ * Delivery is data here, in the option types of the adapters and the Router themselves, so the
+ * mapping can be tested without building anything; `cli/delivery.ts` turns it into a layer.
  */
-import type { LogLevel } from "effect"
+import { type LogLevel, Redacted } from "effect"
+import type { LmtpOptions } from "../delivery/LmtpAdapter.ts"
+import type { RetrySchedule, RouteOptions } from "../delivery/Router.ts"
+import type { SmtpRelayOptions } from "../delivery/SmtpRelayAdapter.ts"
+import type { StatusKey, WebhookOptions } from "../delivery/WebhookAdapter.ts"
 import type { IncomingOptions } from "../Incoming.ts"
 import type { ListenerInput } from "../smtp/ListenerOptions.ts"
-import type { IncomingConfig, LogLevelName } from "./IncomingConfig.ts"
+import type { Adapter, IncomingConfig, LogLevelName } from "./IncomingConfig.ts"
+
+/** One named adapter of the routed form, as the options its module's `make` takes. */
+export type AdapterChoice =
+  | { readonly type: "maildir"; readonly root: string }
+  | { readonly type: "discard" }
+  | { readonly type: "webhook"; readonly options: WebhookOptions }
+  | { readonly type: "lmtp"; readonly options: LmtpOptions }
+  | { readonly type: "smtp"; readonly options: SmtpRelayOptions }
 
 export type DeliveryChoice =
   | { readonly adapter: "maildir"; readonly root: string }
   | { readonly adapter: "discard" }
+  | {
+    readonly adapter: "router"
+    readonly adapters: Readonly<Record<string, AdapterChoice>>
+    readonly routes: ReadonlyArray<RouteOptions>
+    readonly unrouted: "retry" | "reject"
+  }
 
 export interface Runner {
   readonly options: IncomingOptions
@@ -79,8 +100,106 @@ export const toIncomingOptions = (c: IncomingConfig): IncomingOptions => ({
     : {})
 })
 
+const toAdapter = (name: string, a: Adapter, c: IncomingConfig): AdapterChoice => {
+  switch (a.type) {
+    case "maildir":
+      return { type: "maildir", root: a.root ?? c.delivery.maildir.root }
+    case "discard":
+      return { type: "discard" }
+    case "webhook":
+      return {
+        type: "webhook",
+        options: {
+          name,
+          url: a.url,
+          ...(a.secret !== undefined ? { secret: a.secret } : {}),
+          // The adapter takes plain header values; they stay Redacted up to this point.
+          ...(a.headers !== undefined ? { headers: Object.fromEntries(Object.entries(a.headers).map(([k, v]) => [k, Redacted.value(v)])) } : {}),
+          timeoutMs: a.timeout,
+          maxRedirects: a.max_redirects,
+          raw: a.raw,
+          parts: { text: a.parts.text, html: a.parts.html },
+          maxPartsBytes: a.max_parts_size,
+          // Keys were checked by the schema to be a status or a class.
+          responses: a.responses as Partial<Record<StatusKey, "ok" | "retry" | "reject">>,
+          tls: { rejectUnauthorized: a.tls.verify }
+        }
+      }
+    case "lmtp":
+      return {
+        type: "lmtp",
+        options: {
+          name,
+          // Load.ts checked that exactly one of socket and host is given.
+          target: a.socket !== undefined ? { path: a.socket } : { host: a.host ?? "127.0.0.1", port: a.port ?? 24 },
+          ...(a.lhlo !== undefined ? { lhlo: a.lhlo } : {}),
+          connectTimeoutMs: a.connect_timeout,
+          commandTimeoutMs: a.command_timeout,
+          dataTimeoutMs: a.data_timeout
+        }
+      }
+    case "smtp":
+      return {
+        type: "smtp",
+        options: {
+          name,
+          host: a.host,
+          ...(a.port !== undefined ? { port: a.port } : {}),
+          implicitTls: a.implicit_tls,
+          startTls: a.starttls,
+          tls: {
+            ...(a.tls.verify !== undefined ? { rejectUnauthorized: a.tls.verify } : {}),
+            ...(a.tls.servername !== undefined ? { servername: a.tls.servername } : {})
+          },
+          ...(a.auth !== undefined ? { auth: { user: a.auth.user, pass: a.auth.password } } : {}),
+          ...(a.helo !== undefined ? { heloName: a.helo } : {}),
+          connectTimeoutMs: a.connect_timeout,
+          greetingTimeoutMs: a.greeting_timeout,
+          socketTimeoutMs: a.socket_timeout
+        }
+      }
+  }
+}
+
+type ScheduleConfig = NonNullable<NonNullable<IncomingConfig["routes"]>[number]["schedule"]>
+
+const toSchedule = (s: ScheduleConfig): RetrySchedule =>
+  s.kind === "delays"
+    ? { kind: "delays", delaysMs: s.delays, ...(s.jitter !== undefined ? { jitter: s.jitter } : {}) }
+    : {
+      kind: "exponential",
+      baseMs: s.base,
+      maxMs: s.max,
+      ...(s.factor !== undefined ? { factor: s.factor } : {}),
+      ...(s.jitter !== undefined ? { jitter: s.jitter } : {})
+    }
+
+/** A route's name: its own, else its place in the file, which is what an operator can find. */
+export const routeName = (route: { readonly name?: string | undefined }, index: number): string => route.name ?? `routes[${index}]`
+
+export const toDelivery = (c: IncomingConfig): DeliveryChoice => {
+  if (c.routes !== undefined) {
+    return {
+      adapter: "router",
+      adapters: Object.fromEntries(Object.entries(c.adapters ?? {}).map(([name, a]) => [name, toAdapter(name, a, c)])),
+      routes: c.routes.map((r, i): RouteOptions => ({
+        name: routeName(r, i),
+        match: r.match,
+        adapter: r.adapter,
+        acknowledge: r.acknowledge,
+        ...(r.schedule !== undefined ? { retry: toSchedule(r.schedule) } : {}),
+        ...(r.max_attempts !== undefined ? { maxAttempts: r.max_attempts } : {}),
+        ...(r.concurrency !== undefined ? { concurrency: r.concurrency } : {}),
+        ...(r.timeout !== undefined ? { timeoutMs: r.timeout } : {})
+      })),
+      unrouted: c.delivery.unrouted
+    }
+  }
+  return c.delivery.adapter === "maildir" ? { adapter: "maildir", root: c.delivery.maildir.root } : { adapter: "discard" }
+}
+
 export const toRunner = (c: IncomingConfig): Runner => ({
   options: toIncomingOptions(c),
-  delivery: c.delivery.adapter === "maildir" ? { adapter: "maildir", root: c.delivery.maildir.root } : { adapter: "discard" },
+  delivery: toDelivery(c),
   logging: { format: c.logging.format, level: logLevels[c.logging.level] }
 })

@@ -23,9 +23,17 @@ export const redactAll = <A>(value: A): A => {
   return go(value) as A
 }
 
-/** The config in its file shape (snake_case keys, "30s", "25MiB"), secrets redacted. */
-export const toDocument = (config: IncomingConfig): typeof IncomingConfig.Encoded =>
-  Schema.encodeSync(IncomingConfig)(redactAll(config))
+/**
+ * The config in its file shape (snake_case keys, "30s", "25MiB"), secrets redacted. With
+ * `routes`, `delivery.adapter` is left out: it is not used then, and the loader refuses a file
+ * that sets both, so the printed document stays a valid config file.
+ */
+export const toDocument = (config: IncomingConfig): typeof IncomingConfig.Encoded => {
+  const doc = Schema.encodeSync(IncomingConfig)(redactAll(config))
+  if (config.routes === undefined || doc.delivery === undefined) return doc
+  const { adapter: _unused, ...delivery } = doc.delivery
+  return { ...doc, delivery }
+}
 
 export const render = (config: IncomingConfig, format: RenderFormat): string => {
   const doc = toDocument(config)

@@ -64,13 +64,30 @@ const encoded = SchemaAST.toEncoded(IncomingConfig.ast)
 
 const elementOf = (ast: SchemaAST.Arrays): SchemaAST.AST | undefined => ast.rest[0] ?? ast.elements[0]
 
-/** The encoded schema node at `path`, if the path exists in the schema. */
+/** The type of key `key` in a table schema: a declared key, else the table's record type if it is one. */
+const fieldOf = (node: SchemaAST.AST, key: string): SchemaAST.AST | undefined => {
+  if (SchemaAST.isObjects(node)) return node.propertySignatures.find((p) => p.name === key)?.type ?? node.indexSignatures[0]?.type
+  // A union of tables (the adapter types, the route schedules): the first member with the key.
+  // Members that share a key agree on its type (`port` is a number wherever it appears).
+  if (SchemaAST.isUnion(node)) {
+    for (const member of node.types) {
+      const found = SchemaAST.isObjects(member) ? member.propertySignatures.find((p) => p.name === key)?.type : undefined
+      if (found !== undefined) return found
+    }
+  }
+  return undefined
+}
+
+/**
+ * The encoded schema node at `path`, if the path exists in the schema. Goes through records
+ * (`adapters.<name>`) and unions of tables, so `${VAR}` values there are typed as well.
+ */
 export const astAt = (path: Path): SchemaAST.AST | undefined => {
   let node: SchemaAST.AST | undefined = encoded
   for (const s of path) {
     if (node === undefined) return undefined
     if (typeof s === "number") node = SchemaAST.isArrays(node) ? elementOf(node) : undefined
-    else node = SchemaAST.isObjects(node) ? node.propertySignatures.find((p) => p.name === s)?.type : undefined
+    else node = fieldOf(node, s)
   }
   return node
 }

@@ -7,6 +7,8 @@ import { readFileSync } from "node:fs"
 import * as NodeServices from "@effect/platform-node/NodeServices"
 import { assert, describe, it } from "@effect/vitest"
 import { Effect } from "effect"
+import { Schema, SchemaAST } from "effect"
+import { Adapter } from "../../src/config/IncomingConfig.ts"
 import * as Load from "../../src/config/Load.ts"
 import { leafPaths } from "../../src/config/Shape.ts"
 import { parseDuration } from "../../src/config/Units.ts"
@@ -24,6 +26,20 @@ describe("deploy files and docs", () => {
       .map((s) => (s.length > 1 ? s.slice(1).join(".") : s[0]!))
       .filter((key) => !doc.includes(`| \`${key}\` |`))
     assert.deepStrictEqual(missing, [])
+  })
+
+  it("docs/configuration.md has a row for every key of every adapter type", () => {
+    const doc = read("docs/configuration.md")
+    // `adapters` is a record of a union: leafPaths does not enter it, so walk each member here.
+    const keys = (ast: SchemaAST.AST, at: string): Array<string> =>
+      SchemaAST.isObjects(ast) && ast.propertySignatures.length > 0
+        ? ast.propertySignatures.flatMap((p) => keys(p.type, at === "" ? String(p.name) : `${at}.${String(p.name)}`))
+        : [at]
+    const union = SchemaAST.toEncoded(Schema.revealCodec(Adapter).ast)
+    assert.isTrue(SchemaAST.isUnion(union))
+    const all = (union as SchemaAST.Union).types.flatMap((member) => keys(member, "")).filter((k) => k !== "type")
+    assert.isAbove(all.length, 25)
+    assert.deepStrictEqual([...new Set(all)].filter((key) => !doc.includes(`| \`${key}\` |`)), [])
   })
 
   it.effect("deploy/incoming.toml is a valid configuration", () =>

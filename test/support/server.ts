@@ -17,11 +17,13 @@ export interface Served {
   readonly signal: (sig: NodeJS.Signals) => Effect.Effect<void>
 }
 
-export const serve = (args: ReadonlyArray<string>, cwd = root): Effect.Effect<Served, Error, Scope.Scope> =>
+/** `env` is added to this process's environment (for `${VAR}` references in a config file). */
+export const serve = (args: ReadonlyArray<string>, cwd = root, env: Readonly<Record<string, string>> = {}): Effect.Effect<Served, Error, Scope.Scope> =>
   Effect.acquireRelease(
     Effect.callback<Served, Error>((resume) => {
       const proc = spawn(process.execPath, ["--expose-gc", `${root}src/bin/incoming.ts`, "serve", "--log-format", "json", ...args], {
         cwd,
+        env: { ...process.env, ...env },
         stdio: ["ignore", "pipe", "pipe"]
       })
       let out = ""
