@@ -2,46 +2,164 @@
  * Recipient authority: which recipients are ours, and who may relay to the rest.
  *
  * This is deliberately separate from the policy rules (guarantee 5, no open relay): a recipient
- * outside the local domains is refused unless the session is authenticated or comes from a
- * trusted network, and no rule configuration can switch that off by accident.
+ * outside the local domains is refused (554 5.7.1) unless the session is authenticated or its
+ * client address is in a trusted network, and no rule configuration can switch that off by
+ * accident — a rule's `Accept` ends the rule pipeline, never this check.
+ *
+ * Local domains come from a static list and, optionally, a host-app Effect. A local recipient
+ * can be checked against a static mailbox list and/or a lookup Effect (unknown → 550 5.1.1);
+ * `postmaster` is always accepted (RFC 5321 4.5.1). A failing lookup never becomes a 5xx: it is
+ * a refusal with 451 4.3.0 so the sender retries. `Relay.make({ domains })` behaves as before.
  */
-import { Context, Effect, Layer } from "effect"
+import ipaddr from "ipaddr.js"
+import { Data, Context, Effect, Layer } from "effect"
 import * as Address from "../smtp/Address.ts"
+import * as SmtpReply from "../smtp/SmtpReply.ts"
 
 export interface RelayOptions {
   /** Domains we accept mail for; the first is the primary (used for bare `postmaster`). */
   readonly domains: ReadonlyArray<string>
+  /** Host-app decision for domains not in `domains` (e.g. a database of hosted domains). */
+  readonly localDomain?: ((domain: string) => Effect.Effect<boolean, unknown>) | undefined
+  /** Known mailboxes of the local domains (case-insensitive); when set, others get 550 5.1.1. */
+  readonly recipients?: ReadonlyArray<string> | undefined
+  /** Host-app mailbox lookup, consulted for local recipients not in `recipients`. */
+  readonly lookupRecipient?: ((address: string) => Effect.Effect<boolean, unknown>) | undefined
+  /** Client networks allowed to relay without AUTH, as CIDR (`10.0.0.0/8`, `::1/128`) or single addresses. */
+  readonly trustedNetworks?: ReadonlyArray<string> | undefined
 }
+
+export type DeniedReason = "Relay" | "UnknownMailbox" | "LookupFailed"
 
 export type RcptDecision =
   | { readonly _tag: "Local"; readonly address: string }
   | { readonly _tag: "Relay"; readonly address: string }
-  | { readonly _tag: "Denied" }
+  /** Refused; `reply` is what to send (554 5.7.1 relay, 550 5.1.1 unknown, 451 4.3.0 lookup failure). */
+  | { readonly _tag: "Denied"; readonly reason: DeniedReason; readonly reply: SmtpReply.SmtpReply }
   | { readonly _tag: "BadAddress" }
+
+export interface RelayClient {
+  /** The session did AUTH. (Older callers also set it for trusted networks; still honoured.) */
+  readonly authenticated: boolean
+  /** Client IP, checked against `trustedNetworks`. */
+  readonly clientAddress?: string | undefined
+}
 
 export class Relay extends Context.Service<Relay, {
   readonly primaryDomain: string
   readonly isLocalDomain: (domain: string) => boolean
-  /** Decides one RCPT; `authenticated` covers AUTH and trusted networks. */
-  readonly checkRecipient: (address: string, client: { readonly authenticated: boolean }) => Effect.Effect<RcptDecision>
+  /** Whether `ip` is in a trusted network. */
+  readonly isTrusted: (ip: string) => boolean
+  /** Decides one RCPT. */
+  readonly checkRecipient: (address: string, client: RelayClient) => Effect.Effect<RcptDecision>
 }>()("incoming/Relay") {}
 
+export class RelayConfigError extends Data.TaggedError("RelayConfigError")<{
+  readonly reason: { readonly _tag: "BadNetwork"; readonly network: string }
+}> {
+  override get message(): string {
+    return `trusted network "${this.reason.network}" is not an IP address or CIDR range`
+  }
+}
+
+export const unknownMailbox = SmtpReply.make(550, "5.1.1", "No such user here")
+export const lookupFailed = SmtpReply.make(451, "4.3.0", "Recipient lookup failed, try again later")
+
+type Network = readonly [ipaddr.IPv4 | ipaddr.IPv6, number]
+
+const parseNetwork = (network: string): Network | undefined => {
+  try {
+    if (network.includes("/")) return ipaddr.parseCIDR(network)
+    const ip = ipaddr.parse(network)
+    return [ip, ip.kind() === "ipv4" ? 32 : 128]
+  } catch {
+    return undefined
+  }
+}
+
+/** Parses a trusted-network list, for config validation. */
+export const parseNetworks = (networks: ReadonlyArray<string>): Effect.Effect<ReadonlyArray<Network>, RelayConfigError> =>
+  Effect.forEach(networks, (n) => {
+    const parsed = parseNetwork(n.trim())
+    return parsed === undefined ? Effect.fail(new RelayConfigError({ reason: { _tag: "BadNetwork", network: n } })) : Effect.succeed(parsed)
+  })
+
+/** Whether `ip` (v4, v6 or v4-mapped v6 as Node reports it) is inside one of `networks`. */
+export const inNetworks = (networks: ReadonlyArray<Network>, ip: string): boolean => {
+  if (networks.length === 0 || !ipaddr.isValid(ip)) return false
+  // `::ffff:10.0.0.1` (a v4 client on a dual-stack socket) must match `10.0.0.0/8`.
+  const addr = ipaddr.process(ip)
+  return networks.some(([range, bits]) => addr.kind() === range.kind() && addr.match(range, bits))
+}
+
+/**
+ * Builds the service. Throws `RelayConfigError` on a malformed trusted network (use
+ * `layerChecked` or `parseNetworks` to get it as a typed failure).
+ */
 export const make = (options: RelayOptions): Relay["Service"] => {
   const domains = new Set(options.domains.map((d) => d.toLowerCase()))
   const primaryDomain = options.domains[0]?.toLowerCase() ?? "localhost"
   const isLocalDomain = (d: string) => domains.has(d.toLowerCase())
-  return Relay.of({
-    primaryDomain,
-    isLocalDomain,
-    checkRecipient: (address, client) =>
-      Effect.sync((): RcptDecision => {
-        const m = Address.parse(address)
-        if (m === undefined) return { _tag: "BadAddress" }
-        if (m.domain === "") return { _tag: "Local", address: `${m.local}@${primaryDomain}` }
-        if (isLocalDomain(m.domain)) return { _tag: "Local", address: Address.toString(m) }
-        return client.authenticated ? { _tag: "Relay", address: Address.toString(m) } : { _tag: "Denied" }
-      })
+  const networks = (options.trustedNetworks ?? []).map((n) => {
+    const parsed = parseNetwork(n.trim())
+    if (parsed === undefined) throw new RelayConfigError({ reason: { _tag: "BadNetwork", network: n } })
+    return parsed
   })
+  const isTrusted = (ip: string) => inNetworks(networks, ip)
+  const mailboxes = options.recipients === undefined ? undefined : new Set(options.recipients.map((r) => r.toLowerCase()))
+  const checksMailboxes = mailboxes !== undefined || options.lookupRecipient !== undefined
+  const denied = (reason: DeniedReason, reply: SmtpReply.SmtpReply): RcptDecision => ({ _tag: "Denied", reason, reply })
+
+  // A failing host-app Effect is our problem, not the sender's: refuse with a 4xx.
+  const lookup = (f: Effect.Effect<boolean, unknown>) =>
+    f.pipe(
+      Effect.map((found) => (found ? "yes" as const : "no" as const)),
+      Effect.catchCause((cause) => Effect.as(Effect.logWarning("recipient authority lookup failed", cause), "failed" as const))
+    )
+
+  const isLocal = (domain: string) =>
+    isLocalDomain(domain) ? Effect.succeed("yes" as const) : options.localDomain === undefined
+      ? Effect.succeed("no" as const)
+      : lookup(Effect.suspend(() => options.localDomain!(domain.toLowerCase())))
+
+  const mailboxExists = (address: string) => {
+    if (!checksMailboxes || address.split("@")[0]!.toLowerCase() === "postmaster") return Effect.succeed("yes" as const)
+    if (mailboxes?.has(address.toLowerCase()) === true) return Effect.succeed("yes" as const)
+    return options.lookupRecipient === undefined ? Effect.succeed("no" as const) : lookup(Effect.suspend(() => options.lookupRecipient!(address)))
+  }
+
+  const checkRecipient = (address: string, client: RelayClient) =>
+    Effect.gen(function*() {
+      const m = Address.parse(address)
+      if (m === undefined) return { _tag: "BadAddress" } as RcptDecision
+      const local = m.domain === "" ? "yes" : yield* isLocal(m.domain)
+      if (local === "failed") return denied("LookupFailed", lookupFailed)
+      if (local === "yes") {
+        const full = m.domain === "" ? `${m.local}@${primaryDomain}` : Address.toString(m)
+        const exists = yield* mailboxExists(full)
+        if (exists === "failed") return denied("LookupFailed", lookupFailed)
+        return exists === "yes" ? { _tag: "Local", address: full } as RcptDecision : denied("UnknownMailbox", unknownMailbox)
+      }
+      const mayRelay = client.authenticated || (client.clientAddress !== undefined && isTrusted(client.clientAddress))
+      return mayRelay ? { _tag: "Relay", address: Address.toString(m) } as RcptDecision : denied("Relay", SmtpReply.relayDenied)
+    })
+
+  return Relay.of({ primaryDomain, isLocalDomain, isTrusted, checkRecipient })
 }
 
-export const layer = (options: RelayOptions): Layer.Layer<Relay> => Layer.succeed(Relay, make(options))
+/** The reply for a refused decision (`undefined` when the recipient is accepted). */
+export const replyOf = (decision: RcptDecision): SmtpReply.SmtpReply | undefined =>
+  decision._tag === "Denied"
+    ? decision.reply
+    : decision._tag === "BadAddress"
+    ? SmtpReply.badRecipientSyntax("Bad recipient address syntax")
+    : undefined
+
+export const layer = (options: RelayOptions): Layer.Layer<Relay> => Layer.sync(Relay, () => make(options))
+
+/** Like `layer`, with a malformed trusted network as a typed failure. */
+export const layerChecked = (options: RelayOptions): Layer.Layer<Relay, RelayConfigError> =>
+  Layer.effect(
+    Relay,
+    Effect.map(parseNetworks(options.trustedNetworks ?? []), () => make(options))
+  )
