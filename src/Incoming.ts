@@ -8,9 +8,11 @@
  */
 import { hostname as osHostname } from "node:os"
 import { join, resolve } from "node:path"
-import { Layer } from "effect"
+import { Effect, Layer } from "effect"
 import type { DeliveryAdapter } from "./delivery/DeliveryAdapter.ts"
 import * as Dispatcher from "./delivery/Dispatcher.ts"
+import * as AuthHandler from "./auth/AuthHandler.ts"
+import * as Policy from "./policy/Policy.ts"
 import * as Relay from "./policy/Relay.ts"
 import type { MailQueue } from "./queue/MailQueue.ts"
 import type { MailQueueError } from "./queue/MailQueueError.ts"
@@ -34,6 +36,13 @@ export type QueueChoice =
   }
   | { readonly kind: "custom"; readonly layer: Layer.Layer<MailQueue, MailQueueError> }
 
+export interface PolicyChoice {
+  /** Rules in the order they run; built-ins live in `policy/rules/`. */
+  readonly rules: ReadonlyArray<Policy.Rule>
+  /** Deadline per rule hook (default 10 s); a timeout defers with 451 4.4.2. */
+  readonly timeoutMs?: number | undefined
+}
+
 export interface IncomingOptions {
   /** Our host name (greeting, `Received: by`); defaults to the machine's. */
   readonly hostname?: string | undefined
@@ -47,11 +56,19 @@ export interface IncomingOptions {
   readonly dispatcher?: Partial<Dispatcher.DispatcherOptions> | undefined
   /** How long a drain waits for DATA transactions in flight before interrupting them. */
   readonly drainTimeoutMs?: number | undefined
+  /** Recipient authority beyond `domains`: mailbox list or lookup, host-app domain check, trusted networks. */
+  readonly relay?: Omit<Relay.RelayOptions, "domains"> | undefined
+  /** SMTP AUTH: the user store and failure limits. Required by `submission`/`submissions` listeners. */
+  readonly auth?: AuthHandler.AuthHandlerOptions | undefined
+  /** Policy rules run at connect, HELO (at MAIL), MAIL, RCPT and DATA. */
+  readonly policies?: PolicyChoice | undefined
   /** The admin HTTP endpoint (/healthz, /readyz, /metrics); off when absent. */
   readonly admin?: Admin.AdminOptions | undefined
 }
 
 export type Services =
+  | Policy.Policy
+  | Relay.Relay
   | Listener.Listeners
   | MailQueue
   | Telemetry.Telemetry
@@ -81,11 +98,31 @@ const queueLayer = (input: QueueChoice | undefined, dataDir: string): Layer.Laye
   return choice.layer
 }
 
+/** The rules as a service; every evaluation is published as a `PolicyVerdict` event. */
+const policyLayer = (choice: PolicyChoice | undefined): Layer.Layer<Policy.Policy, never, Telemetry.Telemetry> =>
+  Layer.effect(
+    Policy.Policy,
+    Telemetry.Telemetry.use((events) => Effect.succeed(
+      Policy.make({
+        rules: choice?.rules ?? [],
+        timeout: choice?.timeoutMs ?? Policy.defaultTimeout,
+        observer: (e) =>
+          events.publish({
+            _tag: "PolicyVerdict",
+            rule: e.rule,
+            stage: e.stage,
+            verdict: e.verdict._tag,
+            mode: e.mode,
+            sessionId: e.sessionId
+          })
+      })))
+  )
+
 /**
  * The whole server as a layer. Provide a `DeliveryAdapter` (an Effect function, Maildir, ...);
  * the services it exposes let a host app watch events, inspect the queue and find bound ports.
  */
-export const layer = (options: IncomingOptions): Layer.Layer<Services, ListenError | MailQueueError, DeliveryAdapter> => {
+export const layer = (options: IncomingOptions): Layer.Layer<Services, ListenError | MailQueueError | Relay.RelayConfigError, DeliveryAdapter> => {
   const dataDir = resolve(options.dataDir ?? defaultDataDir)
   const hostname = options.hostname ?? osHostname()
   const queue = queueLayer(options.queue, dataDir)
@@ -94,18 +131,20 @@ export const layer = (options: IncomingOptions): Layer.Layer<Services, ListenErr
   // shutdown starts.
   const health = Admin.layerHealth().pipe(Layer.provide(queue))
   const admin = options.admin === undefined ? Layer.empty : Admin.layer(options.admin).pipe(Layer.provide(health))
+  const telemetry = Telemetry.layer()
   const base = Layer.mergeAll(
-    Telemetry.layer(),
+    telemetry,
     queue,
     Spool.layer({ dir: join(dataDir, "spool"), ...options.spool }),
-    Relay.layer({ domains: options.domains }),
+    Relay.layerChecked({ domains: options.domains, ...options.relay }),
+    policyLayer(options.policies).pipe(Layer.provide(telemetry)),
     health,
     admin
   )
   const drainTimeoutMs = options.drainTimeoutMs ?? 30_000
   // Each layer is built on the one below and closed before it: listeners drain first, then the
   // dispatcher stops (a memory queue's backlog is delivered first), then the queue closes.
-  const listeners = Listener.layer({ listeners: options.listeners, hostname, drainTimeoutMs })
+  const listeners = Listener.layer({ listeners: options.listeners, hostname, drainTimeoutMs, auth: options.auth })
   const dispatcher = Dispatcher.layer({ drainTimeoutMs, ...options.dispatcher })
   return Admin.attach.pipe(Layer.provideMerge(listeners), Layer.provideMerge(dispatcher), Layer.provideMerge(base))
 }

@@ -9,12 +9,13 @@ import { Cause, Console, Effect, Exit } from "effect"
 import { CliError, Command } from "effect/cli"
 import { checkConfig } from "../cli/checkConfig.ts"
 import { isNotFound, queue } from "../cli/queue.ts"
+import { isUsersCliError, users } from "../cli/users.ts"
 import { serve } from "../cli/serve.ts"
 import { isConfigError } from "../config/ConfigError.ts"
 
 const incoming = Command.make("incoming").pipe(
   Command.withDescription("Incoming: an inbound SMTP server runtime"),
-  Command.withSubcommands([serve, checkConfig, queue])
+  Command.withSubcommands([serve, checkConfig, queue, users])
 )
 
 incoming.pipe(
@@ -28,6 +29,7 @@ incoming.pipe(
     if (failure !== undefined && CliError.isCliError(failure.error)) return Effect.void
     // A bad config is one line per problem, each naming its source and field.
     if (failure !== undefined && isConfigError(failure.error)) return Console.error(failure.error.message)
+    if (failure !== undefined && isUsersCliError(failure.error)) return Console.error(`incoming: ${failure.error.message}`)
     return failure !== undefined && isNotFound(failure.error)
       ? Console.error(`incoming: ${failure.error.message}`)
       : Console.error(Cause.pretty(cause))

@@ -18,6 +18,8 @@ import type { Relay } from "../policy/Relay.ts"
 import type { MailQueue } from "../queue/MailQueue.ts"
 import type { Spool } from "../spool/Spool.ts"
 import * as Telemetry from "../telemetry/Telemetry.ts"
+import * as AuthHandler from "../auth/AuthHandler.ts"
+import * as ListenerModes from "../auth/ListenerMode.ts"
 import { IncomingSmtpServer } from "./internal/engine.ts"
 import { fromBindError, ListenError } from "./ListenError.ts"
 import * as ListenerOptions from "./ListenerOptions.ts"
@@ -43,6 +45,8 @@ export interface ListenersOptions {
   readonly listeners: ReadonlyArray<ListenerOptions.ListenerInput>
   readonly hostname: string
   readonly drainTimeoutMs: number
+  /** Users and limits for SMTP AUTH; without it no listener offers AUTH (and `submission(s)` cannot start). */
+  readonly auth?: AuthHandler.AuthHandlerOptions | undefined
 }
 
 type Services = MailQueue | Spool | Telemetry.Telemetry | Relay
@@ -83,17 +87,45 @@ const start = Effect.fnUntraced(function*(
     readonly drainTimeoutMs: number
     readonly draining: () => boolean
     readonly connectionsScope: Scope.Scope
+    readonly auth: AuthHandler.AuthHandler | undefined
   }
 ) {
   const o = ListenerOptions.resolve(input, shared.hostname)
   const address = o.host.includes(":") ? `[${o.host}]:${o.port}` : `${o.host}:${o.port}`
   const tls = yield* readTls(o, address)
+  const auth = shared.auth
+  const setup: ListenerModes.AuthSetup = {
+    mode: o.mode,
+    tlsAvailable: o.tls.mode !== "disabled",
+    methods: auth?.methods ?? [],
+    allowInsecureAuth: o.allowInsecureAuth
+  }
+  const invalid = ListenerModes.validate(setup)
+  if (invalid !== undefined) {
+    return yield* new ListenError({
+      listener: o.name,
+      address,
+      reason: {
+        _tag: "Failed",
+        detail: invalid._tag === "TlsRequired"
+          ? `mode "${o.mode}" needs TLS: configure tls.mode with a certificate and key`
+          : `mode "${o.mode}" needs AUTH: configure users`
+      }
+    })
+  }
+  const modeOptions = ListenerModes.engineOptions(setup)
+  // On an implicit-TLS listener the connection is encrypted from the start: no STARTTLS to offer.
+  const disabledFor = (secure: boolean) => {
+    const off = ListenerModes.sessionDisabledCommands(setup, secure)
+    return o.tls.mode === "implicit" && !off.includes("STARTTLS") ? [...off, "STARTTLS"] : off
+  }
   const context = yield* Effect.context<Services>()
   const runSync = Effect.runSyncWith(context)
   const runFork = Effect.runForkWith(context)
 
   let server: IncomingSmtpServer | undefined
   const handlers = yield* Session.make(o, {
+    auth: setup,
     isDraining: shared.draining,
     enterData: (id) => server?.guards.get(id)?.enterData(),
     leaveData: (id) => server?.guards.get(id)?.leaveData()
@@ -126,6 +158,7 @@ const start = Effect.fnUntraced(function*(
 
   /** Runs a hook as a fiber of the connection and answers the engine's callback with its outcome. */
   const durations = {
+    AUTH: Telemetry.commandDuration("AUTH"),
     MAIL: Telemetry.commandDuration("MAIL"),
     RCPT: Telemetry.commandDuration("RCPT"),
     DATA: Telemetry.commandDuration("DATA")
@@ -158,9 +191,9 @@ const start = Effect.fnUntraced(function*(
     name: o.hostname,
     banner: "Incoming",
     size: o.maxSize,
-    secure: o.tls.mode === "implicit",
-    authOptional: true,
-    disabledCommands: o.tls.mode === "disabled" || o.tls.mode === "implicit" ? ["STARTTLS", "AUTH"] : ["AUTH"],
+    ...modeOptions,
+    secure: o.tls.mode === "implicit" || modeOptions.secure === true,
+    disabledCommands: disabledFor(false),
     hideENHANCEDSTATUSCODES: false,
     hideDSN: true,
     hideREQUIRETLS: true,
@@ -170,7 +203,17 @@ const start = Effect.fnUntraced(function*(
     closeTimeout: shared.drainTimeoutMs,
     onConnect: (session, callback) => {
       open(session.id)
-      runHook(session.id, "CONNECT", handlers.connect({ id: session.id, remoteAddress: session.remoteAddress }), callback)
+      session.disabledCommands = disabledFor(session.secure)
+      runHook(
+        session.id,
+        "CONNECT",
+        handlers.connect({ id: session.id, remoteAddress: session.remoteAddress, clientHostname: session.clientHostname, secure: session.secure }),
+        callback
+      )
+    },
+    onAuth: (authentication, session, callback) => {
+      if (auth === undefined) return callback(SmtpReply.toEngineError(SmtpReply.make(502, "5.5.1", "AUTH not available")))
+      runHook(session.id, "AUTH", auth.onAuth(authentication, session), callback)
     },
     onMailFrom: (address, session, callback) => runHook(session.id, "MAIL", handlers.mailFrom(address, session), callback),
     onRcptTo: (address, session, callback) => runHook(session.id, "RCPT", handlers.rcptTo(address, session), callback),
@@ -179,12 +222,15 @@ const start = Effect.fnUntraced(function*(
       stream.on("error", () => undefined)
       runHook(session.id, "DATA", handlers.data(stream, session), (err, reply) => callback(err, reply), dataFibers)
     },
-    onSecure: (socket, _session, callback) => {
+    onSecure: (socket, session, callback) => {
       const version = "getProtocol" in socket && typeof socket.getProtocol === "function" ? socket.getProtocol() : null
       runFork(Telemetry.recordTls(o.name, typeof version === "string" ? version : "unknown"))
+      // Under TLS now: AUTH may be offered.
+      session.disabledCommands = disabledFor(true)
       callback()
     },
     onClose: (session) => {
+      runFork(handlers.closePolicy(session))
       handlers.close(session.id)
       closeConnection(session.id)
     }
@@ -258,6 +304,8 @@ export const make = Effect.fnUntraced(function*(options: ListenersOptions) {
   // closes last, after the drain below has let in-flight DATA finish; the drain is registered
   // before any listener binds so that a later bind failure still closes the earlier ones.
   const connectionsScope = yield* Scope.fork(yield* Effect.scope, "parallel")
+  // One handler for every listener: failed AUTH attempts from an IP count across ports.
+  const auth = options.auth === undefined ? undefined : AuthHandler.make(options.auth)
   yield* Effect.addFinalizer(() =>
     Effect.gen(function*() {
       draining = true
@@ -273,7 +321,8 @@ export const make = Effect.fnUntraced(function*(options: ListenersOptions) {
         hostname: options.hostname,
         drainTimeoutMs: options.drainTimeoutMs,
         draining: () => draining,
-        connectionsScope
+        connectionsScope,
+        auth
       })
     )
   }

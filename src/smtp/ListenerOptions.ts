@@ -4,6 +4,13 @@
  */
 export type TlsMode = "disabled" | "optional" | "required" | "implicit"
 
+/**
+ * `mx` (port 25): AUTH optional, STARTTLS offered when a certificate is configured.
+ * `submission` (587): STARTTLS required before AUTH, AUTH required before MAIL.
+ * `submissions` (465): implicit TLS, AUTH required before MAIL.
+ */
+export type ListenerMode = "mx" | "submission" | "submissions"
+
 export interface TlsOptions {
   readonly mode: TlsMode
   /** PEM certificate chain file (required unless mode is "disabled"). */
@@ -14,6 +21,9 @@ export interface TlsOptions {
 
 export interface ListenerOptions {
   readonly name: string
+  readonly mode: ListenerMode
+  /** Offer and accept AUTH before TLS (default false: credentials never travel in clear). */
+  readonly allowInsecureAuth: boolean
   readonly host: string
   readonly port: number
   readonly tls: TlsOptions
@@ -39,6 +49,8 @@ export interface ListenerOptions {
 }
 
 export const defaults: Omit<ListenerOptions, "name" | "host" | "port" | "hostname"> = {
+  mode: "mx",
+  allowInsecureAuth: false,
   tls: { mode: "disabled" },
   maxSize: 25 * 1024 * 1024,
   maxRecipients: 100,

@@ -18,7 +18,9 @@ import { Cause, Clock, Data, Effect, Exit, Option } from "effect"
 import type { SMTPServerAddress, SMTPServerSession } from "smtp-server"
 import { DeliveryAdapter } from "../delivery/DeliveryAdapter.ts"
 import * as Router from "../delivery/Router.ts"
+import * as Policy from "../policy/Policy.ts"
 import { Relay } from "../policy/Relay.ts"
+import * as ListenerModes from "../auth/ListenerMode.ts"
 import * as BodyStream from "../queue/internal/bodyStream.ts"
 import { MailQueue, type NewMessage } from "../queue/MailQueue.ts"
 import type { MailQueueError } from "../queue/MailQueueError.ts"
@@ -55,6 +57,8 @@ const mailParams = new Set(["SIZE", "BODY", "SMTPUTF8"])
 export interface ConnectInfo {
   readonly id: string
   readonly remoteAddress: string
+  readonly clientHostname?: string | undefined
+  readonly secure: boolean
 }
 
 export interface SessionHandlers {
@@ -66,10 +70,13 @@ export interface SessionHandlers {
     session: SMTPServerSession
   ) => Effect.Effect<string, SessionReject | SpoolError | MailQueueError>
   readonly close: (id: string) => void
+  readonly closePolicy: (session: SMTPServerSession) => Effect.Effect<void>
   readonly connections: () => number
 }
 
 export interface SessionHooks {
+  /** What the listener's mode requires before MAIL (TLS, AUTH). */
+  readonly auth: ListenerModes.AuthSetup
   readonly isDraining: () => boolean
   readonly enterData: (sessionId: string) => void
   readonly leaveData: (sessionId: string) => void
@@ -82,6 +89,29 @@ export const make = Effect.fnUntraced(function*(options: ListenerOptions, hooks:
   const relay = yield* Relay
   // Present only when the host app delivers through a Router: the table says which recipients
   // are acknowledged synchronously, the adapter delivers them before the reply.
+  // The host app's policy rules, when it configured any (Incoming.layer always provides them).
+  const policy = Option.getOrUndefined(yield* Effect.serviceOption(Policy.Policy))
+  const enforce = <S extends Policy.Stage>(stage: S, ctx: Policy.StageContexts[S]) =>
+    policy === undefined || policy.rules.length === 0
+      ? Effect.void
+      : Effect.asVoid(policy.enforce(stage, ctx)).pipe(
+        // A rule's refusal is a session refusal like any other: same reply path, same events.
+        Effect.catchTag("PolicyRejected", (e) => Effect.fail(reject(e.reply, `policy_${e.rule}`)))
+      )
+  const connectContext = (session: SMTPServerSession): Policy.ConnectContext => ({
+    listener: options.name,
+    sessionId: session.id,
+    clientAddress: session.remoteAddress,
+    clientHostname: session.clientHostname,
+    secure: session.secure
+  })
+  const mailContext = (session: SMTPServerSession, mailFrom: string, declaredSize: number | undefined): Policy.MailContext => ({
+    ...connectContext(session),
+    helo: session.hostNameAppearsAs === "" ? undefined : session.hostNameAppearsAs,
+    user: typeof session.user === "string" ? session.user : undefined,
+    mailFrom,
+    declaredSize
+  })
   const routes = yield* Effect.serviceOption(Router.Routes)
   const adapter = yield* Effect.serviceOption(DeliveryAdapter)
   const acknowledgement = (rcpt: string): Router.Acknowledge =>
@@ -107,7 +137,18 @@ export const make = Effect.fnUntraced(function*(options: ListenerOptions, hooks:
       ipOf.set(info.id, info.remoteAddress)
       total++
       yield* telemetry.publish({ _tag: "SessionConnect", peer: info.remoteAddress, listener: options.name })
+      yield* enforce("connect", {
+        listener: options.name,
+        sessionId: info.id,
+        clientAddress: info.remoteAddress,
+        clientHostname: info.clientHostname,
+        secure: info.secure
+      })
     }).pipe(Effect.tapError(rejected("connect")))
+
+  /** Releases the rules' per-connection state (ConnectionLimit): run detached by the listener. */
+  const closePolicy = (session: SMTPServerSession): Effect.Effect<void> =>
+    policy === undefined || policy.rules.length === 0 ? Effect.void : policy.close(connectContext(session))
 
   const close = (id: string) => {
     const ip = ipOf.get(id)
@@ -133,6 +174,12 @@ export const make = Effect.fnUntraced(function*(options: ListenerOptions, hooks:
       if (options.tls.mode === "required" && !session.secure) {
         return yield* reject(SmtpReply.make(530, "5.7.0", "Must issue a STARTTLS command first"), "tls_required")
       }
+      // Submission listeners require AUTH, except from trusted networks (which may relay on any
+      // listener); TLS stays required for everyone there.
+      const required = ListenerModes.mailRequirement(hooks.auth, session)
+      if (required !== undefined && !(required === ListenerModes.authRequired && relay.isTrusted(session.remoteAddress))) {
+        return yield* reject(required, required === ListenerModes.authRequired ? "auth_required" : "tls_required")
+      }
       const unknown = checkParams(address.args, mailParams)
       if (unknown !== undefined) return yield* reject(SmtpReply.unknownParameter(unknown), "unknown_parameter")
       const declared = address.args !== false && address.args?.SIZE !== undefined ? Number(address.args.SIZE) : 0
@@ -140,6 +187,10 @@ export const make = Effect.fnUntraced(function*(options: ListenerOptions, hooks:
       if (address.address !== "" && Address.parse(address.address) === undefined) {
         return yield* reject(SmtpReply.make(501, "5.1.7", "Bad sender address syntax"), "sender_syntax")
       }
+      // The engine has no HELO hook: HELO policy runs here, just before the MAIL policy.
+      const ctx = mailContext(session, Address.normalize(address.address) ?? address.address, declared > 0 ? declared : undefined)
+      yield* enforce("helo", ctx)
+      yield* enforce("mail", ctx)
       // Backpressure at MAIL, so a client does not send a whole message only to get 452 after DATA.
       const depth = yield* queue.depth
       if (depth >= queue.maxDepth) return yield* reject(SmtpReply.queueFull, "queue_full")
@@ -153,18 +204,24 @@ export const make = Effect.fnUntraced(function*(options: ListenerOptions, hooks:
       if (!already && session.envelope.rcptTo.length >= options.maxRecipients) {
         return yield* reject(SmtpReply.tooManyRecipients, "max_recipients")
       }
-      const decision = yield* relay.checkRecipient(address.address, { authenticated: isAuthenticated(session) })
+      // Recipient authority first, and never skipped: no rule can turn this into an open relay.
+      const decision = yield* relay.checkRecipient(address.address, {
+        authenticated: isAuthenticated(session),
+        clientAddress: session.remoteAddress
+      })
       switch (decision._tag) {
         case "BadAddress":
           return yield* reject(SmtpReply.badRecipientSyntax("Bad recipient address syntax"), "rcpt_syntax")
         case "Denied":
-          return yield* reject(SmtpReply.relayDenied, "relay_denied")
+          return yield* reject(decision.reply, decision.reason === "Relay" ? "relay_denied" : decision.reason === "UnknownMailbox" ? "unknown_mailbox" : "lookup_failed")
       }
       yield* Telemetry.recordRecipient(options.name, domainLabel(decision.address), decision._tag === "Local" ? "accepted" : "relayed")
       const others = recipientsOf(session).filter((r) => r.toLowerCase() !== decision.address.toLowerCase())
       if (others.length > 0 && (acknowledgement(decision.address) === "sync" || acknowledgement(others[0]!) === "sync")) {
         return yield* reject(SmtpReply.separateTransaction, "sync_route_alone")
       }
+      const mailFrom = session.envelope.mailFrom === false ? "" : session.envelope.mailFrom.address
+      yield* enforce("rcpt", { ...mailContext(session, mailFrom, undefined), rcptTo: decision.address, recipients: others })
     }).pipe(
       Effect.tapError((e) =>
         Effect.andThen(rejected("rcpt")(e), Telemetry.recordRecipient(options.name, domainLabel(address.address), e.reason))
@@ -235,9 +292,12 @@ export const make = Effect.fnUntraced(function*(options: ListenerOptions, hooks:
       const body = yield* spool.receive(stream, { id, maxSize: options.maxSize, lineEndings: options.lineEndings }).pipe(
         Effect.ensuring(Effect.sync(() => hooks.leaveData(session.id)))
       )
-      const now = yield* Clock.currentTimeMillis
       const rcptTo = recipientsOf(session)
       const mailFrom = session.envelope.mailFrom === false ? "" : (Address.normalize(session.envelope.mailFrom.address) ?? "")
+      yield* enforce("data", { ...mailContext(session, mailFrom, undefined), recipients: rcptTo, size: body.size }).pipe(
+        Effect.tapError(() => body.release)
+      )
+      const now = yield* Clock.currentTimeMillis
       const envelope: Envelope = {
         mailFrom,
         rcptTo,
@@ -304,6 +364,7 @@ export const make = Effect.fnUntraced(function*(options: ListenerOptions, hooks:
     rcptTo,
     data,
     close,
+    closePolicy,
     connections: () => total
   } satisfies SessionHandlers
 })

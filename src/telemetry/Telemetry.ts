@@ -34,6 +34,15 @@ export type TelemetryEvent =
   | { readonly _tag: "SessionRejected"; readonly reason: string; readonly stage: string; readonly code: number; readonly listener: string }
   | { readonly _tag: "QueueDepth"; readonly count: number }
   | { readonly _tag: "WorkerRestarted"; readonly worker: string; readonly cause: string }
+  | {
+    readonly _tag: "PolicyVerdict"
+    readonly rule: string
+    readonly stage: string
+    /** Continue, Accept, Reject, Defer or Disconnect: what the rule decided (observe mode: would have). */
+    readonly verdict: string
+    readonly mode: "enforce" | "observe"
+    readonly sessionId: string
+  }
 
 export type TelemetryEventTag = TelemetryEvent["_tag"]
 
@@ -110,6 +119,9 @@ const record = (event: TelemetryEvent): Effect.Effect<void> => {
       return Metric.update(metrics.queueDepth, event.count)
     case "WorkerRestarted":
       return Metric.update(metrics.workerRestarts, 1)
+    case "PolicyVerdict":
+      // Counted by the policy pipeline itself (incoming_policy_verdicts_total).
+      return Effect.void
   }
 }
 
