@@ -8,10 +8,11 @@
  */
 import { hostname as osHostname } from "node:os"
 import { join, resolve } from "node:path"
-import { Effect, Layer } from "effect"
+import { Context, Effect, Layer } from "effect"
 import type { DeliveryAdapter } from "./delivery/DeliveryAdapter.ts"
 import * as Dispatcher from "./delivery/Dispatcher.ts"
 import * as AuthHandler from "./auth/AuthHandler.ts"
+import * as Control from "./Control.ts"
 import * as Policy from "./policy/Policy.ts"
 import * as Relay from "./policy/Relay.ts"
 import type { MailQueue } from "./queue/MailQueue.ts"
@@ -67,7 +68,10 @@ export interface IncomingOptions {
 }
 
 export type Services =
+  | Control.Control
   | Policy.Policy
+  | Policy.PolicySwap
+  | Relay.RelaySwap
   | Relay.Relay
   | Listener.Listeners
   | MailQueue
@@ -98,12 +102,11 @@ const queueLayer = (input: QueueChoice | undefined, dataDir: string): Layer.Laye
   return choice.layer
 }
 
-/** The rules as a service; every evaluation is published as a `PolicyVerdict` event. */
-const policyLayer = (choice: PolicyChoice | undefined): Layer.Layer<Policy.Policy, never, Telemetry.Telemetry> =>
-  Layer.effect(
-    Policy.Policy,
-    Telemetry.Telemetry.use((events) => Effect.succeed(
-      Policy.make({
+/** The rules as a swappable service; every evaluation is published as a `PolicyVerdict` event. */
+const policyLayer = (choice: PolicyChoice | undefined): Layer.Layer<Policy.Policy | Policy.PolicySwap, never, Telemetry.Telemetry> =>
+  Layer.effectContext(
+    Telemetry.Telemetry.use((events) => {
+      const { policy, swap } = Policy.makeSwappable({
         rules: choice?.rules ?? [],
         timeout: choice?.timeoutMs ?? Policy.defaultTimeout,
         observer: (e) =>
@@ -115,7 +118,9 @@ const policyLayer = (choice: PolicyChoice | undefined): Layer.Layer<Policy.Polic
             mode: e.mode,
             sessionId: e.sessionId
           })
-      })))
+      })
+      return Effect.succeed(Context.make(Policy.Policy, policy).pipe(Context.add(Policy.PolicySwap, swap)))
+    })
   )
 
 /**
@@ -136,7 +141,7 @@ export const layer = (options: IncomingOptions): Layer.Layer<Services, ListenErr
     telemetry,
     queue,
     Spool.layer({ dir: join(dataDir, "spool"), ...options.spool }),
-    Relay.layerChecked({ domains: options.domains, ...options.relay }),
+    Relay.layerSwappable({ domains: options.domains, ...options.relay }),
     policyLayer(options.policies).pipe(Layer.provide(telemetry)),
     health,
     admin
@@ -146,5 +151,9 @@ export const layer = (options: IncomingOptions): Layer.Layer<Services, ListenErr
   // dispatcher stops (a memory queue's backlog is delivered first), then the queue closes.
   const listeners = Listener.layer({ listeners: options.listeners, hostname, drainTimeoutMs, auth: options.auth })
   const dispatcher = Dispatcher.layer({ drainTimeoutMs, ...options.dispatcher })
-  return Admin.attach.pipe(Layer.provideMerge(listeners), Layer.provideMerge(dispatcher), Layer.provideMerge(base))
+  return Layer.mergeAll(Admin.attach, Control.layer).pipe(
+    Layer.provideMerge(listeners),
+    Layer.provideMerge(dispatcher),
+    Layer.provideMerge(base)
+  )
 }

@@ -11,7 +11,9 @@
  */
 import { Effect, Layer, Option, References } from "effect"
 import { Command, Flag, GlobalFlag } from "effect/cli"
+import * as Build from "../config/Build.ts"
 import * as Load from "../config/Load.ts"
+import * as Reload from "./reload.ts"
 import * as Options from "../config/Options.ts"
 import * as Render from "../config/Render.ts"
 import * as Incoming from "../Incoming.ts"
@@ -115,9 +117,16 @@ const overrides = (f: Flags): Load.CliOverrides => ({
 
 export const serve = Command.make("serve", flags, (f) =>
   Effect.gen(function*() {
-    const loaded = yield* Load.loadFromProcess({ configPath: given(f.config), flags: overrides(f) })
-    const runner = Options.toRunner(loaded.config)
-    const app = Incoming.layer(runner.options).pipe(Layer.provide(Delivery.layer(runner.delivery)))
+    const load = Effect.map(
+      Load.loadFromProcess({ configPath: given(f.config), flags: overrides(f) }),
+      (loaded) => ({ loaded, runner: Options.toRunner(loaded.config) })
+    )
+    const { loaded, runner } = yield* load
+    // AUTH's user store and the policy rules are built inside the server's layer: a rate limiter's
+    // sweeper lives in its scope (config/Build.ts).
+    const server = Layer.unwrap(Effect.map(Build.options(runner), Incoming.layer)).pipe(Layer.provide(Delivery.layer(runner.delivery)))
+    // SIGHUP re-reads the same file with the same flags and applies it (see cli/reload.ts).
+    const app = Reload.layer(Effect.map(load, (l) => l.runner), runner).pipe(Layer.provideMerge(server))
     // The global --log-level flag, when given, wins over the file's logging.level.
     const cliLevel = yield* GlobalFlag.LogLevel
     return yield* Effect.gen(function*() {

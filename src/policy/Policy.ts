@@ -273,5 +273,30 @@ export const make = (options: PolicyOptions): Policy["Service"] =>
 
 export const layer = (options: PolicyOptions): Layer.Layer<Policy> => Layer.succeed(Policy, make(options))
 
+/** Replaces the rules of a running server (reload); a stage already running finishes with the old ones. */
+export class PolicySwap extends Context.Service<PolicySwap, {
+  readonly replace: (rules: ReadonlyArray<Rule>) => Effect.Effect<void>
+}>()("incoming/PolicySwap") {}
+
+/** A `Policy` that delegates to the rules the last `replace` installed, plus its `PolicySwap`. */
+export const makeSwappable = (options: PolicyOptions): { readonly policy: Policy["Service"]; readonly swap: PolicySwap["Service"] } => {
+  let current = make(options)
+  const policy = Policy.of({
+    get rules() {
+      return current.rules
+    },
+    run: (stage, ctx) => current.run(stage, ctx),
+    enforce: (stage, ctx) => current.enforce(stage, ctx),
+    close: (ctx) => current.close(ctx)
+  })
+  const swap = PolicySwap.of({
+    replace: (rules) =>
+      Effect.sync(() => {
+        current = make({ ...options, rules })
+      })
+  })
+  return { policy, swap }
+}
+
 /** No rules: every stage continues. */
 export const layerEmpty: Layer.Layer<Policy> = layer({ rules: [] })

@@ -163,3 +163,33 @@ export const layerChecked = (options: RelayOptions): Layer.Layer<Relay, RelayCon
     Relay,
     Effect.map(parseNetworks(options.trustedNetworks ?? []), () => make(options))
   )
+
+/** Replaces the recipient authority of a running server (reload); sessions see it at their next RCPT. */
+export class RelaySwap extends Context.Service<RelaySwap, {
+  /** Validates first: a malformed network fails and changes nothing. */
+  readonly replace: (options: RelayOptions) => Effect.Effect<void, RelayConfigError>
+}>()("incoming/RelaySwap") {}
+
+/** `layerChecked`, plus `RelaySwap`: the `Relay` delegates to whatever the last `replace` installed. */
+export const layerSwappable = (options: RelayOptions): Layer.Layer<Relay | RelaySwap, RelayConfigError> =>
+  Layer.effectContext(
+    Effect.gen(function*() {
+      yield* parseNetworks(options.trustedNetworks ?? [])
+      let current = make(options)
+      const relay = Relay.of({
+        get primaryDomain() {
+          return current.primaryDomain
+        },
+        isLocalDomain: (d) => current.isLocalDomain(d),
+        isTrusted: (ip) => current.isTrusted(ip),
+        checkRecipient: (address, client) => current.checkRecipient(address, client)
+      })
+      const swap = RelaySwap.of({
+        replace: (next) =>
+          Effect.map(parseNetworks(next.trustedNetworks ?? []), () => {
+            current = make(next)
+          })
+      })
+      return Context.make(Relay, relay).pipe(Context.add(RelaySwap, swap))
+    })
+  )

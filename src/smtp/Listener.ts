@@ -39,6 +39,14 @@ export interface ListenerInfo {
 export class Listeners extends Context.Service<Listeners, {
   readonly all: ReadonlyArray<ListenerInfo>
   readonly draining: Effect.Effect<boolean>
+  /**
+   * Applies new settings to the running listeners, matched by name: limits, timeouts and TLS
+   * certificates take effect for connections opened afterwards; open connections keep theirs.
+   * What cannot change without re-binding (address, mode, TLS mode, listeners added or removed)
+   * is left as it is and reported. Everything is validated (certificates read) before anything
+   * changes: a failure changes nothing.
+   */
+  readonly reconfigure: (listeners: ReadonlyArray<ListenerOptions.ListenerInput>) => Effect.Effect<ReadonlyArray<string>, ListenError>
 }>()("incoming/Listeners") {}
 
 export interface ListenersOptions {
@@ -51,8 +59,15 @@ export interface ListenersOptions {
 
 type Services = MailQueue | Spool | Telemetry.Telemetry | Relay
 
+type Mutable<T> = { -readonly [K in keyof T]: T[K] }
+
 interface Running {
   readonly info: ListenerInfo
+  /** Checks new settings (reads certificates); the effect it returns applies them. */
+  readonly prepare: (input: ListenerOptions.ListenerInput) => Effect.Effect<{
+    readonly restartNeeded: ReadonlyArray<string>
+    readonly apply: Effect.Effect<void>
+  }, ListenError>
   /** Phase 1 of drain: stop accepting and refuse new commands. */
   readonly stopAccepting: Effect.Effect<void>
   /** Phase 2: wait for DATA in flight (bounded), then interrupt and close everything. */
@@ -90,7 +105,8 @@ const start = Effect.fnUntraced(function*(
     readonly auth: AuthHandler.AuthHandler | undefined
   }
 ) {
-  const o = ListenerOptions.resolve(input, shared.hostname)
+  // Sessions read their limits from this object at each command, so a reload can update it in place.
+  const o: Mutable<ListenerOptions.ListenerOptions> = { ...ListenerOptions.resolve(input, shared.hostname) }
   const address = o.host.includes(":") ? `[${o.host}]:${o.port}` : `${o.host}:${o.port}`
   const tls = yield* readTls(o, address)
   const auth = shared.auth
@@ -287,6 +303,53 @@ const start = Effect.fnUntraced(function*(
       if (p !== undefined) yield* Effect.promise(() => p).pipe(Effect.timeoutOption(2000))
     })
 
+  const prepare = (next: ListenerOptions.ListenerInput) =>
+    Effect.gen(function*() {
+      const n = ListenerOptions.resolve({ ...next, name: o.name }, shared.hostname)
+      const restartNeeded: Array<string> = []
+      if (n.host !== o.host || (next.port !== 0 && next.port !== port)) restartNeeded.push(`${o.name}: address ${n.host}:${next.port}`)
+      if (n.mode !== o.mode || n.tls.mode !== o.tls.mode || n.allowInsecureAuth !== o.allowInsecureAuth) {
+        restartNeeded.push(`${o.name}: mode / TLS mode`)
+      }
+      // Read and check the certificate now, so a bad file fails the reload before anything changed.
+      const certificate = n.tls.mode === o.tls.mode && n.tls.mode !== "disabled" ? yield* readTls(n, address) : undefined
+      const apply = Effect.sync(() => {
+        Object.assign(o, {
+          maxSize: n.maxSize,
+          maxRecipients: n.maxRecipients,
+          maxCommands: n.maxCommands,
+          maxErrors: n.maxErrors,
+          idleTimeoutMs: n.idleTimeoutMs,
+          commandTimeoutMs: n.commandTimeoutMs,
+          dataTimeoutMs: n.dataTimeoutMs,
+          maxConnectionTimeMs: n.maxConnectionTimeMs,
+          maxConnections: n.maxConnections,
+          maxConnectionsPerIp: n.maxConnectionsPerIp,
+          greetingDelayMs: n.greetingDelayMs,
+          lineEndings: n.lineEndings,
+          hookTimeoutMs: n.hookTimeoutMs,
+          hostname: n.hostname
+        })
+        s.limits = {
+          greetingDelayMs: n.greetingDelayMs,
+          commandTimeoutMs: n.commandTimeoutMs,
+          dataTimeoutMs: n.dataTimeoutMs,
+          maxConnectionTimeMs: n.maxConnectionTimeMs,
+          maxCommands: n.maxCommands,
+          maxErrors: n.maxErrors
+        }
+        // The engine reads these per connection / per EHLO.
+        s.options.size = n.maxSize
+        s.options.socketTimeout = n.idleTimeoutMs
+        s.options.name = n.hostname
+        if (certificate !== undefined && "cert" in certificate) {
+          o.tls = { ...o.tls, cert: n.tls.cert, key: n.tls.key }
+          s.updateSecureContext({ cert: certificate.cert, key: certificate.key })
+        }
+      })
+      return { restartNeeded, apply }
+    })
+
   const info: ListenerInfo = {
     name: o.name,
     host: o.host,
@@ -294,7 +357,7 @@ const start = Effect.fnUntraced(function*(
     options: { ...o, port },
     connections: Effect.sync(() => handlers.connections())
   }
-  return { info, stopAccepting, finish } satisfies Running
+  return { info, prepare, stopAccepting, finish } satisfies Running
 })
 
 export const make = Effect.fnUntraced(function*(options: ListenersOptions) {
@@ -328,7 +391,23 @@ export const make = Effect.fnUntraced(function*(options: ListenersOptions) {
   }
   return Listeners.of({
     all: running.map((r) => r.info),
-    draining: Effect.sync(() => draining)
+    draining: Effect.sync(() => draining),
+    reconfigure: (inputs) =>
+      Effect.gen(function*() {
+        const named = inputs.map((i) => ListenerOptions.resolve(i, options.hostname).name)
+        const plans: Array<{ readonly restartNeeded: ReadonlyArray<string>; readonly apply: Effect.Effect<void> }> = []
+        const notes: Array<string> = []
+        for (const r of running) {
+          const i = named.indexOf(r.info.name)
+          if (i === -1) notes.push(`${r.info.name}: removed from the configuration (restart to close it)`)
+          else plans.push(yield* r.prepare(inputs[i]!))
+        }
+        for (const n of named) {
+          if (!running.some((r) => r.info.name === n)) notes.push(`${n}: new listener (restart to bind it)`)
+        }
+        for (const p of plans) yield* p.apply
+        return [...notes, ...plans.flatMap((p) => p.restartNeeded.map((x) => `${x} (restart to apply)`))]
+      })
   })
 })
 

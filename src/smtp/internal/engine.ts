@@ -43,7 +43,8 @@ export interface ConnectionGuard {
 }
 
 export class IncomingSmtpServer extends SMTPServer {
-  readonly limits: EngineLimits
+  /** Read at each new connection, so a reload applies to connections opened after it. */
+  limits: EngineLimits
   readonly guards = new Map<string, ConnectionGuard>()
 
   constructor(options: SMTPServerOptions, limits: EngineLimits) {

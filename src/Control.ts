@@ -1,0 +1,57 @@
+/**
+ * Control of a running server: `reload` applies new options without dropping open connections
+ * or touching queued mail — recipient authority (domains, trusted networks, mailboxes), policy
+ * rules, and per-listener limits and TLS certificates (new connections get the new ones).
+ *
+ * Everything is checked before anything changes: a bad certificate or network fails the reload
+ * and the running configuration stays. What needs a restart (a listener's address, mode or TLS
+ * mode, listeners added or removed, queue, delivery routes and adapters) is not applied and is
+ * listed in the report, so an operator knows.
+ */
+import { Context, Data, Effect, Layer } from "effect"
+import type { IncomingOptions } from "./Incoming.ts"
+import { PolicySwap } from "./policy/Policy.ts"
+import { RelaySwap, parseNetworks } from "./policy/Relay.ts"
+import { Listeners } from "./smtp/Listener.ts"
+
+export interface ReloadReport {
+  /** Settings left as they were because they need a restart. */
+  readonly restartNeeded: ReadonlyArray<string>
+}
+
+export class ReloadError extends Data.TaggedError("ReloadError")<{
+  readonly reason: string
+  readonly cause?: unknown
+}> {
+  override get message(): string {
+    return `reload refused, the running configuration stays: ${this.reason}`
+  }
+}
+
+export class Control extends Context.Service<Control, {
+  readonly reload: (options: IncomingOptions) => Effect.Effect<ReloadReport, ReloadError>
+}>()("incoming/Control") {}
+
+export const make = Effect.gen(function*() {
+  const listeners = yield* Listeners
+  const relay = yield* RelaySwap
+  const policy = yield* PolicySwap
+  const reload = Effect.fn("Control.reload")(function*(options: IncomingOptions) {
+    // Validate what can fail before changing anything.
+    yield* parseNetworks(options.relay?.trustedNetworks ?? []).pipe(
+      Effect.mapError((e) => new ReloadError({ reason: e.message, cause: e }))
+    )
+    const notes = yield* listeners.reconfigure(options.listeners).pipe(
+      Effect.mapError((e) => new ReloadError({ reason: e.message, cause: e }))
+    )
+    yield* relay.replace({ domains: options.domains, ...options.relay }).pipe(
+      Effect.mapError((e) => new ReloadError({ reason: e.message, cause: e }))
+    )
+    yield* policy.replace(options.policies?.rules ?? [])
+    yield* Effect.logInfo(`configuration reloaded${notes.length > 0 ? `; needs a restart: ${notes.join("; ")}` : ""}`)
+    return { restartNeeded: notes }
+  })
+  return Control.of({ reload })
+})
+
+export const layer: Layer.Layer<Control, never, Listeners | RelaySwap | PolicySwap> = Layer.effect(Control, make)

@@ -1,0 +1,40 @@
+/**
+ * SIGHUP for `incoming serve`: re-read the configuration file and apply it to the running
+ * server through `Control.reload`. An invalid file, or one the server cannot apply (a bad
+ * certificate), is logged and the running configuration stays. Delivery routes and adapters are
+ * built once at start: a change there is reported as needing a restart.
+ */
+import { Cause, Effect, Layer, Semaphore } from "effect"
+import * as Control from "../Control.ts"
+import type * as Options from "../config/Options.ts"
+
+export const layer = <E, R>(
+  load: Effect.Effect<Options.Runner, E, R>,
+  started: Options.Runner
+): Layer.Layer<never, never, Control.Control | R> =>
+  Layer.effectDiscard(Effect.gen(function*() {
+    const control = yield* Control.Control
+    const runFork = Effect.runForkWith(yield* Effect.context<R>())
+    const deliveryAtStart = JSON.stringify(started.delivery)
+    // One reload at a time: a second SIGHUP while one runs waits for it.
+    const lock = yield* Semaphore.make(1)
+    const once = Effect.gen(function*() {
+      yield* Effect.logInfo("SIGHUP: reloading the configuration")
+      const runner = yield* load
+      const report = yield* control.reload(runner.options)
+      if (JSON.stringify(runner.delivery) !== deliveryAtStart) {
+        yield* Effect.logWarning("delivery routes or adapters changed: restart to apply them")
+      }
+      return report
+    }).pipe(
+      lock.withPermits(1),
+      Effect.catchCause((cause) => Effect.logError("reload failed; the running configuration stays", Cause.pretty(cause)))
+    )
+    const onHangup = () => {
+      runFork(once)
+    }
+    yield* Effect.acquireRelease(
+      Effect.sync(() => process.on("SIGHUP", onHangup)),
+      () => Effect.sync(() => process.off("SIGHUP", onHangup))
+    )
+  }))
