@@ -44,9 +44,9 @@ const reject = (reply: SmtpReply.SmtpReply, reason: string) => new SessionReject
 
 /**
  * Whether the client authenticated. smtp-server resets `session.user` to `false` (not
- * `undefined`) on STARTTLS and XCLIENT, so `user !== undefined` made every STARTTLS session
- * "authenticated" — an open relay (guarantee 5) and `ESMTPSA` in Received. Fixed: any falsy
- * value means not authenticated.
+ * `undefined`) on STARTTLS and XCLIENT; treating that as a user would make every STARTTLS
+ * session an authenticated one — an open relay (guarantee 5). So every falsy value counts as
+ * not authenticated.
  */
 const isAuthenticated = (session: SMTPServerSession): boolean =>
   session.user !== undefined && session.user !== null && session.user !== false && session.user !== ""
