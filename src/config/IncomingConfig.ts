@@ -13,17 +13,21 @@
  * send recipients to them through the delivery Router. Checks that span both (a route names an
  * adapter that exists, patterns do not collide) are in `Load.ts`, after decoding.
  *
- * Extension point: `policies` (rules per stage) is being designed in parallel. It is deliberately
- * absent: a key the schema does not know is rejected, so a file written for a later version fails
- * loudly instead of being half-applied.
+ * Relay control, AUTH and policies: `relay` (trusted networks, known mailboxes), `auth` (the users
+ * file and the brute-force limits) and `[[policies]]`, the built-in rules in the order they run,
+ * one Struct per `rule`. These are data here; `Build.ts` turns them into the live objects (the
+ * scoped rate limiter, the file-backed user store). A key the schema does not know is still
+ * rejected, so a file written for a later version fails loudly instead of being half-applied.
  */
 import { hostname as osHostname } from "node:os"
-import { Effect, Schema, SchemaIssue, SchemaTransformation } from "effect"
+import { Duration as EffectDuration, Effect, Schema, SchemaIssue, SchemaTransformation } from "effect"
 import { parseHostPort } from "../cli/address.ts"
 import * as Backoff from "../delivery/Backoff.ts"
 import * as Dispatcher from "../delivery/Dispatcher.ts"
 import { defaultQueueOptions } from "../queue/MailQueue.ts"
 import { defaultInlineThreshold } from "../queue/SqliteQueue.ts"
+import * as Policy from "../policy/Policy.ts"
+import * as RateLimiter from "../policy/rules/RateLimiter.ts"
 import * as ListenerOptions from "../smtp/ListenerOptions.ts"
 import { defaultSpoolOptions } from "../spool/Spool.ts"
 import { Duration, formatDuration, formatSize, Size } from "./Units.ts"
@@ -67,6 +71,10 @@ export const Tls = Schema.Struct({
 
 export const Listener = Schema.Struct({
   name: Schema.optionalKey(NonEmpty),
+  /** `mx` (AUTH optional), `submission` (STARTTLS then AUTH before MAIL), `submissions` (implicit TLS, AUTH). */
+  mode: withDefault(Schema.Literals(["mx", "submission", "submissions"]), d.mode),
+  /** Offer and accept AUTH before TLS: only for loopback setups and tests. */
+  allow_insecure_auth: withDefault(Schema.Boolean, d.allowInsecureAuth),
   host: withDefault(NonEmpty, "127.0.0.1"),
   port: Schema.Int.check(Schema.isBetween({ minimum: 0, maximum: 65535 })),
   /** This listener's name in the greeting and `Received: by`; defaults to the top-level hostname. */
@@ -276,6 +284,78 @@ export const Admin = Schema.Struct({
   auth_token: Schema.optionalKey(Secret)
 })
 
+/**
+ * Defaults of the AUTH failure limits. AuthHandler keeps them as literals inside `make`, so they
+ * are repeated here for `check-config` to show; keep them in step with src/auth/AuthHandler.ts.
+ */
+export const authDefaults = {
+  maxFailuresPerConnection: 3,
+  maxFailuresPerIp: 10,
+  ipWindowMs: 15 * 60_000,
+  failureDelayMs: 1_000
+} as const
+
+export const Auth = Schema.Struct({
+  /**
+   * The users file `incoming users add` writes (scrypt hashes). Without an `[auth]` table there
+   * is no AUTH, and a `submission`/`submissions` listener is refused at load time.
+   */
+  users_file: NonEmpty,
+  max_failures_per_connection: count(1, authDefaults.maxFailuresPerConnection),
+  max_failures_per_ip: count(1, authDefaults.maxFailuresPerIp),
+  ip_window: duration(authDefaults.ipWindowMs),
+  failure_delay: duration(authDefaults.failureDelayMs)
+})
+
+export const Relay = Schema.Struct({
+  /** Clients that may relay without AUTH: CIDR ranges or single addresses (checked in `Load.ts`). */
+  trusted_networks: withDefault(Schema.Array(NonEmpty), []),
+  /** Known mailboxes of the local domains; when present, other local recipients get 550 5.1.1. */
+  recipients: Schema.optionalKey(Schema.Array(NonEmpty))
+})
+
+const observe = withDefault(Schema.Boolean, false)
+/** A rule's label in `PolicyVerdict` events and `incoming_policy_verdicts_total`; default its `rule`. */
+const ruleName = Schema.optionalKey(NonEmpty)
+const positive = Schema.Int.check(Schema.isGreaterThanOrEqualTo(1))
+
+export const rateLimitDimensions = ["ip", "sender", "recipient_domain"] as const
+const ms = (d: EffectDuration.Duration) => EffectDuration.toMillis(d)
+
+export const RateLimitRule = Schema.Struct({
+  rule: Schema.Literal("rate_limit"),
+  name: ruleName,
+  observe,
+  rate: count(1, RateLimiter.defaults.rate),
+  window: duration(ms(RateLimiter.defaults.window)),
+  dimensions: withDefault(Schema.NonEmptyArray(Schema.Literals(rateLimitDimensions)), [...rateLimitDimensions]),
+  max_entries: count(1, RateLimiter.defaults.maxEntries),
+  sweep_interval: duration(ms(RateLimiter.defaults.sweepInterval))
+})
+
+export const TlsRequiredRule = Schema.Struct({ rule: Schema.Literal("tls_required"), name: ruleName, observe })
+
+export const HelloRequiredRule = Schema.Struct({
+  rule: Schema.Literal("hello_required"),
+  name: ruleName,
+  observe,
+  allow_bare_ip: withDefault(Schema.Boolean, false),
+  require_fqdn: withDefault(Schema.Boolean, false)
+})
+
+export const MaxRecipientsRule = Schema.Struct({ rule: Schema.Literal("max_recipients"), name: ruleName, observe, max: positive })
+
+export const SizeLimitRule = Schema.Struct({ rule: Schema.Literal("size_limit"), name: ruleName, observe, max: Size })
+
+export const ConnectionLimitRule = Schema.Struct({ rule: Schema.Literal("connection_limit"), name: ruleName, observe, max_per_ip: positive })
+
+export const ruleTypes = ["rate_limit", "tls_required", "hello_required", "max_recipients", "size_limit", "connection_limit"] as const
+export type RuleType = (typeof ruleTypes)[number]
+
+export const PolicyRule = Schema.Union([RateLimitRule, TlsRequiredRule, HelloRequiredRule, MaxRecipientsRule, SizeLimitRule, ConnectionLimitRule])
+  .annotate({ expected: `a table with rule = ${ruleTypes.map((t) => `"${t}"`).join(" | ")}` })
+export type PolicyRule = typeof PolicyRule.Type
+
 export const IncomingConfig = Schema.Struct({
   hostname: NonEmpty.pipe(Schema.withDecodingDefaultKey(Effect.sync(() => osHostname()))),
   domains: withDefault(Schema.NonEmptyArray(NonEmpty), ["localhost"]),
@@ -291,7 +371,15 @@ export const IncomingConfig = Schema.Struct({
   /** Named delivery adapters for `routes`. */
   adapters: Schema.optionalKey(Schema.Record(Schema.String, Adapter)),
   /** Recipient → adapter; when present, delivery goes through the Router instead of `delivery.adapter`. */
-  routes: Schema.optionalKey(Schema.Array(Route))
+  routes: Schema.optionalKey(Schema.Array(Route)),
+  /** Who may relay, and which local mailboxes exist. */
+  relay: withDefault(Relay, {}),
+  /** SMTP AUTH; off when absent. */
+  auth: Schema.optionalKey(Auth),
+  /** Built-in policy rules, in the order they run. */
+  policies: withDefault(Schema.Array(PolicyRule), []),
+  /** Deadline of each rule hook; past it the command is deferred with 451 4.4.2. */
+  policy_timeout: duration(ms(Policy.defaultTimeout))
 })
 
 export type IncomingConfig = typeof IncomingConfig.Type

@@ -8,7 +8,7 @@
  * only, so `npm start` works without a file). The format follows the extension: `.toml`,
  * `.json`, `.yaml`/`.yml`.
  *
- * Relative paths written in the file (data_dir, tls cert/key, maildir roots, LMTP sockets) are relative to
+ * Relative paths written in the file (data_dir, tls cert/key, maildir roots, LMTP sockets, the users file) are relative to
  * the file's directory, so a file means the same thing whatever the working directory; those
  * from flags, variables and defaults are relative to the working directory, as on a command line.
  *
@@ -16,7 +16,10 @@
  * certificate has one and the file exists, listener addresses and names are unique, the backoff
  * base does not exceed its cap, and the routed delivery form hangs together (every route names
  * an adapter that exists, patterns do not collide — by the Router's own `compile` — an LMTP
- * adapter has a socket or a host, route limits fit inside the dispatcher's).
+ * adapter has a socket or a host, route limits fit inside the dispatcher's), and relay, AUTH and
+ * policies agree with the listeners (trusted networks parse as CIDR, known mailboxes are in a
+ * local domain, a submission listener has a users file that exists and TLS, rule names are
+ * unique) — each of which the server would otherwise refuse at start, or worse, accept wrongly.
  */
 import { dirname, extname, isAbsolute, relative, resolve } from "node:path"
 import { Effect, FileSystem, Schema, SchemaIssue } from "effect"
@@ -24,9 +27,11 @@ import { parse as parseToml, TomlError } from "smol-toml"
 import { parse as parseYaml, YAMLParseError } from "yaml"
 import { parseHostPort } from "../cli/address.ts"
 import * as Router from "../delivery/Router.ts"
+import * as Relay from "../policy/Relay.ts"
+import * as Address from "../smtp/Address.ts"
 import { type ConfigIssue, ConfigError, invalid } from "./ConfigError.ts"
 import * as Env from "./Env.ts"
-import { adapterNamePattern, adapterTypes, IncomingConfig } from "./IncomingConfig.ts"
+import { adapterNamePattern, adapterTypes, IncomingConfig, ruleTypes } from "./IncomingConfig.ts"
 import { toDelivery } from "./Options.ts"
 import { formatPath, getAt, isTree, type Path, setAt, type Tree } from "./Shape.ts"
 import { formatDuration } from "./Units.ts"
@@ -81,6 +86,7 @@ const pathSettings = (tree: Tree): ReadonlyArray<Path> => {
   return [
     ["data_dir"],
     ["delivery", "maildir", "root"],
+    ["auth", "users_file"],
     ...listeners.flatMap((_, i): Array<Path> => [["listeners", i, "tls", "cert"], ["listeners", i, "tls", "key"]]),
     // Only a maildir adapter has `root` and only an LMTP one `socket`: the others are left alone.
     ...adapters.flatMap((name): Array<Path> => [["adapters", name, "root"], ["adapters", name, "socket"]])
@@ -209,21 +215,23 @@ export const applyFlags = (tree: Tree, flags: CliOverrides, cwd: string): { read
 
 /**
  * Checks of the document before decoding, where the schema's own message would be vague or the
- * decoded value can no longer tell: an adapter table's `type` (a union otherwise reports only
- * "expected a table with type = ..." on the whole table), and `delivery.adapter` set alongside
+ * decoded value can no longer tell: an adapter table's `type` and a policy's `rule` (a union
+ * otherwise reports only "expected a table with type = ..." on the whole table), and `delivery.adapter` set alongside
  * `[[routes]]` (after decoding it always has its default, and silently ignoring a setting the
  * operator wrote is what this loader never does).
  */
-const documentChecks = (tree: Tree, sourceOf: (path: Path) => string): { readonly issues: Array<ConfigIssue>; readonly badAdapters: ReadonlySet<string> } => {
+const documentChecks = (tree: Tree, sourceOf: (path: Path) => string): { readonly issues: Array<ConfigIssue>; readonly badTables: ReadonlySet<string> } => {
   const issues: Array<ConfigIssue> = []
-  const badAdapters = new Set<string>()
+  // Paths (formatted) of tables whose discriminator was reported: the union's own whole-table
+  // message about them would only repeat it.
+  const badTables = new Set<string>()
   const add = (path: Path, message: string) => issues.push({ source: sourceOf(path), path: formatPath(path), message })
   if (isTree(tree.adapters)) {
     const expected = adapterTypes.map((t) => `"${t}"`).join(" | ")
     for (const [name, table] of Object.entries(tree.adapters)) {
       if (!adapterNamePattern.test(name)) {
         add(["adapters", name], `bad adapter name ${JSON.stringify(name)}: letters, digits, "-" and "_", starting with a letter or digit`)
-        badAdapters.add(name)
+        badTables.add(formatPath(["adapters", name]))
         continue
       }
       if (!isTree(table)) continue
@@ -232,13 +240,25 @@ const documentChecks = (tree: Tree, sourceOf: (path: Path) => string): { readonl
       else if (typeof type !== "string" || !(adapterTypes as ReadonlyArray<string>).includes(type)) {
         add(["adapters", name, "type"], `expected ${expected}, got ${JSON.stringify(type)}`)
       } else continue
-      badAdapters.add(name)
+      badTables.add(formatPath(["adapters", name]))
     }
+  }
+  if (Array.isArray(tree.policies)) {
+    const expected = ruleTypes.map((t) => `"${t}"`).join(" | ")
+    tree.policies.forEach((table, i) => {
+      if (!isTree(table)) return
+      const rule = table.rule
+      if (rule === undefined) add(["policies", i, "rule"], `missing (required): one of ${expected}`)
+      else if (typeof rule !== "string" || !(ruleTypes as ReadonlyArray<string>).includes(rule)) {
+        add(["policies", i, "rule"], `unknown rule ${JSON.stringify(rule)}: expected ${expected}`)
+      } else return
+      badTables.add(formatPath(["policies", i]))
+    })
   }
   if (tree.routes !== undefined && getAt(tree, ["delivery", "adapter"]) !== undefined) {
     add(["delivery", "adapter"], "not used when [[routes]] are configured: route recipients to an [adapters.<name>] instead")
   }
-  return { issues, badAdapters }
+  return { issues, badTables }
 }
 
 /** Turns schema issues into config issues, each blamed on the source that set the value. */
@@ -310,6 +330,49 @@ const routingChecks = (config: IncomingConfig, sourceOf: (path: Path) => string)
   return issues
 }
 
+/** Relay, AUTH and policies, against each other and the listeners. */
+const accessChecks = Effect.fnUntraced(function*(config: IncomingConfig, sourceOf: (path: Path) => string) {
+  const fs = yield* FileSystem.FileSystem
+  const issues: Array<ConfigIssue> = []
+  const add = (path: Path, message: string) => issues.push({ source: sourceOf(path), path: formatPath(path), message })
+  // Relay's own parser judges each entry, so the loader and the server cannot disagree.
+  for (const [i, network] of config.relay.trusted_networks.entries()) {
+    const parsed = yield* Effect.result(Relay.parseNetworks([network]))
+    if (parsed._tag === "Failure") add(["relay", "trusted_networks", i], `not an IP address or CIDR range (like "10.0.0.0/8" or "::1"): ${JSON.stringify(network)}`)
+  }
+  const domains = new Set(config.domains.map((d) => d.toLowerCase()))
+  for (const [i, r] of (config.relay.recipients ?? []).entries()) {
+    const m = Address.parse(r)
+    if (m === undefined || m.domain === "") add(["relay", "recipients", i], `expected a mailbox like "user@${config.domains[0]}", got ${JSON.stringify(r)}`)
+    else if (!domains.has(m.domain)) add(["relay", "recipients", i], `${JSON.stringify(r)} is not in one of domains (${config.domains.join(", ")})`)
+  }
+  for (const [i, l] of config.listeners.entries()) {
+    if (l.mode === "mx") continue
+    const name = l.name ?? `smtp:${l.host}:${l.port}`
+    if (config.auth === undefined) {
+      add(["listeners", i, "mode"], `listener "${name}" is mode "${l.mode}", which requires AUTH: set auth.users_file (users are added with "incoming users add NAME --file PATH")`)
+    }
+    if (l.tls.mode === "disabled") {
+      add(["listeners", i, "tls", "mode"], `listener "${name}" is mode "${l.mode}", which requires TLS: set tls.mode (${l.mode === "submissions" ? `"implicit"` : `"optional" or "required"`}) with a cert and key`)
+    }
+  }
+  if (config.auth !== undefined) {
+    const file = config.auth.users_file
+    const info = yield* fs.stat(file).pipe(Effect.option)
+    if (info._tag === "None") add(["auth", "users_file"], `file not found: ${file} (create it with: incoming users add NAME --file ${file})`)
+    else if (info.value.type !== "File") add(["auth", "users_file"], `not a file: ${file}`)
+    else if ((yield* fs.access(file, { readable: true }).pipe(Effect.option))._tag === "None") add(["auth", "users_file"], `not readable by this user: ${file}`)
+  }
+  const names = new Map<string, number>()
+  for (const [i, p] of config.policies.entries()) {
+    const name = p.name ?? p.rule
+    const same = names.get(name)
+    if (same !== undefined) add(["policies", i, "name"], `same name as policies[${same}] ("${name}"): give each a name, it labels their verdicts and metrics`)
+    names.set(name, i)
+  }
+  return issues
+})
+
 /** Checks across fields and against the file system, after decoding. */
 const semanticChecks = Effect.fnUntraced(function*(config: IncomingConfig, sourceOf: (path: Path) => string) {
   const fs = yield* FileSystem.FileSystem
@@ -347,6 +410,7 @@ const semanticChecks = Effect.fnUntraced(function*(config: IncomingConfig, sourc
     add(["delivery", "backoff", "base"], `${formatDuration(backoff.base)} is more than delivery.backoff.max (${formatDuration(backoff.max)})`)
   }
   issues.push(...routingChecks(config, sourceOf))
+  issues.push(...(yield* accessChecks(config, sourceOf)))
   if (config.admin !== undefined) {
     const a = config.admin.listen
     const clash = config.listeners.findIndex((l) => l.port !== 0 && l.port === a.port && (l.host === a.host || l.host === "0.0.0.0" || a.host === "0.0.0.0"))
@@ -391,9 +455,9 @@ export const load = Effect.fnUntraced(function*(options: LoadOptions) {
     Effect.result
   )
   if (decodedExit._tag === "Failure" || documented.issues.length > 0) {
-    // An adapter whose type was already reported is not reported again as a whole table.
+    // An adapter or policy whose type was already reported is not reported again as a whole table.
     const fromSchema = decodedExit._tag === "Failure"
-      ? schemaIssues(decodedExit.failure.issue, sourceOf).filter((i) => ![...documented.badAdapters].some((n) => i.path === formatPath(["adapters", n])))
+      ? schemaIssues(decodedExit.failure.issue, sourceOf).filter((i) => !documented.badTables.has(i.path))
       : []
     return yield* invalid([...documented.issues, ...fromSchema])
   }

@@ -5,6 +5,8 @@
  *
  * Delivery is data here, in the option types of the adapters and the Router themselves, so the
  * mapping can be tested without building anything; `cli/delivery.ts` turns it into a layer.
+ * So are AUTH and the policy rules: a rate limiter needs a scope for its sweeper and the user
+ * store reads a file, so `Build.ts` makes them and completes the `IncomingOptions`.
  */
 import { type LogLevel, Redacted } from "effect"
 import type { LmtpOptions } from "../delivery/LmtpAdapter.ts"
@@ -12,8 +14,14 @@ import type { RetrySchedule, RouteOptions } from "../delivery/Router.ts"
 import type { SmtpRelayOptions } from "../delivery/SmtpRelayAdapter.ts"
 import type { StatusKey, WebhookOptions } from "../delivery/WebhookAdapter.ts"
 import type { IncomingOptions } from "../Incoming.ts"
+import type { ConnectionLimitOptions } from "../policy/rules/ConnectionLimit.ts"
+import type { HelloRequiredOptions } from "../policy/rules/HelloRequired.ts"
+import type { MaxRecipientsOptions } from "../policy/rules/MaxRecipients.ts"
+import type { Dimension, RateLimiterOptions } from "../policy/rules/RateLimiter.ts"
+import type { SizeLimitOptions } from "../policy/rules/SizeLimit.ts"
+import type { TlsRequiredOptions } from "../policy/rules/TlsRequired.ts"
 import type { ListenerInput } from "../smtp/ListenerOptions.ts"
-import type { Adapter, IncomingConfig, LogLevelName } from "./IncomingConfig.ts"
+import type { Adapter, IncomingConfig, LogLevelName, PolicyRule } from "./IncomingConfig.ts"
 
 /** One named adapter of the routed form, as the options its module's `make` takes. */
 export type AdapterChoice =
@@ -33,8 +41,39 @@ export type DeliveryChoice =
     readonly unrouted: "retry" | "reject"
   }
 
+/** AUTH as the file sets it; `Build.ts` opens the users file as the store. */
+export interface AuthChoice {
+  readonly usersFile: string
+  readonly maxFailuresPerConnection: number
+  readonly maxFailuresPerIp: number
+  readonly ipWindowMs: number
+  readonly failureDelayMs: number
+  /**
+   * The AUTH handler is shared by every listener, so it accepts clear-text AUTH when any
+   * listener allows it; a listener that does not still hides and refuses AUTH before TLS.
+   */
+  readonly allowInsecure: boolean
+}
+
+/** One built-in rule with the options its module's `make` takes. */
+export type RuleChoice =
+  | { readonly rule: "rate_limit"; readonly options: RateLimiterOptions }
+  | { readonly rule: "tls_required"; readonly options: TlsRequiredOptions }
+  | { readonly rule: "hello_required"; readonly options: HelloRequiredOptions }
+  | { readonly rule: "max_recipients"; readonly options: MaxRecipientsOptions }
+  | { readonly rule: "size_limit"; readonly options: SizeLimitOptions }
+  | { readonly rule: "connection_limit"; readonly options: ConnectionLimitOptions }
+
+export interface PoliciesChoice {
+  readonly rules: ReadonlyArray<RuleChoice>
+  readonly timeoutMs: number
+}
+
 export interface Runner {
+  /** Everything but `auth` and `policies.rules`, which `Build.ts` adds. */
   readonly options: IncomingOptions
+  readonly auth: AuthChoice | undefined
+  readonly policies: PoliciesChoice
   readonly delivery: DeliveryChoice
   readonly logging: { readonly format: "auto" | "json" | "pretty"; readonly level: LogLevel.LogLevel }
 }
@@ -57,6 +96,8 @@ export const toIncomingOptions = (c: IncomingConfig): IncomingOptions => ({
   listeners: c.listeners.map((l): ListenerInput => ({
     ...(l.name !== undefined ? { name: l.name } : {}),
     ...(l.hostname !== undefined ? { hostname: l.hostname } : {}),
+    mode: l.mode,
+    allowInsecureAuth: l.allow_insecure_auth,
     host: l.host,
     port: l.port,
     tls: {
@@ -88,6 +129,10 @@ export const toIncomingOptions = (c: IncomingConfig): IncomingOptions => ({
     leaseMs: c.delivery.lease,
     deliveryTimeoutMs: c.delivery.timeout,
     backoff: { baseMs: c.delivery.backoff.base, maxMs: c.delivery.backoff.max, jitter: c.delivery.backoff.jitter }
+  },
+  relay: {
+    trustedNetworks: c.relay.trusted_networks,
+    ...(c.relay.recipients !== undefined ? { recipients: c.relay.recipients } : {})
   },
   ...(c.admin !== undefined
     ? {
@@ -198,8 +243,56 @@ export const toDelivery = (c: IncomingConfig): DeliveryChoice => {
   return c.delivery.adapter === "maildir" ? { adapter: "maildir", root: c.delivery.maildir.root } : { adapter: "discard" }
 }
 
+export const toAuth = (c: IncomingConfig): AuthChoice | undefined =>
+  c.auth === undefined ? undefined : {
+    usersFile: c.auth.users_file,
+    maxFailuresPerConnection: c.auth.max_failures_per_connection,
+    maxFailuresPerIp: c.auth.max_failures_per_ip,
+    ipWindowMs: c.auth.ip_window,
+    failureDelayMs: c.auth.failure_delay,
+    allowInsecure: c.listeners.some((l) => l.allow_insecure_auth)
+  }
+
+const dimensionOf = { ip: "ip", sender: "sender", recipient_domain: "recipientDomain" } as const satisfies Record<string, Dimension>
+
+/** A rule's label: its own `name`, else the `rule` the operator wrote (what they will grep for). */
+const toRule = (p: PolicyRule): RuleChoice => {
+  const common = { name: p.name ?? p.rule, observe: p.observe }
+  switch (p.rule) {
+    case "rate_limit": {
+      const on = new Set(p.dimensions.map((d) => dimensionOf[d]))
+      return {
+        rule: "rate_limit",
+        options: {
+          ...common,
+          rate: p.rate,
+          window: p.window,
+          maxEntries: p.max_entries,
+          sweepInterval: p.sweep_interval,
+          // Every dimension is named, on or off: the module's default is "all on".
+          dimensions: { ip: on.has("ip"), sender: on.has("sender"), recipientDomain: on.has("recipientDomain") }
+        }
+      }
+    }
+    case "tls_required":
+      return { rule: "tls_required", options: common }
+    case "hello_required":
+      return { rule: "hello_required", options: { ...common, allowBareIp: p.allow_bare_ip, requireFqdn: p.require_fqdn } }
+    case "max_recipients":
+      return { rule: "max_recipients", options: { ...common, max: p.max } }
+    case "size_limit":
+      return { rule: "size_limit", options: { ...common, maxSize: p.max } }
+    case "connection_limit":
+      return { rule: "connection_limit", options: { ...common, max: p.max_per_ip } }
+  }
+}
+
+export const toPolicies = (c: IncomingConfig): PoliciesChoice => ({ rules: c.policies.map(toRule), timeoutMs: c.policy_timeout })
+
 export const toRunner = (c: IncomingConfig): Runner => ({
   options: toIncomingOptions(c),
+  auth: toAuth(c),
+  policies: toPolicies(c),
   delivery: toDelivery(c),
   logging: { format: c.logging.format, level: logLevels[c.logging.level] }
 })

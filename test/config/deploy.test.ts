@@ -8,7 +8,7 @@ import * as NodeServices from "@effect/platform-node/NodeServices"
 import { assert, describe, it } from "@effect/vitest"
 import { Effect } from "effect"
 import { Schema, SchemaAST } from "effect"
-import { Adapter } from "../../src/config/IncomingConfig.ts"
+import { Adapter, PolicyRule } from "../../src/config/IncomingConfig.ts"
 import * as Load from "../../src/config/Load.ts"
 import { leafPaths } from "../../src/config/Shape.ts"
 import { parseDuration } from "../../src/config/Units.ts"
@@ -39,6 +39,18 @@ describe("deploy files and docs", () => {
     assert.isTrue(SchemaAST.isUnion(union))
     const all = (union as SchemaAST.Union).types.flatMap((member) => keys(member, "")).filter((k) => k !== "type")
     assert.isAbove(all.length, 25)
+    assert.deepStrictEqual([...new Set(all)].filter((key) => !doc.includes(`| \`${key}\` |`)), [])
+  })
+
+  it("docs/configuration.md has a row for every key of every policy rule", () => {
+    const doc = read("docs/configuration.md")
+    // `policies` is a list of a union, which leafPaths does not enter either.
+    const union = SchemaAST.toEncoded(Schema.revealCodec(PolicyRule).ast)
+    assert.isTrue(SchemaAST.isUnion(union))
+    const all = (union as SchemaAST.Union).types.flatMap((member) =>
+      SchemaAST.isObjects(member) ? member.propertySignatures.map((p) => String(p.name)) : []
+    )
+    assert.isAbove(all.length, 15)
     assert.deepStrictEqual([...new Set(all)].filter((key) => !doc.includes(`| \`${key}\` |`)), [])
   })
 
