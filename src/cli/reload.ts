@@ -4,9 +4,10 @@
  * certificate), is logged and the running configuration stays. Delivery routes and adapters are
  * built once at start: a change there is reported as needing a restart.
  */
-import { Cause, Effect, Layer, Semaphore } from "effect"
-import * as Control from "../Control.ts"
+import { Cause, Effect, Exit, Layer, Scope, Semaphore } from "effect"
+import * as Build from "../config/Build.ts"
 import type * as Options from "../config/Options.ts"
+import * as Control from "../Control.ts"
 
 export const layer = <E, R>(
   load: Effect.Effect<Options.Runner, E, R>,
@@ -15,17 +16,28 @@ export const layer = <E, R>(
   Layer.effectDiscard(Effect.gen(function*() {
     const control = yield* Control.Control
     const runFork = Effect.runForkWith(yield* Effect.context<R>())
+    const layerScope = yield* Effect.scope
     const deliveryAtStart = JSON.stringify(started.delivery)
+    // Rules built for a reload (a rate limiter's sweeper) live in a scope of their own, closed
+    // when the next reload replaces them; the rules built at start live with the server.
+    let generation: Scope.Closeable | undefined
     // One reload at a time: a second SIGHUP while one runs waits for it.
     const lock = yield* Semaphore.make(1)
     const once = Effect.gen(function*() {
       yield* Effect.logInfo("SIGHUP: reloading the configuration")
       const runner = yield* load
-      const report = yield* control.reload(runner.options)
+      const scope = yield* Scope.fork(layerScope)
+      const applied = yield* Effect.exit(Effect.flatMap(Build.options(runner).pipe(Scope.provide(scope)), control.reload))
+      if (Exit.isFailure(applied)) {
+        yield* Scope.close(scope, Exit.void)
+        return yield* Effect.failCause(applied.cause)
+      }
+      const previous = generation
+      generation = scope
+      if (previous !== undefined) yield* Scope.close(previous, Exit.void)
       if (JSON.stringify(runner.delivery) !== deliveryAtStart) {
         yield* Effect.logWarning("delivery routes or adapters changed: restart to apply them")
       }
-      return report
     }).pipe(
       lock.withPermits(1),
       Effect.catchCause((cause) => Effect.logError("reload failed; the running configuration stays", Cause.pretty(cause)))

@@ -15,7 +15,14 @@ import { SmtpClient, TestIncoming } from "../../src/testing/index.ts"
 import { hasOpenssl, selfSignedCert } from "../smtp/helpers.ts"
 import { serve } from "../support/server.ts"
 
-const config = (o: { dir: string; domains: ReadonlyArray<string>; cert: { cert: string; key: string }; maxRecipients: number; host?: string }) => `
+const config = (o: {
+  dir: string
+  domains: ReadonlyArray<string>
+  cert: { cert: string; key: string }
+  maxRecipients: number
+  host?: string
+  senderRate?: number
+}) => `
 domains = [${o.domains.map((d) => `"${d}"`).join(", ")}]
 data_dir = "${join(o.dir, "data")}"
 
@@ -28,7 +35,13 @@ tls = { mode = "optional", cert = "${o.cert.cert}", key = "${o.cert.key}" }
 
 [delivery]
 adapter = "discard"
-`
+${o.senderRate === undefined ? "" : `
+[[policies]]
+rule = "rate_limit"
+rate = ${o.senderRate}
+window = "60s"
+dimensions = ["sender"]
+`}`
 
 /** The fingerprint of the certificate the server presents after STARTTLS, on a raw socket of its own. */
 const presentedCert = (port: number) =>
@@ -76,7 +89,9 @@ describe.skipIf(!hasOpenssl)("SIGHUP reload", () => {
       const file = join(dir, "incoming.toml")
       writeFileSync(file, config({ dir, domains: ["a.test"], cert: certA, maxRecipients: 5 }))
       const server = yield* serve(["--config", file])
-      const send = (to: string) => SmtpClient.send({ port: server.port, from: "x@remote.test", to: [to], data: "Subject: r\r\n\r\nx\r\n" })
+      // A sender per message, so the per-sender rate limit added below only sees `busy@`.
+      let n = 0
+      const send = (to: string) => SmtpClient.send({ port: server.port, from: `x${++n}@remote.test`, to: [to], data: "Subject: r\r\n\r\nx\r\n" })
 
       assert.strictEqual((yield* send("u@a.test")).code, 250)
       assert.strictEqual((yield* send("u@b.test")).code, 554)
@@ -87,16 +102,20 @@ describe.skipIf(!hasOpenssl)("SIGHUP reload", () => {
       yield* old.command("EHLO old.test")
       assert.strictEqual((yield* old.command("MAIL FROM:<x@remote.test>")).code, 250)
 
-      writeFileSync(file, config({ dir, domains: ["a.test", "b.test"], cert: certB, maxRecipients: 1 }))
+      writeFileSync(file, config({ dir, domains: ["a.test", "b.test"], cert: certB, maxRecipients: 1, senderRate: 2 }))
       yield* server.signal("SIGHUP")
       yield* server.waitFor(/configuration reloaded/)
+
+      // The policy added to the file applies: a sender past 2 messages a minute is deferred.
+      const bySender = (n: number) => SmtpClient.send({ port: server.port, from: "busy@remote.test", to: [`u${n}@a.test`], data: "x\r\n" })
+      assert.deepStrictEqual([(yield* bySender(1)).code, (yield* bySender(2)).code, (yield* bySender(3)).code], [250, 250, 450])
 
       // New connections: the new domain is ours, the new limit and the new certificate apply.
       assert.strictEqual((yield* send("u@b.test")).code, 250)
       assert.strictEqual(yield* presentedCert(server.port), fingerprint(certB.cert))
       const fresh = yield* SmtpClient.connect({ port: server.port })
       yield* fresh.command("EHLO new.test")
-      yield* fresh.command("MAIL FROM:<x@remote.test>")
+      yield* fresh.command("MAIL FROM:<fresh@remote.test>")
       assert.strictEqual((yield* fresh.command("RCPT TO:<one@a.test>")).code, 250)
       assert.strictEqual((yield* fresh.command("RCPT TO:<two@a.test>")).code, 452, "max_recipients = 1 after the reload")
 
