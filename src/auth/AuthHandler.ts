@@ -19,7 +19,7 @@
  * PLAIN with an authorization identity different from the authentication identity (acting as
  * someone else) is refused like a wrong password: there is no proxy authorization.
  */
-import { Clock, Data, Duration, Effect, Option } from "effect"
+import { Cause, Clock, Data, Duration, Effect, Exit, Metric, Option } from "effect"
 import type { SMTPServerAuthentication, SMTPServerSession } from "smtp-server"
 import * as SlidingWindow from "../policy/internal/SlidingWindow.ts"
 import * as SmtpReply from "../smtp/SmtpReply.ts"
@@ -95,6 +95,27 @@ export interface AuthHandler {
   readonly ipFailures: (ip: string) => Effect.Effect<number>
 }
 
+export const attemptsTotal = Metric.counter("incoming_auth_attempts_total", {
+  description: "AUTH attempts by mechanism and result (success, invalid, too_many_failures, refused, store_unavailable)",
+  incremental: true
+})
+
+const resultOf = (exit: Exit.Exit<unknown, AuthRejected>): string => {
+  const fail = Exit.isFailure(exit) ? exit.cause.reasons.find(Cause.isFailReason) : undefined
+  switch (fail?.error.reason._tag) {
+    case "InvalidCredentials":
+      return "invalid"
+    case "TooManyFailures":
+      return "too_many_failures"
+    case "StoreUnavailable":
+      return "store_unavailable"
+    case undefined:
+      return "interrupted"
+    default:
+      return "refused"
+  }
+}
+
 export const make = (options: AuthHandlerOptions): AuthHandler => {
   const maxPerConnection = options.maxFailuresPerConnection ?? 3
   const maxPerIp = options.maxFailuresPerIp ?? 10
@@ -137,6 +158,19 @@ export const make = (options: AuthHandlerOptions): AuthHandler => {
   }
 
   const onAuth = (auth: SMTPServerAuthentication, session: SMTPServerSession) =>
+    attempt(auth, session).pipe(
+      Effect.onExit((exit) =>
+        Metric.update(
+          attemptsTotal.pipe(Metric.withAttributes({
+            mechanism: auth.method,
+            result: Exit.isSuccess(exit) ? "success" : resultOf(exit)
+          })),
+          1
+        )
+      )
+    )
+
+  const attempt = (auth: SMTPServerAuthentication, session: SMTPServerSession) =>
     Effect.gen(function*() {
       if (session.envelope.mailFrom !== false) return yield* reject({ _tag: "InTransaction" })
       if (session.user !== undefined && session.user !== null && session.user !== false && session.user !== "") {

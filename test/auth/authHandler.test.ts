@@ -11,7 +11,7 @@ import type { AddressInfo } from "node:net"
 import { tmpdir } from "node:os"
 import { readFileSync } from "node:fs"
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Exit } from "effect"
+import { Effect, Exit, Metric } from "effect"
 import nodemailer from "nodemailer"
 import type { SMTPServerOptions } from "smtp-server"
 import * as AuthHandler from "../../src/auth/AuthHandler.ts"
@@ -98,6 +98,12 @@ describe("AuthHandler through smtp-server", () => {
       const e = yield* Effect.flip(nodemailerVerify(port, "alice", "wrong", "LOGIN"))
       assert.strictEqual(e.responseCode, 535)
       assert.include(e.response ?? "", "535 5.7.8 Authentication credentials invalid")
+      // Every attempt is counted by mechanism and result.
+      const count = (mechanism: string, result: string) =>
+        Effect.map(Metric.value(AuthHandler.attemptsTotal.pipe(Metric.withAttributes({ mechanism, result }))), (v) => v.count)
+      assert.isAtLeast(yield* count("PLAIN", "success"), 1)
+      assert.isAtLeast(yield* count("LOGIN", "success"), 1)
+      assert.isAtLeast(yield* count("LOGIN", "invalid"), 1)
     }))
 
   it.live("raw: 235 2.7.0, a second AUTH 503, `*` cancels with 501, AUTH in a transaction 503 5.5.1", () =>
