@@ -74,17 +74,36 @@ interface Running {
   readonly finish: (deadline: number) => Effect.Effect<void>
 }
 
+interface TlsFiles {
+  readonly cert: Buffer
+  readonly key: Buffer
+  readonly sniOptions: Readonly<Record<string, { readonly cert: Buffer; readonly key: Buffer }>>
+}
+
 const readTls = (o: ListenerOptions.ListenerOptions, address: string) =>
   Effect.try({
-    try: () => {
-      if (o.tls.mode === "disabled") return {}
+    try: (): TlsFiles | undefined => {
+      if (o.tls.mode === "disabled") return undefined
       if (o.tls.cert === undefined || o.tls.key === undefined) {
         throw new Error(`tls mode "${o.tls.mode}" needs both a certificate and a key file`)
       }
-      const cert = readFileSync(o.tls.cert)
-      const key = readFileSync(o.tls.key)
-      createSecureContext({ cert, key }) // fails now on a malformed or mismatched pair, not at first STARTTLS
-      return { cert, key }
+      // Each pair is checked now (createSecureContext fails on a malformed or mismatched pair),
+      // not at the first STARTTLS.
+      const pair = (files: { readonly cert: string; readonly key: string }, label: string) => {
+        try {
+          const cert = readFileSync(files.cert)
+          const key = readFileSync(files.key)
+          createSecureContext({ cert, key })
+          return { cert, key }
+        } catch (e) {
+          throw new Error(`${label}: ${e instanceof Error ? e.message : String(e)}`)
+        }
+      }
+      const main = pair({ cert: o.tls.cert, key: o.tls.key }, "certificate")
+      const sniOptions = Object.fromEntries(
+        Object.entries(o.tls.sni ?? {}).map(([name, files]) => [name.toLowerCase(), pair(files, `sni "${name}"`)])
+      )
+      return { ...main, sniOptions }
     },
     catch: (cause) =>
       new ListenError({
@@ -203,7 +222,7 @@ const start = Effect.fnUntraced(function*(
   }
 
   const engineOptions: SMTPServerOptions = {
-    ...tls,
+    ...(tls === undefined ? {} : { cert: tls.cert, key: tls.key, sniOptions: tls.sniOptions }),
     name: o.hostname,
     banner: "Incoming",
     size: o.maxSize,
@@ -342,9 +361,9 @@ const start = Effect.fnUntraced(function*(
         s.options.size = n.maxSize
         s.options.socketTimeout = n.idleTimeoutMs
         s.options.name = n.hostname
-        if (certificate !== undefined && "cert" in certificate) {
-          o.tls = { ...o.tls, cert: n.tls.cert, key: n.tls.key }
-          s.updateSecureContext({ cert: certificate.cert, key: certificate.key })
+        if (certificate !== undefined) {
+          o.tls = { ...o.tls, cert: n.tls.cert, key: n.tls.key, sni: n.tls.sni }
+          s.updateSecureContext(certificate)
         }
       })
       return { restartNeeded, apply }

@@ -17,6 +17,11 @@ export interface TlsOptions {
   readonly cert?: string | undefined
   /** PEM private key file. */
   readonly key?: string | undefined
+  /**
+   * More certificates, chosen by the name the client asks for (SNI): server name → files. A
+   * client that asks for no name, or another one, gets `cert`/`key`.
+   */
+  readonly sni?: Readonly<Record<string, { readonly cert: string; readonly key: string }>> | undefined
 }
 
 export interface ListenerOptions {
