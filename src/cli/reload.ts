@@ -2,7 +2,7 @@
  * SIGHUP for `incoming serve`: re-read the configuration file and apply it to the running
  * server through `Control.reload`. An invalid file, or one the server cannot apply (a bad
  * certificate), is logged and the running configuration stays. Delivery routes and adapters are
- * built once at start: a change there is reported as needing a restart.
+ * built once at start, and so is the trace exporter: a change there is reported as needing a restart.
  */
 import { Cause, Effect, Exit, Layer, Scope, Semaphore } from "effect"
 import * as Build from "../config/Build.ts"
@@ -18,6 +18,8 @@ export const layer = <E, R>(
     const runFork = Effect.runForkWith(yield* Effect.context<R>())
     const layerScope = yield* Effect.scope
     const deliveryAtStart = JSON.stringify(started.delivery)
+    // Header values are Redacted and compare as "<redacted>": a changed API key alone goes unnoticed.
+    const tracingAtStart = JSON.stringify(started.tracing)
     // Rules built for a reload (a rate limiter's sweeper) live in a scope of their own, closed
     // when the next reload replaces them; the rules built at start live with the server.
     let generation: Scope.Closeable | undefined
@@ -37,6 +39,9 @@ export const layer = <E, R>(
       if (previous !== undefined) yield* Scope.close(previous, Exit.void)
       if (JSON.stringify(runner.delivery) !== deliveryAtStart) {
         yield* Effect.logWarning("delivery routes or adapters changed: restart to apply them")
+      }
+      if (JSON.stringify(runner.tracing) !== tracingAtStart) {
+        yield* Effect.logWarning("tracing settings changed: restart to apply them")
       }
     }).pipe(
       lock.withPermits(1),

@@ -18,6 +18,7 @@ import * as Options from "../config/Options.ts"
 import * as Render from "../config/Render.ts"
 import * as Incoming from "../Incoming.ts"
 import * as Logging from "../telemetry/Logging.ts"
+import * as Tracing from "../telemetry/Tracing.ts"
 import * as Delivery from "./delivery.ts"
 
 const flags = {
@@ -127,13 +128,15 @@ export const serve = Command.make("serve", flags, (f) =>
     const server = Layer.unwrap(Effect.map(Build.options(runner), Incoming.layer)).pipe(Layer.provide(Delivery.layer(runner.delivery)))
     // SIGHUP re-reads the same file with the same flags and applies it (see cli/reload.ts).
     const app = Reload.layer(Effect.map(load, (l) => l.runner), runner).pipe(Layer.provideMerge(server))
+    // `[tracing]`: the OTLP tracer under everything, so it is built first and flushed last.
+    const traced = app.pipe(Layer.provide(Tracing.layer(runner.tracing)))
     // The global --log-level flag, when given, wins over the file's logging.level.
     const cliLevel = yield* GlobalFlag.LogLevel
     return yield* Effect.gen(function*() {
       yield* Effect.logInfo(loaded.file === undefined ? "no config file found: defaults and flags only" : `config file ${loaded.file}`)
       yield* Effect.logDebug(`effective configuration (secrets redacted):\n${Render.render(loaded.config, "toml")}`)
       yield* Effect.logInfo(`incoming serving ${runner.options.domains.join(", ")}; delivering with ${Delivery.describe(runner.delivery)}`)
-      return yield* Layer.launch(app)
+      return yield* Layer.launch(traced)
     }).pipe(
       Option.isNone(cliLevel) ? Effect.provideService(References.MinimumLogLevel, runner.logging.level) : (e) => e,
       Effect.provide(Logging.layer({ format: runner.logging.format, isTTY: process.stdout.isTTY === true }))

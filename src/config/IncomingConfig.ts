@@ -30,6 +30,7 @@ import * as Policy from "../policy/Policy.ts"
 import * as RateLimiter from "../policy/rules/RateLimiter.ts"
 import * as ListenerOptions from "../smtp/ListenerOptions.ts"
 import { defaultSpoolOptions } from "../spool/Spool.ts"
+import { defaults as tracingDefaults } from "../telemetry/Tracing.ts"
 import { Duration, formatDuration, formatSize, Size } from "./Units.ts"
 
 const withDefault = <S extends Schema.Top>(schema: S, value: S["Encoded"]) =>
@@ -66,7 +67,9 @@ export const Tls = Schema.Struct({
   /** PEM certificate chain; required unless mode is "disabled". */
   cert: Schema.optionalKey(NonEmpty),
   /** PEM private key; not a secret itself (it names a file), the file's permissions protect it. */
-  key: Schema.optionalKey(NonEmpty)
+  key: Schema.optionalKey(NonEmpty),
+  /** More certificates chosen by the name the client asks for (SNI): server name → files. */
+  sni: Schema.optionalKey(Schema.Record(Schema.String, Schema.Struct({ cert: NonEmpty, key: NonEmpty })))
 })
 
 export const Listener = Schema.Struct({
@@ -285,6 +288,22 @@ export const Admin = Schema.Struct({
 })
 
 /**
+ * OTLP/HTTP trace export, off unless the table is present. `otlp_endpoint` is the collector's
+ * base URL (`/v1/traces` is appended, as OpenTelemetry's `OTEL_EXPORTER_OTLP_ENDPOINT` does);
+ * header values are secrets because the usual header is a vendor's API key.
+ */
+export const Tracing = Schema.Struct({
+  otlp_endpoint: HttpUrl,
+  service_name: withDefault(NonEmpty, tracingDefaults.serviceName),
+  /** `protobuf` is the OTLP/HTTP default every collector accepts; `json` is easier to read on the wire. */
+  protocol: withDefault(Schema.Literals(["protobuf", "json"]), tracingDefaults.protocol),
+  headers: Schema.optionalKey(Schema.Record(NonEmpty, Secret)),
+  /** Share of traces kept, decided at each root span (a session's DATA, a delivery attempt). */
+  sample_ratio: withDefault(Schema.Number.check(Schema.isBetween({ minimum: 0, maximum: 1 })), tracingDefaults.sampleRatio),
+  export_interval: duration(tracingDefaults.exportIntervalMs)
+})
+
+/**
  * Defaults of the AUTH failure limits. AuthHandler keeps them as literals inside `make`, so they
  * are repeated here for `check-config` to show; keep them in step with src/auth/AuthHandler.ts.
  */
@@ -368,6 +387,8 @@ export const IncomingConfig = Schema.Struct({
   logging: withDefault(Logging, {}),
   /** The admin HTTP endpoint (metrics, health); off unless this table is present. */
   admin: Schema.optionalKey(Admin),
+  /** OTLP/HTTP trace export; off unless this table is present. */
+  tracing: Schema.optionalKey(Tracing),
   /** Named delivery adapters for `routes`. */
   adapters: Schema.optionalKey(Schema.Record(Schema.String, Adapter)),
   /** Recipient → adapter; when present, delivery goes through the Router instead of `delivery.adapter`. */

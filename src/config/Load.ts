@@ -87,10 +87,20 @@ const pathSettings = (tree: Tree): ReadonlyArray<Path> => {
     ["data_dir"],
     ["delivery", "maildir", "root"],
     ["auth", "users_file"],
-    ...listeners.flatMap((_, i): Array<Path> => [["listeners", i, "tls", "cert"], ["listeners", i, "tls", "key"]]),
+    ...listeners.flatMap((l, i): Array<Path> => [
+      ["listeners", i, "tls", "cert"],
+      ["listeners", i, "tls", "key"],
+      ...sniNames(l).flatMap((name): Array<Path> => [["listeners", i, "tls", "sni", name, "cert"], ["listeners", i, "tls", "sni", name, "key"]])
+    ]),
     // Only a maildir adapter has `root` and only an LMTP one `socket`: the others are left alone.
     ...adapters.flatMap((name): Array<Path> => [["adapters", name, "root"], ["adapters", name, "socket"]])
   ]
+}
+
+/** The server names of a listener's `tls.sni` table, as written in the file. */
+const sniNames = (listener: unknown): ReadonlyArray<string> => {
+  if (!isTree(listener) || !isTree(listener.tls) || !isTree(listener.tls.sni)) return []
+  return Object.keys(listener.tls.sni)
 }
 
 const resolvePath = (tree: Tree, path: Path, base: string) => {
@@ -393,6 +403,12 @@ const semanticChecks = Effect.fnUntraced(function*(config: IncomingConfig, sourc
         else if (info.value.type !== "File") add(["listeners", i, "tls", which], `not a file: ${file}`)
         else if ((yield* fs.access(file, { readable: true }).pipe(Effect.option))._tag === "None") {
           add(["listeners", i, "tls", which], `not readable by this user: ${file}`)
+        }
+      }
+      for (const [name, files] of Object.entries(l.tls.sni ?? {})) {
+        for (const which of ["cert", "key"] as const) {
+          const exists = yield* fs.exists(files[which]).pipe(Effect.orElseSucceed(() => false))
+          if (!exists) add(["listeners", i, "tls", "sni", name, which], `file not found: ${files[which]}`)
         }
       }
     }

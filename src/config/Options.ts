@@ -1,7 +1,7 @@
 /**
  * From a decoded `IncomingConfig` to what the runner builds: the `IncomingOptions` of
  * `Incoming.layer` (the same options a host app passes), plus the parts only the standalone
- * runner has — which delivery adapter to use and how to log.
+ * runner has — which delivery adapter to use, how to log, and where to export traces.
  *
  * Delivery is data here, in the option types of the adapters and the Router themselves, so the
  * mapping can be tested without building anything; `cli/delivery.ts` turns it into a layer.
@@ -21,6 +21,7 @@ import type { Dimension, RateLimiterOptions } from "../policy/rules/RateLimiter.
 import type { SizeLimitOptions } from "../policy/rules/SizeLimit.ts"
 import type { TlsRequiredOptions } from "../policy/rules/TlsRequired.ts"
 import type { ListenerInput } from "../smtp/ListenerOptions.ts"
+import type { TracingOptions } from "../telemetry/Tracing.ts"
 import type { Adapter, IncomingConfig, LogLevelName, PolicyRule } from "./IncomingConfig.ts"
 
 /** One named adapter of the routed form, as the options its module's `make` takes. */
@@ -76,6 +77,8 @@ export interface Runner {
   readonly policies: PoliciesChoice
   readonly delivery: DeliveryChoice
   readonly logging: { readonly format: "auto" | "json" | "pretty"; readonly level: LogLevel.LogLevel }
+  /** OTLP trace export; `undefined` when `[tracing]` is absent. Applied at start only, not on reload. */
+  readonly tracing: TracingOptions | undefined
 }
 
 const logLevels: Record<LogLevelName, LogLevel.LogLevel> = {
@@ -103,7 +106,8 @@ export const toIncomingOptions = (c: IncomingConfig): IncomingOptions => ({
     tls: {
       mode: l.tls.mode,
       ...(l.tls.cert !== undefined ? { cert: l.tls.cert } : {}),
-      ...(l.tls.key !== undefined ? { key: l.tls.key } : {})
+      ...(l.tls.key !== undefined ? { key: l.tls.key } : {}),
+      ...(l.tls.sni !== undefined ? { sni: l.tls.sni } : {})
     },
     maxSize: l.max_size,
     maxRecipients: l.max_recipients,
@@ -289,10 +293,22 @@ const toRule = (p: PolicyRule): RuleChoice => {
 
 export const toPolicies = (c: IncomingConfig): PoliciesChoice => ({ rules: c.policies.map(toRule), timeoutMs: c.policy_timeout })
 
+/** Header values stay `Redacted`: `Tracing.ts` opens them only to hand them to the exporter. */
+export const toTracing = (c: IncomingConfig): TracingOptions | undefined =>
+  c.tracing === undefined ? undefined : {
+    endpoint: c.tracing.otlp_endpoint,
+    serviceName: c.tracing.service_name,
+    protocol: c.tracing.protocol,
+    ...(c.tracing.headers !== undefined ? { headers: c.tracing.headers } : {}),
+    sampleRatio: c.tracing.sample_ratio,
+    exportIntervalMs: c.tracing.export_interval
+  }
+
 export const toRunner = (c: IncomingConfig): Runner => ({
   options: toIncomingOptions(c),
   auth: toAuth(c),
   policies: toPolicies(c),
   delivery: toDelivery(c),
-  logging: { format: c.logging.format, level: logLevels[c.logging.level] }
+  logging: { format: c.logging.format, level: logLevels[c.logging.level] },
+  tracing: toTracing(c)
 })

@@ -136,7 +136,14 @@ export const make = Effect.fnUntraced(function*(input: Partial<DispatcherOptions
       // Interrupted mid-delivery (drain): the message goes back to the queue untouched.
       Effect.onInterrupt(() => queue.release(lease).pipe(Effect.ignore)),
       Effect.annotateLogs({ message: lease.id }),
-      Effect.withSpan("Dispatcher.deliver", { attributes: { message: lease.id, adapter: adapter.name } }, { captureStackTrace: false })
+      Effect.withSpan("Dispatcher.deliver", {
+        attributes: {
+          message: lease.id,
+          adapter: adapter.name,
+          recipients: lease.recipients.length,
+          attempt: Math.max(...lease.recipients.map((r) => r.attempt))
+        }
+      }, { captureStackTrace: false })
     )
 
   const step = (owner: string) =>

@@ -176,9 +176,13 @@ const start = Effect.fnUntraced(function*(
   const open = (id: string): Connection => {
     const scope = Scope.forkUnsafe(shared.connectionsScope, "parallel")
     // The runtime captures its context here, so every hook fiber of this connection carries the
-    // session's log annotations without wrapping each hook.
+    // session's log annotations and runs under the connection's span (ended when the scope
+    // closes) without wrapping each hook.
     const run = runSync(
-      FiberSet.makeRuntime<never>().pipe(Scope.provide(scope), Effect.annotateLogs({ session: id, listener: o.name }))
+      Effect.gen(function*() {
+        const span = yield* Effect.makeSpanScoped("Session", { attributes: { session: id, listener: o.name } })
+        return yield* FiberSet.makeRuntime<never>().pipe(Effect.withParentSpan(span))
+      }).pipe(Scope.provide(scope), Effect.annotateLogs({ session: id, listener: o.name }))
     )
     const c: Connection = { scope, run }
     connections.set(id, c)

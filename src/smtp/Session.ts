@@ -288,6 +288,8 @@ export const make = Effect.fnUntraced(function*(options: ListenerOptions, hooks:
   const data = (stream: Readable, session: SMTPServerSession) =>
     Effect.gen(function*() {
       const id = MessageId.make()
+      // The message id joins this transaction's trace to its deliveries (Dispatcher.deliver).
+      yield* Effect.annotateCurrentSpan({ message: id, listener: options.name })
       hooks.enterData(session.id)
       const body = yield* spool.receive(stream, { id, maxSize: options.maxSize, lineEndings: options.lineEndings }).pipe(
         Effect.ensuring(Effect.sync(() => hooks.leaveData(session.id)))
@@ -324,6 +326,9 @@ export const make = Effect.fnUntraced(function*(options: ListenerOptions, hooks:
         return yield* deliverNow(adapter.value, { id, envelope, trace, body, receivedAt: now })
       }
       yield* queue.commit({ id, envelope, trace, body, receivedAt: now }).pipe(
+        Effect.withSpan("Queue.commit", { attributes: { message: id, recipients: rcptTo.length, size: body.size } }, {
+          captureStackTrace: false
+        }),
         Effect.timeout(options.hookTimeoutMs),
         Effect.tapCause((cause) =>
           Effect.andThen(
