@@ -195,13 +195,14 @@ const start = Effect.fnUntraced(function*(
     runFork(Scope.close(c.scope, Exit.void))
   }
 
-  /** Runs a hook as a fiber of the connection and answers the engine's callback with its outcome. */
+  // Command durations, by the command a hook answers (CONNECT is not a command).
   const durations = {
     AUTH: Telemetry.commandDuration("AUTH"),
     MAIL: Telemetry.commandDuration("MAIL"),
     RCPT: Telemetry.commandDuration("RCPT"),
     DATA: Telemetry.commandDuration("DATA")
   }
+  /** Runs a hook as a fiber of the connection and answers the engine's callback with its outcome. */
   const runHook = <A, E>(
     id: string,
     command: keyof typeof durations | "CONNECT",
