@@ -3,9 +3,14 @@
  * discard adapter for the simple form, or the Router over the file's named adapters for the
  * routed form. The Router also provides `Router.Routes`, which sessions read to acknowledge
  * `acknowledge = "sync"` routes before answering DATA.
+ *
+ * `layerSwappable` makes it reloadable: the services it provides delegate to the current build,
+ * and `DeliverySwap.replace` builds the new adapters and routes in a scope of their own, swaps,
+ * and then closes the old build's scope (its connections and agents). A delivery in flight on
+ * the old build may fail when that happens; it is retried, as after any delivery failure.
  */
-import type { Effect, Layer, Scope } from "effect"
-import type * as DA from "../delivery/DeliveryAdapter.ts"
+import { Context, Effect, Exit, Layer, Option, Scope } from "effect"
+import * as DA from "../delivery/DeliveryAdapter.ts"
 import * as DiscardAdapter from "../delivery/DiscardAdapter.ts"
 import * as LmtpAdapter from "../delivery/LmtpAdapter.ts"
 import * as MaildirAdapter from "../delivery/MaildirAdapter.ts"
@@ -64,3 +69,57 @@ export const describe = (choice: DeliveryChoice): string => {
       return `router: ${choice.routes.map((r) => `${r.name} (${r.match.join(", ")}) → ${r.adapter}`).join("; ")}`
   }
 }
+
+/** Replaces the delivery adapters and routes of a running server (SIGHUP). */
+export class DeliverySwap extends Context.Service<DeliverySwap, {
+  readonly replace: (choice: DeliveryChoice) => Effect.Effect<void, Router.RouterError>
+}>()("incoming/cli/DeliverySwap") {}
+
+interface Built {
+  readonly adapter: DA.DeliveryAdapter["Service"]
+  readonly routes: Router.RouteTable | undefined
+}
+
+const build = (choice: DeliveryChoice, scope: Scope.Scope): Effect.Effect<Built, Router.RouterError> =>
+  Effect.map(Layer.buildWithScope(layer(choice) as Layer.Layer<DA.DeliveryAdapter | Router.Routes, Router.RouterError>, scope), (ctx) => ({
+    adapter: Context.get(ctx, DA.DeliveryAdapter),
+    routes: Option.getOrUndefined(Context.getOption(ctx, Router.Routes))
+  }))
+
+export const layerSwappable = (
+  choice: DeliveryChoice
+): Layer.Layer<DA.DeliveryAdapter | Router.Routes | DeliverySwap, Router.RouterError> =>
+  Layer.effectContext(Effect.gen(function*() {
+    const parent = yield* Effect.scope
+    let scope = yield* Scope.fork(parent)
+    let current = yield* build(choice, scope)
+    const adapter = DA.DeliveryAdapter.of({
+      get name() {
+        return current.adapter.name
+      },
+      deliver: (delivery) => current.adapter.deliver(delivery)
+    })
+    // Without a router every recipient is durable: an empty table answers "no route".
+    const routes: Router.RouteTable = {
+      get routes() {
+        return current.routes?.routes ?? []
+      },
+      routeFor: (rcpt) => current.routes?.routeFor(rcpt),
+      byName: (name) => current.routes?.byName(name)
+    }
+    const swap = DeliverySwap.of({
+      replace: (next) =>
+        Effect.gen(function*() {
+          const fresh = yield* Scope.fork(parent)
+          const built = yield* build(next, fresh).pipe(Effect.tapError(() => Scope.close(fresh, Exit.void)))
+          const old = scope
+          current = built
+          scope = fresh
+          yield* Scope.close(old, Exit.void)
+        })
+    })
+    return Context.make(DA.DeliveryAdapter, adapter).pipe(
+      Context.add(Router.Routes, Router.Routes.of(routes)),
+      Context.add(DeliverySwap, swap)
+    )
+  }))

@@ -8,16 +8,18 @@ import { Cause, Effect, Exit, Layer, Scope, Semaphore } from "effect"
 import * as Build from "../config/Build.ts"
 import type * as Options from "../config/Options.ts"
 import * as Control from "../Control.ts"
+import * as Delivery from "./delivery.ts"
 
 export const layer = <E, R>(
   load: Effect.Effect<Options.Runner, E, R>,
   started: Options.Runner
-): Layer.Layer<never, never, Control.Control | R> =>
+): Layer.Layer<never, never, Control.Control | Delivery.DeliverySwap | R> =>
   Layer.effectDiscard(Effect.gen(function*() {
     const control = yield* Control.Control
+    const delivery = yield* Delivery.DeliverySwap
     const runFork = Effect.runForkWith(yield* Effect.context<R>())
     const layerScope = yield* Effect.scope
-    const deliveryAtStart = JSON.stringify(started.delivery)
+    let deliveryNow = JSON.stringify(started.delivery)
     // Header values are Redacted and compare as "<redacted>": a changed API key alone goes unnoticed.
     const tracingAtStart = JSON.stringify(started.tracing)
     // Rules built for a reload (a rate limiter's sweeper) live in a scope of their own, closed
@@ -37,8 +39,13 @@ export const layer = <E, R>(
       const previous = generation
       generation = scope
       if (previous !== undefined) yield* Scope.close(previous, Exit.void)
-      if (JSON.stringify(runner.delivery) !== deliveryAtStart) {
-        yield* Effect.logWarning("delivery routes or adapters changed: restart to apply them")
+      // Adapters and routes are rebuilt only when the file changed them (a rebuild closes the
+      // old adapters' connections).
+      const deliveryNext = JSON.stringify(runner.delivery)
+      if (deliveryNext !== deliveryNow) {
+        yield* delivery.replace(runner.delivery)
+        deliveryNow = deliveryNext
+        yield* Effect.logInfo("delivery adapters and routes reloaded")
       }
       if (JSON.stringify(runner.tracing) !== tracingAtStart) {
         yield* Effect.logWarning("tracing settings changed: restart to apply them")

@@ -125,7 +125,10 @@ export const serve = Command.make("serve", flags, (f) =>
     const { loaded, runner } = yield* load
     // AUTH's user store and the policy rules are built inside the server's layer: a rate limiter's
     // sweeper lives in its scope (config/Build.ts).
-    const server = Layer.unwrap(Effect.map(Build.options(runner), Incoming.layer)).pipe(Layer.provide(Delivery.layer(runner.delivery)))
+    // Delivery stays visible (provideMerge) so that a reload can swap it (DeliverySwap).
+    const server = Layer.unwrap(Effect.map(Build.options(runner), Incoming.layer)).pipe(
+      Layer.provideMerge(Delivery.layerSwappable(runner.delivery))
+    )
     // SIGHUP re-reads the same file with the same flags and applies it (see cli/reload.ts).
     const app = Reload.layer(Effect.map(load, (l) => l.runner), runner).pipe(Layer.provideMerge(server))
     // `[tracing]`: the OTLP tracer under everything, so it is built first and flushed last.

@@ -22,6 +22,8 @@ const config = (o: {
   maxRecipients: number
   host?: string
   senderRate?: number
+  /** Named adapters and a sync route for b.test instead of the plain discard adapter. */
+  routed?: boolean
 }) => `
 domains = [${o.domains.map((d) => `"${d}"`).join(", ")}]
 data_dir = "${join(o.dir, "data")}"
@@ -33,9 +35,23 @@ port = 0
 max_recipients = ${o.maxRecipients}
 tls = { mode = "optional", cert = "${o.cert.cert}", key = "${o.cert.key}" }
 
+${o.routed === true ? `
+[adapters.sink]
+type = "discard"
+
+[[routes]]
+name = "api"
+match = ["*@b.test"]
+adapter = "sink"
+acknowledge = "sync"
+
+[[routes]]
+match = ["*"]
+adapter = "sink"
+` : `
 [delivery]
 adapter = "discard"
-${o.senderRate === undefined ? "" : `
+`}${o.senderRate === undefined ? "" : `
 [[policies]]
 rule = "rate_limit"
 rate = ${o.senderRate}
@@ -136,6 +152,15 @@ describe.skipIf(!hasOpenssl)("SIGHUP reload", () => {
       writeFileSync(file, config({ dir, domains: ["a.test", "b.test"], cert: certB, maxRecipients: 1, host: "::1" }))
       yield* server.signal("SIGHUP")
       yield* server.waitFor(/needs a restart: mx: address/)
+
+      // Delivery adapters and routes from the file are rebuilt: b.test now has a sync route, so
+      // its message is delivered before the reply and nothing is queued.
+      assert.match((yield* send("u@b.test")).text, /queued as/)
+      writeFileSync(file, config({ dir, domains: ["a.test", "b.test"], cert: certB, maxRecipients: 1, routed: true }))
+      yield* server.signal("SIGHUP")
+      yield* server.waitFor(/delivery adapters and routes reloaded/)
+      assert.match((yield* send("u@b.test")).text, /^2\.0\.0 delivered as /)
+      assert.match((yield* send("u@a.test")).text, /queued as/)
 
       yield* server.signal("SIGTERM")
       assert.strictEqual(yield* server.exitCode, 0)
