@@ -6,7 +6,9 @@
  * Durability: WAL with `synchronous=FULL`, so `COMMIT` returns only once the log is on disk; a
  * body file and its directory entry are flushed before the row naming it commits. Throughput:
  * every write goes through one group-commit writer (`internal/GroupCommit.ts`), so concurrent
- * sessions share each transaction and its fsync. Recovery: the process that owns the directory
+ * sessions share each transaction and its fsync, and the write connection lives on a worker
+ * thread (`internal/writerThread.ts`), so statements and fsyncs never block the event loop; this
+ * thread keeps a read-only role (start-up recovery aside): lookups, listings, bodies. Recovery: the process that owns the directory
  * returns leases of a dead predecessor to the queue, dead-letters messages whose body file is
  * missing or truncated (with the reason, never silently), and removes body files no row names.
  * Another process (the `incoming queue` CLI) can open the same directory while the server runs:
@@ -19,7 +21,7 @@ import { randomUUID } from "node:crypto"
 import { mkdir } from "node:fs/promises"
 import { join } from "node:path"
 import { DatabaseSync, type SQLOutputValue } from "node:sqlite"
-import { Clock, Deferred, Effect, Exit, Layer, Option } from "effect"
+import { Clock, Deferred, Effect, Layer, Option } from "effect"
 import type { Envelope } from "../smtp/Envelope.ts"
 import { concat } from "../spool/SpooledBody.ts"
 import * as BodyFiles from "./internal/bodyFiles.ts"
@@ -37,6 +39,7 @@ import {
   text
 } from "./internal/sqliteSchema.ts"
 import * as WorkSignal from "./internal/WorkSignal.ts"
+import type { Claimed, SettleRow } from "./internal/writerProtocol.ts"
 import {
   defaultQueueOptions,
   type Lease,
@@ -64,7 +67,7 @@ export interface SqliteQueueOptions extends Partial<QueueOptions> {
   readonly busyTimeoutMs?: number | undefined
   /** Caps the database at this many pages: tests use it to run out of space on purpose. */
   readonly maxPageCount?: number | undefined
-  /** Called after every group-commit batch (tests, diagnostics). */
+  /** Called once each group-commit batch ended, before its callers resume (tests, diagnostics). */
   readonly onBatch?: ((info: GroupCommit.BatchInfo) => void) | undefined
 }
 
@@ -72,13 +75,6 @@ export const defaultInlineThreshold = 256 * 1024
 
 type BatchInfo = GroupCommit.BatchInfo
 export type { BatchInfo }
-
-/** Per-batch bookkeeping, applied only if the batch commits. */
-interface Batch {
-  depthDelta: number
-  notify: boolean
-  readonly removeFiles: Array<string>
-}
 
 interface StoredBody {
   readonly inline: Uint8Array | null
@@ -102,7 +98,6 @@ const validId = (id: string): boolean => /^[A-Za-z0-9_-]{1,128}$/.test(id)
 const ms = (n: number): number => Math.floor(n)
 
 const storageFailed = (detail: string) => new MailQueueError({ reason: { _tag: "StorageFailed", detail } })
-const leaseLost = (id: string) => new MailQueueError({ reason: { _tag: "LeaseLost", id } })
 const notFound = (id: string) => new MailQueueError({ reason: { _tag: "NotFound", id } })
 
 const openDatabase = (path: string, options: SqliteQueueOptions) =>
@@ -128,27 +123,9 @@ const openDatabase = (path: string, options: SqliteQueueOptions) =>
 const prepare = (db: DatabaseSync) => ({
   dataVersion: db.prepare("PRAGMA data_version"),
   exists: db.prepare("SELECT 1 AS found FROM messages WHERE id = ?"),
-  insertMessage: db.prepare(
-    "INSERT INTO messages (id, envelope, trace, received_at, size, body, body_file) VALUES (?, ?, ?, ?, ?, ?, ?)"
-  ),
-  insertRecipient: db.prepare(
-    "INSERT INTO recipients (message_id, rcpt, state, attempts, next_attempt_at) VALUES (?, ?, 'queued', 0, ?)"
-  ),
-  releaseExpired: db.prepare(
-    `UPDATE recipients SET state = 'queued', lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL
-     WHERE state = 'inflight' AND lease_expires_at <= ?`
-  ),
   releaseAll: db.prepare(
     `UPDATE recipients SET state = 'queued', lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL
      WHERE state = 'inflight'`
-  ),
-  // The message due the longest whose other recipients are not out on a lease; the partial index
-  // recipients_due yields rows in (next_attempt_at, rowid) order, so this stops at the first hit.
-  nextDue: db.prepare(
-    `SELECT r.message_id AS id FROM recipients AS r
-     WHERE r.state IN ('queued', 'retry') AND r.next_attempt_at <= ?
-       AND NOT EXISTS (SELECT 1 FROM recipients AS x WHERE x.message_id = r.message_id AND x.state = 'inflight')
-     ORDER BY r.next_attempt_at, r.rowid LIMIT 1`
   ),
   nextDueAt: db.prepare(
     `SELECT r.next_attempt_at AS at FROM recipients AS r
@@ -156,51 +133,13 @@ const prepare = (db: DatabaseSync) => ({
        AND NOT EXISTS (SELECT 1 FROM recipients AS x WHERE x.message_id = r.message_id AND x.state = 'inflight')
      ORDER BY r.next_attempt_at, r.rowid LIMIT 1`
   ),
+  // Whether a claim could find anything (due recipients, or leases that expired): a superset of
+  // what the claim leases, read on this connection so an idle worker's claim costs no write.
+  anyDue: db.prepare(
+    `SELECT EXISTS (SELECT 1 FROM recipients WHERE state IN ('queued', 'retry') AND next_attempt_at <= $now)
+       OR EXISTS (SELECT 1 FROM recipients WHERE state = 'inflight' AND lease_expires_at <= $now) AS due`
+  ),
   nextLeaseExpiry: db.prepare("SELECT MIN(lease_expires_at) AS at FROM recipients WHERE state = 'inflight'"),
-  lease: db.prepare(
-    `UPDATE recipients SET state = 'inflight', attempts = attempts + 1, lease_owner = ?, lease_token = ?, lease_expires_at = ?
-     WHERE message_id = ? AND state IN ('queued', 'retry') AND next_attempt_at <= ?
-     RETURNING rowid AS seq, rcpt, attempts`
-  ),
-  head: db.prepare("SELECT envelope, trace, received_at, size, body_file FROM messages WHERE id = ?"),
-  leased: db.prepare(
-    "SELECT rowid AS seq, rcpt FROM recipients WHERE message_id = ? AND lease_token = ? AND state = 'inflight'"
-  ),
-  setDelivered: db.prepare(
-    `UPDATE recipients SET state = 'delivered', last_reply = ?, lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL
-     WHERE rowid = ?`
-  ),
-  setRetry: db.prepare(
-    `UPDATE recipients SET state = 'retry', next_attempt_at = ?, last_reply = ?, lease_owner = NULL, lease_token = NULL,
-       lease_expires_at = NULL
-     WHERE rowid = ?`
-  ),
-  setDead: db.prepare(
-    `UPDATE recipients SET state = 'dead', expires_at = ?, last_reply = ?, lease_owner = NULL, lease_token = NULL,
-       lease_expires_at = NULL
-     WHERE rowid = ?`
-  ),
-  // Back to the queue untouched: the attempt the claim counted did not happen.
-  unclaim: db.prepare(
-    `UPDATE recipients SET state = 'queued', attempts = MAX(0, attempts - 1), lease_owner = NULL, lease_token = NULL,
-       lease_expires_at = NULL
-     WHERE rowid = ?`
-  ),
-  hasPending: db.prepare(
-    `SELECT EXISTS (SELECT 1 FROM recipients WHERE message_id = ? AND state IN ('queued', 'retry', 'inflight')) AS pending`
-  ),
-  deleteIfDone: db.prepare(
-    `DELETE FROM messages WHERE id = $id
-       AND NOT EXISTS (SELECT 1 FROM recipients WHERE message_id = $id AND state <> 'delivered')
-     RETURNING body_file`
-  ),
-  deleteMessage: db.prepare("DELETE FROM messages WHERE id = ? RETURNING body_file"),
-  requeue: db.prepare(
-    `UPDATE recipients SET state = 'queued', next_attempt_at = ?, expires_at = NULL
-     WHERE message_id = ? AND state IN ('retry', 'dead')`
-  ),
-  purgeExpired: db.prepare("DELETE FROM recipients WHERE state = 'dead' AND expires_at <= ? RETURNING message_id"),
-  purgeDead: db.prepare("DELETE FROM recipients WHERE state = 'dead' RETURNING message_id"),
   deadLetter: db.prepare(
     `UPDATE recipients SET state = 'dead', last_reply = ?, expires_at = ?, lease_owner = NULL, lease_token = NULL,
        lease_expires_at = NULL
@@ -304,30 +243,38 @@ export const make = Effect.fnUntraced(function*(options: SqliteQueueOptions) {
   // ---- depth ----
   let depth = yield* read("count pending", () => int(sql.countPending.get()?.n))
   let seenVersion = yield* read("data version", () => int(sql.dataVersion.get()?.data_version))
-  // data_version moves only when ANOTHER connection commits (the CLI retrying or deleting mail).
-  // Such changes are rare operator actions, and in the server every MAIL asks for the depth: the
-  // owner looks at most every 100 ms, so the hot path does not run a statement per transaction.
-  // Other processes (the CLI) always look.
-  const refreshEveryMs = owner ? 100 : 0
+  // The owner keeps the count itself: every batch reports how it changed the count, and the writer
+  // thread recounts under the write lock when another connection (the CLI) changed the database.
+  // data_version moves when ANOTHER connection commits, and for this connection that includes its
+  // own writer thread, so here it only says "maybe": at most every 100 ms the owner then sends the
+  // writer an empty op (it rides along in the next batch when busy), and a changed count comes
+  // back with it. Another process (the CLI) recounts whenever the database changed.
+  const refreshEveryMs = 100
   let checkedAt = Number.NEGATIVE_INFINITY
-  const refreshDepth = () => {
-    const now = performance.now()
-    if (now - checkedAt < refreshEveryMs) return
-    checkedAt = now
-    const version = int(sql.dataVersion.get()?.data_version)
-    if (version !== seenVersion) {
-      seenVersion = version
-      depth = int(sql.countPending.get()?.n)
+  /** Updates `depth`; true when the owner should ask the writer thread to recount. */
+  const refreshDepth = (): boolean => {
+    if (owner) {
+      const now = performance.now()
+      if (now - checkedAt < refreshEveryMs) return false
+      checkedAt = now
     }
+    const version = int(sql.dataVersion.get()?.data_version)
+    if (version === seenVersion) return false
+    seenVersion = version
+    if (owner) return true
+    depth = int(sql.countPending.get()?.n)
+    return false
   }
 
   const signal = WorkSignal.make()
 
-  const writer = yield* GroupCommit.make<Batch>({
-    db,
-    context: () => ({ depthDelta: 0, notify: false, removeFiles: [] }),
+  const writer = yield* GroupCommit.make({
+    path: dbPath,
+    busyTimeoutMs: options.busyTimeoutMs ?? 5000,
+    maxPageCount: options.maxPageCount,
+    depth: () => depth,
     committed: (batch) => {
-      depth += batch.depthDelta
+      if (owner) depth = (batch.recount ?? depth) + batch.depthDelta
       if (batch.notify) signal.notify()
     },
     afterCommit: (batch) =>
@@ -336,29 +283,13 @@ export const make = Effect.fnUntraced(function*(options: SqliteQueueOptions) {
     onBatch: options.onBatch
   })
 
+  const askRecount = Effect.asVoid(writer.enqueue<void>({ op: "recount" }, { durable: false }))
+
   if (owner) {
     yield* Effect.logInfo(
       `queue: sqlite ${dbPath}: ${depth} pending; returned ${recovered.leases} leases, ` +
         `dead-lettered ${recovered.deadLettered}, removed ${recovered.orphans} orphan files`
     )
-  }
-
-  // ---- helpers used inside batch jobs (synchronous, inside the transaction) ----
-  const isPending = (id: string) => int(sql.hasPending.get(id)?.pending) === 1
-
-  /** Deletes a message once nothing but delivered recipients is left; its body file goes after COMMIT. */
-  const dropIfDone = (batch: Batch, id: string) => {
-    for (const row of sql.deleteIfDone.all({ id })) {
-      const file = optionalText(row.body_file)
-      if (file !== undefined) batch.removeFiles.push(file)
-    }
-  }
-
-  /** Adjusts depth for a message whose recipients changed state, then drops it if it is done. */
-  const afterChange = (batch: Batch, id: string, wasPending: boolean) => {
-    const pendingNow = isPending(id)
-    if (wasPending !== pendingNow) batch.depthDelta += pendingNow ? 1 : -1
-    dropIfDone(batch, id)
   }
 
   const storeBody = (message: NewMessage): Effect.Effect<StoredBody, MailQueueError> => {
@@ -391,7 +322,7 @@ export const make = Effect.fnUntraced(function*(options: SqliteQueueOptions) {
     if (!validId(message.id)) return yield* storageFailed(`invalid message id ${JSON.stringify(message.id)}`)
     if (rcpts.length === 0) return yield* storageFailed(`message ${message.id} has no recipients`)
     // Early refusals, before any body bytes move; the job re-checks both under the write lock.
-    yield* read("depth", refreshDepth)
+    if (yield* read("depth", refreshDepth)) yield* askRecount
     if (depth >= opts.maxDepth) {
       return yield* new MailQueueError({ reason: { _tag: "Full", depth, maxDepth: opts.maxDepth } })
     }
@@ -400,24 +331,24 @@ export const make = Effect.fnUntraced(function*(options: SqliteQueueOptions) {
     }
     const envelope = encodeEnvelope(message.envelope)
     const receivedAt = ms(message.receivedAt)
-    const job = (stored: StoredBody): GroupCommit.Job<void, Batch> => (batch) => {
-      if (sql.exists.get(message.id) !== undefined) return Exit.fail(storageFailed(`message ${message.id} already exists`))
-      const projected = depth + batch.depthDelta
-      if (projected >= opts.maxDepth) {
-        return Exit.fail(new MailQueueError({ reason: { _tag: "Full", depth: projected, maxDepth: opts.maxDepth } }))
-      }
-      sql.insertMessage.run(message.id, envelope, message.trace, receivedAt, message.body.size, stored.inline, stored.file)
-      for (const rcpt of rcpts) sql.insertRecipient.run(message.id, rcpt, receivedAt)
-      batch.depthDelta += 1
-      batch.notify = true
-      return Exit.succeed(undefined)
-    }
     // Once the body is stored, the job must reach the writer even if this fiber is interrupted:
     // the writer is then the one that undoes the storage if the job does not commit.
     const outcome = yield* Effect.uninterruptibleMask((restore) =>
       Effect.flatMap(
         restore(storeBody(message)),
-        (stored) => writer.enqueue(job(stored), { syncBodies: stored.file !== null, onFailure: stored.undo })
+        (stored) =>
+          writer.enqueue<void>({
+            op: "commit",
+            id: message.id,
+            envelope,
+            trace: message.trace,
+            receivedAt,
+            size: message.body.size,
+            inline: stored.inline,
+            file: stored.file,
+            rcpts,
+            maxDepth: opts.maxDepth
+          }, { syncBodies: stored.file !== null, onFailure: stored.undo })
       )
     )
     yield* Deferred.await(outcome)
@@ -445,31 +376,18 @@ export const make = Effect.fnUntraced(function*(options: SqliteQueueOptions) {
 
   const claim = Effect.fnUntraced(function*(request: { readonly owner: string; readonly leaseMs: number }) {
     const now = ms(yield* Clock.currentTimeMillis)
+    // Nothing due: no trip to the writer. A commit landing right after this read notifies the
+    // work signal once it committed, so the worker that waits next claims again.
+    if (!(yield* read("claim", () => int(sql.anyDue.get({ now })?.due) === 1))) return Option.none<Lease>()
     const token = randomUUID()
     const expiresAt = ms(now + request.leaseMs)
-    const claimed = yield* writer.submit((_batch) => {
-      sql.releaseExpired.run(now)
-      const next = sql.nextDue.get(now)
-      if (next === undefined) return Exit.succeed(Option.none())
-      const id = text(next.id)
-      const rows = sql.lease.all(request.owner, token, expiresAt, id, now)
-        .map((row) => ({ seq: int(row.seq), rcpt: text(row.rcpt), attempt: int(row.attempts) }))
-        .toSorted((a, b) => a.seq - b.seq)
-      const head = sql.head.get(id)
-      if (head === undefined) return Exit.succeed(Option.none())
-      return Exit.succeed(Option.some({
-        id,
-        rows,
-        envelope: text(head.envelope),
-        trace: text(head.trace),
-        receivedAt: int(head.received_at),
-        size: int(head.size),
-        file: optionalText(head.body_file)
-      }))
-    }, { durable: false })
-    if (Option.isNone(claimed)) return Option.none<Lease>()
-    const c = claimed.value
-    if (c.file !== undefined) fileBacked.add(token)
+    const claimed = yield* writer.submit<Claimed | null>({ op: "claim", owner: request.owner, token, expiresAt, now }, {
+      durable: false
+    })
+    if (claimed === null) return Option.none<Lease>()
+    const c = claimed
+    const file = c.file ?? undefined
+    if (file !== undefined) fileBacked.add(token)
     const envelope = yield* read(`decode envelope of ${c.id}`, () => decodeEnvelope(c.envelope))
     return Option.some<Lease>({
       id: c.id,
@@ -478,78 +396,39 @@ export const make = Effect.fnUntraced(function*(options: SqliteQueueOptions) {
       expiresAt,
       envelope,
       receivedAt: c.receivedAt,
-      recipients: c.rows.map((r) => ({ rcpt: r.rcpt, attempt: r.attempt })),
-      body: messageBody(c.id, c.trace, c.size, c.file)
+      recipients: c.recipients,
+      body: messageBody(c.id, c.trace, c.size, file)
     })
   })
 
-  const leasedRows = (lease: Lease) =>
-    sql.leased.all(lease.id, lease.token).map((row) => ({ seq: int(row.seq), rcpt: text(row.rcpt) }))
-
   const settle = Effect.fnUntraced(function*(lease: Lease, settlements: ReadonlyArray<Settlement>) {
     const now = yield* Clock.currentTimeMillis
-    const byRcpt = new Map(settlements.map((s) => [s.rcpt, s]))
+    const rows = settlements.map((s): SettleRow =>
+      s._tag === "Delivered"
+        ? { rcpt: s.rcpt, tag: "Delivered", reply: s.reply, at: 0 }
+        : s._tag === "Retry"
+        ? { rcpt: s.rcpt, tag: "Retry", reply: s.reply, at: ms(s.at) }
+        : { rcpt: s.rcpt, tag: "Dead", reply: s.reply, at: ms(now + opts.deadLetterTtlMs) }
+    )
     // Settles are not flushed on their own (see GroupCommit's `durable`), except one that may
     // delete a body file: the row saying "delivered" must be on disk before the file goes.
     const mayDeleteFile = fileBacked.delete(lease.token)
-    yield* writer.submit((batch) => {
-      const rows = leasedRows(lease)
-      if (rows.length === 0) return Exit.fail(leaseLost(lease.id))
-      for (const row of rows) {
-        const s = byRcpt.get(row.rcpt)
-        if (s === undefined) sql.unclaim.run(row.seq)
-        else if (s._tag === "Delivered") sql.setDelivered.run(s.reply, row.seq)
-        else if (s._tag === "Retry") sql.setRetry.run(ms(s.at), s.reply, row.seq)
-        else sql.setDead.run(ms(now + opts.deadLetterTtlMs), s.reply, row.seq)
-      }
-      afterChange(batch, lease.id, true)
-      batch.notify = true
-      return Exit.succeed(undefined)
-    }, { durable: mayDeleteFile })
+    yield* writer.submit<void>({ op: "settle", id: lease.id, token: lease.token, rows }, { durable: mayDeleteFile })
   })
 
   const release = Effect.fnUntraced(function*(lease: Lease) {
-    yield* writer.submit((batch) => {
-      const rows = leasedRows(lease)
-      if (rows.length === 0) return Exit.fail(leaseLost(lease.id))
-      for (const row of rows) sql.unclaim.run(row.seq)
-      batch.notify = true
-      return Exit.succeed(undefined)
-    }, { durable: false })
+    yield* writer.submit<void>({ op: "release", id: lease.id, token: lease.token }, { durable: false })
     fileBacked.delete(lease.token)
   })
 
   const retryNow = Effect.fn("SqliteQueue.retryNow")(function*(id: string) {
     const now = ms(yield* Clock.currentTimeMillis)
-    return yield* writer.submit((batch) => {
-      const wasPending = isPending(id)
-      const changed = Number(sql.requeue.run(now, id).changes) > 0
-      if (!changed) return Exit.succeed(false)
-      afterChange(batch, id, wasPending)
-      batch.notify = true
-      return Exit.succeed(true)
-    })
+    return yield* writer.submit<boolean>({ op: "retryNow", id, now })
   })
 
   const remove = Effect.fn("SqliteQueue.remove")(function*(id: string) {
-    return yield* writer.submit((batch) => {
-      const wasPending = isPending(id)
-      const rows = sql.deleteMessage.all(id)
-      if (rows.length === 0) return Exit.succeed(false)
-      if (wasPending) batch.depthDelta -= 1
-      const file = optionalText(rows[0]!.body_file)
-      if (file !== undefined) batch.removeFiles.push(file)
-      return Exit.succeed(true)
-    })
+    return yield* writer.submit<boolean>({ op: "remove", id })
   })
-
-  /** Deletes dead recipients, then the messages left with nothing but delivered ones (depth is unchanged: dead is not pending). */
-  const purge = (select: () => ReadonlyArray<Row>) =>
-    writer.submit((batch) => {
-      const rows = select()
-      for (const id of new Set(rows.map((row) => text(row.message_id)))) dropIfDone(batch, id)
-      return Exit.succeed(rows.length)
-    })
 
   const recipientStatus = (row: Row): RecipientStatus => {
     const state = text(row.state)
@@ -628,13 +507,14 @@ export const make = Effect.fnUntraced(function*(options: SqliteQueueOptions) {
     settle,
     release,
     // Never fails: when the database cannot be asked, the last known depth is still the best answer.
-    depth: Effect.sync(() => {
+    depth: Effect.suspend(() => {
+      let recount = false
       try {
-        refreshDepth()
+        recount = refreshDepth()
       } catch {
         // keep the cached value
       }
-      return depth
+      return recount ? Effect.as(askRecount, depth) : Effect.succeed(depth)
     }),
     nextDueAt,
     awaitWork: signal.await,
@@ -645,9 +525,9 @@ export const make = Effect.fnUntraced(function*(options: SqliteQueueOptions) {
     remove,
     purgeExpired: Effect.gen(function*() {
       const now = ms(yield* Clock.currentTimeMillis)
-      return yield* purge(() => sql.purgeExpired.all(now))
+      return yield* writer.submit<number>({ op: "purgeExpired", now })
     }).pipe(Effect.withSpan("SqliteQueue.purgeExpired")),
-    purgeDead: purge(() => sql.purgeDead.all()).pipe(Effect.withSpan("SqliteQueue.purgeDead")),
+    purgeDead: writer.submit<number>({ op: "purgeDead" }).pipe(Effect.withSpan("SqliteQueue.purgeDead")),
     stats
   })
 })

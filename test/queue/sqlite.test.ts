@@ -136,6 +136,27 @@ describe("SqliteQueue", () => {
         }))
     }))
 
+  it.effect("the owner's count follows another process's changes even while the owner is idle", () =>
+    Effect.gen(function*() {
+      const dataDir = yield* tempDir
+      yield* TestClock.setTime(T0)
+      const sleep = (ms: number) => Effect.promise(() => new Promise((resolve) => setTimeout(resolve, ms)))
+      const [m1, m2] = [message({ receivedAt: T0 - 2 }), message({ receivedAt: T0 - 1 })]
+      yield* withQueue({ dataDir }, (owner) =>
+        Effect.gen(function*() {
+          yield* owner.commit(m1)
+          yield* owner.commit(m2)
+          assert.strictEqual(yield* owner.depth, 2)
+          yield* withQueue({ dataDir }, (cli) => Effect.asVoid(cli.remove(m1.id)))
+          let seen = 2
+          for (let i = 0; i < 50 && seen !== 1; i++) {
+            yield* sleep(20)
+            seen = yield* owner.depth
+          }
+          assert.strictEqual(seen, 1)
+        }))
+    }))
+
   it.effect("concurrent commits share one transaction, and each is durable when it returns", () =>
     Effect.gen(function*() {
       const dataDir = yield* tempDir
@@ -159,6 +180,29 @@ describe("SqliteQueue", () => {
       const committed = batches.filter((b) => b.committed)
       assert.strictEqual(committed.reduce((n, b) => n + b.jobs, 0), 50)
       assert.isAtMost(committed.length, 3, `50 concurrent commits took ${committed.length} transactions`)
+    }))
+
+  it.effect("a claim with nothing due takes no write transaction; one with work does", () =>
+    Effect.gen(function*() {
+      const dataDir = yield* tempDir
+      yield* TestClock.setTime(T0)
+      const batches: Array<SqliteQueue.BatchInfo> = []
+      yield* withQueue({ dataDir, onBatch: (info) => batches.push(info) }, (q) =>
+        Effect.gen(function*() {
+          assert.isTrue(Option.isNone(yield* q.claim({ owner: "w", leaseMs: 1000 })))
+          assert.strictEqual(batches.length, 0, "an idle worker's claim went to the writer")
+          yield* q.commit(message({ receivedAt: T0 + 5_000 }))
+          assert.isTrue(Option.isNone(yield* q.claim({ owner: "w", leaseMs: 1000 })), "not due yet")
+          assert.strictEqual(batches.length, 1)
+          yield* TestClock.adjust(5_000)
+          const lease = yield* claimOne(q, "w", 1000)
+          assert.strictEqual(batches.length, 2)
+          // An expired lease is work too: its recipients are due again.
+          yield* TestClock.adjust(1_000)
+          const again = yield* claimOne(q, "w2", 1000)
+          assert.strictEqual(again.id, lease.id)
+          assert.deepStrictEqual(again.recipients.map((r) => r.attempt), [2])
+        }))
     }))
 
   it.effect("a large body is a file before commit returns and is removed after delivery", () =>

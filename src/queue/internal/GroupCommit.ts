@@ -1,78 +1,81 @@
 /**
  * Group commit for the SQLite queue: the one writer of the database.
  *
- * Every write — commit, claim, settle, admin operation — is a job handed to one writer fiber.
- * The writer takes every job that is waiting (after letting the event loop deliver whatever else
- * is ready), applies them all inside ONE transaction and makes them durable with ONE `COMMIT`,
- * then resumes each caller. So concurrent sessions share one fsync, and writes never interleave:
- * a transaction is a synchronous block between `BEGIN` and `COMMIT`, nothing else runs inside it.
+ * Every write — commit, claim, settle, admin operation — is an op (plain data, see
+ * `writerProtocol.ts`) handed to the writer. The writer takes every op that is waiting and sends
+ * them as ONE batch to the writer thread (`writerThread.ts`), which owns the write connection and
+ * applies them inside ONE transaction made durable with ONE `COMMIT`; then each caller resumes.
+ * Concurrent sessions share each transaction and its fsync, writes never interleave, and the
+ * statement work and the fsync run off the event loop: while one batch is being written, the
+ * main thread keeps serving sessions, and what they submit meanwhile forms the next batch.
  *
- * A job decides its own outcome (`Exit`) and must check its preconditions before writing, so a
- * refused job (queue full, lease lost) leaves nothing behind and does not disturb its batch. A job
- * that throws — the database refused a write (disk full, I/O error) — aborts the whole batch: it
- * is rolled back and every job in it fails, so a batch is all or nothing.
+ * An op decides its own outcome and checks its preconditions before writing, so a refused op
+ * (queue full, lease lost) leaves nothing behind and does not disturb its batch. An op that
+ * throws — the database refused a write (disk full, I/O error) — aborts the whole batch: it is
+ * rolled back and every op in it fails, so a batch is all or nothing.
  */
-import type { DatabaseSync } from "node:sqlite"
+import { Worker } from "node:worker_threads"
 import { Deferred, Effect, Exit, Fiber, Result } from "effect"
 import type { Scope } from "effect"
 import { fromStorageException, MailQueueError } from "../MailQueueError.ts"
-
-/** A synchronous unit of work run inside the batch transaction. Throwing aborts the batch. */
-export type Job<A, Ctx> = (ctx: Ctx) => Exit.Exit<A, MailQueueError>
+import type { Op, Reply, Request, WriterConfig } from "./writerProtocol.ts"
 
 export interface SubmitOptions {
-  /** The job's rows name a body file: flush the body directory before this batch commits. */
+  /** The op's rows name a body file: flush the body directory before this batch commits. */
   readonly syncBodies?: boolean | undefined
   /**
-   * Whether the job's effect must be on stable storage when its caller resumes (default true).
-   * A batch of only non-durable jobs commits with `synchronous=NORMAL`: written to the WAL in
+   * Whether the op's effect must be on stable storage when its caller resumes (default true).
+   * A batch of only non-durable ops commits with `synchronous=NORMAL`: written to the WAL in
    * order but not flushed, so it survives a process crash and becomes durable with the next
    * flushed batch. Claims and settles use it: losing one to a power cut only redelivers a message
    * whose delivery was in flight, which at-least-once allows; a commit (the 250) never does.
    */
   readonly durable?: boolean | undefined
-  /** Undoes work done before submitting (an adopted body file) when the job does not commit. */
+  /** Undoes work done before submitting (an adopted body file) when the op does not commit. */
   readonly onFailure?: Effect.Effect<void> | undefined
 }
 
 export interface BatchInfo {
-  /** Jobs in the batch (commits, claims, settles...). */
+  /** Ops in the batch (commits, claims, settles...). */
   readonly jobs: number
   /** Whether the batch transaction committed. */
   readonly committed: boolean
 }
 
-export interface Options<Ctx> {
-  readonly db: DatabaseSync
-  /** Fresh per-batch state handed to every job of the batch. */
-  readonly context: () => Ctx
-  /** Runs synchronously right after `COMMIT` returned, before any caller resumes. */
-  readonly committed: (ctx: Ctx) => void
+export interface Committed {
+  /** Set when another connection changed the database: the pending count before the batch. */
+  readonly recount: number | undefined
+  readonly depthDelta: number
+  readonly notify: boolean
+  readonly removeFiles: ReadonlyArray<string>
+}
+
+export interface Options extends WriterConfig {
+  /** The pending count as known now (sent with each batch for the depth check of commits). */
+  readonly depth: () => number
+  /** Runs synchronously once a batch committed, before any caller resumes. */
+  readonly committed: (batch: Committed) => void
   /** Runs after `committed` (file removals...), still before any caller resumes. */
-  readonly afterCommit: (ctx: Ctx) => Effect.Effect<void>
-  /** Flushes the body directory; run before `BEGIN` when a job of the batch asked for it. */
+  readonly afterCommit: (batch: Committed) => Effect.Effect<void>
+  /** Flushes the body directory; run before the batch is sent when an op of it asked for it. */
   readonly syncBodies: Effect.Effect<void, MailQueueError>
   readonly onBatch?: ((info: BatchInfo) => void) | undefined
 }
 
-export interface GroupCommit<Ctx> {
+export interface GroupCommit {
   /**
-   * Queues a job and returns the deferred its outcome lands in. Enqueueing is synchronous, so
-   * a caller that must not lose track of a job (an adopted body file) can enqueue inside an
+   * Queues an op and returns the deferred its outcome lands in. Enqueueing is synchronous, so
+   * a caller that must not lose track of an op (an adopted body file) can enqueue inside an
    * uninterruptible region and only wait interruptibly.
    */
-  readonly enqueue: <A>(job: Job<A, Ctx>, options?: SubmitOptions) => Effect.Effect<Deferred.Deferred<A, MailQueueError>>
-  /** Queues a job and waits until its batch committed (or failed). */
-  readonly submit: <A>(job: Job<A, Ctx>, options?: SubmitOptions) => Effect.Effect<A, MailQueueError>
+  readonly enqueue: <A>(op: Op, options?: SubmitOptions) => Effect.Effect<Deferred.Deferred<A, MailQueueError>>
+  /** Queues an op and waits until its batch committed (or failed); the value is the op's result. */
+  readonly submit: <A>(op: Op, options?: SubmitOptions) => Effect.Effect<A, MailQueueError>
 }
 
-interface Entry<Ctx> {
-  readonly run: (ctx: Ctx) => void
-  /** Whether the job ran and refused (its outcome is a failure). */
-  readonly refused: () => boolean
-  /** Completes the caller with the job's outcome. */
-  readonly finish: () => void
-  readonly abort: (error: MailQueueError) => void
+interface Entry {
+  readonly op: Op
+  readonly deferred: Deferred.Deferred<unknown, MailQueueError>
   readonly syncBodies: boolean
   readonly durable: boolean
   readonly onFailure: Effect.Effect<void> | undefined
@@ -80,32 +83,70 @@ interface Entry<Ctx> {
 
 const closedError = new MailQueueError({ reason: { _tag: "StorageFailed", detail: "queue is closed" } })
 
-export const make = <Ctx>(options: Options<Ctx>): Effect.Effect<GroupCommit<Ctx>, never, Scope.Scope> =>
+const errorFrom = (message: string, code: string | undefined, what: string): MailQueueError =>
+  fromStorageException(Object.assign(new Error(message), code === undefined ? {} : { code }), what)
+
+export const make = (options: Options): Effect.Effect<GroupCommit, MailQueueError, Scope.Scope> =>
   Effect.gen(function*() {
-    const { db } = options
-    let pending: Array<Entry<Ctx>> = []
+    let pending: Array<Entry> = []
     let wake: (() => void) | undefined
     let closing = false
+    let broken: MailQueueError | undefined
+    // The reply to the batch in flight (at most one).
+    let onReply: ((reply: Reply | MailQueueError) => void) | undefined
 
-    const enqueue = <A>(job: Job<A, Ctx>, submit: SubmitOptions = {}) =>
+    const config: WriterConfig = { path: options.path, busyTimeoutMs: options.busyTimeoutMs, maxPageCount: options.maxPageCount }
+    const worker = yield* Effect.acquireRelease(
+      Effect.callback<Worker, MailQueueError>((resume) => {
+        const w = new Worker(new URL("./writerThread.ts", import.meta.url), { workerData: config })
+        const early = (error: unknown) => {
+          w.off("message", started)
+          resume(Effect.fail(fromStorageException(error, `start the writer thread for ${options.path}`)))
+        }
+        const started = (reply: Reply) => {
+          w.off("message", started)
+          if (reply.type === "ready") {
+            w.off("error", early)
+            resume(Effect.succeed(w))
+          } else if (reply.type === "openFailed") {
+            resume(Effect.fail(errorFrom(reply.message, reply.code, `open ${options.path}`)))
+          } else resume(Effect.fail(errorFrom(`unexpected reply ${reply.type}`, undefined, "writer thread")))
+        }
+        w.on("message", started)
+        w.once("error", early)
+      }),
+      (w) =>
+        Effect.callback<void>((resume) => {
+          w.once("exit", () => resume(Effect.void))
+          w.postMessage({ type: "close" } satisfies Request)
+        }).pipe(Effect.timeoutOption(5_000), Effect.andThen(Effect.promise(() => w.terminate())), Effect.ignore)
+    )
+    const lost = (error: unknown) => {
+      broken ??= fromStorageException(error, "writer thread")
+      const resume = onReply
+      onReply = undefined
+      resume?.(broken)
+    }
+    worker.on("message", (reply: Reply) => {
+      const resume = onReply
+      onReply = undefined
+      resume?.(reply)
+    })
+    worker.on("error", lost)
+    worker.on("exit", (code) => lost(new Error(`writer thread exited (code ${code})`)))
+    // Idle, the writer thread does not keep the process alive; a batch in flight does.
+    worker.unref()
+
+    const enqueue = <A>(op: Op, submit: SubmitOptions = {}) =>
       Effect.suspend(() => {
         const deferred = Deferred.makeUnsafe<A, MailQueueError>()
-        if (closing) {
-          Deferred.doneUnsafe(deferred, Exit.fail(closedError))
+        if (closing || broken !== undefined) {
+          Deferred.doneUnsafe(deferred, Exit.fail(broken ?? closedError))
           return Effect.as(submit.onFailure ?? Effect.void, deferred)
         }
-        let outcome: Exit.Exit<A, MailQueueError> | undefined
         pending.push({
-          run: (ctx) => {
-            outcome = job(ctx)
-          },
-          refused: () => outcome !== undefined && Exit.isFailure(outcome),
-          finish: () => {
-            Deferred.doneUnsafe(deferred, outcome ?? Exit.die(new Error("group commit: job did not run")))
-          },
-          abort: (error) => {
-            Deferred.doneUnsafe(deferred, Exit.fail(error))
-          },
+          op,
+          deferred: deferred as Deferred.Deferred<unknown, MailQueueError>,
           syncBodies: submit.syncBodies === true,
           durable: submit.durable !== false,
           onFailure: submit.onFailure
@@ -128,63 +169,66 @@ export const make = <Ctx>(options: Options<Ctx>): Effect.Effect<GroupCommit<Ctx>
       })
     })
 
-    // One turn of the event loop (not of the fiber scheduler): socket data that arrived while the
-    // previous batch was being written gets processed, and the commits it triggers join this batch.
-    const gather = Effect.promise(() => new Promise<void>((resolve) => setImmediate(resolve)))
-
-    // The connection starts with synchronous=FULL; switch only when a batch needs the other mode.
-    let flushing = true
-    const transact = (batch: ReadonlyArray<Entry<Ctx>>, ctx: Ctx): MailQueueError | undefined => {
-      try {
-        const durable = batch.some((entry) => entry.durable)
-        if (durable !== flushing) {
-          db.exec(durable ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL")
-          flushing = durable
+    const send = (request: Request) =>
+      Effect.callback<Reply, MailQueueError>((resume) => {
+        if (broken !== undefined) {
+          resume(Effect.fail(broken))
+          return
         }
-        db.exec("BEGIN IMMEDIATE")
-      } catch (cause) {
-        return fromStorageException(cause, "begin transaction")
-      }
-      try {
-        for (const entry of batch) entry.run(ctx)
-        db.exec("COMMIT")
-      } catch (cause) {
-        // SQLite rolls back by itself after some errors (SQLITE_FULL); only roll back what is left.
-        if (db.isTransaction) {
-          try {
-            db.exec("ROLLBACK")
-          } catch {
-            // The next BEGIN reports a broken connection; nothing more to undo here.
-          }
+        onReply = (reply) => {
+          worker.unref()
+          resume(reply instanceof MailQueueError ? Effect.fail(reply) : Effect.succeed(reply))
         }
-        return fromStorageException(cause, "write batch")
-      }
-      options.committed(ctx)
-      return undefined
-    }
-
-    // Cleanups run before any caller resumes, so a caller sees the state its outcome describes.
-    const fail = (batch: ReadonlyArray<Entry<Ctx>>, error: MailQueueError) =>
-      Effect.gen(function*() {
-        yield* Effect.forEach(batch, (entry) => entry.onFailure ?? Effect.void, { discard: true })
-        for (const entry of batch) entry.abort(error)
-        options.onBatch?.({ jobs: batch.length, committed: false })
+        worker.ref()
+        worker.postMessage(request)
       })
 
-    const runBatch = (batch: ReadonlyArray<Entry<Ctx>>) =>
+    // Cleanups run before any caller resumes, so a caller sees the state its outcome describes.
+    const fail = (batch: ReadonlyArray<Entry>, error: MailQueueError) =>
+      Effect.gen(function*() {
+        yield* Effect.forEach(batch, (entry) => entry.onFailure ?? Effect.void, { discard: true })
+        options.onBatch?.({ jobs: batch.length, committed: false })
+        for (const entry of batch) Deferred.doneUnsafe(entry.deferred, Exit.fail(error))
+      })
+
+    const runBatch = (batch: ReadonlyArray<Entry>) =>
       Effect.gen(function*() {
         if (batch.some((entry) => entry.syncBodies)) {
           const synced = yield* Effect.result(options.syncBodies)
           if (Result.isFailure(synced)) return yield* fail(batch, synced.failure)
         }
-        const ctx = options.context()
-        const error = transact(batch, ctx)
-        if (error !== undefined) return yield* fail(batch, error)
-        yield* options.afterCommit(ctx)
-        const refused = batch.filter((entry) => entry.refused())
-        yield* Effect.forEach(refused, (entry) => entry.onFailure ?? Effect.void, { discard: true })
-        for (const entry of batch) entry.finish()
+        const sent = yield* Effect.result(send({
+          type: "batch",
+          durable: batch.some((entry) => entry.durable),
+          depth: options.depth(),
+          ops: batch.map((entry) => entry.op)
+        }))
+        if (Result.isFailure(sent)) return yield* fail(batch, sent.failure)
+        const reply = sent.success
+        if (reply.type === "failed") return yield* fail(batch, errorFrom(reply.message, reply.code, "write batch"))
+        if (reply.type !== "committed") {
+          return yield* fail(batch, errorFrom(`unexpected reply ${reply.type}`, undefined, "writer thread"))
+        }
+        options.committed(reply)
+        yield* options.afterCommit(reply)
+        const outcomes = reply.outcomes
+        yield* Effect.forEach(
+          batch,
+          (entry, i) => (outcomes[i]?.ok === false ? entry.onFailure ?? Effect.void : Effect.void),
+          { discard: true }
+        )
         options.onBatch?.({ jobs: batch.length, committed: true })
+        for (let i = 0; i < batch.length; i++) {
+          const outcome = outcomes[i]
+          Deferred.doneUnsafe(
+            batch[i]!.deferred,
+            outcome === undefined
+              ? Exit.die(new Error("group commit: op did not run"))
+              : outcome.ok
+              ? Exit.succeed(outcome.value)
+              : Exit.fail(new MailQueueError({ reason: outcome.reason }))
+          )
+        }
       }).pipe(
         // A batch that was taken must complete every waiter, whatever happens to the writer.
         Effect.uninterruptible
@@ -194,7 +238,6 @@ export const make = <Ctx>(options: Options<Ctx>): Effect.Effect<GroupCommit<Ctx>
       while (true) {
         yield* waitForWork
         if (pending.length === 0 && closing) return
-        yield* gather
         const batch = pending
         pending = []
         yield* runBatch(batch)
@@ -207,11 +250,11 @@ export const make = <Ctx>(options: Options<Ctx>): Effect.Effect<GroupCommit<Ctx>
       const left = pending
       pending = []
       yield* Effect.forEach(left, (entry) => entry.onFailure ?? Effect.void, { discard: true })
-      for (const entry of left) entry.abort(closedError)
+      for (const entry of left) Deferred.doneUnsafe(entry.deferred, Exit.fail(closedError))
     })
 
     const writer = yield* Effect.forkScoped(loop.pipe(Effect.ensuring(stopped)))
-    // Registered after the fork, so it runs before the fork's own interruption: jobs already
+    // Registered after the fork, so it runs before the fork's own interruption: ops already
     // queued are written, later ones are refused, then the writer stops by itself.
     yield* Effect.addFinalizer(() =>
       Effect.gen(function*() {
@@ -221,8 +264,8 @@ export const make = <Ctx>(options: Options<Ctx>): Effect.Effect<GroupCommit<Ctx>
       })
     )
 
-    const submit = <A>(job: Job<A, Ctx>, submitOptions?: SubmitOptions): Effect.Effect<A, MailQueueError> =>
-      Effect.flatMap(enqueue(job, submitOptions), Deferred.await)
+    const submit = <A>(op: Op, submitOptions?: SubmitOptions): Effect.Effect<A, MailQueueError> =>
+      Effect.flatMap(enqueue<A>(op, submitOptions), Deferred.await)
 
-    return { enqueue, submit } satisfies GroupCommit<Ctx>
+    return { enqueue, submit } satisfies GroupCommit
   })

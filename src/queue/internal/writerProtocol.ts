@@ -1,0 +1,84 @@
+/**
+ * Messages between the SQLite queue (main thread) and its writer thread (`writerThread.ts`).
+ *
+ * Every write of the queue is an `Op`: plain data, so it can cross to the writer thread, which
+ * owns the only write connection. Times and tokens are decided on the main thread (Effect's
+ * `Clock`, `randomUUID`) and travel inside the op, so the writer never reads a clock.
+ */
+import type { MailQueueErrorReason } from "../MailQueueError.ts"
+
+export interface WriterConfig {
+  readonly path: string
+  readonly busyTimeoutMs: number
+  readonly maxPageCount: number | undefined
+}
+
+export interface SettleRow {
+  readonly rcpt: string
+  readonly tag: "Delivered" | "Retry" | "Dead"
+  readonly reply: string
+  /** Retry: next attempt (epoch ms); Dead: expiry of the dead letter. */
+  readonly at: number
+}
+
+export type Op =
+  | {
+    readonly op: "commit"
+    readonly id: string
+    readonly envelope: string
+    readonly trace: string
+    readonly receivedAt: number
+    readonly size: number
+    readonly inline: Uint8Array | null
+    readonly file: string | null
+    readonly rcpts: ReadonlyArray<string>
+    readonly maxDepth: number
+  }
+  | { readonly op: "claim"; readonly owner: string; readonly token: string; readonly expiresAt: number; readonly now: number }
+  | { readonly op: "settle"; readonly id: string; readonly token: string; readonly rows: ReadonlyArray<SettleRow> }
+  | { readonly op: "release"; readonly id: string; readonly token: string }
+  | { readonly op: "retryNow"; readonly id: string; readonly now: number }
+  | { readonly op: "remove"; readonly id: string }
+  | { readonly op: "purgeExpired"; readonly now: number }
+  | { readonly op: "purgeDead" }
+  /** Nothing to write: the batch it rides in recounts the pending messages if another connection wrote. */
+  | { readonly op: "recount" }
+
+export interface Claimed {
+  readonly id: string
+  readonly recipients: ReadonlyArray<{ readonly rcpt: string; readonly attempt: number }>
+  readonly envelope: string
+  readonly trace: string
+  readonly receivedAt: number
+  readonly size: number
+  readonly file: string | null
+}
+
+export type Outcome =
+  | { readonly ok: true; readonly value: unknown }
+  | { readonly ok: false; readonly reason: MailQueueErrorReason }
+
+export interface BatchRequest {
+  readonly type: "batch"
+  /** Whether the batch must be flushed (`synchronous=FULL`) before its outcome is reported. */
+  readonly durable: boolean
+  /** The pending count as the main thread knows it, for the depth check of commits. */
+  readonly depth: number
+  readonly ops: ReadonlyArray<Op>
+}
+
+export type Request = BatchRequest | { readonly type: "close" }
+
+export type Reply =
+  | { readonly type: "ready" }
+  | { readonly type: "openFailed"; readonly message: string; readonly code: string | undefined }
+  | {
+    readonly type: "committed"
+    readonly outcomes: ReadonlyArray<Outcome>
+    /** Set when another connection changed the database: the pending count before this batch. */
+    readonly recount: number | undefined
+    readonly depthDelta: number
+    readonly notify: boolean
+    readonly removeFiles: ReadonlyArray<string>
+  }
+  | { readonly type: "failed"; readonly message: string; readonly code: string | undefined }

@@ -1,0 +1,306 @@
+/**
+ * The writer thread of the SQLite queue (a `node:worker_threads` entry point, plain Node: no
+ * Effect here). It owns the queue's only write connection and applies each batch it is sent in
+ * ONE transaction, so statement work, `COMMIT` and the WAL fsync happen off the event loop while
+ * the main thread keeps serving sessions and gathering the next batch.
+ *
+ * Each op decides its own outcome and checks its preconditions before writing, so a refused op
+ * (queue full, lease lost) leaves nothing behind. An op that throws (disk full, I/O error)
+ * aborts the whole batch: it is rolled back and reported as failed, so a batch is all or nothing.
+ * A batch is reported only after `COMMIT` returned — with `synchronous=FULL` for a durable one,
+ * i.e. after the WAL was fsync'd.
+ */
+import { DatabaseSync, type SQLOutputValue } from "node:sqlite"
+import { parentPort, workerData } from "node:worker_threads"
+import type { MailQueueErrorReason } from "../MailQueueError.ts"
+import type { BatchRequest, Claimed, Op, Outcome, Reply, Request, WriterConfig } from "./writerProtocol.ts"
+
+const port = parentPort
+if (port === null) throw new Error("writerThread.ts must run in a worker thread")
+const config = workerData as WriterConfig
+
+const post = (reply: Reply) => port.postMessage(reply)
+
+const errorCode = (cause: unknown): string | undefined =>
+  typeof cause === "object" && cause !== null && "code" in cause ? String(cause.code) : undefined
+const errorMessage = (cause: unknown): string => (cause instanceof Error ? cause.message : String(cause))
+
+const num = (value: SQLOutputValue | undefined): number => {
+  if (typeof value === "number") return value
+  if (typeof value === "bigint") return Number(value)
+  throw new TypeError(`queue database: expected an integer, got ${typeof value}`)
+}
+const str = (value: SQLOutputValue | undefined): string => {
+  if (typeof value === "string") return value
+  throw new TypeError(`queue database: expected text, got ${typeof value}`)
+}
+const optStr = (value: SQLOutputValue | undefined): string | null =>
+  value === null || value === undefined ? null : str(value)
+
+let db: DatabaseSync
+try {
+  db = new DatabaseSync(config.path, { timeout: config.busyTimeoutMs })
+  db.exec("PRAGMA synchronous = FULL")
+  db.exec("PRAGMA foreign_keys = ON")
+  if (config.maxPageCount !== undefined) db.exec(`PRAGMA max_page_count = ${Math.floor(config.maxPageCount)}`)
+} catch (cause) {
+  // Reported as a reply, not thrown: the main thread turns it into the queue's error and the
+  // thread ends on its own.
+  post({ type: "openFailed", message: errorMessage(cause), code: errorCode(cause) })
+  process.exit(1)
+}
+
+const sql = {
+  dataVersion: db.prepare("PRAGMA data_version"),
+  exists: db.prepare("SELECT 1 AS found FROM messages WHERE id = ?"),
+  insertMessage: db.prepare(
+    "INSERT INTO messages (id, envelope, trace, received_at, size, body, body_file) VALUES (?, ?, ?, ?, ?, ?, ?)"
+  ),
+  insertRecipient: db.prepare(
+    "INSERT INTO recipients (message_id, rcpt, state, attempts, next_attempt_at) VALUES (?, ?, 'queued', 0, ?)"
+  ),
+  releaseExpired: db.prepare(
+    `UPDATE recipients SET state = 'queued', lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL
+     WHERE state = 'inflight' AND lease_expires_at <= ?`
+  ),
+  // The message due the longest whose other recipients are not out on a lease; the partial index
+  // recipients_due yields rows in (next_attempt_at, rowid) order, so this stops at the first hit.
+  nextDue: db.prepare(
+    `SELECT r.message_id AS id FROM recipients AS r
+     WHERE r.state IN ('queued', 'retry') AND r.next_attempt_at <= ?
+       AND NOT EXISTS (SELECT 1 FROM recipients AS x WHERE x.message_id = r.message_id AND x.state = 'inflight')
+     ORDER BY r.next_attempt_at, r.rowid LIMIT 1`
+  ),
+  lease: db.prepare(
+    `UPDATE recipients SET state = 'inflight', attempts = attempts + 1, lease_owner = ?, lease_token = ?, lease_expires_at = ?
+     WHERE message_id = ? AND state IN ('queued', 'retry') AND next_attempt_at <= ?
+     RETURNING rowid AS seq, rcpt, attempts`
+  ),
+  head: db.prepare("SELECT envelope, trace, received_at, size, body_file FROM messages WHERE id = ?"),
+  leased: db.prepare(
+    "SELECT rowid AS seq, rcpt FROM recipients WHERE message_id = ? AND lease_token = ? AND state = 'inflight'"
+  ),
+  setDelivered: db.prepare(
+    `UPDATE recipients SET state = 'delivered', last_reply = ?, lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL
+     WHERE rowid = ?`
+  ),
+  setRetry: db.prepare(
+    `UPDATE recipients SET state = 'retry', next_attempt_at = ?, last_reply = ?, lease_owner = NULL, lease_token = NULL,
+       lease_expires_at = NULL
+     WHERE rowid = ?`
+  ),
+  setDead: db.prepare(
+    `UPDATE recipients SET state = 'dead', expires_at = ?, last_reply = ?, lease_owner = NULL, lease_token = NULL,
+       lease_expires_at = NULL
+     WHERE rowid = ?`
+  ),
+  // Back to the queue untouched: the attempt the claim counted did not happen.
+  unclaim: db.prepare(
+    `UPDATE recipients SET state = 'queued', attempts = MAX(0, attempts - 1), lease_owner = NULL, lease_token = NULL,
+       lease_expires_at = NULL
+     WHERE rowid = ?`
+  ),
+  hasPending: db.prepare(
+    `SELECT EXISTS (SELECT 1 FROM recipients WHERE message_id = ? AND state IN ('queued', 'retry', 'inflight')) AS pending`
+  ),
+  deleteIfDone: db.prepare(
+    `DELETE FROM messages WHERE id = $id
+       AND NOT EXISTS (SELECT 1 FROM recipients WHERE message_id = $id AND state <> 'delivered')
+     RETURNING body_file`
+  ),
+  deleteMessage: db.prepare("DELETE FROM messages WHERE id = ? RETURNING body_file"),
+  requeue: db.prepare(
+    `UPDATE recipients SET state = 'queued', next_attempt_at = ?, expires_at = NULL
+     WHERE message_id = ? AND state IN ('retry', 'dead')`
+  ),
+  purgeExpired: db.prepare("DELETE FROM recipients WHERE state = 'dead' AND expires_at <= ? RETURNING message_id"),
+  purgeDead: db.prepare("DELETE FROM recipients WHERE state = 'dead' RETURNING message_id"),
+  countPending: db.prepare(
+    "SELECT COUNT(DISTINCT message_id) AS n FROM recipients WHERE state IN ('queued', 'retry', 'inflight')"
+  )
+}
+
+/** Per-batch bookkeeping, reported only if the batch commits. */
+interface Batch {
+  depth: number
+  depthDelta: number
+  notify: boolean
+  readonly removeFiles: Array<string>
+}
+
+const ok = (value: unknown): Outcome => ({ ok: true, value })
+const refuse = (reason: MailQueueErrorReason): Outcome => ({ ok: false, reason })
+const leaseLost = (id: string) => refuse({ _tag: "LeaseLost", id })
+
+const isPending = (id: string) => num(sql.hasPending.get(id)?.pending) === 1
+
+/** Deletes a message once nothing but delivered recipients is left; its body file goes after COMMIT. */
+const dropIfDone = (batch: Batch, id: string) => {
+  for (const row of sql.deleteIfDone.all({ id })) {
+    const file = optStr(row.body_file)
+    if (file !== null) batch.removeFiles.push(file)
+  }
+}
+
+/**
+ * Adjusts depth for a message whose recipients changed state, then drops it if it is done.
+ * Returns whether the message is still pending.
+ */
+const afterChange = (batch: Batch, id: string, wasPending: boolean): boolean => {
+  const pendingNow = isPending(id)
+  if (wasPending !== pendingNow) batch.depthDelta += pendingNow ? 1 : -1
+  // A message with a recipient still pending cannot be done.
+  if (!pendingNow) dropIfDone(batch, id)
+  return pendingNow
+}
+
+const leasedRows = (id: string, token: string) =>
+  sql.leased.all(id, token).map((row) => ({ seq: num(row.seq), rcpt: str(row.rcpt) }))
+
+const run = (batch: Batch, op: Op): Outcome => {
+  switch (op.op) {
+    case "commit": {
+      if (sql.exists.get(op.id) !== undefined) {
+        return refuse({ _tag: "StorageFailed", detail: `message ${op.id} already exists` })
+      }
+      const projected = batch.depth + batch.depthDelta
+      if (projected >= op.maxDepth) return refuse({ _tag: "Full", depth: projected, maxDepth: op.maxDepth })
+      sql.insertMessage.run(op.id, op.envelope, op.trace, op.receivedAt, op.size, op.inline, op.file)
+      for (const rcpt of op.rcpts) sql.insertRecipient.run(op.id, rcpt, op.receivedAt)
+      batch.depthDelta += 1
+      batch.notify = true
+      return ok(undefined)
+    }
+    case "claim": {
+      sql.releaseExpired.run(op.now)
+      const next = sql.nextDue.get(op.now)
+      if (next === undefined) return ok(null)
+      const id = str(next.id)
+      const rows = sql.lease.all(op.owner, op.token, op.expiresAt, id, op.now)
+        .map((row) => ({ seq: num(row.seq), rcpt: str(row.rcpt), attempt: num(row.attempts) }))
+        .sort((a, b) => a.seq - b.seq)
+      const head = sql.head.get(id)
+      if (head === undefined) return ok(null)
+      const claimed: Claimed = {
+        id,
+        recipients: rows.map((r) => ({ rcpt: r.rcpt, attempt: r.attempt })),
+        envelope: str(head.envelope),
+        trace: str(head.trace),
+        receivedAt: num(head.received_at),
+        size: num(head.size),
+        file: optStr(head.body_file)
+      }
+      return ok(claimed)
+    }
+    case "settle": {
+      const rows = leasedRows(op.id, op.token)
+      if (rows.length === 0) return leaseLost(op.id)
+      const byRcpt = new Map(op.rows.map((s) => [s.rcpt, s]))
+      for (const row of rows) {
+        const s = byRcpt.get(row.rcpt)
+        if (s === undefined) sql.unclaim.run(row.seq)
+        else if (s.tag === "Delivered") sql.setDelivered.run(s.reply, row.seq)
+        else if (s.tag === "Retry") sql.setRetry.run(s.at, s.reply, row.seq)
+        else sql.setDead.run(s.at, s.reply, row.seq)
+      }
+      // Recipients of the message still pending (a retry, a recipient the lease did not cover)
+      // may be claimable now that the lease is gone: wake a worker. Otherwise nothing changed for claims.
+      if (afterChange(batch, op.id, true)) batch.notify = true
+      return ok(undefined)
+    }
+    case "release": {
+      const rows = leasedRows(op.id, op.token)
+      if (rows.length === 0) return leaseLost(op.id)
+      for (const row of rows) sql.unclaim.run(row.seq)
+      batch.notify = true
+      return ok(undefined)
+    }
+    case "retryNow": {
+      const wasPending = isPending(op.id)
+      const changed = Number(sql.requeue.run(op.now, op.id).changes) > 0
+      if (!changed) return ok(false)
+      afterChange(batch, op.id, wasPending)
+      batch.notify = true
+      return ok(true)
+    }
+    case "remove": {
+      const wasPending = isPending(op.id)
+      const rows = sql.deleteMessage.all(op.id)
+      if (rows.length === 0) return ok(false)
+      if (wasPending) batch.depthDelta -= 1
+      const file = optStr(rows[0]!.body_file)
+      if (file !== null) batch.removeFiles.push(file)
+      return ok(true)
+    }
+    case "recount":
+      return ok(undefined)
+    case "purgeExpired":
+    case "purgeDead": {
+      // Deletes dead recipients, then the messages left with nothing but delivered ones (dead is not pending).
+      const rows = op.op === "purgeDead" ? sql.purgeDead.all() : sql.purgeExpired.all(op.now)
+      for (const id of new Set(rows.map((row) => str(row.message_id)))) dropIfDone(batch, id)
+      return ok(rows.length)
+    }
+  }
+}
+
+// data_version moves only when ANOTHER connection commits (the CLI, or the main thread's start-up
+// recovery): then the pending count is recounted under the write lock.
+let seenVersion = num(sql.dataVersion.get()?.data_version)
+// The connection starts with synchronous=FULL; switch only when a batch needs the other mode.
+let flushing = true
+
+const runBatch = (request: BatchRequest): Reply => {
+  try {
+    if (request.durable !== flushing) {
+      db.exec(request.durable ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL")
+      flushing = request.durable
+    }
+    db.exec("BEGIN IMMEDIATE")
+  } catch (cause) {
+    return { type: "failed", message: `begin transaction: ${errorMessage(cause)}`, code: errorCode(cause) }
+  }
+  try {
+    let recount: number | undefined
+    const version = num(sql.dataVersion.get()?.data_version)
+    if (version !== seenVersion) {
+      seenVersion = version
+      recount = num(sql.countPending.get()?.n)
+    }
+    const batch: Batch = { depth: recount ?? request.depth, depthDelta: 0, notify: false, removeFiles: [] }
+    const outcomes = request.ops.map((op) => run(batch, op))
+    db.exec("COMMIT")
+    return {
+      type: "committed",
+      outcomes,
+      recount,
+      depthDelta: batch.depthDelta,
+      notify: batch.notify,
+      removeFiles: batch.removeFiles
+    }
+  } catch (cause) {
+    // SQLite rolls back by itself after some errors (SQLITE_FULL); only roll back what is left.
+    if (db.isTransaction) {
+      try {
+        db.exec("ROLLBACK")
+      } catch {
+        // The next BEGIN reports a broken connection; nothing more to undo here.
+      }
+    }
+    return { type: "failed", message: `write batch: ${errorMessage(cause)}`, code: errorCode(cause) }
+  }
+}
+
+port.on("message", (request: Request) => {
+  if (request.type === "close") {
+    try {
+      db.close()
+    } finally {
+      port.close()
+    }
+    return
+  }
+  post(runBatch(request))
+})
+
+post({ type: "ready" })
