@@ -7,35 +7,15 @@
  *   relative to the file, admin endpoint), a flag overrides the file, `/metrics` counts the
  *   traffic, and `/readyz` turns 503 when SIGTERM starts a drain held open by a DATA transaction.
  */
-import { type ChildProcess, spawn } from "node:child_process"
 import { readdirSync, writeFileSync } from "node:fs"
 import { join } from "node:path"
 import { assert, describe, it } from "@effect/vitest"
 import { Effect } from "effect"
 import { SmtpClient, TestIncoming } from "../../src/testing/index.ts"
-import { serve } from "../support/server.ts"
+import { serve, runCli } from "../support/server.ts"
 
-const bin = new URL("../../src/bin/incoming.ts", import.meta.url).pathname
 
-interface Ran {
-  readonly code: number | null
-  readonly stdout: string
-  readonly stderr: string
-}
-
-const run = (args: ReadonlyArray<string>, options: { readonly cwd: string; readonly env?: Record<string, string> }) =>
-  Effect.callback<Ran>((resume) => {
-    const child: ChildProcess = spawn(process.execPath, [bin, ...args], {
-      cwd: options.cwd,
-      env: { ...process.env, ...options.env },
-      stdio: ["ignore", "pipe", "pipe"]
-    })
-    let stdout = ""
-    let stderr = ""
-    child.stdout!.on("data", (c: Buffer) => (stdout += c.toString()))
-    child.stderr!.on("data", (c: Buffer) => (stderr += c.toString()))
-    child.on("close", (code) => resume(Effect.succeed({ code, stdout, stderr })))
-  })
+const run = runCli
 
 const sampleValue = (text: string, series: string): number | undefined => {
   const line = text.split("\n").find((l) => l.startsWith(`${series} `))

@@ -8,7 +8,6 @@
  *   delivers (a signed POST reaches an HTTP server here, the other recipient lands in the
  *   Maildir), and `check-config` prints neither the webhook secret nor the relay password.
  */
-import { type ChildProcess, spawn } from "node:child_process"
 import { readdirSync, writeFileSync } from "node:fs"
 import * as http from "node:http"
 import type { AddressInfo } from "node:net"
@@ -22,9 +21,8 @@ import * as Options from "../../src/config/Options.ts"
 import * as Render from "../../src/config/Render.ts"
 import * as WebhookAdapter from "../../src/delivery/WebhookAdapter.ts"
 import { SmtpClient, TestIncoming } from "../../src/testing/index.ts"
-import { serve } from "../support/server.ts"
+import { serve, runCli } from "../support/server.ts"
 
-const bin = new URL("../../src/bin/incoming.ts", import.meta.url).pathname
 
 const workdir = (files: Record<string, string>) =>
   Effect.map(TestIncoming.tempDir("incoming-delivery-config-"), (dir) => {
@@ -267,25 +265,7 @@ adapter = "a"
     }))
 })
 
-interface Ran {
-  readonly code: number | null
-  readonly stdout: string
-  readonly stderr: string
-}
-
-const run = (args: ReadonlyArray<string>, options: { readonly cwd: string; readonly env?: Record<string, string> }) =>
-  Effect.callback<Ran>((resume) => {
-    const child: ChildProcess = spawn(process.execPath, [bin, ...args], {
-      cwd: options.cwd,
-      env: { ...process.env, ...options.env },
-      stdio: ["ignore", "pipe", "pipe"]
-    })
-    let stdout = ""
-    let stderr = ""
-    child.stdout!.on("data", (c: Buffer) => (stdout += c.toString()))
-    child.stderr!.on("data", (c: Buffer) => (stderr += c.toString()))
-    child.on("close", (code) => resume(Effect.succeed({ code, stdout, stderr })))
-  })
+const run = runCli
 
 interface Posted {
   readonly headers: http.IncomingHttpHeaders

@@ -4,12 +4,12 @@
  * warm-up message against VmHWM (the peak) after the big one. The client streams the body in
  * 64 KiB chunks with backpressure so it never holds the message either.
  */
-import { readdirSync, readFileSync, statSync } from "node:fs"
+import { readFileSync, statSync } from "node:fs"
 import { join } from "node:path"
 import { assert, describe, it } from "@effect/vitest"
 import { Effect } from "effect"
 import { SmtpClient, TestIncoming } from "../../src/testing/index.ts"
-import { serve } from "../support/server.ts"
+import { serve, waitForMaildir } from "../support/server.ts"
 
 const MiB = 1024 * 1024
 
@@ -67,12 +67,8 @@ describe("large messages", () => {
 
 
       // Wait for the Maildir delivery (it streams the body back out).
-      const newDir = join(maildir, "user@localhost", "new")
-      let big: string | undefined
-      for (let i = 0; i < 400 && big === undefined; i++) {
-        big = readdirSync(newDir).map((f) => join(newDir, f)).find((f) => statSync(f).size > 50 * MiB)
-        if (big === undefined) yield* Effect.sleep("50 millis")
-      }
+      const isBig = (f: string) => statSync(f).size > 50 * MiB
+      const big = (yield* waitForMaildir(maildir, "user@localhost", (files) => files.some(isBig))).find(isBig)
       assert.isDefined(big, "the 50 MiB message was not delivered")
       const peak = procKb(pid, "VmHWM")
       const growthMiB = (peak - before) / 1024

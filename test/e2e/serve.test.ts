@@ -3,32 +3,14 @@
  * Maildir file; SIGTERM with a transaction in flight drains it (the transaction completes, later
  * commands get 421, new connections are refused) and the process exits 0.
  */
-import { readdirSync, readFileSync } from "node:fs"
+import { readFileSync } from "node:fs"
 import { connect } from "node:net"
 import { join } from "node:path"
 import { assert, describe, it } from "@effect/vitest"
 import { Effect } from "effect"
 import nodemailer from "nodemailer"
 import { SmtpClient, TestIncoming } from "../../src/testing/index.ts"
-import { serve } from "../support/server.ts"
-
-const newFiles = (maildir: string, rcpt: string): Array<string> => {
-  try {
-    return readdirSync(join(maildir, rcpt, "new")).map((f) => join(maildir, rcpt, "new", f))
-  } catch {
-    return []
-  }
-}
-
-const waitForFiles = (maildir: string, rcpt: string, n: number) =>
-  Effect.gen(function*() {
-    for (let i = 0; i < 200; i++) {
-      const files = newFiles(maildir, rcpt)
-      if (files.length >= n) return files
-      yield* Effect.sleep("25 millis")
-    }
-    return newFiles(maildir, rcpt)
-  })
+import { serve, waitForMaildir } from "../support/server.ts"
 
 describe("incoming serve (process)", () => {
   it.live("delivers mail for --domain into the Maildir and exits 0 on SIGTERM", () =>
@@ -41,7 +23,7 @@ describe("incoming serve (process)", () => {
         transport.sendMail({ from: "alice@remote.test", to: "user@localhost", subject: "hello", text: "first message" })
       )
       assert.match(info.response, /^250 2\.0\.0 queued as /)
-      const [file] = yield* waitForFiles(maildir, "user@localhost", 1)
+      const [file] = yield* waitForMaildir(maildir, "user@localhost", (f) => f.length >= 1)
       assert.isDefined(file, `no file in ${maildir}/user@localhost/new`)
       const text = readFileSync(file!, "utf8")
       assert.match(text, /^Received: from /)
@@ -108,7 +90,7 @@ describe("incoming serve (process)", () => {
       // The message accepted during the drain is in the durable queue (or already delivered):
       // the next start delivers it.
       const again = yield* serve(["--listen", "127.0.0.1:0", "--maildir", maildir, "--data-dir", join(dir, "data")])
-      const [file] = yield* waitForFiles(maildir, "user@localhost", 1)
+      const [file] = yield* waitForMaildir(maildir, "user@localhost", (f) => f.length >= 1)
       assert.isDefined(file, "the message accepted during drain was never delivered")
       assert.include(readFileSync(file!, "utf8"), "second half")
       yield* again.signal("SIGTERM")

@@ -3,6 +3,8 @@
  * its JSON log, collects its output, and stops it by PID (only the process we started).
  */
 import { type ChildProcess, spawn } from "node:child_process"
+import { readdirSync } from "node:fs"
+import { join } from "node:path"
 import { Effect, type Scope } from "effect"
 
 const root = new URL("../../", import.meta.url).pathname
@@ -86,3 +88,48 @@ export const serve = (args: ReadonlyArray<string>, cwd = root, env: Readonly<Rec
         }
       })
   )
+
+export interface Ran {
+  readonly code: number | null
+  readonly stdout: string
+  readonly stderr: string
+}
+
+/** Runs one `incoming ...` command to completion (check-config, queue, users) and collects its output. */
+export const runCli = (args: ReadonlyArray<string>, options: { readonly cwd: string; readonly env?: Record<string, string> }) =>
+  Effect.callback<Ran>((resume) => {
+    const child = spawn(process.execPath, [`${root}src/bin/incoming.ts`, ...args], {
+      cwd: options.cwd,
+      env: { ...process.env, ...options.env },
+      stdio: ["ignore", "pipe", "pipe"]
+    })
+    let stdout = ""
+    let stderr = ""
+    child.stdout!.on("data", (c: Buffer) => (stdout += c.toString()))
+    child.stderr!.on("data", (c: Buffer) => (stderr += c.toString()))
+    child.on("close", (code) => resume(Effect.succeed({ code, stdout, stderr })))
+  })
+
+/** Files delivered into `<maildir>/<rcpt>/new` (none when the folder does not exist yet). */
+export const maildirFiles = (maildir: string, rcpt: string): Array<string> => {
+  try {
+    return readdirSync(join(maildir, rcpt, "new")).map((f) => join(maildir, rcpt, "new", f))
+  } catch {
+    return []
+  }
+}
+
+/** Waits (bounded, ~10 s) until `<maildir>/<rcpt>/new` holds files matching `enough`, and returns them. */
+export const waitForMaildir = (
+  maildir: string,
+  rcpt: string,
+  enough: (files: ReadonlyArray<string>) => boolean
+): Effect.Effect<Array<string>> =>
+  Effect.gen(function*() {
+    for (let i = 0; i < 200; i++) {
+      const files = maildirFiles(maildir, rcpt)
+      if (enough(files)) return files
+      yield* Effect.sleep("50 millis")
+    }
+    return maildirFiles(maildir, rcpt)
+  })
