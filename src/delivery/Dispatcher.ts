@@ -13,6 +13,7 @@ import * as MailQueueModule from "../queue/MailQueue.ts"
 import * as Telemetry from "../telemetry/Telemetry.ts"
 import * as Backoff from "./Backoff.ts"
 import { DeliveryAdapter, type RecipientOutcome } from "./DeliveryAdapter.ts"
+import * as CauseText from "../internal/causeText.ts"
 
 export interface DispatcherOptions {
   readonly workers: number
@@ -46,13 +47,6 @@ export class Dispatcher extends Context.Service<Dispatcher, {
   /** How many times a worker was restarted after dying. */
   readonly restarts: Effect.Effect<number>
 }>()("incoming/Dispatcher") {}
-
-const describe = (cause: Cause.Cause<unknown>): string => {
-  const fail = cause.reasons.find(Cause.isFailReason)
-  if (fail !== undefined) return fail.error instanceof Error ? fail.error.message : String(fail.error)
-  if (cause.reasons.every(Cause.isInterruptReason)) return "interrupted"
-  return Cause.pretty(cause).split("\n")[0] ?? "defect"
-}
 
 export const make = Effect.fnUntraced(function*(input: Partial<DispatcherOptions> = {}) {
   const options: DispatcherOptions = { ...defaults, ...input, backoff: { ...defaults.backoff, ...input.backoff } }
@@ -89,7 +83,7 @@ export const make = Effect.fnUntraced(function*(input: Partial<DispatcherOptions
     const fail = exit.cause.reasons.find(Cause.isFailReason)
     const permanent = fail !== undefined && typeof fail.error === "object" && fail.error !== null &&
       "retryable" in fail.error && fail.error.retryable === false
-    const reason = Cause.isTimeoutError(fail?.error) ? "delivery timed out" : describe(exit.cause)
+    const reason = Cause.isTimeoutError(fail?.error) ? "delivery timed out" : CauseText.oneLine(exit.cause)
     return lease.recipients.map((r) => (permanent ? { _tag: "Reject", rcpt: r.rcpt, reason } : { _tag: "Retry", rcpt: r.rcpt, reason }))
   }
 
@@ -168,7 +162,7 @@ export const make = Effect.fnUntraced(function*(input: Partial<DispatcherOptions
         Effect.gen(function*() {
           restarts++
           yield* Effect.logError(`delivery worker ${name} died; restarting`, Cause.pretty(cause))
-          yield* telemetry.publish({ _tag: "WorkerRestarted", worker: name, cause: describe(cause) })
+          yield* telemetry.publish({ _tag: "WorkerRestarted", worker: name, cause: CauseText.oneLine(cause) })
         })
       ),
       Effect.retry(restartPolicy),

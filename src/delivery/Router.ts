@@ -18,6 +18,7 @@
  */
 import { Cause, Clock, Context, Data, Effect, Exit, Layer, Random, Result, type Scope, Semaphore } from "effect"
 import * as DA from "./DeliveryAdapter.ts"
+import * as CauseText from "../internal/causeText.ts"
 
 /**
  * `durable` (default): the 250 after DATA means "queued"; delivery happens afterwards.
@@ -229,12 +230,6 @@ export type RouterServices<A extends Adapters, DR> = InputServices<A[keyof A]> |
 
 type Recipient = DA.Delivery["recipients"][number]
 
-const describeCause = (cause: Cause.Cause<unknown>): string => {
-  const fail = cause.reasons.find(Cause.isFailReason)
-  if (fail !== undefined) return fail.error instanceof Error ? fail.error.message : String(fail.error)
-  return Cause.pretty(cause).split("\n")[0] ?? "defect"
-}
-
 export const make = <A extends Adapters, DE = never, DR = never>(
   options: RouterOptions<A, DE, DR>
 ): Effect.Effect<{ readonly adapter: AdapterService; readonly routes: RouteTable }, RouterBuildError<A>, RouterServices<A, DR>> =>
@@ -271,7 +266,7 @@ export const make = <A extends Adapters, DE = never, DR = never>(
           const decided = yield* options.decide(rcpt, delivery).pipe(Effect.provideContext(decideContext), Effect.exit)
           if (Exit.isFailure(decided)) {
             if (Cause.hasInterruptsOnly(decided.cause)) return yield* Effect.interrupt
-            return { _tag: "None", outcome: DA.retry(rcpt, `choosing a route failed: ${describeCause(decided.cause)}`) }
+            return { _tag: "None", outcome: DA.retry(rcpt, `choosing a route failed: ${CauseText.oneLine(decided.cause)}`) }
           }
           if (decided.value !== undefined) {
             const route = table.byName(decided.value)
@@ -302,7 +297,7 @@ export const make = <A extends Adapters, DE = never, DR = never>(
         const error = fail.error
         return recipients.map((r) => (error.retryable ? DA.retry(r.rcpt, error.reason) : DA.reject(r.rcpt, error.reason)))
       }
-      return recipients.map((r) => DA.retry(r.rcpt, `adapter "${route.adapter}" failed: ${describeCause(exit.cause)}`))
+      return recipients.map((r) => DA.retry(r.rcpt, `adapter "${route.adapter}" failed: ${CauseText.oneLine(exit.cause)}`))
     }
 
     /** The route's retry policy applied to one outcome. */

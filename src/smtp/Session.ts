@@ -33,6 +33,7 @@ import type { Envelope } from "./Envelope.ts"
 import type { ListenerOptions } from "./ListenerOptions.ts"
 import * as ReceivedHeader from "./ReceivedHeader.ts"
 import * as SmtpReply from "./SmtpReply.ts"
+import * as CauseText from "../internal/causeText.ts"
 
 /** A refusal decided by the session (limits, sequence, authority): its reply goes to the client as is. */
 export class SessionReject extends Data.TaggedError("SessionReject")<{
@@ -337,7 +338,7 @@ export const make = Effect.fnUntraced(function*(options: ListenerOptions, hooks:
               _tag: "EnqueueError",
               id,
               reason: enqueueReason(cause),
-              detail: `${SmtpReply.format(SmtpReply.fromCause(cause))}: ${describe(cause)}`,
+              detail: `${SmtpReply.format(SmtpReply.fromCause(cause))}: ${CauseText.oneLine(cause)}`,
               attemptedSize: body.size
             })
           )
@@ -388,8 +389,4 @@ const enqueueReason = (cause: Cause.Cause<unknown>): string => {
   return "error"
 }
 
-const describe = (cause: Cause.Cause<unknown>): string => {
-  const fail = cause.reasons.find(Cause.isFailReason)
-  if (fail !== undefined) return fail.error instanceof Error ? fail.error.message : String(fail.error)
-  return Cause.pretty(cause).split("\n")[0] ?? "defect"
-}
+
