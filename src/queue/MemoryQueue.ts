@@ -48,10 +48,12 @@ export const make = Effect.fnUntraced(function*(options: Partial<QueueOptions> =
   const signal = WorkSignal.make()
   yield* Effect.logWarning("memory queue: accepted mail is NOT durable and is lost if the process stops")
 
-  const recount = () => {
-    let d = 0
-    for (const e of entries.values()) if (e.rcpts.some(isPending)) d++
-    depth = d
+  // `depth` is kept in step per changed entry: scanning the whole queue on every settle would
+  // make each delivery cost O(queued messages).
+  const pendingOf = (e: Entry) => entries.has(e.message.id) && e.rcpts.some(isPending)
+  const adjust = (e: Entry, wasPending: boolean) => {
+    const pending = pendingOf(e)
+    if (pending !== wasPending) depth += pending ? 1 : -1
   }
 
   const bodyOf = (m: NewMessage): MessageBody => ({
@@ -159,6 +161,7 @@ export const make = Effect.fnUntraced(function*(options: Partial<QueueOptions> =
         const e = entries.get(lease.id)
         const now = yield* Clock.currentTimeMillis
         if (!liveLease(e, lease) || e === undefined) return yield* leaseLost(lease.id)
+        const wasPending = pendingOf(e)
         const byRcpt = new Map(settlements.map((s) => [s.rcpt, s]))
         for (const r of e.rcpts) {
           if (r.state !== "inflight" || !e.lease!.rcpts.includes(r.rcpt)) continue
@@ -186,7 +189,7 @@ export const make = Effect.fnUntraced(function*(options: Partial<QueueOptions> =
         }
         e.lease = undefined
         if (e.rcpts.every((r) => r.state === "delivered")) yield* drop(e)
-        recount()
+        adjust(e, wasPending)
         signal.notify()
       }),
     release: (lease) =>
@@ -241,6 +244,7 @@ export const make = Effect.fnUntraced(function*(options: Partial<QueueOptions> =
         const e = entries.get(id)
         if (e === undefined) return false
         const now = yield* Clock.currentTimeMillis
+        const wasPending = pendingOf(e)
         let changed = false
         for (const r of e.rcpts) {
           if (r.state === "retry" || r.state === "dead") {
@@ -250,7 +254,7 @@ export const make = Effect.fnUntraced(function*(options: Partial<QueueOptions> =
             changed = true
           }
         }
-        recount()
+        adjust(e, wasPending)
         if (changed) signal.notify()
         return changed
       }),
@@ -258,8 +262,9 @@ export const make = Effect.fnUntraced(function*(options: Partial<QueueOptions> =
       Effect.gen(function*() {
         const e = entries.get(id)
         if (e === undefined) return false
+        const wasPending = pendingOf(e)
         yield* drop(e)
-        recount()
+        adjust(e, wasPending)
         return true
       }),
     purgeExpired: Effect.gen(function*() {
@@ -282,10 +287,11 @@ export const make = Effect.fnUntraced(function*(options: Partial<QueueOptions> =
         const keep = e.rcpts.filter((r) => !pred(r))
         n += before - keep.length
         if (keep.length === before) continue
+        const wasPending = pendingOf(e)
         e.rcpts.splice(0, e.rcpts.length, ...keep)
         if (e.rcpts.every((r) => r.state === "delivered")) yield* drop(e)
+        adjust(e, wasPending)
       }
-      recount()
       return n
     })
   }
