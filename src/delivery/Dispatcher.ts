@@ -7,7 +7,7 @@
  * mid-delivery (drain) gives its lease back so the message is delivered later, not lost. A
  * janitor fiber purges dead letters whose TTL passed and publishes the queue depth.
  */
-import { Cause, Clock, Context, Effect, Exit, Layer, Option, Schedule } from "effect"
+import { Cause, Clock, Context, Effect, Exit, Layer, Option, References, Schedule } from "effect"
 import { MailQueue, type Lease, type Settlement } from "../queue/MailQueue.ts"
 import * as MailQueueModule from "../queue/MailQueue.ts"
 import * as Telemetry from "../telemetry/Telemetry.ts"
@@ -53,26 +53,26 @@ export const make = Effect.fnUntraced(function*(input: Partial<DispatcherOptions
   const queue = yield* MailQueue
   const adapter = yield* DeliveryAdapter
   const telemetry = yield* Telemetry.Telemetry
+  const tracing = yield* References.TracerEnabled
   let restarts = 0
 
-  const settlementFor = (lease: Lease, outcome: RecipientOutcome, now: number) =>
-    Effect.gen(function*() {
-      const attempt = lease.recipients.find((r) => r.rcpt === outcome.rcpt)?.attempt ?? 1
-      switch (outcome._tag) {
-        case "Ok":
-          return MailQueueModule.delivered(outcome.rcpt, outcome.reply ?? "delivered")
-        case "Reject":
-          return MailQueueModule.dead(outcome.rcpt, outcome.reason)
-        case "Retry": {
-          if (attempt >= (outcome.maxAttempts ?? options.maxAttempts)) {
-            return MailQueueModule.dead(outcome.rcpt, `${outcome.reason} (gave up after ${attempt} attempts)`)
-          }
-          if (outcome.at !== undefined) return MailQueueModule.retryAt(outcome.rcpt, outcome.at, outcome.reason)
-          const wait = yield* Backoff.delay(options.backoff, attempt)
-          return MailQueueModule.retryAt(outcome.rcpt, now + wait, outcome.reason)
+  // Plain values for the common outcomes; only a retry needs an effect (the backoff's jitter).
+  const settlementFor = (lease: Lease, outcome: RecipientOutcome, now: number): Settlement | Effect.Effect<Settlement> => {
+    switch (outcome._tag) {
+      case "Ok":
+        return MailQueueModule.delivered(outcome.rcpt, outcome.reply ?? "delivered")
+      case "Reject":
+        return MailQueueModule.dead(outcome.rcpt, outcome.reason)
+      case "Retry": {
+        const attempt = lease.recipients.find((r) => r.rcpt === outcome.rcpt)?.attempt ?? 1
+        if (attempt >= (outcome.maxAttempts ?? options.maxAttempts)) {
+          return MailQueueModule.dead(outcome.rcpt, `${outcome.reason} (gave up after ${attempt} attempts)`)
         }
+        if (outcome.at !== undefined) return MailQueueModule.retryAt(outcome.rcpt, outcome.at, outcome.reason)
+        return Effect.map(Backoff.delay(options.backoff, attempt), (wait) => MailQueueModule.retryAt(outcome.rcpt, now + wait, outcome.reason))
       }
-    })
+    }
+  }
 
   /** What the adapter said, per recipient; a failed or timed-out attempt retries everyone. */
   const outcomesOf = (lease: Lease, exit: Exit.Exit<ReadonlyArray<RecipientOutcome>, unknown>): ReadonlyArray<RecipientOutcome> => {
@@ -103,7 +103,10 @@ export const make = Effect.fnUntraced(function*(input: Partial<DispatcherOptions
       const now = yield* Clock.currentTimeMillis
       const outcomes = outcomesOf(lease, exit)
       const settlements: Array<Settlement> = []
-      for (const o of outcomes) settlements.push(yield* settlementFor(lease, o, now))
+      for (const o of outcomes) {
+        const s = settlementFor(lease, o, now)
+        settlements.push(Effect.isEffect(s) ? yield* s : s)
+      }
       const via = new Map(outcomes.map((o) => [o.rcpt, o.via]))
       // Settling is one queue call; it must not be cut in half by a drain.
       yield* queue.settle(lease, settlements).pipe(
@@ -130,14 +133,18 @@ export const make = Effect.fnUntraced(function*(input: Partial<DispatcherOptions
       // Interrupted mid-delivery (drain): the message goes back to the queue untouched.
       Effect.onInterrupt(() => queue.release(lease).pipe(Effect.ignore)),
       Effect.annotateLogs({ message: lease.id }),
-      Effect.withSpan("Dispatcher.deliver", {
-        attributes: {
-          message: lease.id,
-          adapter: adapter.name,
-          recipients: lease.recipients.length,
-          attempt: Math.max(...lease.recipients.map((r) => r.attempt))
-        }
-      }, { captureStackTrace: false })
+      // A span per delivery only when something records it (see Session: spans cost even when off).
+      (self) =>
+        tracing
+          ? Effect.withSpan("Dispatcher.deliver", {
+            attributes: {
+              message: lease.id,
+              adapter: adapter.name,
+              recipients: lease.recipients.length,
+              attempt: Math.max(...lease.recipients.map((r) => r.attempt))
+            }
+          }, { captureStackTrace: false })(self)
+          : self
     )
 
   const step = (owner: string) =>

@@ -12,7 +12,7 @@
 import { readFileSync } from "node:fs"
 import type { AddressInfo } from "node:net"
 import { createSecureContext } from "node:tls"
-import { Cause, Context, Duration, Effect, Exit, Fiber, FiberSet, Layer, Scope } from "effect"
+import { Cause, Context, Effect, Exit, Fiber, FiberSet, Layer, Scope } from "effect"
 import type { SMTPServerOptions } from "smtp-server"
 import type { Relay } from "../policy/Relay.ts"
 import type { MailQueue } from "../queue/MailQueue.ts"
@@ -211,12 +211,14 @@ const start = Effect.fnUntraced(function*(
     track?: Set<Fiber.Fiber<unknown, unknown>>
   ) => {
     const c = connections.get(id) ?? open(id)
-    const fiber = c.run(
-      command === "CONNECT" ? effect : Effect.trackDuration(effect, durations[command], (d) => Duration.toSeconds(d))
-    )
+    // Timed here rather than with Effect.trackDuration: one clock read on each side of the hook
+    // and a direct histogram update, instead of two more effects around every command.
+    const started = performance.now()
+    const fiber = c.run(effect)
     track?.add(fiber)
     fiber.addObserver((exit) => {
       track?.delete(fiber)
+      if (command !== "CONNECT") durations[command].updateUnsafe((performance.now() - started) / 1000, context)
       if (Exit.isSuccess(exit)) return callback(null, exit.value)
       // A defect is our bug: the client gets a 4xx from fromCause, the operator gets the cause.
       if (exit.cause.reasons.some(Cause.isDieReason)) {

@@ -14,7 +14,7 @@
  * `SmtpReply.fromCause` to a 4xx.
  */
 import type { Readable } from "node:stream"
-import { Cause, Clock, Data, Effect, Exit, Option } from "effect"
+import { Cause, Clock, Data, Effect, Exit, Option, References } from "effect"
 import type { SMTPServerAddress, SMTPServerSession } from "smtp-server"
 import { DeliveryAdapter } from "../delivery/DeliveryAdapter.ts"
 import * as Router from "../delivery/Router.ts"
@@ -113,6 +113,9 @@ export const make = Effect.fnUntraced(function*(options: ListenerOptions, hooks:
     mailFrom,
     declaredSize
   })
+  // Per-message spans only when something records them: a span costs microseconds even when the
+  // tracer is off (the standalone server turns it off unless `[tracing]` is configured).
+  const tracing = yield* References.TracerEnabled
   const routes = yield* Effect.serviceOption(Router.Routes)
   const adapter = yield* Effect.serviceOption(DeliveryAdapter)
   const acknowledgement = (rcpt: string): Router.Acknowledge =>
@@ -290,7 +293,7 @@ export const make = Effect.fnUntraced(function*(options: ListenerOptions, hooks:
     Effect.gen(function*() {
       const id = MessageId.make()
       // The message id joins this transaction's trace to its deliveries (Dispatcher.deliver).
-      yield* Effect.annotateCurrentSpan({ message: id, listener: options.name })
+      if (tracing) yield* Effect.annotateCurrentSpan({ message: id, listener: options.name })
       hooks.enterData(session.id)
       const body = yield* spool.receive(stream, { id, maxSize: options.maxSize, lineEndings: options.lineEndings }).pipe(
         Effect.ensuring(Effect.sync(() => hooks.leaveData(session.id)))
@@ -326,10 +329,12 @@ export const make = Effect.fnUntraced(function*(options: ListenerOptions, hooks:
       if (rcptTo.length === 1 && acknowledgement(rcptTo[0]!) === "sync" && Option.isSome(adapter)) {
         return yield* deliverNow(adapter.value, { id, envelope, trace, body, receivedAt: now })
       }
-      yield* queue.commit({ id, envelope, trace, body, receivedAt: now }).pipe(
-        Effect.withSpan("Queue.commit", { attributes: { message: id, recipients: rcptTo.length, size: body.size } }, {
+      const commit = queue.commit({ id, envelope, trace, body, receivedAt: now })
+      yield* (tracing
+        ? Effect.withSpan("Queue.commit", { attributes: { message: id, recipients: rcptTo.length, size: body.size } }, {
           captureStackTrace: false
-        }),
+        })(commit)
+        : commit).pipe(
         Effect.timeout(options.hookTimeoutMs),
         Effect.tapCause((cause) =>
           Effect.andThen(
@@ -349,9 +354,10 @@ export const make = Effect.fnUntraced(function*(options: ListenerOptions, hooks:
       yield* telemetry.publish({ _tag: "MessageQueued", id, size: body.size, queueDepth: depth })
       yield* telemetry.publish({ _tag: "SessionAccepted", id, listener: options.name })
       yield* Effect.logDebug("message queued").pipe(Effect.annotateLogs({ message: id, size: body.size }))
-      return `${SmtpReply.queued(id).enhanced} ${SmtpReply.queued(id).text}`
+      const queued = SmtpReply.queued(id)
+      return `${queued.enhanced} ${queued.text}`
     }).pipe(
-      Effect.withSpan("Session.data", { attributes: { session: session.id } }, { captureStackTrace: false }),
+      (self) => tracing ? Effect.withSpan("Session.data", { attributes: { session: session.id } }, { captureStackTrace: false })(self) : self,
       Effect.tapError((e) =>
         e._tag === "SessionReject" ? rejected("data")(e) : telemetry.publish({
           _tag: "SessionRejected",

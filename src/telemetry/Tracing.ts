@@ -11,7 +11,7 @@
  * then drops the batch and pauses for a minute, logging at debug level): a collector that is down
  * must never slow down or fail mail.
  */
-import { Effect, Layer, Option, Redacted, Tracer } from "effect"
+import { Effect, Layer, Option, Redacted, References, Tracer } from "effect"
 import { FetchHttpClient } from "effect/http"
 import { OtlpExporter, OtlpSerialization, OtlpTracer } from "effect/observability"
 import { version } from "./Metrics.ts"
@@ -71,9 +71,13 @@ export const sampleByRatio = (tracer: Tracer.Tracer, ratio: number): Tracer.Trac
     context: tracer.context
   })
 
-/** The OTLP tracer for `options`, or nothing (Effect's in-memory tracer stays) when tracing is off. */
+/**
+ * The OTLP tracer for `options`; without options, tracing off: spans become no-ops. Nothing would
+ * read them (Effect's in-memory tracer only keeps them for the current fiber), and a real span on
+ * every connection, transaction and delivery costs microseconds the server spends per message.
+ */
 export const layer = (options: TracingOptions | undefined): Layer.Layer<never> => {
-  if (options === undefined) return Layer.empty
+  if (options === undefined) return Layer.succeed(References.TracerEnabled, false)
   const url = tracesUrl(options.endpoint)
   const protocol = options.protocol ?? defaults.protocol
   const ratio = options.sampleRatio ?? defaults.sampleRatio
