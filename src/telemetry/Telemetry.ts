@@ -78,16 +78,31 @@ export const metrics = {
 }
 
 // Metrics with attributes are built once per attribute set: `withAttributes` on every event
-// would rebuild the metric key on the hot path.
-const attributed = new Map<string, Metric.Metric<number, unknown>>()
+// would rebuild the metric key on the hot path. The cache is a tree keyed by the metric's name,
+// then by each attribute value in order, so a lookup allocates nothing (callers pass their
+// attributes in a fixed order per name).
+interface AttrNode {
+  metric: Metric.Metric<number, unknown> | undefined
+  readonly next: Map<string, AttrNode>
+}
+const attributed = new Map<string, AttrNode>()
 const withAttrs = <M extends Metric.Metric<number, unknown>>(metric: M, name: string, attrs: Record<string, string>): M => {
-  const key = `${name}|${Object.values(attrs).join("|")}`
-  let m = attributed.get(key)
-  if (m === undefined) {
-    m = metric.pipe(Metric.withAttributes(attrs))
-    attributed.set(key, m)
+  let node = attributed.get(name)
+  if (node === undefined) {
+    node = { metric: undefined, next: new Map() }
+    attributed.set(name, node)
   }
-  return m as M
+  for (const key in attrs) {
+    const value = attrs[key]!
+    let child: AttrNode | undefined = node.next.get(value)
+    if (child === undefined) {
+      child = { metric: undefined, next: new Map() }
+      node.next.set(value, child)
+    }
+    node = child
+  }
+  node.metric ??= metric.pipe(Metric.withAttributes(attrs))
+  return node.metric as M
 }
 
 const record = (event: TelemetryEvent): Effect.Effect<void> => {
