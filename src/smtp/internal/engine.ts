@@ -90,10 +90,21 @@ export class IncomingSmtpServer extends SMTPServer {
     const abort = (reply: SmtpReply.SmtpReply) => connection.send(reply.code, `${reply.enhanced} ${reply.text}`)
 
     // One deadline timer per connection, re-armed per command; `unref` so it never holds the process.
+    // Re-arming with the same duration refreshes the timer in place instead of allocating a new one.
     let deadline: NodeJS.Timeout | undefined
+    let armedMs = 0
     const arm = (ms: number) => {
+      if (closed || ms <= 0) {
+        if (deadline !== undefined) clearTimeout(deadline)
+        deadline = undefined
+        return
+      }
+      if (deadline !== undefined && armedMs === ms) {
+        deadline.refresh()
+        return
+      }
       if (deadline !== undefined) clearTimeout(deadline)
-      if (closed || ms <= 0) return
+      armedMs = ms
       deadline = setTimeout(() => abort(SmtpReply.commandTimeout), ms)
       deadline.unref()
     }
