@@ -412,6 +412,14 @@ const semanticChecks = Effect.fnUntraced(function*(config: IncomingConfig, sourc
         }
       }
     }
+    // The command deadline also runs while a hook (policy, commit) works: unless it is the longer
+    // one, a slow hook is cut off with 421 4.4.2 instead of answering its own 451 at hook_timeout.
+    if (l.command_timeout > 0 && l.hook_timeout > 0 && l.command_timeout <= l.hook_timeout) {
+      add(
+        ["listeners", i, "command_timeout"],
+        `${formatDuration(l.command_timeout)} must be longer than hook_timeout (${formatDuration(l.hook_timeout)}), which runs inside it`
+      )
+    }
     const address = `${l.host}:${l.port}`
     const sameAddress = addresses.get(address)
     if (l.port !== 0 && sameAddress !== undefined) add(["listeners", i], `same address as listeners[${sameAddress}] (${address})`)

@@ -271,11 +271,12 @@ describe("config errors name the source, the field and what was expected", () =>
     Effect.gen(function*() {
       const dir = yield* workdir({
         "incoming.toml": `domains = ["a.test"]\nport = = 3\n`,
-        "dup.toml": `[[listeners]]\nport = 25\n[[listeners]]\nport = 25\n[delivery.backoff]\nbase = "5h"\n`
+        "dup.toml": `[[listeners]]\nport = 25\n[[listeners]]\nport = 25\ncommand_timeout = "30s"\nhook_timeout = "1m"\n[delivery.backoff]\nbase = "5h"\n`
       })
       const [syntax] = yield* problems({ cwd: dir })
       assert.match(syntax!, /^incoming\.toml:2:\d+: syntax error: /)
       assert.deepStrictEqual(yield* problems({ cwd: dir, configPath: "dup.toml" }), [
+        "dup.toml: listeners[1].command_timeout: 30s must be longer than hook_timeout (1m), which runs inside it",
         "dup.toml: listeners[1]: same address as listeners[0] (127.0.0.1:25)",
         "dup.toml: listeners[1].name: same name as listeners[0] (\"smtp:127.0.0.1:25\")",
         "dup.toml: delivery.backoff.base: 5h is more than delivery.backoff.max (4h)"
