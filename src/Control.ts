@@ -47,7 +47,7 @@ export const make = Effect.gen(function*() {
     yield* relay.replace({ domains: options.domains, ...options.relay }).pipe(
       Effect.mapError((e) => new ReloadError({ reason: e.message, cause: e }))
     )
-    yield* policy.replace(options.policies?.rules ?? [])
+    yield* policy.replace(options.policies?.rules ?? [], { timeout: options.policies?.timeoutMs })
     yield* Effect.logInfo(`configuration reloaded${notes.length > 0 ? `; needs a restart: ${notes.join("; ")}` : ""}`)
     return { restartNeeded: notes }
   })

@@ -273,13 +273,17 @@ export const make = (options: PolicyOptions): Policy["Service"] =>
 
 export const layer = (options: PolicyOptions): Layer.Layer<Policy> => Layer.succeed(Policy, make(options))
 
-/** Replaces the rules of a running server (reload); a stage already running finishes with the old ones. */
+/**
+ * Replaces the rules of a running server (reload), and the per-hook deadline when one is given;
+ * a stage already running finishes with the old ones.
+ */
 export class PolicySwap extends Context.Service<PolicySwap, {
-  readonly replace: (rules: ReadonlyArray<Rule>) => Effect.Effect<void>
+  readonly replace: (rules: ReadonlyArray<Rule>, options?: { readonly timeout?: Duration.Input | undefined }) => Effect.Effect<void>
 }>()("incoming/PolicySwap") {}
 
 /** A `Policy` that delegates to the rules the last `replace` installed, plus its `PolicySwap`. */
-export const makeSwappable = (options: PolicyOptions): { readonly policy: Policy["Service"]; readonly swap: PolicySwap["Service"] } => {
+export const makeSwappable = (initial: PolicyOptions): { readonly policy: Policy["Service"]; readonly swap: PolicySwap["Service"] } => {
+  let options = initial
   let current = make(options)
   const policy = Policy.of({
     get rules() {
@@ -290,9 +294,10 @@ export const makeSwappable = (options: PolicyOptions): { readonly policy: Policy
     close: (ctx) => current.close(ctx)
   })
   const swap = PolicySwap.of({
-    replace: (rules) =>
+    replace: (rules, next) =>
       Effect.sync(() => {
-        current = make({ ...options, rules })
+        options = next?.timeout === undefined ? { ...options, rules } : { ...options, rules, timeout: next.timeout }
+        current = make(options)
       })
   })
   return { policy, swap }

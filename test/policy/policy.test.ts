@@ -116,6 +116,29 @@ describe("Policy.run", () => {
       assert.strictEqual(d.rule, "slow")
     }))
 
+  it.effect("a swap (reload) replaces the rules and, when given, the deadline; without one the deadline stays", () =>
+    Effect.gen(function*() {
+      const slow: Policy.Rule = { name: "slow", onMailFrom: () => Effect.as(Effect.sleep("1 hour"), Verdict.Continue) }
+      const { policy, swap } = Policy.makeSwappable({ rules: [], timeout: "10 seconds" })
+      const deadlineOf = Effect.gen(function*() {
+        const fiber = yield* Effect.forkChild(policy.run("mail", mail()))
+        let waited = 0
+        while (fiber.pollUnsafe() === undefined) {
+          yield* TestClock.adjust("1 second")
+          waited++
+        }
+        const d = yield* Fiber.join(fiber)
+        assert.deepStrictEqual(replyOf(d), Policy.policyTimeout)
+        return waited
+      })
+      yield* swap.replace([slow])
+      assert.strictEqual(yield* deadlineOf, 10)
+      yield* swap.replace([slow], { timeout: "3 seconds" })
+      assert.strictEqual(yield* deadlineOf, 3)
+      yield* swap.replace([slow])
+      assert.strictEqual(yield* deadlineOf, 3)
+    }))
+
   it.effect("a PolicyError defers 451 4.7.1 and a defect 451 4.3.0 — never a 5xx", () =>
     Effect.gen(function*() {
       const failing: Policy.Rule = {
