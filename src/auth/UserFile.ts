@@ -12,7 +12,7 @@
  * can be raised later without invalidating existing lines, and compares in constant time. An
  * unknown user costs the same scrypt run as a known one, so response time does not tell which
  * names exist. Edits rewrite the file atomically (temp file in the same directory, fsync,
- * rename, fsync of the directory), mode 0600.
+ * rename, fsync of the directory), mode 0600, under `<file>.lock` so concurrent editors take turns.
  *
  * The file is re-read when its mtime or size changes, so `incoming users passwd` takes effect on
  * a running server without a restart.
@@ -163,9 +163,42 @@ export const describeEditError = (e: EditError): string =>
     ? `no user ${e.name}`
     : `invalid user name ${JSON.stringify(e.name)} (1-256 characters, no ':', spaces or control characters)`
 
+const lockWaitMs = 5_000
+
+/**
+ * Holds `<path>.lock` (created exclusively) for the scope: two `incoming users` runs editing the
+ * same file would otherwise each rewrite it from what they read, and the later rename would drop
+ * the other's change. Waits up to 5 s for another editor; a lock left by a crashed one is named
+ * in the error so an operator can remove it.
+ */
+const lock = (path: string) => {
+  const lockPath = `${path}.lock`
+  const take = Effect.tryPromise({
+    try: async () => {
+      const deadline = Date.now() + lockWaitMs
+      while (true) {
+        try {
+          const handle = await open(lockPath, constants.O_CREAT | constants.O_EXCL | constants.O_WRONLY, 0o600)
+          await handle.writeFile(`${process.pid}\n`)
+          await handle.close()
+          return
+        } catch (e) {
+          if ((e as { code?: unknown }).code !== "EEXIST") throw e
+          if (Date.now() >= deadline) {
+            throw new Error(`locked by another editor for ${lockWaitMs / 1000} s: ${lockPath} (remove it if no \`incoming users\` is running)`)
+          }
+          await new Promise((r) => setTimeout(r, 50))
+        }
+      }
+    },
+    catch: ioError("WriteFailed", path)
+  })
+  return Effect.acquireRelease(take, () => Effect.promise(() => unlink(lockPath).catch(() => undefined)))
+}
+
 /**
  * Adds, re-hashes or removes a user; the result is `undefined` on success or the reason it was
- * not done. Concurrent editors are not locked against each other: last rename wins.
+ * not done. Editors take `<path>.lock` first, so concurrent edits apply one after the other.
  */
 export const edit = (
   path: string,
@@ -176,6 +209,7 @@ export const edit = (
 ): Effect.Effect<EditError | undefined, UserStoreError> =>
   Effect.gen(function*() {
     if (!isValidName(op.name)) return { _tag: "InvalidName", name: op.name } as EditError
+    yield* lock(path)
     const lines = yield* read(path)
     const index = lines.findIndex((l) => l._tag === "User" && l.name === op.name)
     if (op._tag === "Add" && index >= 0) return { _tag: "UserExists", name: op.name } as EditError
@@ -188,6 +222,22 @@ export const edit = (
       else next.push(line)
     }
     yield* write(path, next)
+    return undefined
+  }).pipe(Effect.scoped)
+
+/**
+ * Why `op` would be refused given the file as it is now (checked again under the lock by
+ * `edit`): lets the CLI say "no such user" before asking for a password.
+ */
+export const precheck = (
+  path: string,
+  op: { readonly _tag: "Add" | "Passwd" | "Remove"; readonly name: string }
+): Effect.Effect<EditError | undefined, UserStoreError> =>
+  Effect.gen(function*() {
+    if (!isValidName(op.name)) return { _tag: "InvalidName", name: op.name } as EditError
+    const exists = (yield* read(path)).some((l) => l._tag === "User" && l.name === op.name)
+    if (op._tag === "Add" && exists) return { _tag: "UserExists", name: op.name } as EditError
+    if (op._tag !== "Add" && !exists) return { _tag: "NoSuchUser", name: op.name } as EditError
     return undefined
   })
 

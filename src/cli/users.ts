@@ -105,15 +105,21 @@ const apply = (path: string, op: Parameters<typeof UserFile.edit>[1], done: stri
     )
   )
 
+/** Refuses before the password prompt what the edit would refuse after it (bad name, exists, missing). */
+const precheck = (path: string, op: Parameters<typeof UserFile.precheck>[1]) =>
+  UserFile.precheck(path, op).pipe(
+    Effect.mapError((e) => new UsersCliError({ reason: { _tag: "File", detail: e.message } })),
+    Effect.flatMap((error) => (error === undefined ? Effect.void : Effect.fail(new UsersCliError({ reason: { _tag: "Edit", error } }))))
+  )
+
 export const addHandler = Effect.fn("users.add")(function*(f: { readonly name: string; readonly file: string }) {
-  if (!UserFile.isValidName(f.name)) {
-    return yield* new UsersCliError({ reason: { _tag: "Edit", error: { _tag: "InvalidName", name: f.name } } })
-  }
+  yield* precheck(f.file, { _tag: "Add", name: f.name })
   const password = yield* newPassword
   yield* apply(f.file, { _tag: "Add", name: f.name, password }, `added ${f.name}`)
 })
 
 export const passwdHandler = Effect.fn("users.passwd")(function*(f: { readonly name: string; readonly file: string }) {
+  yield* precheck(f.file, { _tag: "Passwd", name: f.name })
   const password = yield* newPassword
   yield* apply(f.file, { _tag: "Passwd", name: f.name, password }, `password changed for ${f.name}`)
 })

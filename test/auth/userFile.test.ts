@@ -4,7 +4,7 @@
  * line format, atomic rewrite (mode 0600, comments kept), and the file-backed UserStore picking
  * up changes without a restart.
  */
-import { mkdtempSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs"
+import { mkdtempSync, readdirSync, readFileSync, statSync, unlinkSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { assert, describe, it } from "@effect/vitest"
@@ -73,10 +73,34 @@ describe("UserFile", () => {
       assert.isTrue(yield* store.verify("alice", "second pw"))
       const missing = yield* Effect.flip(Users.passwdHandler({ name: "carol", file }).pipe(withPassword("x")))
       assert.strictEqual(missing.message, "no user carol")
+      // Refused before the prompt: the password is never asked for.
+      const neverAsked = Effect.provideService(Users.PasswordInput, Effect.die(new Error("password prompt for a refused edit")))
+      assert.strictEqual((yield* Effect.flip(Users.passwdHandler({ name: "carol", file }).pipe(neverAsked))).message, "no user carol")
+      assert.strictEqual((yield* Effect.flip(Users.addHandler({ name: "alice", file }).pipe(neverAsked))).message, "user alice already exists")
 
       yield* Users.removeHandler({ name: "alice", file })
       assert.strictEqual(readFileSync(file, "utf8"), "# managed by incoming users\n")
       assert.isFalse(yield* store.verify("alice", "second pw"))
+    }), { timeout: 30_000 })
+
+  it.effect("concurrent editors take turns under <file>.lock: no edit is lost; a held lock is waited for", () =>
+    Effect.gen(function*() {
+      const dir = mkdtempSync(join(tmpdir(), "incoming-users-"))
+      const file = join(dir, "users")
+      const names = ["u1", "u2", "u3", "u4", "u5", "u6"]
+      yield* Effect.forEach(names, (name) => UserFile.edit(file, { _tag: "Add", name, password: "pw", params: cheap }), {
+        concurrency: "unbounded"
+      })
+      const users = (yield* UserFile.read(file)).flatMap((l) => (l._tag === "User" ? [l.name] : []))
+      assert.sameMembers(users, names)
+      assert.deepStrictEqual(readdirSync(dir), ["users"], "the lock is gone")
+      // Another editor holds the lock for 300 ms: the edit waits, then applies.
+      writeFileSync(`${file}.lock`, "12345\n")
+      setTimeout(() => unlinkSync(`${file}.lock`), 300)
+      const started = Date.now()
+      assert.isUndefined(yield* UserFile.edit(file, { _tag: "Remove", name: "u1" }))
+      assert.isAtLeast(Date.now() - started, 250)
+      assert.notInclude(readFileSync(file, "utf8"), "u1:")
     }), { timeout: 30_000 })
 
   it.effect("a missing file is empty; an unreadable or malformed one is a typed store error (454 at AUTH)", () =>
