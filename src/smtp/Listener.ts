@@ -218,6 +218,7 @@ const start = Effect.fnUntraced(function*(
     runFork(c.close)
   }
 
+  const metricsContext = Telemetry.metricsContext(context)
   // Command durations, by the command a hook answers (CONNECT is not a command).
   const durations = {
     AUTH: Telemetry.commandDuration("AUTH"),
@@ -241,7 +242,7 @@ const start = Effect.fnUntraced(function*(
     track?.add(fiber)
     fiber.addObserver((exit) => {
       track?.delete(fiber)
-      if (command !== "CONNECT") durations[command].updateUnsafe((performance.now() - started) / 1000, context)
+      if (command !== "CONNECT") durations[command].updateUnsafe((performance.now() - started) / 1000, metricsContext)
       if (Exit.isSuccess(exit)) return callback(null, exit.value)
       // A defect is our bug: the client gets a 4xx from fromCause, the operator gets the cause.
       if (exit.cause.reasons.some(Cause.isDieReason)) {

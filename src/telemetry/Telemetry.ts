@@ -105,53 +105,74 @@ const withAttrs = <M extends Metric.Metric<number, unknown>>(metric: M, name: st
   return node.metric as M
 }
 
-const record = (event: TelemetryEvent): Effect.Effect<void> => {
+/**
+ * What a metric update reads from its context: the registry and contextual metric attributes.
+ * `Metric.update` hands a metric the fiber's whole context, and a metric with attributes copies
+ * that context on every update to add them; a context holding only these two makes the copy
+ * cheap and lets each series key be cached. One per (registry, attributes) pair.
+ */
+const metricsContexts = new WeakMap<object, { readonly attributes: object; readonly context: Context.Context<never> }>()
+export const metricsContext = (context: Context.Context<never>): Context.Context<never> => {
+  const registry = Context.get(context, Metric.MetricRegistry)
+  const attributes = Context.get(context, Metric.CurrentMetricAttributes)
+  const cached = metricsContexts.get(registry)
+  if (cached !== undefined && cached.attributes === attributes) return cached.context
+  const small = Context.make(Metric.MetricRegistry, registry).pipe(Context.add(Metric.CurrentMetricAttributes, attributes))
+  metricsContexts.set(registry, { attributes, context: small })
+  return small
+}
+
+/** `Metric.update` through `metricsContext`. */
+const update = <In>(metric: Metric.Metric<In, unknown>, input: In): Effect.Effect<void> =>
+  Effect.withFiber((fiber) => {
+    metric.updateUnsafe(input, metricsContext(fiber.context))
+    return Effect.void
+  })
+
+const recordUnsafe = (event: TelemetryEvent, context: Context.Context<never>): void => {
   switch (event._tag) {
     case "MessageQueued":
-      return Effect.andThen(
-        Metric.update(metrics.accepted, 1),
-        Effect.andThen(Metric.update(metrics.messageBytes, event.size), Metric.update(metrics.queueDepth, event.queueDepth))
-      )
+      metrics.accepted.updateUnsafe(1, context)
+      metrics.messageBytes.updateUnsafe(event.size, context)
+      metrics.queueDepth.updateUnsafe(event.queueDepth, context)
+      return
     case "EnqueueError":
-      return Metric.update(withAttrs(metrics.enqueueErrors, "enqueue", { reason: event.reason }), 1)
+      return withAttrs(metrics.enqueueErrors, "enqueue", { reason: event.reason }).updateUnsafe(1, context)
     case "DeliveryResult":
-      return Metric.update(withAttrs(metrics.deliveries, "delivery", { outcome: event.outcome, adapter: event.adapter }), 1)
+      return withAttrs(metrics.deliveries, "delivery", { outcome: event.outcome, adapter: event.adapter }).updateUnsafe(1, context)
     case "SessionConnect":
-      return Metric.update(withAttrs(metrics.connections, "connections", { listener: event.listener }), 1)
+      return withAttrs(metrics.connections, "connections", { listener: event.listener }).updateUnsafe(1, context)
     case "SessionAccepted":
-      return Effect.void
+      return
     case "SessionRejected":
-      return Metric.update(
-        withAttrs(metrics.rejected, "rejected", {
-          listener: event.listener,
-          stage: event.stage,
-          reason: event.reason,
-          code: String(event.code)
-        }),
-        1
-      )
+      return withAttrs(metrics.rejected, "rejected", {
+        listener: event.listener,
+        stage: event.stage,
+        reason: event.reason,
+        code: String(event.code)
+      }).updateUnsafe(1, context)
     case "QueueDepth":
-      return Metric.update(metrics.queueDepth, event.count)
+      return metrics.queueDepth.updateUnsafe(event.count, context)
     case "WorkerRestarted":
-      return Metric.update(metrics.workerRestarts, 1)
+      return metrics.workerRestarts.updateUnsafe(1, context)
     case "PolicyVerdict":
       // Counted by the policy pipeline itself (incoming_policy_verdicts_total).
-      return Effect.void
+      return
   }
 }
 
 /** A recipient's outcome at RCPT; `domain` must already be bounded (a local domain or `other`). */
 export const recordRecipient = (listener: string, domain: string, result: string): Effect.Effect<void> =>
-  Metric.update(withAttrs(metrics.recipients, "rcpt", { listener, domain, result }), 1)
+  update(withAttrs(metrics.recipients, "rcpt", { listener, domain, result }), 1)
 
 export const recordTls = (listener: string, version: string): Effect.Effect<void> =>
-  Metric.update(withAttrs(metrics.tlsConnections, "tls", { listener, version }), 1)
+  update(withAttrs(metrics.tlsConnections, "tls", { listener, version }), 1)
 
 /** The duration histogram for one SMTP command (seconds). */
 export const commandDuration = (command: string) => withAttrs(metrics.commandDuration, "command", { command })
 
 export const recordDelivery = (adapter: string, outcome: DeliveryOutcome, seconds: number): Effect.Effect<void> =>
-  Metric.update(withAttrs(metrics.deliveryDuration, "delivery-duration", { adapter, outcome }), seconds)
+  update(withAttrs(metrics.deliveryDuration, "delivery-duration", { adapter, outcome }), seconds)
 
 export class Telemetry extends Context.Service<Telemetry, {
   readonly publish: (event: TelemetryEvent) => Effect.Effect<void>
@@ -165,7 +186,13 @@ export const make = Effect.fnUntraced(function*(options: { readonly capacity?: n
   const bus = yield* PubSub.sliding<TelemetryEvent>({ capacity: options.capacity ?? 4096 })
   yield* Effect.addFinalizer(() => PubSub.shutdown(bus))
   return Telemetry.of({
-    publish: (event) => Effect.andThen(record(event), Effect.sync(() => void PubSub.publishUnsafe(bus, event))),
+    // One step for metrics and event: publish runs several times per message.
+    publish: (event) =>
+      Effect.withFiber((fiber) => {
+        recordUnsafe(event, metricsContext(fiber.context))
+        PubSub.publishUnsafe(bus, event)
+        return Effect.void
+      }),
     events: Stream.fromPubSub(bus),
     subscribe: PubSub.subscribe(bus)
   })
