@@ -189,14 +189,20 @@ const start = Effect.fnUntraced(function*(
     return { run, close: Scope.close(scope, Exit.void) }
   }
   // Untraced: a scope, a span and a runtime per connection cost tens of microseconds a
-  // connection for nothing; a set of the hooks' fibers gives the same interruption, and each
-  // hook carries the annotations itself.
+  // connection for nothing; a set of the hooks' fibers gives the same interruption.
   const openLight = (id: string): Connection => {
     const fibers = new Set<Fiber.Fiber<unknown, unknown>>()
-    const annotate = Effect.annotateLogs({ session: id, listener: o.name })
+    // The annotations go into the context once per connection: `Effect.annotateLogs` around each
+    // hook would copy the whole context per command.
+    const annotated = Context.add(context, References.CurrentLogAnnotations, {
+      ...Context.get(context, References.CurrentLogAnnotations),
+      session: id,
+      listener: o.name
+    })
+    const runConnection = Effect.runForkWith(annotated)
     return {
       run: (effect) => {
-        const fiber = runFork(annotate(effect))
+        const fiber = runConnection(effect)
         if (fiber.pollUnsafe() === undefined) {
           fibers.add(fiber)
           fiber.addObserver(() => fibers.delete(fiber))

@@ -92,6 +92,9 @@ export const make = Effect.fnUntraced(function*(options: ListenerOptions, hooks:
   // are acknowledged synchronously, the adapter delivers them before the reply.
   // The host app's policy rules, when it configured any (Incoming.layer always provides them).
   const policy = Option.getOrUndefined(yield* Effect.serviceOption(Policy.Policy))
+  // Read at each command: a reload may add or remove rules. Without rules the stages skip
+  // building their contexts at all.
+  const hasRules = () => policy !== undefined && policy.rules.length > 0
   const enforce = <S extends Policy.Stage>(stage: S, ctx: Policy.StageContexts[S]) =>
     policy === undefined || policy.rules.length === 0
       ? Effect.void
@@ -192,9 +195,11 @@ export const make = Effect.fnUntraced(function*(options: ListenerOptions, hooks:
         return yield* reject(SmtpReply.make(501, "5.1.7", "Bad sender address syntax"), "sender_syntax")
       }
       // The engine has no HELO hook: HELO policy runs here, just before the MAIL policy.
-      const ctx = mailContext(session, Address.normalize(address.address) ?? address.address, declared > 0 ? declared : undefined)
-      yield* enforce("helo", ctx)
-      yield* enforce("mail", ctx)
+      if (hasRules()) {
+        const ctx = mailContext(session, Address.normalize(address.address) ?? address.address, declared > 0 ? declared : undefined)
+        yield* enforce("helo", ctx)
+        yield* enforce("mail", ctx)
+      }
       // Backpressure at MAIL, so a client does not send a whole message only to get 452 after DATA.
       const depth = yield* queue.depth
       if (depth >= queue.maxDepth) return yield* reject(SmtpReply.queueFull, "queue_full")
@@ -225,7 +230,7 @@ export const make = Effect.fnUntraced(function*(options: ListenerOptions, hooks:
         return yield* reject(SmtpReply.separateTransaction, "sync_route_alone")
       }
       const mailFrom = session.envelope.mailFrom === false ? "" : session.envelope.mailFrom.address
-      yield* enforce("rcpt", { ...mailContext(session, mailFrom, undefined), rcptTo: decision.address, recipients: others })
+      if (hasRules()) yield* enforce("rcpt", { ...mailContext(session, mailFrom, undefined), rcptTo: decision.address, recipients: others })
     }).pipe(
       Effect.tapError((e) =>
         Effect.andThen(rejected("rcpt")(e), Telemetry.recordRecipient(options.name, domainLabel(address.address), e.reason))
@@ -300,9 +305,11 @@ export const make = Effect.fnUntraced(function*(options: ListenerOptions, hooks:
       )
       const rcptTo = recipientsOf(session)
       const mailFrom = session.envelope.mailFrom === false ? "" : (Address.normalize(session.envelope.mailFrom.address) ?? "")
-      yield* enforce("data", { ...mailContext(session, mailFrom, undefined), recipients: rcptTo, size: body.size }).pipe(
-        Effect.tapError(() => body.release)
-      )
+      if (hasRules()) {
+        yield* enforce("data", { ...mailContext(session, mailFrom, undefined), recipients: rcptTo, size: body.size }).pipe(
+          Effect.tapError(() => body.release)
+        )
+      }
       const now = yield* Clock.currentTimeMillis
       const envelope: Envelope = {
         mailFrom,
