@@ -14,6 +14,14 @@
  * Another process (the `incoming queue` CLI) can open the same directory while the server runs:
  * WAL lets it read, `busy_timeout` lets it write, and it skips the owner-only recovery.
  *
+ * Handoff: once a worker of this process has claimed, a commit of a message nothing in the
+ * database is due before inserts its recipients already leased (as a claim at that moment would
+ * have, attempt counted) and keeps the lease in memory, with the body bytes it just wrote; the
+ * next claim takes it from there without a database trip, and its settle is usually one DELETE.
+ * Until a worker takes it, such a lease shows as queued to `get`, `list`, `stats` and `nextDueAt`.
+ * Clean shutdown gives untaken ones back; after a crash the start-up recovery returns them like
+ * any other lease (so their attempt stays counted).
+ *
  * Time comes from Effect's `Clock`; the number of pending messages is kept in memory because
  * every MAIL command asks for it, and recounted when another process changed the database.
  */
@@ -39,7 +47,7 @@ import {
   text
 } from "./internal/sqliteSchema.ts"
 import * as WorkSignal from "./internal/WorkSignal.ts"
-import type { Claimed, SettleRow } from "./internal/writerProtocol.ts"
+import type { Claimed, CommitResult, Handoff, SettleRow } from "./internal/writerProtocol.ts"
 import {
   defaultQueueOptions,
   type Lease,
@@ -84,6 +92,41 @@ interface StoredBody {
 }
 
 type Row = Record<string, SQLOutputValue>
+
+/**
+ * Handed-off leases waiting in memory for a worker's claim, at most this many (counting handoffs
+ * still being written). Each holds its message leased and maybe its body bytes; a healthy
+ * dispatcher takes them within a batch or two, so the bound only matters when it falls behind or
+ * stalls: commits past it are stored queued, as without handoff, and claimed from the database.
+ */
+export const maxHandedOff = 256
+
+/**
+ * Body bytes the handed-off leases may keep in memory (so a worker reads them without a trip to
+ * the database); a lease over this budget reads its body from the row as a claimed one does.
+ */
+const maxHandedOffBytes = 8 * 1024 * 1024
+
+/** A lease made by a commit and not yet taken by a claim (see "handoff" in `make`). */
+interface Ready {
+  readonly id: string
+  readonly token: string
+  readonly expiresAt: number
+  readonly envelope: Envelope
+  readonly receivedAt: number
+  readonly rcpts: ReadonlyArray<string>
+  readonly trace: string
+  readonly size: number
+  readonly file: string | null
+  /** The inline body as committed, when the memory budget allowed keeping it. */
+  readonly kept: Uint8Array | null
+  /** Row of the first recipient: ties between equal due times go by it, as in a database claim. */
+  readonly rowid: number
+}
+
+// The order claims follow: due longest first, ties by row (arrival).
+const claimsBefore = (at: number, rowid: number, b: Ready): boolean =>
+  at < b.receivedAt || (at === b.receivedAt && rowid < b.rowid)
 
 // Ranks follow `messageState`: the least-finished recipient decides the message's state.
 const stateRank: Record<MessageState, number> = { inflight: 5, queued: 4, retry: 3, dead: 2, delivered: 1 }
@@ -139,6 +182,15 @@ const prepare = (db: DatabaseSync) => ({
     `SELECT EXISTS (SELECT 1 FROM recipients WHERE state IN ('queued', 'retry') AND next_attempt_at <= $now)
        OR EXISTS (SELECT 1 FROM recipients WHERE state = 'inflight' AND lease_expires_at <= $now) AS due`
   ),
+  // The first recipient a database claim would lease (its due time and row), for comparing with
+  // the oldest handed-off lease; and whether a lease expired (a claim would take that over first).
+  firstDue: db.prepare(
+    `SELECT r.next_attempt_at AS at, r.rowid AS seq FROM recipients AS r
+     WHERE r.state IN ('queued', 'retry') AND r.next_attempt_at <= ?
+       AND NOT EXISTS (SELECT 1 FROM recipients AS x WHERE x.message_id = r.message_id AND x.state = 'inflight')
+     ORDER BY r.next_attempt_at, r.rowid LIMIT 1`
+  ),
+  anyExpired: db.prepare("SELECT 1 AS found FROM recipients WHERE state = 'inflight' AND lease_expires_at <= ? LIMIT 1"),
   nextLeaseExpiry: db.prepare("SELECT MIN(lease_expires_at) AS at FROM recipients WHERE state = 'inflight'"),
   deadLetter: db.prepare(
     `UPDATE recipients SET state = 'dead', last_reply = ?, expires_at = ?, lease_owner = NULL, lease_token = NULL,
@@ -149,16 +201,24 @@ const prepare = (db: DatabaseSync) => ({
     "SELECT COUNT(DISTINCT message_id) AS n FROM recipients WHERE state IN ('queued', 'retry', 'inflight')"
   ),
   countMessages: db.prepare("SELECT COUNT(*) AS n FROM messages"),
-  countByState: db.prepare("SELECT state, COUNT(*) AS n FROM recipients GROUP BY state"),
+  // $handedOff: a JSON array of the tokens of handed-off leases no worker took yet; their
+  // recipients are shown as what they are to everyone but the database: queued (see "handoff" in `make`).
+  countByState: db.prepare(
+    `SELECT CASE WHEN state = 'inflight' AND lease_token IN (SELECT value FROM json_each($handedOff)) THEN 'queued'
+       ELSE state END AS state, COUNT(*) AS n
+     FROM recipients GROUP BY 1`
+  ),
   bodyFiles: db.prepare("SELECT id, size, body_file FROM messages WHERE body_file IS NOT NULL"),
   info: db.prepare("SELECT id, envelope, received_at, size FROM messages WHERE id = ?"),
   recipients: db.prepare(
-    `SELECT rcpt, state, attempts, next_attempt_at, last_reply, expires_at FROM recipients
+    `SELECT rcpt, state, attempts, next_attempt_at, last_reply, expires_at, lease_token FROM recipients
      WHERE message_id = ? ORDER BY rowid`
   ),
   list: db.prepare(
     `SELECT m.id, m.envelope, m.received_at, m.size,
-       MAX(CASE r.state WHEN 'inflight' THEN 5 WHEN 'queued' THEN 4 WHEN 'retry' THEN 3 WHEN 'dead' THEN 2 ELSE 1 END)
+       MAX(CASE
+         WHEN r.state = 'inflight' THEN (CASE WHEN r.lease_token IN (SELECT value FROM json_each($handedOff)) THEN 4 ELSE 5 END)
+         WHEN r.state = 'queued' THEN 4 WHEN r.state = 'retry' THEN 3 WHEN r.state = 'dead' THEN 2 ELSE 1 END)
          AS rank
      FROM messages AS m JOIN recipients AS r ON r.message_id = m.id
      GROUP BY m.seq
@@ -268,6 +328,43 @@ export const make = Effect.fnUntraced(function*(options: SqliteQueueOptions) {
 
   const signal = WorkSignal.make()
 
+  // ---- handoff: committed messages leased at once to this process's dispatcher ----
+  // The ready list: handed-off leases no worker took yet, in claim order (due time, then row).
+  const ready: Array<Ready> = []
+  const readyById = new Map<string, Ready>()
+  let readyBytes = 0
+  // Handoff commits sent to the writer whose outcome is not back yet (they count against the bound).
+  let handoffsInFlight = 0
+  // The lease length workers ask for; undefined until one claimed (no dispatcher, no handoff).
+  let handoffLeaseMs: number | undefined
+  let handoffClosed = false
+  // Whether the database may hold a claimable recipient that is not in the ready list and is due
+  // before its head (a release, a retry, a queued commit, another process...). While false, a
+  // claim takes the ready list's head without looking at the database; a claim that finds nothing
+  // due there clears it. Leases expiring and retries coming due with time do not set it: a commit
+  // is handed off only when nothing in the database is due before it, so the ready list then
+  // drains and claims go to the database.
+  let mayHaveDue = true
+  // Handed-off rows carry this owner until a worker extends them; nothing reads lease owners but people.
+  const handoffOwner = `handoff-${process.pid}-${randomUUID().slice(0, 8)}`
+
+  const addReady = (entry: Ready) => {
+    let i = ready.length
+    while (i > 0 && claimsBefore(entry.receivedAt, entry.rowid, ready[i - 1]!)) i--
+    ready.splice(i, 0, entry)
+    readyById.set(entry.id, entry)
+    readyBytes += entry.kept?.byteLength ?? 0
+  }
+  const dropReady = (entry: Ready) => {
+    const i = ready.indexOf(entry)
+    if (i < 0) return
+    ready.splice(i, 1)
+    if (readyById.get(entry.id) === entry) readyById.delete(entry.id)
+    readyBytes -= entry.kept?.byteLength ?? 0
+  }
+  /** The tokens of leases handed off but not taken, for queries that show their recipients as queued. */
+  const handedOffTokens = () => (ready.length === 0 ? "[]" : JSON.stringify(ready.map((e) => e.token)))
+
   const writer = yield* GroupCommit.make({
     path: dbPath,
     busyTimeoutMs: options.busyTimeoutMs ?? 5000,
@@ -275,6 +372,7 @@ export const make = Effect.fnUntraced(function*(options: SqliteQueueOptions) {
     depth: () => depth,
     committed: (batch) => {
       if (owner) depth = (batch.recount ?? depth) + batch.depthDelta
+      if (batch.notify || batch.recount !== undefined) mayHaveDue = true
       if (batch.notify) signal.notify()
     },
     afterCommit: (batch) =>
@@ -331,30 +429,70 @@ export const make = Effect.fnUntraced(function*(options: SqliteQueueOptions) {
     }
     const envelope = encodeEnvelope(message.envelope)
     const receivedAt = ms(message.receivedAt)
+    const now = ms(yield* Clock.currentTimeMillis)
     // Once the body is stored, the job must reach the writer even if this fiber is interrupted:
     // the writer is then the one that undoes the storage if the job does not commit.
     const outcome = yield* Effect.uninterruptibleMask((restore) =>
-      Effect.flatMap(
-        restore(storeBody(message)),
-        (stored) =>
-          writer.enqueue<void>({
-            op: "commit",
-            id: message.id,
-            envelope,
-            trace: message.trace,
-            receivedAt,
-            size: message.body.size,
-            inline: stored.inline,
-            file: stored.file,
-            rcpts,
-            maxDepth: opts.maxDepth
-          }, { syncBodies: stored.file !== null, onFailure: stored.undo })
-      )
-    )
+      Effect.flatMap(restore(storeBody(message)), (stored) => {
+        const handoff = handoffFor(now, receivedAt)
+        if (handoff !== null) handoffsInFlight++
+        const unreserve = Effect.sync(() => {
+          if (handoff !== null) handoffsInFlight--
+        })
+        return writer.enqueue<CommitResult>({
+          op: "commit",
+          id: message.id,
+          envelope,
+          trace: message.trace,
+          receivedAt,
+          size: message.body.size,
+          inline: stored.inline,
+          file: stored.file,
+          rcpts,
+          maxDepth: opts.maxDepth,
+          handoff
+        }, {
+          syncBodies: stored.file !== null,
+          onFailure: Effect.andThen(unreserve, stored.undo),
+          onCommitted: (result) => {
+            if (handoff === null) return
+            handoffsInFlight--
+            if (!result.handedOff) return
+            const keep = stored.inline !== null && readyBytes + stored.inline.byteLength <= maxHandedOffBytes
+            addReady({
+              id: message.id,
+              token: handoff.token,
+              expiresAt: handoff.expiresAt,
+              envelope: message.envelope,
+              receivedAt,
+              rcpts,
+              trace: message.trace,
+              size: message.body.size,
+              file: stored.file,
+              kept: keep ? stored.inline : null,
+              rowid: result.rowid
+            })
+            // Runs before the committing session resumes: the woken worker finds the lease in place.
+            signal.notify()
+          }
+        })
+      }))
     yield* Deferred.await(outcome)
     // The queue holds its own copy now: give back the spool's memory budget or file.
     yield* message.body.release
   })
+
+  /**
+   * The lease a commit asks for, or null to store it queued: only the directory's owner hands
+   * off (its start-up recovery returns whatever a crash leaves leased), only once a worker has
+   * claimed (so there is a dispatcher, and its lease length is known), within the bound, and
+   * only a message already due (one stamped in the future is not claimable yet).
+   */
+  const handoffFor = (now: number, receivedAt: number): Handoff | null => {
+    if (!owner || handoffClosed || handoffLeaseMs === undefined || receivedAt > now) return null
+    if (ready.length + handoffsInFlight >= maxHandedOff) return null
+    return { owner: handoffOwner, token: randomUUID(), expiresAt: ms(now + handoffLeaseMs), now }
+  }
 
   const messageBody = (id: string, trace: string, size: number, file: string | undefined): MessageBody => ({
     size: Buffer.byteLength(trace) + size,
@@ -374,11 +512,32 @@ export const make = Effect.fnUntraced(function*(options: SqliteQueueOptions) {
   // Leases of messages whose body is a file: settling them may delete the file (see settle).
   const fileBacked = new Set<string>()
 
-  const claim = Effect.fnUntraced(function*(request: { readonly owner: string; readonly leaseMs: number }) {
-    const now = ms(yield* Clock.currentTimeMillis)
-    // Nothing due: no trip to the writer. A commit landing right after this read notifies the
-    // work signal once it committed, so the worker that waits next claims again.
-    if (!(yield* read("claim", () => int(sql.anyDue.get({ now })?.due) === 1))) return Option.none<Lease>()
+  /**
+   * Whether this claim must go to the database before the ready list: with the list empty,
+   * whether anything there is due at all (so an idle worker's claim costs no write); otherwise
+   * whether the database holds something a claim must take before the list's head.
+   */
+  const databaseFirst = (now: number): boolean => {
+    const head = ready[0]
+    if (head === undefined) {
+      const due = int(sql.anyDue.get({ now })?.due) === 1
+      if (!due) mayHaveDue = false
+      return due
+    }
+    if (!mayHaveDue) return false
+    if (sql.anyExpired.get(now) !== undefined) return true
+    const first = sql.firstDue.get(now)
+    if (first === undefined) {
+      mayHaveDue = false
+      return false
+    }
+    return claimsBefore(int(first.at), int(first.seq), head)
+  }
+
+  const claimFromDatabase = Effect.fnUntraced(function*(
+    request: { readonly owner: string; readonly leaseMs: number },
+    now: number
+  ) {
     const token = randomUUID()
     const expiresAt = ms(now + request.leaseMs)
     const claimed = yield* writer.submit<Claimed | null>({ op: "claim", owner: request.owner, token, expiresAt, now }, {
@@ -401,6 +560,62 @@ export const make = Effect.fnUntraced(function*(options: SqliteQueueOptions) {
     })
   })
 
+  /**
+   * Turns a handed-off lease into the claimer's lease. One with less than half the requested
+   * time left is extended first, by a write that also checks the token still holds; a lease lost
+   * meanwhile (expired and taken over) gives undefined.
+   */
+  const takeHandedOff = Effect.fnUntraced(function*(
+    entry: Ready,
+    request: { readonly owner: string; readonly leaseMs: number },
+    now: number
+  ) {
+    let expiresAt = entry.expiresAt
+    if (expiresAt - now < request.leaseMs / 2) {
+      expiresAt = ms(now + request.leaseMs)
+      const held = yield* writer.submit<boolean>(
+        { op: "extend", id: entry.id, token: entry.token, owner: request.owner, expiresAt },
+        { durable: false }
+      )
+      if (!held) return undefined
+    }
+    if (entry.file !== null) fileBacked.add(entry.token)
+    const kept = entry.kept
+    return {
+      id: entry.id,
+      token: entry.token,
+      owner: request.owner,
+      expiresAt,
+      envelope: entry.envelope,
+      receivedAt: entry.receivedAt,
+      // A commit inserts handed-off recipients with their first attempt counted, as a claim would.
+      recipients: entry.rcpts.map((rcpt) => ({ rcpt, attempt: 1 })),
+      body: kept === null
+        ? messageBody(entry.id, entry.trace, entry.size, entry.file ?? undefined)
+        : { size: Buffer.byteLength(entry.trace) + entry.size, stream: () => BodyStream.fromParts(entry.trace, [kept]) }
+    } satisfies Lease
+  })
+
+  const claim = Effect.fnUntraced(function*(request: { readonly owner: string; readonly leaseMs: number }) {
+    // From now on commits may hand off, with the lease length this dispatcher asks for.
+    handoffLeaseMs = request.leaseMs
+    const now = ms(yield* Clock.currentTimeMillis)
+    // Nothing due in the database and nothing handed off: no trip to the writer. A commit landing
+    // right after this read notifies the work signal once it committed, so the worker that waits
+    // next claims again.
+    if (yield* read("claim", () => databaseFirst(now))) {
+      const claimed = yield* claimFromDatabase(request, now)
+      if (Option.isSome(claimed)) return claimed
+    }
+    while (true) {
+      const entry = ready[0]
+      if (entry === undefined) return Option.none<Lease>()
+      dropReady(entry)
+      const lease = yield* takeHandedOff(entry, request, now)
+      if (lease !== undefined) return Option.some<Lease>(lease)
+    }
+  })
+
   const settle = Effect.fnUntraced(function*(lease: Lease, settlements: ReadonlyArray<Settlement>) {
     const now = yield* Clock.currentTimeMillis
     const rows = settlements.map((s): SettleRow =>
@@ -410,10 +625,14 @@ export const make = Effect.fnUntraced(function*(options: SqliteQueueOptions) {
         ? { rcpt: s.rcpt, tag: "Retry", reply: s.reply, at: ms(s.at) }
         : { rcpt: s.rcpt, tag: "Dead", reply: s.reply, at: ms(now + opts.deadLetterTtlMs) }
     )
+    const delivered = new Set(rows.filter((r) => r.tag === "Delivered").map((r) => r.rcpt))
+    const allDelivered = lease.recipients.every((r) => delivered.has(r.rcpt))
     // Settles are not flushed on their own (see GroupCommit's `durable`), except one that may
     // delete a body file: the row saying "delivered" must be on disk before the file goes.
     const mayDeleteFile = fileBacked.delete(lease.token)
-    yield* writer.submit<void>({ op: "settle", id: lease.id, token: lease.token, rows }, { durable: mayDeleteFile })
+    yield* writer.submit<void>({ op: "settle", id: lease.id, token: lease.token, rows, allDelivered }, {
+      durable: mayDeleteFile
+    })
   })
 
   const release = Effect.fnUntraced(function*(lease: Lease) {
@@ -421,22 +640,48 @@ export const make = Effect.fnUntraced(function*(options: SqliteQueueOptions) {
     fileBacked.delete(lease.token)
   })
 
+  // At scope close, handed-off leases nobody took go back to the queue with their attempt uncounted,
+  // as a worker's release would do. Registered after the writer, so it runs while the writer still
+  // takes ops. A crash instead leaves them to the next owner's start-up recovery.
+  yield* Effect.addFinalizer(() =>
+    Effect.gen(function*() {
+      handoffClosed = true
+      // Handoff commits still being written land in the ready list before a no-op behind them returns.
+      if (handoffsInFlight > 0) yield* Effect.ignore(writer.submit<void>({ op: "recount" }, { durable: false }))
+      const left = [...ready]
+      for (const entry of left) dropReady(entry)
+      yield* Effect.forEach(
+        left,
+        (entry) => Effect.ignore(writer.submit<void>({ op: "release", id: entry.id, token: entry.token }, { durable: false })),
+        { concurrency: "unbounded", discard: true }
+      )
+    })
+  )
+
   const retryNow = Effect.fn("SqliteQueue.retryNow")(function*(id: string) {
     const now = ms(yield* Clock.currentTimeMillis)
     return yield* writer.submit<boolean>({ op: "retryNow", id, now })
   })
 
   const remove = Effect.fn("SqliteQueue.remove")(function*(id: string) {
-    return yield* writer.submit<boolean>({ op: "remove", id })
+    const removed = yield* writer.submit<boolean>({ op: "remove", id })
+    // A handed-off lease of it is lost with it; no worker should take it.
+    const entry = readyById.get(id)
+    if (entry !== undefined) dropReady(entry)
+    return removed
   })
 
-  const recipientStatus = (row: Row): RecipientStatus => {
-    const state = text(row.state)
-    if (!isRecipientState(state)) throw new TypeError(`queue database: unknown recipient state ${state}`)
+  /** A recipient row as the contract shows it; `handedOff` is the token of a lease no worker took yet. */
+  const recipientStatus = (row: Row, handedOff: string | undefined): RecipientStatus => {
+    const stored = text(row.state)
+    if (!isRecipientState(stored)) throw new TypeError(`queue database: unknown recipient state ${stored}`)
+    // Until a worker takes it, a handed-off lease is an implementation detail: the recipient is
+    // queued and its first attempt has not happened.
+    const waiting = stored === "inflight" && handedOff !== undefined && row.lease_token === handedOff
     return {
       rcpt: text(row.rcpt),
-      state,
-      attempts: int(row.attempts),
+      state: waiting ? "queued" : stored,
+      attempts: int(row.attempts) - (waiting ? 1 : 0),
       nextAttemptAt: int(row.next_attempt_at),
       lastReply: optionalText(row.last_reply),
       expiresAt: optionalInt(row.expires_at)
@@ -449,7 +694,8 @@ export const make = Effect.fnUntraced(function*(options: SqliteQueueOptions) {
     receivedAt: number,
     size: number
   ): MessageInfo => {
-    const recipients = sql.recipients.all(id).map(recipientStatus)
+    const handedOff = readyById.get(id)?.token
+    const recipients = sql.recipients.all(id).map((row) => recipientStatus(row, handedOff))
     return { id, envelope, receivedAt, size, state: messageState(recipients.map((r) => r.state)), recipients }
   }
 
@@ -465,7 +711,7 @@ export const make = Effect.fnUntraced(function*(options: SqliteQueueOptions) {
     const rank = filter.state === undefined || filter.state === "all" ? 0 : stateRank[filter.state]
     const limit = filter.limit === undefined ? -1 : Math.max(0, Math.floor(filter.limit))
     return yield* read("list", () =>
-      sql.list.all({ rank, limit }).map((row) =>
+      sql.list.all({ rank, limit, handedOff: handedOffTokens() }).map((row) =>
         messageInfo(text(row.id), decodeEnvelope(text(row.envelope)), int(row.received_at), int(row.size))
       ))
   })
@@ -484,7 +730,7 @@ export const make = Effect.fnUntraced(function*(options: SqliteQueueOptions) {
   const stats: Effect.Effect<QueueStats, MailQueueError> = read("stats", () => {
     refreshDepth()
     const recipients: Record<RecipientState, number> = { queued: 0, inflight: 0, retry: 0, delivered: 0, dead: 0 }
-    for (const row of sql.countByState.all()) {
+    for (const row of sql.countByState.all({ handedOff: handedOffTokens() })) {
       const state = text(row.state)
       if (isRecipientState(state)) recipients[state] = int(row.n)
     }
@@ -492,7 +738,10 @@ export const make = Effect.fnUntraced(function*(options: SqliteQueueOptions) {
   }).pipe(Effect.withSpan("SqliteQueue.stats"))
 
   const nextDueAt: Effect.Effect<Option.Option<number>, MailQueueError> = read("next due", () => {
-    const due = optionalInt(sql.nextDueAt.get()?.at)
+    // A handed-off lease nobody took yet is claimable now, from its due time (the ready list's head is the oldest).
+    const handedOff = ready[0]?.receivedAt
+    const stored = optionalInt(sql.nextDueAt.get()?.at)
+    const due = handedOff === undefined || stored === undefined ? handedOff ?? stored : Math.min(handedOff, stored)
     const expiry = optionalInt(sql.nextLeaseExpiry.get()?.at)
     if (due === undefined) return Option.fromNullishOr(expiry)
     return Option.some(expiry === undefined ? due : Math.min(due, expiry))

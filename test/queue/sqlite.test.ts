@@ -4,7 +4,7 @@
  * come back, commits are grouped, large bodies live in fsync'd files, start-up repairs what a
  * crash left behind, and a full disk fails commits cleanly and recoverably.
  */
-import { existsSync, mkdtempSync, readdirSync, rmSync, statSync, truncateSync, writeFileSync } from "node:fs"
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, truncateSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { DatabaseSync } from "node:sqlite"
@@ -380,5 +380,250 @@ describe("SqliteQueue", () => {
       const error = yield* Effect.flip(withQueue({ dataDir }, () => Effect.void))
       assert.strictEqual(error.reason._tag, "StorageFailed")
       assert.match(error.message, /schema version 99/)
+    }))
+})
+
+/**
+ * Handoff: once a worker has claimed, a commit leases its message to this process at once and
+ * keeps the lease in memory, so the next claim takes it without a write. None of it may show:
+ * attempts, order, visible states and crash recovery stay what the contract says.
+ */
+describe("SqliteQueue handoff", () => {
+  /** What a dispatcher's idle worker does first: claim, find nothing. Commits hand off from then on. */
+  const idleClaim = (q: Queue, leaseMs = 60_000) =>
+    Effect.gen(function*() {
+      assert.isTrue(Option.isNone(yield* q.claim({ owner: "idle", leaseMs })))
+    })
+
+  const rowsOf = (dataDir: string, id: string) =>
+    peek(dataDir, (db) =>
+      db.prepare("SELECT state, attempts, lease_owner, lease_expires_at FROM recipients WHERE message_id = ? ORDER BY rowid")
+        .all(id)
+        .map((r) => [r.state, r.attempts, r.lease_owner, r.lease_expires_at]))
+
+  it.effect("a claim after a commit takes the handed-off lease without a write; until then it shows as queued", () =>
+    Effect.gen(function*() {
+      const dataDir = yield* tempDir
+      yield* TestClock.setTime(T0)
+      const batches: Array<SqliteQueue.BatchInfo> = []
+      const m = message({ rcpts: ["a@example.com", "b@example.com"], receivedAt: T0 - 5 })
+      yield* withQueue({ dataDir, onBatch: (info) => batches.push(info) }, (q) =>
+        Effect.gen(function*() {
+          yield* idleClaim(q)
+          yield* q.commit(m)
+          assert.strictEqual(batches.length, 1)
+          // Leased in the database (so a crash cannot lose it) ...
+          assert.deepStrictEqual(rowsOf(dataDir, m.id).map((r) => [r[0], r[1]]), [["inflight", 1], ["inflight", 1]])
+          // ... but to the contract it is queued until a worker takes it.
+          const info = Option.getOrUndefined(yield* q.get(m.id))
+          assert.strictEqual(info?.state, "queued")
+          assert.deepStrictEqual(info?.recipients.map((r) => [r.state, r.attempts]), [["queued", 0], ["queued", 0]])
+          assert.deepStrictEqual((yield* q.list({ state: "queued" })).map((i) => i.id), [m.id])
+          assert.deepStrictEqual(yield* q.list({ state: "inflight" }), [])
+          const stats = yield* q.stats
+          assert.deepStrictEqual([stats.recipients.queued, stats.recipients.inflight, stats.depth], [2, 0, 1])
+          assert.deepStrictEqual(yield* q.nextDueAt, Option.some(m.receivedAt))
+
+          const lease = yield* claimOne(q, "worker-1", 30_000)
+          assert.strictEqual(batches.length, 1, "the claim went to the writer")
+          assert.strictEqual(lease.id, m.id)
+          assert.strictEqual(lease.owner, "worker-1")
+          assert.strictEqual(lease.expiresAt, T0 + 60_000, "the lease made at commit, long enough for this claim")
+          assert.strictEqual(lease.receivedAt, m.receivedAt)
+          assert.deepStrictEqual(lease.envelope, m.envelope)
+          assert.deepStrictEqual(lease.recipients, [{ rcpt: "a@example.com", attempt: 1 }, { rcpt: "b@example.com", attempt: 1 }])
+          assert.isTrue((yield* readAll(lease.body)).equals(yield* readAll(yield* q.readMessage(m.id))))
+          const taken = Option.getOrUndefined(yield* q.get(m.id))
+          assert.deepStrictEqual(taken?.recipients.map((r) => [r.state, r.attempts]), [["inflight", 1], ["inflight", 1]])
+
+          yield* q.settle(lease, [delivered("a@example.com", "250 ok"), delivered("b@example.com", "250 ok")])
+          assert.strictEqual(batches.length, 2)
+          assert.isTrue(Option.isNone(yield* q.get(m.id)))
+          assert.strictEqual(yield* q.depth, 0)
+          assert.isTrue(Option.isNone(yield* q.claim({ owner: "worker-1", leaseMs: 30_000 })))
+        }))
+    }))
+
+  it.effect("attempts count as with a database claim: a retried handed-off message comes back at attempt 2", () =>
+    Effect.gen(function*() {
+      const dataDir = yield* tempDir
+      yield* TestClock.setTime(T0)
+      const m = message({ rcpts: ["ok@example.com", "later@example.com"], receivedAt: T0 - 1 })
+      yield* withQueue({ dataDir }, (q) =>
+        Effect.gen(function*() {
+          yield* idleClaim(q)
+          yield* q.commit(m)
+          const first = yield* claimOne(q)
+          assert.deepStrictEqual(first.recipients.map((r) => r.attempt), [1, 1])
+          yield* q.settle(first, [delivered("ok@example.com", "250 ok"), retryAt("later@example.com", T0 + 10_000, "451 later")])
+          assert.deepStrictEqual(
+            Option.getOrUndefined(yield* q.get(m.id))?.recipients.map((r) => [r.state, r.attempts]),
+            [["delivered", 1], ["retry", 1]]
+          )
+          yield* TestClock.adjust(10_000)
+          const again = yield* claimOne(q)
+          assert.deepStrictEqual(again.recipients, [{ rcpt: "later@example.com", attempt: 2 }])
+          yield* q.settle(again, [delivered("later@example.com", "250 ok")])
+          assert.isTrue(Option.isNone(yield* q.get(m.id)))
+          assert.strictEqual(yield* q.depth, 0)
+        }))
+    }))
+
+  it.effect("a handed-off lease taken late is extended first; one taken over meanwhile is dropped", () =>
+    Effect.gen(function*() {
+      const dataDir = yield* tempDir
+      yield* TestClock.setTime(T0)
+      const batches: Array<SqliteQueue.BatchInfo> = []
+      const late = message({ receivedAt: T0 - 2 })
+      const lost = message({ receivedAt: T0 - 1 })
+      yield* withQueue({ dataDir, onBatch: (info) => batches.push(info) }, (q) =>
+        Effect.gen(function*() {
+          yield* idleClaim(q, 10_000)
+          yield* q.commit(late)
+          yield* TestClock.adjust(6_000)
+          const before = batches.length
+          const lease = yield* claimOne(q, "worker-1", 10_000)
+          assert.strictEqual(lease.id, late.id)
+          assert.strictEqual(batches.length, before + 1, "4 s left of a 10 s lease: extended by the writer")
+          assert.strictEqual(lease.expiresAt, T0 + 16_000)
+          assert.deepStrictEqual(rowsOf(dataDir, late.id), [["inflight", 1, "worker-1", T0 + 16_000]])
+          yield* q.settle(lease, [delivered(lease.recipients[0]!.rcpt, "250 ok")])
+
+          yield* q.commit(lost)
+          yield* TestClock.adjust(10_000)
+          // The handed-off lease expired; another process (not the owner) takes the message over.
+          yield* withQueue({ dataDir }, (cli) =>
+            Effect.gen(function*() {
+              const taken = yield* claimOne(cli, "cli", 10_000)
+              assert.strictEqual(taken.id, lost.id)
+              assert.deepStrictEqual(taken.recipients.map((r) => r.attempt), [2])
+            }))
+          assert.isTrue(Option.isNone(yield* q.claim({ owner: "worker-1", leaseMs: 10_000 })), "a lost lease was handed out")
+        }))
+    }))
+
+  it.effect("claims keep their order across handed-off and released messages", () =>
+    Effect.gen(function*() {
+      const dataDir = yield* tempDir
+      yield* TestClock.setTime(T0)
+      const [m1, m2, m3] = [message({ receivedAt: T0 - 3 }), message({ receivedAt: T0 - 2 }), message({ receivedAt: T0 - 1 })]
+      yield* withQueue({ dataDir }, (q) =>
+        Effect.gen(function*() {
+          yield* idleClaim(q)
+          yield* q.commit(m1)
+          yield* q.commit(m2)
+          const first = yield* claimOne(q)
+          assert.strictEqual(first.id, m1.id)
+          // Given back: due longer than m2, which is still handed off.
+          yield* q.release(first)
+          yield* q.commit(m3)
+          const again = yield* claimOne(q)
+          assert.strictEqual(again.id, m1.id)
+          assert.deepStrictEqual(again.recipients.map((r) => r.attempt), [1])
+          const [l2, l3] = [yield* claimOne(q), yield* claimOne(q)]
+          assert.deepStrictEqual([l2.id, l3.id], [m2.id, m3.id])
+          yield* q.settle(l2, [retryAt(l2.recipients[0]!.rcpt, T0 + 10_000, "451 later")])
+          yield* idleClaim(q)
+          // Due with time alone, nothing tells the queue: the commit itself sees m2 is due first.
+          yield* TestClock.adjust(10_000)
+          const m4 = message({ receivedAt: T0 + 10_000 })
+          yield* q.commit(m4)
+          assert.deepStrictEqual([(yield* claimOne(q)).id, (yield* claimOne(q)).id], [m2.id, m4.id])
+          yield* idleClaim(q)
+        }))
+    }))
+
+  it.effect(`at most ${SqliteQueue.maxHandedOff} leases are handed off; later commits are queued and claimed in order`, () =>
+    Effect.gen(function*() {
+      const dataDir = yield* tempDir
+      yield* TestClock.setTime(T0)
+      const messages = Array.from({ length: SqliteQueue.maxHandedOff + 3 }, (_, i) => message({ receivedAt: T0 - 1000 + i }))
+      yield* withQueue({ dataDir }, (q) =>
+        Effect.gen(function*() {
+          yield* idleClaim(q)
+          for (const m of messages) yield* q.commit(m)
+          const states = peek(dataDir, (db) =>
+            db.prepare("SELECT state, COUNT(*) AS n FROM recipients GROUP BY state ORDER BY state").all().map((r) => [r.state, r.n]))
+          assert.deepStrictEqual(states, [["inflight", SqliteQueue.maxHandedOff], ["queued", 3]])
+          assert.strictEqual((yield* q.stats).recipients.queued, messages.length)
+          const claimed: Array<string> = []
+          for (const _ of messages) claimed.push((yield* claimOne(q)).id)
+          assert.deepStrictEqual(claimed, messages.map((m) => m.id))
+          yield* idleClaim(q)
+        }))
+    }))
+
+  it.effect("a removed handed-off message is not handed to a worker", () =>
+    Effect.gen(function*() {
+      const dataDir = yield* tempDir
+      yield* TestClock.setTime(T0)
+      const m = message({ receivedAt: T0 - 1 })
+      yield* withQueue({ dataDir }, (q) =>
+        Effect.gen(function*() {
+          yield* idleClaim(q)
+          yield* q.commit(m)
+          assert.isTrue(yield* q.remove(m.id))
+          yield* idleClaim(q)
+          assert.strictEqual(yield* q.depth, 0)
+        }))
+    }))
+
+  it.effect("a handed-off body kept as a file is read from it and removed after delivery", () =>
+    Effect.gen(function*() {
+      const dataDir = yield* tempDir
+      yield* TestClock.setTime(T0)
+      const content = Buffer.alloc(4096, "h")
+      const m = message({ receivedAt: T0 - 1, body: memoryBody([content]).body })
+      yield* withQueue({ dataDir, inlineThreshold: 1024 }, (q) =>
+        Effect.gen(function*() {
+          yield* idleClaim(q)
+          yield* q.commit(m)
+          const lease = yield* claimOne(q)
+          assert.isTrue((yield* readAll(lease.body)).equals(Buffer.concat([Buffer.from(m.trace), content])))
+          yield* q.settle(lease, [delivered(lease.recipients[0]!.rcpt, "250 ok")])
+          assert.deepStrictEqual(bodyFiles(dataDir), [])
+        }))
+    }))
+
+  it.effect("closing the queue gives handed-off leases back untouched", () =>
+    Effect.gen(function*() {
+      const dataDir = yield* tempDir
+      yield* TestClock.setTime(T0)
+      const m = message({ receivedAt: T0 - 1 })
+      yield* withQueue({ dataDir }, (q) => Effect.andThen(idleClaim(q), q.commit(m)))
+      assert.deepStrictEqual(rowsOf(dataDir, m.id), [["queued", 0, null, null]])
+      yield* withQueue({ dataDir }, (q) =>
+        Effect.gen(function*() {
+          const lease = yield* claimOne(q)
+          assert.strictEqual(lease.id, m.id)
+          assert.deepStrictEqual(lease.recipients.map((r) => r.attempt), [1])
+        }))
+    }))
+
+  it.effect("after a crash, handed-off messages come back at restart, taken or not, their attempt counted", () =>
+    Effect.gen(function*() {
+      const dataDir = yield* tempDir
+      const afterCrash = yield* tempDir
+      yield* TestClock.setTime(T0)
+      const [taken, waiting] = [message({ receivedAt: T0 - 2 }), message({ receivedAt: T0 - 1 })]
+      yield* withQueue({ dataDir }, (q) =>
+        Effect.gen(function*() {
+          yield* idleClaim(q)
+          yield* q.commit(taken)
+          yield* q.commit(waiting)
+          assert.strictEqual((yield* claimOne(q)).id, taken.id)
+          // The "crash": the files as they are on disk now, before anything is settled or released.
+          for (const file of ["queue.db", "queue.db-wal"]) copyFileSync(join(dataDir, file), join(afterCrash, file))
+          mkdirSync(join(afterCrash, "bodies"))
+        }))
+      yield* withQueue({ dataDir: afterCrash }, (q) =>
+        Effect.gen(function*() {
+          assert.strictEqual(yield* q.depth, 2)
+          const first = yield* claimOne(q)
+          const second = yield* claimOne(q)
+          assert.deepStrictEqual([first.id, second.id], [taken.id, waiting.id])
+          // Recovery cannot tell a lease a worker took from one still waiting: both count as tried.
+          assert.deepStrictEqual([...first.recipients, ...second.recipients].map((r) => r.attempt), [2, 2])
+        }))
     }))
 })

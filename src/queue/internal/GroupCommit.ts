@@ -20,7 +20,7 @@ import type { Scope } from "effect"
 import { fromStorageException, MailQueueError } from "../MailQueueError.ts"
 import type { Op, Reply, Request, WriterConfig } from "./writerProtocol.ts"
 
-export interface SubmitOptions {
+export interface SubmitOptions<A = unknown> {
   /** The op's rows name a body file: flush the body directory before this batch commits. */
   readonly syncBodies?: boolean | undefined
   /**
@@ -33,6 +33,12 @@ export interface SubmitOptions {
   readonly durable?: boolean | undefined
   /** Undoes work done before submitting (an adopted body file) when the op does not commit. */
   readonly onFailure?: Effect.Effect<void> | undefined
+  /**
+   * Runs synchronously with the op's value once its batch committed, after `committed` and
+   * before any caller resumes: state it sets up (a handed-off lease) is in place before the
+   * worker it wakes runs.
+   */
+  readonly onCommitted?: ((value: A) => void) | undefined
 }
 
 export interface BatchInfo {
@@ -68,9 +74,9 @@ export interface GroupCommit {
    * a caller that must not lose track of an op (an adopted body file) can enqueue inside an
    * uninterruptible region and only wait interruptibly.
    */
-  readonly enqueue: <A>(op: Op, options?: SubmitOptions) => Effect.Effect<Deferred.Deferred<A, MailQueueError>>
+  readonly enqueue: <A>(op: Op, options?: SubmitOptions<A>) => Effect.Effect<Deferred.Deferred<A, MailQueueError>>
   /** Queues an op and waits until its batch committed (or failed); the value is the op's result. */
-  readonly submit: <A>(op: Op, options?: SubmitOptions) => Effect.Effect<A, MailQueueError>
+  readonly submit: <A>(op: Op, options?: SubmitOptions<A>) => Effect.Effect<A, MailQueueError>
 }
 
 interface Entry {
@@ -79,6 +85,7 @@ interface Entry {
   readonly syncBodies: boolean
   readonly durable: boolean
   readonly onFailure: Effect.Effect<void> | undefined
+  readonly onCommitted: ((value: unknown) => void) | undefined
 }
 
 const closedError = new MailQueueError({ reason: { _tag: "StorageFailed", detail: "queue is closed" } })
@@ -137,7 +144,7 @@ export const make = (options: Options): Effect.Effect<GroupCommit, MailQueueErro
     // Idle, the writer thread does not keep the process alive; a batch in flight does.
     worker.unref()
 
-    const enqueue = <A>(op: Op, submit: SubmitOptions = {}) =>
+    const enqueue = <A>(op: Op, submit: SubmitOptions<A> = {}) =>
       Effect.suspend(() => {
         const deferred = Deferred.makeUnsafe<A, MailQueueError>()
         if (closing || broken !== undefined) {
@@ -149,7 +156,9 @@ export const make = (options: Options): Effect.Effect<GroupCommit, MailQueueErro
           deferred: deferred as Deferred.Deferred<unknown, MailQueueError>,
           syncBodies: submit.syncBodies === true,
           durable: submit.durable !== false,
-          onFailure: submit.onFailure
+          onFailure: submit.onFailure,
+          // The writer thread's value for this op is the op's A (see the op's definition).
+          onCommitted: submit.onCommitted as ((value: unknown) => void) | undefined
         })
         wake?.()
         return Effect.succeed(deferred)
@@ -217,6 +226,10 @@ export const make = (options: Options): Effect.Effect<GroupCommit, MailQueueErro
           (entry, i) => (outcomes[i]?.ok === false ? entry.onFailure ?? Effect.void : Effect.void),
           { discard: true }
         )
+        for (let i = 0; i < batch.length; i++) {
+          const outcome = outcomes[i]
+          if (outcome?.ok === true) batch[i]!.onCommitted?.(outcome.value)
+        }
         options.onBatch?.({ jobs: batch.length, committed: true })
         for (let i = 0; i < batch.length; i++) {
           const outcome = outcomes[i]
@@ -264,7 +277,7 @@ export const make = (options: Options): Effect.Effect<GroupCommit, MailQueueErro
       })
     )
 
-    const submit = <A>(op: Op, submitOptions?: SubmitOptions): Effect.Effect<A, MailQueueError> =>
+    const submit = <A>(op: Op, submitOptions?: SubmitOptions<A>): Effect.Effect<A, MailQueueError> =>
       Effect.flatMap(enqueue<A>(op, submitOptions), Deferred.await)
 
     return { enqueue, submit } satisfies GroupCommit

@@ -21,6 +21,22 @@ export interface SettleRow {
   readonly at: number
 }
 
+/**
+ * A commit that may be handed straight to the in-process dispatcher: if nothing in the database
+ * is due before it (and no lease expired), its recipients are inserted already leased under this
+ * token, as a claim at commit time would have leased them. Otherwise it is stored queued.
+ */
+export interface Handoff {
+  readonly owner: string
+  readonly token: string
+  readonly expiresAt: number
+  /** Epoch ms now, for the expired-lease check. */
+  readonly now: number
+}
+
+/** What a commit did: `rowid` (its first recipient row, the claim order's tie-break) when handed off. */
+export type CommitResult = { readonly handedOff: false } | { readonly handedOff: true; readonly rowid: number }
+
 export type Op =
   | {
     readonly op: "commit"
@@ -33,9 +49,19 @@ export type Op =
     readonly file: string | null
     readonly rcpts: ReadonlyArray<string>
     readonly maxDepth: number
+    readonly handoff: Handoff | null
   }
   | { readonly op: "claim"; readonly owner: string; readonly token: string; readonly expiresAt: number; readonly now: number }
-  | { readonly op: "settle"; readonly id: string; readonly token: string; readonly rows: ReadonlyArray<SettleRow> }
+  | {
+    readonly op: "settle"
+    readonly id: string
+    readonly token: string
+    readonly rows: ReadonlyArray<SettleRow>
+    /** Every recipient of the lease is delivered: try deleting the message in one statement first. */
+    readonly allDelivered: boolean
+  }
+  /** Moves a live lease's expiry (a handed-off lease popped late); the value says whether the token still held. */
+  | { readonly op: "extend"; readonly id: string; readonly token: string; readonly owner: string; readonly expiresAt: number }
   | { readonly op: "release"; readonly id: string; readonly token: string }
   | { readonly op: "retryNow"; readonly id: string; readonly now: number }
   | { readonly op: "remove"; readonly id: string }
@@ -78,6 +104,10 @@ export type Reply =
     /** Set when another connection changed the database: the pending count before this batch. */
     readonly recount: number | undefined
     readonly depthDelta: number
+    /**
+     * Some op may have made recipients claimable from the database (a queued commit, a retry, a
+     * release...): wake a worker. Handed-off commits do not set it; the queue wakes a worker for each.
+     */
     readonly notify: boolean
     readonly removeFiles: ReadonlyArray<string>
   }

@@ -13,7 +13,7 @@
 import { DatabaseSync, type SQLOutputValue } from "node:sqlite"
 import { parentPort, workerData } from "node:worker_threads"
 import type { MailQueueErrorReason } from "../MailQueueError.ts"
-import type { BatchRequest, Claimed, Op, Outcome, Reply, Request, WriterConfig } from "./writerProtocol.ts"
+import type { BatchRequest, Claimed, CommitResult, Op, Outcome, Reply, Request, WriterConfig } from "./writerProtocol.ts"
 
 const port = parentPort
 if (port === null) throw new Error("writerThread.ts must run in a worker thread")
@@ -59,6 +59,12 @@ const sql = {
   insertRecipient: db.prepare(
     "INSERT INTO recipients (message_id, rcpt, state, attempts, next_attempt_at) VALUES (?, ?, 'queued', 0, ?)"
   ),
+  // A handed-off recipient: exactly the row a claim would leave (attempt counted, lease set).
+  insertLeased: db.prepare(
+    `INSERT INTO recipients (message_id, rcpt, state, attempts, next_attempt_at, lease_owner, lease_token, lease_expires_at)
+     VALUES (?, ?, 'inflight', 1, ?, ?, ?, ?)`
+  ),
+  anyExpired: db.prepare("SELECT 1 AS found FROM recipients WHERE state = 'inflight' AND lease_expires_at <= ? LIMIT 1"),
   releaseExpired: db.prepare(
     `UPDATE recipients SET state = 'queued', lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL
      WHERE state = 'inflight' AND lease_expires_at <= ?`
@@ -75,6 +81,10 @@ const sql = {
     `UPDATE recipients SET state = 'inflight', attempts = attempts + 1, lease_owner = ?, lease_token = ?, lease_expires_at = ?
      WHERE message_id = ? AND state IN ('queued', 'retry') AND next_attempt_at <= ?
      RETURNING rowid AS seq, rcpt, attempts`
+  ),
+  extend: db.prepare(
+    `UPDATE recipients SET lease_expires_at = ?, lease_owner = ?
+     WHERE message_id = ? AND lease_token = ? AND state = 'inflight'`
   ),
   head: db.prepare("SELECT envelope, trace, received_at, size, body_file FROM messages WHERE id = ?"),
   leased: db.prepare(
@@ -106,6 +116,16 @@ const sql = {
   deleteIfDone: db.prepare(
     `DELETE FROM messages WHERE id = $id
        AND NOT EXISTS (SELECT 1 FROM recipients WHERE message_id = $id AND state <> 'delivered')
+     RETURNING body_file`
+  ),
+  // The whole settle of a lease whose recipients were all delivered, when nothing else of the
+  // message is pending: one statement instead of marking each row and then dropping the message.
+  // The EXISTS is the lease check: a lost lease's token is gone from every row.
+  deleteSettled: db.prepare(
+    `DELETE FROM messages WHERE id = $id
+       AND EXISTS (SELECT 1 FROM recipients WHERE message_id = $id AND lease_token = $token AND state = 'inflight')
+       AND NOT EXISTS (SELECT 1 FROM recipients WHERE message_id = $id AND state <> 'delivered'
+         AND (state <> 'inflight' OR lease_token IS NOT $token))
      RETURNING body_file`
   ),
   deleteMessage: db.prepare("DELETE FROM messages WHERE id = ? RETURNING body_file"),
@@ -154,6 +174,14 @@ const afterChange = (batch: Batch, id: string, wasPending: boolean): boolean => 
   return pendingNow
 }
 
+/**
+ * Whether a claim would find something in the database ahead of a message due at `at`: a due
+ * recipient no lease holds back (due at `at` or before, so also one that arrived earlier at the
+ * same time), or an expired lease. A handoff would jump ahead of it, so the commit is queued then.
+ */
+const dueBefore = (at: number, now: number): boolean =>
+  sql.nextDue.get(at) !== undefined || sql.anyExpired.get(now) !== undefined
+
 const leasedRows = (id: string, token: string) =>
   sql.leased.all(id, token).map((row) => ({ seq: num(row.seq), rcpt: str(row.rcpt) }))
 
@@ -166,10 +194,19 @@ const run = (batch: Batch, op: Op): Outcome => {
       const projected = batch.depth + batch.depthDelta
       if (projected >= op.maxDepth) return refuse({ _tag: "Full", depth: projected, maxDepth: op.maxDepth })
       sql.insertMessage.run(op.id, op.envelope, op.trace, op.receivedAt, op.size, op.inline, op.file)
-      for (const rcpt of op.rcpts) sql.insertRecipient.run(op.id, rcpt, op.receivedAt)
       batch.depthDelta += 1
+      const handoff = op.handoff
+      if (handoff !== null && !dueBefore(op.receivedAt, handoff.now)) {
+        let rowid = 0
+        for (const rcpt of op.rcpts) {
+          const inserted = sql.insertLeased.run(op.id, rcpt, op.receivedAt, handoff.owner, handoff.token, handoff.expiresAt)
+          if (rowid === 0) rowid = Number(inserted.lastInsertRowid)
+        }
+        return ok({ handedOff: true, rowid } satisfies CommitResult)
+      }
+      for (const rcpt of op.rcpts) sql.insertRecipient.run(op.id, rcpt, op.receivedAt)
       batch.notify = true
-      return ok(undefined)
+      return ok({ handedOff: false } satisfies CommitResult)
     }
     case "claim": {
       sql.releaseExpired.run(op.now)
@@ -193,6 +230,16 @@ const run = (batch: Batch, op: Op): Outcome => {
       return ok(claimed)
     }
     case "settle": {
+      if (op.allDelivered) {
+        const gone = sql.deleteSettled.all({ id: op.id, token: op.token })
+        if (gone.length > 0) {
+          // The lease's recipients were pending, and nothing else was: the message leaves the count.
+          batch.depthDelta -= 1
+          const file = optStr(gone[0]!.body_file)
+          if (file !== null) batch.removeFiles.push(file)
+          return ok(undefined)
+        }
+      }
       const rows = leasedRows(op.id, op.token)
       if (rows.length === 0) return leaseLost(op.id)
       const byRcpt = new Map(op.rows.map((s) => [s.rcpt, s]))
@@ -208,6 +255,8 @@ const run = (batch: Batch, op: Op): Outcome => {
       if (afterChange(batch, op.id, true)) batch.notify = true
       return ok(undefined)
     }
+    case "extend":
+      return ok(Number(sql.extend.run(op.expiresAt, op.owner, op.id, op.token).changes) > 0)
     case "release": {
       const rows = leasedRows(op.id, op.token)
       if (rows.length === 0) return leaseLost(op.id)
