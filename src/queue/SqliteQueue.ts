@@ -446,7 +446,9 @@ export const make = Effect.fnUntraced(function*(options: SqliteQueueOptions) {
     if (depth >= opts.maxDepth) {
       return yield* new MailQueueError({ reason: { _tag: "Full", depth, maxDepth: opts.maxDepth } })
     }
-    if (yield* read("lookup", () => sql.exists.get(message.id) !== undefined)) {
+    // Only a body file could clobber another message's; an inline duplicate is refused by the
+    // writer alike. Reads here are not free: after each writer commit this connection's page cache starts empty.
+    if (message.body.size > inlineThreshold && (yield* read("lookup", () => sql.exists.get(message.id) !== undefined))) {
       return yield* storageFailed(`message ${message.id} already exists`)
     }
     const envelope = encodeEnvelope(message.envelope)
