@@ -349,11 +349,13 @@ export const make = Effect.fnUntraced(function*(options: SqliteQueueOptions) {
   const signal = WorkSignal.make()
 
   // ---- handoff: committed messages leased at once to this process's dispatcher ----
-  // The ready list: handed-off leases no worker took yet, in claim order (due time, then row).
+  // The ready list: leases handed off by commits or taken ahead by claims that no worker took
+  // yet, in claim order (due time, then row).
   const ready: Array<Ready> = []
   const readyById = new Map<string, Ready>()
   let readyBytes = 0
-  // Handoff commits sent to the writer whose outcome is not back yet (they count against the bound).
+  // Leases asked of the writer (handoff commits, claims ahead) whose outcome is not back yet:
+  // they count against the bound.
   let handoffsInFlight = 0
   // The lease length workers ask for; undefined until one claimed (no dispatcher, no handoff).
   let handoffLeaseMs: number | undefined
@@ -383,7 +385,7 @@ export const make = Effect.fnUntraced(function*(options: SqliteQueueOptions) {
     if (readyById.get(entry.id) === entry) readyById.delete(entry.id)
     readyBytes -= entry.kept?.byteLength ?? 0
   }
-  /** The tokens of leases handed off but not taken, for queries that show their recipients as queued. */
+  /** The tokens of the ready list's leases, for queries that show their recipients as waiting. */
   const handedOffTokens = () => (ready.length === 0 ? "[]" : JSON.stringify(ready.map((e) => e.token)))
 
   const writer = yield* GroupCommit.make({
