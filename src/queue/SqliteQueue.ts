@@ -18,9 +18,11 @@
  * database is due before inserts its recipients already leased (as a claim at that moment would
  * have, attempt counted) and keeps the lease in memory, with the body bytes it just wrote; the
  * next claim takes it from there without a database trip, and its settle is usually one DELETE.
- * Until a worker takes it, such a lease shows as queued to `get`, `list`, `stats` and `nextDueAt`.
- * Clean shutdown gives untaken ones back; after a crash the start-up recovery returns them like
- * any other lease (so their attempt stays counted).
+ * With a backlog instead, a claim that goes to the database leases a few more due messages
+ * ahead into the same ready list. Until a worker takes such a lease, its recipients show as
+ * waiting (queued, or retry) to `get`, `list`, `stats` and `nextDueAt`. Clean shutdown gives
+ * untaken ones back; after a crash the start-up recovery returns them like any other lease (so
+ * their attempt stays counted).
  *
  * Time comes from Effect's `Clock`; the number of pending messages is kept in memory because
  * every MAIL command asks for it, and recounted when another process changed the database.
@@ -29,7 +31,7 @@ import { randomUUID } from "node:crypto"
 import { mkdir } from "node:fs/promises"
 import { join } from "node:path"
 import { DatabaseSync, type SQLOutputValue } from "node:sqlite"
-import { Clock, Deferred, Effect, Layer, Option } from "effect"
+import { Clock, Deferred, Effect, Layer, Option, Result } from "effect"
 import type { Envelope } from "../smtp/Envelope.ts"
 import { concat } from "../spool/SpooledBody.ts"
 import * as BodyFiles from "./internal/bodyFiles.ts"
@@ -94,12 +96,20 @@ interface StoredBody {
 type Row = Record<string, SQLOutputValue>
 
 /**
- * Handed-off leases waiting in memory for a worker's claim, at most this many (counting handoffs
- * still being written). Each holds its message leased and maybe its body bytes; a healthy
- * dispatcher takes them within a batch or two, so the bound only matters when it falls behind or
- * stalls: commits past it are stored queued, as without handoff, and claimed from the database.
+ * Leases waiting in memory for a worker's claim (handed off by commits, or taken ahead by a
+ * claim), at most this many, counting those still being written. Each holds its message leased
+ * and maybe its body bytes; a healthy dispatcher takes them within a batch or two, so the bound
+ * only matters when it falls behind or stalls: commits past it are stored queued, as without
+ * handoff, and claimed from the database.
  */
 export const maxHandedOff = 256
+
+/**
+ * How many more due messages a claim that goes to the database leases at once, into the ready
+ * list: with a backlog, workers then take most messages without a writer trip of their own. Kept
+ * small because they wait leased, and a crash counts an attempt for each.
+ */
+export const claimAhead = 8
 
 /**
  * Body bytes the handed-off leases may keep in memory (so a worker reads them without a trip to
@@ -107,26 +117,34 @@ export const maxHandedOff = 256
  */
 const maxHandedOffBytes = 8 * 1024 * 1024
 
-/** A lease made by a commit and not yet taken by a claim (see "handoff" in `make`). */
+/** A lease made by a commit or ahead of a claim, not yet taken by a claim (see "handoff" in `make`). */
 interface Ready {
   readonly id: string
   readonly token: string
   readonly expiresAt: number
   readonly envelope: Envelope
   readonly receivedAt: number
-  readonly rcpts: ReadonlyArray<string>
+  readonly recipients: ReadonlyArray<{ readonly rcpt: string; readonly attempt: number }>
   readonly trace: string
   readonly size: number
   readonly file: string | null
   /** The inline body as committed, when the memory budget allowed keeping it. */
   readonly kept: Uint8Array | null
-  /** Row of the first recipient: ties between equal due times go by it, as in a database claim. */
+  /** Since when it is due, and the row of its first due recipient (ties go by row): its place in claim order. */
+  readonly dueAt: number
   readonly rowid: number
 }
 
 // The order claims follow: due longest first, ties by row (arrival).
 const claimsBefore = (at: number, rowid: number, b: Ready): boolean =>
-  at < b.receivedAt || (at === b.receivedAt && rowid < b.rowid)
+  at < b.dueAt || (at === b.dueAt && rowid < b.rowid)
+
+/**
+ * The state a recipient leased into the ready list is shown in: the row no longer says what it
+ * was, so one with earlier attempts shows as `retry`, which is what it was unless an operator's
+ * retry-now or a restart had queued it again.
+ */
+const waitingAs = (attemptsBefore: number): RecipientState => (attemptsBefore > 0 ? "retry" : "queued")
 
 // Ranks follow `messageState`: the least-finished recipient decides the message's state.
 const stateRank: Record<MessageState, number> = { inflight: 5, queued: 4, retry: 3, dead: 2, delivered: 1 }
@@ -201,10 +219,11 @@ const prepare = (db: DatabaseSync) => ({
     "SELECT COUNT(DISTINCT message_id) AS n FROM recipients WHERE state IN ('queued', 'retry', 'inflight')"
   ),
   countMessages: db.prepare("SELECT COUNT(*) AS n FROM messages"),
-  // $handedOff: a JSON array of the tokens of handed-off leases no worker took yet; their
-  // recipients are shown as what they are to everyone but the database: queued (see "handoff" in `make`).
+  // $handedOff: a JSON array of the tokens of leases in the ready list (no worker took them yet);
+  // their recipients are shown as waiting, see `waitingAs`.
   countByState: db.prepare(
-    `SELECT CASE WHEN state = 'inflight' AND lease_token IN (SELECT value FROM json_each($handedOff)) THEN 'queued'
+    `SELECT CASE WHEN state = 'inflight' AND lease_token IN (SELECT value FROM json_each($handedOff))
+         THEN (CASE WHEN attempts > 1 THEN 'retry' ELSE 'queued' END)
        ELSE state END AS state, COUNT(*) AS n
      FROM recipients GROUP BY 1`
   ),
@@ -217,7 +236,8 @@ const prepare = (db: DatabaseSync) => ({
   list: db.prepare(
     `SELECT m.id, m.envelope, m.received_at, m.size,
        MAX(CASE
-         WHEN r.state = 'inflight' THEN (CASE WHEN r.lease_token IN (SELECT value FROM json_each($handedOff)) THEN 4 ELSE 5 END)
+         WHEN r.state = 'inflight' THEN (CASE WHEN r.lease_token NOT IN (SELECT value FROM json_each($handedOff)) THEN 5
+           WHEN r.attempts > 1 THEN 3 ELSE 4 END)
          WHEN r.state = 'queued' THEN 4 WHEN r.state = 'retry' THEN 3 WHEN r.state = 'dead' THEN 2 ELSE 1 END)
          AS rank
      FROM messages AS m JOIN recipients AS r ON r.message_id = m.id
@@ -329,28 +349,31 @@ export const make = Effect.fnUntraced(function*(options: SqliteQueueOptions) {
   const signal = WorkSignal.make()
 
   // ---- handoff: committed messages leased at once to this process's dispatcher ----
-  // The ready list: handed-off leases no worker took yet, in claim order (due time, then row).
+  // The ready list: leases handed off by commits or taken ahead by claims that no worker took
+  // yet, in claim order (due time, then row).
   const ready: Array<Ready> = []
   const readyById = new Map<string, Ready>()
   let readyBytes = 0
-  // Handoff commits sent to the writer whose outcome is not back yet (they count against the bound).
+  // Leases asked of the writer (handoff commits, claims ahead) whose outcome is not back yet:
+  // they count against the bound.
   let handoffsInFlight = 0
   // The lease length workers ask for; undefined until one claimed (no dispatcher, no handoff).
   let handoffLeaseMs: number | undefined
   let handoffClosed = false
-  // Whether the database may hold a claimable recipient that is not in the ready list and is due
-  // before its head (a release, a retry, a queued commit, another process...). While false, a
-  // claim takes the ready list's head without looking at the database; a claim that finds nothing
-  // due there clears it. Leases expiring and retries coming due with time do not set it: a commit
-  // is handed off only when nothing in the database is due before it, so the ready list then
-  // drains and claims go to the database.
-  let mayHaveDue = true
+  // No recipient claimable from the database (outside the ready list) became due before this
+  // time, as far as this process knows: a claim whose ready head is due earlier takes it without
+  // looking at the database. Batches lower it when they make recipients claimable (a release, a
+  // retry, a queued commit; another process's writes make it unknown), and a claim that looks
+  // raises it to what it found. Leases expiring and retries coming due with time do not lower it:
+  // a commit is handed off only when nothing in the database is due before it, so the ready list
+  // then drains and claims go to the database.
+  let dueFloor = Number.NEGATIVE_INFINITY
   // Handed-off rows carry this owner until a worker extends them; nothing reads lease owners but people.
   const handoffOwner = `handoff-${process.pid}-${randomUUID().slice(0, 8)}`
 
   const addReady = (entry: Ready) => {
     let i = ready.length
-    while (i > 0 && claimsBefore(entry.receivedAt, entry.rowid, ready[i - 1]!)) i--
+    while (i > 0 && claimsBefore(entry.dueAt, entry.rowid, ready[i - 1]!)) i--
     ready.splice(i, 0, entry)
     readyById.set(entry.id, entry)
     readyBytes += entry.kept?.byteLength ?? 0
@@ -362,7 +385,7 @@ export const make = Effect.fnUntraced(function*(options: SqliteQueueOptions) {
     if (readyById.get(entry.id) === entry) readyById.delete(entry.id)
     readyBytes -= entry.kept?.byteLength ?? 0
   }
-  /** The tokens of leases handed off but not taken, for queries that show their recipients as queued. */
+  /** The tokens of the ready list's leases, for queries that show their recipients as waiting. */
   const handedOffTokens = () => (ready.length === 0 ? "[]" : JSON.stringify(ready.map((e) => e.token)))
 
   const writer = yield* GroupCommit.make({
@@ -372,8 +395,9 @@ export const make = Effect.fnUntraced(function*(options: SqliteQueueOptions) {
     depth: () => depth,
     committed: (batch) => {
       if (owner) depth = (batch.recount ?? depth) + batch.depthDelta
-      if (batch.notify || batch.recount !== undefined) mayHaveDue = true
-      if (batch.notify) signal.notify()
+      if (batch.recount !== undefined) dueFloor = Number.NEGATIVE_INFINITY
+      if (batch.dueFrom < dueFloor) dueFloor = batch.dueFrom
+      if (batch.dueFrom !== Number.POSITIVE_INFINITY) signal.notify()
     },
     afterCommit: (batch) =>
       Effect.forEach(batch.removeFiles, (file) => BodyFiles.removeQuietly(bodyPath(file)), { discard: true }),
@@ -424,7 +448,9 @@ export const make = Effect.fnUntraced(function*(options: SqliteQueueOptions) {
     if (depth >= opts.maxDepth) {
       return yield* new MailQueueError({ reason: { _tag: "Full", depth, maxDepth: opts.maxDepth } })
     }
-    if (yield* read("lookup", () => sql.exists.get(message.id) !== undefined)) {
+    // Only a body file could clobber another message's; an inline duplicate is refused by the
+    // writer alike. Reads here are not free: after each writer commit this connection's page cache starts empty.
+    if (message.body.size > inlineThreshold && (yield* read("lookup", () => sql.exists.get(message.id) !== undefined))) {
       return yield* storageFailed(`message ${message.id} already exists`)
     }
     const envelope = encodeEnvelope(message.envelope)
@@ -465,11 +491,13 @@ export const make = Effect.fnUntraced(function*(options: SqliteQueueOptions) {
               expiresAt: handoff.expiresAt,
               envelope: message.envelope,
               receivedAt,
-              rcpts,
+              // Inserted with their first attempt counted, as a claim would.
+              recipients: rcpts.map((rcpt) => ({ rcpt, attempt: 1 })),
               trace: message.trace,
               size: message.body.size,
               file: stored.file,
               kept: keep ? stored.inline : null,
+              dueAt: receivedAt,
               rowid: result.rowid
             })
             // Runs before the committing session resumes: the woken worker finds the lease in place.
@@ -521,17 +549,18 @@ export const make = Effect.fnUntraced(function*(options: SqliteQueueOptions) {
     const head = ready[0]
     if (head === undefined) {
       const due = int(sql.anyDue.get({ now })?.due) === 1
-      if (!due) mayHaveDue = false
+      if (!due) dueFloor = Number.POSITIVE_INFINITY
       return due
     }
-    if (!mayHaveDue) return false
+    if (head.dueAt < dueFloor) return false
     if (sql.anyExpired.get(now) !== undefined) return true
     const first = sql.firstDue.get(now)
     if (first === undefined) {
-      mayHaveDue = false
+      dueFloor = Number.POSITIVE_INFINITY
       return false
     }
-    return claimsBefore(int(first.at), int(first.seq), head)
+    dueFloor = int(first.at)
+    return claimsBefore(dueFloor, int(first.seq), head)
   }
 
   const claimFromDatabase = Effect.fnUntraced(function*(
@@ -540,11 +569,47 @@ export const make = Effect.fnUntraced(function*(options: SqliteQueueOptions) {
   ) {
     const token = randomUUID()
     const expiresAt = ms(now + request.leaseMs)
-    const claimed = yield* writer.submit<Claimed | null>({ op: "claim", owner: request.owner, token, expiresAt, now }, {
-      durable: false
-    })
-    if (claimed === null) return Option.none<Lease>()
-    const c = claimed
+    // Leases taken ahead wait in the ready list like handoffs, under the same rules (owner only, bounded).
+    const ahead = owner && !handoffClosed ? Math.max(0, Math.min(claimAhead, maxHandedOff - ready.length - handoffsInFlight)) : 0
+    handoffsInFlight += ahead
+    let reserved = true
+    const unreserve = () => {
+      if (reserved) handoffsInFlight -= ahead
+      reserved = false
+    }
+    const claimed = yield* writer.submit<ReadonlyArray<Claimed>>(
+      { op: "claim", owner: request.owner, token, expiresAt, now, ahead },
+      {
+        durable: false,
+        onFailure: Effect.sync(unreserve),
+        // In place before any caller resumes: a concurrent claim that found nothing takes one of these.
+        onCommitted: (all) => {
+          unreserve()
+          for (const c of all.slice(1)) {
+            // A row whose envelope does not decode stays leased until it expires; the claim that
+            // takes it over then reports it.
+            const envelope = Result.try(() => decodeEnvelope(c.envelope))
+            if (Result.isFailure(envelope)) continue
+            addReady({
+              id: c.id,
+              token: c.token,
+              expiresAt,
+              envelope: envelope.success,
+              receivedAt: c.receivedAt,
+              recipients: c.recipients,
+              trace: c.trace,
+              size: c.size,
+              file: c.file,
+              kept: null,
+              dueAt: c.dueAt,
+              rowid: c.rowid
+            })
+          }
+        }
+      }
+    )
+    const c = claimed[0]
+    if (c === undefined) return Option.none<Lease>()
     const file = c.file ?? undefined
     if (file !== undefined) fileBacked.add(token)
     const envelope = yield* read(`decode envelope of ${c.id}`, () => decodeEnvelope(c.envelope))
@@ -588,8 +653,7 @@ export const make = Effect.fnUntraced(function*(options: SqliteQueueOptions) {
       expiresAt,
       envelope: entry.envelope,
       receivedAt: entry.receivedAt,
-      // A commit inserts handed-off recipients with their first attempt counted, as a claim would.
-      recipients: entry.rcpts.map((rcpt) => ({ rcpt, attempt: 1 })),
+      recipients: entry.recipients,
       body: kept === null
         ? messageBody(entry.id, entry.trace, entry.size, entry.file ?? undefined)
         : { size: Buffer.byteLength(entry.trace) + entry.size, stream: () => BodyStream.fromParts(entry.trace, [kept]) }
@@ -660,7 +724,10 @@ export const make = Effect.fnUntraced(function*(options: SqliteQueueOptions) {
 
   const retryNow = Effect.fn("SqliteQueue.retryNow")(function*(id: string) {
     const now = ms(yield* Clock.currentTimeMillis)
-    return yield* writer.submit<boolean>({ op: "retryNow", id, now })
+    const changed = yield* writer.submit<boolean>({ op: "retryNow", id, now })
+    // Retrying recipients taken ahead into the ready list are shown as retry, and are due now already.
+    const ahead = readyById.get(id)
+    return changed || (ahead !== undefined && ahead.recipients.some((r) => r.attempt > 1))
   })
 
   const remove = Effect.fn("SqliteQueue.remove")(function*(id: string) {
@@ -671,17 +738,18 @@ export const make = Effect.fnUntraced(function*(options: SqliteQueueOptions) {
     return removed
   })
 
-  /** A recipient row as the contract shows it; `handedOff` is the token of a lease no worker took yet. */
+  /** A recipient row as the contract shows it; `handedOff` is the token of its message's lease in the ready list. */
   const recipientStatus = (row: Row, handedOff: string | undefined): RecipientStatus => {
     const stored = text(row.state)
     if (!isRecipientState(stored)) throw new TypeError(`queue database: unknown recipient state ${stored}`)
-    // Until a worker takes it, a handed-off lease is an implementation detail: the recipient is
-    // queued and its first attempt has not happened.
+    // Until a worker takes it, a lease in the ready list is an implementation detail: its attempt
+    // has not happened, and the recipient waits as it did before (see `waitingAs`).
     const waiting = stored === "inflight" && handedOff !== undefined && row.lease_token === handedOff
+    const attempts = int(row.attempts) - (waiting ? 1 : 0)
     return {
       rcpt: text(row.rcpt),
-      state: waiting ? "queued" : stored,
-      attempts: int(row.attempts) - (waiting ? 1 : 0),
+      state: waiting ? waitingAs(attempts) : stored,
+      attempts,
       nextAttemptAt: int(row.next_attempt_at),
       lastReply: optionalText(row.last_reply),
       expiresAt: optionalInt(row.expires_at)
@@ -738,8 +806,8 @@ export const make = Effect.fnUntraced(function*(options: SqliteQueueOptions) {
   }).pipe(Effect.withSpan("SqliteQueue.stats"))
 
   const nextDueAt: Effect.Effect<Option.Option<number>, MailQueueError> = read("next due", () => {
-    // A handed-off lease nobody took yet is claimable now, from its due time (the ready list's head is the oldest).
-    const handedOff = ready[0]?.receivedAt
+    // A lease in the ready list is claimable now, from its due time (the list's head is the oldest).
+    const handedOff = ready[0]?.dueAt
     const stored = optionalInt(sql.nextDueAt.get()?.at)
     const due = handedOff === undefined || stored === undefined ? handedOff ?? stored : Math.min(handedOff, stored)
     const expiry = optionalInt(sql.nextLeaseExpiry.get()?.at)

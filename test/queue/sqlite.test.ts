@@ -627,3 +627,67 @@ describe("SqliteQueue handoff", () => {
         }))
     }))
 })
+
+describe("SqliteQueue claims ahead", () => {
+  it.effect(`a claim that goes to the database also leases up to ${SqliteQueue.claimAhead} more due messages for the next claims`, () =>
+    Effect.gen(function*() {
+      const dataDir = yield* tempDir
+      yield* TestClock.setTime(T0)
+      const batches: Array<SqliteQueue.BatchInfo> = []
+      const messages = Array.from({ length: SqliteQueue.claimAhead + 3 }, (_, i) => message({ receivedAt: T0 - 100 + i }))
+      yield* withQueue({ dataDir, onBatch: (info) => batches.push(info) }, (q) =>
+        Effect.gen(function*() {
+          for (const m of messages) yield* q.commit(m)
+          const before = batches.length
+          const claimed = [yield* claimOne(q)]
+          assert.strictEqual(batches.length, before + 1)
+          const inflight = peek(dataDir, (db) => db.prepare("SELECT COUNT(*) AS n FROM recipients WHERE state = 'inflight'").get()?.n)
+          assert.strictEqual(inflight, SqliteQueue.claimAhead + 1)
+          // Leased ahead, they still show as what they were until a worker takes them.
+          const waiting = Option.getOrUndefined(yield* q.get(messages[1]!.id))
+          assert.deepStrictEqual(waiting?.recipients.map((r) => [r.state, r.attempts]), [["queued", 0]])
+          const stats = yield* q.stats
+          assert.deepStrictEqual([stats.recipients.inflight, stats.recipients.queued], [1, messages.length - 1])
+          assert.deepStrictEqual(yield* q.nextDueAt, Option.some(messages[1]!.receivedAt))
+          for (let i = 0; i < SqliteQueue.claimAhead; i++) claimed.push(yield* claimOne(q))
+          assert.strictEqual(batches.length, before + 1, "a claim of a message leased ahead took a writer trip")
+          assert.deepStrictEqual(claimed.map((l) => l.id), messages.slice(0, SqliteQueue.claimAhead + 1).map((m) => m.id))
+          assert.deepStrictEqual(claimed.map((l) => l.recipients[0]!.attempt), claimed.map(() => 1))
+          assert.deepStrictEqual(claimed.map((l) => l.expiresAt), claimed.map(() => T0 + 60_000))
+          // The next one goes to the database again, and takes the last one ahead.
+          assert.strictEqual((yield* claimOne(q)).id, messages[SqliteQueue.claimAhead + 1]!.id)
+          assert.strictEqual(batches.length, before + 2)
+        }))
+      // Closing gives the untaken one back with its attempt uncounted; the taken ones stay leased.
+      const left = peek(dataDir, (db) =>
+        db.prepare("SELECT state, attempts, COUNT(*) AS n FROM recipients GROUP BY state, attempts ORDER BY state, attempts").all()
+          .map((r) => [r.state, r.attempts, r.n]))
+      assert.deepStrictEqual(left, [["inflight", 1, SqliteQueue.claimAhead + 2], ["queued", 0, 1]])
+    }))
+
+  it.effect("a retrying recipient leased ahead still shows as retry", () =>
+    Effect.gen(function*() {
+      const dataDir = yield* tempDir
+      yield* TestClock.setTime(T0)
+      const [m1, m2] = [message({ receivedAt: T0 - 2 }), message({ receivedAt: T0 - 1 })]
+      yield* withQueue({ dataDir }, (q) =>
+        Effect.gen(function*() {
+          yield* q.commit(m1)
+          yield* q.commit(m2)
+          const l1 = yield* claimOne(q)
+          const l2 = yield* claimOne(q)
+          yield* q.settle(l1, [retryAt(l1.recipients[0]!.rcpt, T0 + 1_000, "451 later")])
+          yield* q.settle(l2, [retryAt(l2.recipients[0]!.rcpt, T0 + 1_000, "451 later")])
+          yield* TestClock.adjust(1_000)
+          assert.strictEqual((yield* claimOne(q)).id, m1.id)
+          const info = Option.getOrUndefined(yield* q.get(m2.id))
+          assert.deepStrictEqual(info?.recipients.map((r) => [r.state, r.attempts]), [["retry", 1]])
+          assert.deepStrictEqual((yield* q.list({ state: "retry" })).map((i) => i.id), [m2.id])
+          assert.deepStrictEqual((yield* q.stats).recipients, { queued: 0, inflight: 1, retry: 1, delivered: 0, dead: 0 })
+          assert.isTrue(yield* q.retryNow(m2.id), "shown as retry, so retryNow has something to do")
+          const l2again = yield* claimOne(q)
+          assert.strictEqual(l2again.id, m2.id)
+          assert.deepStrictEqual(l2again.recipients.map((r) => r.attempt), [2])
+        }))
+    }))
+})

@@ -52,7 +52,7 @@ export interface Committed {
   /** Set when another connection changed the database: the pending count before the batch. */
   readonly recount: number | undefined
   readonly depthDelta: number
-  readonly notify: boolean
+  readonly dueFrom: number
   readonly removeFiles: ReadonlyArray<string>
 }
 

@@ -51,7 +51,15 @@ export type Op =
     readonly maxDepth: number
     readonly handoff: Handoff | null
   }
-  | { readonly op: "claim"; readonly owner: string; readonly token: string; readonly expiresAt: number; readonly now: number }
+  | {
+    readonly op: "claim"
+    readonly owner: string
+    readonly token: string
+    readonly expiresAt: number
+    readonly now: number
+    /** Up to this many more due messages are leased too (tokens `<token>.1`, `.2`...), for the claims that follow. */
+    readonly ahead: number
+  }
   | {
     readonly op: "settle"
     readonly id: string
@@ -70,8 +78,13 @@ export type Op =
   /** Nothing to write: the batch it rides in recounts the pending messages if another connection wrote. */
   | { readonly op: "recount" }
 
+/** One message a claim leased; a claim's value is the list of them, oldest first (empty: nothing due). */
 export interface Claimed {
   readonly id: string
+  readonly token: string
+  /** When its first leased recipient became due, and that recipient's row: its place in claim order. */
+  readonly dueAt: number
+  readonly rowid: number
   readonly recipients: ReadonlyArray<{ readonly rcpt: string; readonly attempt: number }>
   readonly envelope: string
   readonly trace: string
@@ -105,10 +118,11 @@ export type Reply =
     readonly recount: number | undefined
     readonly depthDelta: number
     /**
-     * Some op may have made recipients claimable from the database (a queued commit, a retry, a
-     * release...): wake a worker. Handed-off commits do not set it; the queue wakes a worker for each.
+     * The earliest due time among recipients the batch made claimable from the database (a
+     * queued commit, a retry, a release...; -Infinity when not known), or Infinity if none: then
+     * there is no worker to wake. Handed-off commits do not count; the queue wakes a worker for each.
      */
-    readonly notify: boolean
+    readonly dueFrom: number
     readonly removeFiles: ReadonlyArray<string>
   }
   | { readonly type: "failed"; readonly message: string; readonly code: string | undefined }

@@ -72,7 +72,7 @@ const sql = {
   // The message due the longest whose other recipients are not out on a lease; the partial index
   // recipients_due yields rows in (next_attempt_at, rowid) order, so this stops at the first hit.
   nextDue: db.prepare(
-    `SELECT r.message_id AS id FROM recipients AS r
+    `SELECT r.message_id AS id, r.next_attempt_at AS at, r.rowid AS seq FROM recipients AS r
      WHERE r.state IN ('queued', 'retry') AND r.next_attempt_at <= ?
        AND NOT EXISTS (SELECT 1 FROM recipients AS x WHERE x.message_id = r.message_id AND x.state = 'inflight')
      ORDER BY r.next_attempt_at, r.rowid LIMIT 1`
@@ -128,6 +128,7 @@ const sql = {
          AND (state <> 'inflight' OR lease_token IS NOT $token))
      RETURNING body_file`
   ),
+  firstWaiting: db.prepare("SELECT MIN(next_attempt_at) AS at FROM recipients WHERE message_id = ? AND state IN ('queued', 'retry')"),
   deleteMessage: db.prepare("DELETE FROM messages WHERE id = ? RETURNING body_file"),
   requeue: db.prepare(
     `UPDATE recipients SET state = 'queued', next_attempt_at = ?, expires_at = NULL
@@ -144,7 +145,8 @@ const sql = {
 interface Batch {
   depth: number
   depthDelta: number
-  notify: boolean
+  /** The earliest due time among recipients the batch made claimable (Infinity: none; see the Reply). */
+  dueFrom: number
   readonly removeFiles: Array<string>
 }
 
@@ -182,6 +184,12 @@ const afterChange = (batch: Batch, id: string, wasPending: boolean): boolean => 
 const dueBefore = (at: number, now: number): boolean =>
   sql.nextDue.get(at) !== undefined || sql.anyExpired.get(now) !== undefined
 
+/** Notes that recipients of `id` wait in the queue again (a retry, a release...), due from their time. */
+const waitingAgain = (batch: Batch, id: string) => {
+  const at = sql.firstWaiting.get(id)?.at
+  if (at !== null && at !== undefined) batch.dueFrom = Math.min(batch.dueFrom, num(at))
+}
+
 const leasedRows = (id: string, token: string) =>
   sql.leased.all(id, token).map((row) => ({ seq: num(row.seq), rcpt: str(row.rcpt) }))
 
@@ -205,27 +213,35 @@ const run = (batch: Batch, op: Op): Outcome => {
         return ok({ handedOff: true, rowid } satisfies CommitResult)
       }
       for (const rcpt of op.rcpts) sql.insertRecipient.run(op.id, rcpt, op.receivedAt)
-      batch.notify = true
+      batch.dueFrom = Math.min(batch.dueFrom, op.receivedAt)
       return ok({ handedOff: false } satisfies CommitResult)
     }
     case "claim": {
-      sql.releaseExpired.run(op.now)
-      const next = sql.nextDue.get(op.now)
-      if (next === undefined) return ok(null)
-      const id = str(next.id)
-      const rows = sql.lease.all(op.owner, op.token, op.expiresAt, id, op.now)
-        .map((row) => ({ seq: num(row.seq), rcpt: str(row.rcpt), attempt: num(row.attempts) }))
-        .sort((a, b) => a.seq - b.seq)
-      const head = sql.head.get(id)
-      if (head === undefined) return ok(null)
-      const claimed: Claimed = {
-        id,
-        recipients: rows.map((r) => ({ rcpt: r.rcpt, attempt: r.attempt })),
-        envelope: str(head.envelope),
-        trace: str(head.trace),
-        receivedAt: num(head.received_at),
-        size: num(head.size),
-        file: optStr(head.body_file)
+      // Taken-over recipients this claim does not lease wait again, due since long ago.
+      if (Number(sql.releaseExpired.run(op.now).changes) > 0) batch.dueFrom = Number.NEGATIVE_INFINITY
+      const claimed: Array<Claimed> = []
+      for (let n = 0; n <= op.ahead; n++) {
+        const next = sql.nextDue.get(op.now)
+        if (next === undefined) break
+        const id = str(next.id)
+        const token = n === 0 ? op.token : `${op.token}.${n}`
+        const rows = sql.lease.all(op.owner, token, op.expiresAt, id, op.now)
+          .map((row) => ({ seq: num(row.seq), rcpt: str(row.rcpt), attempt: num(row.attempts) }))
+          .sort((a, b) => a.seq - b.seq)
+        const head = sql.head.get(id)
+        if (head === undefined) break
+        claimed.push({
+          id,
+          token,
+          dueAt: num(next.at),
+          rowid: num(next.seq),
+          recipients: rows.map((r) => ({ rcpt: r.rcpt, attempt: r.attempt })),
+          envelope: str(head.envelope),
+          trace: str(head.trace),
+          receivedAt: num(head.received_at),
+          size: num(head.size),
+          file: optStr(head.body_file)
+        })
       }
       return ok(claimed)
     }
@@ -251,8 +267,8 @@ const run = (batch: Batch, op: Op): Outcome => {
         else sql.setDead.run(s.at, s.reply, row.seq)
       }
       // Recipients of the message still pending (a retry, a recipient the lease did not cover)
-      // may be claimable now that the lease is gone: wake a worker. Otherwise nothing changed for claims.
-      if (afterChange(batch, op.id, true)) batch.notify = true
+      // may be claimable now that the lease is gone. Otherwise nothing changed for claims.
+      if (afterChange(batch, op.id, true)) waitingAgain(batch, op.id)
       return ok(undefined)
     }
     case "extend":
@@ -261,7 +277,7 @@ const run = (batch: Batch, op: Op): Outcome => {
       const rows = leasedRows(op.id, op.token)
       if (rows.length === 0) return leaseLost(op.id)
       for (const row of rows) sql.unclaim.run(row.seq)
-      batch.notify = true
+      waitingAgain(batch, op.id)
       return ok(undefined)
     }
     case "retryNow": {
@@ -269,7 +285,7 @@ const run = (batch: Batch, op: Op): Outcome => {
       const changed = Number(sql.requeue.run(op.now, op.id).changes) > 0
       if (!changed) return ok(false)
       afterChange(batch, op.id, wasPending)
-      batch.notify = true
+      batch.dueFrom = Math.min(batch.dueFrom, op.now)
       return ok(true)
     }
     case "remove": {
@@ -316,7 +332,7 @@ const runBatch = (request: BatchRequest): Reply => {
       seenVersion = version
       recount = num(sql.countPending.get()?.n)
     }
-    const batch: Batch = { depth: recount ?? request.depth, depthDelta: 0, notify: false, removeFiles: [] }
+    const batch: Batch = { depth: recount ?? request.depth, depthDelta: 0, dueFrom: Number.POSITIVE_INFINITY, removeFiles: [] }
     const outcomes = request.ops.map((op) => run(batch, op))
     db.exec("COMMIT")
     return {
@@ -324,7 +340,7 @@ const runBatch = (request: BatchRequest): Reply => {
       outcomes,
       recount,
       depthDelta: batch.depthDelta,
-      notify: batch.notify,
+      dueFrom: batch.dueFrom,
       removeFiles: batch.removeFiles
     }
   } catch (cause) {
