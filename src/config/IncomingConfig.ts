@@ -24,6 +24,9 @@ import { Duration as EffectDuration, Effect, Schema, SchemaIssue, SchemaTransfor
 import { parseHostPort } from "../cli/address.ts"
 import * as Backoff from "../delivery/Backoff.ts"
 import * as Dispatcher from "../delivery/Dispatcher.ts"
+import * as LmtpAdapterModule from "../delivery/LmtpAdapter.ts"
+import * as SmtpRelayAdapterModule from "../delivery/SmtpRelayAdapter.ts"
+import * as WebhookAdapterModule from "../delivery/WebhookAdapter.ts"
 import { defaultQueueOptions } from "../queue/MailQueue.ts"
 import { defaultInlineThreshold } from "../queue/SqliteQueue.ts"
 import * as Policy from "../policy/Policy.ts"
@@ -129,15 +132,11 @@ export const Delivery = Schema.Struct({
   }), {})
 })
 
-/**
- * Defaults of the adapters' own options. The adapters keep theirs as literals inside `make`
- * (they export no `defaults` yet), so the values are repeated here for `check-config` to show;
- * keep them in step with WebhookAdapter.ts, LmtpAdapter.ts and SmtpRelayAdapter.ts.
- */
+/** The adapters' own defaults, shown by `check-config` as the values of options left out. */
 export const adapterDefaults = {
-  webhook: { timeoutMs: 30_000, maxRedirects: 0, raw: "base64", maxPartsBytes: 10 * 1024 * 1024 },
-  lmtp: { port: 24, connectTimeoutMs: 10_000, commandTimeoutMs: 60_000, dataTimeoutMs: 90_000 },
-  smtp: { startTls: "opportunistic", connectTimeoutMs: 10_000, greetingTimeoutMs: 30_000, socketTimeoutMs: 60_000 }
+  webhook: WebhookAdapterModule.defaults,
+  lmtp: LmtpAdapterModule.defaults,
+  smtp: SmtpRelayAdapterModule.defaults
 } as const
 
 const Port = Schema.Int.check(Schema.isBetween({ minimum: 1, maximum: 65535 }))

@@ -9,7 +9,7 @@
  * store reads a file, so `Build.ts` makes them and completes the `IncomingOptions`.
  */
 import { type LogLevel, Redacted } from "effect"
-import type { LmtpOptions } from "../delivery/LmtpAdapter.ts"
+import { defaults as lmtpDefaults, type LmtpOptions } from "../delivery/LmtpAdapter.ts"
 import type { RetrySchedule, RouteOptions } from "../delivery/Router.ts"
 import type { SmtpRelayOptions } from "../delivery/SmtpRelayAdapter.ts"
 import type { StatusKey, WebhookOptions } from "../delivery/WebhookAdapter.ts"
@@ -180,7 +180,7 @@ const toAdapter = (name: string, a: Adapter, c: IncomingConfig): AdapterChoice =
         options: {
           name,
           // Load.ts checked that exactly one of socket and host is given.
-          target: a.socket !== undefined ? { path: a.socket } : { host: a.host ?? "127.0.0.1", port: a.port ?? 24 },
+          target: a.socket !== undefined ? { path: a.socket } : { host: a.host ?? "127.0.0.1", port: a.port ?? lmtpDefaults.port },
           ...(a.lhlo !== undefined ? { lhlo: a.lhlo } : {}),
           connectTimeoutMs: a.connect_timeout,
           commandTimeoutMs: a.command_timeout,

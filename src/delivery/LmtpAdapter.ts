@@ -33,14 +33,22 @@ export interface LmtpOptions {
   readonly dataTimeoutMs?: number
 }
 
+/** What an option left out means (`port`: of a TCP target given without one); shown by `check-config`. */
+export const defaults = {
+  port: 24,
+  connectTimeoutMs: 10_000,
+  commandTimeoutMs: 60_000,
+  dataTimeoutMs: 90_000
+} as const
+
 const angle = (address: string) => `<${address}>`
 
 export const make = (options: LmtpOptions): DA.DeliveryAdapter["Service"] => {
   const name = options.name ?? "lmtp"
   const lhlo = options.lhlo ?? hostname()
-  const connectTimeout = options.connectTimeoutMs ?? 10_000
-  const commandTimeout = options.commandTimeoutMs ?? 60_000
-  const dataTimeout = options.dataTimeoutMs ?? 90_000
+  const connectTimeout = options.connectTimeoutMs ?? defaults.connectTimeoutMs
+  const commandTimeout = options.commandTimeoutMs ?? defaults.commandTimeoutMs
+  const dataTimeout = options.dataTimeoutMs ?? defaults.dataTimeoutMs
   const where = ReplyClient.describeTarget(options.target)
 
   const deliver = Effect.fn("LmtpAdapter.deliver")(function*(delivery: DA.Delivery) {

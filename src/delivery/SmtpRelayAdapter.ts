@@ -71,10 +71,18 @@ type Session =
 /** Errors that carry the peer's verdict on this message (as opposed to the path to the peer). */
 const verdictCodes = new Set(["EENVELOPE", "EMESSAGE"])
 
+/** What an option left out means; the config schema shows these (`check-config`). */
+export const defaults = {
+  startTls: "opportunistic",
+  connectTimeoutMs: 10_000,
+  greetingTimeoutMs: 30_000,
+  socketTimeoutMs: 60_000
+} as const satisfies Pick<SmtpRelayOptions, "startTls" | "connectTimeoutMs" | "greetingTimeoutMs" | "socketTimeoutMs">
+
 export const make = (options: SmtpRelayOptions): DA.DeliveryAdapter["Service"] => {
   const name = options.name ?? "smtp-relay"
   const implicitTls = options.implicitTls === true
-  const policy: StartTlsPolicy = options.startTls ?? "opportunistic"
+  const policy: StartTlsPolicy = options.startTls ?? defaults.startTls
   const port = options.port ?? (implicitTls ? 465 : 25)
   const where = `${options.host}:${port}`
   const verify = options.tls?.rejectUnauthorized ?? (implicitTls || policy === "required")
@@ -87,9 +95,9 @@ export const make = (options: SmtpRelayOptions): DA.DeliveryAdapter["Service"] =
     requireTLS: !implicitTls && policy === "required",
     opportunisticTLS: !implicitTls && policy === "opportunistic",
     name: options.heloName ?? hostname(),
-    connectionTimeout: options.connectTimeoutMs ?? 10_000,
-    greetingTimeout: options.greetingTimeoutMs ?? 30_000,
-    socketTimeout: options.socketTimeoutMs ?? 60_000,
+    connectionTimeout: options.connectTimeoutMs ?? defaults.connectTimeoutMs,
+    greetingTimeout: options.greetingTimeoutMs ?? defaults.greetingTimeoutMs,
+    socketTimeout: options.socketTimeoutMs ?? defaults.socketTimeoutMs,
     logger: false,
     tls: {
       rejectUnauthorized: verify,

@@ -190,7 +190,7 @@ interface Body {
 const buildPayload = async (delivery: DA.Delivery, options: WebhookOptions): Promise<WebhookPayload> => {
   const wantText = options.parts?.text === true
   const wantHtml = options.parts?.html === true
-  const parse = (wantText || wantHtml) && delivery.body.size <= (options.maxPartsBytes ?? 10 * 1024 * 1024)
+  const parse = (wantText || wantHtml) && delivery.body.size <= (options.maxPartsBytes ?? defaults.maxPartsBytes)
   const message = parse ? await readAll(delivery.body.stream()) : await readHead(delivery.body.stream(), maxHeaderBytes)
   const boundary = Mime.headerBoundary(message)
   const headerBytes = boundary === undefined ? message : message.subarray(0, boundary.headerLength)
@@ -359,12 +359,20 @@ interface Agents {
 const redirects = new Set([301, 302, 303, 307, 308])
 const credentialHeaders = new Set(["authorization", "cookie", "proxy-authorization"])
 
+/** What an option left out means; the config schema shows these (`check-config`). */
+export const defaults = {
+  timeoutMs: 30_000,
+  maxRedirects: 0,
+  raw: "base64",
+  maxPartsBytes: 10 * 1024 * 1024
+} as const satisfies Pick<WebhookOptions, "timeoutMs" | "maxRedirects" | "raw" | "maxPartsBytes">
+
 export const make = Effect.fnUntraced(function*(options: WebhookOptions) {
   const name = options.name ?? "webhook"
   const target = new URL(options.url)
-  const mode = options.raw ?? "base64"
-  const timeoutMs = options.timeoutMs ?? 30_000
-  const maxRedirects = options.maxRedirects ?? 0
+  const mode = options.raw ?? defaults.raw
+  const timeoutMs = options.timeoutMs ?? defaults.timeoutMs
+  const maxRedirects = options.maxRedirects ?? defaults.maxRedirects
   const secret = options.secret === undefined ? undefined : typeof options.secret === "string" ? options.secret : Redacted.value(options.secret)
   // Keep-alive sockets are ours: closing the adapter's scope closes them (no stray sockets in tests).
   const agents: Agents = yield* Effect.acquireRelease(
