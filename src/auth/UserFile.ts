@@ -196,6 +196,17 @@ const lock = (path: string) => {
   return Effect.acquireRelease(take, () => Effect.promise(() => unlink(lockPath).catch(() => undefined)))
 }
 
+type EditKind = { readonly _tag: "Add" | "Passwd" | "Remove"; readonly name: string }
+
+/** Why `op` is refused given the file's lines (a name already there for Add, missing otherwise). */
+const refusal = (lines: ReadonlyArray<FileLine>, op: EditKind): EditError | undefined => {
+  if (!isValidName(op.name)) return { _tag: "InvalidName", name: op.name }
+  const exists = lines.some((l) => l._tag === "User" && l.name === op.name)
+  if (op._tag === "Add" && exists) return { _tag: "UserExists", name: op.name }
+  if (op._tag !== "Add" && !exists) return { _tag: "NoSuchUser", name: op.name }
+  return undefined
+}
+
 /**
  * Adds, re-hashes or removes a user; the result is `undefined` on success or the reason it was
  * not done. Editors take `<path>.lock` first, so concurrent edits apply one after the other.
@@ -211,9 +222,9 @@ export const edit = (
     if (!isValidName(op.name)) return { _tag: "InvalidName", name: op.name } as EditError
     yield* lock(path)
     const lines = yield* read(path)
+    const refused = refusal(lines, op)
+    if (refused !== undefined) return refused
     const index = lines.findIndex((l) => l._tag === "User" && l.name === op.name)
-    if (op._tag === "Add" && index >= 0) return { _tag: "UserExists", name: op.name } as EditError
-    if (op._tag !== "Add" && index < 0) return { _tag: "NoSuchUser", name: op.name } as EditError
     const next = [...lines]
     if (op._tag === "Remove") next.splice(index, 1)
     else {
@@ -229,17 +240,8 @@ export const edit = (
  * Why `op` would be refused given the file as it is now (checked again under the lock by
  * `edit`): lets the CLI say "no such user" before asking for a password.
  */
-export const precheck = (
-  path: string,
-  op: { readonly _tag: "Add" | "Passwd" | "Remove"; readonly name: string }
-): Effect.Effect<EditError | undefined, UserStoreError> =>
-  Effect.gen(function*() {
-    if (!isValidName(op.name)) return { _tag: "InvalidName", name: op.name } as EditError
-    const exists = (yield* read(path)).some((l) => l._tag === "User" && l.name === op.name)
-    if (op._tag === "Add" && exists) return { _tag: "UserExists", name: op.name } as EditError
-    if (op._tag !== "Add" && !exists) return { _tag: "NoSuchUser", name: op.name } as EditError
-    return undefined
-  })
+export const precheck = (path: string, op: EditKind): Effect.Effect<EditError | undefined, UserStoreError> =>
+  isValidName(op.name) ? Effect.map(read(path), (lines) => refusal(lines, op)) : Effect.succeed({ _tag: "InvalidName", name: op.name })
 
 /** The UserStore over `path`, re-reading it when it changes. CRAM-MD5 is not available (hashes only). */
 export const make = (path: string): UserStore["Service"] => {

@@ -14,6 +14,7 @@ import * as Telemetry from "../telemetry/Telemetry.ts"
 import * as Backoff from "./Backoff.ts"
 import { DeliveryAdapter, type RecipientOutcome } from "./DeliveryAdapter.ts"
 import * as CauseText from "../internal/causeText.ts"
+import { withSpanIf } from "../internal/spanIf.ts"
 
 export interface DispatcherOptions {
   readonly workers: number
@@ -133,18 +134,12 @@ export const make = Effect.fnUntraced(function*(input: Partial<DispatcherOptions
       // Interrupted mid-delivery (drain): the message goes back to the queue untouched.
       Effect.onInterrupt(() => queue.release(lease).pipe(Effect.ignore)),
       Effect.annotateLogs({ message: lease.id }),
-      // A span per delivery only when something records it (see Session: spans cost even when off).
-      (self) =>
-        tracing
-          ? Effect.withSpan("Dispatcher.deliver", {
-            attributes: {
-              message: lease.id,
-              adapter: adapter.name,
-              recipients: lease.recipients.length,
-              attempt: Math.max(...lease.recipients.map((r) => r.attempt))
-            }
-          }, { captureStackTrace: false })(self)
-          : self
+      withSpanIf(tracing, "Dispatcher.deliver", () => ({
+        message: lease.id,
+        adapter: adapter.name,
+        recipients: lease.recipients.length,
+        attempt: Math.max(...lease.recipients.map((r) => r.attempt))
+      }))
     )
 
   const step = (owner: string) =>

@@ -352,7 +352,6 @@ export const make = Effect.fnUntraced(function*(options: SqliteQueueOptions) {
   // The ready list: leases handed off by commits or taken ahead by claims that no worker took
   // yet, in claim order (due time, then row).
   const ready: Array<Ready> = []
-  const readyById = new Map<string, Ready>()
   let readyBytes = 0
   // Leases asked of the writer (handoff commits, claims ahead) whose outcome is not back yet:
   // they count against the bound.
@@ -375,16 +374,16 @@ export const make = Effect.fnUntraced(function*(options: SqliteQueueOptions) {
     let i = ready.length
     while (i > 0 && claimsBefore(entry.dueAt, entry.rowid, ready[i - 1]!)) i--
     ready.splice(i, 0, entry)
-    readyById.set(entry.id, entry)
     readyBytes += entry.kept?.byteLength ?? 0
   }
   const dropReady = (entry: Ready) => {
     const i = ready.indexOf(entry)
     if (i < 0) return
     ready.splice(i, 1)
-    if (readyById.get(entry.id) === entry) readyById.delete(entry.id)
     readyBytes -= entry.kept?.byteLength ?? 0
   }
+  // At most `maxHandedOff` entries, looked up by id only by admin operations.
+  const readyEntry = (id: string) => ready.find((e) => e.id === id)
   /** The tokens of the ready list's leases, for queries that show their recipients as waiting. */
   const handedOffTokens = () => (ready.length === 0 ? "[]" : JSON.stringify(ready.map((e) => e.token)))
 
@@ -726,14 +725,14 @@ export const make = Effect.fnUntraced(function*(options: SqliteQueueOptions) {
     const now = ms(yield* Clock.currentTimeMillis)
     const changed = yield* writer.submit<boolean>({ op: "retryNow", id, now })
     // Retrying recipients taken ahead into the ready list are shown as retry, and are due now already.
-    const ahead = readyById.get(id)
+    const ahead = readyEntry(id)
     return changed || (ahead !== undefined && ahead.recipients.some((r) => r.attempt > 1))
   })
 
   const remove = Effect.fn("SqliteQueue.remove")(function*(id: string) {
     const removed = yield* writer.submit<boolean>({ op: "remove", id })
     // A handed-off lease of it is lost with it; no worker should take it.
-    const entry = readyById.get(id)
+    const entry = readyEntry(id)
     if (entry !== undefined) dropReady(entry)
     return removed
   })
@@ -760,9 +759,9 @@ export const make = Effect.fnUntraced(function*(options: SqliteQueueOptions) {
     id: string,
     envelope: Envelope,
     receivedAt: number,
-    size: number
+    size: number,
+    handedOff: string | undefined
   ): MessageInfo => {
-    const handedOff = readyById.get(id)?.token
     const recipients = sql.recipients.all(id).map((row) => recipientStatus(row, handedOff))
     return { id, envelope, receivedAt, size, state: messageState(recipients.map((r) => r.state)), recipients }
   }
@@ -771,17 +770,22 @@ export const make = Effect.fnUntraced(function*(options: SqliteQueueOptions) {
     return yield* read(`get ${id}`, () => {
       const row = sql.info.get(id)
       if (row === undefined) return Option.none<MessageInfo>()
-      return Option.some(messageInfo(id, decodeEnvelope(text(row.envelope)), int(row.received_at), int(row.size)))
+      return Option.some(
+        messageInfo(id, decodeEnvelope(text(row.envelope)), int(row.received_at), int(row.size), readyEntry(id)?.token)
+      )
     })
   })
 
   const list = Effect.fn("SqliteQueue.list")(function*(filter: ListFilter = {}) {
     const rank = filter.state === undefined || filter.state === "all" ? 0 : stateRank[filter.state]
     const limit = filter.limit === undefined ? -1 : Math.max(0, Math.floor(filter.limit))
-    return yield* read("list", () =>
-      sql.list.all({ rank, limit, handedOff: handedOffTokens() }).map((row) =>
-        messageInfo(text(row.id), decodeEnvelope(text(row.envelope)), int(row.received_at), int(row.size))
-      ))
+    return yield* read("list", () => {
+      const handedOff = new Map(ready.map((e) => [e.id, e.token]))
+      return sql.list.all({ rank, limit, handedOff: handedOffTokens() }).map((row) => {
+        const id = text(row.id)
+        return messageInfo(id, decodeEnvelope(text(row.envelope)), int(row.received_at), int(row.size), handedOff.get(id))
+      })
+    })
   })
 
   const readMessage = Effect.fn("SqliteQueue.readMessage")(function*(id: string) {

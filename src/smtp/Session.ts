@@ -34,6 +34,7 @@ import type { ListenerOptions } from "./ListenerOptions.ts"
 import * as ReceivedHeader from "./ReceivedHeader.ts"
 import * as SmtpReply from "./SmtpReply.ts"
 import * as CauseText from "../internal/causeText.ts"
+import { withSpanIf } from "../internal/spanIf.ts"
 
 /** A refusal decided by the session (limits, sequence, authority): its reply goes to the client as is. */
 export class SessionReject extends Data.TaggedError("SessionReject")<{
@@ -92,11 +93,11 @@ export const make = Effect.fnUntraced(function*(options: ListenerOptions, hooks:
   // are acknowledged synchronously, the adapter delivers them before the reply.
   // The host app's policy rules, when it configured any (Incoming.layer always provides them).
   const policy = Option.getOrUndefined(yield* Effect.serviceOption(Policy.Policy))
-  // Read at each command: a reload may add or remove rules. Without rules the stages skip
-  // building their contexts at all.
+  // Read at each command: a reload may add or remove rules. Every stage asks it before building
+  // its context, so without rules no context is built at all.
   const hasRules = () => policy !== undefined && policy.rules.length > 0
   const enforce = <S extends Policy.Stage>(stage: S, ctx: Policy.StageContexts[S]) =>
-    policy === undefined || policy.rules.length === 0
+    policy === undefined
       ? Effect.void
       : Effect.asVoid(policy.enforce(stage, ctx)).pipe(
         // A rule's refusal is a session refusal like any other: same reply path, same events.
@@ -144,18 +145,20 @@ export const make = Effect.fnUntraced(function*(options: ListenerOptions, hooks:
       ipOf.set(info.id, info.remoteAddress)
       total++
       yield* telemetry.publish({ _tag: "SessionConnect", peer: info.remoteAddress, listener: options.name })
-      yield* enforce("connect", {
-        listener: options.name,
-        sessionId: info.id,
-        clientAddress: info.remoteAddress,
-        clientHostname: info.clientHostname,
-        secure: info.secure
-      })
+      if (hasRules()) {
+        yield* enforce("connect", {
+          listener: options.name,
+          sessionId: info.id,
+          clientAddress: info.remoteAddress,
+          clientHostname: info.clientHostname,
+          secure: info.secure
+        })
+      }
     }).pipe(Effect.tapError(rejected("connect")))
 
   /** Releases the rules' per-connection state (ConnectionLimit): run detached by the listener. */
   const closePolicy = (session: SMTPServerSession): Effect.Effect<void> =>
-    policy === undefined || policy.rules.length === 0 ? Effect.void : policy.close(connectContext(session))
+    policy === undefined || !hasRules() ? Effect.void : policy.close(connectContext(session))
 
   const close = (id: string) => {
     const ip = ipOf.get(id)
@@ -336,12 +339,8 @@ export const make = Effect.fnUntraced(function*(options: ListenerOptions, hooks:
       if (rcptTo.length === 1 && acknowledgement(rcptTo[0]!) === "sync" && Option.isSome(adapter)) {
         return yield* deliverNow(adapter.value, { id, envelope, trace, body, receivedAt: now })
       }
-      const commit = queue.commit({ id, envelope, trace, body, receivedAt: now })
-      yield* (tracing
-        ? Effect.withSpan("Queue.commit", { attributes: { message: id, recipients: rcptTo.length, size: body.size } }, {
-          captureStackTrace: false
-        })(commit)
-        : commit).pipe(
+      yield* queue.commit({ id, envelope, trace, body, receivedAt: now }).pipe(
+        withSpanIf(tracing, "Queue.commit", () => ({ message: id, recipients: rcptTo.length, size: body.size })),
         Effect.timeout(options.hookTimeoutMs),
         Effect.tapCause((cause) =>
           Effect.andThen(
@@ -364,7 +363,7 @@ export const make = Effect.fnUntraced(function*(options: ListenerOptions, hooks:
       const queued = SmtpReply.queued(id)
       return `${queued.enhanced} ${queued.text}`
     }).pipe(
-      (self) => tracing ? Effect.withSpan("Session.data", { attributes: { session: session.id } }, { captureStackTrace: false })(self) : self,
+      withSpanIf(tracing, "Session.data", () => ({ session: session.id })),
       Effect.tapError((e) =>
         e._tag === "SessionReject" ? rejected("data")(e) : telemetry.publish({
           _tag: "SessionRejected",
