@@ -111,38 +111,49 @@ export const make = (options: RelayOptions): Relay["Service"] => {
   const denied = (reason: DeniedReason, reply: SmtpReply.SmtpReply): RcptDecision => ({ _tag: "Denied", reason, reply })
 
   // A failing host-app Effect is our problem, not the sender's: refuse with a 4xx.
-  const lookup = (f: Effect.Effect<boolean, unknown>) =>
+  const lookup = (f: Effect.Effect<boolean, unknown>): Effect.Effect<"yes" | "no" | "failed"> =>
     f.pipe(
       Effect.map((found) => (found ? "yes" as const : "no" as const)),
       Effect.catchCause((cause) => Effect.as(Effect.logWarning("recipient authority lookup failed", cause), "failed" as const))
     )
 
-  const isLocal = (domain: string) =>
-    isLocalDomain(domain) ? Effect.succeed("yes" as const) : options.localDomain === undefined
-      ? Effect.succeed("no" as const)
+  // A plain answer when the lists decide, an effect only when a host lookup has to run.
+  type Found = "yes" | "no" | "failed"
+  const isLocal = (domain: string): Found | Effect.Effect<Found> =>
+    isLocalDomain(domain) ? "yes" : options.localDomain === undefined
+      ? "no"
       : lookup(Effect.suspend(() => options.localDomain!(domain.toLowerCase())))
 
-  const mailboxExists = (address: string) => {
-    if (!checksMailboxes || address.split("@")[0]!.toLowerCase() === "postmaster") return Effect.succeed("yes" as const)
-    if (mailboxes?.has(address.toLowerCase()) === true) return Effect.succeed("yes" as const)
-    return options.lookupRecipient === undefined ? Effect.succeed("no" as const) : lookup(Effect.suspend(() => options.lookupRecipient!(address)))
+  const mailboxExists = (address: string): Found | Effect.Effect<Found> => {
+    if (!checksMailboxes || address.split("@")[0]!.toLowerCase() === "postmaster") return "yes"
+    if (mailboxes?.has(address.toLowerCase()) === true) return "yes"
+    return options.lookupRecipient === undefined ? "no" : lookup(Effect.suspend(() => options.lookupRecipient!(address)))
   }
 
-  const checkRecipient = (address: string, client: RelayClient) =>
-    Effect.gen(function*() {
-      const m = Address.parse(address)
-      if (m === undefined) return { _tag: "BadAddress" } as RcptDecision
-      const local = m.domain === "" ? "yes" : yield* isLocal(m.domain)
-      if (local === "failed") return denied("LookupFailed", lookupFailed)
+  // Decided without an effect when no host lookup is involved: `Effect.succeed` is an Exit, which
+  // lets the session answer RCPT without forking a fiber (the common case on a busy MX).
+  const checkRecipient = (address: string, client: RelayClient): Effect.Effect<RcptDecision> => {
+    const m = Address.parse(address)
+    if (m === undefined) return Effect.succeed({ _tag: "BadAddress" })
+    const localDomain = m.domain === "" ? "yes" : isLocal(m.domain)
+    const whenLocal = (local: "yes" | "no" | "failed"): Effect.Effect<RcptDecision> => {
+      if (local === "failed") return Effect.succeed(denied("LookupFailed", lookupFailed))
       if (local === "yes") {
         const full = m.domain === "" ? `${m.local}@${primaryDomain}` : Address.toString(m)
-        const exists = yield* mailboxExists(full)
-        if (exists === "failed") return denied("LookupFailed", lookupFailed)
-        return exists === "yes" ? { _tag: "Local", address: full } as RcptDecision : denied("UnknownMailbox", unknownMailbox)
+        const exists = mailboxExists(full)
+        const decide = (found: "yes" | "no" | "failed"): RcptDecision =>
+          found === "failed"
+            ? denied("LookupFailed", lookupFailed)
+            : found === "yes"
+            ? { _tag: "Local", address: full }
+            : denied("UnknownMailbox", unknownMailbox)
+        return typeof exists === "string" ? Effect.succeed(decide(exists)) : Effect.map(exists, decide)
       }
       const mayRelay = client.authenticated || (client.clientAddress !== undefined && isTrusted(client.clientAddress))
-      return mayRelay ? { _tag: "Relay", address: Address.toString(m) } as RcptDecision : denied("Relay", SmtpReply.relayDenied)
-    })
+      return Effect.succeed(mayRelay ? { _tag: "Relay", address: Address.toString(m) } : denied("Relay", SmtpReply.relayDenied))
+    }
+    return typeof localDomain === "string" ? whenLocal(localDomain) : Effect.flatMap(localDomain, whenLocal)
+  }
 
   return Relay.of({ primaryDomain, isLocalDomain, isTrusted, checkRecipient })
 }

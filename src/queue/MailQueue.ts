@@ -108,6 +108,11 @@ export class MailQueue extends Context.Service<MailQueue, {
   readonly release: (lease: Lease) => Effect.Effect<void, MailQueueError>
   /** Messages with at least one recipient not yet delivered or dead. */
   readonly depth: Effect.Effect<number>
+  /**
+   * `depth` as this process knows it now, read without an effect: the session's backpressure
+   * check at MAIL runs on every transaction and answers without a fiber when it can.
+   */
+  readonly depthUnsafe: () => number
   /** Epoch ms of the earliest pending (not leased) recipient, for workers deciding how long to sleep. */
   readonly nextDueAt: Effect.Effect<Option.Option<number>, MailQueueError>
   /**

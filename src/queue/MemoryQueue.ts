@@ -206,6 +206,7 @@ export const make = Effect.fnUntraced(function*(options: Partial<QueueOptions> =
         signal.notify()
       }),
     depth: Effect.sync(() => depth),
+    depthUnsafe: () => depth,
     nextDueAt: Effect.sync(() => {
       let min: number | undefined
       for (const e of entries.values()) {

@@ -346,6 +346,14 @@ export const make = Effect.fnUntraced(function*(options: SqliteQueueOptions) {
     return false
   }
 
+  const refreshDepthSafely = (): boolean => {
+    try {
+      return refreshDepth()
+    } catch {
+      return false // keep the cached value
+    }
+  }
+
   const signal = WorkSignal.make()
 
   // ---- handoff: committed messages leased at once to this process's dispatcher ----
@@ -828,15 +836,13 @@ export const make = Effect.fnUntraced(function*(options: SqliteQueueOptions) {
     settle,
     release,
     // Never fails: when the database cannot be asked, the last known depth is still the best answer.
-    depth: Effect.suspend(() => {
-      let recount = false
-      try {
-        recount = refreshDepth()
-      } catch {
-        // keep the cached value
-      }
-      return recount ? Effect.as(askRecount, depth) : Effect.succeed(depth)
-    }),
+    depth: Effect.suspend(() => (refreshDepthSafely() ? Effect.as(askRecount, depth) : Effect.succeed(depth))),
+    // The recount, when one is due, rides along with the writer's next batch; this answer is the
+    // count as of now.
+    depthUnsafe: () => {
+      if (refreshDepthSafely()) Effect.runSync(askRecount)
+      return depth
+    },
     nextDueAt,
     awaitWork: signal.await,
     list,

@@ -20,6 +20,7 @@ import type { Spool } from "../spool/Spool.ts"
 import * as Telemetry from "../telemetry/Telemetry.ts"
 import * as AuthHandler from "../auth/AuthHandler.ts"
 import * as ListenerModes from "../auth/ListenerMode.ts"
+import { isDecided } from "../internal/decided.ts"
 import { IncomingSmtpServer } from "./internal/engine.ts"
 import { fromBindError, ListenError } from "./ListenError.ts"
 import * as ListenerOptions from "./ListenerOptions.ts"
@@ -232,22 +233,22 @@ const start = Effect.fnUntraced(function*(
     RCPT: Telemetry.commandDuration("RCPT"),
     DATA: Telemetry.commandDuration("DATA")
   }
-  /** Runs a hook as a fiber of the connection and answers the engine's callback with its outcome. */
+  /**
+   * Runs a hook and answers the engine's callback with its outcome. A hook that decided while
+   * being called (an `Exit`, see Session) is answered at once; anything else runs as a fiber of
+   * the connection. A hook that throws is a defect, answered like one in a fiber.
+   */
   const runHook = <A, E>(
     id: string,
     command: keyof typeof durations | "CONNECT",
-    effect: Effect.Effect<A, E>,
+    hook: () => Effect.Effect<A, E>,
     callback: (err?: Error | null, value?: A) => void,
     track?: Set<Fiber.Fiber<unknown, unknown>>
   ) => {
-    const c = connections.get(id) ?? open(id)
     // Timed here rather than with Effect.trackDuration: one clock read on each side of the hook
     // and a direct histogram update, instead of two more effects around every command.
     const started = performance.now()
-    const fiber = c.run(effect)
-    track?.add(fiber)
-    fiber.addObserver((exit) => {
-      track?.delete(fiber)
+    const answer = (exit: Exit.Exit<A, E>) => {
       if (command !== "CONNECT") durations[command].updateUnsafe((performance.now() - started) / 1000, metricsContext)
       if (Exit.isSuccess(exit)) return callback(null, exit.value)
       // A defect is our bug: the client gets a 4xx from fromCause, the operator gets the cause.
@@ -255,6 +256,20 @@ const start = Effect.fnUntraced(function*(
         runFork(Effect.logError("session hook defect", Cause.pretty(exit.cause)).pipe(Effect.annotateLogs({ session: id, listener: o.name })))
       }
       callback(SmtpReply.toEngineError(SmtpReply.fromCause(exit.cause)))
+    }
+    let effect: Effect.Effect<A, E>
+    try {
+      effect = hook()
+    } catch (defect) {
+      return answer(Exit.die(defect))
+    }
+    if (isDecided(effect)) return answer(effect)
+    const c = connections.get(id) ?? open(id)
+    const fiber = c.run(effect)
+    track?.add(fiber)
+    fiber.addObserver((exit) => {
+      track?.delete(fiber)
+      answer(exit)
     })
   }
 
@@ -274,25 +289,27 @@ const start = Effect.fnUntraced(function*(
     socketTimeout: o.idleTimeoutMs,
     closeTimeout: shared.drainTimeoutMs,
     onConnect: (session, callback) => {
-      open(session.id)
+      // Traced, the connection's span starts now; untraced, its fiber set is made by the first
+      // hook that needs a fiber (most sessions never do).
+      if (tracing) open(session.id)
       session.disabledCommands = disabledFor(session.secure)
       runHook(
         session.id,
         "CONNECT",
-        handlers.connect({ id: session.id, remoteAddress: session.remoteAddress, clientHostname: session.clientHostname, secure: session.secure }),
+        () => handlers.connect({ id: session.id, remoteAddress: session.remoteAddress, clientHostname: session.clientHostname, secure: session.secure }),
         callback
       )
     },
     onAuth: (authentication, session, callback) => {
       if (auth === undefined) return callback(SmtpReply.toEngineError(SmtpReply.make(502, "5.5.1", "AUTH not available")))
-      runHook(session.id, "AUTH", auth.onAuth(authentication, session), callback)
+      runHook(session.id, "AUTH", () => auth.onAuth(authentication, session), callback)
     },
-    onMailFrom: (address, session, callback) => runHook(session.id, "MAIL", handlers.mailFrom(address, session), callback),
-    onRcptTo: (address, session, callback) => runHook(session.id, "RCPT", handlers.rcptTo(address, session), callback),
+    onMailFrom: (address, session, callback) => runHook(session.id, "MAIL", () => handlers.mailFrom(address, session), callback),
+    onRcptTo: (address, session, callback) => runHook(session.id, "RCPT", () => handlers.rcptTo(address, session), callback),
     onData: (stream, session, callback) => {
       // A client reset mid-DATA emits 'error' on this stream; without a listener Node would throw.
       stream.on("error", () => undefined)
-      runHook(session.id, "DATA", handlers.data(stream, session), (err, reply) => callback(err, reply), dataFibers)
+      runHook(session.id, "DATA", () => handlers.data(stream, session), (err, reply) => callback(err, reply), dataFibers)
     },
     onSecure: (socket, session, callback) => {
       const version = "getProtocol" in socket && typeof socket.getProtocol === "function" ? socket.getProtocol() : null

@@ -9,17 +9,19 @@
  * another RCPT gets 452 4.5.3 and the client sends it in a new transaction (RFC 5321 3.3) — so
  * one reply can speak for exactly one outcome.
  *
- * The handlers are Effects; the listener runs them as fibers in the connection's scope. Every
- * failure they produce carries its reply, and anything unexpected is mapped by
- * `SmtpReply.fromCause` to a 4xx.
+ * The listener calls a handler when its command arrives. A handler that can decide at once
+ * (no policy rule, no host lookup: the common case) does so and returns an `Exit`, which the
+ * listener answers without forking a fiber; otherwise it returns the Effect that decides, which
+ * runs as a fiber of the connection. Every failure carries its reply, and anything unexpected is
+ * mapped by `SmtpReply.fromCause` to a 4xx.
  */
 import type { Readable } from "node:stream"
-import { Cause, Clock, Data, Effect, Exit, Option, References } from "effect"
+import { Cause, Clock, Data, Effect, Exit, LogLevel, Option, References } from "effect"
 import type { SMTPServerAddress, SMTPServerSession } from "smtp-server"
 import { DeliveryAdapter } from "../delivery/DeliveryAdapter.ts"
 import * as Router from "../delivery/Router.ts"
 import * as Policy from "../policy/Policy.ts"
-import { Relay } from "../policy/Relay.ts"
+import { type RcptDecision, Relay } from "../policy/Relay.ts"
 import * as ListenerModes from "../auth/ListenerMode.ts"
 import * as BodyStream from "../queue/internal/bodyStream.ts"
 import { MailQueue, type NewMessage } from "../queue/MailQueue.ts"
@@ -35,6 +37,7 @@ import * as ReceivedHeader from "./ReceivedHeader.ts"
 import * as SmtpReply from "./SmtpReply.ts"
 import * as CauseText from "../internal/causeText.ts"
 import { withSpanIf } from "../internal/spanIf.ts"
+import { isDecided } from "../internal/decided.ts"
 
 /** A refusal decided by the session (limits, sequence, authority): its reply goes to the client as is. */
 export class SessionReject extends Data.TaggedError("SessionReject")<{
@@ -130,31 +133,39 @@ export const make = Effect.fnUntraced(function*(options: ListenerOptions, hooks:
   const ipOf = new Map<string, string>()
   let total = 0
 
+  // Metric updates and events from hooks that answer without an effect go through this context.
+  const metrics = Telemetry.metricsContext(yield* Effect.context<never>())
   const rejected = (stage: string) => (e: SessionReject) =>
     telemetry.publish({ _tag: "SessionRejected", reason: e.reason, stage, code: e.reply.code, listener: options.name })
+  /** A refusal decided synchronously: published, then failed. */
+  const refuse = (stage: string, e: SessionReject): Effect.Effect<never, SessionReject> =>
+    Effect.andThen(rejected(stage)(e), Effect.fail(e))
 
-  const connect = (info: ConnectInfo) =>
-    Effect.gen(function*() {
-      if (hooks.isDraining()) return yield* reject(SmtpReply.shuttingDown, "draining")
-      if (total >= options.maxConnections) return yield* reject(SmtpReply.tooManyConnections, "max_connections")
-      const n = perIp.get(info.remoteAddress) ?? 0
-      if (n >= options.maxConnectionsPerIp) {
-        return yield* reject(SmtpReply.tooManyConnectionsFromIp, "max_connections_per_ip")
-      }
-      perIp.set(info.remoteAddress, n + 1)
-      ipOf.set(info.id, info.remoteAddress)
-      total++
-      yield* telemetry.publish({ _tag: "SessionConnect", peer: info.remoteAddress, listener: options.name })
-      if (hasRules()) {
-        yield* enforce("connect", {
-          listener: options.name,
-          sessionId: info.id,
-          clientAddress: info.remoteAddress,
-          clientHostname: info.clientHostname,
-          secure: info.secure
-        })
-      }
+  const connectRefusal = (info: ConnectInfo): SessionReject | undefined => {
+    if (hooks.isDraining()) return reject(SmtpReply.shuttingDown, "draining")
+    if (total >= options.maxConnections) return reject(SmtpReply.tooManyConnections, "max_connections")
+    if ((perIp.get(info.remoteAddress) ?? 0) >= options.maxConnectionsPerIp) {
+      return reject(SmtpReply.tooManyConnectionsFromIp, "max_connections_per_ip")
+    }
+    return undefined
+  }
+
+  const connect = (info: ConnectInfo): Effect.Effect<void, SessionReject> => {
+    const refusal = connectRefusal(info)
+    if (refusal !== undefined) return refuse("connect", refusal)
+    perIp.set(info.remoteAddress, (perIp.get(info.remoteAddress) ?? 0) + 1)
+    ipOf.set(info.id, info.remoteAddress)
+    total++
+    telemetry.publishUnsafe({ _tag: "SessionConnect", peer: info.remoteAddress, listener: options.name }, metrics)
+    if (!hasRules()) return Exit.void
+    return enforce("connect", {
+      listener: options.name,
+      sessionId: info.id,
+      clientAddress: info.remoteAddress,
+      clientHostname: info.clientHostname,
+      secure: info.secure
     }).pipe(Effect.tapError(rejected("connect")))
+  }
 
   /** Releases the rules' per-connection state (ConnectionLimit): run detached by the listener. */
   const closePolicy = (session: SMTPServerSession): Effect.Effect<void> =>
@@ -178,67 +189,106 @@ export const make = Effect.fnUntraced(function*(options: ListenerOptions, hooks:
     return undefined
   }
 
-  const mailFrom = (address: SMTPServerAddress, session: SMTPServerSession) =>
-    Effect.gen(function*() {
-      if (hooks.isDraining()) return yield* reject(SmtpReply.shuttingDown, "draining")
-      if (options.tls.mode === "required" && !session.secure) {
-        return yield* reject(SmtpReply.make(530, "5.7.0", "Must issue a STARTTLS command first"), "tls_required")
-      }
-      // Submission listeners require AUTH, except from trusted networks (which may relay on any
-      // listener); TLS stays required for everyone there.
-      const required = ListenerModes.mailRequirement(hooks.auth, session)
-      if (required !== undefined && !(required === ListenerModes.authRequired && relay.isTrusted(session.remoteAddress))) {
-        return yield* reject(required, required === ListenerModes.authRequired ? "auth_required" : "tls_required")
-      }
-      const unknown = checkParams(address.args, mailParams)
-      if (unknown !== undefined) return yield* reject(SmtpReply.unknownParameter(unknown), "unknown_parameter")
-      const declared = address.args !== false && address.args?.SIZE !== undefined ? Number(address.args.SIZE) : 0
-      if (declared > options.maxSize) return yield* reject(SmtpReply.messageTooBig(options.maxSize), "size")
-      if (address.address !== "" && Address.parse(address.address) === undefined) {
-        return yield* reject(SmtpReply.make(501, "5.1.7", "Bad sender address syntax"), "sender_syntax")
-      }
-      // The engine has no HELO hook: HELO policy runs here, just before the MAIL policy.
-      if (hasRules()) {
-        const ctx = mailContext(session, Address.normalize(address.address) ?? address.address, declared > 0 ? declared : undefined)
-        yield* enforce("helo", ctx)
-        yield* enforce("mail", ctx)
-      }
-      // Backpressure at MAIL, so a client does not send a whole message only to get 452 after DATA.
-      const depth = yield* queue.depth
-      if (depth >= queue.maxDepth) return yield* reject(SmtpReply.queueFull, "queue_full")
-    }).pipe(Effect.tapError(rejected("mail")))
+  const declaredSize = (address: SMTPServerAddress): number =>
+    address.args !== false && address.args?.SIZE !== undefined ? Number(address.args.SIZE) : 0
 
-  const rcptTo = (address: SMTPServerAddress, session: SMTPServerSession) =>
-    Effect.gen(function*() {
-      const unknown = checkParams(address.args, noParams)
-      if (unknown !== undefined) return yield* reject(SmtpReply.unknownParameter(unknown), "unknown_parameter")
-      const already = session.envelope.rcptTo.some((r) => r.address.toLowerCase() === address.address.toLowerCase())
-      if (!already && session.envelope.rcptTo.length >= options.maxRecipients) {
-        return yield* reject(SmtpReply.tooManyRecipients, "max_recipients")
-      }
-      // Recipient authority first, and never skipped: no rule can turn this into an open relay.
-      const decision = yield* relay.checkRecipient(address.address, {
-        authenticated: isAuthenticated(session),
-        clientAddress: session.remoteAddress
-      })
-      switch (decision._tag) {
-        case "BadAddress":
-          return yield* reject(SmtpReply.badRecipientSyntax("Bad recipient address syntax"), "rcpt_syntax")
-        case "Denied":
-          return yield* reject(decision.reply, decision.reason === "Relay" ? "relay_denied" : decision.reason === "UnknownMailbox" ? "unknown_mailbox" : "lookup_failed")
-      }
-      yield* Telemetry.recordRecipient(options.name, domainLabel(decision.address), decision._tag === "Local" ? "accepted" : "relayed")
-      const others = recipientsOf(session).filter((r) => r.toLowerCase() !== decision.address.toLowerCase())
-      if (others.length > 0 && (acknowledgement(decision.address) === "sync" || acknowledgement(others[0]!) === "sync")) {
-        return yield* reject(SmtpReply.separateTransaction, "sync_route_alone")
-      }
-      const mailFrom = session.envelope.mailFrom === false ? "" : session.envelope.mailFrom.address
-      if (hasRules()) yield* enforce("rcpt", { ...mailContext(session, mailFrom, undefined), rcptTo: decision.address, recipients: others })
-    }).pipe(
-      Effect.tapError((e) =>
-        Effect.andThen(rejected("rcpt")(e), Telemetry.recordRecipient(options.name, domainLabel(address.address), e.reason))
-      )
+  /** Everything MAIL checks before the policy rules; all of it is synchronous. */
+  const mailRefusal = (address: SMTPServerAddress, session: SMTPServerSession): SessionReject | undefined => {
+    if (hooks.isDraining()) return reject(SmtpReply.shuttingDown, "draining")
+    if (options.tls.mode === "required" && !session.secure) {
+      return reject(SmtpReply.make(530, "5.7.0", "Must issue a STARTTLS command first"), "tls_required")
+    }
+    // Submission listeners require AUTH, except from trusted networks (which may relay on any
+    // listener); TLS stays required for everyone there.
+    const required = ListenerModes.mailRequirement(hooks.auth, session)
+    if (required !== undefined && !(required === ListenerModes.authRequired && relay.isTrusted(session.remoteAddress))) {
+      return reject(required, required === ListenerModes.authRequired ? "auth_required" : "tls_required")
+    }
+    const unknown = checkParams(address.args, mailParams)
+    if (unknown !== undefined) return reject(SmtpReply.unknownParameter(unknown), "unknown_parameter")
+    if (declaredSize(address) > options.maxSize) return reject(SmtpReply.messageTooBig(options.maxSize), "size")
+    if (address.address !== "" && Address.parse(address.address) === undefined) {
+      return reject(SmtpReply.make(501, "5.1.7", "Bad sender address syntax"), "sender_syntax")
+    }
+    return undefined
+  }
+
+  // Backpressure at MAIL, so a client does not send a whole message only to get 452 after DATA.
+  const backpressure = (): SessionReject | undefined =>
+    queue.depthUnsafe() >= queue.maxDepth ? reject(SmtpReply.queueFull, "queue_full") : undefined
+
+  const mailFrom = (address: SMTPServerAddress, session: SMTPServerSession): Effect.Effect<void, SessionReject> => {
+    const refusal = mailRefusal(address, session)
+    if (refusal !== undefined) return refuse("mail", refusal)
+    if (!hasRules()) {
+      const full = backpressure()
+      return full === undefined ? Exit.void : refuse("mail", full)
+    }
+    // The engine has no HELO hook: HELO policy runs here, just before the MAIL policy.
+    const declared = declaredSize(address)
+    const ctx = mailContext(session, Address.normalize(address.address) ?? address.address, declared > 0 ? declared : undefined)
+    return Effect.gen(function*() {
+      yield* enforce("helo", ctx)
+      yield* enforce("mail", ctx)
+      const full = backpressure()
+      if (full !== undefined) return yield* full
+    }).pipe(Effect.tapError(rejected("mail")))
+  }
+
+  /** A refused recipient: counted by reason, published, failed. */
+  const refuseRcpt = (address: SMTPServerAddress, e: SessionReject): Effect.Effect<never, SessionReject> => {
+    Telemetry.recordRecipientUnsafe(options.name, domainLabel(address.address), e.reason, metrics)
+    return refuse("rcpt", e)
+  }
+
+  const rcptTo = (address: SMTPServerAddress, session: SMTPServerSession): Effect.Effect<void, SessionReject> => {
+    const unknown = checkParams(address.args, noParams)
+    if (unknown !== undefined) return refuseRcpt(address, reject(SmtpReply.unknownParameter(unknown), "unknown_parameter"))
+    const lower = address.address.toLowerCase()
+    const already = session.envelope.rcptTo.some((r) => r.address.toLowerCase() === lower)
+    if (!already && session.envelope.rcptTo.length >= options.maxRecipients) {
+      return refuseRcpt(address, reject(SmtpReply.tooManyRecipients, "max_recipients"))
+    }
+    // Recipient authority first, and never skipped: no rule can turn this into an open relay.
+    const decision = relay.checkRecipient(address.address, {
+      authenticated: isAuthenticated(session),
+      clientAddress: session.remoteAddress
+    })
+    // Decided from the lists (an Exit): answered now; a host lookup runs in the hook's fiber.
+    return isDecided(decision) && Exit.isSuccess(decision)
+      ? afterDecision(address, session, decision.value)
+      : Effect.flatMap(decision, (d) => afterDecision(address, session, d))
+  }
+
+  const afterDecision = (
+    address: SMTPServerAddress,
+    session: SMTPServerSession,
+    decision: RcptDecision
+  ): Effect.Effect<void, SessionReject> => {
+    switch (decision._tag) {
+      case "BadAddress":
+        return refuseRcpt(address, reject(SmtpReply.badRecipientSyntax("Bad recipient address syntax"), "rcpt_syntax"))
+      case "Denied":
+        return refuseRcpt(
+          address,
+          reject(decision.reply, decision.reason === "Relay" ? "relay_denied" : decision.reason === "UnknownMailbox" ? "unknown_mailbox" : "lookup_failed")
+        )
+    }
+    const others = recipientsOf(session).filter((r) => r.toLowerCase() !== decision.address.toLowerCase())
+    if (others.length > 0 && (acknowledgement(decision.address) === "sync" || acknowledgement(others[0]!) === "sync")) {
+      return refuseRcpt(address, reject(SmtpReply.separateTransaction, "sync_route_alone"))
+    }
+    const result = decision._tag === "Local" ? "accepted" : "relayed"
+    if (!hasRules()) {
+      Telemetry.recordRecipientUnsafe(options.name, domainLabel(decision.address), result, metrics)
+      return Exit.void
+    }
+    const mailFrom = session.envelope.mailFrom === false ? "" : session.envelope.mailFrom.address
+    return enforce("rcpt", { ...mailContext(session, mailFrom, undefined), rcptTo: decision.address, recipients: others }).pipe(
+      Effect.tap(() => Telemetry.recordRecipient(options.name, domainLabel(decision.address), result)),
+      Effect.tapError((e) => Effect.andThen(rejected("rcpt")(e), Telemetry.recordRecipient(options.name, domainLabel(address.address), e.reason)))
     )
+  }
 
   /** A recipient domain as a metric label: one of ours by name, anything else as `other`. */
   const domainLabel = (address: string): string => {
@@ -356,10 +406,12 @@ export const make = Effect.fnUntraced(function*(options: ListenerOptions, hooks:
         ),
         Effect.catchTag("TimeoutError", () => Effect.fail(reject(SmtpReply.timeout, "commit_timeout")))
       )
-      const depth = yield* queue.depth
-      yield* telemetry.publish({ _tag: "MessageQueued", id, size: body.size, queueDepth: depth })
-      yield* telemetry.publish({ _tag: "SessionAccepted", id, listener: options.name })
-      yield* Effect.logDebug("message queued").pipe(Effect.annotateLogs({ message: id, size: body.size }))
+      telemetry.publishUnsafe({ _tag: "MessageQueued", id, size: body.size, queueDepth: queue.depthUnsafe() }, metrics)
+      telemetry.publishUnsafe({ _tag: "SessionAccepted", id, listener: options.name }, metrics)
+      // Annotating copies the fiber's context: only when the line will be written.
+      if (yield* LogLevel.isEnabled("Debug")) {
+        yield* Effect.logDebug("message queued").pipe(Effect.annotateLogs({ message: id, size: body.size }))
+      }
       const queued = SmtpReply.queued(id)
       return `${queued.enhanced} ${queued.text}`
     }).pipe(

@@ -46,47 +46,83 @@ export type TelemetryEvent =
 
 export type TelemetryEventTag = TelemetryEvent["_tag"]
 
-export const metrics = {
-  connections: Metric.counter("incoming_connections_total", { description: "SMTP connections accepted", incremental: true }),
-  accepted: Metric.counter("incoming_messages_accepted_total", { description: "messages queued (250 sent)", incremental: true }),
-  rejected: Metric.counter("incoming_replies_rejected_total", { description: "transactions or commands refused", incremental: true }),
-  enqueueErrors: Metric.counter("incoming_enqueue_errors_total", { description: "commits that failed", incremental: true }),
-  deliveries: Metric.counter("incoming_delivery_results_total", { description: "per-recipient delivery outcomes", incremental: true }),
-  workerRestarts: Metric.counter("incoming_worker_restarts_total", { description: "delivery workers restarted", incremental: true }),
-  queueDepth: Metric.gauge("incoming_queue_depth", { description: "messages not yet delivered or dead" }),
-  messageBytes: Metric.histogram("incoming_message_bytes", {
-    description: "accepted message sizes",
-    // 1 KiB … 64 MiB: large messages get buckets of their own instead of +Inf.
-    boundaries: Metric.exponentialBoundaries({ start: 1024, factor: 4, count: 9 })
-  }),
-  recipients: Metric.counter("incoming_recipients_total", {
-    description: "RCPT outcomes by listener, recipient domain (a local domain, or `other`) and result",
-    incremental: true
-  }),
-  tlsConnections: Metric.counter("incoming_tls_connections_total", {
-    description: "connections that completed TLS (implicit or STARTTLS) by listener and protocol version",
-    incremental: true
-  }),
-  commandDuration: Metric.histogram("incoming_command_duration_seconds", {
-    description: "time our MAIL, RCPT and DATA handling took (DATA: from the 354 to the reply)",
-    boundaries: Metric.exponentialBoundaries({ start: 0.0005, factor: 4, count: 9 })
-  }),
-  deliveryDuration: Metric.histogram("incoming_delivery_duration_seconds", {
-    description: "delivery attempts by adapter (a router's route adapter) and recipient outcome",
-    boundaries: Metric.exponentialBoundaries({ start: 0.001, factor: 4, count: 9 })
-  })
+type Attributes = Readonly<Record<string, string>>
+
+// Each event metric as a function of its attributes. A series with attributes is a metric of its
+// own, built with them: `Metric.withAttributes` would instead copy the context and rebuild the
+// series key (a sorted JSON string) on every update, on the hot path.
+const define = {
+  connections: (attributes?: Attributes) =>
+    Metric.counter("incoming_connections_total", { description: "SMTP connections accepted", incremental: true, attributes }),
+  accepted: () => Metric.counter("incoming_messages_accepted_total", { description: "messages queued (250 sent)", incremental: true }),
+  rejected: (attributes?: Attributes) =>
+    Metric.counter("incoming_replies_rejected_total", { description: "transactions or commands refused", incremental: true, attributes }),
+  enqueueErrors: (attributes?: Attributes) =>
+    Metric.counter("incoming_enqueue_errors_total", { description: "commits that failed", incremental: true, attributes }),
+  deliveries: (attributes?: Attributes) =>
+    Metric.counter("incoming_delivery_results_total", { description: "per-recipient delivery outcomes", incremental: true, attributes }),
+  workerRestarts: () => Metric.counter("incoming_worker_restarts_total", { description: "delivery workers restarted", incremental: true }),
+  queueDepth: () => Metric.gauge("incoming_queue_depth", { description: "messages not yet delivered or dead" }),
+  messageBytes: () =>
+    Metric.histogram("incoming_message_bytes", {
+      description: "accepted message sizes",
+      // 1 KiB … 64 MiB: large messages get buckets of their own instead of +Inf.
+      boundaries: Metric.exponentialBoundaries({ start: 1024, factor: 4, count: 9 })
+    }),
+  recipients: (attributes?: Attributes) =>
+    Metric.counter("incoming_recipients_total", {
+      description: "RCPT outcomes by listener, recipient domain (a local domain, or `other`) and result",
+      incremental: true,
+      attributes
+    }),
+  tlsConnections: (attributes?: Attributes) =>
+    Metric.counter("incoming_tls_connections_total", {
+      description: "connections that completed TLS (implicit or STARTTLS) by listener and protocol version",
+      incremental: true,
+      attributes
+    }),
+  commandDuration: (attributes?: Attributes) =>
+    Metric.histogram("incoming_command_duration_seconds", {
+      description: "time our MAIL, RCPT and DATA handling took (DATA: from the 354 to the reply)",
+      boundaries: Metric.exponentialBoundaries({ start: 0.0005, factor: 4, count: 9 }),
+      attributes
+    }),
+  deliveryDuration: (attributes?: Attributes) =>
+    Metric.histogram("incoming_delivery_duration_seconds", {
+      description: "delivery attempts by adapter (a router's route adapter) and recipient outcome",
+      boundaries: Metric.exponentialBoundaries({ start: 0.001, factor: 4, count: 9 }),
+      attributes
+    })
 }
 
-// Metrics with attributes are built once per attribute set: `withAttributes` on every event
-// would rebuild the metric key on the hot path. The cache is a tree keyed by the metric's name,
-// then by each attribute value in order, so a lookup allocates nothing (callers pass their
-// attributes in a fixed order per name).
+/** The event metrics without attributes; `Metric.withAttributes` on these addresses the same series as the hot path. */
+export const metrics = {
+  connections: define.connections(),
+  accepted: define.accepted(),
+  rejected: define.rejected(),
+  enqueueErrors: define.enqueueErrors(),
+  deliveries: define.deliveries(),
+  workerRestarts: define.workerRestarts(),
+  queueDepth: define.queueDepth(),
+  messageBytes: define.messageBytes(),
+  recipients: define.recipients(),
+  tlsConnections: define.tlsConnections(),
+  commandDuration: define.commandDuration(),
+  deliveryDuration: define.deliveryDuration()
+}
+
+/** The metrics that take attributes. */
+type Labelled = { readonly [K in keyof typeof define]: Parameters<(typeof define)[K]> extends [] ? never : K }[keyof typeof define]
+
+// Built once per attribute set. The cache is a tree keyed by the metric's name, then by each
+// attribute value in order, so a lookup allocates nothing (callers pass their attributes in a
+// fixed order per name).
 interface AttrNode {
   metric: Metric.Metric<number, unknown> | undefined
   readonly next: Map<string, AttrNode>
 }
 const attributed = new Map<string, AttrNode>()
-const withAttrs = <M extends Metric.Metric<number, unknown>>(metric: M, name: string, attrs: Record<string, string>): M => {
+const withAttrs = <K extends Labelled>(name: K, attrs: Attributes): ReturnType<(typeof define)[K]> => {
   let node = attributed.get(name)
   if (node === undefined) {
     node = { metric: undefined, next: new Map() }
@@ -101,8 +137,8 @@ const withAttrs = <M extends Metric.Metric<number, unknown>>(metric: M, name: st
     }
     node = child
   }
-  node.metric ??= metric.pipe(Metric.withAttributes(attrs))
-  return node.metric as M
+  node.metric ??= define[name](attrs)
+  return node.metric as ReturnType<(typeof define)[K]>
 }
 
 /**
@@ -137,15 +173,15 @@ const recordUnsafe = (event: TelemetryEvent, context: Context.Context<never>): v
       metrics.queueDepth.updateUnsafe(event.queueDepth, context)
       return
     case "EnqueueError":
-      return withAttrs(metrics.enqueueErrors, "enqueue", { reason: event.reason }).updateUnsafe(1, context)
+      return withAttrs("enqueueErrors", { reason: event.reason }).updateUnsafe(1, context)
     case "DeliveryResult":
-      return withAttrs(metrics.deliveries, "delivery", { outcome: event.outcome, adapter: event.adapter }).updateUnsafe(1, context)
+      return withAttrs("deliveries", { outcome: event.outcome, adapter: event.adapter }).updateUnsafe(1, context)
     case "SessionConnect":
-      return withAttrs(metrics.connections, "connections", { listener: event.listener }).updateUnsafe(1, context)
+      return withAttrs("connections", { listener: event.listener }).updateUnsafe(1, context)
     case "SessionAccepted":
       return
     case "SessionRejected":
-      return withAttrs(metrics.rejected, "rejected", {
+      return withAttrs("rejected", {
         listener: event.listener,
         stage: event.stage,
         reason: event.reason,
@@ -163,19 +199,25 @@ const recordUnsafe = (event: TelemetryEvent, context: Context.Context<never>): v
 
 /** A recipient's outcome at RCPT; `domain` must already be bounded (a local domain or `other`). */
 export const recordRecipient = (listener: string, domain: string, result: string): Effect.Effect<void> =>
-  update(withAttrs(metrics.recipients, "rcpt", { listener, domain, result }), 1)
+  update(withAttrs("recipients", { listener, domain, result }), 1)
+
+/** `recordRecipient` without an effect, for a hook answering synchronously; `context` from `metricsContext`. */
+export const recordRecipientUnsafe = (listener: string, domain: string, result: string, context: Context.Context<never>): void =>
+  withAttrs("recipients", { listener, domain, result }).updateUnsafe(1, context)
 
 export const recordTls = (listener: string, version: string): Effect.Effect<void> =>
-  update(withAttrs(metrics.tlsConnections, "tls", { listener, version }), 1)
+  update(withAttrs("tlsConnections", { listener, version }), 1)
 
 /** The duration histogram for one SMTP command (seconds). */
-export const commandDuration = (command: string) => withAttrs(metrics.commandDuration, "command", { command })
+export const commandDuration = (command: string) => withAttrs("commandDuration", { command })
 
 export const recordDelivery = (adapter: string, outcome: DeliveryOutcome, seconds: number): Effect.Effect<void> =>
-  update(withAttrs(metrics.deliveryDuration, "delivery-duration", { adapter, outcome }), seconds)
+  update(withAttrs("deliveryDuration", { adapter, outcome }), seconds)
 
 export class Telemetry extends Context.Service<Telemetry, {
   readonly publish: (event: TelemetryEvent) => Effect.Effect<void>
+  /** `publish` without an effect, for code answering synchronously; `context` from `metricsContext`. */
+  readonly publishUnsafe: (event: TelemetryEvent, context: Context.Context<never>) => void
   /** Every event published after the stream starts. */
   readonly events: Stream.Stream<TelemetryEvent>
   /** A subscription that exists from the moment this effect completes (no race with what follows). */
@@ -193,6 +235,10 @@ export const make = Effect.fnUntraced(function*(options: { readonly capacity?: n
         PubSub.publishUnsafe(bus, event)
         return Effect.void
       }),
+    publishUnsafe: (event, context) => {
+      recordUnsafe(event, context)
+      PubSub.publishUnsafe(bus, event)
+    },
     events: Stream.fromPubSub(bus),
     subscribe: PubSub.subscribe(bus)
   })

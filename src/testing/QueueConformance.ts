@@ -292,10 +292,12 @@ export const conformance = <E>(name: string, makeLayer: MakeQueueLayer<E>): void
         yield* q.commit(m)
         yield* q.commit(other)
         assert.strictEqual(yield* q.depth, 2)
+        assert.strictEqual(q.depthUnsafe(), 2, "the synchronous read agrees")
         const lease = yield* claimOne(q)
         assert.strictEqual(lease.id, m.id)
         yield* deliverAll(q, lease)
         assert.strictEqual(yield* q.depth, 1)
+        assert.strictEqual(q.depthUnsafe(), 1, "the synchronous read follows settles")
         assert.isTrue(Option.isNone(yield* q.get(m.id)))
         assert.deepStrictEqual(ids(yield* q.list()), [other.id])
         const stats = yield* q.stats

@@ -6,6 +6,7 @@
  */
 import { assert, describe, it } from "@effect/vitest"
 import { Effect } from "effect"
+import { isDecided } from "../../src/internal/decided.ts"
 import * as Relay from "../../src/policy/Relay.ts"
 
 const relay = Relay.make({
@@ -81,6 +82,20 @@ describe("Relay", () => {
       assert.strictEqual(Relay.replyOf(yield* r.checkRecipient("u@other.test", { authenticated: false }))?.code, 554)
       assert.strictEqual(Relay.replyOf(yield* r.checkRecipient("u@down.test", { authenticated: false }))?.code, 451)
     }))
+
+  it("decides from its lists without an effect to run; only a host lookup is one", () => {
+    // The session answers RCPT without a fiber when the decision is already an Exit.
+    const anon = { authenticated: false, clientAddress: "192.0.2.1" }
+    for (const rcpt of ["u@example.org", "u@elsewhere.test", "bare", "not an address"]) {
+      assert.isTrue(isDecided(relay.checkRecipient(rcpt, anon)), rcpt)
+    }
+    const looked = Relay.make({ domains: ["example.org"], lookupRecipient: () => Effect.succeed(true) })
+    assert.isTrue(isDecided(looked.checkRecipient("postmaster@example.org", anon)), "postmaster needs no lookup")
+    assert.isFalse(isDecided(looked.checkRecipient("alice@example.org", anon)), "a mailbox lookup runs as an effect")
+    const hosted = Relay.make({ domains: ["example.org"], localDomain: () => Effect.succeed(false) })
+    assert.isFalse(isDecided(hosted.checkRecipient("u@other.test", anon)), "a domain lookup runs as an effect")
+    assert.isTrue(isDecided(hosted.checkRecipient("u@example.org", anon)), "a listed domain does not")
+  })
 
   it.effect("a malformed trusted network is a typed configuration error", () =>
     Effect.gen(function*() {
