@@ -1,10 +1,10 @@
 /**
  * The dispatcher against the memory queue: retry timing, dead-lettering and TTL driven by
  * `TestClock`; per-recipient outcomes; a dying worker restarted; an interrupted worker giving its
- * lease back.
+ * lease back; a settle in flight neither holding up the worker nor cut short by a drain.
  */
 import { assert, describe, it } from "@effect/vitest"
-import { Context, Deferred, Effect, Exit, Layer, Option, type PubSub, Ref, Scope } from "effect"
+import { Context, Deferred, Effect, Exit, Fiber, Layer, Option, type PubSub, Ref, Scope } from "effect"
 import { TestClock } from "effect/testing"
 import * as DA from "../../src/delivery/DeliveryAdapter.ts"
 import { DeliveryAdapter } from "../../src/delivery/DeliveryAdapter.ts"
@@ -217,5 +217,44 @@ describe("Dispatcher", () => {
       assert.strictEqual(info.state, "queued")
       assert.strictEqual(info.recipients[0]!.attempts, 0, "a released lease does not count as an attempt")
       assert.isTrue(Option.isSome(yield* q.claim({ owner: "next", leaseMs: 1_000 })))
+    }))
+
+  it.live("a worker delivers its next message while a settle is still being written; a drain waits for the settle", () =>
+    Effect.gen(function*() {
+      const delivered: Array<string> = []
+      const adapter = Layer.succeed(DeliveryAdapter, DeliveryAdapter.of({
+        name: "ok",
+        deliver: (d) => Effect.as(Effect.sync(() => delivered.push(d.id)), DA.all(d, (r) => DA.ok(r)))
+      }))
+      // The first settle hangs until released, as one waiting for a slow write batch would.
+      const gate = yield* Deferred.make<void>()
+      let settles = 0
+      const slowSettle = Layer.effect(MailQueue, Effect.map(MemoryQueue.make(), (q) =>
+        MailQueue.of({ ...q, settle: (lease, s) => (++settles === 1 ? Effect.andThen(Deferred.await(gate), q.settle(lease, s)) : q.settle(lease, s)) })))
+      const queueCtx = yield* Layer.build(Layer.mergeAll(slowSettle, Telemetry.layer(), adapter))
+      const q = Context.get(queueCtx, MailQueue)
+      const sub = yield* Context.get(queueCtx, Telemetry.Telemetry).subscribe
+      const first = message(["a@example.test"], Date.now() - 1)
+      const second = message(["b@example.test"], Date.now())
+      yield* q.commit(first)
+      yield* q.commit(second)
+
+      const scope = yield* Scope.make()
+      // One worker: before, it waited for the first settle and delivered nothing else meanwhile.
+      yield* Layer.buildWithScope(Dispatcher.layer(options).pipe(Layer.provide(Layer.succeedContext(queueCtx))), scope)
+      const result = yield* Telemetry.awaitEvent(sub, Telemetry.is("DeliveryResult")).pipe(Effect.timeout("5 seconds"))
+      assert.strictEqual(result.id, second.id, "the second message is delivered and settled first")
+      assert.deepStrictEqual(delivered, [first.id, second.id])
+      assert.strictEqual(Option.getOrThrow(yield* q.get(first.id)).state, "inflight", "the first is leased until its settle lands")
+      assert.strictEqual(yield* q.depth, 1)
+
+      // Closing the dispatcher while the settle waits: the drain lets it finish, nothing is released.
+      const closing = yield* Effect.forkChild(Scope.close(scope, Exit.void))
+      yield* Effect.sleep(50)
+      assert.isUndefined(closing.pollUnsafe(), "the drain waits for the settle in flight")
+      yield* Deferred.succeed(gate, undefined)
+      yield* Fiber.join(closing)
+      assert.strictEqual(yield* q.depth, 0, "the first message was settled as delivered, not handed back")
+      assert.isTrue(Option.isNone(yield* q.get(first.id)))
     }))
 })
