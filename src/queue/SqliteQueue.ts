@@ -117,6 +117,13 @@ export const claimAhead = 8
  */
 const maxHandedOffBytes = 8 * 1024 * 1024
 
+/**
+ * How long (clock ms) an idle claim's "nothing claimable before" holds at most when no batch
+ * changed what is claimable: how late another process's write (`incoming queue retry`) can be
+ * noticed by a worker that is not woken for it.
+ */
+const idleRecheckMs = 100
+
 /** A lease made by a commit or ahead of a claim, not yet taken by a claim (see "handoff" in `make`). */
 interface Ready {
   readonly id: string
@@ -194,11 +201,11 @@ const prepare = (db: DatabaseSync) => ({
        AND NOT EXISTS (SELECT 1 FROM recipients AS x WHERE x.message_id = r.message_id AND x.state = 'inflight')
      ORDER BY r.next_attempt_at, r.rowid LIMIT 1`
   ),
-  // Whether a claim could find anything (due recipients, or leases that expired): a superset of
-  // what the claim leases, read on this connection so an idle worker's claim costs no write.
-  anyDue: db.prepare(
-    `SELECT EXISTS (SELECT 1 FROM recipients WHERE state IN ('queued', 'retry') AND next_attempt_at <= $now)
-       OR EXISTS (SELECT 1 FROM recipients WHERE state = 'inflight' AND lease_expires_at <= $now) AS due`
+  // When a claim could next find anything (a recipient due, a lease expiring): a superset of what
+  // the claim leases, read on this connection so an idle worker's claim costs no write.
+  nextClaimable: db.prepare(
+    `SELECT (SELECT MIN(next_attempt_at) FROM recipients WHERE state IN ('queued', 'retry')) AS due,
+       (SELECT MIN(lease_expires_at) FROM recipients WHERE state = 'inflight') AS expiry`
   ),
   // The first recipient a database claim would lease (its due time and row), for comparing with
   // the oldest handed-off lease; and whether a lease expired (a claim would take that over first).
@@ -375,6 +382,15 @@ export const make = Effect.fnUntraced(function*(options: SqliteQueueOptions) {
   // a commit is handed off only when nothing in the database is due before it, so the ready list
   // then drains and claims go to the database.
   let dueFloor = Number.NEGATIVE_INFINITY
+  // When the workers keep up, every delivered message ends in an idle claim, which asks the
+  // database whether anything is claimable (a read on the main thread, several µs). Nothing will
+  // be before `quietUntil`: the earliest due time or lease expiry the last look found (lowered by
+  // the leases made since), and at most `idleRecheckMs` ahead. A batch that makes rows claimable,
+  // or another process's write (a recount), ends the quiet at once.
+  let quietUntil = Number.NEGATIVE_INFINITY
+  const leased = (expiresAt: number) => {
+    if (expiresAt < quietUntil) quietUntil = expiresAt
+  }
   // Handed-off rows carry this owner until a worker extends them; nothing reads lease owners but people.
   const handoffOwner = `handoff-${process.pid}-${randomUUID().slice(0, 8)}`
 
@@ -404,6 +420,9 @@ export const make = Effect.fnUntraced(function*(options: SqliteQueueOptions) {
       if (owner) depth = (batch.recount ?? depth) + batch.depthDelta
       if (batch.recount !== undefined) dueFloor = Number.NEGATIVE_INFINITY
       if (batch.dueFrom < dueFloor) dueFloor = batch.dueFrom
+      if (batch.recount !== undefined || batch.dueFrom !== Number.POSITIVE_INFINITY) {
+        quietUntil = Number.NEGATIVE_INFINITY
+      }
       if (batch.dueFrom !== Number.POSITIVE_INFINITY) signal.notify()
     },
     afterCommit: (batch) =>
@@ -526,7 +545,9 @@ export const make = Effect.fnUntraced(function*(options: SqliteQueueOptions) {
   const handoffFor = (now: number, receivedAt: number): Handoff | null => {
     if (!owner || handoffClosed || handoffLeaseMs === undefined || receivedAt > now) return null
     if (ready.length + handoffsInFlight >= maxHandedOff) return null
-    return { owner: handoffOwner, token: randomUUID(), expiresAt: ms(now + handoffLeaseMs), now }
+    const expiresAt = ms(now + handoffLeaseMs)
+    leased(expiresAt)
+    return { owner: handoffOwner, token: randomUUID(), expiresAt, now }
   }
 
   const messageBody = (id: string, trace: string, size: number, file: string | undefined): MessageBody => ({
@@ -555,9 +576,13 @@ export const make = Effect.fnUntraced(function*(options: SqliteQueueOptions) {
   const databaseFirst = (now: number): boolean => {
     const head = ready[0]
     if (head === undefined) {
-      const due = int(sql.anyDue.get({ now })?.due) === 1
-      if (!due) dueFloor = Number.POSITIVE_INFINITY
-      return due
+      if (now < quietUntil) return false
+      const next = sql.nextClaimable.get()
+      const at = Math.min(optionalInt(next?.due) ?? Number.POSITIVE_INFINITY, optionalInt(next?.expiry) ?? Number.POSITIVE_INFINITY)
+      if (at <= now) return true
+      dueFloor = Number.POSITIVE_INFINITY
+      quietUntil = Math.min(at, now + idleRecheckMs)
+      return false
     }
     if (head.dueAt < dueFloor) return false
     if (sql.anyExpired.get(now) !== undefined) return true
@@ -576,6 +601,7 @@ export const make = Effect.fnUntraced(function*(options: SqliteQueueOptions) {
   ) {
     const token = randomUUID()
     const expiresAt = ms(now + request.leaseMs)
+    leased(expiresAt)
     // Leases taken ahead wait in the ready list like handoffs, under the same rules (owner only, bounded).
     const ahead = owner && !handoffClosed ? Math.max(0, Math.min(claimAhead, maxHandedOff - ready.length - handoffsInFlight)) : 0
     handoffsInFlight += ahead
