@@ -33,7 +33,7 @@ import { join } from "node:path"
 import { DatabaseSync, type SQLOutputValue } from "node:sqlite"
 import { Clock, Deferred, Effect, Layer, Option, Result } from "effect"
 import type { Envelope } from "../smtp/Envelope.ts"
-import { concat } from "../spool/SpooledBody.ts"
+import { detached } from "../spool/SpooledBody.ts"
 import * as BodyFiles from "./internal/bodyFiles.ts"
 import * as BodyStream from "./internal/bodyStream.ts"
 import * as GroupCommit from "./internal/GroupCommit.ts"
@@ -443,7 +443,8 @@ export const make = Effect.fnUntraced(function*(options: SqliteQueueOptions) {
   const storeBody = (message: NewMessage): Effect.Effect<StoredBody, MailQueueError> => {
     const body = message.body
     if (body.size <= inlineThreshold) {
-      if (body._tag === "InMemory") return Effect.sync(() => ({ inline: concat(body), file: null, undo: Effect.void }))
+      // A copy of its own: the chunks are views into the socket's read buffers (see `detached`).
+      if (body._tag === "InMemory") return Effect.sync(() => ({ inline: detached(body), file: null, undo: Effect.void }))
       return Effect.flatMap(BodyFiles.readAll(body.path), (data) =>
         data.length === body.size
           ? Effect.succeed({ inline: data, file: null, undo: Effect.void })

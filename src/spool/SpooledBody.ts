@@ -23,6 +23,18 @@ export interface FileBody {
   readonly release: Effect.Effect<void>
 }
 
-export const concat = (body: InMemoryBody): Buffer =>
-  body.chunks.length === 1 ? Buffer.from(body.chunks[0]!.buffer, body.chunks[0]!.byteOffset, body.size)
-  : Buffer.concat(body.chunks, body.size)
+/**
+ * The body copied into an ArrayBuffer of its own. Received chunks are views into larger buffers
+ * (the socket's 64 KiB read buffer, Buffer's pool): posted to another thread, a view is cloned
+ * together with its whole buffer (measured: 18–27 µs for a 1 KiB body, against 1.6 µs for its
+ * own copy), and kept, it keeps that buffer alive.
+ */
+export const detached = (body: InMemoryBody): Buffer => {
+  const out = Buffer.allocUnsafeSlow(body.size)
+  let at = 0
+  for (const chunk of body.chunks) {
+    out.set(chunk, at)
+    at += chunk.byteLength
+  }
+  return out
+}
