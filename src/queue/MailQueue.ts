@@ -113,7 +113,11 @@ export class MailQueue extends Context.Service<MailQueue, {
    * check at MAIL runs on every transaction and answers without a fiber when it can.
    */
   readonly depthUnsafe: () => number
-  /** Epoch ms of the earliest pending (not leased) recipient, for workers deciding how long to sleep. */
+  /**
+   * Epoch ms of the earliest pending (not leased) recipient or lease expiry, for workers deciding
+   * how long to sleep. An implementation may answer earlier than that (never later): a worker
+   * that wakes and finds nothing asks again.
+   */
   readonly nextDueAt: Effect.Effect<Option.Option<number>, MailQueueError>
   /**
    * Completes when a commit or retry may have made work available, or after `timeoutMs`. Work

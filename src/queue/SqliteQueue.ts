@@ -388,8 +388,12 @@ export const make = Effect.fnUntraced(function*(options: SqliteQueueOptions) {
   // the leases made since), and at most `idleRecheckMs` ahead. A batch that makes rows claimable,
   // or another process's write (a recount), ends the quiet at once.
   let quietUntil = Number.NEGATIVE_INFINITY
+  // What that look found: the earliest due time or lease expiry (a lower bound: it ignores that a
+  // message with a recipient out on a lease is not claimable), lowered by the leases made since.
+  let quietAt = Number.POSITIVE_INFINITY
   const leased = (expiresAt: number) => {
     if (expiresAt < quietUntil) quietUntil = expiresAt
+    if (expiresAt < quietAt) quietAt = expiresAt
   }
   // Handed-off rows carry this owner until a worker extends them; nothing reads lease owners but people.
   const handoffOwner = `handoff-${process.pid}-${randomUUID().slice(0, 8)}`
@@ -583,6 +587,7 @@ export const make = Effect.fnUntraced(function*(options: SqliteQueueOptions) {
       if (at <= now) return true
       dueFloor = Number.POSITIVE_INFINITY
       quietUntil = Math.min(at, now + idleRecheckMs)
+      quietAt = at
       return false
     }
     if (head.dueAt < dueFloor) return false
@@ -844,7 +849,18 @@ export const make = Effect.fnUntraced(function*(options: SqliteQueueOptions) {
     return { messages: int(sql.countMessages.get()?.n), depth, recipients }
   }).pipe(Effect.withSpan("SqliteQueue.stats"))
 
-  const nextDueAt: Effect.Effect<Option.Option<number>, MailQueueError> = read("next due", () => {
+  const nextDueAt: Effect.Effect<Option.Option<number>, MailQueueError> = Effect.flatMap(Clock.currentTimeMillis, (now) =>
+    now < quietUntil ? Effect.succeed(quietNextDue()) : exactNextDueAt)
+
+  // While quiet (see `quietUntil`), the last look's lower bound stands in for the two reads: a
+  // worker that sleeps until then and finds nothing looks again, so an early answer only costs a
+  // wake-up, and every idle worker asks this once per delivered message.
+  const quietNextDue = (): Option.Option<number> => {
+    const at = Math.min(ready[0]?.dueAt ?? Number.POSITIVE_INFINITY, quietAt)
+    return at === Number.POSITIVE_INFINITY ? Option.none() : Option.some(at)
+  }
+
+  const exactNextDueAt: Effect.Effect<Option.Option<number>, MailQueueError> = read("next due", () => {
     // A lease in the ready list is claimable now, from its due time (the list's head is the oldest).
     const handedOff = ready[0]?.dueAt
     const stored = optionalInt(sql.nextDueAt.get()?.at)
