@@ -135,8 +135,12 @@ interface Ready {
   readonly trace: string
   readonly size: number
   readonly file: string | null
-  /** The inline body as committed, when the memory budget allowed keeping it. */
-  readonly kept: Uint8Array | null
+  /**
+   * The inline body as received (the spool's chunks), when the memory budget allowed keeping it:
+   * the copy that was committed went to the writer thread.
+   */
+  readonly kept: ReadonlyArray<Uint8Array> | null
+  readonly keptBytes: number
   /** Since when it is due, and the row of its first due recipient (ties go by row): its place in claim order. */
   readonly dueAt: number
   readonly rowid: number
@@ -402,13 +406,13 @@ export const make = Effect.fnUntraced(function*(options: SqliteQueueOptions) {
     let i = ready.length
     while (i > 0 && claimsBefore(entry.dueAt, entry.rowid, ready[i - 1]!)) i--
     ready.splice(i, 0, entry)
-    readyBytes += entry.kept?.byteLength ?? 0
+    readyBytes += entry.keptBytes
   }
   const dropReady = (entry: Ready) => {
     const i = ready.indexOf(entry)
     if (i < 0) return
     ready.splice(i, 1)
-    readyBytes -= entry.kept?.byteLength ?? 0
+    readyBytes -= entry.keptBytes
   }
   // At most `maxHandedOff` entries, looked up by id only by admin operations.
   const readyEntry = (id: string) => ready.find((e) => e.id === id)
@@ -515,7 +519,7 @@ export const make = Effect.fnUntraced(function*(options: SqliteQueueOptions) {
             if (handoff === null) return
             handoffsInFlight--
             if (!result.handedOff) return
-            const keep = stored.inline !== null && readyBytes + stored.inline.byteLength <= maxHandedOffBytes
+            const keep = stored.inline !== null && message.body._tag === "InMemory" && readyBytes + message.body.size <= maxHandedOffBytes
             addReady({
               id: message.id,
               token: handoff.token,
@@ -527,7 +531,8 @@ export const make = Effect.fnUntraced(function*(options: SqliteQueueOptions) {
               trace: message.trace,
               size: message.body.size,
               file: stored.file,
-              kept: keep ? stored.inline : null,
+              kept: keep && message.body._tag === "InMemory" ? message.body.chunks : null,
+              keptBytes: keep ? message.body.size : 0,
               dueAt: receivedAt,
               rowid: result.rowid
             })
@@ -640,6 +645,7 @@ export const make = Effect.fnUntraced(function*(options: SqliteQueueOptions) {
               size: c.size,
               file: c.file,
               kept: null,
+              keptBytes: 0,
               dueAt: c.dueAt,
               rowid: c.rowid
             })
@@ -695,7 +701,7 @@ export const make = Effect.fnUntraced(function*(options: SqliteQueueOptions) {
       recipients: entry.recipients,
       body: kept === null
         ? messageBody(entry.id, entry.trace, entry.size, entry.file ?? undefined)
-        : { size: Buffer.byteLength(entry.trace) + entry.size, stream: () => BodyStream.fromParts(entry.trace, [kept]) }
+        : { size: Buffer.byteLength(entry.trace) + entry.size, stream: () => BodyStream.fromParts(entry.trace, kept) }
     } satisfies Lease
   })
 

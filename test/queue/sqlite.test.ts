@@ -444,6 +444,26 @@ describe("SqliteQueue handoff", () => {
         }))
     }))
 
+  it.effect("a large inline body arriving in chunks is stored and handed off whole (the copy sent to the writer is moved, not cloned)", () =>
+    Effect.gen(function*() {
+      const dataDir = yield* tempDir
+      yield* TestClock.setTime(T0)
+      // 100 KiB in three chunks, past the size from which the writer's copy is transferred.
+      const chunks = [Buffer.alloc(40_000, "a"), Buffer.alloc(40_000, "b"), Buffer.alloc(22_400, "c")]
+      const expected = Buffer.concat([Buffer.from("Received: big\r\n"), ...chunks])
+      const m = message({ receivedAt: T0 - 5, trace: "Received: big\r\n", body: memoryBody(chunks).body })
+      yield* withQueue({ dataDir }, (q) =>
+        Effect.gen(function*() {
+          yield* idleClaim(q)
+          yield* q.commit(m)
+          const lease = yield* claimOne(q)
+          assert.strictEqual(lease.id, m.id)
+          assert.isTrue((yield* readAll(lease.body)).equals(expected), "the handed-off body")
+          assert.isTrue((yield* readAll(yield* q.readMessage(m.id))).equals(expected), "the stored row")
+          assert.deepStrictEqual(chunks.map((c) => c.byteLength), [40_000, 40_000, 22_400], "the received chunks are untouched")
+        }))
+    }))
+
   it.effect("attempts count as with a database claim: a retried handed-off message comes back at attempt 2", () =>
     Effect.gen(function*() {
       const dataDir = yield* tempDir

@@ -45,6 +45,7 @@ export type Op =
     readonly trace: string
     readonly receivedAt: number
     readonly size: number
+    /** The body stored in the row; a large one that owns its buffer is moved to the writer, not copied. */
     readonly inline: Uint8Array | null
     readonly file: string | null
     readonly rcpts: ReadonlyArray<string>
