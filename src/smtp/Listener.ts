@@ -1,9 +1,10 @@
 /**
  * Listeners: bind the configured sockets and run a session per connection.
  *
- * Every smtp-server callback runs as a fiber forked from the captured layer context into a
- * per-connection scope, itself a child of the listeners' scope: closing a connection
- * interrupts what its hooks still run, and closing the layer closes every connection.
+ * A callback whose hook decides at once (see Session) is answered without a fiber; every other
+ * runs as a fiber forked from the captured layer context into a per-connection scope, itself a
+ * child of the listeners' scope: closing a connection interrupts what its hooks still run, and
+ * closing the layer closes every connection.
  *
  * Drain (closing the layer's scope): stop accepting, answer new commands with 421, let DATA
  * transactions already in progress finish within `drainTimeoutMs`, then interrupt what is left
@@ -290,7 +291,7 @@ const start = Effect.fnUntraced(function*(
     closeTimeout: shared.drainTimeoutMs,
     onConnect: (session, callback) => {
       // Traced, the connection's span starts now; untraced, its fiber set is made by the first
-      // hook that needs a fiber (most sessions never do).
+      // hook that needs a fiber (DATA, or a command that runs a rule or a lookup).
       if (tracing) open(session.id)
       session.disabledCommands = disabledFor(session.secure)
       runHook(
