@@ -9,7 +9,9 @@
  * other in time. It prints median msgs/s per target, per-repetition ratios (median), errors and
  * CPU costs, and writes every run as a key=value line to .bench/results-<timestamp>.txt.
  *
- * Optional: --peers adds Postfix from the peer kit (/work/shared/bench, if set up), --check-gen
+ * Optional: --targets may add "lean" (scripts/bench/lean-server.ts: smtp-server with plain
+ * callbacks and the same SQLite group commit on a writer thread — how fast the durable design can
+ * go with nothing else around it); --peers adds Postfix from the peer kit (/work/shared/bench, if set up), --check-gen
  * also drives "bare" with Postfix's smtp-source to show whether our generator reaches the same
  * ceiling. Everything is bounded (message counts, a hard cap per run) and stops by itself; only
  * processes this script started are stopped, on exit and on SIGINT/SIGTERM.
@@ -43,10 +45,11 @@ import { type Cell, type Column, type RunRecord, cpuTable, flagged, median, rawL
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..")
 const LOAD_SCRIPT = path.join(REPO, "scripts/bench/load.ts")
 const BARE_SCRIPT = path.join(REPO, "scripts/bench/bare-server.ts")
+const LEAN_SCRIPT = path.join(REPO, "scripts/bench/lean-server.ts")
 const INCOMING_CLI = path.join(REPO, "src/bin/incoming.ts")
 const SMTP_SOURCE = "/usr/sbin/smtp-source"
 const TMPFS_MAGIC = 0x01021994
-const KNOWN_TARGETS = ["bare", "memory", "sqlite"] as const
+const KNOWN_TARGETS = ["bare", "memory", "sqlite", "lean"] as const
 type TargetName = (typeof KNOWN_TARGETS)[number]
 type Mode = "persist" | "conn"
 
@@ -77,7 +80,9 @@ const { values: argv } = parseArgs({
 
 if (argv.help) {
   process.stdout.write(`usage: npm run bench -- [options]
-  --targets bare,memory,sqlite   servers under test (memory/sqlite need src/bin/incoming.ts)
+  --targets bare,memory,sqlite   servers under test (memory/sqlite need src/bin/incoming.ts); also "lean":
+                                 callback-only smtp-server + the same SQLite group commit, no Effect
+                                 (scripts/bench/lean-server.ts), the ceiling of the durable design
   --sizes 1024,102400            message body sizes in bytes
   --sessions 1,10                concurrent sessions
   --modes persist,conn           persist = many messages per connection, conn = one per connection
@@ -195,6 +200,12 @@ const startOwn = async (name: TargetName): Promise<Target | string> => {
   if (name === "bare") {
     s = startServer(name, process.execPath, [BARE_SCRIPT, "--port", String(port)], { cwd: REPO, logPath })
     describe = `smtp-server drain, greeting without the 100 ms delay (${path.relative(REPO, BARE_SCRIPT)})`
+  } else if (name === "lean") {
+    mkdirSync(dataRoot, { recursive: true })
+    const dir = mkdtempSync(path.join(dataRoot, "lean-"))
+    dataDirs.push(dir)
+    s = startServer(name, nodeBin, [LEAN_SCRIPT, "--port", String(port), "--db", path.join(dir, "lean.db")], { cwd: REPO, logPath })
+    describe = `callback-only smtp-server + SQLite group commit on a writer thread, no Effect (${path.relative(REPO, LEAN_SCRIPT)}); data ${dir}`
   } else {
     if (!existsSync(INCOMING_CLI)) return `${path.relative(REPO, INCOMING_CLI)} does not exist yet`
     mkdirSync(dataRoot, { recursive: true })
@@ -407,7 +418,7 @@ const main = async (): Promise<void> => {
   const runColumns = columns.filter((c) => targets.some((t) => t.name === c.target))
   const col = (label: string): Column | undefined => columns.find((c) => c.label === label)
   const ratioPairs: Array<readonly [Column, Column]> = []
-  for (const [a, b] of [["sqlite", "bare"], ["sqlite", "memory"], ["memory", "bare"], ["sqlite", "postfix"], ["bare[smtp-source]", "bare"]] as const) {
+  for (const [a, b] of [["sqlite", "bare"], ["sqlite", "memory"], ["memory", "bare"], ["sqlite", "postfix"], ["lean", "bare"], ["sqlite", "lean"], ["bare[smtp-source]", "bare"]] as const) {
     const ca = col(a)
     const cb = col(b)
     if (ca !== undefined && cb !== undefined) ratioPairs.push([ca, cb])
