@@ -1,7 +1,8 @@
 /**
  * Session policies over real sockets: recipient limits, ESMTP parameters we do not support,
  * the relay check, the size cap while DATA streams, connection limits (overall and per IP),
- * a client reset in the middle of DATA, and the `250 2.0.0 queued as <id>` reply.
+ * a client reset in the middle of DATA, the `250 2.0.0 queued as <id>` reply, and recipient
+ * authority through host-app lookups that suspend.
  */
 import { readdirSync } from "node:fs"
 import { assert, describe, layer } from "@effect/vitest"
@@ -215,6 +216,39 @@ describe("session: client reset in the middle of DATA", () => {
         const msg = yield* awaitDeliveredId(ok)
         assert.include(msg.text, "Subject: after")
         assert.deepStrictEqual(queuedIds(yield* events.drain), [ok])
+      }))
+  })
+})
+
+describe("session: recipient authority through host-app lookups", () => {
+  // Lookups that suspend (as a database query would): RCPT then runs as a fiber, after the
+  // decisions the lists make at once.
+  const relay = {
+    recipients: ["listed@example.test"],
+    lookupRecipient: (address: string) =>
+      Effect.andThen(
+        Effect.sleep("5 millis"),
+        address.startsWith("broken@") ? Effect.fail(new Error("directory down")) : Effect.succeed(address.startsWith("known@"))
+      ),
+    localDomain: (domain: string) => Effect.andThen(Effect.sleep("5 millis"), Effect.succeed(domain === "hosted.test"))
+  }
+  layer(TestIncoming.layer({ relay }), { excludeTestServices: true })((it) => {
+    it.effect("a suspending lookup answers RCPT: known 250, unknown 550 5.1.1, failed 451 4.3.0; a hosted domain is local", () =>
+      Effect.gen(function*() {
+        const c = yield* SmtpClient.connect({ port: yield* TestIncoming.port })
+        yield* ehlo(c)
+        expectReply(yield* c.command("MAIL FROM:<a@sender.test>"), 250, "2.1.0")
+        expectReply(yield* c.command("RCPT TO:<listed@example.test>"), 250, "2.1.5")
+        expectReply(yield* c.command("RCPT TO:<known@example.test>"), 250, "2.1.5")
+        expectReply(yield* c.command("RCPT TO:<nobody@example.test>"), 550, "5.1.1")
+        expectReply(yield* c.command("RCPT TO:<broken@example.test>"), 451, "4.3.0")
+        expectReply(yield* c.command("RCPT TO:<known@hosted.test>"), 250, "2.1.5")
+        expectReply(yield* c.command("RCPT TO:<known@elsewhere.test>"), 554, "5.7.1")
+        assert.strictEqual((yield* c.command("DATA")).code, 354)
+        yield* c.write(simpleBody("lookups"))
+        yield* c.write(".\r\n")
+        const msg = yield* awaitDeliveredId(queuedId(yield* c.read))
+        assert.deepStrictEqual([...msg.envelope.rcptTo].toSorted(), ["known@example.test", "known@hosted.test", "listed@example.test"])
       }))
   })
 })
