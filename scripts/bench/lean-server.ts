@@ -91,7 +91,7 @@ const server = new PromptGreetingServer({
     callback(address.address.toLowerCase().endsWith("@bench.test") ? null : new Error("550 5.7.1 Relaying denied"))
   },
   onData(stream, session, callback) {
-    receive(stream, session, (err, message) => callback(err, message))
+    receive(stream, session, callback)
   }
 })
 serve(server, "lean-server", port, () => accepted)

@@ -387,16 +387,15 @@ export const make = Effect.fnUntraced(function*(options: SqliteQueueOptions) {
   // then drains and claims go to the database.
   let dueFloor = Number.NEGATIVE_INFINITY
   // When the workers keep up, every delivered message ends in an idle claim, which asks the
-  // database whether anything is claimable (a read on the main thread, several µs). Nothing will
-  // be before `quietUntil`: the earliest due time or lease expiry the last look found (lowered by
-  // the leases made since), and at most `idleRecheckMs` ahead. A batch that makes rows claimable,
-  // or another process's write (a recount), ends the quiet at once.
-  let quietUntil = Number.NEGATIVE_INFINITY
-  // What that look found: the earliest due time or lease expiry (a lower bound: it ignores that a
-  // message with a recipient out on a lease is not claimable), lowered by the leases made since.
+  // database whether anything is claimable (a read on the main thread, several µs). `quietAt` is
+  // what the last look found: the earliest due time or lease expiry (a lower bound: it ignores
+  // that a message with a recipient out on a lease is not claimable), lowered by the leases made
+  // since. Until then, and for at most `idleRecheckMs` after the look, nothing is claimable; a
+  // batch that makes rows claimable, or another process's write (a recount), ends the quiet.
   let quietAt = Number.POSITIVE_INFINITY
+  let lookedAt = Number.NEGATIVE_INFINITY
+  const isQuiet = (now: number) => now < Math.min(quietAt, lookedAt + idleRecheckMs)
   const leased = (expiresAt: number) => {
-    if (expiresAt < quietUntil) quietUntil = expiresAt
     if (expiresAt < quietAt) quietAt = expiresAt
   }
   // Handed-off rows carry this owner until a worker extends them; nothing reads lease owners but people.
@@ -428,9 +427,7 @@ export const make = Effect.fnUntraced(function*(options: SqliteQueueOptions) {
       if (owner) depth = (batch.recount ?? depth) + batch.depthDelta
       if (batch.recount !== undefined) dueFloor = Number.NEGATIVE_INFINITY
       if (batch.dueFrom < dueFloor) dueFloor = batch.dueFrom
-      if (batch.recount !== undefined || batch.dueFrom !== Number.POSITIVE_INFINITY) {
-        quietUntil = Number.NEGATIVE_INFINITY
-      }
+      if (batch.recount !== undefined || batch.dueFrom !== Number.POSITIVE_INFINITY) lookedAt = Number.NEGATIVE_INFINITY
       if (batch.dueFrom !== Number.POSITIVE_INFINITY) signal.notify()
     },
     afterCommit: (batch) =>
@@ -439,7 +436,14 @@ export const make = Effect.fnUntraced(function*(options: SqliteQueueOptions) {
     onBatch: options.onBatch
   })
 
-  const askRecount = Effect.asVoid(writer.enqueue<void>({ op: "recount" }, { durable: false }))
+  const askRecount = () => writer.requestUnsafe({ op: "recount" })
+  // Never fails: when the database cannot be asked, the last known depth is still the best answer.
+  // A recount, when one is due, rides along with the writer's next batch; the answer is the count
+  // as of now.
+  const depthNow = (): number => {
+    if (refreshDepthSafely()) askRecount()
+    return depth
+  }
 
   if (owner) {
     yield* Effect.logInfo(
@@ -479,7 +483,7 @@ export const make = Effect.fnUntraced(function*(options: SqliteQueueOptions) {
     if (!validId(message.id)) return yield* storageFailed(`invalid message id ${JSON.stringify(message.id)}`)
     if (rcpts.length === 0) return yield* storageFailed(`message ${message.id} has no recipients`)
     // Early refusals, before any body bytes move; the job re-checks both under the write lock.
-    if (yield* read("depth", refreshDepth)) yield* askRecount
+    if (yield* read("depth", refreshDepth)) askRecount()
     if (depth >= opts.maxDepth) {
       return yield* new MailQueueError({ reason: { _tag: "Full", depth, maxDepth: opts.maxDepth } })
     }
@@ -586,13 +590,13 @@ export const make = Effect.fnUntraced(function*(options: SqliteQueueOptions) {
   const databaseFirst = (now: number): boolean => {
     const head = ready[0]
     if (head === undefined) {
-      if (now < quietUntil) return false
+      if (isQuiet(now)) return false
       const next = sql.nextClaimable.get()
       const at = Math.min(optionalInt(next?.due) ?? Number.POSITIVE_INFINITY, optionalInt(next?.expiry) ?? Number.POSITIVE_INFINITY)
       if (at <= now) return true
       dueFloor = Number.POSITIVE_INFINITY
-      quietUntil = Math.min(at, now + idleRecheckMs)
       quietAt = at
+      lookedAt = now
       return false
     }
     if (head.dueAt < dueFloor) return false
@@ -856,9 +860,9 @@ export const make = Effect.fnUntraced(function*(options: SqliteQueueOptions) {
   }).pipe(Effect.withSpan("SqliteQueue.stats"))
 
   const nextDueAt: Effect.Effect<Option.Option<number>, MailQueueError> = Effect.flatMap(Clock.currentTimeMillis, (now) =>
-    now < quietUntil ? Effect.succeed(quietNextDue()) : exactNextDueAt)
+    isQuiet(now) ? Effect.succeed(quietNextDue()) : exactNextDueAt)
 
-  // While quiet (see `quietUntil`), the last look's lower bound stands in for the two reads: a
+  // While quiet (see `quietAt`), the last look's lower bound stands in for the two reads: a
   // worker that sleeps until then and finds nothing looks again, so an early answer only costs a
   // wake-up, and every idle worker asks this once per delivered message.
   const quietNextDue = (): Option.Option<number> => {
@@ -884,14 +888,8 @@ export const make = Effect.fnUntraced(function*(options: SqliteQueueOptions) {
     claim,
     settle,
     release,
-    // Never fails: when the database cannot be asked, the last known depth is still the best answer.
-    depth: Effect.suspend(() => (refreshDepthSafely() ? Effect.as(askRecount, depth) : Effect.succeed(depth))),
-    // The recount, when one is due, rides along with the writer's next batch; this answer is the
-    // count as of now.
-    depthUnsafe: () => {
-      if (refreshDepthSafely()) Effect.runSync(askRecount)
-      return depth
-    },
+    depth: Effect.sync(depthNow),
+    depthUnsafe: depthNow,
     nextDueAt,
     awaitWork: signal.await,
     list,

@@ -96,19 +96,8 @@ const define = {
 }
 
 /** The event metrics without attributes; `Metric.withAttributes` on these addresses the same series as the hot path. */
-export const metrics = {
-  connections: define.connections(),
-  accepted: define.accepted(),
-  rejected: define.rejected(),
-  enqueueErrors: define.enqueueErrors(),
-  deliveries: define.deliveries(),
-  workerRestarts: define.workerRestarts(),
-  queueDepth: define.queueDepth(),
-  messageBytes: define.messageBytes(),
-  recipients: define.recipients(),
-  tlsConnections: define.tlsConnections(),
-  commandDuration: define.commandDuration(),
-  deliveryDuration: define.deliveryDuration()
+export const metrics = Object.fromEntries(Object.entries(define).map(([name, make]) => [name, make()])) as {
+  readonly [K in keyof typeof define]: ReturnType<(typeof define)[K]>
 }
 
 /** The metrics that take attributes. */

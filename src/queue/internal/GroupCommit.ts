@@ -75,6 +75,8 @@ export interface GroupCommit {
    * uninterruptible region and only wait interruptibly.
    */
   readonly enqueue: <A>(op: Op, options?: SubmitOptions<A>) => Effect.Effect<Deferred.Deferred<A, MailQueueError>>
+  /** Queues a non-durable op nobody waits for (a recount riding with the next batch); dropped once the writer stopped. */
+  readonly requestUnsafe: (op: Op) => void
   /** Queues an op and waits until its batch committed (or failed); the value is the op's result. */
   readonly submit: <A>(op: Op, options?: SubmitOptions<A>) => Effect.Effect<A, MailQueueError>
 }
@@ -163,25 +165,35 @@ export const make = (options: Options): Effect.Effect<GroupCommit, MailQueueErro
     // Idle, the writer thread does not keep the process alive; a batch in flight does.
     worker.unref()
 
+    /** Queues an op and returns its deferred; undefined when the writer takes no more ops. */
+    const push = <A>(op: Op, submit: SubmitOptions<A>): Deferred.Deferred<A, MailQueueError> | undefined => {
+      if (closing || broken !== undefined) return undefined
+      const deferred = Deferred.makeUnsafe<A, MailQueueError>()
+      pending.push({
+        op,
+        deferred: deferred as Deferred.Deferred<unknown, MailQueueError>,
+        syncBodies: submit.syncBodies === true,
+        durable: submit.durable !== false,
+        onFailure: submit.onFailure,
+        // The writer thread's value for this op is the op's A (see the op's definition).
+        onCommitted: submit.onCommitted as ((value: unknown) => void) | undefined
+      })
+      wake?.()
+      return deferred
+    }
+
     const enqueue = <A>(op: Op, submit: SubmitOptions<A> = {}) =>
       Effect.suspend(() => {
-        const deferred = Deferred.makeUnsafe<A, MailQueueError>()
-        if (closing || broken !== undefined) {
-          Deferred.doneUnsafe(deferred, Exit.fail(broken ?? closedError))
-          return Effect.as(submit.onFailure ?? Effect.void, deferred)
-        }
-        pending.push({
-          op,
-          deferred: deferred as Deferred.Deferred<unknown, MailQueueError>,
-          syncBodies: submit.syncBodies === true,
-          durable: submit.durable !== false,
-          onFailure: submit.onFailure,
-          // The writer thread's value for this op is the op's A (see the op's definition).
-          onCommitted: submit.onCommitted as ((value: unknown) => void) | undefined
-        })
-        wake?.()
-        return Effect.succeed(deferred)
+        const deferred = push(op, submit)
+        if (deferred !== undefined) return Effect.succeed(deferred)
+        const refused = Deferred.makeUnsafe<A, MailQueueError>()
+        Deferred.doneUnsafe(refused, Exit.fail(broken ?? closedError))
+        return Effect.as(submit.onFailure ?? Effect.void, refused)
       })
+
+    const requestUnsafe = (op: Op): void => {
+      push(op, { durable: false })
+    }
 
     const waitForWork = Effect.callback<void>((resume) => {
       if (pending.length > 0 || closing) {
@@ -299,5 +311,5 @@ export const make = (options: Options): Effect.Effect<GroupCommit, MailQueueErro
     const submit = <A>(op: Op, submitOptions?: SubmitOptions<A>): Effect.Effect<A, MailQueueError> =>
       Effect.flatMap(enqueue<A>(op, submitOptions), Deferred.await)
 
-    return { enqueue, submit } satisfies GroupCommit
+    return { enqueue, requestUnsafe, submit } satisfies GroupCommit
   })
