@@ -59,8 +59,8 @@ export interface SmtpRelayOptions {
 }
 
 type SmtpError = SMTPConnection.SMTPError & {
-  readonly recipient?: string
-  readonly rejectedErrors?: ReadonlyArray<SMTPConnection.SMTPError & { readonly recipient?: string }>
+  readonly recipient?: string | undefined
+  readonly rejectedErrors?: ReadonlyArray<SMTPConnection.SMTPError & { readonly recipient?: string | undefined }> | undefined
 }
 
 type Session =
@@ -168,7 +168,7 @@ export const make = (options: SmtpRelayOptions): DA.DeliveryAdapter["Service"] =
 
   const outcomes = (delivery: DA.Delivery, result: Session): ReadonlyArray<DA.RecipientOutcome> => {
     const decided = new Map<string, DA.RecipientOutcome>()
-    const perRecipient = (errors: ReadonlyArray<SMTPConnection.SMTPError & { readonly recipient?: string }> | undefined) => {
+    const perRecipient = (errors: ReadonlyArray<SMTPConnection.SMTPError & { readonly recipient?: string | undefined }> | undefined) => {
       for (const e of errors ?? []) {
         if (e.recipient !== undefined) decided.set(e.recipient, fromReply(e.recipient, e.responseCode ?? 0, e.response ?? e.message))
       }
