@@ -9,7 +9,7 @@
  * listed in the report, so an operator knows.
  */
 import { Context, Data, Effect, Layer } from "effect"
-import type { IncomingOptions } from "./Incoming.ts"
+import type { IncomingOptions } from "./IncomingOptions.ts"
 import { PolicySwap } from "./policy/Policy.ts"
 import { RelaySwap, parseNetworks } from "./policy/Relay.ts"
 import { Listeners } from "./smtp/Listener.ts"
