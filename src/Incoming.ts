@@ -11,6 +11,7 @@ import { join, resolve } from "node:path"
 import { Context, Effect, Layer } from "effect"
 import type { DeliveryAdapter } from "./delivery/DeliveryAdapter.ts"
 import * as Dispatcher from "./delivery/Dispatcher.ts"
+import * as SyncAck from "./delivery/SyncAck.ts"
 import * as Control from "./Control.ts"
 import { defaultDataDir, type IncomingOptions, type PolicyChoice, type QueueChoice } from "./IncomingOptions.ts"
 import * as Policy from "./policy/Policy.ts"
@@ -103,6 +104,8 @@ export const layer = (options: IncomingOptions): Layer.Layer<Services, ListenErr
     Spool.layer({ dir: join(dataDir, "spool"), ...options.spool }),
     Relay.layerSwappable({ domains: options.domains, ...options.relay }),
     policyLayer(options.policies).pipe(Layer.provide(telemetry)),
+    // Sessions ask it whether a recipient is acknowledged before the reply (a Router's sync routes).
+    SyncAck.layer.pipe(Layer.provide(telemetry)),
     health,
     admin
   )
