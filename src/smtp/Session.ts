@@ -6,7 +6,10 @@
  * Sync-ack routes (see SyncDelivery): a recipient acknowledged synchronously is alone in its
  * transaction — another RCPT gets 452 4.5.3 and the client sends it in a new transaction (RFC
  * 5321 3.3) — and its message is handed to `SyncDelivery` instead of the queue.
- * *
+ *
+ * Settings are read from the listener's `Ref` once per hook: a reload swaps the whole object, so
+ * each command sees one consistent set of limits, and the next command the new one.
+ *
  * The listener calls a handler when its command arrives. A handler that can decide at once
  * (no policy rule, no host lookup: the common case) does so and returns an `Exit`, which the
  * listener answers without forking a fiber; otherwise it returns the Effect that decides, which
@@ -14,7 +17,7 @@
  * mapped by `SmtpReply.fromCause` to a 4xx.
  */
 import type { Readable } from "node:stream"
-import { Cause, Clock, Data, Effect, Exit, LogLevel, Option, References } from "effect"
+import { Cause, Clock, Data, Effect, Exit, LogLevel, Option, Ref, References } from "effect"
 import type { SMTPServerAddress, SMTPServerSession } from "smtp-server"
 import * as Policy from "../policy/Policy.ts"
 import { type RcptDecision, Relay } from "../policy/Relay.ts"
@@ -83,8 +86,9 @@ export interface SessionHooks {
   readonly leaveData: (sessionId: string) => void
 }
 
-export const make = Effect.fnUntraced(function*(options: ListenerOptions, hooks: SessionHooks) {
-  const listener = options.name
+export const make = Effect.fnUntraced(function*(settings: Ref.Ref<ListenerOptions>, hooks: SessionHooks) {
+  // Fixed for the listener's life (a reload cannot rename it).
+  const listener = Ref.getUnsafe(settings).name
   const queue = yield* MailQueue
   const spool = yield* Spool
   const telemetry = yield* Telemetry.Telemetry
@@ -137,6 +141,7 @@ export const make = Effect.fnUntraced(function*(options: ListenerOptions, hooks:
 
   const connectRefusal = (info: ConnectInfo): SessionReject | undefined => {
     if (hooks.isDraining()) return reject(SmtpReply.shuttingDown, "draining")
+    const options = Ref.getUnsafe(settings)
     if (total >= options.maxConnections) return reject(SmtpReply.tooManyConnections, "max_connections")
     if ((perIp.get(info.remoteAddress) ?? 0) >= options.maxConnectionsPerIp) {
       return reject(SmtpReply.tooManyConnectionsFromIp, "max_connections_per_ip")
@@ -189,6 +194,7 @@ export const make = Effect.fnUntraced(function*(options: ListenerOptions, hooks:
   /** Everything MAIL checks before the policy rules; all of it is synchronous. */
   const mailRefusal = (address: SMTPServerAddress, session: SMTPServerSession): SessionReject | undefined => {
     if (hooks.isDraining()) return reject(SmtpReply.shuttingDown, "draining")
+    const options = Ref.getUnsafe(settings)
     if (options.tls.mode === "required" && !session.secure) {
       return reject(SmtpReply.make(530, "5.7.0", "Must issue a STARTTLS command first"), "tls_required")
     }
@@ -240,7 +246,7 @@ export const make = Effect.fnUntraced(function*(options: ListenerOptions, hooks:
     if (unknown !== undefined) return refuseRcpt(address, reject(SmtpReply.unknownParameter(unknown), "unknown_parameter"))
     const lower = address.address.toLowerCase()
     const already = session.envelope.rcptTo.some((r) => r.address.toLowerCase() === lower)
-    if (!already && session.envelope.rcptTo.length >= options.maxRecipients) {
+    if (!already && session.envelope.rcptTo.length >= Ref.getUnsafe(settings).maxRecipients) {
       return refuseRcpt(address, reject(SmtpReply.tooManyRecipients, "max_recipients"))
     }
     // Recipient authority first, and never skipped: no rule can turn this into an open relay.
@@ -304,6 +310,7 @@ export const make = Effect.fnUntraced(function*(options: ListenerOptions, hooks:
 
   const data = (stream: Readable, session: SMTPServerSession) =>
     Effect.gen(function*() {
+      const options = Ref.getUnsafe(settings)
       const id = MessageId.make()
       // The message id joins this transaction's trace to its deliveries (Dispatcher.deliver).
       if (tracing) yield* Effect.annotateCurrentSpan({ message: id, listener })
