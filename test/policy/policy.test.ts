@@ -116,6 +116,20 @@ describe("Policy.run", () => {
       assert.strictEqual(d.rule, "slow")
     }))
 
+  it.effect("an onClose hook runs within the deadline too (TestClock): a stuck one is cut off, the next still runs", () =>
+    Effect.gen(function*() {
+      const closed: Array<string> = []
+      const stuck: Policy.Rule = { name: "stuck", onClose: () => Effect.never }
+      const next: Policy.Rule = { name: "next", onClose: (ctx) => Effect.sync(() => closed.push(ctx.sessionId)) }
+      const fiber = yield* Effect.forkChild(Policy.make({ rules: [stuck, next], timeout: "2 seconds" }).close(conn))
+      yield* TestClock.adjust("1999 millis")
+      assert.isUndefined(fiber.pollUnsafe(), "still waiting for the stuck hook")
+      assert.deepStrictEqual(closed, [])
+      yield* TestClock.adjust("1 millis")
+      yield* Fiber.join(fiber)
+      assert.deepStrictEqual(closed, ["s1"])
+    }))
+
   it.effect("a swap (reload) replaces the rules and, when given, the deadline; without one the deadline stays", () =>
     Effect.gen(function*() {
       const slow: Policy.Rule = { name: "slow", onMailFrom: () => Effect.as(Effect.sleep("1 hour"), Verdict.Continue) }
