@@ -23,7 +23,7 @@ import * as SqliteQueue from "./queue/SqliteQueue.ts"
 import type { ListenError } from "./smtp/ListenError.ts"
 import * as Listener from "./smtp/Listener.ts"
 import * as Spool from "./spool/Spool.ts"
-import * as Admin from "./telemetry/Admin.ts"
+import * as Admin from "./admin/Admin.ts"
 import * as Telemetry from "./telemetry/Telemetry.ts"
 
 export type Services =

@@ -12,7 +12,7 @@ import type * as Relay from "./policy/Relay.ts"
 import type { MailQueue } from "./queue/MailQueue.ts"
 import type { MailQueueError } from "./queue/MailQueueError.ts"
 import type { ListenerInput } from "./smtp/ListenerOptions.ts"
-import type * as Admin from "./telemetry/Admin.ts"
+import type * as Admin from "./admin/Admin.ts"
 
 export type QueueChoice =
   | { readonly kind: "memory"; readonly maxDepth?: number; readonly deadLetterTtlMs?: number }

@@ -47,6 +47,6 @@ export * as Router from "./delivery/Router.ts"
 export * as SmtpRelayAdapter from "./delivery/SmtpRelayAdapter.ts"
 export * as WebhookAdapter from "./delivery/WebhookAdapter.ts"
 
-export * as Admin from "./telemetry/Admin.ts"
+export * as Admin from "./admin/Admin.ts"
 export * as Telemetry from "./telemetry/Telemetry.ts"
 export * as Tracing from "./telemetry/Tracing.ts"

@@ -8,6 +8,9 @@
  */
 import { Context, Effect, Layer, Metric, PubSub, type Scope, Stream } from "effect"
 
+/** The package version, as `incoming_build_info` and the trace resource report it. */
+export const version = "0.1.0"
+
 export type DeliveryOutcome = "delivered" | "retry" | "dead"
 
 export type TelemetryEvent =
