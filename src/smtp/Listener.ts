@@ -44,8 +44,9 @@ export class Listeners extends Context.Service<Listeners, {
   readonly all: ReadonlyArray<ListenerInfo>
   readonly draining: Effect.Effect<boolean>
   /**
-   * Applies new settings to the running listeners, matched by name: limits, timeouts and TLS
-   * certificates take effect for connections opened afterwards; open connections keep theirs.
+   * Applies new settings to the running listeners, matched by name: timeouts, command budgets
+   * and TLS certificates take effect for connections opened afterwards; the session's limits
+   * (size, recipients, connection counts, hook deadline) from each session's next command.
    * What cannot change without re-binding (address, mode, TLS mode, listeners added or removed)
    * is left as it is and reported. Everything is validated (certificates read) before anything
    * changes: a failure changes nothing.
