@@ -11,7 +11,7 @@ import type { NewMessage } from "../queue/MailQueue.ts"
 import * as SmtpReply from "../smtp/SmtpReply.ts"
 import { SyncDelivery, SyncDeliveryError } from "../smtp/SyncDelivery.ts"
 import * as Telemetry from "../telemetry/Telemetry.ts"
-import { DeliveryAdapter } from "./DeliveryAdapter.ts"
+import { bodyStream, DeliveryAdapter } from "./DeliveryAdapter.ts"
 import * as Router from "./Router.ts"
 
 export const make = Effect.gen(function*() {
@@ -30,10 +30,8 @@ export const make = Effect.gen(function*() {
         envelope: message.envelope,
         receivedAt: message.receivedAt,
         recipients: [{ rcpt, attempt: 1 }],
-        body: {
-          size: Buffer.byteLength(trace) + body.size,
-          stream: () => (body._tag === "InMemory" ? BodyStream.fromParts(trace, body.chunks) : BodyStream.fromFile(trace, body.path))
-        }
+        size: Buffer.byteLength(trace) + body.size,
+        body: bodyStream(() => (body._tag === "InMemory" ? BodyStream.fromParts(trace, body.chunks) : BodyStream.fromFile(trace, body.path)))
       }).pipe(Effect.timeout(timeoutMs), Effect.exit, Effect.ensuring(body.release))
       const outcome = Exit.isSuccess(exit) ? exit.value.find((o) => o.rcpt === rcpt) : undefined
       const publish = (result: "delivered" | "retry" | "dead", reason: string) =>
@@ -46,12 +44,18 @@ export const make = Effect.gen(function*() {
         yield* publish("dead", outcome.reason)
         return yield* new SyncDeliveryError({ reason: "Rejected", reply: SmtpReply.fromAdapterReason(outcome.reason, "permanent") })
       }
+      // The adapter failed as a whole: its DeliveryError knows the reply (Rejected → 5xx).
+      const failure = Exit.isFailure(exit) ? exit.cause.reasons.find(Cause.isFailReason)?.error : undefined
+      if (failure?._tag === "DeliveryError") {
+        yield* publish(failure.retryable ? "retry" : "dead", failure.message)
+        return yield* new SyncDeliveryError({ reason: failure.retryable ? "Deferred" : "Rejected", reply: failure.reply })
+      }
       const reason = outcome?._tag === "Retry"
         ? outcome.reason
+        : failure?._tag === "TimeoutError"
+        ? "delivery timed out"
         : Exit.isFailure(exit)
-        ? Cause.isTimeoutError(exit.cause.reasons.find(Cause.isFailReason)?.error)
-          ? "delivery timed out"
-          : "delivery failed"
+        ? "delivery failed"
         : "adapter gave no outcome"
       yield* publish("retry", reason)
       return yield* new SyncDeliveryError({ reason: "Deferred", reply: SmtpReply.fromAdapterReason(reason, "transient") })
