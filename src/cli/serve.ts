@@ -138,9 +138,12 @@ export const serve = Command.make("serve", flags, (f) =>
     return yield* Effect.gen(function*() {
       yield* Effect.logInfo(loaded.file === undefined ? "no config file found: defaults and flags only" : `config file ${loaded.file}`)
       yield* Effect.logDebug(`effective configuration (secrets redacted):\n${Render.render(loaded.config, "toml")}`)
+      // Said once it is true: a start that fails (data dir in use, port taken) never claims to serve.
+      yield* Layer.build(traced)
       yield* Effect.logInfo(`incoming serving ${runner.options.domains.join(", ")}; delivering with ${Delivery.describe(runner.delivery)}`)
-      return yield* Layer.launch(traced)
+      return yield* Effect.never
     }).pipe(
+      Effect.scoped,
       Option.isNone(cliLevel) ? Effect.provideService(References.MinimumLogLevel, runner.logging.level) : (e) => e,
       Effect.provide(Logging.layer({ format: runner.logging.format, isTTY: process.stdout.isTTY === true }))
     )

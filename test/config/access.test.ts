@@ -25,6 +25,7 @@ import * as Options from "../../src/config/Options.ts"
 import * as Render from "../../src/config/Render.ts"
 import { SmtpClient, TestIncoming } from "../../src/testing/index.ts"
 import { hasOpenssl, selfSignedCert } from "../smtp/helpers.ts"
+import { testCertificate, testPrivateKey } from "../support/fixtures.ts"
 import { serve } from "../support/server.ts"
 
 const bin = new URL("../../src/bin/incoming.ts", import.meta.url).pathname
@@ -105,7 +106,7 @@ rule = "size_limit"
 max = "10MB"
 `
 
-const tlsFiles = { "cert.pem": "-----BEGIN CERTIFICATE-----\n", "key.pem": "-----BEGIN PRIVATE KEY-----\n" }
+const tlsFiles = { "cert.pem": testCertificate, "key.pem": testPrivateKey }
 
 describe("relay, auth and policies: mapping", () => {
   it.effect("each key reaches the library's option", () =>
