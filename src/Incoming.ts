@@ -9,7 +9,7 @@
 import { hostname as osHostname } from "node:os"
 import { join, resolve } from "node:path"
 import { Context, Effect, Layer } from "effect"
-import type { DeliveryAdapter } from "./delivery/DeliveryAdapter.ts"
+import { DeliveryAdapter } from "./delivery/DeliveryAdapter.ts"
 import * as Dispatcher from "./delivery/Dispatcher.ts"
 import * as AuthHandler from "./auth/AuthHandler.ts"
 import * as Control from "./Control.ts"
@@ -68,8 +68,12 @@ export interface IncomingOptions {
   readonly dispatcher?: Partial<Dispatcher.DispatcherOptions> | undefined
   /** How long a drain waits for DATA transactions in flight before interrupting them. */
   readonly drainTimeoutMs?: number | undefined
-  /** Recipient authority beyond `domains`: mailbox list or lookup, host-app domain check, trusted networks. */
-  readonly relay?: Omit<Relay.RelayOptions, "domains"> | undefined
+  /**
+   * Recipient authority beyond `domains`: mailbox list or lookup, host-app domain check, trusted
+   * networks. Whether relayed recipients can go anywhere is the delivery adapter's to say
+   * (`DeliveryAdapter.deliversOffSite`).
+   */
+  readonly relay?: Omit<Relay.RelayOptions, "domains" | "relayRoute"> | undefined
   /** SMTP AUTH: the user store and failure limits. Required by `submission`/`submissions` listeners. */
   readonly auth?: AuthHandler.AuthHandlerOptions | undefined
   /** Policy rules run at connect, HELO (at MAIL), MAIL, RCPT and DATA. */
@@ -156,7 +160,14 @@ export const layer = (options: IncomingOptions): Layer.Layer<Services, StartErro
     queue,
     // Only a server that holds the data dir alone sweeps the spool: other files there are live.
     Layer.unwrap(DataDir.DataDir.use((d) => Effect.succeed(Spool.layer({ dir: join(dataDir, "spool"), sweep: d.exclusive, ...options.spool })))),
-    Relay.layerSwappable({ domains: options.domains, ...options.relay }),
+    // Relayed recipients are accepted only when the delivery adapter can take them off-site.
+    Layer.unwrap(DeliveryAdapter.use((adapter) =>
+      Effect.succeed(Relay.layerSwappable({
+        domains: options.domains,
+        ...options.relay,
+        relayRoute: (address) => adapter.deliversOffSite?.(address) === true
+      }))
+    )),
     policyLayer(options.policies).pipe(Layer.provide(telemetry)),
     health,
     admin

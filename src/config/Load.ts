@@ -36,7 +36,7 @@ import * as KeyPair from "../smtp/internal/keyPair.ts"
 import { type ConfigIssue, ConfigError, invalid } from "./ConfigError.ts"
 import * as Env from "./Env.ts"
 import { adapterNamePattern, adapterTypes, IncomingConfig, ruleTypes } from "./IncomingConfig.ts"
-import { toDelivery } from "./Options.ts"
+import { deliversOffSite, toDelivery } from "./Options.ts"
 import { formatPath, getAt, isTree, type Path, setAt, type Tree } from "./Shape.ts"
 import { formatDuration } from "./Units.ts"
 
@@ -81,6 +81,8 @@ export interface Loaded {
   /** Absolute path of the file read, if any. */
   readonly file: string | undefined
   readonly config: IncomingConfig
+  /** Settings that work, but not as their author likely meant: check-config prints them, serve logs them. */
+  readonly warnings: ReadonlyArray<ConfigIssue>
 }
 
 /** Settings that name files or directories: relative values are resolved (see the module comment). */
@@ -463,6 +465,30 @@ const semanticChecks = Effect.fnUntraced(function*(config: IncomingConfig, sourc
 })
 
 /**
+ * Clients allowed to relay (AUTH, trusted networks) with nowhere to relay to: their mail for other
+ * domains is refused at RCPT (550 5.7.1), never filed locally. A warning, not an error: AUTH and
+ * trusted networks also serve local submission (a submission port for mail between local
+ * mailboxes), which works as configured.
+ */
+const relayWarnings = (config: IncomingConfig, sourceOf: (path: Path) => string): Array<ConfigIssue> => {
+  const path: Path | undefined = config.auth !== undefined ? ["auth"] : config.relay.trusted_networks.length > 0 ? ["relay", "trusted_networks"] : undefined
+  if (path === undefined) return []
+  const adapters = config.adapters ?? {}
+  const offSite = (config.routes ?? []).some((r) => {
+    const a = adapters[r.adapter]
+    return a !== undefined && deliversOffSite[a.type]
+  })
+  if (offSite) return []
+  const types = Object.entries(deliversOffSite).filter(([, yes]) => yes).map(([t]) => `"${t}"`).join(", ")
+  return [{
+    source: sourceOf(path),
+    path: formatPath(path),
+    message: `clients may relay (AUTH or relay.trusted_networks) but no route delivers off-site (an adapter of type ${types}): ` +
+      "their mail for other domains will be refused with 550 5.7.1"
+  }]
+}
+
+/**
  * Loads the effective configuration. Fails with a `ConfigError` listing every problem found,
  * each with its source and path.
  */
@@ -513,7 +539,7 @@ export const load = Effect.fnUntraced(function*(options: LoadOptions) {
   }
   const issues = yield* semanticChecks(config, sourceOf)
   if (issues.length > 0) return yield* invalid(issues)
-  return { file, config } satisfies Loaded
+  return { file, config, warnings: relayWarnings(config, sourceOf) } satisfies Loaded
 })
 
 /**

@@ -58,4 +58,10 @@ export class DeliveryError extends Data.TaggedError("DeliveryError")<{
 export class DeliveryAdapter extends Context.Service<DeliveryAdapter, {
   readonly name: string
   readonly deliver: (delivery: Delivery) => Effect.Effect<ReadonlyArray<RecipientOutcome>, DeliveryError>
+  /**
+   * Whether this adapter hands `rcpt` on to another host (an SMTP relay): only then may a client
+   * allowed to relay give a recipient outside our domains, which is otherwise refused at RCPT
+   * (550 5.7.1) instead of being filed in a local mailbox. Absent: it delivers locally only.
+   */
+  readonly deliversOffSite?: ((rcpt: string) => boolean) | undefined
 }>()("incoming/DeliveryAdapter") {}
