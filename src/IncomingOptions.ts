@@ -23,7 +23,16 @@ export type QueueChoice =
     /** Bodies up to this size are stored in the database row; larger ones in fsync'd files. */
     readonly inlineThreshold?: number
   }
-  | { readonly kind: "custom"; readonly layer: Layer.Layer<MailQueue, MailQueueError> }
+  | {
+    readonly kind: "custom"
+    readonly layer: Layer.Layer<MailQueue, MailQueueError>
+    /**
+     * The queue is shared by design with other servers (several nodes on one database): they may
+     * then also share the data dir, whose lock is taken shared and whose spool is not swept at
+     * start. Default false: the data dir is this server's alone and a second server refuses it.
+     */
+    readonly shared?: boolean | undefined
+  }
 
 export interface PolicyChoice {
   /** Rules in the order they run; built-ins live in `policy/rules/`. */
@@ -45,8 +54,12 @@ export interface IncomingOptions {
   readonly dispatcher?: Partial<Dispatcher.DispatcherOptions> | undefined
   /** How long a drain waits for DATA transactions in flight before interrupting them. */
   readonly drainTimeoutMs?: number | undefined
-  /** Recipient authority beyond `domains`: mailbox list or lookup, host-app domain check, trusted networks. */
-  readonly relay?: Omit<Relay.RelayOptions, "domains"> | undefined
+  /**
+   * Recipient authority beyond `domains`: mailbox list or lookup, host-app domain check, trusted
+   * networks. Whether relayed recipients can go anywhere is the delivery adapter's to say
+   * (`DeliveryAdapter.deliversOffSite`).
+   */
+  readonly relay?: Omit<Relay.RelayOptions, "domains" | "relayRoute"> | undefined
   /** SMTP AUTH: the user store and failure limits. Required by `submission`/`submissions` listeners. */
   readonly auth?: AuthHandler.AuthHandlerOptions | undefined
   /** Policy rules run at connect, HELO (at MAIL), MAIL, RCPT and DATA. */

@@ -1,13 +1,12 @@
 /**
  * A listener's certificate files, read and checked. Every pair (the main one and each SNI name's)
- * goes through `createSecureContext` now, so a malformed or mismatched pair fails the start or
- * the reload that names it, not the first STARTTLS.
+ * is checked now (PEM, parseable, key matching the certificate, accepted by TLS), so a bad pair
+ * fails the start or the reload that names it, not the first STARTTLS.
  */
-import { readFileSync } from "node:fs"
-import { createSecureContext } from "node:tls"
 import { Effect } from "effect"
 import { ListenError } from "../ListenError.ts"
 import type { ListenerOptions } from "../ListenerOptions.ts"
+import * as KeyPair from "./keyPair.ts"
 
 export interface TlsFiles {
   readonly cert: Buffer
@@ -23,15 +22,11 @@ export const read = (o: ListenerOptions, address: string): Effect.Effect<TlsFile
       if (o.tls.cert === undefined || o.tls.key === undefined) {
         throw new Error(`tls mode "${o.tls.mode}" needs both a certificate and a key file`)
       }
-      const pair = (files: { readonly cert: string; readonly key: string }, label: string) => {
-        try {
-          const cert = readFileSync(files.cert)
-          const key = readFileSync(files.key)
-          createSecureContext({ cert, key })
-          return { cert, key }
-        } catch (e) {
-          throw new Error(`${label}: ${e instanceof Error ? e.message : String(e)}`)
-        }
+      // The config preflight runs the same check (KeyPair), in the same words.
+      const pair = (files: KeyPair.KeyPairFiles, label: string) => {
+        const read = KeyPair.read(files)
+        if (KeyPair.isProblem(read)) throw new Error(`${label}: ${read.message}`)
+        return read
       }
       const main = pair({ cert: o.tls.cert, key: o.tls.key }, "certificate")
       const sniOptions = Object.fromEntries(
