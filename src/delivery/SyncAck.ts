@@ -8,7 +8,7 @@
 import { Cause, Effect, Exit, Layer, Option } from "effect"
 import * as BodyStream from "../queue/internal/bodyStream.ts"
 import type { NewMessage } from "../queue/MailQueue.ts"
-import * as SmtpReply from "../smtp/SmtpReply.ts"
+import * as SmtpReply from "../protocol/SmtpReply.ts"
 import { SyncDelivery, SyncDeliveryError } from "../smtp/SyncDelivery.ts"
 import * as Telemetry from "../telemetry/Telemetry.ts"
 import { bodyStream, DeliveryAdapter } from "./DeliveryAdapter.ts"

@@ -13,7 +13,7 @@
  * under `rules/` are ordinary rules. Recipient authority is deliberately not a rule (Relay.ts).
  */
 import { Cause, Context, Data, Duration, Effect, Layer, Metric } from "effect"
-import * as SmtpReply from "../smtp/SmtpReply.ts"
+import * as SmtpReply from "../protocol/SmtpReply.ts"
 import * as Verdict from "./Verdict.ts"
 
 export type Stage = "connect" | "helo" | "mail" | "rcpt" | "data"

@@ -27,7 +27,7 @@ import { fromBindError, ListenError } from "./ListenError.ts"
 import * as ListenerOptions from "./ListenerOptions.ts"
 import * as ListenerReload from "./ListenerReload.ts"
 import * as Session from "./Session.ts"
-import * as SmtpReply from "./SmtpReply.ts"
+import * as SmtpReply from "../protocol/SmtpReply.ts"
 
 export interface ListenerInfo {
   readonly name: string

@@ -9,7 +9,7 @@
  */
 import { Context, Data, type Effect, type Option } from "effect"
 import type { NewMessage } from "../queue/MailQueue.ts"
-import type { SmtpReply } from "./SmtpReply.ts"
+import type { SmtpReply } from "../protocol/SmtpReply.ts"
 
 /** A synchronous delivery that did not succeed; `reply` is what the client gets. */
 export class SyncDeliveryError extends Data.TaggedError("SyncDeliveryError")<{

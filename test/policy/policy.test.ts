@@ -13,7 +13,7 @@ import * as MaxRecipients from "../../src/policy/rules/MaxRecipients.ts"
 import * as SizeLimit from "../../src/policy/rules/SizeLimit.ts"
 import * as TlsRequired from "../../src/policy/rules/TlsRequired.ts"
 import * as Verdict from "../../src/policy/Verdict.ts"
-import * as SmtpReply from "../../src/smtp/SmtpReply.ts"
+import * as SmtpReply from "../../src/protocol/SmtpReply.ts"
 
 const conn: Policy.ConnectContext = { listener: "mx", sessionId: "s1", clientAddress: "192.0.2.1", secure: true }
 const mail = (over: Partial<Policy.MailContext> = {}): Policy.MailContext => ({

@@ -19,7 +19,7 @@
  */
 import { Cause, Context, Deferred, Effect, Exit, Fiber, FiberSet, References, Scope } from "effect"
 import * as Telemetry from "../../telemetry/Telemetry.ts"
-import * as SmtpReply from "../SmtpReply.ts"
+import * as SmtpReply from "../../protocol/SmtpReply.ts"
 import { isDecided } from "../../internal/decided.ts"
 
 /** The engine's callbacks this bridge answers; CONNECT is not timed (it is not a command). */
