@@ -17,6 +17,7 @@ import * as DataDir from "./DataDir.ts"
 import { defaultDataDir, type IncomingOptions, type PolicyChoice, type QueueChoice } from "./IncomingOptions.ts"
 import * as Policy from "./policy/Policy.ts"
 import * as Relay from "./policy/Relay.ts"
+import * as Verdict from "./policy/Verdict.ts"
 import type { MailQueue } from "./queue/MailQueue.ts"
 import type { MailQueueError } from "./queue/MailQueueError.ts"
 import * as MemoryQueue from "./queue/MemoryQueue.ts"
@@ -65,6 +66,18 @@ const queueLayer = (input: QueueChoice | undefined, dataDir: string): Layer.Laye
   return choice.layer
 }
 
+/** What a DATA-stage verdict carries that a host app watching events wants typed. */
+const verdictDetails = (verdict: Verdict.Verdict) => {
+  const edits = Verdict.editsOf(verdict)
+  if (edits.length === 0) return {}
+  const results = edits.flatMap((e) => e._tag === "AuthResults" ? e.results : [])
+  const quarantine = edits.find((e) => e._tag === "Quarantine")
+  return {
+    ...(results.length > 0 ? { results } : {}),
+    ...(quarantine !== undefined ? { quarantine: quarantine.reason } : {})
+  }
+}
+
 /** The rules as a swappable service; every evaluation is published as a `PolicyVerdict` event. */
 const policyLayer = (choice: PolicyChoice | undefined): Layer.Layer<Policy.Policy | Policy.PolicySwap, never, Telemetry.Telemetry> =>
   Layer.effectContext(
@@ -79,7 +92,8 @@ const policyLayer = (choice: PolicyChoice | undefined): Layer.Layer<Policy.Polic
             stage: e.stage,
             verdict: e.verdict._tag,
             mode: e.mode,
-            sessionId: e.sessionId
+            sessionId: e.sessionId,
+            ...verdictDetails(e.verdict)
           })
       })
       return Effect.succeed(Context.make(Policy.Policy, policy).pipe(Context.add(Policy.PolicySwap, swap)))

@@ -257,8 +257,13 @@ export const Schedule = Schema.Union([
 export const Route = Schema.Struct({
   /** Label in logs (`route=...`); defaults to `routes[i]`. Must be unique. */
   name: Schema.optionalKey(NonEmpty),
-  /** `user@domain` (also `user+tag@domain`), `user+tag@domain`, `*@domain`, or `*`. */
-  match: Schema.NonEmptyArray(NonEmpty),
+  /**
+   * `user@domain` (also `user+tag@domain`), `user+tag@domain`, `*@domain`, or `*`. Required,
+   * except on the route that takes quarantined mail.
+   */
+  match: withDefault(Schema.Array(NonEmpty), []),
+  /** This route takes every quarantined message (DMARC p=quarantine), whatever its recipients. */
+  quarantine: withDefault(Schema.Boolean, false),
   adapter: NonEmpty,
   acknowledge: withDefault(Schema.Literals(["durable", "sync"]), "durable"),
   /** Without it, `delivery.backoff`. */

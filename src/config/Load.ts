@@ -379,6 +379,9 @@ const accessChecks = Effect.fnUntraced(function*(config: IncomingConfig, sourceO
     else if (info.value.type !== "File") add(["auth", "users_file"], `not a file: ${file}`)
     else if ((yield* fs.access(file, { readable: true }).pipe(Effect.option))._tag === "None") add(["auth", "users_file"], `not readable by this user: ${file}`)
   }
+  for (const [i, r] of (config.routes ?? []).entries()) {
+    if (r.match.length === 0 && !r.quarantine) add(["routes", i, "match"], "missing (required): the recipients this route takes, like [\"*@example.com\"] (only a route with quarantine = true may have none)")
+  }
   const names = new Map<string, number>()
   for (const [i, p] of config.policies.entries()) {
     const name = p.name ?? p.rule

@@ -249,6 +249,7 @@ export const toDelivery = (c: IncomingConfig): DeliveryChoice => {
       routes: c.routes.map((r, i): RouteOptions => ({
         name: routeName(r, i),
         match: r.match,
+        ...(r.quarantine ? { quarantine: true } : {}),
         adapter: r.adapter,
         acknowledge: r.acknowledge,
         ...(r.schedule !== undefined ? { retry: toSchedule(r.schedule) } : {}),

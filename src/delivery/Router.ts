@@ -51,6 +51,12 @@ export interface RouteOptions<AdapterName extends string = string> {
   readonly concurrency?: number
   /** Deadline of one sub-delivery on this route; past it, its recipients are retried. */
   readonly timeoutMs?: number
+  /**
+   * Every recipient of a quarantined message (`Envelope.quarantine`, e.g. DMARC `p=quarantine`)
+   * goes to this route instead of the one its address matches. At most one route; the host
+   * app's `decide` is still asked first.
+   */
+  readonly quarantine?: boolean
 }
 
 export interface Route {
@@ -62,10 +68,13 @@ export interface Route {
   readonly maxAttempts?: number | undefined
   readonly concurrency?: number | undefined
   readonly timeoutMs?: number | undefined
+  readonly quarantine?: boolean | undefined
 }
 
 export interface RouteTable {
   readonly routes: ReadonlyArray<Route>
+  /** The route quarantined messages take, if one is marked. */
+  readonly quarantine?: Route | undefined
   /** The route for a recipient by the table alone (no host-app decision), if any. */
   readonly routeFor: (rcpt: string) => Route | undefined
   readonly byName: (name: string) => Route | undefined
@@ -153,6 +162,7 @@ export const compile = (routes: ReadonlyArray<RouteOptions>, options: TableOptio
   const exact = new Map<string, Route>()
   const domains = new Map<string, Route>()
   let catchAll: Route | undefined
+  let quarantine: Route | undefined
   const fail = (reason: RouterErrorReason) => Result.fail(new RouterError({ reason }))
   const claim = (map: Map<string, Route>, key: string, route: Route, pattern: string): RouterErrorReason | undefined => {
     const owner = map.get(key)
@@ -172,7 +182,14 @@ export const compile = (routes: ReadonlyArray<RouteOptions>, options: TableOptio
       retry: options.retry,
       maxAttempts: options.maxAttempts,
       concurrency: options.concurrency,
-      timeoutMs: options.timeoutMs
+      timeoutMs: options.timeoutMs,
+      quarantine: options.quarantine
+    }
+    if (route.quarantine === true) {
+      if (quarantine !== undefined) {
+        return fail({ _tag: "InvalidRoute", route: route.name, detail: `only one route may take quarantined mail, and route "${quarantine.name}" already does` })
+      }
+      quarantine = route
     }
     byName.set(route.name, route)
     for (const raw of options.match) {
@@ -209,7 +226,7 @@ export const compile = (routes: ReadonlyArray<RouteOptions>, options: TableOptio
     }
     return domains.get(domain) ?? catchAll
   }
-  return Result.succeed({ routes: [...byName.values()], routeFor, byName: (name) => byName.get(name) })
+  return Result.succeed({ routes: [...byName.values()], routeFor, byName: (name) => byName.get(name), quarantine })
 }
 
 /** The route for a recipient by the table alone (pure). */
@@ -305,6 +322,7 @@ export const make = <A extends Adapters, DE = never, DR = never>(
               : { _tag: "Route", route }
           }
         }
+        if (delivery.envelope.quarantine !== undefined && table.quarantine !== undefined) return { _tag: "Route", route: table.quarantine }
         const route = table.routeFor(rcpt)
         return route === undefined ? unroutedOutcome(rcpt, `no route for ${rcpt}`) : { _tag: "Route", route }
       })

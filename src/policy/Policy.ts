@@ -11,9 +11,17 @@
  *
  * Host apps add rules as Effects (a rule's hooks may need services: `Rule<R>`); the built-ins
  * under `rules/` are ordinary rules. Recipient authority is deliberately not a rule (Relay.ts).
+ *
+ * The DATA stage runs after the message is spooled: its context has the parsed header block and
+ * the body as a re-readable `Stream` (each run reads the spooled copy afresh, from memory or the
+ * spool file, so a 50 MiB message is never held whole), and its `Continue` / `Accept` verdicts
+ * may carry message edits (MessageEdit.ts). `enforceData` returns the edits of the enforced
+ * rules in order; each rule sees the edits of the rules before it in `ctx.edits`.
  */
-import { Cause, Context, Data, Duration, Effect, Layer, Metric } from "effect"
+import { Cause, Context, Data, Duration, Effect, Layer, Metric, type Stream } from "effect"
 import * as SmtpReply from "../protocol/SmtpReply.ts"
+import type { SpoolError } from "../spool/SpoolError.ts"
+import type { MessageEdit, RuleEdit } from "./MessageEdit.ts"
 import * as Verdict from "./Verdict.ts"
 
 export type Stage = "connect" | "helo" | "mail" | "rcpt" | "data"
@@ -26,6 +34,8 @@ export interface ConnectContext {
   /** Reverse-DNS name when known. */
   readonly clientHostname?: string | undefined
   readonly secure: boolean
+  /** The client is in the relay's trusted networks (set by the session; absent means no). */
+  readonly trusted?: boolean | undefined
 }
 
 /** After HELO/EHLO. smtp-server has no HELO hook, so the session evaluates this stage at MAIL. */
@@ -54,8 +64,17 @@ export interface DataContext extends MailContext {
   readonly recipients: ReadonlyArray<string>
   /** Bytes received. */
   readonly size: number
-  /** The header block as (name, value) pairs, unfolded, in order, when the session parsed it. */
+  /** The header block as received, as (name, value) pairs, unfolded, in order. */
   readonly headers?: ReadonlyArray<readonly [string, string]> | undefined
+  /** The queue id the message will have. */
+  readonly messageId?: string | undefined
+  /**
+   * The message as received (without our trace header), read afresh from the spool each time the
+   * stream runs; reading a spilled body that vanished fails with `SpoolError`.
+   */
+  readonly body?: Stream.Stream<Uint8Array, SpoolError> | undefined
+  /** The edits of the enforced rules that ran before this one, in order. */
+  readonly edits?: ReadonlyArray<RuleEdit> | undefined
 }
 
 export interface StageContexts {
@@ -139,7 +158,11 @@ export interface RunOptions {
 export interface Decision {
   readonly verdict: Verdict.Verdict
   readonly rule: string | undefined
+  /** DATA stage: the edits of the enforced rules, in order (empty at other stages). */
+  readonly edits: ReadonlyArray<RuleEdit>
 }
+
+const noEdits: ReadonlyArray<RuleEdit> = []
 
 export const policyTimeout = SmtpReply.make(451, "4.4.2", "Policy check timed out, try again later")
 export const policyUnavailable = SmtpReply.make(451, "4.7.1", "Policy check unavailable, try again later")
@@ -199,18 +222,25 @@ export const run = <S extends Stage, R = never>(
 ): Effect.Effect<Decision, never, R> =>
   Effect.gen(function*() {
     const timeout = options.timeout ?? defaultTimeout
+    let edits = noEdits
     for (const rule of rules) {
       const hook = hookOf(rule, stage)
       if (hook === undefined) continue
-      const { failure, verdict } = yield* evaluate(hook, ctx, timeout)
+      // Later DATA rules see what earlier ones did (rspamd can be told the auth results).
+      const input = edits.length === 0 ? ctx : { ...ctx, edits }
+      const { failure, verdict } = yield* evaluate(hook, input, timeout)
       const mode = rule.observe === true ? "observe" : "enforce"
       yield* Metric.update(counterFor(rule.name, stage, verdict._tag, mode), 1)
       if (options.observer !== undefined) {
         yield* options.observer({ rule: rule.name, stage, verdict, mode, failure, sessionId: ctx.sessionId })
       }
-      if (mode === "enforce" && verdict._tag !== "Continue") return { verdict, rule: rule.name }
+      if (mode === "observe") continue
+      // Edits count at DATA only: earlier stages have no message to edit.
+      const made: ReadonlyArray<MessageEdit> = stage === "data" ? Verdict.editsOf(verdict) : []
+      if (made.length > 0) edits = [...edits, ...made.map((edit) => ({ rule: rule.name, edit }))]
+      if (verdict._tag !== "Continue") return { verdict, rule: rule.name, edits }
     }
-    return { verdict: Verdict.Continue, rule: undefined }
+    return { verdict: Verdict.Continue, rule: undefined, edits }
   })
 
 /**
@@ -261,11 +291,28 @@ export const enforce = <S extends Stage, R = never>(
     }
   })
 
+/** The DATA stage: `enforce`, succeeding with the edits the enforced rules made, in order. */
+export const enforceData = <R = never>(
+  rules: ReadonlyArray<Rule<R>>,
+  ctx: DataContext,
+  options: RunOptions = {}
+): Effect.Effect<ReadonlyArray<RuleEdit>, PolicyRejected, R> =>
+  Effect.flatMap(run(rules, "data", ctx, options), ({ edits, rule, verdict }) => {
+    switch (verdict._tag) {
+      case "Continue":
+      case "Accept":
+        return Effect.succeed(edits)
+      default:
+        return Effect.fail(new PolicyRejected({ rule: rule ?? "?", stage: "data", verdict: verdict._tag, reply: verdict.reply }))
+    }
+  })
+
 /** The configured pipeline as a service, for the session to yield. */
 export class Policy extends Context.Service<Policy, {
   readonly rules: ReadonlyArray<Rule>
   readonly run: <S extends Stage>(stage: S, ctx: StageContexts[S]) => Effect.Effect<Decision>
   readonly enforce: <S extends Stage>(stage: S, ctx: StageContexts[S]) => Effect.Effect<"Continue" | "Accept", PolicyRejected>
+  readonly enforceData: (ctx: DataContext) => Effect.Effect<ReadonlyArray<RuleEdit>, PolicyRejected>
   readonly close: (ctx: ConnectContext) => Effect.Effect<void>
 }>()("incoming/Policy") {}
 
@@ -278,6 +325,7 @@ export const make = (options: PolicyOptions): Policy["Service"] =>
     rules: options.rules,
     run: (stage, ctx) => run(options.rules, stage, ctx, options),
     enforce: (stage, ctx) => enforce(options.rules, stage, ctx, options),
+    enforceData: (ctx) => enforceData(options.rules, ctx, options),
     close: (ctx) => close(options.rules, ctx, options)
   })
 
@@ -301,6 +349,7 @@ export const makeSwappable = (initial: PolicyOptions): { readonly policy: Policy
     },
     run: (stage, ctx) => current.run(stage, ctx),
     enforce: (stage, ctx) => current.enforce(stage, ctx),
+    enforceData: (ctx) => current.enforceData(ctx),
     close: (ctx) => current.close(ctx)
   })
   const swap = PolicySwap.of({

@@ -7,12 +7,17 @@
  * gets. The constructors have defaults with enhanced codes, and refuse a reply of the wrong
  * class: a "reject" with a 4xx would silently turn a policy into a retry loop, a "defer" with a
  * 5xx would bounce mail that was meant to be retried.
+ *
+ * At the DATA stage a `Continue` or `Accept` may carry message edits (headers to add or remove,
+ * authentication results, a quarantine mark: see MessageEdit.ts); at other stages they are
+ * ignored. A refused message is not stored, so refusals carry none.
  */
 import * as SmtpReply from "../protocol/SmtpReply.ts"
+import type { MessageEdit } from "./MessageEdit.ts"
 
 export type Verdict =
-  | { readonly _tag: "Continue" }
-  | { readonly _tag: "Accept" }
+  | { readonly _tag: "Continue"; readonly edits?: ReadonlyArray<MessageEdit> | undefined }
+  | { readonly _tag: "Accept"; readonly edits?: ReadonlyArray<MessageEdit> | undefined }
   | { readonly _tag: "Reject"; readonly reply: SmtpReply.SmtpReply }
   | { readonly _tag: "Defer"; readonly reply: SmtpReply.SmtpReply }
   | { readonly _tag: "Disconnect"; readonly reply: SmtpReply.SmtpReply }
@@ -30,6 +35,15 @@ const classed = (reply: SmtpReply.SmtpReply, low: number, high: number, fallback
 
 export const Continue: Verdict = { _tag: "Continue" }
 export const Accept: Verdict = { _tag: "Accept" }
+
+/** Continue, and edit the message (DATA stage). */
+export const continueWith = (edits: ReadonlyArray<MessageEdit>): Verdict => edits.length === 0 ? Continue : { _tag: "Continue", edits }
+
+/** Accept, and edit the message (DATA stage). */
+export const acceptWith = (edits: ReadonlyArray<MessageEdit>): Verdict => edits.length === 0 ? Accept : { _tag: "Accept", edits }
+
+/** The edits a verdict carries (none for refusals). */
+export const editsOf = (v: Verdict): ReadonlyArray<MessageEdit> => (v._tag === "Continue" || v._tag === "Accept") && v.edits !== undefined ? v.edits : []
 
 /** A permanent refusal; a reply that is not 5xx with a 5.x.x code is replaced by 550 5.7.1 (text kept). */
 export const reject = (reply: SmtpReply.SmtpReply = defaultRejectReply): Verdict => ({

@@ -25,7 +25,10 @@ import * as ListenerModes from "../auth/ListenerMode.ts"
 import { MailQueue } from "../queue/MailQueue.ts"
 import type { MailQueueError } from "../queue/MailQueueError.ts"
 import * as MessageId from "../queue/MessageId.ts"
+import * as MessageEdit from "../policy/MessageEdit.ts"
+import * as HeaderBlock from "../spool/HeaderBlock.ts"
 import { Spool } from "../spool/Spool.ts"
+import type { SpooledBody } from "../spool/SpooledBody.ts"
 import type { SpoolError } from "../spool/SpoolError.ts"
 import * as Telemetry from "../telemetry/Telemetry.ts"
 import * as Address from "../protocol/Address.ts"
@@ -110,7 +113,8 @@ export const make = Effect.fnUntraced(function*(settings: Ref.Ref<ListenerOption
     sessionId: session.id,
     clientAddress: session.remoteAddress,
     clientHostname: session.clientHostname,
-    secure: session.secure
+    secure: session.secure,
+    trusted: relay.isTrusted(session.remoteAddress)
   })
   const mailContext = (session: SMTPServerSession, mailFrom: string, declaredSize: number | undefined): Policy.MailContext => ({
     ...connectContext(session),
@@ -162,7 +166,8 @@ export const make = Effect.fnUntraced(function*(settings: Ref.Ref<ListenerOption
       sessionId: info.id,
       clientAddress: info.remoteAddress,
       clientHostname: info.clientHostname,
-      secure: info.secure
+      secure: info.secure,
+      trusted: relay.isTrusted(info.remoteAddress)
     }).pipe(Effect.tapError(rejected("connect")))
   }
 
@@ -308,6 +313,36 @@ export const make = Effect.fnUntraced(function*(settings: Ref.Ref<ListenerOption
     return [...seen]
   }
 
+  const hasDataRules = () => policy !== undefined && policy.rules.some((r) => r.onData !== undefined)
+
+  /**
+   * The DATA-stage rules see the header block and a re-readable stream of the spooled body; the
+   * edits of the enforced ones become a plan (MessageEdit.plan), whose header rewrites are
+   * applied to the body here, before the commit. A refusal or a failure releases the body.
+   */
+  const dataStage = (
+    received: SpooledBody,
+    id: string,
+    session: SMTPServerSession,
+    mailFrom: string,
+    rcptTo: ReadonlyArray<string>,
+    hostname: string
+  ): Effect.Effect<{ readonly body: SpooledBody; readonly plan: MessageEdit.Plan }, SessionReject | SpoolError> =>
+    Effect.gen(function*() {
+      const block = yield* HeaderBlock.read(received)
+      const edits = yield* policy!.enforceData({
+        ...mailContext(session, mailFrom, undefined),
+        recipients: rcptTo,
+        size: received.size,
+        messageId: id,
+        headers: block.fields.map((f) => [f.name, f.value] as const),
+        body: HeaderBlock.stream(received)
+      }).pipe(Effect.catchTag("PolicyRejected", (e) => Effect.fail(reject(e.reply, `policy_${e.rule}`))))
+      const plan = MessageEdit.plan(edits, hostname)
+      const body = yield* HeaderBlock.rewrite(received, plan.headerOps)
+      return { body, plan }
+    }).pipe(Effect.tapError(() => received.release))
+
   const data = (stream: Readable, session: SMTPServerSession) =>
     Effect.gen(function*() {
       const options = Ref.getUnsafe(settings)
@@ -315,16 +350,14 @@ export const make = Effect.fnUntraced(function*(settings: Ref.Ref<ListenerOption
       // The message id joins this transaction's trace to its deliveries (Dispatcher.deliver).
       if (tracing) yield* Effect.annotateCurrentSpan({ message: id, listener })
       hooks.enterData(session.id)
-      const body = yield* spool.receive(stream, { id, maxSize: options.maxSize, lineEndings: options.lineEndings }).pipe(
+      const received = yield* spool.receive(stream, { id, maxSize: options.maxSize, lineEndings: options.lineEndings }).pipe(
         Effect.ensuring(Effect.sync(() => hooks.leaveData(session.id)))
       )
       const rcptTo = recipientsOf(session)
       const mailFrom = session.envelope.mailFrom === false ? "" : (Address.normalize(session.envelope.mailFrom.address) ?? "")
-      if (hasRules()) {
-        yield* enforce("data", { ...mailContext(session, mailFrom, undefined), recipients: rcptTo, size: body.size }).pipe(
-          Effect.tapError(() => body.release)
-        )
-      }
+      const { body, plan } = hasDataRules()
+        ? yield* dataStage(received, id, session, mailFrom, rcptTo, options.hostname)
+        : { body: received, plan: undefined }
       const now = yield* Clock.currentTimeMillis
       const envelope: Envelope = {
         mailFrom,
@@ -333,9 +366,12 @@ export const make = Effect.fnUntraced(function*(settings: Ref.Ref<ListenerOption
         clientAddress: session.remoteAddress,
         secure: session.secure,
         authenticatedUser: typeof session.user === "string" ? session.user : undefined,
-        listener
+        listener,
+        ...(plan?.authentication === undefined ? {} : { authentication: plan.authentication }),
+        ...(plan?.quarantine === undefined ? {} : { quarantine: plan.quarantine }),
+        ...(plan?.annotations === undefined ? {} : { annotations: plan.annotations })
       }
-      const trace = ReceivedHeader.make({
+      const trace = (plan?.prepend ?? "") + ReceivedHeader.make({
         helo: session.hostNameAppearsAs,
         clientAddress: session.remoteAddress,
         clientHostname: session.clientHostname,

@@ -6,6 +6,7 @@
  * rather than slowing a session down. Metrics are updated in the same call, so events and
  * metrics cannot disagree.
  */
+import type { AuthResult } from "../protocol/AuthenticationResults.ts"
 import { Context, Effect, Layer, Metric, PubSub, type Scope, Stream } from "effect"
 
 /** The package version, as `incoming_build_info` and the trace resource report it. */
@@ -45,6 +46,10 @@ export type TelemetryEvent =
     readonly verdict: string
     readonly mode: "enforce" | "observe"
     readonly sessionId: string
+    /** DATA stage: the authentication results the rule gave (observe mode: would have written). */
+    readonly results?: ReadonlyArray<AuthResult> | undefined
+    /** DATA stage: why the rule quarantined the message (observe mode: would have). */
+    readonly quarantine?: string | undefined
   }
 
 export type TelemetryEventTag = TelemetryEvent["_tag"]

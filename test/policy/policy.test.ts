@@ -62,14 +62,14 @@ describe("Policy.run", () => {
       assert.strictEqual(d.verdict._tag, "Defer")
       // rules without a hook for the stage are skipped; all continue → Continue with no rule
       const none = yield* Policy.run([spy("a", Verdict.Continue), { name: "rcpt-only", onRcptTo: () => Effect.succeed(Verdict.reject()) }], "mail", mail())
-      assert.deepStrictEqual(none, { verdict: Verdict.Continue, rule: undefined })
+      assert.deepStrictEqual(none, { verdict: Verdict.Continue, rule: undefined, edits: [] })
     }))
 
   it.effect("every verdict passes through: accept, reject, defer, disconnect", () =>
     Effect.gen(function*() {
       for (const v of [Verdict.Accept, Verdict.reject(), Verdict.defer(), Verdict.disconnect()]) {
         const d = yield* Policy.run([fixed("r", v), fixed("after", Verdict.reject())], "mail", mail())
-        assert.deepStrictEqual(d, { verdict: v, rule: "r" })
+        assert.deepStrictEqual(d, { verdict: v, rule: "r", edits: [] })
       }
     }))
 

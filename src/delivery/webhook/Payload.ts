@@ -9,6 +9,8 @@
  * message from the queue each time it runs, so it can be measured and signed in one pass and
  * sent in another (and again after a redirect) without the message being held in memory.
  */
+import type { Authentication } from "../../protocol/AuthenticationResults.ts"
+import type { Quarantine } from "../../protocol/Envelope.ts"
 import { randomBytes } from "node:crypto"
 import PostalMime from "postal-mime"
 import { Effect, Option, Stream } from "effect"
@@ -48,7 +50,15 @@ export interface WebhookPayload {
   readonly subject: string | null
   readonly messageId: string | null
   readonly headers: ReadonlyArray<{ readonly name: string; readonly value: string }>
+  /**
+   * The values of every `Authentication-Results:` field, top first: ours (when the
+   * authentication rules ran) and those of hosts before us, which only they can vouch for.
+   */
   readonly authenticationResults: ReadonlyArray<string>
+  /** Our authentication results, typed (null when no authentication rule ran). */
+  readonly authentication: Authentication | null
+  /** Set when a rule quarantined the message. */
+  readonly quarantine: Quarantine | null
   readonly text?: string
   readonly html?: string
   /** Bodies were asked for but the message is over `maxPartsBytes`, or could not be parsed. */
@@ -115,6 +125,8 @@ export const build = (delivery: DA.Delivery, options: PartsOptions): Effect.Effe
       messageId: first("message-id"),
       headers,
       authenticationResults: headers.filter((h) => h.name.toLowerCase() === "authentication-results").map((h) => h.value),
+      authentication: delivery.envelope.authentication ?? null,
+      quarantine: delivery.envelope.quarantine ?? null,
       ...(wantText && found?.text !== undefined ? { text: found.text } : {}),
       ...(wantHtml && found?.html !== undefined ? { html: found.html } : {}),
       ...((wantText || wantHtml) && found === undefined ? { partsOmitted: true as const } : {})

@@ -107,7 +107,18 @@ const EnvelopeSchema = Schema.Struct({
   clientAddress: Schema.String,
   secure: Schema.Boolean,
   authenticatedUser: Schema.optional(Schema.String),
-  listener: Schema.String
+  listener: Schema.String,
+  authentication: Schema.optional(Schema.Struct({
+    authservId: Schema.String,
+    results: Schema.Array(Schema.Struct({
+      method: Schema.String,
+      result: Schema.Literals(["pass", "fail", "softfail", "neutral", "none", "temperror", "permerror", "policy", "skipped"]),
+      reason: Schema.optional(Schema.String),
+      properties: Schema.Record(Schema.String, Schema.String)
+    }))
+  })),
+  quarantine: Schema.optional(Schema.Struct({ rule: Schema.String, reason: Schema.String })),
+  annotations: Schema.optional(Schema.Record(Schema.String, Schema.Json))
 })
 
 // Fails to compile when `Envelope` gains or changes a field the stored JSON would not carry back.

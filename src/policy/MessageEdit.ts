@@ -1,0 +1,151 @@
+/**
+ * What a DATA-stage rule may do to the message besides deciding: the edits it returns with a
+ * `Continue` or `Accept` verdict (`Verdict.continueWith(edits)`), applied by the session before
+ * the message is queued, in rule order.
+ *
+ * - Header edits: `PrependHeader` (on top of the message, above our `Received:`), `AppendHeader`
+ *   (end of the header block), `InsertHeader` (at an index of the header block as received),
+ *   `ChangeHeader` / `RemoveHeader` (the n-th field of a name, or every one; `RemoveHeader` can
+ *   be limited to `Authentication-Results` fields claiming an authserv-id). These are the milter
+ *   header operations (addheader, insheader, chgheader) and what rspamd asks for.
+ * - `AuthResults`: typed results; the session writes all rules' results as one
+ *   `Authentication-Results:` header with our host name as authserv-id (removing any field in the
+ *   message that already claims it, RFC 8601 5) and stores them in `Envelope.authentication`.
+ * - `Quarantine`: marks the message (`Envelope.quarantine`); routes can send it elsewhere.
+ * - `Annotate`: a JSON value under a key in `Envelope.annotations`, for host apps and webhooks.
+ *
+ * A rule in observe mode has its edits recorded in its `PolicyVerdict` event, never applied.
+ *
+ * Where the edits live: prepended headers join the trace block the queue already prepends on
+ * every read (no byte of the body is copied); the other header edits rewrite the header block of
+ * the spooled body once, before the commit (in memory: new chunks; spilled: one streaming copy of
+ * the file), so every reader — adapters, `queue show`, the webhook — sees the same bytes without
+ * a filter to keep in step on each read path. Typed results and marks go into the `Envelope`,
+ * which every queue backend stores as JSON.
+ *
+ * Room left for the rest of the milter vocabulary: body replacement would be an edit carrying a
+ * new `SpooledBody` (the rewrite step already produces one), and recipient or sender changes
+ * would patch the envelope in `plan` (after the same recipient-authority check RCPT makes).
+ * Each new variant is a compile error in `plan` until it is handled.
+ */
+import type { Json, Quarantine } from "../protocol/Envelope.ts"
+import * as AuthenticationResults from "../protocol/AuthenticationResults.ts"
+
+export type HeaderEdit =
+  | { readonly _tag: "PrependHeader"; readonly name: string; readonly value: string }
+  | { readonly _tag: "AppendHeader"; readonly name: string; readonly value: string }
+  /** Before the field at `index` (0-based) of the header block as received; past the end: appended. */
+  | { readonly _tag: "InsertHeader"; readonly index: number; readonly name: string; readonly value: string }
+  /** The `occurrence`-th (1-based) field named `name` gets `value`. */
+  | { readonly _tag: "ChangeHeader"; readonly name: string; readonly occurrence: number; readonly value: string }
+  /**
+   * Fields named `name`: every one, or the `occurrence`-th, or (for `Authentication-Results`)
+   * those whose authserv-id is `authservId` (case-insensitive).
+   */
+  | {
+    readonly _tag: "RemoveHeader"
+    readonly name: string
+    readonly occurrence?: number | undefined
+    readonly authservId?: string | undefined
+  }
+
+export type MessageEdit =
+  | HeaderEdit
+  | { readonly _tag: "AuthResults"; readonly results: ReadonlyArray<AuthenticationResults.AuthResult> }
+  | { readonly _tag: "Quarantine"; readonly reason: string }
+  | { readonly _tag: "Annotate"; readonly key: string; readonly value: Json }
+
+/** An edit and the rule that made it. */
+export interface RuleEdit {
+  readonly rule: string
+  readonly edit: MessageEdit
+}
+
+export const prependHeader = (name: string, value: string): MessageEdit => ({ _tag: "PrependHeader", name, value })
+export const appendHeader = (name: string, value: string): MessageEdit => ({ _tag: "AppendHeader", name, value })
+export const insertHeader = (index: number, name: string, value: string): MessageEdit => ({ _tag: "InsertHeader", index, name, value })
+export const changeHeader = (name: string, occurrence: number, value: string): MessageEdit => ({ _tag: "ChangeHeader", name, occurrence, value })
+export const removeHeader = (name: string, options: { readonly occurrence?: number; readonly authservId?: string } = {}): MessageEdit => ({
+  _tag: "RemoveHeader",
+  name,
+  ...options
+})
+export const authResults = (results: ReadonlyArray<AuthenticationResults.AuthResult>): MessageEdit => ({ _tag: "AuthResults", results })
+export const quarantine = (reason: string): MessageEdit => ({ _tag: "Quarantine", reason })
+export const annotate = (key: string, value: Json): MessageEdit => ({ _tag: "Annotate", key, value })
+
+/** Header field names are RFC 5322 ftext; anything else would corrupt the header block. */
+const validName = (name: string): boolean => /^[\x21-\x39\x3b-\x7e]+$/.test(name)
+
+/** A header value made safe to write: line breaks only as folding (CRLF + tab), no other controls. */
+export const headerValue = (value: string): string =>
+  value
+    .split(/\r\n|\r|\n/)
+    .map((line) => line.replace(/[\t ]+/g, " ").replace(/[\x00-\x08\x0b-\x1f\x7f]/g, "").trim())
+    .filter((line) => line !== "")
+    .join("\r\n\t")
+
+export const headerLine = (name: string, value: string): string => `${name}: ${headerValue(value)}\r\n`
+
+/** The rewrite of the header block as received: what `spool/HeaderBlock.rewrite` applies. */
+export type HeaderOp = Exclude<HeaderEdit, { readonly _tag: "PrependHeader" }>
+
+/** What the session does with the edits of one message. */
+export interface Plan {
+  /** Header lines to put on top, above the trace header, in the order they come (CRLF-terminated). */
+  readonly prepend: string
+  /** Rewrites of the header block as received, in order; empty in the common case (no copy). */
+  readonly headerOps: ReadonlyArray<HeaderOp>
+  readonly authentication: AuthenticationResults.Authentication | undefined
+  readonly quarantine: Quarantine | undefined
+  readonly annotations: Readonly<Record<string, Json>> | undefined
+}
+
+/**
+ * Folds the edits of the enforced rules, in order, into a plan. A header edit with an invalid
+ * name is dropped (a rule's bug must not corrupt a message). When any rule gave results, the
+ * `Authentication-Results` field is written first on top (RFC 8601 5: above the other trace
+ * fields) and any field in the message already claiming `authservId` is removed.
+ */
+export const plan = (edits: ReadonlyArray<RuleEdit>, authservId: string): Plan => {
+  const prepends: Array<string> = []
+  const headerOps: Array<HeaderOp> = []
+  const results: Array<AuthenticationResults.AuthResult> = []
+  let sawResults = false
+  let quarantined: Quarantine | undefined
+  let annotations: Record<string, Json> | undefined
+  for (const { edit, rule } of edits) {
+    switch (edit._tag) {
+      case "PrependHeader":
+        if (validName(edit.name)) prepends.push(headerLine(edit.name, edit.value))
+        break
+      case "AppendHeader":
+      case "InsertHeader":
+      case "ChangeHeader":
+      case "RemoveHeader":
+        if (validName(edit.name)) headerOps.push(edit)
+        break
+      case "AuthResults":
+        sawResults = true
+        results.push(...edit.results)
+        break
+      case "Quarantine":
+        quarantined ??= { rule, reason: edit.reason }
+        break
+      case "Annotate":
+        annotations = { ...annotations, [edit.key]: edit.value }
+        break
+    }
+  }
+  const authentication = sawResults ? { authservId, results } : undefined
+  if (authentication !== undefined) {
+    headerOps.unshift({ _tag: "RemoveHeader", name: AuthenticationResults.headerName, authservId })
+  }
+  return {
+    prepend: (authentication === undefined ? "" : AuthenticationResults.format(authentication)) + prepends.join(""),
+    headerOps,
+    authentication,
+    quarantine: quarantined,
+    annotations
+  }
+}
