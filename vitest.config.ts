@@ -5,6 +5,8 @@ import { defineConfig } from "vitest/config"
 export default defineConfig({
   test: {
     include: ["test/**/*.test.ts"],
+    // No test reaches the real DNS: it gets a zone (ZoneDns) or a dnsmasq of its own.
+    setupFiles: ["test/support/dnsGuard.ts"],
     pool: "forks",
     testTimeout: 30_000,
     hookTimeout: 30_000,

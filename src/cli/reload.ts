@@ -6,6 +6,7 @@
  */
 import { Cause, Effect, Exit, Layer, Queue, Scope } from "effect"
 import * as Build from "../config/Build.ts"
+import type { Dns } from "../dns/Dns.ts"
 import type * as Options from "../config/Options.ts"
 import * as Control from "../Control.ts"
 import * as Delivery from "./delivery.ts"
@@ -13,7 +14,7 @@ import * as Delivery from "./delivery.ts"
 export const layer = <E, R>(
   load: Effect.Effect<Options.Runner, E, R>,
   started: Options.Runner
-): Layer.Layer<never, never, Control.Control | Delivery.DeliverySwap | R> =>
+): Layer.Layer<never, never, Control.Control | Delivery.DeliverySwap | Dns | R> =>
   Layer.effectDiscard(Effect.gen(function*() {
     const control = yield* Control.Control
     const delivery = yield* Delivery.DeliverySwap

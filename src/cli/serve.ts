@@ -12,6 +12,7 @@
 import { Effect, Layer, Option, References } from "effect"
 import { Command, Flag, GlobalFlag } from "effect/cli"
 import * as Build from "../config/Build.ts"
+import * as NodeDns from "../dns/NodeDns.ts"
 import { formatIssue } from "../config/ConfigError.ts"
 import * as Load from "../config/Load.ts"
 import * as Reload from "./reload.ts"
@@ -131,7 +132,11 @@ export const serve = Command.make("serve", flags, (f) =>
       Layer.provideMerge(Delivery.layerSwappable(runner.delivery))
     )
     // SIGHUP re-reads the same file with the same flags and applies it (see cli/reload.ts).
-    const app = Reload.layer(Effect.map(load, (l) => l.runner), runner).pipe(Layer.provideMerge(server))
+    // One Dns (resolver and cache) for the server's life, under the rules of every reload.
+    const app = Reload.layer(Effect.map(load, (l) => l.runner), runner).pipe(
+      Layer.provideMerge(server),
+      Layer.provide(NodeDns.layer(runner.dns))
+    )
     // `[tracing]`: the OTLP tracer under everything, so it is built first and flushed last.
     const traced = app.pipe(Layer.provide(Tracing.layer(runner.tracing)))
     // The global --log-level flag, when given, wins over the file's logging.level.

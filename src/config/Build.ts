@@ -8,7 +8,9 @@
  * it changes, so `incoming users passwd` takes effect without a restart. Load.ts has already
  * checked that the file exists.
  */
+import { hostname as osHostname } from "node:os"
 import { Duration, Effect, type Scope } from "effect"
+import { Dns } from "../dns/Dns.ts"
 import * as AuthHandler from "../auth/AuthHandler.ts"
 import * as UserFile from "../auth/UserFile.ts"
 import type { IncomingOptions } from "../IncomingOptions.ts"
@@ -19,10 +21,19 @@ import * as MaxRecipients from "../policy/rules/MaxRecipients.ts"
 import * as RateLimiter from "../policy/rules/RateLimiter.ts"
 import * as SizeLimit from "../policy/rules/SizeLimit.ts"
 import * as TlsRequired from "../policy/rules/TlsRequired.ts"
+import * as AuthRules from "../policy/rules/auth/AuthRules.ts"
+import * as Checks from "../policy/rules/auth/Checks.ts"
 import type { AuthChoice, RuleChoice, Runner } from "./Options.ts"
 
-/** One rule; a rate limiter's sweeper is forked into the current scope. */
-export const rule = (choice: RuleChoice): Effect.Effect<Policy.Rule, never, Scope.Scope> => {
+/**
+ * One rule; a rate limiter's sweeper is forked into the current scope. The email-authentication
+ * rules share `checks` (one per build: they memoize per transaction together).
+ */
+export const rule = (choice: RuleChoice, checks?: Checks.Checks["Service"]): Effect.Effect<Policy.Rule, never, Scope.Scope> => {
+  if (choice.rule === "spf" || choice.rule === "dkim" || choice.rule === "dmarc" || choice.rule === "arc" || choice.rule === "iprev") {
+    if (checks === undefined) return Effect.die(new Error(`policy rule ${choice.rule} needs the authentication checks`))
+    return Effect.succeed(AuthRules[choice.rule](checks, choice.options))
+  }
   switch (choice.rule) {
     case "rate_limit":
       return Effect.map(RateLimiter.make(choice.options), (limiter) => limiter.rule)
@@ -48,10 +59,21 @@ export const auth = (choice: AuthChoice): AuthHandler.AuthHandlerOptions => ({
   allowInsecure: choice.allowInsecure
 })
 
-/** The complete `IncomingOptions` of a runner: its data plus the rules and the user store. */
-export const options = (runner: Runner): Effect.Effect<IncomingOptions, never, Scope.Scope> =>
-  Effect.map(Effect.forEach(runner.policies.rules, rule), (rules): IncomingOptions => ({
-    ...runner.options,
-    ...(runner.auth !== undefined ? { auth: auth(runner.auth) } : {}),
-    policies: { rules, timeoutMs: runner.policies.timeoutMs }
-  }))
+const authRules = new Set(["spf", "dkim", "dmarc", "arc", "iprev"])
+
+/**
+ * The complete `IncomingOptions` of a runner: its data plus the rules and the user store. The
+ * authentication rules ask the DNS through the server's `Dns` (built once, at start).
+ */
+export const options = (runner: Runner): Effect.Effect<IncomingOptions, never, Scope.Scope | Dns> =>
+  Effect.gen(function*() {
+    const checks = runner.policies.rules.some((r) => authRules.has(r.rule))
+      ? yield* Checks.make(yield* Dns, { hostname: runner.options.hostname ?? osHostname() })
+      : undefined
+    const rules = yield* Effect.forEach(runner.policies.rules, (choice) => rule(choice, checks))
+    return {
+      ...runner.options,
+      ...(runner.auth !== undefined ? { auth: auth(runner.auth) } : {}),
+      policies: { rules, timeoutMs: runner.policies.timeoutMs }
+    }
+  })

@@ -23,6 +23,8 @@ import { hostname as osHostname } from "node:os"
 import { Duration as EffectDuration, Effect, Schema, SchemaIssue, SchemaTransformation } from "effect"
 import { parseHostPort } from "./HostPort.ts"
 import * as Backoff from "../delivery/Backoff.ts"
+import * as DnsCache from "../dns/DnsCache.ts"
+import * as NodeDnsModule from "../dns/NodeDns.ts"
 import * as Dispatcher from "../delivery/Dispatcher.ts"
 import * as LmtpAdapterModule from "../delivery/LmtpAdapter.ts"
 import * as SmtpRelayAdapterModule from "../delivery/SmtpRelayAdapter.ts"
@@ -372,12 +374,63 @@ export const SizeLimitRule = Schema.Struct({ rule: Schema.Literal("size_limit"),
 
 export const ConnectionLimitRule = Schema.Struct({ rule: Schema.Literal("connection_limit"), name: ruleName, observe, max_per_ip: positive })
 
-export const ruleTypes = ["rate_limit", "tls_required", "hello_required", "max_recipients", "size_limit", "connection_limit"] as const
+/** What every email-authentication rule takes (policy/rules/auth/AuthRules.ts). */
+const authRule = {
+  name: ruleName,
+  observe,
+  /** Check AUTH sessions too (default: they are our users, skipped). */
+  check_authenticated: withDefault(Schema.Boolean, false),
+  /** Check clients in `relay.trusted_networks` too (default: skipped). */
+  check_trusted: withDefault(Schema.Boolean, false),
+  /** DNS trouble or a failed check: let the message through, or defer with 451 4.4.3. */
+  temperror: withDefault(Schema.Literals(["continue", "defer"]), "continue")
+}
+const recordOrReject = withDefault(Schema.Literals(["record", "reject"]), "record")
+
+export const SpfRule = Schema.Struct({ rule: Schema.Literal("spf"), ...authRule, fail: recordOrReject, permerror: recordOrReject })
+export const DkimRule = Schema.Struct({ rule: Schema.Literal("dkim"), ...authRule })
+export const DmarcRule = Schema.Struct({ rule: Schema.Literal("dmarc"), ...authRule })
+export const ArcRule = Schema.Struct({ rule: Schema.Literal("arc"), ...authRule })
+export const IprevRule = Schema.Struct({ rule: Schema.Literal("iprev"), ...authRule })
+
+export const authRuleTypes = ["spf", "dkim", "dmarc", "arc", "iprev"] as const
+
+export const ruleTypes = ["rate_limit", "tls_required", "hello_required", "max_recipients", "size_limit", "connection_limit", ...authRuleTypes] as const
 export type RuleType = (typeof ruleTypes)[number]
 
-export const PolicyRule = Schema.Union([RateLimitRule, TlsRequiredRule, HelloRequiredRule, MaxRecipientsRule, SizeLimitRule, ConnectionLimitRule])
+export const PolicyRule = Schema.Union([
+  RateLimitRule,
+  TlsRequiredRule,
+  HelloRequiredRule,
+  MaxRecipientsRule,
+  SizeLimitRule,
+  ConnectionLimitRule,
+  SpfRule,
+  DkimRule,
+  DmarcRule,
+  ArcRule,
+  IprevRule
+])
   .annotate({ expected: `a table with rule = ${ruleTypes.map((t) => `"${t}"`).join(" | ")}` })
 export type PolicyRule = typeof PolicyRule.Type
+
+/** The resolver of the `Dns` service (dns/NodeDns.ts), shared by every part that asks the DNS. */
+export const Dns = Schema.Struct({
+  /** `HOST` or `HOST:PORT` (IPv6 in brackets); empty: the system's resolvers. Checked in `Load.ts`. */
+  servers: withDefault(Schema.Array(NonEmpty), []),
+  /** Deadline of one try. */
+  timeout: duration(NodeDnsModule.defaults.timeoutMs),
+  /** Tries per server. */
+  tries: count(1, NodeDnsModule.defaults.tries),
+  /** Answers kept in the cache at most (0: no cache). */
+  cache_size: count(0, DnsCache.defaultCacheOptions.maxEntries),
+  /** Upper bound of an answer's stay in the cache. */
+  max_ttl: duration(DnsCache.defaultCacheOptions.maxTtlMs),
+  /** Stay of MX, TXT and PTR answers, whose TTL the resolver does not report. */
+  unknown_ttl: duration(DnsCache.defaultCacheOptions.unknownTtlMs),
+  /** Stay of "no such name" and "no such record" answers. */
+  negative_ttl: duration(DnsCache.defaultCacheOptions.negativeTtlMs)
+})
 
 export const IncomingConfig = Schema.Struct({
   hostname: NonEmpty.pipe(Schema.withDecodingDefaultKey(Effect.sync(() => osHostname()))),
@@ -401,6 +454,8 @@ export const IncomingConfig = Schema.Struct({
   relay: withDefault(Relay, {}),
   /** SMTP AUTH; off when absent. */
   auth: Schema.optionalKey(Auth),
+  /** How DNS is asked (email authentication; later DNSBLs and MX lookups). */
+  dns: withDefault(Dns, {}),
   /** Built-in policy rules, in the order they run. */
   policies: withDefault(Schema.Array(PolicyRule), []),
   /** Deadline of each rule hook; past it the command is deferred with 451 4.4.2. */

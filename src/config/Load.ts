@@ -30,6 +30,7 @@ import { parse as parseYaml, YAMLParseError } from "yaml"
 import { parseHostPort } from "./HostPort.ts"
 import * as DataDir from "../DataDir.ts"
 import * as Router from "../delivery/Router.ts"
+import * as NodeDns from "../dns/NodeDns.ts"
 import * as Relay from "../policy/Relay.ts"
 import * as Address from "../protocol/Address.ts"
 import * as KeyPair from "../smtp/internal/keyPair.ts"
@@ -378,6 +379,11 @@ const accessChecks = Effect.fnUntraced(function*(config: IncomingConfig, sourceO
     if (info._tag === "None") add(["auth", "users_file"], `file not found: ${file} (create it with: incoming users add NAME --file ${file})`)
     else if (info.value.type !== "File") add(["auth", "users_file"], `not a file: ${file}`)
     else if ((yield* fs.access(file, { readable: true }).pipe(Effect.option))._tag === "None") add(["auth", "users_file"], `not readable by this user: ${file}`)
+  }
+  // The resolver's own parser judges each server, so the loader and the server cannot disagree.
+  for (const [i, server] of config.dns.servers.entries()) {
+    const problem = NodeDns.serverProblem(server)
+    if (problem !== undefined) add(["dns", "servers", i], problem)
   }
   for (const [i, r] of (config.routes ?? []).entries()) {
     if (r.match.length === 0 && !r.quarantine) add(["routes", i, "match"], "missing (required): the recipients this route takes, like [\"*@example.com\"] (only a route with quarantine = true may have none)")

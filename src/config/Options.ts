@@ -13,7 +13,9 @@ import { defaults as lmtpDefaults, type LmtpOptions } from "../delivery/LmtpAdap
 import type { RetrySchedule, RouteOptions } from "../delivery/Router.ts"
 import type { SmtpRelayOptions } from "../delivery/SmtpRelayAdapter.ts"
 import type { StatusKey, WebhookOptions } from "../delivery/webhook/WebhookAdapter.ts"
+import type { NodeDnsOptions } from "../dns/NodeDns.ts"
 import type { IncomingOptions } from "../IncomingOptions.ts"
+import type * as AuthRules from "../policy/rules/auth/AuthRules.ts"
 import type { ConnectionLimitOptions } from "../policy/rules/ConnectionLimit.ts"
 import type { HelloRequiredOptions } from "../policy/rules/HelloRequired.ts"
 import type { MaxRecipientsOptions } from "../policy/rules/MaxRecipients.ts"
@@ -64,6 +66,8 @@ export type RuleChoice =
   | { readonly rule: "max_recipients"; readonly options: MaxRecipientsOptions }
   | { readonly rule: "size_limit"; readonly options: SizeLimitOptions }
   | { readonly rule: "connection_limit"; readonly options: ConnectionLimitOptions }
+  | { readonly rule: "spf"; readonly options: AuthRules.SpfOptions }
+  | { readonly rule: "dkim" | "dmarc" | "arc" | "iprev"; readonly options: AuthRules.CommonOptions }
 
 export interface PoliciesChoice {
   readonly rules: ReadonlyArray<RuleChoice>
@@ -73,6 +77,8 @@ export interface PoliciesChoice {
 export interface Runner {
   /** Everything but `auth` and `policies.rules`, which `Build.ts` adds. */
   readonly options: IncomingOptions
+  /** The resolver and cache of the `Dns` service; applied at start only, not on reload. */
+  readonly dns: NodeDnsOptions
   readonly auth: AuthChoice | undefined
   readonly policies: PoliciesChoice
   readonly delivery: DeliveryChoice
@@ -304,6 +310,19 @@ const toRule = (p: PolicyRule): RuleChoice => {
       return { rule: "size_limit", options: { ...common, maxSize: p.max } }
     case "connection_limit":
       return { rule: "connection_limit", options: { ...common, max: p.max_per_ip } }
+    case "spf":
+    case "dkim":
+    case "dmarc":
+    case "arc":
+    case "iprev": {
+      const options: AuthRules.CommonOptions = {
+        ...common,
+        checkAuthenticated: p.check_authenticated,
+        checkTrusted: p.check_trusted,
+        temperror: p.temperror
+      }
+      return p.rule === "spf" ? { rule: "spf", options: { ...options, fail: p.fail, permerror: p.permerror } } : { rule: p.rule, options }
+    }
   }
 }
 
@@ -320,8 +339,21 @@ export const toTracing = (c: IncomingConfig): TracingOptions | undefined =>
     exportIntervalMs: c.tracing.export_interval
   }
 
+export const toDns = (c: IncomingConfig): NodeDnsOptions => ({
+  ...(c.dns.servers.length > 0 ? { servers: c.dns.servers } : {}),
+  timeoutMs: c.dns.timeout,
+  tries: c.dns.tries,
+  cache: {
+    maxEntries: c.dns.cache_size,
+    maxTtlMs: c.dns.max_ttl,
+    unknownTtlMs: c.dns.unknown_ttl,
+    negativeTtlMs: c.dns.negative_ttl
+  }
+})
+
 export const toRunner = (c: IncomingConfig): Runner => ({
   options: toIncomingOptions(c),
+  dns: toDns(c),
   auth: toAuth(c),
   policies: toPolicies(c),
   delivery: toDelivery(c),

@@ -55,7 +55,7 @@ const query = (resolver: Resolver) => <T extends RecordType>(name: string, type:
         return { records: rows.map((r) => r.address), ttl: rows.length === 0 ? undefined : Math.min(...rows.map((r) => r.ttl)) }
       }
       case "MX":
-        return { records: await resolver.resolveMx(name), ttl: undefined }
+        return { records: (await resolver.resolveMx(name)).map(({ exchange, priority }) => ({ exchange, priority })), ttl: undefined }
       case "TXT":
         return { records: await resolver.resolveTxt(name), ttl: undefined }
       default:
@@ -63,6 +63,17 @@ const query = (resolver: Resolver) => <T extends RecordType>(name: string, type:
     }
   }
   return Effect.tryPromise({ try: ask, catch: errorOf(name, type) }) as Effect.Effect<DnsCache.Answer<T>, DnsError>
+}
+
+/** Why node:dns refuses `server` as a resolver address, if it does. */
+export const serverProblem = (server: string): string | undefined => {
+  try {
+    new Resolver().setServers([server])
+    return undefined
+  } catch (e) {
+    return `not a resolver address (an IP address, with :PORT if not 53; IPv6 as [::1]:53): ${JSON.stringify(server)}` +
+      (e instanceof Error ? ` (${e.message})` : "")
+  }
 }
 
 /** The resolver itself (no cache): for tests of the upstream and for callers that cache elsewhere. */

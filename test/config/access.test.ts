@@ -22,6 +22,7 @@ import nodemailer from "nodemailer"
 import * as Build from "../../src/config/Build.ts"
 import { ConfigError } from "../../src/config/ConfigError.ts"
 import * as Load from "../../src/config/Load.ts"
+import * as ZoneDns from "../../src/dns/ZoneDns.ts"
 import * as Options from "../../src/config/Options.ts"
 import * as Render from "../../src/config/Render.ts"
 import { SmtpClient, TestIncoming } from "../../src/testing/index.ts"
@@ -152,7 +153,7 @@ describe("relay, auth and policies: mapping", () => {
       ])
 
       // Build: live rules in the file's order, with the file's names and modes; the user store.
-      const options = yield* Effect.scoped(Build.options(runner))
+      const options = yield* Effect.scoped(Build.options(runner)).pipe(Effect.provide(ZoneDns.layerEmpty))
       assert.deepStrictEqual(options.policies?.rules.map((r) => [r.name, r.observe === true]), [
         ["connection_limit", false],
         ["hello_required", false],

@@ -356,7 +356,7 @@ describe("Authentication-Results", () => {
       )
       assert.deepStrictEqual(plan?.headerOps, [{ _tag: "RemoveHeader", name: "Authentication-Results", authservId: "mx.test" }])
       const body = yield* HeaderBlock.rewrite(bodyOf(signed), plan!.headerOps)
-      const text = Buffer.concat((body as { chunks: Array<Uint8Array> }).chunks).toString()
+      const text = Buffer.concat((body._tag === "InMemory" ? body.chunks : [])).toString()
       assert.notInclude(text, "MX.test; dkim=pass", "the forged field claiming our authserv-id is gone")
       assert.include(text, "Authentication-Results: upstream.test; spf=pass\r\n", "another host's field stays")
     }))
