@@ -16,6 +16,7 @@ import { open, unlink } from "node:fs/promises"
 import { pipeline } from "node:stream/promises"
 import * as NodeStream from "@effect/platform-node/NodeStream"
 import { Effect, Stream } from "effect"
+import * as Reclaim from "../internal/reclaim.ts"
 import { authservIdOf } from "../protocol/AuthenticationResults.ts"
 import type { HeaderOp } from "../policy/MessageEdit.ts"
 import { headerLine } from "../policy/MessageEdit.ts"
@@ -45,10 +46,13 @@ const storageFailed = (what: string) => (cause: unknown) =>
 export const stream = (body: SpooledBody): Stream.Stream<Uint8Array, SpoolError> =>
   body._tag === "InMemory"
     ? Stream.fromIterable(body.chunks)
-    : NodeStream.fromReadable({
+    : NodeStream.fromReadable<Uint8Array, SpoolError>({
       evaluate: () => createReadStream(body.path, { highWaterMark: 64 * 1024 }),
       onError: storageFailed(`reading ${body.path}`)
-    })
+    }).pipe(
+      // Read buffers die young: let the reclaimer collect them on a large message (reclaim.ts).
+      Stream.tap((chunk) => Effect.sync(() => Reclaim.note(chunk.byteLength)))
+    )
 
 /** The first `limit` bytes of the body (fewer when it is shorter). */
 const head = (body: SpooledBody, limit: number): Effect.Effect<Buffer, SpoolError> => {

@@ -54,6 +54,30 @@ const table = (routes: ReadonlyArray<Router.RouteOptions>, options?: Router.Tabl
 const tags = (outcomes: ReadonlyArray<DA.RecipientOutcome>) => Object.fromEntries(outcomes.map((o) => [o.rcpt, o._tag]))
 
 describe("Router", () => {
+  it.effect("a quarantined message goes to the quarantine route, whatever its recipients; others route as usual", () =>
+    Effect.gen(function*() {
+      const inbox = recording("inbox")
+      const held = recording("held")
+      const { adapter } = yield* Router.make({
+        adapters: { inbox: inbox.adapter, held: held.adapter },
+        routes: [
+          { name: "all", match: ["*"], adapter: "inbox" },
+          { name: "quarantine", match: [], adapter: "held", quarantine: true }
+        ]
+      })
+      const plain = delivery(["a@example.test", "b@example.test"])
+      yield* adapter.deliver(plain)
+      yield* adapter.deliver({ ...plain, envelope: { ...plain.envelope, quarantine: { rule: "dmarc", reason: "p=quarantine" } } })
+      assert.deepStrictEqual(inbox.calls, [["a@example.test", "b@example.test"]])
+      assert.deepStrictEqual(held.calls, [["a@example.test", "b@example.test"]])
+      // Two routes taking quarantined mail are refused.
+      const twice = Router.compile([
+        { name: "q1", match: [], adapter: "a", quarantine: true },
+        { name: "q2", match: [], adapter: "a", quarantine: true }
+      ])
+      assert.isTrue(Result.isFailure(twice))
+    }))
+
   it("routeFor: exact address, +tag, *@domain, catch-all, case-insensitive; acknowledge per route", () => {
     const t = table([
       { name: "sales", match: ["sales@example.test"], adapter: "a", acknowledge: "sync" },
