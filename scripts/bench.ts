@@ -9,6 +9,13 @@
  * other in time. It prints median msgs/s per target, per-repetition ratios (median), errors and
  * CPU costs, and writes every run as a key=value line to .bench/results-<timestamp>.txt.
  *
+ * "auth" is Incoming with the memory queue and the spf, dkim and dmarc rules on, asking a dnsmasq
+ * the bench starts on loopback (SPF, DMARC p=reject and the DKIM key of load.test); while it is
+ * among the targets every target gets the same DKIM-signed message, and the summary prints the
+ * server CPU the rules add per message (auth − memory, per repetition, median).
+ *
+ *   npm run bench -- --targets memory,auth --sizes 1024 --sessions 10 --modes persist
+ *
  * Optional: --targets may add "lean" (scripts/bench/lean-server.ts: smtp-server with plain
  * callbacks and the same SQLite group commit on a writer thread — how fast the durable design can
  * go with nothing else around it); --peers adds Postfix from the peer kit (/work/shared/bench, if set up), --check-gen
@@ -49,7 +56,8 @@ const LEAN_SCRIPT = path.join(REPO, "scripts/bench/lean-server.ts")
 const INCOMING_CLI = path.join(REPO, "src/bin/incoming.ts")
 const SMTP_SOURCE = "/usr/sbin/smtp-source"
 const TMPFS_MAGIC = 0x01021994
-const KNOWN_TARGETS = ["bare", "memory", "sqlite", "lean"] as const
+const KNOWN_TARGETS = ["bare", "memory", "sqlite", "lean", "auth"] as const
+const DNSMASQ = "/usr/sbin/dnsmasq"
 type TargetName = (typeof KNOWN_TARGETS)[number]
 type Mode = "persist" | "conn"
 
@@ -192,7 +200,40 @@ const nodeBin = existsSync(path.join(REPO, "node_modules/.bin/node")) ? path.joi
 
 const dataRoot = path.resolve(argv["data-root"] ?? path.join(REPO, ".bench", "data"))
 
+/** The DKIM key of load.test and the dnsmasq that publishes it, started once for the "auth" target. */
+let authSetup: { readonly keyFile: string; readonly dnsServer: string } | undefined
+
+const startAuthDns = async (): Promise<{ readonly keyFile: string; readonly dnsServer: string } | string> => {
+  if (authSetup !== undefined) return authSetup
+  if (!existsSync(DNSMASQ)) return `${DNSMASQ} is not installed (Debian dnsmasq-base)`
+  const { generateKeyPairSync } = await import("node:crypto")
+  const { writeFileSync } = await import("node:fs")
+  mkdirSync(dataRoot, { recursive: true })
+  const dir = mkdtempSync(path.join(dataRoot, "auth-dns-"))
+  dataDirs.push(dir)
+  const { privateKey, publicKey } = generateKeyPairSync("rsa", { modulusLength: 2048 })
+  const keyFile = path.join(dir, "dkim.pem")
+  writeFileSync(keyFile, privateKey.export({ type: "pkcs8", format: "pem" }).toString(), { mode: 0o600 })
+  const p = publicKey.export({ type: "spki", format: "der" }).toString("base64")
+  const key = `v=DKIM1; k=rsa; p=${p}`
+  const port = await allocPort()
+  const logPath = outFile.replace(/\.txt$/, "") + ".dnsmasq.log"
+  const s = startServer("dnsmasq", DNSMASQ, [
+    "--keep-in-foreground", `--port=${port}`, "--listen-address=127.0.0.1", "--bind-interfaces", "--no-resolv", "--no-hosts",
+    "--conf-file=/dev/null", "--pid-file=", "--user=root", "--log-facility=-", "--local=/test/", "--local-ttl=300",
+    "--txt-record=load.test,v=spf1 ip4:127.0.0.1 -all",
+    "--txt-record=_dmarc.load.test,v=DMARC1; p=reject",
+    `--txt-record=bench._domainkey.load.test,${(key.match(/.{1,255}/g) ?? []).join(",")}`,
+    "--host-record=load.test,127.0.0.1"
+  ], { cwd: REPO, logPath })
+  await waitListening(s, port, 10_000)
+  authSetup = { keyFile, dnsServer: `127.0.0.1:${port}` }
+  return authSetup
+}
+
 const startOwn = async (name: TargetName): Promise<Target | string> => {
+  const auth = name === "auth" ? await startAuthDns() : undefined
+  if (typeof auth === "string") return auth
   const port = await allocPort()
   const logPath = outFile.replace(/\.txt$/, "") + `.${name}.log`
   let s: Started
@@ -213,10 +254,17 @@ const startOwn = async (name: TargetName): Promise<Target | string> => {
     if (fsType === TMPFS_MAGIC) say(`bench: warning: ${dataRoot} is on tmpfs, fsync costs nothing there; use --data-root on disk`)
     const dir = mkdtempSync(path.join(dataRoot, `${name}-`))
     dataDirs.push(dir)
+    const queue = name === "auth" ? "memory" : name
+    // The rules and their resolver come from a file; the flags below win over it for the rest.
+    const config = path.join(dir, "auth.toml")
+    if (auth !== undefined) {
+      const { writeFileSync } = await import("node:fs")
+      writeFileSync(config, [`[dns]\nservers = ["${auth.dnsServer}"]`, ...["spf", "dkim", "dmarc"].map((r) => `[[policies]]\nrule = "${r}"`)].join("\n\n") + "\n")
+    }
     // As `npm start` and the bin run it: --expose-gc lets the spool reclaim large bodies early.
-    const args = ["--expose-gc", INCOMING_CLI, "serve", "--listen", `127.0.0.1:${port}`, "--domain", "bench.test", "--queue", name, "--data-dir", dir, "--deliver", "discard"]
+    const args = ["--expose-gc", INCOMING_CLI, "serve", ...(auth !== undefined ? ["--config", config] : []), "--listen", `127.0.0.1:${port}`, "--domain", "bench.test", "--queue", queue, "--data-dir", dir, "--deliver", "discard"]
     s = startServer(name, nodeBin, args, { cwd: REPO, logPath })
-    describe = `incoming serve --queue ${name} --data-dir ${dir} --deliver discard (fs type 0x${fsType.toString(16)})`
+    describe = `incoming serve --queue ${queue} --data-dir ${dir} --deliver discard${auth !== undefined ? ` + spf/dkim/dmarc rules (${config}, dnsmasq ${auth.dnsServer})` : ""} (fs type 0x${fsType.toString(16)})`
   }
   try {
     await waitListening(s, port, 30_000)
@@ -320,7 +368,7 @@ const runOnce = async (target: Target, generator: string, cell: Cell, count: num
   let note = ""
   let genSelf: number | undefined
   if (generator === "ours") {
-    const args = [LOAD_SCRIPT, "--port", String(target.port), "--size", String(cell.size), "--sessions", String(cell.sessions), "--count", String(count), "--mode", cell.mode, "--max-seconds", String(maxSeconds), ...(argv.helo ? ["--helo"] : [])]
+    const args = [LOAD_SCRIPT, "--port", String(target.port), "--size", String(cell.size), "--sessions", String(cell.sessions), "--count", String(count), "--mode", cell.mode, "--max-seconds", String(maxSeconds), ...(argv.helo ? ["--helo"] : []), ...(authSetup !== undefined ? ["--dkim-key", authSetup.keyFile] : [])]
     const child = spawn(process.execPath, args, { stdio: ["ignore", "pipe", "pipe"] })
     currentGen = child
     const r = await childOutput(child, (maxSeconds + 15) * 1000)
@@ -372,6 +420,29 @@ const runOnce = async (target: Target, generator: string, cell: Cell, count: num
   }
 }
 
+/**
+ * What the spf/dkim/dmarc rules cost: server CPU µs per message of "auth" minus "memory" in the
+ * same repetition of a cell (they ran next to each other), median over repetitions.
+ */
+const authCost = (records: ReadonlyArray<RunRecord>, cells: ReadonlyArray<Cell>): Array<string> => {
+  const lines: Array<string> = []
+  const perMsg = (r: RunRecord | undefined) => (r !== undefined && r.ok > 0 ? (r.serverCpu / r.ok) * 1e6 : undefined)
+  for (const cell of cells) {
+    const mine = records.filter((r) => r.size === cell.size && r.sessions === cell.sessions && r.mode === cell.mode && r.generator === "ours")
+    const deltas: Array<number> = []
+    for (const rep of new Set(mine.map((r) => r.rep))) {
+      const on = perMsg(mine.find((r) => r.rep === rep && r.target === "auth"))
+      const off = perMsg(mine.find((r) => r.rep === rep && r.target === "memory"))
+      if (on !== undefined && off !== undefined) deltas.push(on - off)
+    }
+    const m = median(deltas)
+    if (m !== undefined) {
+      lines.push(`auth rules (spf+dkim+dmarc, DKIM-signed message) add ${Math.round(m)} µs server CPU per message vs memory at ${cell.size} B x ${cell.sessions} ${cell.mode} (per-repetition deltas: ${deltas.map((d) => Math.round(d)).join(", ")})`)
+    }
+  }
+  return lines
+}
+
 // ---- main ------------------------------------------------------------------------------------
 
 const gitHead = (): string => {
@@ -418,7 +489,7 @@ const main = async (): Promise<void> => {
   const runColumns = columns.filter((c) => targets.some((t) => t.name === c.target))
   const col = (label: string): Column | undefined => columns.find((c) => c.label === label)
   const ratioPairs: Array<readonly [Column, Column]> = []
-  for (const [a, b] of [["sqlite", "bare"], ["sqlite", "memory"], ["memory", "bare"], ["sqlite", "postfix"], ["lean", "bare"], ["sqlite", "lean"], ["bare[smtp-source]", "bare"]] as const) {
+  for (const [a, b] of [["sqlite", "bare"], ["sqlite", "memory"], ["memory", "bare"], ["auth", "memory"], ["sqlite", "postfix"], ["lean", "bare"], ["sqlite", "lean"], ["bare[smtp-source]", "bare"]] as const) {
     const ca = col(a)
     const cb = col(b)
     if (ca !== undefined && cb !== undefined) ratioPairs.push([ca, cb])
@@ -523,6 +594,7 @@ const main = async (): Promise<void> => {
       ? `runs: ${records.length}, none with errors`
       : `runs: ${records.length}, FLAGGED (errors, failed messages or time cap): ${bad.length} — see lines with errors>0 in the raw file`,
     `other CPU load during the runs: median ${otherMedian.toFixed(2)} cores, max ${Math.max(0, ...others).toFixed(2)}${noisy ? " — the machine was busy with something else: absolute msgs/s are depressed, compare ratios" : ""}`,
+    ...authCost(records, cells),
     ...skipped.map((s) => `not run: ${s}`),
     `raw runs: ${outFile}`
   ]

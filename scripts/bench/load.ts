@@ -34,6 +34,8 @@ export interface LoadOptions {
   /** "HELO" like smtp-source, or "EHLO" (the default; what real MTAs send). */
   readonly greeting: "EHLO" | "HELO"
   readonly rcptDomain: string
+  /** Header fields put on top of every message (a DKIM-Signature made once for the run). */
+  readonly prefix?: string
 }
 
 export interface LoadError {
@@ -63,8 +65,8 @@ const MAX_SAMPLES = 5
  * No line starts with "." so no dot-stuffing is needed. Sizes whose remainder modulo 80 is 1 or 2
  * cannot end in a whole line and are rounded to the nearest whole line.
  */
-export const buildMessage = (size: number, rcpt: string): { readonly wire: Buffer; readonly bodyBytes: number } => {
-  const headers =
+export const buildMessage = (size: number, rcpt: string, prefix = ""): { readonly wire: Buffer; readonly bodyBytes: number } => {
+  const headers = prefix +
     "From: <load@load.test>\r\n" +
     `To: <${rcpt}>\r\n` +
     "Subject: incoming bench\r\n" +
@@ -122,7 +124,7 @@ const digit = (b: number | undefined): number => (b !== undefined && b >= 0x30 &
 export const runLoad = (opts: LoadOptions): Promise<LoadResult> =>
   new Promise((resolve) => {
     const rcpt = `user@${opts.rcptDomain}`
-    const message = buildMessage(opts.size, rcpt)
+    const message = buildMessage(opts.size, rcpt, opts.prefix)
     const cmdHello = Buffer.from(`${opts.greeting} load.test\r\n`, "latin1")
     const cmdMail = Buffer.from("MAIL FROM:<load@load.test>\r\n", "latin1")
     const cmdRcpt = Buffer.from(`RCPT TO:<${rcpt}>\r\n`, "latin1")
@@ -356,7 +358,9 @@ export const parseLoadArgs = (argv: ReadonlyArray<string>): LoadOptions => {
       mode: { type: "string", default: "persist" },
       "max-seconds": { type: "string", default: "20" },
       helo: { type: "boolean", default: false },
-      "rcpt-domain": { type: "string", default: "bench.test" }
+      "rcpt-domain": { type: "string", default: "bench.test" },
+      /** PEM file: sign the message with it (d=load.test, s=bench) once, before the run. */
+      "dkim-key": { type: "string" }
     },
     strict: true
   })
@@ -374,13 +378,28 @@ export const parseLoadArgs = (argv: ReadonlyArray<string>): LoadOptions => {
     mode,
     maxSeconds,
     greeting: values.helo ? "HELO" : "EHLO",
-    rcptDomain: values["rcpt-domain"]
+    rcptDomain: values["rcpt-domain"],
+    ...(values["dkim-key"] !== undefined ? { dkimKey: values["dkim-key"] } : {})
   }
+}
+
+/** The DKIM-Signature of the run's message (mailauth's signer, rsa-sha256 relaxed/relaxed). */
+export const dkimPrefix = async (opts: LoadOptions, keyFile: string): Promise<string> => {
+  const { wire } = buildMessage(opts.size, `user@${opts.rcptDomain}`)
+  const message = wire.subarray(0, wire.length - 3) // without the terminating dot
+  const { dkimSign } = await import("mailauth")
+  const { readFileSync } = await import("node:fs")
+  const signed = await dkimSign(message, {
+    canonicalization: "relaxed/relaxed",
+    signatureData: [{ signingDomain: "load.test", selector: "bench", privateKey: readFileSync(keyFile, "utf8") }]
+  } as never)
+  return signed.signatures
 }
 
 if (import.meta.main) {
   try {
-    const result = await runLoad(parseLoadArgs(process.argv.slice(2)))
+    const { dkimKey, ...opts } = parseLoadArgs(process.argv.slice(2)) as LoadOptions & { dkimKey?: string }
+    const result = await runLoad(dkimKey === undefined ? opts : { ...opts, prefix: await dkimPrefix(opts, dkimKey) })
     process.stdout.write(JSON.stringify(result) + "\n")
   } catch (err) {
     process.stderr.write(`load: ${err instanceof Error ? err.message : String(err)}\n`)

@@ -153,7 +153,8 @@ export const apply = (block: HeaderBlock, ops: ReadonlyArray<HeaderOp>): { reado
       case "ChangeHeader": {
         const i = nth(op.name, op.occurrence)
         if (i >= 0) {
-          fields[i] = made(op.name, op.value)
+          // The field keeps its name as written in the message.
+          fields[i] = made(fields[i]!.name, op.value)
           changed = true
         }
         break

@@ -4,14 +4,15 @@
  * the mail goes through; the sliding-window rate limiter defers the client past its rate.
  */
 import { assert, describe, it } from "@effect/vitest"
-import { Context, Effect, Layer } from "effect"
+import { Context, Effect, Layer, Stream } from "effect"
 import type * as Policy from "../../src/policy/Policy.ts"
 import * as RateLimiter from "../../src/policy/rules/RateLimiter.ts"
+import * as MessageEdit from "../../src/policy/MessageEdit.ts"
 import * as Verdict from "../../src/policy/Verdict.ts"
 import { Listeners } from "../../src/smtp/Listener.ts"
 import * as SmtpReply from "../../src/protocol/SmtpReply.ts"
 import * as Telemetry from "../../src/telemetry/Telemetry.ts"
-import { SmtpClient, TestIncoming } from "../../src/testing/index.ts"
+import { CapturingAdapter, SmtpClient, TestIncoming } from "../../src/testing/index.ts"
 
 const noSpammers = (observe: boolean): Policy.Rule => ({
   name: "no-spammers",
@@ -43,6 +44,55 @@ describe("policies through the server", () => {
           assert.deepStrictEqual([reply.code, reply.text], [550, "5.7.1 Sender refused by policy"])
         }
         assert.strictEqual((yield* send(port, "good@friend.test")).code, 250)
+      }
+    }))
+
+  it.live("DATA rules read the body and edit the message: applied in rule order, observed rules' edits only recorded", () =>
+    Effect.gen(function*() {
+      // Reads the whole body through the stream it is given (the spooled copy, read afresh).
+      const marker: Policy.Rule = {
+        name: "marker",
+        onData: (ctx) =>
+          Effect.gen(function*() {
+            const bytes = yield* Stream.mkUint8Array(ctx.body!).pipe(Effect.orDie)
+            const subject = ctx.headers?.find(([n]) => n.toLowerCase() === "subject")?.[1]
+            return Verdict.continueWith([
+              MessageEdit.prependHeader("X-Body-Bytes", String(bytes.byteLength)),
+              MessageEdit.removeHeader("X-Secret"),
+              MessageEdit.changeHeader("Subject", 1, `[checked] ${subject}`),
+              MessageEdit.annotate("seen", ctx.edits?.length ?? 0),
+              MessageEdit.quarantine("marked by a test")
+            ])
+          })
+      }
+      const observed: Policy.Rule = {
+        name: "observed",
+        observe: true,
+        onData: () => Effect.succeed(Verdict.continueWith([MessageEdit.prependHeader("X-Observed", "yes")]))
+      }
+      const second: Policy.Rule = {
+        name: "second",
+        onData: (ctx) => Effect.succeed(Verdict.continueWith([MessageEdit.annotate("before-me", ctx.edits?.map((e) => e.rule) ?? [])]))
+      }
+      // Spill at 1 KiB: the edits must work on a body in a spool file as well as in memory.
+      for (const bodyBytes of [100, 200_000]) {
+        const ctx = yield* Layer.build(TestIncoming.layer({
+          policies: { rules: [marker, observed, second] },
+          spool: { inMemoryThreshold: 1024 }
+        }))
+        const port = Context.get(ctx, Listeners).all[0]!.port
+        const body = "x".repeat(78) + "\r\n"
+        const data = `Subject: hello\r\nX-Secret: s3cret\r\n\r\n${body.repeat(Math.ceil(bodyBytes / body.length))}`
+        const reply = yield* SmtpClient.send({ port, from: "a@friend.test", to: ["u@example.test"], data })
+        assert.strictEqual(reply.code, 250)
+        const [m] = yield* Context.get(ctx, CapturingAdapter.Captured).awaitDelivered(1)
+        assert.match(m!.text, new RegExp(`^X-Body-Bytes: ${Buffer.byteLength(data)}\r\nReceived: `))
+        assert.include(m!.text, "\r\nSubject: [checked] hello\r\n\r\n")
+        assert.notInclude(m!.text, "X-Secret")
+        assert.notInclude(m!.text, "X-Observed", "an observed rule's edits are not applied")
+        assert.deepStrictEqual(m!.envelope.quarantine, { rule: "marker", reason: "marked by a test" })
+        assert.deepStrictEqual(m!.envelope.annotations, { seen: 0, "before-me": ["marker", "marker", "marker", "marker", "marker"] })
+        assert.isTrue(m!.text.endsWith(body), "the body after the header block is untouched")
       }
     }))
 

