@@ -29,25 +29,11 @@
  * Each new variant is a compile error in `plan` until it is handled.
  */
 import type { Json, Quarantine } from "../protocol/Envelope.ts"
+import { type HeaderEdit, headerLine, type HeaderOp, validName } from "../protocol/HeaderEdit.ts"
 import * as AuthenticationResults from "../protocol/AuthenticationResults.ts"
 
-export type HeaderEdit =
-  | { readonly _tag: "PrependHeader"; readonly name: string; readonly value: string }
-  | { readonly _tag: "AppendHeader"; readonly name: string; readonly value: string }
-  /** Before the field at `index` (0-based) of the header block as received; past the end: appended. */
-  | { readonly _tag: "InsertHeader"; readonly index: number; readonly name: string; readonly value: string }
-  /** The `occurrence`-th (1-based) field named `name` gets `value`. */
-  | { readonly _tag: "ChangeHeader"; readonly name: string; readonly occurrence: number; readonly value: string }
-  /**
-   * Fields named `name`: every one, or the `occurrence`-th, or (for `Authentication-Results`)
-   * those whose authserv-id is `authservId` (case-insensitive).
-   */
-  | {
-    readonly _tag: "RemoveHeader"
-    readonly name: string
-    readonly occurrence?: number | undefined
-    readonly authservId?: string | undefined
-  }
+export type { HeaderEdit, HeaderOp } from "../protocol/HeaderEdit.ts"
+export { headerLine, headerValue } from "../protocol/HeaderEdit.ts"
 
 export type MessageEdit =
   | HeaderEdit
@@ -73,22 +59,6 @@ export const removeHeader = (name: string, options: { readonly occurrence?: numb
 export const authResults = (results: ReadonlyArray<AuthenticationResults.AuthResult>): MessageEdit => ({ _tag: "AuthResults", results })
 export const quarantine = (reason: string): MessageEdit => ({ _tag: "Quarantine", reason })
 export const annotate = (key: string, value: Json): MessageEdit => ({ _tag: "Annotate", key, value })
-
-/** Header field names are RFC 5322 ftext; anything else would corrupt the header block. */
-const validName = (name: string): boolean => /^[\x21-\x39\x3b-\x7e]+$/.test(name)
-
-/** A header value made safe to write: line breaks only as folding (CRLF + tab), no other controls. */
-export const headerValue = (value: string): string =>
-  value
-    .split(/\r\n|\r|\n/)
-    .map((line) => line.replace(/[\t ]+/g, " ").replace(/[\x00-\x08\x0b-\x1f\x7f]/g, "").trim())
-    .filter((line) => line !== "")
-    .join("\r\n\t")
-
-export const headerLine = (name: string, value: string): string => `${name}: ${headerValue(value)}\r\n`
-
-/** The rewrite of the header block as received: what `spool/HeaderBlock.rewrite` applies. */
-export type HeaderOp = Exclude<HeaderEdit, { readonly _tag: "PrependHeader" }>
 
 /** What the session does with the edits of one message. */
 export interface Plan {

@@ -47,7 +47,6 @@ const plain = /^[A-Za-z0-9!#$%&'*+\-.^_`{|}~@]+$/
 
 /** Removes what no header may carry (CR, LF, other controls) and bounds the length. */
 const clean = (s: string, max = 256): string =>
-  // eslint-disable-next-line no-control-regex
   s.replace(/[\u0000-\u001f\u007f]+/g, " ").trim().slice(0, max)
 
 export const quoteValue = (value: string): string => {

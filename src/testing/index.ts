@@ -6,3 +6,5 @@ export * as CapturingAdapter from "./CapturingAdapter.ts"
 export * as SmtpClient from "./SmtpClient.ts"
 export * as TestIncoming from "./TestIncoming.ts"
 export { Captured } from "./CapturingAdapter.ts"
+/** DNS answers from an in-memory zone: give the authentication rules a zone, never the real DNS. */
+export * as ZoneDns from "../dns/ZoneDns.ts"

@@ -20,6 +20,7 @@ import * as Telemetry from "../../src/telemetry/Telemetry.ts"
 import { CapturingAdapter, SmtpClient, TestIncoming } from "../../src/testing/index.ts"
 import { message, rsaKey, sign } from "../support/dkim.ts"
 import * as Dnsmasq from "../support/dnsmasq.ts"
+import { procKb, streamBody } from "../support/largeMessage.ts"
 import { serve, waitForMaildir } from "../support/server.ts"
 
 const key = rsaKey()
@@ -188,24 +189,3 @@ if (!Dnsmasq.available) {
     it.skip(Dnsmasq.skipMessage, () => undefined)
   })
 }
-
-const procKb = (pid: number, field: "VmRSS" | "VmHWM"): number => {
-  const m = new RegExp(`^${field}:\\s+(\\d+) kB`, "m").exec(readFileSync(`/proc/${pid}/status`, "utf8"))
-  return Number(m?.[1] ?? NaN)
-}
-
-/** Lines of 78 characters + CRLF, written as 64 KiB chunks honouring socket backpressure. */
-const streamBody = (client: SmtpClient.SmtpClient, bytes: number) =>
-  Effect.callback<void>((resume) => {
-    const line = Buffer.from(`${"x".repeat(78)}\r\n`)
-    const chunk = Buffer.concat(Array.from({ length: Math.floor((64 * 1024) / line.length) }, () => line))
-    let sent = 0
-    const pump = () => {
-      while (sent < bytes) {
-        sent += chunk.length
-        if (!client.socket.write(chunk)) return void client.socket.once("drain", pump)
-      }
-      client.socket.write(".\r\n", () => resume(Effect.void))
-    }
-    pump()
-  })

@@ -4,35 +4,17 @@
  * warm-up message against VmHWM (the peak) after the big one. The client streams the body in
  * 64 KiB chunks with backpressure so it never holds the message either.
  */
-import { readFileSync, statSync } from "node:fs"
+import { statSync } from "node:fs"
 import { join } from "node:path"
 import { assert, describe, it } from "@effect/vitest"
 import { Effect } from "effect"
 import { SmtpClient, TestIncoming } from "../../src/testing/index.ts"
+import { procKb, streamBody } from "../support/largeMessage.ts"
 import { serve, waitForMaildir } from "../support/server.ts"
 
 const MiB = 1024 * 1024
 
-const procKb = (pid: number, field: "VmRSS" | "VmHWM"): number => {
-  const m = new RegExp(`^${field}:\\s+(\\d+) kB`, "m").exec(readFileSync(`/proc/${pid}/status`, "utf8"))
-  return Number(m?.[1] ?? NaN)
-}
 
-/** 50 MiB of 78-char lines + CRLF, written as 64 KiB chunks honouring socket backpressure. */
-const streamBody = (client: SmtpClient.SmtpClient, bytes: number) =>
-  Effect.callback<void>((resume) => {
-    const line = Buffer.from(`${"x".repeat(78)}\r\n`)
-    const chunk = Buffer.concat(Array.from({ length: Math.floor((64 * 1024) / line.length) }, () => line))
-    let sent = 0
-    const pump = () => {
-      while (sent < bytes) {
-        sent += chunk.length
-        if (!client.socket.write(chunk)) return void client.socket.once("drain", pump)
-      }
-      client.socket.write(".\r\n", () => resume(Effect.void))
-    }
-    pump()
-  })
 
 describe("large messages", () => {
   it.live("a 50 MiB message streams through with < 32 MiB RSS growth", () =>

@@ -1,0 +1,28 @@
+/**
+ * For the large-message tests: a process's memory from /proc, and a body streamed to an SMTP
+ * client's socket with backpressure (the client never holds the message either).
+ */
+import { readFileSync } from "node:fs"
+import { Effect } from "effect"
+import type { SmtpClient } from "../../src/testing/index.ts"
+
+export const procKb = (pid: number, field: "VmRSS" | "VmHWM"): number => {
+  const m = new RegExp(`^${field}:\\s+(\\d+) kB`, "m").exec(readFileSync(`/proc/${pid}/status`, "utf8"))
+  return Number(m?.[1] ?? NaN)
+}
+
+/** `bytes` of 78-char lines + CRLF, written as 64 KiB chunks honouring socket backpressure, then the dot. */
+export const streamBody = (client: SmtpClient.SmtpClient, bytes: number) =>
+  Effect.callback<void>((resume) => {
+    const line = Buffer.from(`${"x".repeat(78)}\r\n`)
+    const chunk = Buffer.concat(Array.from({ length: Math.floor((64 * 1024) / line.length) }, () => line))
+    let sent = 0
+    const pump = () => {
+      while (sent < bytes) {
+        sent += chunk.length
+        if (!client.socket.write(chunk)) return void client.socket.once("drain", pump)
+      }
+      client.socket.write(".\r\n", () => resume(Effect.void))
+    }
+    pump()
+  })
