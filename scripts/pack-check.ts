@@ -208,7 +208,7 @@ const main = async () => {
   // The README's host app, as a user copies it (type-checked in step 4).
   copyFileSync(join(REPO, "examples/host-app.ts"), join(app, "host-app.ts"))
   await step("npm install the tarball and effect into a fresh app", () => npm(["install", tarball, "effect"], app))
-  await step("npm install the host app's tools", () =>
+  await step("npm install what the app's code and tests use", () =>
     npm(["install", "@effect/platform-node", "nodemailer", "--save-dev", devRange("@effect/vitest"), devRange("vitest"), devRange("typescript"),
       devRange("@types/node")], app))
 
