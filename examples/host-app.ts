@@ -5,8 +5,10 @@ import { DeliveryAdapter, EffectAdapter, Incoming, Telemetry } from "incoming-sm
 
 const deliver = EffectAdapter.layer("app", (delivery) =>
   Effect.gen(function*() {
-    const raw = yield* Effect.promise(() => delivery.body.stream().toArray())
-    yield* Effect.log(`message ${delivery.id} for ${delivery.recipients.map((r) => r.rcpt)}: ${raw.length} chunks`)
+    // The message is a Stream of bytes read from the queue: take its header section, then stop.
+    const header = yield* delivery.body.pipe(Stream.decodeText(), Stream.splitLines, Stream.takeWhile((line) => line !== ""), Stream.runCollect)
+    const subject = header.find((line) => /^subject:/i.test(line)) ?? "no subject"
+    yield* Effect.log(`message ${delivery.id} (${delivery.size} bytes) for ${delivery.recipients.map((r) => r.rcpt)}: ${subject}`)
     if (delivery.envelope.mailFrom.endsWith("@spam.test")) {
       return delivery.recipients.map((r) => DeliveryAdapter.reject(r.rcpt, "550 5.7.1 not wanted"))
     }

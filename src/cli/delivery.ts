@@ -16,7 +16,7 @@ import * as LmtpAdapter from "../delivery/LmtpAdapter.ts"
 import * as MaildirAdapter from "../delivery/MaildirAdapter.ts"
 import * as Router from "../delivery/Router.ts"
 import * as SmtpRelayAdapter from "../delivery/SmtpRelayAdapter.ts"
-import * as WebhookAdapter from "../delivery/WebhookAdapter.ts"
+import * as WebhookAdapter from "../delivery/webhook/WebhookAdapter.ts"
 import type { AdapterChoice, DeliveryChoice } from "../config/Options.ts"
 
 /** An adapter, or the Effect that builds it (the webhook's owns sockets, so it needs a Scope). */

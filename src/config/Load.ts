@@ -332,7 +332,7 @@ const routingChecks = (config: IncomingConfig, sourceOf: (path: Path) => string)
     for (let i = 1; i <= delivery.routes.length; i++) {
       const compiled = Router.compile(delivery.routes.slice(0, i))
       if (compiled._tag === "Failure") {
-        add(["routes", i - 1], compiled.failure.reason)
+        add(["routes", i - 1], compiled.failure.problem)
         break
       }
     }

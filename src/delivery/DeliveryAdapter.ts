@@ -3,13 +3,20 @@
  * and say, per recipient, whether it is done (`Ok`), should be tried again later (`Retry`) or
  * can never succeed (`Reject`, dead-lettered with the reason).
  *
+ * The message reaches the adapter as an Effect `Stream` of bytes that reads the stored copy
+ * afresh each time it runs (an adapter may read it twice: to sign it, then to send it), so an
+ * adapter stays inside Effect from the queue to its destination.
+ *
  * An adapter that fails as a whole (connection refused, timeout, a bug) fails with
  * `DeliveryError`; the dispatcher turns that into a retry for every recipient, or a rejection
- * when the error says it is permanent.
+ * when its reason is `Rejected`.
  */
-import { Context, Data, type Effect } from "effect"
-import type { MessageBody } from "../queue/MailQueue.ts"
+import type { Readable } from "node:stream"
+import * as NodeStream from "@effect/platform-node/NodeStream"
+import { Context, Data, type Effect, type Stream } from "effect"
+import * as MailQueueError from "../queue/MailQueueError.ts"
 import type { Envelope } from "../smtp/Envelope.ts"
+import * as SmtpReply from "../smtp/SmtpReply.ts"
 
 export interface Delivery {
   readonly id: string
@@ -17,9 +24,21 @@ export interface Delivery {
   readonly receivedAt: number
   /** The recipients of this attempt (a subset of the envelope after partial success). */
   readonly recipients: ReadonlyArray<{ readonly rcpt: string; readonly attempt: number }>
-  /** The stored message: `Received:` trace header first, then the body as received. */
-  readonly body: MessageBody
+  /** Bytes in `body`. */
+  readonly size: number
+  /**
+   * The stored message: `Received:` trace header first, then the body as received. Each run
+   * reads it again from the queue; a storage problem fails the stream with `MailQueueError`.
+   */
+  readonly body: Stream.Stream<Uint8Array, MailQueueError.MailQueueError>
 }
+
+/** A delivery body that opens `open()` (a queue's `MessageBody.stream`) each time it runs. */
+export const bodyStream = (open: () => Readable): Stream.Stream<Uint8Array, MailQueueError.MailQueueError> =>
+  NodeStream.fromReadable({
+    evaluate: open,
+    onError: (cause) => MailQueueError.fromStorageException(cause, "reading the message")
+  })
 
 /** `via` names the adapter that decided (a router's route), for events and metrics. */
 export type RecipientOutcome =
@@ -44,14 +63,39 @@ export const reject = (rcpt: string, reason: string): RecipientOutcome => ({ _ta
 export const all = (delivery: Delivery, f: (rcpt: string) => RecipientOutcome): ReadonlyArray<RecipientOutcome> =>
   delivery.recipients.map((r) => f(r.rcpt))
 
+export type DeliveryErrorReason =
+  /** The destination did not answer in time. */
+  | { readonly _tag: "Timeout"; readonly detail: string }
+  /** The destination could not be reached (connection refused, reset, name not found, TLS). */
+  | { readonly _tag: "Refused"; readonly detail: string }
+  /** The destination refused the message for good: its recipients are dead-lettered with `reply`. */
+  | { readonly _tag: "Rejected"; readonly reply: string }
+  /** Anything else (the message could not be read, a bug in a handler): retried. */
+  | { readonly _tag: "Failed"; readonly detail: string }
+
 export class DeliveryError extends Data.TaggedError("DeliveryError")<{
-  readonly reason: string
-  /** False when retrying cannot help (the recipients are dead-lettered). */
-  readonly retryable: boolean
+  readonly reason: DeliveryErrorReason
   readonly cause?: unknown
 }> {
   override get message(): string {
-    return this.reason
+    return this.reason._tag === "Rejected" ? this.reason.reply : this.reason.detail
+  }
+
+  /** False when retrying cannot help (the recipients are dead-lettered). */
+  get retryable(): boolean {
+    return this.reason._tag !== "Rejected"
+  }
+
+  /** The reply a sender gets when this failure decides a synchronously acknowledged message. */
+  get reply(): SmtpReply.SmtpReply {
+    switch (this.reason._tag) {
+      case "Rejected":
+        return SmtpReply.fromAdapterReason(this.reason.reply, "permanent")
+      case "Timeout":
+        return SmtpReply.timeout
+      default:
+        return SmtpReply.fromAdapterReason(this.reason.detail, "transient")
+    }
   }
 }
 

@@ -13,7 +13,7 @@ import { MailQueue, type Lease, type Settlement } from "../queue/MailQueue.ts"
 import * as MailQueueModule from "../queue/MailQueue.ts"
 import * as Telemetry from "../telemetry/Telemetry.ts"
 import * as Backoff from "./Backoff.ts"
-import { DeliveryAdapter, type RecipientOutcome } from "./DeliveryAdapter.ts"
+import { bodyStream, DeliveryAdapter, type DeliveryError, type RecipientOutcome } from "./DeliveryAdapter.ts"
 import * as CauseText from "../internal/causeText.ts"
 import { withSpanIf } from "../internal/spanIf.ts"
 
@@ -76,16 +76,21 @@ export const make = Effect.fnUntraced(function*(input: Partial<DispatcherOptions
     }
   }
 
-  /** What the adapter said, per recipient; a failed or timed-out attempt retries everyone. */
-  const outcomesOf = (lease: Lease, exit: Exit.Exit<ReadonlyArray<RecipientOutcome>, unknown>): ReadonlyArray<RecipientOutcome> => {
+  /**
+   * What the adapter said, per recipient. A failed or timed-out attempt retries everyone, except
+   * a `DeliveryError` whose reason says the destination rejected the message for good.
+   */
+  const outcomesOf = (
+    lease: Lease,
+    exit: Exit.Exit<ReadonlyArray<RecipientOutcome>, DeliveryError | Cause.TimeoutError>
+  ): ReadonlyArray<RecipientOutcome> => {
     if (Exit.isSuccess(exit)) {
       const given = new Map(exit.value.map((o) => [o.rcpt, o]))
       return lease.recipients.map((r) => given.get(r.rcpt) ?? { _tag: "Retry", rcpt: r.rcpt, reason: "adapter gave no outcome" })
     }
-    const fail = exit.cause.reasons.find(Cause.isFailReason)
-    const permanent = fail !== undefined && typeof fail.error === "object" && fail.error !== null &&
-      "retryable" in fail.error && fail.error.retryable === false
-    const reason = Cause.isTimeoutError(fail?.error) ? "delivery timed out" : CauseText.oneLine(exit.cause)
+    const error = exit.cause.reasons.find(Cause.isFailReason)?.error
+    const permanent = error?._tag === "DeliveryError" && !error.retryable
+    const reason = error?._tag === "TimeoutError" ? "delivery timed out" : CauseText.oneLine(exit.cause)
     return lease.recipients.map((r) => (permanent ? { _tag: "Reject", rcpt: r.rcpt, reason } : { _tag: "Retry", rcpt: r.rcpt, reason }))
   }
 
@@ -127,7 +132,8 @@ export const make = Effect.fnUntraced(function*(input: Partial<DispatcherOptions
         envelope: lease.envelope,
         receivedAt: lease.receivedAt,
         recipients: lease.recipients,
-        body: lease.body
+        size: lease.body.size,
+        body: bodyStream(() => lease.body.stream())
       }).pipe(Effect.timeout(options.deliveryTimeoutMs), Effect.exit)
       if (Exit.hasInterrupts(exit) && !Exit.isSuccess(exit) && exit.cause.reasons.every(Cause.isInterruptReason)) {
         return yield* Effect.interrupt

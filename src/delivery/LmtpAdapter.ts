@@ -7,6 +7,10 @@
  * is retried. A connection that fails or times out part-way retries every recipient that has no
  * final reply yet; recipients already answered keep their answers, so nothing delivered is
  * delivered again.
+ *
+ * Our own client (`internal/ReplyClient.ts`, on `effect/socket`) rather than nodemailer's: its
+ * LMTP mode reports a connection that drops after DATA as one error for the whole message, and
+ * the per-recipient answers already received would be lost with it.
  */
 import { hostname } from "node:os"
 import { Effect, Layer } from "effect"
@@ -70,7 +74,7 @@ export const make = (options: LmtpOptions): DA.DeliveryAdapter["Service"] => {
       const extensions = new Set(hello.lines.slice(1).map((l) => l.slice(4).split(" ")[0]!.toUpperCase()))
       const mailParams = [
         extensions.has("8BITMIME") ? " BODY=8BITMIME" : "",
-        extensions.has("SIZE") ? ` SIZE=${delivery.body.size}` : "",
+        extensions.has("SIZE") ? ` SIZE=${delivery.size}` : "",
         extensions.has("SMTPUTF8") && /[^\x00-\x7f]/.test([delivery.envelope.mailFrom, ...delivery.recipients.map((r) => r.rcpt)].join("")) ? " SMTPUTF8" : ""
       ].join("")
       const mail = yield* client.command(`MAIL FROM:${angle(delivery.envelope.mailFrom)}${mailParams}`, commandTimeout)
@@ -93,7 +97,7 @@ export const make = (options: LmtpOptions): DA.DeliveryAdapter["Service"] => {
         decideAll(accepted, data.code, ReplyClient.format(data))
         return
       }
-      yield* client.send(dotStuffed(delivery.body.stream()), dataTimeout)
+      yield* client.send(dotStuffed(delivery.body), dataTimeout)
       // RFC 2033 §4.2: one reply per recipient that was accepted at RCPT, in RCPT order.
       for (const rcpt of accepted) {
         const reply = yield* client.read(dataTimeout)

@@ -9,7 +9,7 @@
 import { open, mkdir, rename, unlink } from "node:fs/promises"
 import { hostname } from "node:os"
 import { join } from "node:path"
-import { Effect, Layer } from "effect"
+import { Effect, Layer, Stream } from "effect"
 import * as DA from "./DeliveryAdapter.ts"
 
 export interface MaildirOptions {
@@ -30,44 +30,37 @@ const uniqueName = (id: string, size: number): string => {
   return `${Math.floor(now / 1000)}.M${(now % 1000) * 1000}P${process.pid}Q${++sequence}_${id}.${host},S=${size}`
 }
 
-const fsyncDir = async (dir: string) => {
-  const fd = await open(dir, "r")
-  try {
-    await fd.sync()
-  } finally {
-    await fd.close()
-  }
-}
+/** A filesystem call as an Effect; its failure is the error itself (its message is the reason). */
+const io = <A>(f: () => Promise<A>): Effect.Effect<A, unknown> => Effect.tryPromise({ try: f, catch: (cause) => cause })
 
-const deliverOne = async (root: string, delivery: DA.Delivery, rcpt: string): Promise<string> => {
-  const base = join(root, folderFor(rcpt))
-  await Promise.all(["tmp", "new", "cur"].map((d) => mkdir(join(base, d), { recursive: true })))
-  const name = uniqueName(delivery.id, delivery.body.size)
-  const tmp = join(base, "tmp", name)
-  const fd = await open(tmp, "wx", 0o600)
-  try {
-    for await (const chunk of delivery.body.stream()) await fd.write(chunk as Buffer)
-    await fd.sync()
-  } catch (e) {
-    await fd.close().catch(() => undefined)
-    await unlink(tmp).catch(() => undefined)
-    throw e
-  }
-  await fd.close()
-  await rename(tmp, join(base, "new", name))
-  await fsyncDir(join(base, "new"))
-  return join(base, "new", name)
-}
+const fsyncDir = (dir: string) =>
+  Effect.acquireUseRelease(io(() => open(dir, "r")), (fd) => io(() => fd.sync()), (fd) => Effect.promise(() => fd.close().catch(() => undefined)))
+
+const deliverOne = (root: string, delivery: DA.Delivery, rcpt: string): Effect.Effect<string, unknown> =>
+  Effect.gen(function*() {
+    const base = join(root, folderFor(rcpt))
+    yield* io(() => Promise.all(["tmp", "new", "cur"].map((d) => mkdir(join(base, d), { recursive: true }))))
+    const name = uniqueName(delivery.id, delivery.size)
+    const tmp = join(base, "tmp", name)
+    yield* Effect.acquireUseRelease(
+      io(() => open(tmp, "wx", 0o600)),
+      (fd) => Stream.runForEach(delivery.body, (chunk) => io(() => fd.write(chunk))).pipe(Effect.andThen(io(() => fd.sync()))),
+      (fd) => Effect.promise(() => fd.close().catch(() => undefined))
+    ).pipe(
+      // Failed or interrupted half-way: no partial file is left behind in tmp/.
+      Effect.onError(() => Effect.promise(() => unlink(tmp).catch(() => undefined)))
+    )
+    yield* io(() => rename(tmp, join(base, "new", name)))
+    yield* fsyncDir(join(base, "new"))
+    return join(base, "new", name)
+  })
 
 export const make = (options: MaildirOptions): DA.DeliveryAdapter["Service"] =>
   DA.DeliveryAdapter.of({
     name: "maildir",
     deliver: (delivery) =>
       Effect.forEach(delivery.recipients, ({ rcpt }) =>
-        Effect.tryPromise({
-          try: () => deliverOne(options.root, delivery, rcpt),
-          catch: (cause) => cause
-        }).pipe(
+        deliverOne(options.root, delivery, rcpt).pipe(
           Effect.map((path) => DA.ok(rcpt, `250 2.0.0 stored in ${path}`)),
           // A full disk or a permissions problem may clear up: retry rather than bounce.
           Effect.catch((cause) => Effect.succeed(DA.retry(rcpt, `maildir write failed: ${cause instanceof Error ? cause.message : String(cause)}`)))

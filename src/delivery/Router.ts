@@ -71,9 +71,37 @@ export interface RouteTable {
   readonly byName: (name: string) => Route | undefined
 }
 
-export class RouterError extends Data.TaggedError("RouterError")<{ readonly reason: string }> {
+export type RouterErrorReason =
+  /** A route's own settings are out of range (`detail` names the setting). */
+  | { readonly _tag: "InvalidRoute"; readonly route: string; readonly detail: string }
+  | { readonly _tag: "DuplicateName"; readonly route: string }
+  | { readonly _tag: "BadPattern"; readonly route: string; readonly pattern: string }
+  /** `pattern` of `route` is already matched by `owner` (two catch-alls: `pattern` is `*`). */
+  | { readonly _tag: "Conflict"; readonly route: string; readonly pattern: string; readonly owner: string }
+  | { readonly _tag: "UnknownAdapter"; readonly route: string; readonly adapter: string }
+
+export class RouterError extends Data.TaggedError("RouterError")<{ readonly reason: RouterErrorReason }> {
+  /** The problem in one sentence, without the "invalid routing configuration" preamble. */
+  get problem(): string {
+    const r = this.reason
+    switch (r._tag) {
+      case "InvalidRoute":
+        return r.route.trim() === "" ? r.detail : `route "${r.route}": ${r.detail}`
+      case "DuplicateName":
+        return `two routes are named "${r.route}"`
+      case "BadPattern":
+        return `route "${r.route}": bad pattern "${r.pattern}"`
+      case "Conflict":
+        return r.pattern === "*"
+          ? `route "${r.route}" and route "${r.owner}" are both catch-alls`
+          : `pattern "${r.pattern}" of route "${r.route}" is already matched by route "${r.owner}"`
+      case "UnknownAdapter":
+        return `route "${r.route}" names adapter "${r.adapter}", which is not configured`
+    }
+  }
+
   override get message(): string {
-    return `invalid routing configuration: ${this.reason}`
+    return `invalid routing configuration: ${this.problem}`
   }
 }
 
@@ -93,25 +121,26 @@ const splitAddress = (address: string): { readonly local: string; readonly domai
 /** Decimal ms values as configured: finite, not negative. */
 const validDelay = (n: number) => Number.isFinite(n) && n >= 0
 
-const validate = (route: RouteOptions): string | undefined => {
+/** What is wrong with a route's own settings, if anything. */
+const invalidSetting = (route: RouteOptions): string | undefined => {
   if (route.name.trim() === "") return "a route has an empty name"
   if (route.maxAttempts !== undefined && !(Number.isInteger(route.maxAttempts) && route.maxAttempts >= 1)) {
-    return `route "${route.name}": maxAttempts must be an integer ≥ 1`
+    return "maxAttempts must be an integer ≥ 1"
   }
   if (route.concurrency !== undefined && !(Number.isInteger(route.concurrency) && route.concurrency >= 1)) {
-    return `route "${route.name}": concurrency must be an integer ≥ 1`
+    return "concurrency must be an integer ≥ 1"
   }
   if (route.timeoutMs !== undefined && !(Number.isFinite(route.timeoutMs) && route.timeoutMs > 0)) {
-    return `route "${route.name}": timeoutMs must be > 0`
+    return "timeoutMs must be > 0"
   }
   const retry = route.retry
   if (retry !== undefined) {
-    if (retry.jitter !== undefined && !(retry.jitter >= 0 && retry.jitter < 1)) return `route "${route.name}": jitter must be in [0, 1)`
+    if (retry.jitter !== undefined && !(retry.jitter >= 0 && retry.jitter < 1)) return "jitter must be in [0, 1)"
     if (retry.kind === "delays" && (retry.delaysMs.length === 0 || !retry.delaysMs.every(validDelay))) {
-      return `route "${route.name}": delaysMs must be a non-empty list of delays ≥ 0`
+      return "delaysMs must be a non-empty list of delays ≥ 0"
     }
     if (retry.kind === "exponential" && !(retry.baseMs > 0 && retry.maxMs >= retry.baseMs && (retry.factor ?? 2) >= 1)) {
-      return `route "${route.name}": exponential retry needs baseMs > 0, maxMs ≥ baseMs and factor ≥ 1`
+      return "exponential retry needs baseMs > 0, maxMs ≥ baseMs and factor ≥ 1"
     }
   }
   return undefined
@@ -124,16 +153,17 @@ export const compile = (routes: ReadonlyArray<RouteOptions>, options: TableOptio
   const exact = new Map<string, Route>()
   const domains = new Map<string, Route>()
   let catchAll: Route | undefined
-  const claim = (map: Map<string, Route>, key: string, route: Route, pattern: string): string | undefined => {
+  const fail = (reason: RouterErrorReason) => Result.fail(new RouterError({ reason }))
+  const claim = (map: Map<string, Route>, key: string, route: Route, pattern: string): RouterErrorReason | undefined => {
     const owner = map.get(key)
-    if (owner !== undefined) return `pattern "${pattern}" of route "${route.name}" is already matched by route "${owner.name}"`
+    if (owner !== undefined) return { _tag: "Conflict", route: route.name, pattern, owner: owner.name }
     map.set(key, route)
     return undefined
   }
   for (const options of routes) {
-    const problem = validate(options)
-    if (problem !== undefined) return Result.fail(new RouterError({ reason: problem }))
-    if (byName.has(options.name)) return Result.fail(new RouterError({ reason: `two routes are named "${options.name}"` }))
+    const detail = invalidSetting(options)
+    if (detail !== undefined) return fail({ _tag: "InvalidRoute", route: options.name, detail })
+    if (byName.has(options.name)) return fail({ _tag: "DuplicateName", route: options.name })
     const route: Route = {
       name: options.name,
       adapter: options.adapter,
@@ -147,22 +177,22 @@ export const compile = (routes: ReadonlyArray<RouteOptions>, options: TableOptio
     byName.set(route.name, route)
     for (const raw of options.match) {
       const pattern = raw.trim().toLowerCase()
-      let conflict: string | undefined
+      let conflict: RouterErrorReason | undefined
       if (pattern === "*") {
-        conflict = catchAll === undefined ? undefined : `route "${route.name}" and route "${catchAll.name}" are both catch-alls`
+        conflict = catchAll === undefined ? undefined : { _tag: "Conflict", route: route.name, pattern: "*", owner: catchAll.name }
         catchAll ??= route
       } else if (pattern.startsWith("*@") || pattern.startsWith("@")) {
         const domain = pattern.slice(pattern.indexOf("@") + 1)
-        if (domain === "" || /[@*\s]/.test(domain)) return Result.fail(new RouterError({ reason: `route "${route.name}": bad pattern "${raw}"` }))
+        if (domain === "" || /[@*\s]/.test(domain)) return fail({ _tag: "BadPattern", route: route.name, pattern: raw })
         conflict = claim(domains, domain, route, raw)
       } else {
         const { local, domain } = splitAddress(pattern)
         if (local === "" || domain === "" || /[*\s]/.test(pattern) || local.includes("@")) {
-          return Result.fail(new RouterError({ reason: `route "${route.name}": bad pattern "${raw}"` }))
+          return fail({ _tag: "BadPattern", route: route.name, pattern: raw })
         }
         conflict = claim(exact, pattern, route, raw)
       }
-      if (conflict !== undefined) return Result.fail(new RouterError({ reason: conflict }))
+      if (conflict !== undefined) return fail(conflict)
     }
   }
   const routeFor = (rcpt: string): Route | undefined => {
@@ -240,7 +270,7 @@ export const make = <A extends Adapters, DE = never, DR = never>(
     const table = compiled.success
     for (const route of table.routes) {
       if (!(route.adapter in options.adapters)) {
-        return yield* new RouterError({ reason: `route "${route.name}" names adapter "${route.adapter}", which is not configured` })
+        return yield* new RouterError({ reason: { _tag: "UnknownAdapter", route: route.name, adapter: route.adapter } })
       }
     }
     const adapters = new Map<string, AdapterService>()
@@ -289,15 +319,15 @@ export const make = <A extends Adapters, DE = never, DR = never>(
         const given = new Map(exit.value.map((o) => [o.rcpt, o]))
         return recipients.map((r) => given.get(r.rcpt) ?? DA.retry(r.rcpt, `adapter "${route.adapter}" gave no outcome`))
       }
-      const fail = exit.cause.reasons.find(Cause.isFailReason)
-      if (fail !== undefined && Cause.isTimeoutError(fail.error)) {
-        return recipients.map((r) => DA.retry(r.rcpt, `route "${route.name}" timed out after ${route.timeoutMs} ms`))
+      const error = exit.cause.reasons.find(Cause.isFailReason)?.error
+      switch (error?._tag) {
+        case "TimeoutError":
+          return recipients.map((r) => DA.retry(r.rcpt, `route "${route.name}" timed out after ${route.timeoutMs} ms`))
+        case "DeliveryError":
+          return recipients.map((r) => (error.retryable ? DA.retry(r.rcpt, error.message) : DA.reject(r.rcpt, error.message)))
+        default:
+          return recipients.map((r) => DA.retry(r.rcpt, `adapter "${route.adapter}" failed: ${CauseText.oneLine(exit.cause)}`))
       }
-      if (fail !== undefined && fail.error instanceof DA.DeliveryError) {
-        const error = fail.error
-        return recipients.map((r) => (error.retryable ? DA.retry(r.rcpt, error.reason) : DA.reject(r.rcpt, error.reason)))
-      }
-      return recipients.map((r) => DA.retry(r.rcpt, `adapter "${route.adapter}" failed: ${CauseText.oneLine(exit.cause)}`))
     }
 
     /** The route's retry policy applied to one outcome. */

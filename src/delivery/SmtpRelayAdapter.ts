@@ -13,6 +13,7 @@ import SMTPConnection from "nodemailer/lib/smtp-connection/index.js"
 import { isIP } from "node:net"
 import { hostname } from "node:os"
 import type { Readable } from "node:stream"
+import * as NodeStream from "@effect/platform-node/NodeStream"
 import { Effect, Layer, Redacted } from "effect"
 import * as DA from "./DeliveryAdapter.ts"
 import { fillRetry, fromReply } from "./internal/replyOutcome.ts"
@@ -124,12 +125,13 @@ export const make = (options: SmtpRelayOptions): DA.DeliveryAdapter["Service"] =
       connection.on("error", (error) => finish({ _tag: "Failed", error }))
       connection.on("end", () => finish({ _tag: "Failed", error: new Error("connection closed before the transaction completed") }))
       const send = () => {
-        stream = delivery.body.stream()
+        // nodemailer takes a Node stream: the body Stream is read as one, its failure an 'error'.
+        stream = NodeStream.toReadableNever(delivery.body)
         connection.send(
           {
             from: delivery.envelope.mailFrom,
             to: delivery.recipients.map((r) => r.rcpt),
-            size: delivery.body.size,
+            size: delivery.size,
             use8BitMime: true
           },
           stream,

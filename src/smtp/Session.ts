@@ -18,7 +18,7 @@
 import type { Readable } from "node:stream"
 import { Cause, Clock, Data, Effect, Exit, LogLevel, Option, References } from "effect"
 import type { SMTPServerAddress, SMTPServerSession } from "smtp-server"
-import { DeliveryAdapter } from "../delivery/DeliveryAdapter.ts"
+import { bodyStream, DeliveryAdapter } from "../delivery/DeliveryAdapter.ts"
 import * as Router from "../delivery/Router.ts"
 import * as Policy from "../policy/Policy.ts"
 import { type RcptDecision, Relay } from "../policy/Relay.ts"
@@ -318,10 +318,8 @@ export const make = Effect.fnUntraced(function*(options: ListenerOptions, hooks:
         envelope: message.envelope,
         receivedAt: message.receivedAt,
         recipients: [{ rcpt, attempt: 1 }],
-        body: {
-          size: Buffer.byteLength(trace) + body.size,
-          stream: () => (body._tag === "InMemory" ? BodyStream.fromParts(trace, body.chunks) : BodyStream.fromFile(trace, body.path))
-        }
+        size: Buffer.byteLength(trace) + body.size,
+        body: bodyStream(() => (body._tag === "InMemory" ? BodyStream.fromParts(trace, body.chunks) : BodyStream.fromFile(trace, body.path)))
       }).pipe(Effect.timeout(options.hookTimeoutMs), Effect.exit, Effect.ensuring(body.release))
       const outcome = Exit.isSuccess(exit) ? exit.value.find((o) => o.rcpt === rcpt) : undefined
       const publish = (result: "delivered" | "retry" | "dead", reason: string) =>

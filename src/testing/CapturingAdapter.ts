@@ -2,8 +2,7 @@
  * A delivery adapter that keeps every delivered message in memory, so tests can wait for
  * deliveries and look at exactly what a real adapter would have received.
  */
-import { Context, Effect, Layer } from "effect"
-import * as BodyStream from "../queue/internal/bodyStream.ts"
+import { Context, Effect, Layer, Stream } from "effect"
 import { DeliveryAdapter } from "../delivery/DeliveryAdapter.ts"
 import * as DA from "../delivery/DeliveryAdapter.ts"
 import type { Envelope } from "../smtp/Envelope.ts"
@@ -52,10 +51,11 @@ export const make = Effect.sync(() => {
         const outcome = (yield* decide(delivery)) ?? DA.all(delivery, (rcpt) => DA.ok(rcpt, "captured"))
         const okRcpts = outcome.filter((o) => o._tag === "Ok").map((o) => o.rcpt)
         if (okRcpts.length > 0) {
-          const raw = yield* Effect.tryPromise({
-            try: () => BodyStream.collect(delivery.body.stream()),
-            catch: (cause) => new DA.DeliveryError({ reason: `read failed: ${String(cause)}`, retryable: true, cause })
-          })
+          const raw = Buffer.from(
+            yield* Stream.mkUint8Array(delivery.body).pipe(
+              Effect.mapError((cause) => new DA.DeliveryError({ reason: { _tag: "Failed", detail: `read failed: ${cause.message}` }, cause }))
+            )
+          )
           messages.push({
             id: delivery.id,
             envelope: delivery.envelope,

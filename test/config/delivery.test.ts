@@ -19,7 +19,8 @@ import { ConfigError } from "../../src/config/ConfigError.ts"
 import * as Load from "../../src/config/Load.ts"
 import * as Options from "../../src/config/Options.ts"
 import * as Render from "../../src/config/Render.ts"
-import * as WebhookAdapter from "../../src/delivery/WebhookAdapter.ts"
+import type * as Payload from "../../src/delivery/webhook/Payload.ts"
+import * as Signature from "../../src/delivery/webhook/Signature.ts"
 import { SmtpClient, TestIncoming } from "../../src/testing/index.ts"
 import { serve, runCli } from "../support/server.ts"
 
@@ -328,8 +329,8 @@ describe("incoming serve and check-config with routes", () => {
       const post = yield* eventually("the webhook POST", () => hooks.posts[0])
       const timestamp = String(post.headers["x-incoming-timestamp"])
       const signature = String(post.headers["x-incoming-signature"])
-      assert.isTrue(WebhookAdapter.verify({ secret, timestamp, signature, body: post.body }), "signed with the secret from ${HOOK_SECRET}")
-      const payload = JSON.parse(post.body.toString("utf8")) as WebhookAdapter.WebhookPayload
+      assert.isTrue(Signature.verify({ secret, timestamp, signature, body: post.body }), "signed with the secret from ${HOOK_SECRET}")
+      const payload = JSON.parse(post.body.toString("utf8")) as Payload.WebhookPayload
       assert.deepStrictEqual(payload.envelope.to, ["support+urgent@file.test"], "only the routed recipient, +tag aware")
       assert.strictEqual(payload.subject, "routed")
       assert.include(payload.text ?? "", "hello both")

@@ -144,10 +144,10 @@ describe("Dispatcher", () => {
         deliver: () =>
           Effect.flatMap(Ref.get(mode), (m) =>
             m === "fail"
-              ? Effect.fail(new DA.DeliveryError({ reason: "connection refused", retryable: true }))
+              ? Effect.fail(new DA.DeliveryError({ reason: { _tag: "Refused", detail: "connection refused" } }))
               : m === "die"
               ? Effect.die(new Error("adapter bug"))
-              : Effect.fail(new DA.DeliveryError({ reason: "endpoint gone", retryable: false })))
+              : Effect.fail(new DA.DeliveryError({ reason: { _tag: "Rejected", reply: "endpoint gone" } })))
       }))
       const ctx = yield* Layer.build(harness(adapter))
       const q = Context.get(ctx, MailQueue)

@@ -33,7 +33,8 @@ const delivery = (rcpts: ReadonlyArray<string>, text = message): DA.Delivery => 
   envelope: envelope(rcpts),
   receivedAt: 0,
   recipients: rcpts.map((rcpt) => ({ rcpt, attempt: 1 })),
-  body: { size: Buffer.byteLength(text), stream: () => BodyStream.fromParts("", [Buffer.from(text)]) }
+  size: Buffer.byteLength(text),
+  body: DA.bodyStream(() => BodyStream.fromParts("", [Buffer.from(text)]))
 })
 
 const byRcpt = (outcomes: ReadonlyArray<DA.RecipientOutcome>) =>

@@ -7,6 +7,7 @@ import { mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs"
 import { join } from "node:path"
 import { assert, describe, it } from "@effect/vitest"
 import { Effect } from "effect"
+import * as DA from "../../src/delivery/DeliveryAdapter.ts"
 import * as MaildirAdapter from "../../src/delivery/MaildirAdapter.ts"
 import * as BodyStream from "../../src/queue/internal/bodyStream.ts"
 import { TestIncoming } from "../../src/testing/index.ts"
@@ -17,10 +18,8 @@ const delivery = (id: string, rcpts: ReadonlyArray<string>, text: string) => ({
   envelope: envelope(rcpts),
   receivedAt: 0,
   recipients: rcpts.map((rcpt) => ({ rcpt, attempt: 1 })),
-  body: {
-    size: Buffer.byteLength(text) + "Received: x\r\n".length,
-    stream: () => BodyStream.fromParts("Received: x\r\n", [Buffer.from(text)])
-  }
+  size: Buffer.byteLength(text) + "Received: x\r\n".length,
+  body: DA.bodyStream(() => BodyStream.fromParts("Received: x\r\n", [Buffer.from(text)]))
 })
 
 describe("MaildirAdapter", () => {

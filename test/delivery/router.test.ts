@@ -11,7 +11,7 @@ import * as DA from "../../src/delivery/DeliveryAdapter.ts"
 import * as Dispatcher from "../../src/delivery/Dispatcher.ts"
 import * as LmtpAdapter from "../../src/delivery/LmtpAdapter.ts"
 import * as Router from "../../src/delivery/Router.ts"
-import * as WebhookAdapter from "../../src/delivery/WebhookAdapter.ts"
+import * as WebhookAdapter from "../../src/delivery/webhook/WebhookAdapter.ts"
 import { MailQueue } from "../../src/queue/MailQueue.ts"
 import * as BodyStream from "../../src/queue/internal/bodyStream.ts"
 import * as MemoryQueue from "../../src/queue/MemoryQueue.ts"
@@ -25,7 +25,8 @@ const delivery = (recipients: ReadonlyArray<string | readonly [string, number]>)
     envelope: envelope(list.map((r) => r.rcpt)),
     receivedAt: 0,
     recipients: list,
-    body: { size: 20, stream: () => BodyStream.fromParts("Received: x\r\n", [Buffer.from("Subject: s\r\n\r\nhi\r\n")]) }
+    size: 20,
+    body: DA.bodyStream(() => BodyStream.fromParts("Received: x\r\n", [Buffer.from("Subject: s\r\n\r\nhi\r\n")]))
   }
 }
 
@@ -84,7 +85,7 @@ describe("Router", () => {
     Effect.gen(function*() {
       const reasonOf = (routes: ReadonlyArray<Router.RouteOptions>) => {
         const r = Router.compile(routes)
-        return Result.isFailure(r) ? r.failure.reason : "accepted"
+        return Result.isFailure(r) ? r.failure.problem : "accepted"
       }
       assert.include(reasonOf([{ name: "a", match: ["*@x.test"], adapter: "a" }, { name: "b", match: ["*@X.test"], adapter: "a" }]), "already matched by route \"a\"")
       assert.include(reasonOf([{ name: "a", match: ["*"], adapter: "a" }, { name: "b", match: ["*"], adapter: "a" }]), "both catch-alls")
@@ -93,6 +94,11 @@ describe("Router", () => {
       assert.include(reasonOf([{ name: "a", match: [], adapter: "a", maxAttempts: 0 }]), "maxAttempts")
       assert.include(reasonOf([{ name: "a", match: [], adapter: "a", retry: { kind: "delays", delaysMs: [] } }]), "delaysMs")
       assert.include(reasonOf([{ name: "a", match: [], adapter: "a", concurrency: 0 }]), "concurrency")
+      // The reason is data a tool can match on, not only text.
+      const conflict = Router.compile([{ name: "a", match: ["*@x.test"], adapter: "a" }, { name: "b", match: ["*@X.test"], adapter: "a" }])
+      assert.deepStrictEqual(Result.isFailure(conflict) ? conflict.failure.reason : undefined, { _tag: "Conflict", route: "b", pattern: "*@X.test", owner: "a" })
+      const invalid = Router.compile([{ name: "a", match: [], adapter: "a", maxAttempts: 0 }])
+      assert.strictEqual(Result.isFailure(invalid) ? invalid.failure.reason._tag : undefined, "InvalidRoute")
 
       const routes: ReadonlyArray<Router.RouteOptions> = [{ name: "a", match: ["*"], adapter: "missing" }]
       // As a configuration file gives them: adapter names are plain strings, checked when the router is built.
@@ -100,6 +106,7 @@ describe("Router", () => {
       const error = yield* Router.make({ adapters, routes }).pipe(Effect.flip)
       assert.strictEqual(error._tag, "RouterError")
       assert.include(error.message, "adapter \"missing\"")
+      assert.deepStrictEqual(error.reason, { _tag: "UnknownAdapter", route: "a", adapter: "missing" })
     }))
 
   it.live("splits a message per route, runs the routes concurrently and merges per-recipient outcomes", () =>
@@ -171,7 +178,7 @@ describe("Router", () => {
       const ok = recording("ok")
       const failing = DA.DeliveryAdapter.of({
         name: "failing",
-        deliver: () => Effect.fail(new DA.DeliveryError({ reason: "endpoint gone", retryable: false }))
+        deliver: () => Effect.fail(new DA.DeliveryError({ reason: { _tag: "Rejected", reply: "endpoint gone" } }))
       })
       const dying = DA.DeliveryAdapter.of({ name: "dying", deliver: () => Effect.die(new Error("adapter bug")) })
       const slow = DA.DeliveryAdapter.of({ name: "slow", deliver: () => Effect.never })

@@ -25,7 +25,8 @@ const delivery = (rcpts: ReadonlyArray<string>): DA.Delivery => ({
   envelope: envelope(rcpts),
   receivedAt: 0,
   recipients: rcpts.map((rcpt) => ({ rcpt, attempt: 1 })),
-  body: { size: Buffer.byteLength(text) + 14, stream: () => BodyStream.fromParts("Received: x\r\n", [Buffer.from(text)]) }
+  size: Buffer.byteLength(text) + 14,
+  body: DA.bodyStream(() => BodyStream.fromParts("Received: x\r\n", [Buffer.from(text)]))
 })
 
 const byRcpt = (outcomes: ReadonlyArray<DA.RecipientOutcome>) =>

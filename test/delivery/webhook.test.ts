@@ -9,11 +9,14 @@ import { createHmac } from "node:crypto"
 import * as http from "node:http"
 import type { AddressInfo } from "node:net"
 import { assert, describe, it } from "@effect/vitest"
-import { Context, Effect, Layer, Option, type Scope } from "effect"
+import { Context, Effect, Layer, Option, type Scope, Stream } from "effect"
 import * as DA from "../../src/delivery/DeliveryAdapter.ts"
-import * as Mime from "../../src/delivery/internal/mime.ts"
-import * as WebhookAdapter from "../../src/delivery/WebhookAdapter.ts"
+import * as Headers from "../../src/delivery/webhook/internal/headers.ts"
+import * as Payload from "../../src/delivery/webhook/Payload.ts"
+import * as Signature from "../../src/delivery/webhook/Signature.ts"
+import * as WebhookAdapter from "../../src/delivery/webhook/WebhookAdapter.ts"
 import { MailQueue } from "../../src/queue/MailQueue.ts"
+import { MailQueueError } from "../../src/queue/MailQueueError.ts"
 import * as BodyStream from "../../src/queue/internal/bodyStream.ts"
 import { Listeners } from "../../src/smtp/Listener.ts"
 import * as Telemetry from "../../src/telemetry/Telemetry.ts"
@@ -110,7 +113,8 @@ const delivery = (text: string, recipients: ReadonlyArray<readonly [string, numb
   envelope: { ...envelope(recipients.map((r) => r[0])), secure: true, authenticatedUser: undefined },
   receivedAt: Date.UTC(2026, 10, 21, 6, 0, 0),
   recipients: recipients.map(([rcpt, attempt]) => ({ rcpt, attempt })),
-  body: { size: Buffer.byteLength(text), stream: () => BodyStream.fromParts("", [Buffer.from(text)]) }
+  size: Buffer.byteLength(text),
+  body: DA.bodyStream(() => BodyStream.fromParts("", [Buffer.from(text)]))
 })
 
 /** Runs a whole Incoming (listener, memory queue, dispatcher with a 100 ms backoff) delivering to the webhook. */
@@ -154,13 +158,13 @@ describe("WebhookAdapter", () => {
       assert.strictEqual(request!.headers["content-type"], "application/json")
       assert.strictEqual(Number(request!.headers["content-length"]), request!.body.length)
       assert.isTrue(receiverAccepts(request!), "the receiver's own HMAC check passes")
-      assert.isTrue(WebhookAdapter.verify({
+      assert.isTrue(Signature.verify({
         secret,
         timestamp: String(request!.headers["x-incoming-timestamp"]),
         signature: String(request!.headers["x-incoming-signature"]),
         body: request!.body
       }))
-      assert.isFalse(WebhookAdapter.verify({
+      assert.isFalse(Signature.verify({
         secret: "wrong",
         timestamp: String(request!.headers["x-incoming-timestamp"]),
         signature: String(request!.headers["x-incoming-signature"]),
@@ -168,7 +172,7 @@ describe("WebhookAdapter", () => {
       }))
       assert.match(String(request!.headers["idempotency-key"]), /^01WEBHOOKTEST001\/[0-9a-f]{32}$/)
 
-      const payload = JSON.parse(request!.body.toString("utf8")) as WebhookAdapter.WebhookPayload
+      const payload = JSON.parse(request!.body.toString("utf8")) as Payload.WebhookPayload
       assert.deepStrictEqual(payload.envelope, {
         from: "sender@remote.test",
         to: ["user@example.test", "other@example.test"],
@@ -186,7 +190,8 @@ describe("WebhookAdapter", () => {
       assert.strictEqual(payload.messageId, "<m1@remote.test>")
       assert.deepStrictEqual(payload.headers.find((h) => h.name === "From"), { name: "From", value: "Renée <renee@remote.test>" })
       assert.deepStrictEqual(payload.authenticationResults, ["mx.test; spf=pass smtp.mailfrom=sender@remote.test;\tdkim=pass header.d=remote.test"])
-      assert.strictEqual(payload.text, "Café crème, a long line that is softly broken.\r\n.dot at line start")
+      // postal-mime gives decoded text with LF line breaks.
+      assert.strictEqual(payload.text, "Café crème, a long line that is softly broken.\n.dot at line start")
       assert.strictEqual(payload.html, "<p>Café</p>")
       assert.strictEqual(Buffer.from(payload.raw!, "base64").toString("utf8"), rawMessage)
     }))
@@ -203,7 +208,7 @@ describe("WebhookAdapter", () => {
       assert.isTrue(receiverAccepts(request))
       const form = yield* Effect.promise(() =>
         new Response(request.body, { headers: { "content-type": String(request.headers["content-type"]) } }).formData())
-      const payload = JSON.parse(String(form.get("payload"))) as WebhookAdapter.WebhookPayload
+      const payload = JSON.parse(String(form.get("payload"))) as Payload.WebhookPayload
       assert.strictEqual(payload.subject, "Héllo wörld and a folded tail")
       assert.isUndefined(payload.raw)
       assert.isUndefined(payload.text, "parts only when asked for")
@@ -218,11 +223,11 @@ describe("WebhookAdapter", () => {
       const adapter = yield* WebhookAdapter.make({ url: server.url })
       const chunks = [Buffer.from("Subject: big\r\n\r\n"), ...Array.from({ length: 40 }, (_, i) => Buffer.alloc(65_537, 97 + (i % 26)))]
       const total = Buffer.concat(chunks)
-      const d: DA.Delivery = { ...delivery(""), body: { size: total.length, stream: () => BodyStream.fromParts("", chunks) } }
+      const d: DA.Delivery = { ...delivery(""), size: total.length, body: DA.bodyStream(() => BodyStream.fromParts("", chunks)) }
       assert.strictEqual((yield* adapter.deliver(d))[0]!._tag, "Ok")
       const request = server.requests[0]!
       assert.isUndefined(request.headers["x-incoming-signature"], "no secret, no signature")
-      const payload = JSON.parse(request.body.toString("utf8")) as WebhookAdapter.WebhookPayload
+      const payload = JSON.parse(request.body.toString("utf8")) as Payload.WebhookPayload
       assert.isTrue(Buffer.from(payload.raw!, "base64").equals(total))
     }))
 
@@ -303,6 +308,49 @@ describe("WebhookAdapter", () => {
       assert.include(out._tag === "Retry" ? out.reason : "", "ECONNREFUSED")
     }))
 
+  it.live("an answer before the body is sent (413): rejected at once, the rest of the upload dropped", () =>
+    Effect.gen(function*() {
+      // A receiver that answers from the headers alone and never reads the body.
+      const port = yield* Effect.acquireRelease(
+        Effect.callback<http.Server>((resume) => {
+          const server = http.createServer((_req, res) => answer(res, 413, "too large"))
+          server.listen(0, "127.0.0.1", () => resume(Effect.succeed(server)))
+        }),
+        (server) => Effect.callback<void>((resume) => {
+          server.closeAllConnections()
+          server.close(() => resume(Effect.void))
+        })
+      ).pipe(Effect.map((server) => (server.address() as AddressInfo).port))
+      const adapter = yield* WebhookAdapter.make({ url: `http://127.0.0.1:${port}/`, timeoutMs: 5_000 })
+      // 16 MiB, counted per run: the third run is the upload.
+      const chunk = Buffer.alloc(64 * 1024, 120)
+      const pulled: Array<number> = []
+      const body = Stream.suspend(() => {
+        const run = pulled.push(0) - 1
+        return Stream.fromIterable(Array.from({ length: 256 }, () => chunk)).pipe(Stream.tap(() => Effect.sync(() => pulled[run]!++)))
+      })
+      const out = (yield* adapter.deliver({ ...delivery(""), size: chunk.length * 256, body }))[0]!
+      assert.deepStrictEqual([out._tag, out._tag === "Reject" ? out.reason : ""], ["Reject", `webhook http://127.0.0.1:${port}/ answered 413 Payload Too Large: too large`])
+      assert.strictEqual(pulled.length, 3)
+      assert.strictEqual(pulled[1], 256, "measured and signed whole")
+      assert.isBelow(pulled[2]!, 256, "the upload stopped when the answer came")
+    }))
+
+  it.live("a message that cannot be read while it is sent: retried with the reason", () =>
+    Effect.gen(function*() {
+      const server = yield* receiver((_, res) => answer(res, 200))
+      const adapter = yield* WebhookAdapter.make({ url: server.url })
+      // Read once for the headers, once to measure and sign, then once to send: that one fails.
+      let runs = 0
+      const good = Stream.succeed(Buffer.from("Subject: s\r\n\r\nbody\r\n"))
+      const body = Stream.suspend(() =>
+        ++runs < 3 ? good : Stream.concat(good, Stream.fail(new MailQueueError({ reason: { _tag: "StorageFailed", detail: "spool file gone" } }))))
+      const out = (yield* adapter.deliver({ ...delivery(""), size: 20, body }))[0]!
+      assert.strictEqual(out._tag, "Retry")
+      assert.include(out._tag === "Retry" ? out.reason : "", `webhook ${server.url}/: reading the message failed: storage failed: spool file gone`)
+      assert.strictEqual(runs, 3)
+    }))
+
   describe("through a real listener, queue and dispatcher", () => {
     it.live("500 then 200: retried, delivered exactly once, same idempotency key, every request verifiable", () =>
       Effect.gen(function*() {
@@ -321,7 +369,7 @@ describe("WebhookAdapter", () => {
         const [a, b] = server.requests
         assert.strictEqual(a!.headers["idempotency-key"], b!.headers["idempotency-key"])
         assert.isTrue(receiverAccepts(a!) && receiverAccepts(b!))
-        const payloads = server.requests.map((r) => JSON.parse(r.body.toString("utf8")) as WebhookAdapter.WebhookPayload)
+        const payloads = server.requests.map((r) => JSON.parse(r.body.toString("utf8")) as Payload.WebhookPayload)
         assert.deepStrictEqual(payloads.map((p) => [p.id, p.attempt, p.subject]), [[id, 1, "first"], [id, 2, "first"]])
         assert.deepStrictEqual(payloads[0]!.envelope.to, ["user@example.test"])
         assert.match(Buffer.from(payloads[1]!.raw!, "base64").toString("utf8"), /^Received: from client\.test[\s\S]*\r\n\r\nbody of first\r\n$/)
@@ -365,27 +413,71 @@ describe("WebhookAdapter", () => {
     it("encoded words: adjacent words joined across a split character, Q underscores, unknown charsets survive", () => {
       const euro = Buffer.from("€", "utf8")
       const split = `=?utf-8?B?${euro.subarray(0, 2).toString("base64")}?= =?utf-8?B?${euro.subarray(2).toString("base64")}?=`
-      assert.strictEqual(Mime.decodeWords(split), "€")
-      assert.strictEqual(Mime.decodeWords("=?ISO-8859-1?Q?a_b=E9?= plain"), "a bé plain")
-      assert.strictEqual(Mime.decodeWords("not =?encoded"), "not =?encoded")
-      assert.strictEqual(Mime.decodeWords("=?x-unknown?Q?abc?="), "abc")
+      assert.strictEqual(Headers.decodeWords(split), "€")
+      assert.strictEqual(Headers.decodeWords("=?ISO-8859-1?Q?a_b=E9?= plain"), "a bé plain")
+      assert.strictEqual(Headers.decodeWords("not =?encoded"), "not =?encoded")
+      assert.strictEqual(Headers.decodeWords("=?x-unknown?Q?abc?="), "abc")
     })
 
-    it("structured values: quoted parameters and RFC 2231 continuations", () => {
-      const ct = Mime.parseStructured("Multipart/Mixed; boundary=\"a;b\\\"c\"; title*0*=utf-8''na%C3%AF; title*1=ve")
-      assert.strictEqual(ct.type, "multipart/mixed")
-      assert.strictEqual(ct.params["boundary"], "a;b\"c")
-      assert.strictEqual(ct.params["title"], "naïve")
-    })
+    it.effect("parts (postal-mime): quoted boundaries, charsets; attached messages and a message without parts", () =>
+      Effect.gen(function*() {
+        const text = [
+          "Subject: parts",
+          "Content-Type: multipart/mixed; boundary=\"a;b\\\"c\"",
+          "",
+          "--a;b\"c",
+          "Content-Type: text/plain; charset=iso-8859-1",
+          "Content-Transfer-Encoding: quoted-printable",
+          "",
+          "na=EFve",
+          "--a;b\"c",
+          "Content-Type: message/rfc822",
+          "",
+          "Subject: inner",
+          "",
+          "the attached message's text is not ours",
+          "--a;b\"c--",
+          ""
+        ].join("\r\n")
+        const payload = yield* Payload.build(delivery(text), { parts: { text: true, html: true } })
+        assert.deepStrictEqual([payload.subject, payload.text, payload.html, payload.partsOmitted], ["parts", "naïve", undefined, undefined])
+        const plain = yield* Payload.build(delivery("Subject: x\r\n\r\nplain body"), { parts: { text: true } })
+        assert.strictEqual(plain.text, "plain body\n")
+      }))
+
+    it.effect("bounded: over maxPartsBytes or past postal-mime's nesting limit the parts are omitted; headers need only the head", () =>
+      Effect.gen(function*() {
+        const big = yield* Payload.build(delivery(rawMessage), { parts: { text: true }, maxPartsBytes: 100 })
+        assert.deepStrictEqual([big.subject, big.text, big.partsOmitted], ["Héllo wörld and a folded tail", undefined, true])
+
+        let nested = "Subject: deep\r\n"
+        for (let i = 0; i < 300; i++) nested += `Content-Type: multipart/mixed; boundary=b${i}\r\n\r\n--b${i}\r\n`
+        nested += "Content-Type: text/plain\r\n\r\ndeep\r\n"
+        for (let i = 299; i >= 0; i--) nested += `--b${i}--\r\n`
+        const deep = yield* Payload.build(delivery(nested), { parts: { text: true } })
+        assert.deepStrictEqual([deep.subject, deep.text, deep.partsOmitted], ["deep", undefined, true])
+
+        // A body that fails after its header section: without parts, reading stops at the blank line.
+        const broken: DA.Delivery = {
+          ...delivery(""),
+          size: 1_000_000,
+          body: Stream.concat(
+            Stream.succeed(Buffer.from("Subject: head only\r\n\r\nbody")),
+            Stream.fail(new MailQueueError({ reason: { _tag: "StorageFailed", detail: "spool file gone" } }))
+          )
+        }
+        assert.strictEqual((yield* Payload.build(broken, {})).subject, "head only")
+        const failed = yield* Payload.build(broken, { parts: { text: true } }).pipe(Effect.flip)
+        assert.strictEqual(failed.reason._tag, "StorageFailed")
+      }))
 
     it("header sections: unfolding, raw UTF-8, no headers at all", () => {
       const msg = Buffer.from("Subject: caf\u00e9\r\n  folded\r\nX-Empty:\r\n\r\nbody", "utf8")
-      const end = Mime.headerBoundary(msg)!
-      const headers = Mime.parseHeaders(Mime.headerText(msg.subarray(0, end.headerLength)))
+      const end = Headers.headerBoundary(msg)!
+      const headers = Headers.parseHeaders(Headers.headerText(msg.subarray(0, end.headerLength)))
       assert.deepStrictEqual(headers, [{ name: "Subject", value: "café  folded" }, { name: "X-Empty", value: "" }])
       assert.strictEqual(msg.subarray(end.bodyStart).toString(), "body")
-      assert.deepStrictEqual(Mime.headerBoundary(Buffer.from("\r\nbody")), { headerLength: 0, bodyStart: 2 })
-      assert.deepStrictEqual(Mime.extractParts(Buffer.from("Subject: x\r\n\r\nplain body")), { text: "plain body" })
+      assert.deepStrictEqual(Headers.headerBoundary(Buffer.from("\r\nbody")), { headerLength: 0, bodyStart: 2 })
     })
   })
 })

@@ -1,11 +1,13 @@
 /**
- * A minimal client for the SMTP family of protocols on one socket (TCP or Unix): send command
- * lines, stream DATA with backpressure, and read replies (multi-line replies joined). It knows
- * nothing of the protocol's states; the LMTP adapter drives it. Every read and every write has a
- * deadline, and the socket is destroyed when the scope closes, whatever state it is in.
+ * A minimal client for the SMTP family of protocols on one socket (TCP or Unix), on
+ * `effect/socket` (Node's implementation): send command lines, stream DATA with the socket's
+ * backpressure, and read replies (multi-line replies joined). It knows nothing of the
+ * protocol's states; the LMTP adapter drives it. Every read and every write has a deadline, and
+ * the connection is closed when the scope closes, whatever state it is in.
  */
-import { connect as netConnect, type Socket } from "node:net"
-import { Data, Effect, type Scope } from "effect"
+import * as NodeSocket from "@effect/platform-node/NodeSocket"
+import { Data, Effect, type Scope, Stream } from "effect"
+import { Socket } from "effect/socket"
 
 export interface Reply {
   readonly code: number
@@ -36,50 +38,68 @@ export const describeTarget = (target: Target): string =>
 export interface ReplyClient {
   readonly read: (timeoutMs: number) => Effect.Effect<Reply, ReplyClientError>
   readonly command: (line: string, timeoutMs: number) => Effect.Effect<Reply, ReplyClientError>
-  /** Writes every chunk, waiting for the socket to drain when its buffer is full. */
-  readonly send: (source: AsyncIterable<Buffer>, timeoutMs: number) => Effect.Effect<void, ReplyClientError>
+  /** Writes the whole stream, waiting for the socket to drain when its buffer is full. */
+  readonly send: <E>(body: Stream.Stream<Uint8Array, E>, timeoutMs: number) => Effect.Effect<void, ReplyClientError>
 }
 
 /** A reply line longer than this (without a line break) is a broken peer, not a reply. */
 const maxLine = 64 * 1024
 
-export const connect = (target: Target, timeoutMs: number): Effect.Effect<ReplyClient, ReplyClientError, Scope.Scope> =>
-  Effect.acquireRelease(
-    Effect.callback<Socket, ReplyClientError>((resume) => {
-      const socket = "path" in target ? netConnect({ path: target.path }) : netConnect({ host: target.host, port: target.port })
-      const timer = setTimeout(() => {
-        socket.destroy()
-        resume(Effect.fail(new ReplyClientError({ reason: `connecting to ${describeTarget(target)} timed out after ${timeoutMs} ms` })))
-      }, timeoutMs)
-      socket.once("connect", () => {
-        clearTimeout(timer)
-        resume(Effect.succeed(socket))
-      })
-      socket.once("error", (cause) => {
-        clearTimeout(timer)
-        resume(Effect.fail(new ReplyClientError({ reason: `cannot connect to ${describeTarget(target)}: ${cause.message}`, cause })))
-      })
-      return Effect.sync(() => {
-        clearTimeout(timer)
-        socket.destroy()
-      })
-    }),
-    (socket) => Effect.sync(() => socket.destroy())
-  ).pipe(Effect.map((socket) => make(socket)))
+const causeText = (cause: unknown): string => (cause instanceof Error ? cause.message : String(cause))
 
-const make = (socket: Socket): ReplyClient => {
-  const replies: Array<Reply> = []
-  const waiting: Array<() => void> = []
+/** What went wrong underneath a socket error, in words. */
+const socketDetail = (error: Socket.SocketError): string => {
+  const reason = error.reason
+  switch (reason._tag) {
+    case "SocketCloseError":
+      return "connection closed by the server"
+    case "SocketOpenError":
+    case "SocketReadError":
+    case "SocketWriteError":
+    case "SocketUpgradeError":
+      return causeText(reason.cause)
+  }
+}
+
+/** What a socket failure means to the conversation, in the words the outcomes carry. */
+const fromSocketError = (error: Socket.SocketError): ReplyClientError => {
+  switch (error.reason._tag) {
+    case "SocketCloseError":
+      return new ReplyClientError({ reason: socketDetail(error), cause: error })
+    case "SocketWriteError":
+      return new ReplyClientError({ reason: `write failed: ${socketDetail(error)}`, cause: error })
+    default:
+      return new ReplyClientError({ reason: `connection failed: ${socketDetail(error)}`, cause: error })
+  }
+}
+
+const deadline = (timeoutMs: number, reason: string) =>
+  Effect.timeoutOrElse({ duration: timeoutMs, orElse: () => Effect.fail(new ReplyClientError({ reason })) })
+
+export const connect = (target: Target, timeoutMs: number): Effect.Effect<ReplyClient, ReplyClientError, Scope.Scope> =>
+  Effect.gen(function*() {
+    const where = describeTarget(target)
+    const socket = yield* NodeSocket.makeNet({ ...target, openTimeout: timeoutMs })
+    // Acquiring the reader connects; the scope closes the connection.
+    const pull = yield* Socket.readerString(socket, "utf-8").pipe(
+      Effect.mapError((error) => {
+        if (error.reason._tag === "SocketOpenError" && error.reason.kind === "Timeout") {
+          return new ReplyClientError({ reason: `connecting to ${where} timed out after ${timeoutMs} ms`, cause: error })
+        }
+        return new ReplyClientError({ reason: `cannot connect to ${where}: ${socketDetail(error)}`, cause: error })
+      })
+    )
+    const writer = yield* socket.writer
+    return make(Effect.mapError(pull, fromSocketError), writer)
+  })
+
+const make = (pull: Effect.Effect<ReadonlyArray<string>, ReplyClientError>, writer: Socket.Writer): ReplyClient => {
+  // Text received and not yet part of a reply, and the lines of a multi-line reply so far.
   let buffer = ""
   let pending: Array<string> = []
-  let failure: ReplyClientError | undefined
 
-  const wake = () => {
-    for (const w of waiting.splice(0)) w()
-  }
-  socket.setEncoding("utf8")
-  socket.on("data", (chunk: string) => {
-    buffer += chunk
+  /** The next complete reply in what was received, if there is one. */
+  const takeReply = (): Reply | undefined => {
     let i: number
     while ((i = buffer.indexOf("\n")) !== -1) {
       const line = buffer.slice(0, i).replace(/\r$/, "")
@@ -87,91 +107,38 @@ const make = (socket: Socket): ReplyClient => {
       pending.push(line)
       if (line.length < 4 || line[3] !== "-") {
         const code = Number(line.slice(0, 3))
-        replies.push({ code: Number.isInteger(code) ? code : 0, lines: pending })
+        const reply = { code: Number.isInteger(code) ? code : 0, lines: pending }
         pending = []
+        return reply
       }
     }
-    if (buffer.length > maxLine) {
-      failure = new ReplyClientError({ reason: "reply line too long" })
-      socket.destroy()
-    }
-    wake()
-  })
-  socket.on("error", (cause) => {
-    failure ??= new ReplyClientError({ reason: `connection failed: ${cause.message}`, cause })
-    wake()
-  })
-  socket.on("close", () => {
-    failure ??= new ReplyClientError({ reason: "connection closed by the server" })
-    wake()
-  })
+    return undefined
+  }
 
-  const read = (timeoutMs: number): Effect.Effect<Reply, ReplyClientError> =>
-    Effect.callback<Reply, ReplyClientError>((resume) => {
-      const attempt = () => {
-        const r = replies.shift()
-        if (r !== undefined) return resume(Effect.succeed(r))
-        if (failure !== undefined) return resume(Effect.fail(failure))
-        waiting.push(attempt)
-      }
-      attempt()
-      return Effect.sync(() => {
-        const i = waiting.indexOf(attempt)
-        if (i >= 0) waiting.splice(i, 1)
-      })
-    }).pipe(
-      Effect.timeoutOrElse({
-        duration: timeoutMs,
-        orElse: () => Effect.fail(new ReplyClientError({ reason: `no reply within ${timeoutMs} ms` }))
-      })
-    )
-
-  const write = (data: string | Buffer) =>
-    Effect.callback<void, ReplyClientError>((resume) => {
-      if (failure !== undefined) return resume(Effect.fail(failure))
-      socket.write(data, (err) =>
-        resume(err ? Effect.fail(new ReplyClientError({ reason: `write failed: ${err.message}`, cause: err })) : Effect.void))
+  const nextReply: Effect.Effect<Reply, ReplyClientError> = Effect.suspend(() => {
+    const reply = takeReply()
+    if (reply !== undefined) return Effect.succeed(reply)
+    if (buffer.length > maxLine) return Effect.fail(new ReplyClientError({ reason: "reply line too long" }))
+    return Effect.flatMap(pull, (texts) => {
+      buffer += texts.join("")
+      return nextReply
     })
+  })
 
-  const send = (source: AsyncIterable<Buffer>, timeoutMs: number) =>
-    Effect.tryPromise({
-      try: async (signal) => {
-        for await (const chunk of source) {
-          if (signal.aborted) return
-          if (failure !== undefined) throw failure
-          if (!socket.write(chunk)) {
-            await new Promise<void>((resolve, reject) => {
-              const done = (err?: Error) => {
-                socket.off("drain", onDrain)
-                socket.off("close", onClose)
-                signal.removeEventListener("abort", onAbort)
-                if (err !== undefined) reject(err)
-                else resolve()
-              }
-              const onDrain = () => done()
-              const onClose = () => done(failure ?? new ReplyClientError({ reason: "connection closed while sending" }))
-              const onAbort = () => done(new ReplyClientError({ reason: "aborted" }))
-              socket.on("drain", onDrain)
-              socket.on("close", onClose)
-              signal.addEventListener("abort", onAbort)
-            })
-          }
-        }
-      },
-      catch: (cause) =>
-        cause instanceof ReplyClientError
-          ? cause
-          : new ReplyClientError({ reason: `sending the message failed: ${cause instanceof Error ? cause.message : String(cause)}`, cause })
-    }).pipe(
-      Effect.timeoutOrElse({
-        duration: timeoutMs,
-        orElse: () => Effect.fail(new ReplyClientError({ reason: `sending the message took longer than ${timeoutMs} ms` }))
-      })
-    )
+  const read = (timeoutMs: number) => nextReply.pipe(deadline(timeoutMs, `no reply within ${timeoutMs} ms`))
+
+  const write = (line: string, timeoutMs: number) =>
+    writer.write(`${line}\r\n`).pipe(Effect.mapError(fromSocketError), deadline(timeoutMs, `could not send a command within ${timeoutMs} ms`))
+
+  const send = <E>(body: Stream.Stream<Uint8Array, E>, timeoutMs: number) =>
+    Stream.runForEachArray(
+      Stream.mapError(body, (e) => new ReplyClientError({ reason: `sending the message failed: ${causeText(e)}`, cause: e })),
+      (chunks) => Effect.mapError(writer.writeAll(chunks), fromSocketError)
+    ).pipe(deadline(timeoutMs, `sending the message took longer than ${timeoutMs} ms`))
 
   return {
     read,
-    command: (line, timeoutMs) => Effect.andThen(write(`${line}\r\n`), read(timeoutMs)),
+    command: (line, timeoutMs) => Effect.andThen(write(line, timeoutMs), read(timeoutMs)),
     send
   }
 }
