@@ -4,7 +4,7 @@
 // (nodemailer) sends one message and the body the function received is checked.
 import { existsSync } from "node:fs"
 import { join } from "node:path"
-import { Context, Deferred, Effect, Layer } from "effect"
+import { Context, Deferred, Effect, Layer, Stream } from "effect"
 import { EffectAdapter, Incoming, Listener } from "incoming-smtp"
 import nodemailer from "nodemailer"
 
@@ -16,11 +16,8 @@ const program = Effect.gen(function*() {
   const delivered = yield* Deferred.make()
   const deliver = EffectAdapter.layer("host", (delivery) =>
     Effect.gen(function*() {
-      const chunks = yield* Effect.promise(() => delivery.body.stream().toArray())
-      yield* Deferred.succeed(delivered, {
-        rcpts: delivery.recipients.map((r) => r.rcpt),
-        body: Buffer.concat(chunks).toString("utf8")
-      })
+      const body = yield* delivery.body.pipe(Stream.decodeText(), Stream.mkString)
+      yield* Deferred.succeed(delivered, { rcpts: delivery.recipients.map((r) => r.rcpt), body })
     }))
   const server = Incoming.layer({
     domains: ["example.test"],
