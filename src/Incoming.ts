@@ -9,10 +9,11 @@
 import { hostname as osHostname } from "node:os"
 import { join, resolve } from "node:path"
 import { Context, Effect, Layer } from "effect"
-import type { DeliveryAdapter } from "./delivery/DeliveryAdapter.ts"
+import { DeliveryAdapter } from "./delivery/DeliveryAdapter.ts"
 import * as Dispatcher from "./delivery/Dispatcher.ts"
 import * as AuthHandler from "./auth/AuthHandler.ts"
 import * as Control from "./Control.ts"
+import * as DataDir from "./DataDir.ts"
 import * as Policy from "./policy/Policy.ts"
 import * as Relay from "./policy/Relay.ts"
 import type { MailQueue } from "./queue/MailQueue.ts"
@@ -23,6 +24,7 @@ import type { ListenError } from "./smtp/ListenError.ts"
 import * as Listener from "./smtp/Listener.ts"
 import type { ListenerInput } from "./smtp/ListenerOptions.ts"
 import * as Spool from "./spool/Spool.ts"
+import type { SpoolError } from "./spool/SpoolError.ts"
 import * as Admin from "./telemetry/Admin.ts"
 import * as Telemetry from "./telemetry/Telemetry.ts"
 
@@ -35,7 +37,16 @@ export type QueueChoice =
     /** Bodies up to this size are stored in the database row; larger ones in fsync'd files. */
     readonly inlineThreshold?: number
   }
-  | { readonly kind: "custom"; readonly layer: Layer.Layer<MailQueue, MailQueueError> }
+  | {
+    readonly kind: "custom"
+    readonly layer: Layer.Layer<MailQueue, MailQueueError>
+    /**
+     * The queue is shared by design with other servers (several nodes on one database): they may
+     * then also share the data dir, whose lock is taken shared and whose spool is not swept at
+     * start. Default false: the data dir is this server's alone and a second server refuses it.
+     */
+    readonly shared?: boolean | undefined
+  }
 
 export interface PolicyChoice {
   /** Rules in the order they run; built-ins live in `policy/rules/`. */
@@ -57,8 +68,12 @@ export interface IncomingOptions {
   readonly dispatcher?: Partial<Dispatcher.DispatcherOptions> | undefined
   /** How long a drain waits for DATA transactions in flight before interrupting them. */
   readonly drainTimeoutMs?: number | undefined
-  /** Recipient authority beyond `domains`: mailbox list or lookup, host-app domain check, trusted networks. */
-  readonly relay?: Omit<Relay.RelayOptions, "domains"> | undefined
+  /**
+   * Recipient authority beyond `domains`: mailbox list or lookup, host-app domain check, trusted
+   * networks. Whether relayed recipients can go anywhere is the delivery adapter's to say
+   * (`DeliveryAdapter.deliversOffSite`).
+   */
+  readonly relay?: Omit<Relay.RelayOptions, "domains" | "relayRoute"> | undefined
   /** SMTP AUTH: the user store and failure limits. Required by `submission`/`submissions` listeners. */
   readonly auth?: AuthHandler.AuthHandlerOptions | undefined
   /** Policy rules run at connect, HELO (at MAIL), MAIL, RCPT and DATA. */
@@ -127,10 +142,13 @@ const policyLayer = (choice: PolicyChoice | undefined): Layer.Layer<Policy.Polic
  * The whole server as a layer. Provide a `DeliveryAdapter` (an Effect function, Maildir, ...);
  * the services it exposes let a host app watch events, inspect the queue and find bound ports.
  */
-export const layer = (options: IncomingOptions): Layer.Layer<Services, ListenError | MailQueueError | Relay.RelayConfigError, DeliveryAdapter> => {
+export type StartError = ListenError | MailQueueError | Relay.RelayConfigError | DataDir.DataDirError | SpoolError
+
+export const layer = (options: IncomingOptions): Layer.Layer<Services, StartError, DeliveryAdapter> => {
   const dataDir = resolve(options.dataDir ?? defaultDataDir)
   const hostname = options.hostname ?? osHostname()
   const queue = queueLayer(options.queue, dataDir)
+  const sharedQueue = options.queue?.kind === "custom" && options.queue.shared === true
   // Health and the admin endpoint sit below the listeners, so /readyz keeps answering (503)
   // while they drain; `Admin.attach` on top tells Health when they are bound and when the
   // shutdown starts.
@@ -140,8 +158,16 @@ export const layer = (options: IncomingOptions): Layer.Layer<Services, ListenErr
   const base = Layer.mergeAll(
     telemetry,
     queue,
-    Spool.layer({ dir: join(dataDir, "spool"), ...options.spool }),
-    Relay.layerSwappable({ domains: options.domains, ...options.relay }),
+    // Only a server that holds the data dir alone sweeps the spool: other files there are live.
+    Layer.unwrap(DataDir.DataDir.use((d) => Effect.succeed(Spool.layer({ dir: join(dataDir, "spool"), sweep: d.exclusive, ...options.spool })))),
+    // Relayed recipients are accepted only when the delivery adapter can take them off-site.
+    Layer.unwrap(DeliveryAdapter.use((adapter) =>
+      Effect.succeed(Relay.layerSwappable({
+        domains: options.domains,
+        ...options.relay,
+        relayRoute: (address) => adapter.deliversOffSite?.(address) === true
+      }))
+    )),
     policyLayer(options.policies).pipe(Layer.provide(telemetry)),
     health,
     admin
@@ -151,9 +177,12 @@ export const layer = (options: IncomingOptions): Layer.Layer<Services, ListenErr
   // dispatcher stops (a memory queue's backlog is delivered first), then the queue closes.
   const listeners = Listener.layer({ listeners: options.listeners, hostname, drainTimeoutMs, auth: options.auth })
   const dispatcher = Dispatcher.layer({ drainTimeoutMs, ...options.dispatcher })
+  // The data dir lock is taken before anything else is built (queue, spool, any socket) and
+  // released after everything closed: a second server on the directory stops here, touching nothing.
   return Layer.mergeAll(Admin.attach, Control.layer).pipe(
     Layer.provideMerge(listeners),
     Layer.provideMerge(dispatcher),
-    Layer.provideMerge(base)
+    Layer.provideMerge(base),
+    Layer.provide(DataDir.layer({ dir: dataDir, shared: sharedQueue }))
   )
 }

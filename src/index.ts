@@ -2,6 +2,7 @@
  * `incoming-smtp`: the public modules, one namespace per concept.
  */
 export * as Control from "./Control.ts"
+export * as DataDir from "./DataDir.ts"
 export * as Incoming from "./Incoming.ts"
 
 export * as Address from "./smtp/Address.ts"

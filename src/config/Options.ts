@@ -149,6 +149,21 @@ export const toIncomingOptions = (c: IncomingConfig): IncomingOptions => ({
     : {})
 })
 
+/**
+ * Which adapter types hand mail on to other hosts, so that relayed recipients (from AUTH or
+ * trusted clients) have somewhere to go; every type must say (a new one, such as an MX
+ * adapter, does not compile until it does). The adapters declare the same at run time
+ * (`DeliveryAdapter.deliversOffSite`), which is what the session asks; this is for the load-time
+ * warning, before anything is built.
+ */
+export const deliversOffSite: Readonly<Record<Adapter["type"], boolean>> = {
+  maildir: false,
+  discard: false,
+  webhook: false,
+  lmtp: false,
+  smtp: true
+}
+
 const toAdapter = (name: string, a: Adapter, c: IncomingConfig): AdapterChoice => {
   switch (a.type) {
     case "maildir":

@@ -10,9 +10,7 @@
  * transactions already in progress finish within `drainTimeoutMs`, then interrupt what is left
  * (those clients get 421 and retry), say 421 to idle connections and close them.
  */
-import { readFileSync } from "node:fs"
 import type { AddressInfo } from "node:net"
-import { createSecureContext } from "node:tls"
 import { Cause, Context, Effect, Exit, Fiber, FiberSet, Layer, References, Scope } from "effect"
 import type { SMTPServerOptions } from "smtp-server"
 import type { Relay } from "../policy/Relay.ts"
@@ -23,6 +21,7 @@ import * as AuthHandler from "../auth/AuthHandler.ts"
 import * as ListenerModes from "../auth/ListenerMode.ts"
 import { isDecided } from "../internal/decided.ts"
 import { IncomingSmtpServer } from "./internal/engine.ts"
+import * as KeyPair from "./internal/keyPair.ts"
 import { fromBindError, ListenError } from "./ListenError.ts"
 import * as ListenerOptions from "./ListenerOptions.ts"
 import * as Session from "./Session.ts"
@@ -89,17 +88,12 @@ const readTls = (o: ListenerOptions.ListenerOptions, address: string) =>
       if (o.tls.cert === undefined || o.tls.key === undefined) {
         throw new Error(`tls mode "${o.tls.mode}" needs both a certificate and a key file`)
       }
-      // Each pair is checked now (createSecureContext fails on a malformed or mismatched pair),
-      // not at the first STARTTLS.
-      const pair = (files: { readonly cert: string; readonly key: string }, label: string) => {
-        try {
-          const cert = readFileSync(files.cert)
-          const key = readFileSync(files.key)
-          createSecureContext({ cert, key })
-          return { cert, key }
-        } catch (e) {
-          throw new Error(`${label}: ${e instanceof Error ? e.message : String(e)}`)
-        }
+      // Each pair is checked now (not PEM, mismatched), not at the first STARTTLS; the config
+      // preflight runs the same check.
+      const pair = (files: KeyPair.KeyPairFiles, label: string) => {
+        const read = KeyPair.read(files)
+        if (KeyPair.isProblem(read)) throw new Error(`${label}: ${read.message}`)
+        return read
       }
       const main = pair({ cert: o.tls.cert, key: o.tls.key }, "certificate")
       const sniOptions = Object.fromEntries(
