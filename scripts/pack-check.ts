@@ -2,7 +2,7 @@
  * `npm run test:pack`: the package as a user gets it from npm. Builds and packs the tarball,
  * installs it into a fresh app (plain package.json, "type": "module") and, with plain Node — the
  * pinned Node 24 with type stripping switched off, so any TypeScript left on the package's
- * runtime path fails — checks that:
+ * runtime path fails — checks that every entry of `exports` loads (and has its .d.ts), and that:
  *   1. a JavaScript host app (pack-check/host.js) composes Incoming.layer with the default SQLite
  *      queue and an EffectAdapter, and receives a message sent by nodemailer;
  *   2. vitest runs the app's tests against the installed `incoming-smtp/testing` harness and
@@ -204,7 +204,7 @@ const main = async () => {
   const app = join(work, "app")
   mkdirSync(app)
   writeFileSync(join(app, "package.json"), JSON.stringify({ name: "pack-check-app", version: "1.0.0", private: true, type: "module" }, null, 2))
-  for (const f of ["host.js", "send.js", "harness.test.ts", "queue.test.ts", "tsconfig.json"]) copyFileSync(join(FIXTURES, f), join(app, f))
+  for (const f of ["exports.js", "host.js", "send.js", "harness.test.ts", "queue.test.ts", "tsconfig.json"]) copyFileSync(join(FIXTURES, f), join(app, f))
   // The README's host app, as a user copies it (type-checked in step 4).
   copyFileSync(join(REPO, "examples/host-app.ts"), join(app, "host-app.ts"))
   await step("npm install the tarball and effect into a fresh app", () => npm(["install", tarball, "effect"], app))
@@ -217,6 +217,11 @@ const main = async () => {
     check(tree.problems === undefined, `npm ls: ${(tree.problems ?? []).join("; ")}`)
     const copies = (await run("npm", ["ls", "effect", "--all", "--parseable"], { cwd: app, env: appEnv, timeoutMs: 60_000 })).stdout.trim().split("\n")
     check(new Set(copies).size === 1, `several copies of effect: ${[...new Set(copies)].join(", ")}`)
+  })
+
+  await step("every entry of exports loads with plain node and has its .d.ts", async () => {
+    const { out } = await run(NODE, ["exports.js"], { cwd: app, env: plainNode, timeoutMs: 60_000 })
+    check(/loaded incoming-smtp, incoming-smtp\/testing/.test(out), `exports.js said:\n${out}`)
   })
 
   await step("(1) host.js: Incoming.layer + SQLite queue + EffectAdapter receives a nodemailer message", async () => {
