@@ -11,9 +11,10 @@ import { join, resolve } from "node:path"
 import { Context, Effect, Layer } from "effect"
 import { DeliveryAdapter } from "./delivery/DeliveryAdapter.ts"
 import * as Dispatcher from "./delivery/Dispatcher.ts"
-import * as AuthHandler from "./auth/AuthHandler.ts"
+import * as SyncAck from "./delivery/SyncAck.ts"
 import * as Control from "./Control.ts"
 import * as DataDir from "./DataDir.ts"
+import { defaultDataDir, type IncomingOptions, type PolicyChoice, type QueueChoice } from "./IncomingOptions.ts"
 import * as Policy from "./policy/Policy.ts"
 import * as Relay from "./policy/Relay.ts"
 import type { MailQueue } from "./queue/MailQueue.ts"
@@ -22,65 +23,10 @@ import * as MemoryQueue from "./queue/MemoryQueue.ts"
 import * as SqliteQueue from "./queue/SqliteQueue.ts"
 import type { ListenError } from "./smtp/ListenError.ts"
 import * as Listener from "./smtp/Listener.ts"
-import type { ListenerInput } from "./smtp/ListenerOptions.ts"
 import * as Spool from "./spool/Spool.ts"
 import type { SpoolError } from "./spool/SpoolError.ts"
-import * as Admin from "./telemetry/Admin.ts"
+import * as Admin from "./admin/Admin.ts"
 import * as Telemetry from "./telemetry/Telemetry.ts"
-
-export type QueueChoice =
-  | { readonly kind: "memory"; readonly maxDepth?: number; readonly deadLetterTtlMs?: number }
-  | {
-    readonly kind: "sqlite"
-    readonly maxDepth?: number
-    readonly deadLetterTtlMs?: number
-    /** Bodies up to this size are stored in the database row; larger ones in fsync'd files. */
-    readonly inlineThreshold?: number
-  }
-  | {
-    readonly kind: "custom"
-    readonly layer: Layer.Layer<MailQueue, MailQueueError>
-    /**
-     * The queue is shared by design with other servers (several nodes on one database): they may
-     * then also share the data dir, whose lock is taken shared and whose spool is not swept at
-     * start. Default false: the data dir is this server's alone and a second server refuses it.
-     */
-    readonly shared?: boolean | undefined
-  }
-
-export interface PolicyChoice {
-  /** Rules in the order they run; built-ins live in `policy/rules/`. */
-  readonly rules: ReadonlyArray<Policy.Rule>
-  /** Deadline per rule hook (default 10 s); a timeout defers with 451 4.4.2. */
-  readonly timeoutMs?: number | undefined
-}
-
-export interface IncomingOptions {
-  /** Our host name (greeting, `Received: by`); defaults to the machine's. */
-  readonly hostname?: string | undefined
-  /** Domains we accept mail for; the first is the primary. */
-  readonly domains: ReadonlyArray<string>
-  readonly listeners: ReadonlyArray<ListenerInput>
-  /** Root of everything Incoming writes (spool, durable queue); default `./var/incoming`. */
-  readonly dataDir?: string | undefined
-  readonly queue?: QueueChoice | undefined
-  readonly spool?: { readonly inMemoryThreshold?: number; readonly memoryBudget?: number } | undefined
-  readonly dispatcher?: Partial<Dispatcher.DispatcherOptions> | undefined
-  /** How long a drain waits for DATA transactions in flight before interrupting them. */
-  readonly drainTimeoutMs?: number | undefined
-  /**
-   * Recipient authority beyond `domains`: mailbox list or lookup, host-app domain check, trusted
-   * networks. Whether relayed recipients can go anywhere is the delivery adapter's to say
-   * (`DeliveryAdapter.deliversOffSite`).
-   */
-  readonly relay?: Omit<Relay.RelayOptions, "domains" | "relayRoute"> | undefined
-  /** SMTP AUTH: the user store and failure limits. Required by `submission`/`submissions` listeners. */
-  readonly auth?: AuthHandler.AuthHandlerOptions | undefined
-  /** Policy rules run at connect, HELO (at MAIL), MAIL, RCPT and DATA. */
-  readonly policies?: PolicyChoice | undefined
-  /** The admin HTTP endpoint (/healthz, /readyz, /metrics); off when absent. */
-  readonly admin?: Admin.AdminOptions | undefined
-}
 
 export type Services =
   | Control.Control
@@ -95,7 +41,9 @@ export type Services =
   | Spool.Spool
   | Admin.Health
 
-export const defaultDataDir = "./var/incoming"
+// Re-exported: host apps name the options as `Incoming.IncomingOptions`.
+export type { IncomingOptions, PolicyChoice, QueueChoice } from "./IncomingOptions.ts"
+export { defaultDataDir } from "./IncomingOptions.ts"
 
 const queueLayer = (input: QueueChoice | undefined, dataDir: string): Layer.Layer<MailQueue, MailQueueError> => {
   // The embedded default is durable: accepted mail must survive a restart.
@@ -169,6 +117,8 @@ export const layer = (options: IncomingOptions): Layer.Layer<Services, StartErro
       }))
     )),
     policyLayer(options.policies).pipe(Layer.provide(telemetry)),
+    // Sessions ask it whether a recipient is acknowledged before the reply (a Router's sync routes).
+    SyncAck.layer.pipe(Layer.provide(telemetry)),
     health,
     admin
   )

@@ -13,7 +13,7 @@ import { defaults as lmtpDefaults, type LmtpOptions } from "../delivery/LmtpAdap
 import type { RetrySchedule, RouteOptions } from "../delivery/Router.ts"
 import type { SmtpRelayOptions } from "../delivery/SmtpRelayAdapter.ts"
 import type { StatusKey, WebhookOptions } from "../delivery/webhook/WebhookAdapter.ts"
-import type { IncomingOptions } from "../Incoming.ts"
+import type { IncomingOptions } from "../IncomingOptions.ts"
 import type { ConnectionLimitOptions } from "../policy/rules/ConnectionLimit.ts"
 import type { HelloRequiredOptions } from "../policy/rules/HelloRequired.ts"
 import type { MaxRecipientsOptions } from "../policy/rules/MaxRecipients.ts"

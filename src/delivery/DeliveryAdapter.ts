@@ -15,8 +15,8 @@ import type { Readable } from "node:stream"
 import * as NodeStream from "@effect/platform-node/NodeStream"
 import { Context, Data, type Effect, type Stream } from "effect"
 import * as MailQueueError from "../queue/MailQueueError.ts"
-import type { Envelope } from "../smtp/Envelope.ts"
-import * as SmtpReply from "../smtp/SmtpReply.ts"
+import type { Envelope } from "../protocol/Envelope.ts"
+import * as SmtpReply from "../protocol/SmtpReply.ts"
 
 export interface Delivery {
   /**

@@ -16,8 +16,8 @@
  */
 import ipaddr from "ipaddr.js"
 import { Data, Context, Effect, Layer } from "effect"
-import * as Address from "../smtp/Address.ts"
-import * as SmtpReply from "../smtp/SmtpReply.ts"
+import * as Address from "../protocol/Address.ts"
+import * as SmtpReply from "../protocol/SmtpReply.ts"
 
 export interface RelayOptions {
   /** Domains we accept mail for; the first is the primary (used for bare `postmaster`). */

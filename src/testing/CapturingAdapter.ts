@@ -5,7 +5,7 @@
 import { Context, Effect, Layer, Stream } from "effect"
 import { DeliveryAdapter } from "../delivery/DeliveryAdapter.ts"
 import * as DA from "../delivery/DeliveryAdapter.ts"
-import type { Envelope } from "../smtp/Envelope.ts"
+import type { Envelope } from "../protocol/Envelope.ts"
 
 export interface CapturedMessage {
   readonly id: string

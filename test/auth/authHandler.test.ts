@@ -19,7 +19,7 @@ import * as ListenerMode from "../../src/auth/ListenerMode.ts"
 import * as UserStore from "../../src/auth/UserStore.ts"
 import * as Relay from "../../src/policy/Relay.ts"
 import { IncomingSmtpServer } from "../../src/smtp/internal/engine.ts"
-import * as SmtpReply from "../../src/smtp/SmtpReply.ts"
+import * as SmtpReply from "../../src/protocol/SmtpReply.ts"
 import { SmtpClient } from "../../src/testing/index.ts"
 import { selfSignedCert } from "../smtp/helpers.ts"
 

@@ -9,7 +9,7 @@ import { readFileSync } from "node:fs"
 import { assert, describe, it } from "@effect/vitest"
 import { Context, Effect, Exit, Fiber, Layer, Scope } from "effect"
 import { Listeners } from "../../src/smtp/Listener.ts"
-import * as SmtpReply from "../../src/smtp/SmtpReply.ts"
+import * as SmtpReply from "../../src/protocol/SmtpReply.ts"
 import { SmtpClient, TestIncoming } from "../../src/testing/index.ts"
 
 const shutdownLine = SmtpReply.format(SmtpReply.shuttingDown)

@@ -5,7 +5,7 @@
 import { Effect } from "effect"
 import type { NewMessage } from "../../src/queue/MailQueue.ts"
 import * as MessageId from "../../src/queue/MessageId.ts"
-import type { Envelope } from "../../src/smtp/Envelope.ts"
+import type { Envelope } from "../../src/protocol/Envelope.ts"
 import type { InMemoryBody } from "../../src/spool/SpooledBody.ts"
 
 export const envelope = (rcptTo: ReadonlyArray<string>, mailFrom = "sender@remote.test"): Envelope => ({

@@ -23,7 +23,7 @@
 import type { Socket } from "node:net"
 import { SMTPServer, type SMTPServerOptions } from "smtp-server"
 import { SMTPConnection } from "smtp-server/lib/smtp-connection.js"
-import * as SmtpReply from "../SmtpReply.ts"
+import * as SmtpReply from "../../protocol/SmtpReply.ts"
 
 export interface EngineLimits {
   readonly greetingDelayMs: number
