@@ -6,7 +6,9 @@
  *   1. a JavaScript host app (pack-check/host.js) composes Incoming.layer with the default SQLite
  *      queue and an EffectAdapter, and receives a message sent by nodemailer;
  *   2. vitest runs the app's tests against the installed `incoming-smtp/testing` harness and
- *      `incoming-smtp/testing/queue-conformance` kit;
+ *      `incoming-smtp/testing/queue-conformance` kit, and the `incoming-smtp/testing/crash` kill -9
+ *      harness against the installed `incoming serve` (memory queue: caught losing mail; SQLite:
+ *      loses nothing);
  *   3. the installed `incoming` bin answers --help (local and global install) and `incoming serve`
  *      from a global install receives a message and exits 0 on SIGTERM;
  *   4. `tsc --noEmit` passes on the app's TypeScript (the README's host app from
@@ -204,7 +206,7 @@ const main = async () => {
   const app = join(work, "app")
   mkdirSync(app)
   writeFileSync(join(app, "package.json"), JSON.stringify({ name: "pack-check-app", version: "1.0.0", private: true, type: "module" }, null, 2))
-  for (const f of ["exports.js", "host.js", "send.js", "harness.test.ts", "queue.test.ts", "tsconfig.json"]) copyFileSync(join(FIXTURES, f), join(app, f))
+  for (const f of ["exports.js", "host.js", "send.js", "harness.test.ts", "queue.test.ts", "crash.test.ts", "tsconfig.json"]) copyFileSync(join(FIXTURES, f), join(app, f))
   // The README's host app, as a user copies it (type-checked in step 4).
   copyFileSync(join(REPO, "examples/host-app.ts"), join(app, "host-app.ts"))
   await step("npm install the tarball and effect into a fresh app", () => npm(["install", tarball, "effect"], app))
@@ -229,10 +231,10 @@ const main = async () => {
     check(out.includes("delivered to user@example.test with the body sent"), `host.js said:\n${out}`)
   })
 
-  await step("(2) vitest runs the app's tests on incoming-smtp/testing and its queue conformance kit", async () => {
-    const { out } = await run(NODE, [join(app, "node_modules/vitest/vitest.mjs"), "run", "--reporter", "dot"], { cwd: app, env: plainNode, timeoutMs: 180_000 })
+  await step("(2) vitest runs the app's tests on incoming-smtp/testing, its queue conformance kit and crash harness", async () => {
+    const { out } = await run(NODE, [join(app, "node_modules/vitest/vitest.mjs"), "run", "--reporter", "dot"], { cwd: app, env: plainNode, timeoutMs: 360_000 })
     const tests = /Tests\s+(\d+) passed/.exec(out)
-    check(tests !== null && Number(tests[1]) > 20 && /Test Files\s+2 passed/.test(out), `vitest said:\n${out}`)
+    check(tests !== null && Number(tests[1]) > 20 && /Test Files\s+3 passed/.test(out), `vitest said:\n${out}`)
   })
 
   await step("(3) the installed bin: incoming --help", async () => {
