@@ -8,6 +8,7 @@
  * it changes, so `incoming users passwd` takes effect without a restart. Load.ts has already
  * checked that the file exists.
  */
+import { readFileSync } from "node:fs"
 import { hostname as osHostname } from "node:os"
 import { Duration, Effect, type Scope } from "effect"
 import { Dns } from "../dns/Dns.ts"
@@ -67,8 +68,16 @@ const authRules = new Set(["spf", "dkim", "dmarc", "arc", "iprev"])
  */
 export const options = (runner: Runner): Effect.Effect<IncomingOptions, never, Scope.Scope | Dns> =>
   Effect.gen(function*() {
+    // The ARC seal key, read here (Load.ts checked the file): the checks compute its body hash.
+    const sealing = runner.policies.rules.find((r) => r.rule === "arc" && r.seal !== undefined)
+    const seal = sealing?.rule === "arc" && sealing.seal !== undefined ? sealing.seal : undefined
     const checks = runner.policies.rules.some((r) => authRules.has(r.rule))
-      ? yield* Checks.make(yield* Dns, { hostname: runner.options.hostname ?? osHostname() })
+      ? yield* Checks.make(yield* Dns, {
+        hostname: runner.options.hostname ?? osHostname(),
+        ...(seal === undefined ? {} : {
+          arcSeal: { signingDomain: seal.signingDomain, selector: seal.selector, privateKey: readFileSync(seal.privateKeyFile, "utf8") }
+        })
+      })
       : undefined
     const rules = yield* Effect.forEach(runner.policies.rules, (choice) => rule(choice, checks))
     return {

@@ -390,7 +390,12 @@ const recordOrReject = withDefault(Schema.Literals(["record", "reject"]), "recor
 export const SpfRule = Schema.Struct({ rule: Schema.Literal("spf"), ...authRule, fail: recordOrReject, permerror: recordOrReject })
 export const DkimRule = Schema.Struct({ rule: Schema.Literal("dkim"), ...authRule })
 export const DmarcRule = Schema.Struct({ rule: Schema.Literal("dmarc"), ...authRule })
-export const ArcRule = Schema.Struct({ rule: Schema.Literal("arc"), ...authRule })
+export const ArcRule = Schema.Struct({
+  rule: Schema.Literal("arc"),
+  ...authRule,
+  /** Seal forwarded mail with our key (RFC 8617): `d=`, `s=` and the PEM private key file. */
+  seal: Schema.optionalKey(Schema.Struct({ domain: NonEmpty, selector: NonEmpty, private_key_file: NonEmpty }))
+})
 export const IprevRule = Schema.Struct({ rule: Schema.Literal("iprev"), ...authRule })
 
 export const authRuleTypes = ["spf", "dkim", "dmarc", "arc", "iprev"] as const

@@ -100,7 +100,11 @@ const pathSettings = (tree: Tree): ReadonlyArray<Path> => {
       ...sniNames(l).flatMap((name): Array<Path> => [["listeners", i, "tls", "sni", name, "cert"], ["listeners", i, "tls", "sni", name, "key"]])
     ]),
     // Only a maildir adapter has `root` and only an LMTP one `socket`: the others are left alone.
-    ...adapters.flatMap((name): Array<Path> => [["adapters", name, "root"], ["adapters", name, "socket"]])
+    ...adapters.flatMap((name): Array<Path> => [["adapters", name, "root"], ["adapters", name, "socket"]]),
+    // The ARC seal key of an `arc` rule.
+    ...(Array.isArray(tree.policies) ? tree.policies : []).flatMap((p, i): Array<Path> =>
+      isTree(p) && isTree(p.seal) ? [["policies", i, "seal", "private_key_file"]] : []
+    )
   ]
 }
 
@@ -379,6 +383,15 @@ const accessChecks = Effect.fnUntraced(function*(config: IncomingConfig, sourceO
     if (info._tag === "None") add(["auth", "users_file"], `file not found: ${file} (create it with: incoming users add NAME --file ${file})`)
     else if (info.value.type !== "File") add(["auth", "users_file"], `not a file: ${file}`)
     else if ((yield* fs.access(file, { readable: true }).pipe(Effect.option))._tag === "None") add(["auth", "users_file"], `not readable by this user: ${file}`)
+  }
+  for (const [i, p] of config.policies.entries()) {
+    if (p.rule !== "arc" || p.seal === undefined) continue
+    const file = p.seal.private_key_file
+    const readable = yield* fs.access(file, { readable: true }).pipe(Effect.option)
+    if (readable._tag === "None") add(["policies", i, "seal", "private_key_file"], `not readable by this user (or not found): ${file}`)
+    else if (!/-----BEGIN [A-Z ]*PRIVATE KEY-----/.test(yield* fs.readFileString(file).pipe(Effect.orElseSucceed(() => "")))) {
+      add(["policies", i, "seal", "private_key_file"], `not a PEM private key: ${file}`)
+    }
   }
   // The resolver's own parser judges each server, so the loader and the server cannot disagree.
   for (const [i, server] of config.dns.servers.entries()) {

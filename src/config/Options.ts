@@ -67,7 +67,15 @@ export type RuleChoice =
   | { readonly rule: "size_limit"; readonly options: SizeLimitOptions }
   | { readonly rule: "connection_limit"; readonly options: ConnectionLimitOptions }
   | { readonly rule: "spf"; readonly options: AuthRules.SpfOptions }
-  | { readonly rule: "dkim" | "dmarc" | "arc" | "iprev"; readonly options: AuthRules.CommonOptions }
+  | { readonly rule: "dkim" | "dmarc" | "iprev"; readonly options: AuthRules.CommonOptions }
+  | { readonly rule: "arc"; readonly options: AuthRules.ArcOptions; readonly seal?: ArcSealFiles | undefined }
+
+/** The ARC seal key as configured; `Build.ts` reads the file. */
+export interface ArcSealFiles {
+  readonly signingDomain: string
+  readonly selector: string
+  readonly privateKeyFile: string
+}
 
 export interface PoliciesChoice {
   readonly rules: ReadonlyArray<RuleChoice>
@@ -321,7 +329,15 @@ const toRule = (p: PolicyRule): RuleChoice => {
         checkTrusted: p.check_trusted,
         temperror: p.temperror
       }
-      return p.rule === "spf" ? { rule: "spf", options: { ...options, fail: p.fail, permerror: p.permerror } } : { rule: p.rule, options }
+      if (p.rule === "spf") return { rule: "spf", options: { ...options, fail: p.fail, permerror: p.permerror } }
+      if (p.rule === "arc") {
+        return p.seal === undefined ? { rule: "arc", options } : {
+          rule: "arc",
+          options: { ...options, seal: true },
+          seal: { signingDomain: p.seal.domain, selector: p.seal.selector, privateKeyFile: p.seal.private_key_file }
+        }
+      }
+      return { rule: p.rule, options }
     }
   }
 }

@@ -213,8 +213,8 @@ describe("relay, auth and policies: errors name the entry", () => {
         ].join("\n")
       })
       assert.deepStrictEqual(yield* problems(dir), [
-        `incoming.toml: policies[1].rule: unknown rule "greylist": expected "rate_limit" | "tls_required" | "hello_required" | "max_recipients" | "size_limit" | "connection_limit"`,
-        `incoming.toml: policies[3].rule: missing (required): one of "rate_limit" | "tls_required" | "hello_required" | "max_recipients" | "size_limit" | "connection_limit"`,
+        `incoming.toml: policies[1].rule: unknown rule "greylist": expected "rate_limit" | "tls_required" | "hello_required" | "max_recipients" | "size_limit" | "connection_limit" | "spf" | "dkim" | "dmarc" | "arc" | "iprev"`,
+        `incoming.toml: policies[3].rule: missing (required): one of "rate_limit" | "tls_required" | "hello_required" | "max_recipients" | "size_limit" | "connection_limit" | "spf" | "dkim" | "dmarc" | "arc" | "iprev"`,
         `incoming.toml: policies[2].max: missing (required)`
       ])
       // Once the rules are right, the checks after decoding.
@@ -231,6 +231,47 @@ describe("relay, auth and policies: errors name the entry", () => {
         `incoming.toml: relay.recipients[1]: "bob@other.test" is not in one of domains (example.test)`,
         `incoming.toml: policies[1].name: same name as policies[0] ("tls_required"): give each a name, it labels their verdicts and metrics`
       ])
+    }))
+
+  it.effect("[dns] and the authentication rules: mapping, and bad resolver addresses or seal keys named", () =>
+    Effect.gen(function*() {
+      const dir = yield* workdir({
+        "incoming.toml": [
+          `domains = ["example.test"]`,
+          `[dns]\nservers = ["127.0.0.1:5353", "[::1]:53"]\ntimeout = "500ms"\ntries = 3\ncache_size = 10\nunknown_ttl = "1m"`,
+          `[[policies]]\nrule = "spf"\nfail = "reject"\ntemperror = "defer"`,
+          `[[policies]]\nrule = "dmarc"\nobserve = true\ncheck_trusted = true`,
+          `[[policies]]\nrule = "arc"\nseal = { domain = "example.test", selector = "arc", private_key_file = "arc.pem" }`
+        ].join("\n"),
+        "arc.pem": testPrivateKey
+      })
+      const { config } = yield* load(dir)
+      const runner = Options.toRunner(config)
+      assert.deepStrictEqual(runner.dns, {
+        servers: ["127.0.0.1:5353", "[::1]:53"],
+        timeoutMs: 500,
+        tries: 3,
+        cache: { maxEntries: 10, maxTtlMs: 3_600_000, unknownTtlMs: 60_000, negativeTtlMs: 60_000 }
+      })
+      assert.deepStrictEqual(runner.policies.rules.map((r): readonly [string, unknown] => [r.rule, r.options]), [
+        ["spf", { name: "spf", observe: false, checkAuthenticated: false, checkTrusted: false, temperror: "defer", fail: "reject", permerror: "record" }],
+        ["dmarc", { name: "dmarc", observe: true, checkAuthenticated: false, checkTrusted: true, temperror: "continue" }],
+        ["arc", { name: "arc", observe: false, checkAuthenticated: false, checkTrusted: false, temperror: "continue", seal: true }]
+      ])
+      // The rules build on the server's Dns, the seal key read from its file.
+      const options = yield* Effect.scoped(Build.options({ ...runner, options: { ...runner.options, hostname: "mx.test" } })).pipe(
+        Effect.provide(ZoneDns.layerEmpty)
+      )
+      assert.deepStrictEqual(options.policies?.rules.map((r) => r.name), ["spf", "dmarc", "arc"])
+      writeFileSync(join(dir, "incoming.toml"), [
+        `domains = ["example.test"]`,
+        `[dns]\nservers = ["dns.example.test", "127.0.0.1:5353"]`,
+        `[[policies]]\nrule = "arc"\nseal = { domain = "example.test", selector = "arc", private_key_file = "missing.pem" }`
+      ].join("\n"))
+      const found = yield* problems(dir)
+      assert.strictEqual(found.length, 2, found.join("\n"))
+      assert.match(found[0]!, /^incoming\.toml: policies\[0\]\.seal\.private_key_file: not readable by this user \(or not found\): \S*missing\.pem$/)
+      assert.match(found[1]!, /^incoming\.toml: dns\.servers\[0\]: not a resolver address .*"dns\.example\.test"/)
     }))
 
   it.effect("a submission listener without auth.users_file or TLS; a users file that does not exist", () =>

@@ -317,6 +317,33 @@ describe("arc", () => {
     }))
 })
 
+describe("arc sealing", () => {
+  it.effect("with a seal key, the arc rule seals what it verified; the next hop finds a passing chain carrying our results", () =>
+    Effect.gen(function*() {
+      const ours = rsaKey()
+      const sealZone: ZoneDns.Zone = { ...zone, "seal._domainkey.mx.test": { TXT: [txtStrings(ours.record)] } }
+      const checks = yield* Checks.make(ZoneDns.make(sealZone).dns, {
+        hostname: "mx.test",
+        arcSeal: { signingDomain: "mx.test", selector: "seal", privateKey: ours.privateKey }
+      })
+      const rules = [AuthRules.spf(checks), AuthRules.dkim(checks), AuthRules.dmarc(checks), AuthRules.arc(checks, { seal: true })]
+      const signed = yield* Effect.promise(() => sign(message("a@example.org"), "example.org", "sel", key))
+      const { plan } = yield* transact(rules, signed, { mailFrom: "a@example.org" })
+      const prepend = plan?.prepend ?? ""
+      assert.match(prepend, /^Authentication-Results: mx\.test;/)
+      assert.match(prepend, /\r\nARC-Seal: i=1; /)
+      assert.match(prepend, /\r\nARC-Message-Signature: i=1; /)
+      assert.match(prepend, /\r\nARC-Authentication-Results: i=1; mx\.test;[\s\S]*spf=pass[\s\S]*dkim=pass[\s\S]*dmarc=pass[\s\S]*arc=none/)
+      // The next hop: a chain of one set, which passes.
+      const nextHop = yield* setup((c) => [AuthRules.arc(c)], sealZone)
+      const onward = yield* transact(nextHop, prepend + signed, { mailFrom: "a@example.org" })
+      assert.strictEqual(onward.results[0]?.result, "pass")
+      // Without a key the option does nothing.
+      const keyless = yield* setup((c) => [AuthRules.arc(c, { seal: true })])
+      assert.notInclude((yield* transact(keyless, signed, { mailFrom: "a@example.org" })).plan?.prepend ?? "", "ARC-Seal")
+    }))
+})
+
 describe("iprev", () => {
   const cases: ReadonlyArray<readonly [string, string]> = [
     ["pass", "192.0.2.10"],

@@ -20,6 +20,7 @@
  */
 import { Effect } from "effect"
 import * as SmtpReply from "../../../protocol/SmtpReply.ts"
+import * as AuthenticationResults from "../../../protocol/AuthenticationResults.ts"
 import type { AuthResult } from "../../../protocol/AuthenticationResults.ts"
 import * as MessageEdit from "../../MessageEdit.ts"
 import type { ConnectContext, HeloContext, PolicyError, Rule } from "../../Policy.ts"
@@ -45,7 +46,15 @@ export interface SpfOptions extends CommonOptions {
 }
 
 export type DkimOptions = CommonOptions
-export type ArcOptions = CommonOptions
+
+export interface ArcOptions extends CommonOptions {
+  /**
+   * Seal the message with our key (configured on the checks: `ChecksOptions.arcSeal`) when its
+   * chain is absent or passes: for mail we forward, so the next hop can trust our results. The
+   * seal carries the results of the rules before this one and its own: put `arc` last.
+   */
+  readonly seal?: boolean | undefined
+}
 export type IprevOptions = CommonOptions
 export type DmarcOptions = CommonOptions
 
@@ -135,10 +144,21 @@ export const arc = (checks: Checks.Checks["Service"], options: ArcOptions = {}):
   name: options.name ?? "arc",
   observe: options.observe,
   onData: (ctx) =>
-    skips(options, ctx) ? Effect.succeed(Verdict.Continue) : Effect.flatMap(
-      checked(options, Effect.map(checks.message(ctx), (m) => m.arc), temperror("arc")),
-      (result) => report(options, [result])
-    ),
+    skips(options, ctx) ? Effect.succeed(Verdict.Continue) : Effect.gen(function*() {
+      const result = yield* checked(options, Effect.map(checks.message(ctx), (m) => m.arc), temperror("arc"))
+      const verdict = yield* report(options, [result])
+      if (options.seal !== true || !checks.canSeal || verdict._tag !== "Continue") return verdict
+      // The seal's ARC-Authentication-Results is our Authentication-Results as it will be written.
+      const before = (ctx.edits ?? []).flatMap(({ edit }) => edit._tag === "AuthResults" ? edit.results : [])
+      const value = AuthenticationResults.format({ authservId: checks.hostname, results: [...before, result] })
+        .slice(AuthenticationResults.headerName.length + 1).trim()
+      const lines = yield* checked(options, checks.seal(ctx, value), () => [])
+      const sealHeaders = lines.flatMap((line) => {
+        const colon = line.indexOf(":")
+        return colon > 0 ? [MessageEdit.prependHeader(line.slice(0, colon), line.slice(colon + 1))] : []
+      })
+      return Verdict.continueWith([...Verdict.editsOf(verdict), ...sealHeaders])
+    }),
   onClose: forget(checks)
 })
 

@@ -15,9 +15,7 @@
 import * as NodeStream from "@effect/platform-node/NodeStream"
 import type { Readable } from "node:stream"
 import { Context, Effect, Metric, Stream } from "effect"
-import { arc, dkimVerify, spf as spfCheck } from "mailauth"
 import type { ARCResult, DKIMVerifyResult, SPFResult } from "mailauth"
-import { evaluateDmarc } from "mailauth/lib/dmarc/index.js"
 import { Dns, reverse } from "../../../dns/Dns.ts"
 import * as NodeCompat from "../../../dns/NodeCompat.ts"
 import type { AuthResult, AuthResultValue } from "../../../protocol/AuthenticationResults.ts"
@@ -32,6 +30,16 @@ export interface ChecksOptions {
   readonly spfVoidLookupLimit?: number | undefined
   /** DKIM / ARC keys shorter than this fail (RFC 8301: 1024). */
   readonly minKeyBits?: number | undefined
+  /** Our ARC key: when set, the `arc` rule can seal what it verified (RFC 8617 5.1). */
+  readonly arcSeal?: ArcSealKey | undefined
+}
+
+export interface ArcSealKey {
+  /** `d=` of the seal: the domain publishing `<selector>._domainkey.<domain>`. */
+  readonly signingDomain: string
+  readonly selector: string
+  /** PEM (RSA or Ed25519). */
+  readonly privateKey: string
 }
 
 /** SPF of the two identities (RFC 7208 2.3, 2.4): HELO (when it is a name) and MAIL FROM. */
@@ -51,6 +59,8 @@ export interface MessageOutcome {
   readonly fromFields: number
   readonly arc: AuthResult
   readonly arcRaw: ARCResult | undefined
+  /** mailauth's parse, kept for sealing (its headers, ARC data and seal body hash). */
+  readonly verified: DKIMVerifyResult
 }
 
 export interface DmarcOutcome {
@@ -129,12 +139,19 @@ export class Checks extends Context.Service<Checks, {
   readonly message: (ctx: DataContext) => Effect.Effect<MessageOutcome, PolicyError>
   readonly dmarc: (ctx: DataContext) => Effect.Effect<DmarcOutcome, PolicyError>
   readonly iprev: (ctx: MailContext) => Effect.Effect<AuthResult, PolicyError>
+  /** Whether a seal key is configured (`seal` returns nothing without one). */
+  readonly canSeal: boolean
+  readonly seal: (ctx: DataContext, authResults: string) => Effect.Effect<ReadonlyArray<string>, PolicyError>
   /** Drops what was memoized for a session (it closed). */
   readonly forget: (sessionId: string) => Effect.Effect<void>
 }>()("incoming/auth/Checks") {}
 
 export const make = (dns: Dns["Service"], options: ChecksOptions): Effect.Effect<Checks["Service"]> =>
   Effect.gen(function*() {
+    // Loaded here, not at import: mailauth and its dependencies add about a second to the start
+    // of every `incoming` command on a busy machine, and only servers with these rules need them.
+    const { arc, createSeal, dkimVerify, spf: spfCheck } = yield* Effect.promise(() => import("mailauth"))
+    const { evaluateDmarc } = yield* Effect.promise(() => import("mailauth/lib/dmarc/index.js"))
     const context = yield* Effect.context<never>()
     const resolver = NodeCompat.toPromiseResolver(dns, context)
     const minBitLength = options.minKeyBits ?? 1024
@@ -212,7 +229,14 @@ export const make = (dns: Dns["Service"], options: ChecksOptions): Effect.Effect
             ? Buffer.concat(yield* Stream.runCollect(ctx.body).pipe(Effect.mapError(failed("dkim", "reading the message"))))
             : yield* NodeStream.toReadable(ctx.body)
           const verified: DKIMVerifyResult = yield* Effect.tryPromise({
-            try: () => dkimVerify(input, { resolver: resolver as never, minBitLength, sender: ctx.mailFrom }),
+            try: () =>
+              dkimVerify(input, {
+                resolver: resolver as never,
+                minBitLength,
+                sender: ctx.mailFrom,
+                // With a seal key, the same pass computes the body hash of our ARC-Message-Signature.
+                ...(options.arcSeal === undefined ? {} : { seal: { ...options.arcSeal } })
+              }),
             catch: failed("dkim", "DKIM verification")
           })
           const signatures = verified.results ?? []
@@ -255,7 +279,8 @@ export const make = (dns: Dns["Service"], options: ChecksOptions): Effect.Effect
               ...(arcValue !== "pass" && arcValue !== "none" && typeof arcRaw?.status.comment === "string" ? { reason: arcRaw.status.comment } : {}),
               properties: { "smtp.remote-ip": ctx.clientAddress }
             },
-            arcRaw
+            arcRaw,
+            verified
           } satisfies MessageOutcome
         }))
 
@@ -337,6 +362,35 @@ export const make = (dns: Dns["Service"], options: ChecksOptions): Effect.Effect
           return trouble ? report("temperror", "forward lookup failed") : report("fail", "no PTR name resolves back to the address")
         }))
 
+    /**
+     * Our ARC set (ARC-Seal, ARC-Message-Signature, ARC-Authentication-Results carrying
+     * `authResults`, the value of our Authentication-Results), as header lines; none without a
+     * seal key, or when the chain we received failed (RFC 8617 5.1.2: a failed chain is not sealed
+     * further) or sealing failed (logged).
+     */
+    const seal = (ctx: DataContext, authResults: string) =>
+      Effect.gen(function*() {
+        if (options.arcSeal === undefined) return []
+        const found = yield* message(ctx)
+        const status = found.arcRaw?.status
+        const cv = status?.result ?? "none"
+        if (!(cv === "none" || cv === "pass" || status?.shouldSeal === true)) return []
+        const sealed = yield* Effect.tryPromise({
+          try: () =>
+            createSeal(false, {
+              headers: found.verified.headers,
+              arc: found.verified.arc,
+              seal: { ...found.verified.seal, cv, authResults, signTime: new Date() }
+            } as never),
+          catch: failed("arc", "ARC sealing")
+        })
+        if (sealed.errors.length > 0) {
+          yield* Effect.logWarning(`ARC sealing failed, the message goes on unsealed: ${JSON.stringify(sealed.errors)}`)
+          return []
+        }
+        return sealed.headers
+      })
+
     const forget = (sessionId: string) =>
       Effect.sync(() => {
         const mine = (k: string) => k.startsWith(`${sessionId}\u0000`)
@@ -346,7 +400,7 @@ export const make = (dns: Dns["Service"], options: ChecksOptions): Effect.Effect
         iprevMemo.deleteWhere(mine)
       })
 
-    return Checks.of({ hostname: options.hostname, spf, message, dmarc, iprev, forget })
+    return Checks.of({ hostname: options.hostname, spf, message, dmarc, iprev, canSeal: options.arcSeal !== undefined, seal, forget })
   })
 
 const normalizePolicy = (p: string | undefined): DmarcOutcome["policy"] =>
