@@ -11,11 +11,17 @@ export const procKb = (pid: number, field: "VmRSS" | "VmHWM"): number => {
   return Number(m?.[1] ?? NaN)
 }
 
+const line = Buffer.from(`${"x".repeat(78)}\r\n`)
+const chunk = Buffer.concat(Array.from({ length: Math.floor((64 * 1024) / line.length) }, () => line))
+
+/** The body `streamBody` sends for `bytes`: 64 KiB chunks of 78-char lines (a whole chunk past `bytes`). */
+export function* bodyChunks(bytes: number): Generator<Buffer> {
+  for (let sent = 0; sent < bytes; sent += chunk.length) yield chunk
+}
+
 /** `bytes` of 78-char lines + CRLF, written as 64 KiB chunks honouring socket backpressure, then the dot. */
 export const streamBody = (client: SmtpClient.SmtpClient, bytes: number) =>
   Effect.callback<void>((resume) => {
-    const line = Buffer.from(`${"x".repeat(78)}\r\n`)
-    const chunk = Buffer.concat(Array.from({ length: Math.floor((64 * 1024) / line.length) }, () => line))
     let sent = 0
     const pump = () => {
       while (sent < bytes) {

@@ -7,7 +7,7 @@
  * `Checks` memoizes each check per transaction — SPF by session and identities, the message pass
  * by message id, iprev by session — and the rules only read and report. A rule asks for what it
  * needs, so DMARC without an `spf` rule still checks SPF, and the message is read once for DKIM,
- * ARC and DMARC together. Entries go when the session closes (`forget`), and the maps are capped.
+ * ARC and DMARC together. A session's entries go when it closes (`forget`); the store is capped.
  *
  * mailauth reports DNS trouble as `temperror`; a check that breaks outright (a bug, an
  * unreadable spool file) fails with `PolicyError`, which the pipeline defers (451).
@@ -113,18 +113,26 @@ const resultValue = (raw: string | undefined): AuthResultValue => {
 const failed = (rule: string, what: string) => (cause: unknown) =>
   new PolicyError({ rule, reason: { _tag: "LookupFailed", detail: `${what}: ${cause instanceof Error ? cause.message : String(cause)}` }, cause })
 
-/** A map with a cap: the oldest entry goes first. */
-const capped = <V>(max: number) => {
-  const map = new Map<string, V>()
+/**
+ * Memoized checks, per session: `forget` drops a session's entries at once. Sessions beyond
+ * `maxSessions` drop the oldest; a session keeps at most `perSession` entries (a client sending
+ * many messages on one connection), also oldest first.
+ */
+const sessionStore = (maxSessions: number, perSession: number) => {
+  const sessions = new Map<string, Map<string, unknown>>()
   return {
-    get: (k: string) => map.get(k),
-    set: (k: string, v: V) => {
-      if (map.size >= max) map.delete(map.keys().next().value!)
-      map.set(k, v)
+    get: (session: string, key: string): unknown => sessions.get(session)?.get(key),
+    set: (session: string, key: string, value: unknown) => {
+      let entries = sessions.get(session)
+      if (entries === undefined) {
+        if (sessions.size >= maxSessions) sessions.delete(sessions.keys().next().value!)
+        entries = new Map()
+        sessions.set(session, entries)
+      }
+      if (entries.size >= perSession) entries.delete(entries.keys().next().value!)
+      entries.set(key, value)
     },
-    deleteWhere: (p: (k: string) => boolean) => {
-      for (const k of [...map.keys()]) if (p(k)) map.delete(k)
-    }
+    forget: (session: string) => void sessions.delete(session)
   }
 }
 
@@ -155,22 +163,15 @@ export const make = (dns: Dns["Service"], options: ChecksOptions): Effect.Effect
     const context = yield* Effect.context<never>()
     const resolver = NodeCompat.toPromiseResolver(dns, context)
     const minBitLength = options.minKeyBits ?? 1024
-    const spfMemo = capped<Effect.Effect<SpfOutcome, PolicyError>>(4096)
-    const messageMemo = capped<Effect.Effect<MessageOutcome, PolicyError>>(1024)
-    const dmarcMemo = capped<Effect.Effect<DmarcOutcome, PolicyError>>(1024)
-    const iprevMemo = capped<Effect.Effect<AuthResult, PolicyError>>(4096)
+    const store = sessionStore(10_000, 64)
 
-    /** `compute` run once per key; concurrent and later callers share its result. */
-    const memo = <A>(
-      map: ReturnType<typeof capped<Effect.Effect<A, PolicyError>>>,
-      key: string,
-      compute: () => Effect.Effect<A, PolicyError>
-    ): Effect.Effect<A, PolicyError> =>
+    /** `compute` run once per session and key; later callers share its result. */
+    const memo = <A>(session: string, key: string, compute: () => Effect.Effect<A, PolicyError>): Effect.Effect<A, PolicyError> =>
       Effect.suspend(() => {
-        const hit = map.get(key)
+        const hit = store.get(session, key) as Effect.Effect<A, PolicyError> | undefined
         if (hit !== undefined) return hit
         return Effect.flatMap(Effect.cached(Effect.suspend(compute)), (cached) => {
-          map.set(key, cached)
+          store.set(session, key, cached)
           return cached
         })
       })
@@ -191,7 +192,7 @@ export const make = (dns: Dns["Service"], options: ChecksOptions): Effect.Effect
       })
 
     const spf = (ctx: MailContext) =>
-      memo(spfMemo, `${ctx.sessionId}\u0000${ctx.mailFrom}\u0000${ctx.helo ?? ""}`, () =>
+      memo(ctx.sessionId, `spf\u0000${ctx.mailFrom}\u0000${ctx.helo ?? ""}`, () =>
         Effect.gen(function*() {
           const helo = ctx.helo ?? ""
           const heloName = helo !== "" && !isIpLiteral(helo) ? helo : undefined
@@ -218,7 +219,7 @@ export const make = (dns: Dns["Service"], options: ChecksOptions): Effect.Effect
         }))
 
     const message = (ctx: DataContext) =>
-      memo(messageMemo, `${ctx.sessionId}\u0000${ctx.messageId ?? ""}`, () =>
+      memo(ctx.sessionId, `message\u0000${ctx.messageId ?? ""}`, () =>
         Effect.gen(function*() {
           if (ctx.body === undefined) {
             return yield* new PolicyError({ rule: "dkim", reason: { _tag: "Misconfigured", detail: "the DATA context has no message body" } })
@@ -285,7 +286,7 @@ export const make = (dns: Dns["Service"], options: ChecksOptions): Effect.Effect
         }))
 
     const dmarc = (ctx: DataContext) =>
-      memo(dmarcMemo, `${ctx.sessionId}\u0000${ctx.messageId ?? ""}`, () =>
+      memo(ctx.sessionId, `dmarc\u0000${ctx.messageId ?? ""}`, () =>
         Effect.gen(function*() {
           const found = yield* message(ctx)
           const spfFound = yield* spf(ctx)
@@ -335,7 +336,7 @@ export const make = (dns: Dns["Service"], options: ChecksOptions): Effect.Effect
         }))
 
     const iprev = (ctx: MailContext) =>
-      memo(iprevMemo, `${ctx.sessionId}\u0000${ctx.clientAddress}`, () =>
+      memo(ctx.sessionId, `iprev\u0000${ctx.clientAddress}`, () =>
         Effect.gen(function*() {
           const ip = ctx.clientAddress
           const report = (result: AuthResultValue, reason?: string): AuthResult => ({
@@ -391,14 +392,7 @@ export const make = (dns: Dns["Service"], options: ChecksOptions): Effect.Effect
         return sealed.headers
       })
 
-    const forget = (sessionId: string) =>
-      Effect.sync(() => {
-        const mine = (k: string) => k.startsWith(`${sessionId}\u0000`)
-        spfMemo.deleteWhere(mine)
-        messageMemo.deleteWhere(mine)
-        dmarcMemo.deleteWhere(mine)
-        iprevMemo.deleteWhere(mine)
-      })
+    const forget = (sessionId: string) => Effect.sync(() => store.forget(sessionId))
 
     return Checks.of({ hostname: options.hostname, spf, message, dmarc, iprev, canSeal: options.arcSeal !== undefined, seal, forget })
   })
