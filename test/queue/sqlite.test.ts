@@ -66,6 +66,34 @@ const otherDevice = existsSync("/dev/shm") && statSync("/dev/shm").dev !== statS
 const bodyFiles = (dataDir: string) => readdirSync(join(dataDir, "bodies")).toSorted()
 
 describe("SqliteQueue", () => {
+  it.effect("an envelope's authentication results, quarantine mark and annotations survive a restart", () =>
+    Effect.gen(function*() {
+      const dataDir = yield* tempDir
+      yield* TestClock.setTime(T0)
+      const base = message({ receivedAt: T0 - 1 })
+      const marked = {
+        ...base,
+        envelope: {
+          ...base.envelope,
+          authentication: {
+            authservId: "mx.test",
+            results: [
+              { method: "spf", result: "pass", properties: { "smtp.mailfrom": "a@example.org" } },
+              { method: "dkim", result: "fail", reason: "body hash did not verify", properties: { "header.d": "example.org" } }
+            ]
+          },
+          quarantine: { rule: "dmarc", reason: "p=quarantine" },
+          annotations: { score: 1.5, tags: ["a", null], nested: { ok: true } }
+        }
+      } as const
+      yield* withQueue({ dataDir }, (q) => q.commit(marked))
+      yield* withQueue({ dataDir }, (q) =>
+        Effect.gen(function*() {
+          assert.deepStrictEqual((yield* claimOne(q)).envelope, marked.envelope)
+          assert.deepStrictEqual(Option.getOrUndefined(yield* q.get(marked.id))?.envelope, marked.envelope)
+        }))
+    }))
+
   it.effect("messages, states and attempts survive closing and reopening", () =>
     Effect.gen(function*() {
       const dataDir = yield* tempDir
