@@ -8,6 +8,7 @@ import * as NodeServices from "@effect/platform-node/NodeServices"
 import { Cause, Console, Effect, Exit } from "effect"
 import { CliError, Command } from "effect/cli"
 import { checkConfig } from "../cli/checkConfig.ts"
+import { dev } from "../cli/dev.ts"
 import { isNotFound, queue } from "../cli/queue.ts"
 import { isUsersCliError, users } from "../cli/users.ts"
 import { serve } from "../cli/serve.ts"
@@ -15,7 +16,7 @@ import { isConfigError } from "../config/ConfigError.ts"
 
 const incoming = Command.make("incoming").pipe(
   Command.withDescription("Incoming: an inbound SMTP server runtime"),
-  Command.withSubcommands([serve, checkConfig, queue, users])
+  Command.withSubcommands([serve, dev, checkConfig, queue, users])
 )
 
 incoming.pipe(
