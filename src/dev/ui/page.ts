@@ -55,7 +55,7 @@ export const html = `<!doctype html>
   <section class="list-pane" aria-label="Messages">
     <div class="list-head"><span id="count" class="count"></span><span id="unread" class="unread-count"></span></div>
     <div id="list" class="list" role="listbox" tabindex="0" aria-label="Messages"></div>
-    <footer class="keys"><kbd>j</kbd><kbd>k</kbd> move <kbd>Enter</kbd> open <kbd>Del</kbd> delete <kbd>/</kbd> search <kbd>u</kbd> unread</footer>
+    <footer class="keys" title="u: mark unread / read · t: light / dark · Esc: close"><kbd>j</kbd><kbd>k</kbd> move <kbd>Enter</kbd> open <kbd>Del</kbd> delete <kbd>/</kbd> search</footer>
   </section>
   <section id="view" class="view" aria-live="polite"></section>
 </main>

@@ -165,7 +165,7 @@ kbd {
 .list-head { display: flex; justify-content: space-between; padding: 10px 16px 8px; font-size: 12px; color: var(--muted); border-bottom: 1px solid var(--line); }
 .unread-count { color: var(--accent-text); font-weight: 600; }
 .list { flex: 1; overflow-y: auto; outline: none; }
-.keys { padding: 8px 16px; border-top: 1px solid var(--line); font-size: 11.5px; color: var(--faint); display: flex; gap: 4px; align-items: center; flex-wrap: wrap; }
+.keys { padding: 8px 16px; border-top: 1px solid var(--line); font-size: 11.5px; color: var(--faint); display: flex; gap: 4px; align-items: center; white-space: nowrap; overflow: hidden; }
 .keys kbd { margin-left: 6px; }
 .keys kbd:first-child { margin-left: 0; }
 .row {
@@ -212,6 +212,7 @@ kbd {
 .people .name { font-weight: 550; }
 .people .addr { color: var(--muted); }
 .people .envelope { font: 12px var(--mono); color: var(--muted); }
+.badge { font: 600 11px/1 var(--sans); padding: 3px 6px; border-radius: 4px; background: var(--accent-soft); color: var(--accent-text); margin-left: 8px; vertical-align: 1px; }
 .tabs { display: flex; gap: 2px; margin: 0 -8px; }
 .tab {
   border: 0;
@@ -254,7 +255,7 @@ kbd {
 .attachment { display: flex; flex-direction: column; background: var(--panel); border: 1px solid var(--line); border-radius: var(--radius); overflow: hidden; color: inherit; text-decoration: none; }
 .attachment:hover { border-color: var(--line-strong); box-shadow: var(--shadow); }
 .thumb { height: 96px; display: flex; align-items: center; justify-content: center; background: var(--code-bg); border-bottom: 1px solid var(--line); color: var(--faint); font: 600 13px var(--mono); }
-.thumb img { max-width: 100%; max-height: 100%; object-fit: contain; }
+.thumb img { width: 100%; height: 100%; object-fit: cover; object-position: center top; }
 .attachment-meta { padding: 8px 10px; display: grid; gap: 1px; }
 .attachment-name { font-weight: 550; font-size: 13px; overflow: hidden; text-overflow: ellipsis; white-space: nowrap; }
 .attachment-info { font-size: 11.5px; color: var(--muted); display: flex; gap: 6px; align-items: center; }

@@ -95,7 +95,11 @@ function renderMessage(m) {
     m.cc.length > 0 ? h("dt", { text: "Cc" }) : null, m.cc.length > 0 ? people(m.cc) : null,
     m.bcc.length > 0 ? h("dt", { text: "Bcc" }) : null, m.bcc.length > 0 ? people(m.bcc) : null,
     h("dt", { text: "Received" }), h("dd", { text: fullTime(m.receivedAt) + "  ·  " + fmtSize(m.size) }),
-    h("dt", { text: "Envelope" }), h("dd", { class: "envelope", text: "MAIL FROM:<" + m.envelope.from + ">  RCPT TO:" + m.envelope.to.map(function (a) { return "<" + a + ">"; }).join(" ") })
+    h("dt", { text: "Envelope" }), h("dd", { class: "envelope" }, [
+      "MAIL FROM:<" + m.envelope.from + ">  RCPT TO:" + m.envelope.to.map(function (a) { return "<" + a + ">"; }).join(" "),
+      m.envelope.secure ? h("span", { class: "badge", title: "Sent over STARTTLS", text: "TLS" }) : null,
+      m.envelope.authenticatedUser !== null ? h("span", { class: "badge", title: "Logged in with AUTH as " + m.envelope.authenticatedUser, text: "AUTH " + m.envelope.authenticatedUser }) : null
+    ])
   ]);
   var tabs = [
     { id: "html", label: "HTML", enabled: m.htmlUrl !== null },
