@@ -9,9 +9,10 @@
  * listed in the report, so an operator knows.
  */
 import { Context, Data, Effect, Layer } from "effect"
-import type { IncomingOptions } from "./Incoming.ts"
+import type { IncomingOptions } from "./IncomingOptions.ts"
 import { PolicySwap } from "./policy/Policy.ts"
-import { RelaySwap, parseNetworks } from "./policy/Relay.ts"
+import { type RelayConfigError, RelaySwap, parseNetworks } from "./policy/Relay.ts"
+import type { ListenError } from "./smtp/ListenError.ts"
 import { Listeners } from "./smtp/Listener.ts"
 
 export interface ReloadReport {
@@ -19,14 +20,27 @@ export interface ReloadReport {
   readonly restartNeeded: ReadonlyArray<string>
 }
 
+/** Why a reload was refused; whatever the reason, nothing was changed. */
+export type ReloadErrorReason =
+  /** A trusted network that is not an IP address or CIDR range. */
+  | { readonly _tag: "BadNetwork"; readonly network: string }
+  /** A listener's new settings cannot be used (a certificate or key that does not load); `detail` names it. */
+  | { readonly _tag: "BadListener"; readonly listener: string; readonly detail: string }
+
 export class ReloadError extends Data.TaggedError("ReloadError")<{
-  readonly reason: string
-  readonly cause?: unknown
+  readonly reason: ReloadErrorReason
+  readonly cause?: RelayConfigError | ListenError | undefined
 }> {
   override get message(): string {
-    return `reload refused, the running configuration stays: ${this.reason}`
+    const r = this.reason
+    const why = r._tag === "BadNetwork"
+      ? `trusted network "${r.network}" is not an IP address or CIDR range`
+      : r.detail
+    return `reload refused, the running configuration stays: ${why}`
   }
 }
+
+const fromRelay = (e: RelayConfigError) => new ReloadError({ reason: { _tag: "BadNetwork", network: e.reason.network }, cause: e })
 
 export class Control extends Context.Service<Control, {
   readonly reload: (options: IncomingOptions) => Effect.Effect<ReloadReport, ReloadError>
@@ -38,15 +52,16 @@ export const make = Effect.gen(function*() {
   const policy = yield* PolicySwap
   const reload = Effect.fn("Control.reload")(function*(options: IncomingOptions) {
     // Validate what can fail before changing anything.
-    yield* parseNetworks(options.relay?.trustedNetworks ?? []).pipe(
-      Effect.mapError((e) => new ReloadError({ reason: e.message, cause: e }))
-    )
+    yield* parseNetworks(options.relay?.trustedNetworks ?? []).pipe(Effect.mapError(fromRelay))
     const notes = yield* listeners.reconfigure(options.listeners).pipe(
-      Effect.mapError((e) => new ReloadError({ reason: e.message, cause: e }))
+      Effect.mapError((e) =>
+        new ReloadError({
+          reason: { _tag: "BadListener", listener: e.listener, detail: e.message },
+          cause: e
+        })
+      )
     )
-    yield* relay.replace({ domains: options.domains, ...options.relay }).pipe(
-      Effect.mapError((e) => new ReloadError({ reason: e.message, cause: e }))
-    )
+    yield* relay.replace({ domains: options.domains, ...options.relay }).pipe(Effect.mapError(fromRelay))
     yield* policy.replace(options.policies?.rules ?? [], { timeout: options.policies?.timeoutMs })
     yield* Effect.logInfo(`configuration reloaded${notes.length > 0 ? `; needs a restart: ${notes.join("; ")}` : ""}`)
     return { restartNeeded: notes }

@@ -9,10 +9,12 @@
 import { hostname as osHostname } from "node:os"
 import { join, resolve } from "node:path"
 import { Context, Effect, Layer } from "effect"
-import type { DeliveryAdapter } from "./delivery/DeliveryAdapter.ts"
+import { DeliveryAdapter } from "./delivery/DeliveryAdapter.ts"
 import * as Dispatcher from "./delivery/Dispatcher.ts"
-import * as AuthHandler from "./auth/AuthHandler.ts"
+import * as SyncAck from "./delivery/SyncAck.ts"
 import * as Control from "./Control.ts"
+import * as DataDir from "./DataDir.ts"
+import { defaultDataDir, type IncomingOptions, type PolicyChoice, type QueueChoice } from "./IncomingOptions.ts"
 import * as Policy from "./policy/Policy.ts"
 import * as Relay from "./policy/Relay.ts"
 import type { MailQueue } from "./queue/MailQueue.ts"
@@ -21,51 +23,10 @@ import * as MemoryQueue from "./queue/MemoryQueue.ts"
 import * as SqliteQueue from "./queue/SqliteQueue.ts"
 import type { ListenError } from "./smtp/ListenError.ts"
 import * as Listener from "./smtp/Listener.ts"
-import type { ListenerInput } from "./smtp/ListenerOptions.ts"
 import * as Spool from "./spool/Spool.ts"
-import * as Admin from "./telemetry/Admin.ts"
+import type { SpoolError } from "./spool/SpoolError.ts"
+import * as Admin from "./admin/Admin.ts"
 import * as Telemetry from "./telemetry/Telemetry.ts"
-
-export type QueueChoice =
-  | { readonly kind: "memory"; readonly maxDepth?: number; readonly deadLetterTtlMs?: number }
-  | {
-    readonly kind: "sqlite"
-    readonly maxDepth?: number
-    readonly deadLetterTtlMs?: number
-    /** Bodies up to this size are stored in the database row; larger ones in fsync'd files. */
-    readonly inlineThreshold?: number
-  }
-  | { readonly kind: "custom"; readonly layer: Layer.Layer<MailQueue, MailQueueError> }
-
-export interface PolicyChoice {
-  /** Rules in the order they run; built-ins live in `policy/rules/`. */
-  readonly rules: ReadonlyArray<Policy.Rule>
-  /** Deadline per rule hook (default 10 s); a timeout defers with 451 4.4.2. */
-  readonly timeoutMs?: number | undefined
-}
-
-export interface IncomingOptions {
-  /** Our host name (greeting, `Received: by`); defaults to the machine's. */
-  readonly hostname?: string | undefined
-  /** Domains we accept mail for; the first is the primary. */
-  readonly domains: ReadonlyArray<string>
-  readonly listeners: ReadonlyArray<ListenerInput>
-  /** Root of everything Incoming writes (spool, durable queue); default `./var/incoming`. */
-  readonly dataDir?: string | undefined
-  readonly queue?: QueueChoice | undefined
-  readonly spool?: { readonly inMemoryThreshold?: number; readonly memoryBudget?: number } | undefined
-  readonly dispatcher?: Partial<Dispatcher.DispatcherOptions> | undefined
-  /** How long a drain waits for DATA transactions in flight before interrupting them. */
-  readonly drainTimeoutMs?: number | undefined
-  /** Recipient authority beyond `domains`: mailbox list or lookup, host-app domain check, trusted networks. */
-  readonly relay?: Omit<Relay.RelayOptions, "domains"> | undefined
-  /** SMTP AUTH: the user store and failure limits. Required by `submission`/`submissions` listeners. */
-  readonly auth?: AuthHandler.AuthHandlerOptions | undefined
-  /** Policy rules run at connect, HELO (at MAIL), MAIL, RCPT and DATA. */
-  readonly policies?: PolicyChoice | undefined
-  /** The admin HTTP endpoint (/healthz, /readyz, /metrics); off when absent. */
-  readonly admin?: Admin.AdminOptions | undefined
-}
 
 export type Services =
   | Control.Control
@@ -80,7 +41,9 @@ export type Services =
   | Spool.Spool
   | Admin.Health
 
-export const defaultDataDir = "./var/incoming"
+// Re-exported: host apps name the options as `Incoming.IncomingOptions`.
+export type { IncomingOptions, PolicyChoice, QueueChoice } from "./IncomingOptions.ts"
+export { defaultDataDir } from "./IncomingOptions.ts"
 
 const queueLayer = (input: QueueChoice | undefined, dataDir: string): Layer.Layer<MailQueue, MailQueueError> => {
   // The embedded default is durable: accepted mail must survive a restart.
@@ -127,10 +90,13 @@ const policyLayer = (choice: PolicyChoice | undefined): Layer.Layer<Policy.Polic
  * The whole server as a layer. Provide a `DeliveryAdapter` (an Effect function, Maildir, ...);
  * the services it exposes let a host app watch events, inspect the queue and find bound ports.
  */
-export const layer = (options: IncomingOptions): Layer.Layer<Services, ListenError | MailQueueError | Relay.RelayConfigError, DeliveryAdapter> => {
+export type StartError = ListenError | MailQueueError | Relay.RelayConfigError | DataDir.DataDirError | SpoolError
+
+export const layer = (options: IncomingOptions): Layer.Layer<Services, StartError, DeliveryAdapter> => {
   const dataDir = resolve(options.dataDir ?? defaultDataDir)
   const hostname = options.hostname ?? osHostname()
   const queue = queueLayer(options.queue, dataDir)
+  const sharedQueue = options.queue?.kind === "custom" && options.queue.shared === true
   // Health and the admin endpoint sit below the listeners, so /readyz keeps answering (503)
   // while they drain; `Admin.attach` on top tells Health when they are bound and when the
   // shutdown starts.
@@ -140,9 +106,19 @@ export const layer = (options: IncomingOptions): Layer.Layer<Services, ListenErr
   const base = Layer.mergeAll(
     telemetry,
     queue,
-    Spool.layer({ dir: join(dataDir, "spool"), ...options.spool }),
-    Relay.layerSwappable({ domains: options.domains, ...options.relay }),
+    // Only a server that holds the data dir alone sweeps the spool: other files there are live.
+    Layer.unwrap(DataDir.DataDir.use((d) => Effect.succeed(Spool.layer({ dir: join(dataDir, "spool"), sweep: d.exclusive, ...options.spool })))),
+    // Relayed recipients are accepted only when the delivery adapter can take them off-site.
+    Layer.unwrap(DeliveryAdapter.use((adapter) =>
+      Effect.succeed(Relay.layerSwappable({
+        domains: options.domains,
+        ...options.relay,
+        relayRoute: (address) => adapter.deliversOffSite?.(address) === true
+      }))
+    )),
     policyLayer(options.policies).pipe(Layer.provide(telemetry)),
+    // Sessions ask it whether a recipient is acknowledged before the reply (a Router's sync routes).
+    SyncAck.layer.pipe(Layer.provide(telemetry)),
     health,
     admin
   )
@@ -151,9 +127,12 @@ export const layer = (options: IncomingOptions): Layer.Layer<Services, ListenErr
   // dispatcher stops (a memory queue's backlog is delivered first), then the queue closes.
   const listeners = Listener.layer({ listeners: options.listeners, hostname, drainTimeoutMs, auth: options.auth })
   const dispatcher = Dispatcher.layer({ drainTimeoutMs, ...options.dispatcher })
+  // The data dir lock is taken before anything else is built (queue, spool, any socket) and
+  // released after everything closed: a second server on the directory stops here, touching nothing.
   return Layer.mergeAll(Admin.attach, Control.layer).pipe(
     Layer.provideMerge(listeners),
     Layer.provideMerge(dispatcher),
-    Layer.provideMerge(base)
+    Layer.provideMerge(base),
+    Layer.provide(DataDir.layer({ dir: dataDir, shared: sharedQueue }))
   )
 }

@@ -2,15 +2,16 @@
  * `incoming-smtp`: the public modules, one namespace per concept.
  */
 export * as Control from "./Control.ts"
+export * as DataDir from "./DataDir.ts"
 export * as Incoming from "./Incoming.ts"
 
-export * as Address from "./smtp/Address.ts"
-export * as Envelope from "./smtp/Envelope.ts"
+export * as Address from "./protocol/Address.ts"
+export * as Envelope from "./protocol/Envelope.ts"
 export * as ListenError from "./smtp/ListenError.ts"
 export * as Listener from "./smtp/Listener.ts"
 export * as ListenerOptions from "./smtp/ListenerOptions.ts"
-export * as ReceivedHeader from "./smtp/ReceivedHeader.ts"
-export * as SmtpReply from "./smtp/SmtpReply.ts"
+export * as ReceivedHeader from "./protocol/ReceivedHeader.ts"
+export * as SmtpReply from "./protocol/SmtpReply.ts"
 
 export * as ConnectionLimit from "./policy/rules/ConnectionLimit.ts"
 export * as HelloRequired from "./policy/rules/HelloRequired.ts"
@@ -49,6 +50,6 @@ export * as WebhookAdapter from "./delivery/webhook/WebhookAdapter.ts"
 export * as WebhookPayload from "./delivery/webhook/Payload.ts"
 export * as WebhookSignature from "./delivery/webhook/Signature.ts"
 
-export * as Admin from "./telemetry/Admin.ts"
+export * as Admin from "./admin/Admin.ts"
 export * as Telemetry from "./telemetry/Telemetry.ts"
 export * as Tracing from "./telemetry/Tracing.ts"

@@ -22,7 +22,7 @@
 import { Cause, Clock, Data, Duration, Effect, Exit, Metric, Option } from "effect"
 import type { SMTPServerAuthentication, SMTPServerSession } from "smtp-server"
 import * as SlidingWindow from "../policy/internal/SlidingWindow.ts"
-import * as SmtpReply from "../smtp/SmtpReply.ts"
+import * as SmtpReply from "../protocol/SmtpReply.ts"
 import { temporaryAuthFailure, type UserStore } from "./UserStore.ts"
 
 export const authSucceeded = SmtpReply.make(235, "2.7.0", "Authentication successful")

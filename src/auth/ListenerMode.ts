@@ -16,7 +16,7 @@
  * enabled, the AUTH-before-MAIL requirement is ours (`mailRequirement`), with proper codes.
  */
 import type { SMTPServerOptions, SMTPServerSession } from "smtp-server"
-import * as SmtpReply from "../smtp/SmtpReply.ts"
+import * as SmtpReply from "../protocol/SmtpReply.ts"
 
 export type ListenerMode = "mx" | "submission" | "submissions"
 

@@ -21,7 +21,7 @@ import { randomBytes, scrypt, timingSafeEqual } from "node:crypto"
 import { constants } from "node:fs"
 import { open, readFile, rename, stat, unlink } from "node:fs/promises"
 import { basename, dirname, join } from "node:path"
-import { Effect, Layer } from "effect"
+import { Effect, Layer, type Scope } from "effect"
 import { UserStore, UserStoreError } from "./UserStore.ts"
 
 export interface ScryptParams {
@@ -164,36 +164,50 @@ export const describeEditError = (e: EditError): string =>
     : `invalid user name ${JSON.stringify(e.name)} (1-256 characters, no ':', spaces or control characters)`
 
 const lockWaitMs = 5_000
+const lockRetryMs = 50
 
 /**
  * Holds `<path>.lock` (created exclusively) for the scope: two `incoming users` runs editing the
  * same file would otherwise each rewrite it from what they read, and the later rename would drop
- * the other's change. Waits up to 5 s for another editor; a lock left by a crashed one is named
- * in the error so an operator can remove it.
+ * the other's change. Waits up to 5 s (on the Clock) for another editor; a lock left by a crashed
+ * one is named in the error so an operator can remove it. The wait is interruptible: each try
+ * creates the file and registers its removal as one step, so an interrupted wait never leaves a
+ * lock behind.
  */
-const lock = (path: string) => {
+const lock = (path: string): Effect.Effect<void, UserStoreError, Scope.Scope> => {
   const lockPath = `${path}.lock`
-  const take = Effect.tryPromise({
+  const create = Effect.tryPromise({
     try: async () => {
-      const deadline = Date.now() + lockWaitMs
-      while (true) {
+      try {
+        const handle = await open(lockPath, constants.O_CREAT | constants.O_EXCL | constants.O_WRONLY, 0o600)
         try {
-          const handle = await open(lockPath, constants.O_CREAT | constants.O_EXCL | constants.O_WRONLY, 0o600)
           await handle.writeFile(`${process.pid}\n`)
+        } finally {
           await handle.close()
-          return
-        } catch (e) {
-          if ((e as { code?: unknown }).code !== "EEXIST") throw e
-          if (Date.now() >= deadline) {
-            throw new Error(`locked by another editor for ${lockWaitMs / 1000} s: ${lockPath} (remove it if no \`incoming users\` is running)`)
-          }
-          await new Promise((r) => setTimeout(r, 50))
         }
+        return true
+      } catch (e) {
+        if ((e as { code?: unknown }).code === "EEXIST") return false
+        throw e
       }
     },
     catch: ioError("WriteFailed", path)
   })
-  return Effect.acquireRelease(take, () => Effect.promise(() => unlink(lockPath).catch(() => undefined)))
+  const remove = Effect.promise(() => unlink(lockPath).catch(() => undefined))
+  const tryLock = Effect.uninterruptible(
+    Effect.flatMap(create, (held) => (held ? Effect.as(Effect.addFinalizer(() => remove), true) : Effect.succeed(false)))
+  )
+  const waitForLock: Effect.Effect<void, UserStoreError, Scope.Scope> = Effect.flatMap(
+    tryLock,
+    (held) => (held ? Effect.void : Effect.andThen(Effect.sleep(lockRetryMs), Effect.suspend(() => waitForLock)))
+  )
+  return waitForLock.pipe(Effect.timeoutOrElse({
+    duration: lockWaitMs,
+    orElse: () =>
+      Effect.fail(ioError("WriteFailed", path)(
+        new Error(`locked by another editor for ${lockWaitMs / 1000} s: ${lockPath} (remove it if no \`incoming users\` is running)`)
+      ))
+  }))
 }
 
 type EditKind = { readonly _tag: "Add" | "Passwd" | "Remove"; readonly name: string }

@@ -8,7 +8,7 @@
  * and the listener advertises CRAM-MD5 only then.
  */
 import { Context, Data, Effect, Layer, Option } from "effect"
-import * as SmtpReply from "../smtp/SmtpReply.ts"
+import * as SmtpReply from "../protocol/SmtpReply.ts"
 
 export type UserStoreErrorReason =
   | { readonly _tag: "Unreadable"; readonly path: string; readonly detail: string }

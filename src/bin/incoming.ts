@@ -1,7 +1,8 @@
 #!/usr/bin/env -S node --expose-gc
 /**
  * The `incoming` command. SIGTERM/SIGINT interrupt the main fiber, which drains the server;
- * a clean drain exits 0 (systemd and Kubernetes read anything else as a failure).
+ * a clean drain exits 0 (systemd and Kubernetes read anything else as a failure). A command
+ * that fails says why on one line of stderr and exits 1.
  */
 import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
 import * as NodeServices from "@effect/platform-node/NodeServices"
@@ -9,8 +10,8 @@ import { Cause, Console, Effect, Exit } from "effect"
 import { CliError, Command } from "effect/cli"
 import { checkConfig } from "../cli/checkConfig.ts"
 import { dev } from "../cli/dev.ts"
-import { isNotFound, queue } from "../cli/queue.ts"
-import { isUsersCliError, users } from "../cli/users.ts"
+import { queue } from "../cli/queue.ts"
+import { users } from "../cli/users.ts"
 import { serve } from "../cli/serve.ts"
 import { isConfigError } from "../config/ConfigError.ts"
 
@@ -30,10 +31,13 @@ incoming.pipe(
     if (failure !== undefined && CliError.isCliError(failure.error)) return Effect.void
     // A bad config is one line per problem, each naming its source and field.
     if (failure !== undefined && isConfigError(failure.error)) return Console.error(failure.error.message)
-    if (failure !== undefined && isUsersCliError(failure.error)) return Console.error(`incoming: ${failure.error.message}`)
-    return failure !== undefined && isNotFound(failure.error)
-      ? Console.error(`incoming: ${failure.error.message}`)
-      : Console.error(Cause.pretty(cause))
+    // Every other expected failure (an unknown id, the data dir in use or read-only, a port taken,
+    // the queue not opening) says in its message what is wrong: one line, no stack trace. Only a
+    // defect, our bug, is reported in full.
+    if (failure !== undefined) {
+      return Console.error(`incoming: ${failure.error instanceof Error ? failure.error.message : String(failure.error)}`)
+    }
+    return Console.error(Cause.pretty(cause))
   }),
   Effect.provide(NodeServices.layer),
   NodeRuntime.runMain({

@@ -97,7 +97,8 @@ export const layerSwappable = (
       get name() {
         return current.adapter.name
       },
-      deliver: (delivery) => current.adapter.deliver(delivery)
+      deliver: (delivery) => current.adapter.deliver(delivery),
+      deliversOffSite: (rcpt) => current.adapter.deliversOffSite?.(rcpt) === true
     })
     // Without a router every recipient is durable: an empty table answers "no route".
     const routes: Router.RouteTable = {

@@ -4,7 +4,7 @@
  * certificate), is logged and the running configuration stays. Delivery routes and adapters are
  * built once at start, and so is the trace exporter: a change there is reported as needing a restart.
  */
-import { Cause, Effect, Exit, Layer, Scope, Semaphore } from "effect"
+import { Cause, Effect, Exit, Layer, Queue, Scope } from "effect"
 import * as Build from "../config/Build.ts"
 import type * as Options from "../config/Options.ts"
 import * as Control from "../Control.ts"
@@ -17,7 +17,6 @@ export const layer = <E, R>(
   Layer.effectDiscard(Effect.gen(function*() {
     const control = yield* Control.Control
     const delivery = yield* Delivery.DeliverySwap
-    const runFork = Effect.runForkWith(yield* Effect.context<R>())
     const layerScope = yield* Effect.scope
     let deliveryNow = JSON.stringify(started.delivery)
     // Header values are Redacted and compare as "<redacted>": a changed API key alone goes unnoticed.
@@ -25,8 +24,6 @@ export const layer = <E, R>(
     // Rules built for a reload (a rate limiter's sweeper) live in a scope of their own, closed
     // when the next reload replaces them; the rules built at start live with the server.
     let generation: Scope.Closeable | undefined
-    // One reload at a time: a second SIGHUP while one runs waits for it.
-    const lock = yield* Semaphore.make(1)
     const once = Effect.gen(function*() {
       yield* Effect.logInfo("SIGHUP: reloading the configuration")
       const runner = yield* load
@@ -51,14 +48,17 @@ export const layer = <E, R>(
         yield* Effect.logWarning("tracing settings changed: restart to apply them")
       }
     }).pipe(
-      lock.withPermits(1),
       Effect.catchCause((cause) => Effect.logError("reload failed; the running configuration stays", Cause.pretty(cause)))
     )
+    // The signal handler only queues the request; one fiber of this layer applies them in turn
+    // (a SIGHUP during a reload waits for it), and stopping the server interrupts it.
+    const hangups = yield* Queue.unbounded<void>()
     const onHangup = () => {
-      runFork(once)
+      Queue.offerUnsafe(hangups, undefined)
     }
     yield* Effect.acquireRelease(
       Effect.sync(() => process.on("SIGHUP", onHangup)),
       () => Effect.sync(() => process.off("SIGHUP", onHangup))
     )
+    yield* Effect.forkScoped(Effect.forever(Effect.andThen(Queue.take(hangups), once)))
   }))

@@ -12,6 +12,7 @@
 import { Effect, Layer, Option, References } from "effect"
 import { Command, Flag, GlobalFlag } from "effect/cli"
 import * as Build from "../config/Build.ts"
+import { formatIssue } from "../config/ConfigError.ts"
 import * as Load from "../config/Load.ts"
 import * as Reload from "./reload.ts"
 import * as Options from "../config/Options.ts"
@@ -138,9 +139,13 @@ export const serve = Command.make("serve", flags, (f) =>
     return yield* Effect.gen(function*() {
       yield* Effect.logInfo(loaded.file === undefined ? "no config file found: defaults and flags only" : `config file ${loaded.file}`)
       yield* Effect.logDebug(`effective configuration (secrets redacted):\n${Render.render(loaded.config, "toml")}`)
+      for (const w of loaded.warnings) yield* Effect.logWarning(formatIssue(w))
+      // Said once it is true: a start that fails (data dir in use, port taken) never claims to serve.
+      yield* Layer.build(traced)
       yield* Effect.logInfo(`incoming serving ${runner.options.domains.join(", ")}; delivering with ${Delivery.describe(runner.delivery)}`)
-      return yield* Layer.launch(traced)
+      return yield* Effect.never
     }).pipe(
+      Effect.scoped,
       Option.isNone(cliLevel) ? Effect.provideService(References.MinimumLogLevel, runner.logging.level) : (e) => e,
       Effect.provide(Logging.layer({ format: runner.logging.format, isTTY: process.stdout.isTTY === true }))
     )

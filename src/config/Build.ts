@@ -11,7 +11,7 @@
 import { Duration, Effect, type Scope } from "effect"
 import * as AuthHandler from "../auth/AuthHandler.ts"
 import * as UserFile from "../auth/UserFile.ts"
-import type { IncomingOptions } from "../Incoming.ts"
+import type { IncomingOptions } from "../IncomingOptions.ts"
 import type * as Policy from "../policy/Policy.ts"
 import * as ConnectionLimit from "../policy/rules/ConnectionLimit.ts"
 import * as HelloRequired from "../policy/rules/HelloRequired.ts"

@@ -21,7 +21,7 @@
  */
 import { hostname as osHostname } from "node:os"
 import { Duration as EffectDuration, Effect, Schema, SchemaIssue, SchemaTransformation } from "effect"
-import { parseHostPort } from "../cli/address.ts"
+import { parseHostPort } from "./HostPort.ts"
 import * as Backoff from "../delivery/Backoff.ts"
 import * as Dispatcher from "../delivery/Dispatcher.ts"
 import * as LmtpAdapterModule from "../delivery/LmtpAdapter.ts"

@@ -12,8 +12,10 @@
  * the file's directory, so a file means the same thing whatever the working directory; those
  * from flags, variables and defaults are relative to the working directory, as on a command line.
  *
- * Checks the schema cannot make are done here after decoding: a TLS mode that needs a
- * certificate has one and the file exists, listener addresses and names are unique, the backoff
+ * Checks the schema cannot make are done here after decoding — the start-up preflight, the same
+ * for check-config, serve and a reload: the data dir can be created and written (not under a
+ * file, not on a read-only file system), a TLS mode that needs a certificate has one and the
+ * pair is usable (PEM, the key matches), listener addresses and names are unique, the backoff
  * base does not exceed its cap, and the routed delivery form hangs together (every route names
  * an adapter that exists, patterns do not collide — by the Router's own `compile` — an LMTP
  * adapter has a socket or a host, route limits fit inside the dispatcher's), and relay, AUTH and
@@ -25,14 +27,16 @@ import { dirname, extname, isAbsolute, relative, resolve } from "node:path"
 import { Effect, FileSystem, Schema, SchemaIssue } from "effect"
 import { parse as parseToml, TomlError } from "smol-toml"
 import { parse as parseYaml, YAMLParseError } from "yaml"
-import { parseHostPort } from "../cli/address.ts"
+import { parseHostPort } from "./HostPort.ts"
+import * as DataDir from "../DataDir.ts"
 import * as Router from "../delivery/Router.ts"
 import * as Relay from "../policy/Relay.ts"
-import * as Address from "../smtp/Address.ts"
+import * as Address from "../protocol/Address.ts"
+import * as KeyPair from "../smtp/internal/keyPair.ts"
 import { type ConfigIssue, ConfigError, invalid } from "./ConfigError.ts"
 import * as Env from "./Env.ts"
 import { adapterNamePattern, adapterTypes, IncomingConfig, ruleTypes } from "./IncomingConfig.ts"
-import { toDelivery } from "./Options.ts"
+import { deliversOffSite, toDelivery } from "./Options.ts"
 import { formatPath, getAt, isTree, type Path, setAt, type Tree } from "./Shape.ts"
 import { formatDuration } from "./Units.ts"
 
@@ -77,6 +81,8 @@ export interface Loaded {
   /** Absolute path of the file read, if any. */
   readonly file: string | undefined
   readonly config: IncomingConfig
+  /** Settings that work, but not as their author likely meant: check-config prints them, serve logs them. */
+  readonly warnings: ReadonlyArray<ConfigIssue>
 }
 
 /** Settings that name files or directories: relative values are resolved (see the module comment). */
@@ -388,12 +394,21 @@ const semanticChecks = Effect.fnUntraced(function*(config: IncomingConfig, sourc
   const fs = yield* FileSystem.FileSystem
   const issues: Array<ConfigIssue> = []
   const add = (path: Path, message: string) => issues.push({ source: sourceOf(path), path: formatPath(path), message })
+  const pairCheck = (at: Path, files: KeyPair.KeyPairFiles) => {
+    const read = KeyPair.read(files)
+    if (KeyPair.isProblem(read)) add([...at, read.which], read.message)
+  }
+  // What serve would hit creating and writing the data dir (read-only, under a file, not ours).
+  const dataDirProblem = DataDir.check(config.data_dir)
+  if (dataDirProblem !== undefined) add(["data_dir"], `${config.data_dir}: ${dataDirProblem}`)
   const addresses = new Map<string, number>()
   const names = new Map<string, number>()
   for (const [i, l] of config.listeners.entries()) {
     if (l.tls.mode !== "disabled") {
+      let usable = true
       for (const which of ["cert", "key"] as const) {
         const file = l.tls[which]
+        usable &&= file !== undefined
         if (file === undefined) {
           add(["listeners", i, "tls", which], `required when tls.mode is "${l.tls.mode}"`)
           continue
@@ -403,13 +418,19 @@ const semanticChecks = Effect.fnUntraced(function*(config: IncomingConfig, sourc
         else if (info.value.type !== "File") add(["listeners", i, "tls", which], `not a file: ${file}`)
         else if ((yield* fs.access(file, { readable: true }).pipe(Effect.option))._tag === "None") {
           add(["listeners", i, "tls", which], `not readable by this user: ${file}`)
-        }
+        } else continue
+        usable = false
       }
+      // The listener's own check (PEM, the key matching the certificate), so serve cannot refuse what passed here.
+      if (usable) pairCheck(["listeners", i, "tls"], { cert: l.tls.cert!, key: l.tls.key! })
       for (const [name, files] of Object.entries(l.tls.sni ?? {})) {
+        let found = true
         for (const which of ["cert", "key"] as const) {
           const exists = yield* fs.exists(files[which]).pipe(Effect.orElseSucceed(() => false))
           if (!exists) add(["listeners", i, "tls", "sni", name, which], `file not found: ${files[which]}`)
+          found &&= exists
         }
+        if (found) pairCheck(["listeners", i, "tls", "sni", name], files)
       }
     }
     // The command deadline also runs while a hook (policy, commit) works: unless it is the longer
@@ -442,6 +463,30 @@ const semanticChecks = Effect.fnUntraced(function*(config: IncomingConfig, sourc
   }
   return issues
 })
+
+/**
+ * Clients allowed to relay (AUTH, trusted networks) with nowhere to relay to: their mail for other
+ * domains is refused at RCPT (550 5.7.1), never filed locally. A warning, not an error: AUTH and
+ * trusted networks also serve local submission (a submission port for mail between local
+ * mailboxes), which works as configured.
+ */
+const relayWarnings = (config: IncomingConfig, sourceOf: (path: Path) => string): Array<ConfigIssue> => {
+  const path: Path | undefined = config.auth !== undefined ? ["auth"] : config.relay.trusted_networks.length > 0 ? ["relay", "trusted_networks"] : undefined
+  if (path === undefined) return []
+  const adapters = config.adapters ?? {}
+  const offSite = (config.routes ?? []).some((r) => {
+    const a = adapters[r.adapter]
+    return a !== undefined && deliversOffSite[a.type]
+  })
+  if (offSite) return []
+  const types = Object.entries(deliversOffSite).filter(([, yes]) => yes).map(([t]) => `"${t}"`).join(", ")
+  return [{
+    source: sourceOf(path),
+    path: formatPath(path),
+    message: `clients may relay (AUTH or relay.trusted_networks) but no route delivers off-site (an adapter of type ${types}): ` +
+      "their mail for other domains will be refused with 550 5.7.1"
+  }]
+}
 
 /**
  * Loads the effective configuration. Fails with a `ConfigError` listing every problem found,
@@ -494,7 +539,7 @@ export const load = Effect.fnUntraced(function*(options: LoadOptions) {
   }
   const issues = yield* semanticChecks(config, sourceOf)
   if (issues.length > 0) return yield* invalid(issues)
-  return { file, config } satisfies Loaded
+  return { file, config, warnings: relayWarnings(config, sourceOf) } satisfies Loaded
 })
 
 /**

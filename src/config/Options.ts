@@ -13,7 +13,7 @@ import { defaults as lmtpDefaults, type LmtpOptions } from "../delivery/LmtpAdap
 import type { RetrySchedule, RouteOptions } from "../delivery/Router.ts"
 import type { SmtpRelayOptions } from "../delivery/SmtpRelayAdapter.ts"
 import type { StatusKey, WebhookOptions } from "../delivery/webhook/WebhookAdapter.ts"
-import type { IncomingOptions } from "../Incoming.ts"
+import type { IncomingOptions } from "../IncomingOptions.ts"
 import type { ConnectionLimitOptions } from "../policy/rules/ConnectionLimit.ts"
 import type { HelloRequiredOptions } from "../policy/rules/HelloRequired.ts"
 import type { MaxRecipientsOptions } from "../policy/rules/MaxRecipients.ts"
@@ -148,6 +148,21 @@ export const toIncomingOptions = (c: IncomingConfig): IncomingOptions => ({
     }
     : {})
 })
+
+/**
+ * Which adapter types hand mail on to other hosts, so that relayed recipients (from AUTH or
+ * trusted clients) have somewhere to go; every type must say (a new one, such as an MX
+ * adapter, does not compile until it does). The adapters declare the same at run time
+ * (`DeliveryAdapter.deliversOffSite`), which is what the session asks; this is for the load-time
+ * warning, before anything is built.
+ */
+export const deliversOffSite: Readonly<Record<Adapter["type"], boolean>> = {
+  maildir: false,
+  discard: false,
+  webhook: false,
+  lmtp: false,
+  smtp: true
+}
 
 const toAdapter = (name: string, a: Adapter, c: IncomingConfig): AdapterChoice => {
   switch (a.type) {

@@ -15,10 +15,14 @@ import type { Readable } from "node:stream"
 import * as NodeStream from "@effect/platform-node/NodeStream"
 import { Context, Data, type Effect, type Stream } from "effect"
 import * as MailQueueError from "../queue/MailQueueError.ts"
-import type { Envelope } from "../smtp/Envelope.ts"
-import * as SmtpReply from "../smtp/SmtpReply.ts"
+import type { Envelope } from "../protocol/Envelope.ts"
+import * as SmtpReply from "../protocol/SmtpReply.ts"
 
 export interface Delivery {
+  /**
+   * The queue id, the same on every attempt. Delivery is at-least-once (a crash between the
+   * adapter's write and the queue's record of it delivers again): receivers deduplicate by it.
+   */
   readonly id: string
   readonly envelope: Envelope
   readonly receivedAt: number
@@ -102,4 +106,10 @@ export class DeliveryError extends Data.TaggedError("DeliveryError")<{
 export class DeliveryAdapter extends Context.Service<DeliveryAdapter, {
   readonly name: string
   readonly deliver: (delivery: Delivery) => Effect.Effect<ReadonlyArray<RecipientOutcome>, DeliveryError>
+  /**
+   * Whether this adapter hands `rcpt` on to another host (an SMTP relay): only then may a client
+   * allowed to relay give a recipient outside our domains, which is otherwise refused at RCPT
+   * (550 5.7.1) instead of being filed in a local mailbox. Absent: it delivers locally only.
+   */
+  readonly deliversOffSite?: ((rcpt: string) => boolean) | undefined
 }>()("incoming/DeliveryAdapter") {}

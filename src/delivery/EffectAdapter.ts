@@ -13,10 +13,21 @@ import * as DA from "./DeliveryAdapter.ts"
 
 export type Handler<R> = (delivery: Delivery) => Effect.Effect<ReadonlyArray<RecipientOutcome> | void, DeliveryError | MailQueueError, R>
 
-export const make = <R>(name: string, handler: Handler<R>): Effect.Effect<DeliveryAdapter["Service"], never, R> =>
+export interface EffectAdapterOptions {
+  /**
+   * The handler sends mail on to other hosts (it relays): clients allowed to relay may then give
+   * recipients outside our domains. Default false: such recipients are refused at RCPT.
+   */
+  readonly deliversOffSite?: boolean | ((rcpt: string) => boolean)
+}
+
+export const make = <R>(name: string, handler: Handler<R>, options: EffectAdapterOptions = {}): Effect.Effect<DeliveryAdapter["Service"], never, R> =>
   Effect.map(Effect.context<R>(), (context) =>
     DeliveryAdapter.of({
       name,
+      ...(options.deliversOffSite === undefined
+        ? {}
+        : { deliversOffSite: typeof options.deliversOffSite === "function" ? options.deliversOffSite : () => options.deliversOffSite === true }),
       deliver: (delivery) =>
         handler(delivery).pipe(
           Effect.provideContext(context),
@@ -29,5 +40,5 @@ export const make = <R>(name: string, handler: Handler<R>): Effect.Effect<Delive
         )
     }))
 
-export const layer = <R>(name: string, handler: Handler<R>): Layer.Layer<DeliveryAdapter, never, R> =>
-  Layer.effect(DeliveryAdapter, make(name, handler))
+export const layer = <R>(name: string, handler: Handler<R>, options: EffectAdapterOptions = {}): Layer.Layer<DeliveryAdapter, never, R> =>
+  Layer.effect(DeliveryAdapter, make(name, handler, options))

@@ -4,7 +4,9 @@
  * The message is written to `tmp/` under a unique name, fsync'd, then renamed into `new/` and the
  * directory fsync'd — the Maildir protocol, so a reader never sees a partial file and an
  * acknowledged delivery survives a crash. Recipient folder names are derived from the address
- * with everything outside a safe alphabet replaced, so an address cannot escape the root.
+ * with everything outside a safe alphabet replaced, so an address cannot escape the root. Each
+ * file name carries the message's queue id (`messageIdOf`), which is how a reader tells a
+ * redelivery (at-least-once) from a new message.
  */
 import { open, mkdir, rename, unlink } from "node:fs/promises"
 import { hostname } from "node:os"
@@ -29,6 +31,14 @@ const uniqueName = (id: string, size: number): string => {
   const now = Date.now()
   return `${Math.floor(now / 1000)}.M${(now % 1000) * 1000}P${process.pid}Q${++sequence}_${id}.${host},S=${size}`
 }
+
+/**
+ * The queue id of the message in a file this adapter wrote (in `new/`, or in `cur/` after a mail
+ * reader added its `:2,` flags), or `undefined` for a name it did not make. Delivery is
+ * at-least-once: a crash between the write and the queue's record of it delivers again, under a
+ * new file name with the same id, so two files of one folder with the same id are one message.
+ */
+export const messageIdOf = (fileName: string): string | undefined => /^\d+\.M\d+P\d+Q\d+_([^./]+)\./.exec(fileName)?.[1]
 
 /** A filesystem call as an Effect; its failure is the error itself (its message is the reason). */
 const io = <A>(f: () => Promise<A>): Effect.Effect<A, unknown> => Effect.tryPromise({ try: f, catch: (cause) => cause })

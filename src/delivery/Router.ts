@@ -379,7 +379,16 @@ export const make = <A extends Adapters, DE = never, DR = never>(
       return [...settled, ...routed.flat()]
     })
 
-    return { adapter: DA.DeliveryAdapter.of({ name, deliver }), routes: table }
+    // Off-site when the recipient's route leads to an adapter that is; with a host-app `decide`,
+    // which may pick any route, when any of them is.
+    const offSite = (adapter: AdapterService | undefined, rcpt: string) => adapter?.deliversOffSite?.(rcpt) === true
+    const deliversOffSite = (rcpt: string): boolean => {
+      if (options.decide !== undefined) return [...adapters.values()].some((a) => offSite(a, rcpt))
+      const route = table.routeFor(rcpt)
+      return route !== undefined && offSite(adapters.get(route.adapter), rcpt)
+    }
+
+    return { adapter: DA.DeliveryAdapter.of({ name, deliver, deliversOffSite }), routes: table }
   })
 
 /** The router as the `DeliveryAdapter`, with its `Routes` table. */

@@ -210,7 +210,8 @@ export const make = (options: SmtpRelayOptions): DA.DeliveryAdapter["Service"] =
     return outcomes(delivery, result)
   }, Effect.annotateLogs({ adapter: name }))
 
-  return DA.DeliveryAdapter.of({ name, deliver })
+  // A smarthost takes mail for any domain: relayed recipients have somewhere to go.
+  return DA.DeliveryAdapter.of({ name, deliver, deliversOffSite: () => true })
 }
 
 export const layer = (options: SmtpRelayOptions): Layer.Layer<DA.DeliveryAdapter> => Layer.succeed(DA.DeliveryAdapter, make(options))

@@ -13,7 +13,7 @@
  * under `rules/` are ordinary rules. Recipient authority is deliberately not a rule (Relay.ts).
  */
 import { Cause, Context, Data, Duration, Effect, Layer, Metric } from "effect"
-import * as SmtpReply from "../smtp/SmtpReply.ts"
+import * as SmtpReply from "../protocol/SmtpReply.ts"
 import * as Verdict from "./Verdict.ts"
 
 export type Stage = "connect" | "helo" | "mail" | "rcpt" | "data"
@@ -213,12 +213,22 @@ export const run = <S extends Stage, R = never>(
     return { verdict: Verdict.Continue, rule: undefined }
   })
 
-/** Runs every rule's `onClose` (errors are impossible; defects are logged and ignored). */
-export const close = <R>(rules: ReadonlyArray<Rule<R>>, ctx: ConnectContext): Effect.Effect<void, never, R> =>
+/**
+ * Runs every rule's `onClose` (errors are impossible; defects are logged and ignored), each within
+ * the hook deadline: a hook that does not finish is interrupted and logged, so a stuck rule cannot
+ * hold up the drain that waits for it.
+ */
+export const close = <R>(rules: ReadonlyArray<Rule<R>>, ctx: ConnectContext, options: RunOptions = {}): Effect.Effect<void, never, R> =>
   Effect.forEach(rules, (rule) =>
     rule.onClose === undefined
       ? Effect.void
-      : rule.onClose(ctx).pipe(Effect.catchDefect((d) => Effect.logError(`policy rule ${rule.name} onClose defect`, d))), {
+      : Effect.suspend(() => rule.onClose!(ctx)).pipe(
+        Effect.timeoutOrElse({
+          duration: options.timeout ?? defaultTimeout,
+          orElse: () => Effect.logWarning(`policy rule ${rule.name} onClose timed out`)
+        }),
+        Effect.catchDefect((d) => Effect.logError(`policy rule ${rule.name} onClose defect`, d))
+      ), {
     discard: true
   })
 
@@ -268,7 +278,7 @@ export const make = (options: PolicyOptions): Policy["Service"] =>
     rules: options.rules,
     run: (stage, ctx) => run(options.rules, stage, ctx, options),
     enforce: (stage, ctx) => enforce(options.rules, stage, ctx, options),
-    close: (ctx) => close(options.rules, ctx)
+    close: (ctx) => close(options.rules, ctx, options)
   })
 
 export const layer = (options: PolicyOptions): Layer.Layer<Policy> => Layer.succeed(Policy, make(options))

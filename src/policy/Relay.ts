@@ -4,7 +4,10 @@
  * This is deliberately separate from the policy rules (guarantee 5, no open relay): a recipient
  * outside the local domains is refused (554 5.7.1) unless the session is authenticated or its
  * client address is in a trusted network, and no rule configuration can switch that off by
- * accident — a rule's `Accept` ends the rule pipeline, never this check.
+ * accident — a rule's `Accept` ends the rule pipeline, never this check. Even then it is relayed
+ * only when delivery has a way off-site for it (`relayRoute`, from the delivery adapter):
+ * otherwise 550 5.7.1, since the alternative is filing mail for someone@gmail.com in a local
+ * mailbox while the sender believes it was sent.
  *
  * Local domains come from a static list and, optionally, a host-app Effect. A local recipient
  * can be checked against a static mailbox list and/or a lookup Effect (unknown → 550 5.1.1);
@@ -13,8 +16,8 @@
  */
 import ipaddr from "ipaddr.js"
 import { Data, Context, Effect, Layer } from "effect"
-import * as Address from "../smtp/Address.ts"
-import * as SmtpReply from "../smtp/SmtpReply.ts"
+import * as Address from "../protocol/Address.ts"
+import * as SmtpReply from "../protocol/SmtpReply.ts"
 
 export interface RelayOptions {
   /** Domains we accept mail for; the first is the primary (used for bare `postmaster`). */
@@ -27,6 +30,12 @@ export interface RelayOptions {
   readonly lookupRecipient?: ((address: string) => Effect.Effect<boolean, unknown>) | undefined
   /** Client networks allowed to relay without AUTH, as CIDR (`10.0.0.0/8`, `::1/128`) or single addresses. */
   readonly trustedNetworks?: ReadonlyArray<string> | undefined
+  /**
+   * Whether a recipient outside the local domains can be delivered off-site (by an SMTP relay).
+   * `Incoming.layer` asks the delivery adapter (`DeliveryAdapter.deliversOffSite`). Absent or
+   * false: relaying is refused with 550 5.7.1 even for clients allowed to relay.
+   */
+  readonly relayRoute?: ((address: string) => boolean) | undefined
 }
 
 export type DeniedReason = "Relay" | "UnknownMailbox" | "LookupFailed"
@@ -63,6 +72,7 @@ export class RelayConfigError extends Data.TaggedError("RelayConfigError")<{
 }
 
 export const unknownMailbox = SmtpReply.make(550, "5.1.1", "No such user here")
+export const noRelayRoute = SmtpReply.make(550, "5.7.1", "Relaying not available: no route to other domains here")
 export const lookupFailed = SmtpReply.make(451, "4.3.0", "Recipient lookup failed, try again later")
 
 type Network = readonly [ipaddr.IPv4 | ipaddr.IPv6, number]
@@ -150,7 +160,9 @@ export const make = (options: RelayOptions): Relay["Service"] => {
         return typeof exists === "string" ? Effect.succeed(decide(exists)) : Effect.map(exists, decide)
       }
       const mayRelay = client.authenticated || (client.clientAddress !== undefined && isTrusted(client.clientAddress))
-      return Effect.succeed(mayRelay ? { _tag: "Relay", address: Address.toString(m) } : denied("Relay", SmtpReply.relayDenied))
+      if (!mayRelay) return Effect.succeed(denied("Relay", SmtpReply.relayDenied))
+      const to = Address.toString(m)
+      return Effect.succeed(options.relayRoute?.(to) === true ? { _tag: "Relay", address: to } : denied("Relay", noRelayRoute))
     }
     return typeof localDomain === "string" ? whenLocal(localDomain) : Effect.flatMap(localDomain, whenLocal)
   }
@@ -198,7 +210,8 @@ export const layerSwappable = (options: RelayOptions): Layer.Layer<Relay | Relay
       const swap = RelaySwap.of({
         replace: (next) =>
           Effect.map(parseNetworks(next.trustedNetworks ?? []), () => {
-            current = make(next)
+            // A reload changes the lists; where relayed mail can go is the delivery's to say.
+            current = make({ ...next, relayRoute: next.relayRoute ?? options.relayRoute })
           })
       })
       return Context.make(Relay, relay).pipe(Context.add(RelaySwap, swap))

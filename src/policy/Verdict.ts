@@ -8,7 +8,7 @@
  * class: a "reject" with a 4xx would silently turn a policy into a retry loop, a "defer" with a
  * 5xx would bounce mail that was meant to be retried.
  */
-import * as SmtpReply from "../smtp/SmtpReply.ts"
+import * as SmtpReply from "../protocol/SmtpReply.ts"
 
 export type Verdict =
   | { readonly _tag: "Continue" }

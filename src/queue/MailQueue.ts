@@ -10,7 +10,7 @@
  */
 import type { Readable } from "node:stream"
 import { Context, type Effect, type Option } from "effect"
-import type { Envelope } from "../smtp/Envelope.ts"
+import type { Envelope } from "../protocol/Envelope.ts"
 import type { SpooledBody } from "../spool/SpooledBody.ts"
 import type { MailQueueError } from "./MailQueueError.ts"
 

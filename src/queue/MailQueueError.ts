@@ -4,7 +4,7 @@
  * because a storage problem is ours, never the sender's.
  */
 import { Data } from "effect"
-import * as SmtpReply from "../smtp/SmtpReply.ts"
+import * as SmtpReply from "../protocol/SmtpReply.ts"
 
 export type MailQueueErrorReason =
   | { readonly _tag: "Full"; readonly depth: number; readonly maxDepth: number }

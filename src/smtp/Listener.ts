@@ -1,19 +1,18 @@
 /**
  * Listeners: bind the configured sockets and run a session per connection.
  *
- * A callback whose hook decides at once (see Session) is answered without a fiber; every other
- * runs as a fiber forked from the captured layer context into a per-connection scope, itself a
- * child of the listeners' scope: closing a connection interrupts what its hooks still run, and
- * closing the layer closes every connection.
+ * Starting one is three steps: check what it needs (certificates, the AUTH its mode requires),
+ * wire the engine's callbacks to the session's hooks through the bridge (smtp/internal/bridge.ts,
+ * where every fiber gets its owner), and bind. Its settings live in a `Ref` that a reload swaps
+ * (ListenerReload.ts).
  *
  * Drain (closing the layer's scope): stop accepting, answer new commands with 421, let DATA
  * transactions already in progress finish within `drainTimeoutMs`, then interrupt what is left
- * (those clients get 421 and retry), say 421 to idle connections and close them.
+ * (those clients get 421 and retry), say 421 to idle connections, close them, and wait for the
+ * work their closing started (policy `close` hooks, log lines). Deadlines read the `Clock`.
  */
-import { readFileSync } from "node:fs"
 import type { AddressInfo } from "node:net"
-import { createSecureContext } from "node:tls"
-import { Cause, Context, Effect, Exit, Fiber, FiberSet, Layer, References, Scope } from "effect"
+import { Clock, Context, Deferred, Effect, Exit, Fiber, Layer, Ref, References, Scope } from "effect"
 import type { SMTPServerOptions } from "smtp-server"
 import type { Relay } from "../policy/Relay.ts"
 import type { MailQueue } from "../queue/MailQueue.ts"
@@ -21,18 +20,21 @@ import type { Spool } from "../spool/Spool.ts"
 import * as Telemetry from "../telemetry/Telemetry.ts"
 import * as AuthHandler from "../auth/AuthHandler.ts"
 import * as ListenerModes from "../auth/ListenerMode.ts"
-import { isDecided } from "../internal/decided.ts"
+import { type Bridge, makeBridge } from "./internal/bridge.ts"
 import { IncomingSmtpServer } from "./internal/engine.ts"
+import * as Tls from "./internal/tls.ts"
 import { fromBindError, ListenError } from "./ListenError.ts"
 import * as ListenerOptions from "./ListenerOptions.ts"
+import * as ListenerReload from "./ListenerReload.ts"
 import * as Session from "./Session.ts"
-import * as SmtpReply from "./SmtpReply.ts"
+import * as SmtpReply from "../protocol/SmtpReply.ts"
 
 export interface ListenerInfo {
   readonly name: string
   readonly host: string
   /** The bound port (the real one when 0 was configured). */
   readonly port: number
+  /** The settings in force (a reload may have changed them since the start). */
   readonly options: ListenerOptions.ListenerOptions
   readonly connections: Effect.Effect<number>
 }
@@ -42,8 +44,9 @@ export class Listeners extends Context.Service<Listeners, {
   readonly all: ReadonlyArray<ListenerInfo>
   readonly draining: Effect.Effect<boolean>
   /**
-   * Applies new settings to the running listeners, matched by name: limits, timeouts and TLS
-   * certificates take effect for connections opened afterwards; open connections keep theirs.
+   * Applies new settings to the running listeners, matched by name: timeouts, command budgets
+   * and TLS certificates take effect for connections opened afterwards; the session's limits
+   * (size, recipients, connection counts, hook deadline) from each session's next command.
    * What cannot change without re-binding (address, mode, TLS mode, listeners added or removed)
    * is left as it is and reported. Everything is validated (certificates read) before anything
    * changes: a failure changes nothing.
@@ -61,76 +64,29 @@ export interface ListenersOptions {
 
 type Services = MailQueue | Spool | Telemetry.Telemetry | Relay
 
-type Mutable<T> = { -readonly [K in keyof T]: T[K] }
-
-interface Running {
+interface Running extends ListenerReload.Live {
   readonly info: ListenerInfo
-  /** Checks new settings (reads certificates); the effect it returns applies them. */
-  readonly prepare: (input: ListenerOptions.ListenerInput) => Effect.Effect<{
-    readonly restartNeeded: ReadonlyArray<string>
-    readonly apply: Effect.Effect<void>
-  }, ListenError>
   /** Phase 1 of drain: stop accepting and refuse new commands. */
   readonly stopAccepting: Effect.Effect<void>
-  /** Phase 2: wait for DATA in flight (bounded), then interrupt and close everything. */
+  /** Phase 2: wait for DATA in flight until `deadline` (Clock millis), then interrupt and close everything. */
   readonly finish: (deadline: number) => Effect.Effect<void>
 }
 
-interface TlsFiles {
-  readonly cert: Buffer
-  readonly key: Buffer
-  readonly sniOptions: Readonly<Record<string, { readonly cert: Buffer; readonly key: Buffer }>>
+interface Shared {
+  readonly hostname: string
+  readonly drainTimeoutMs: number
+  readonly draining: () => boolean
+  readonly connectionsScope: Scope.Scope
+  readonly auth: AuthHandler.AuthHandler | undefined
 }
 
-const readTls = (o: ListenerOptions.ListenerOptions, address: string) =>
-  Effect.try({
-    try: (): TlsFiles | undefined => {
-      if (o.tls.mode === "disabled") return undefined
-      if (o.tls.cert === undefined || o.tls.key === undefined) {
-        throw new Error(`tls mode "${o.tls.mode}" needs both a certificate and a key file`)
-      }
-      // Each pair is checked now (createSecureContext fails on a malformed or mismatched pair),
-      // not at the first STARTTLS.
-      const pair = (files: { readonly cert: string; readonly key: string }, label: string) => {
-        try {
-          const cert = readFileSync(files.cert)
-          const key = readFileSync(files.key)
-          createSecureContext({ cert, key })
-          return { cert, key }
-        } catch (e) {
-          throw new Error(`${label}: ${e instanceof Error ? e.message : String(e)}`)
-        }
-      }
-      const main = pair({ cert: o.tls.cert, key: o.tls.key }, "certificate")
-      const sniOptions = Object.fromEntries(
-        Object.entries(o.tls.sni ?? {}).map(([name, files]) => [name.toLowerCase(), pair(files, `sni "${name}"`)])
-      )
-      return { ...main, sniOptions }
-    },
-    catch: (cause) =>
-      new ListenError({
-        listener: o.name,
-        address,
-        reason: { _tag: "BadCertificate", detail: cause instanceof Error ? cause.message : String(cause) },
-        cause
-      })
-  })
+/** After the drain deadline, how long closing sockets and the work they start may still take. */
+const closeGraceMs = 2_000
 
-const start = Effect.fnUntraced(function*(
-  input: ListenerOptions.ListenerInput,
-  shared: {
-    readonly hostname: string
-    readonly drainTimeoutMs: number
-    readonly draining: () => boolean
-    readonly connectionsScope: Scope.Scope
-    readonly auth: AuthHandler.AuthHandler | undefined
-  }
-) {
-  // Sessions read their limits from this object at each command, so a reload can update it in place.
-  const o: Mutable<ListenerOptions.ListenerOptions> = { ...ListenerOptions.resolve(input, shared.hostname) }
-  const address = o.host.includes(":") ? `[${o.host}]:${o.port}` : `${o.host}:${o.port}`
-  const tls = yield* readTls(o, address)
-  const auth = shared.auth
+const formatAddress = (host: string, port: number) => (host.includes(":") ? `[${host}]:${port}` : `${host}:${port}`)
+
+/** What the listener's mode needs (TLS, AUTH), checked against what is configured. */
+const authSetup = (o: ListenerOptions.ListenerOptions, auth: AuthHandler.AuthHandler | undefined, address: string) => {
   const setup: ListenerModes.AuthSetup = {
     mode: o.mode,
     tlsAvailable: o.tls.mode !== "disabled",
@@ -138,8 +94,9 @@ const start = Effect.fnUntraced(function*(
     allowInsecureAuth: o.allowInsecureAuth
   }
   const invalid = ListenerModes.validate(setup)
-  if (invalid !== undefined) {
-    return yield* new ListenError({
+  if (invalid === undefined) return Effect.succeed(setup)
+  return Effect.fail(
+    new ListenError({
       listener: o.name,
       address,
       reason: {
@@ -149,132 +106,27 @@ const start = Effect.fnUntraced(function*(
           : `mode "${o.mode}" needs AUTH: configure users`
       }
     })
-  }
+  )
+}
+
+/** smtp-server's options: our settings, and each callback answered by a session hook through the bridge. */
+const engineOptions = (
+  o: ListenerOptions.ListenerOptions,
+  tls: Tls.TlsFiles | undefined,
+  setup: ListenerModes.AuthSetup,
+  handlers: Session.SessionHandlers,
+  bridge: Bridge,
+  shared: Shared,
+  metrics: Context.Context<never>
+): SMTPServerOptions => {
   const modeOptions = ListenerModes.engineOptions(setup)
   // On an implicit-TLS listener the connection is encrypted from the start: no STARTTLS to offer.
   const disabledFor = (secure: boolean) => {
     const off = ListenerModes.sessionDisabledCommands(setup, secure)
     return o.tls.mode === "implicit" && !off.includes("STARTTLS") ? [...off, "STARTTLS"] : off
   }
-  const context = yield* Effect.context<Services>()
-  const runSync = Effect.runSyncWith(context)
-  const runFork = Effect.runForkWith(context)
-
-  let server: IncomingSmtpServer | undefined
-  const handlers = yield* Session.make(o, {
-    auth: setup,
-    isDraining: shared.draining,
-    enterData: (id) => server?.guards.get(id)?.enterData(),
-    leaveData: (id) => server?.guards.get(id)?.leaveData()
-  })
-
-  interface Connection {
-    readonly run: <A, E>(effect: Effect.Effect<A, E>) => Fiber.Fiber<A, E>
-    /** Interrupts what the connection's hooks still run and waits for them to stop. */
-    readonly close: Effect.Effect<void>
-  }
-  const connections = new Map<string, Connection>()
-  const dataFibers = new Set<Fiber.Fiber<unknown, unknown>>()
-  const tracing = yield* References.TracerEnabled
-
-  // Traced: a scope per connection holding the connection's span and a runtime that captured
-  // it, so every hook fiber runs under the "Session" span (ended when the scope closes) and
-  // carries the session's log annotations without wrapping each hook.
-  const openTraced = (id: string): Connection => {
-    const scope = Scope.forkUnsafe(shared.connectionsScope, "parallel")
-    const run = runSync(
-      Effect.gen(function*() {
-        const span = yield* Effect.makeSpanScoped("Session", { attributes: { session: id, listener: o.name } })
-        return yield* FiberSet.makeRuntime<never>().pipe(Effect.withParentSpan(span))
-      }).pipe(Scope.provide(scope), Effect.annotateLogs({ session: id, listener: o.name }))
-    )
-    return { run, close: Scope.close(scope, Exit.void) }
-  }
-  // Untraced: a scope, a span and a runtime per connection cost tens of microseconds a
-  // connection for nothing; a set of the hooks' fibers gives the same interruption.
-  const openLight = (id: string): Connection => {
-    const fibers = new Set<Fiber.Fiber<unknown, unknown>>()
-    // The annotations go into the context once per connection: `Effect.annotateLogs` around each
-    // hook would copy the whole context per command.
-    const annotated = Context.add(context, References.CurrentLogAnnotations, {
-      ...Context.get(context, References.CurrentLogAnnotations),
-      session: id,
-      listener: o.name
-    })
-    const runConnection = Effect.runForkWith(annotated)
-    return {
-      run: (effect) => {
-        const fiber = runConnection(effect)
-        if (fiber.pollUnsafe() === undefined) {
-          fibers.add(fiber)
-          fiber.addObserver(() => fibers.delete(fiber))
-        }
-        return fiber
-      },
-      close: Effect.suspend(() => (fibers.size === 0 ? Effect.void : Fiber.interruptAll([...fibers])))
-    }
-  }
-  const open = (id: string): Connection => {
-    const c = tracing ? openTraced(id) : openLight(id)
-    connections.set(id, c)
-    return c
-  }
-  const closeConnection = (id: string) => {
-    const c = connections.get(id)
-    if (c === undefined) return
-    connections.delete(id)
-    runFork(c.close)
-  }
-
-  const metricsContext = Telemetry.metricsContext(context)
-  // Command durations, by the command a hook answers (CONNECT is not a command).
-  const durations = {
-    AUTH: Telemetry.commandDuration("AUTH"),
-    MAIL: Telemetry.commandDuration("MAIL"),
-    RCPT: Telemetry.commandDuration("RCPT"),
-    DATA: Telemetry.commandDuration("DATA")
-  }
-  /**
-   * Runs a hook and answers the engine's callback with its outcome. A hook that decided while
-   * being called (an `Exit`, see Session) is answered at once; anything else runs as a fiber of
-   * the connection. A hook that throws is a defect, answered like one in a fiber.
-   */
-  const runHook = <A, E>(
-    id: string,
-    command: keyof typeof durations | "CONNECT",
-    hook: () => Effect.Effect<A, E>,
-    callback: (err?: Error | null, value?: A) => void,
-    track?: Set<Fiber.Fiber<unknown, unknown>>
-  ) => {
-    // Timed here rather than with Effect.trackDuration: one clock read on each side of the hook
-    // and a direct histogram update, instead of two more effects around every command.
-    const started = performance.now()
-    const answer = (exit: Exit.Exit<A, E>) => {
-      if (command !== "CONNECT") durations[command].updateUnsafe((performance.now() - started) / 1000, metricsContext)
-      if (Exit.isSuccess(exit)) return callback(null, exit.value)
-      // A defect is our bug: the client gets a 4xx from fromCause, the operator gets the cause.
-      if (exit.cause.reasons.some(Cause.isDieReason)) {
-        runFork(Effect.logError("session hook defect", Cause.pretty(exit.cause)).pipe(Effect.annotateLogs({ session: id, listener: o.name })))
-      }
-      callback(SmtpReply.toEngineError(SmtpReply.fromCause(exit.cause)))
-    }
-    let effect: Effect.Effect<A, E>
-    try {
-      effect = hook()
-    } catch (defect) {
-      return answer(Exit.die(defect))
-    }
-    if (isDecided(effect)) return answer(effect)
-    const c = connections.get(id) ?? open(id)
-    const fiber = c.run(effect)
-    track?.add(fiber)
-    fiber.addObserver((exit) => {
-      track?.delete(fiber)
-      answer(exit)
-    })
-  }
-
-  const engineOptions: SMTPServerOptions = {
+  const auth = shared.auth
+  return {
     ...(tls === undefined ? {} : { cert: tls.cert, key: tls.key, sniOptions: tls.sniOptions }),
     name: o.hostname,
     banner: "Incoming",
@@ -290,11 +142,9 @@ const start = Effect.fnUntraced(function*(
     socketTimeout: o.idleTimeoutMs,
     closeTimeout: shared.drainTimeoutMs,
     onConnect: (session, callback) => {
-      // Traced, the connection's span starts now; untraced, its fiber set is made by the first
-      // hook that needs a fiber (DATA, or a command that runs a rule or a lookup).
-      if (tracing) open(session.id)
+      bridge.open(session.id)
       session.disabledCommands = disabledFor(session.secure)
-      runHook(
+      bridge.run(
         session.id,
         "CONNECT",
         () => handlers.connect({ id: session.id, remoteAddress: session.remoteAddress, clientHostname: session.clientHostname, secure: session.secure }),
@@ -303,44 +153,32 @@ const start = Effect.fnUntraced(function*(
     },
     onAuth: (authentication, session, callback) => {
       if (auth === undefined) return callback(SmtpReply.toEngineError(SmtpReply.make(502, "5.5.1", "AUTH not available")))
-      runHook(session.id, "AUTH", () => auth.onAuth(authentication, session), callback)
+      bridge.run(session.id, "AUTH", () => auth.onAuth(authentication, session), callback)
     },
-    onMailFrom: (address, session, callback) => runHook(session.id, "MAIL", () => handlers.mailFrom(address, session), callback),
-    onRcptTo: (address, session, callback) => runHook(session.id, "RCPT", () => handlers.rcptTo(address, session), callback),
+    onMailFrom: (address, session, callback) => bridge.run(session.id, "MAIL", () => handlers.mailFrom(address, session), callback),
+    onRcptTo: (address, session, callback) => bridge.run(session.id, "RCPT", () => handlers.rcptTo(address, session), callback),
     onData: (stream, session, callback) => {
       // A client reset mid-DATA emits 'error' on this stream; without a listener Node would throw.
       stream.on("error", () => undefined)
-      runHook(session.id, "DATA", () => handlers.data(stream, session), (err, reply) => callback(err, reply), dataFibers)
+      bridge.run(session.id, "DATA", () => handlers.data(stream, session), (err, reply) => callback(err, reply))
     },
     onSecure: (socket, session, callback) => {
       const version = "getProtocol" in socket && typeof socket.getProtocol === "function" ? socket.getProtocol() : null
-      runFork(Telemetry.recordTls(o.name, typeof version === "string" ? version : "unknown"))
+      Telemetry.recordTlsUnsafe(o.name, typeof version === "string" ? version : "unknown", metrics)
       // Under TLS now: AUTH may be offered.
       session.disabledCommands = disabledFor(true)
       callback()
     },
     onClose: (session) => {
-      runFork(handlers.closePolicy(session))
+      bridge.fork(handlers.closePolicy(session))
       handlers.close(session.id)
-      closeConnection(session.id)
+      bridge.close(session.id)
     }
   }
+}
 
-  const s = new IncomingSmtpServer(engineOptions, {
-    greetingDelayMs: o.greetingDelayMs,
-    commandTimeoutMs: o.commandTimeoutMs,
-    dataTimeoutMs: o.dataTimeoutMs,
-    maxConnectionTimeMs: o.maxConnectionTimeMs,
-    maxCommands: o.maxCommands,
-    maxErrors: o.maxErrors
-  })
-  server = s
-  // Without an 'error' listener a client reset during a command crashes the process.
-  s.on("error", (err: Error) => {
-    runFork(Effect.logDebug("smtp connection error", err.message).pipe(Effect.annotateLogs({ listener: o.name })))
-  })
-
-  const port = yield* Effect.callback<number, ListenError>((resume) => {
+const bind = (s: IncomingSmtpServer, o: ListenerOptions.ListenerOptions, address: string) =>
+  Effect.callback<number, ListenError>((resume) => {
     const onError = (err: Error) => resume(Effect.fail(fromBindError(o.name, address, err)))
     s.server.once("error", onError)
     s.server.listen(o.port, o.host, () => {
@@ -348,21 +186,55 @@ const start = Effect.fnUntraced(function*(
       resume(Effect.succeed((s.server.address() as AddressInfo).port))
     })
   })
-  yield* Effect.logInfo(`listening on ${o.host.includes(":") ? `[${o.host}]` : o.host}:${port}`).pipe(
-    Effect.annotateLogs({ listener: o.name, tls: o.tls.mode })
-  )
 
-  let closed: Promise<void> | undefined
-  const stopAccepting = Effect.sync(() => {
-    closed ??= new Promise<void>((resolve) => s.close(() => resolve()))
+const start = Effect.fnUntraced(function*(input: ListenerOptions.ListenerInput, shared: Shared) {
+  const settings = yield* Ref.make(ListenerOptions.resolve(input, shared.hostname))
+  // As started: the address, mode and TLS mode never change while bound.
+  const o = Ref.getUnsafe(settings)
+  const address = formatAddress(o.host, o.port)
+  const tls = yield* Tls.read(o, address)
+  const setup = yield* authSetup(o, shared.auth, address)
+
+  // Hooks: the session's handlers, reached through the bridge.
+  const context = yield* Effect.context<Services>()
+  const tracing = yield* References.TracerEnabled
+  const bridge = yield* makeBridge(context, shared.connectionsScope, { tracing, listener: o.name })
+  let server: IncomingSmtpServer | undefined
+  const handlers = yield* Session.make(settings, {
+    auth: setup,
+    isDraining: shared.draining,
+    enterData: (id) => server?.guards.get(id)?.enterData(),
+    leaveData: (id) => server?.guards.get(id)?.leaveData()
+  })
+  const s = new IncomingSmtpServer(
+    engineOptions(o, tls, setup, handlers, bridge, shared, Telemetry.metricsContext(context)),
+    ListenerReload.engineLimits(o)
+  )
+  server = s
+  // Without an 'error' listener a client reset during a command crashes the process.
+  s.on("error", (err: Error) => {
+    bridge.fork(Effect.logDebug("smtp connection error", err.message).pipe(Effect.annotateLogs({ listener: o.name })))
   })
 
+  // Bind.
+  const port = yield* bind(s, o, address)
+  yield* Effect.logInfo(`listening on ${formatAddress(o.host, port)}`).pipe(Effect.annotateLogs({ listener: o.name, tls: o.tls.mode }))
+
+  // Drain.
+  const closed = Deferred.makeUnsafe<void>()
+  let stopped = false
+  const stopAccepting = Effect.sync(() => {
+    if (stopped) return
+    stopped = true
+    s.close(() => Deferred.doneUnsafe(closed, Exit.void))
+  })
   const finish = (deadline: number) =>
     Effect.gen(function*() {
-      const inFlight = [...dataFibers]
+      const inFlight = bridge.transactions()
       if (inFlight.length > 0) {
         yield* Effect.logInfo(`draining ${inFlight.length} DATA transaction(s)`).pipe(Effect.annotateLogs({ listener: o.name }))
-        const waited = yield* Fiber.awaitAll(inFlight).pipe(Effect.timeoutOption(Math.max(0, deadline - Date.now())))
+        const left = deadline - (yield* Clock.currentTimeMillis)
+        const waited = yield* Fiber.awaitAll(inFlight).pipe(Effect.timeoutOption(Math.max(0, left)))
         if (waited._tag === "None") {
           yield* Effect.logWarning("drain timeout: interrupting transactions still in progress")
         }
@@ -371,67 +243,21 @@ const start = Effect.fnUntraced(function*(
       for (const c of s.connections) {
         c.send(SmtpReply.shuttingDown.code, `${SmtpReply.shuttingDown.enhanced} ${SmtpReply.shuttingDown.text}`)
       }
-      yield* Effect.forEach([...connections.values()], (c) => c.close, { discard: true })
-      connections.clear()
-      const p = closed
-      if (p !== undefined) yield* Effect.promise(() => p).pipe(Effect.timeoutOption(2000))
-    })
-
-  const prepare = (next: ListenerOptions.ListenerInput) =>
-    Effect.gen(function*() {
-      const n = ListenerOptions.resolve({ ...next, name: o.name }, shared.hostname)
-      const restartNeeded: Array<string> = []
-      if (n.host !== o.host || (next.port !== 0 && next.port !== port)) restartNeeded.push(`${o.name}: address ${n.host}:${next.port}`)
-      if (n.mode !== o.mode || n.tls.mode !== o.tls.mode || n.allowInsecureAuth !== o.allowInsecureAuth) {
-        restartNeeded.push(`${o.name}: mode / TLS mode`)
-      }
-      // Read and check the certificate now, so a bad file fails the reload before anything changed.
-      const certificate = n.tls.mode === o.tls.mode && n.tls.mode !== "disabled" ? yield* readTls(n, address) : undefined
-      const apply = Effect.sync(() => {
-        Object.assign(o, {
-          maxSize: n.maxSize,
-          maxRecipients: n.maxRecipients,
-          maxCommands: n.maxCommands,
-          maxErrors: n.maxErrors,
-          idleTimeoutMs: n.idleTimeoutMs,
-          commandTimeoutMs: n.commandTimeoutMs,
-          dataTimeoutMs: n.dataTimeoutMs,
-          maxConnectionTimeMs: n.maxConnectionTimeMs,
-          maxConnections: n.maxConnections,
-          maxConnectionsPerIp: n.maxConnectionsPerIp,
-          greetingDelayMs: n.greetingDelayMs,
-          lineEndings: n.lineEndings,
-          hookTimeoutMs: n.hookTimeoutMs,
-          hostname: n.hostname
-        })
-        s.limits = {
-          greetingDelayMs: n.greetingDelayMs,
-          commandTimeoutMs: n.commandTimeoutMs,
-          dataTimeoutMs: n.dataTimeoutMs,
-          maxConnectionTimeMs: n.maxConnectionTimeMs,
-          maxCommands: n.maxCommands,
-          maxErrors: n.maxErrors
-        }
-        // The engine reads these per connection / per EHLO.
-        s.options.size = n.maxSize
-        s.options.socketTimeout = n.idleTimeoutMs
-        s.options.name = n.hostname
-        if (certificate !== undefined) {
-          o.tls = { ...o.tls, cert: n.tls.cert, key: n.tls.key, sni: n.tls.sni }
-          s.updateSecureContext(certificate)
-        }
-      })
-      return { restartNeeded, apply }
+      yield* bridge.closeAll
+      // The sockets close (each close forks its policy `close` hooks), then that work ends.
+      yield* Deferred.await(closed).pipe(Effect.andThen(bridge.settled), Effect.timeoutOption(closeGraceMs))
     })
 
   const info: ListenerInfo = {
     name: o.name,
     host: o.host,
     port,
-    options: { ...o, port },
+    get options() {
+      return { ...Ref.getUnsafe(settings), port }
+    },
     connections: Effect.sync(() => handlers.connections())
   }
-  return { info, prepare, stopAccepting, finish } satisfies Running
+  return { name: o.name, address, port, settings, server: s, info, stopAccepting, finish } satisfies Running
 })
 
 export const make = Effect.fnUntraced(function*(options: ListenersOptions) {
@@ -446,42 +272,24 @@ export const make = Effect.fnUntraced(function*(options: ListenersOptions) {
   yield* Effect.addFinalizer(() =>
     Effect.gen(function*() {
       draining = true
-      const deadline = Date.now() + options.drainTimeoutMs
+      const deadline = (yield* Clock.currentTimeMillis) + options.drainTimeoutMs
       yield* Effect.forEach(running, (r) => r.stopAccepting, { discard: true })
       yield* Effect.forEach(running, (r) => r.finish(deadline), { concurrency: "unbounded", discard: true })
       yield* Effect.logInfo("listeners drained")
     })
   )
-  for (const l of options.listeners) {
-    running.push(
-      yield* start(l, {
-        hostname: options.hostname,
-        drainTimeoutMs: options.drainTimeoutMs,
-        draining: () => draining,
-        connectionsScope,
-        auth
-      })
-    )
+  const shared: Shared = {
+    hostname: options.hostname,
+    drainTimeoutMs: options.drainTimeoutMs,
+    draining: () => draining,
+    connectionsScope,
+    auth
   }
+  for (const l of options.listeners) running.push(yield* start(l, shared))
   return Listeners.of({
     all: running.map((r) => r.info),
     draining: Effect.sync(() => draining),
-    reconfigure: (inputs) =>
-      Effect.gen(function*() {
-        const named = inputs.map((i) => ListenerOptions.resolve(i, options.hostname).name)
-        const plans: Array<{ readonly restartNeeded: ReadonlyArray<string>; readonly apply: Effect.Effect<void> }> = []
-        const notes: Array<string> = []
-        for (const r of running) {
-          const i = named.indexOf(r.info.name)
-          if (i === -1) notes.push(`${r.info.name}: removed from the configuration (restart to close it)`)
-          else plans.push(yield* r.prepare(inputs[i]!))
-        }
-        for (const n of named) {
-          if (!running.some((r) => r.info.name === n)) notes.push(`${n}: new listener (restart to bind it)`)
-        }
-        for (const p of plans) yield* p.apply
-        return [...notes, ...plans.flatMap((p) => p.restartNeeded.map((x) => `${x} (restart to apply)`))]
-      })
+    reconfigure: (inputs) => ListenerReload.reconfigure(running, inputs, options.hostname)
   })
 })
 

@@ -3,11 +3,12 @@
  * MAIL, recipient authority at RCPT, and at DATA the stream → spool → trace header → commit
  * path that ends in `250 2.0.0 queued as <id>`.
  *
- * Sync-ack routes: when the delivery router marks a recipient's route `acknowledge: "sync"`, its
- * message is delivered before the reply to DATA and the adapter's outcome is the reply (ok → 250,
- * retry → 4xx, reject → 5xx); nothing is queued. Such a recipient is alone in its transaction —
- * another RCPT gets 452 4.5.3 and the client sends it in a new transaction (RFC 5321 3.3) — so
- * one reply can speak for exactly one outcome.
+ * Sync-ack routes (see SyncDelivery): a recipient acknowledged synchronously is alone in its
+ * transaction — another RCPT gets 452 4.5.3 and the client sends it in a new transaction (RFC
+ * 5321 3.3) — and its message is handed to `SyncDelivery` instead of the queue.
+ *
+ * Settings are read from the listener's `Ref` once per hook: a reload swaps the whole object, so
+ * each command sees one consistent set of limits, and the next command the new one.
  *
  * The listener calls a handler when its command arrives. A handler that can decide at once
  * (no policy rule, no host lookup: the common case) does so and returns an `Exit`, which the
@@ -16,25 +17,23 @@
  * mapped by `SmtpReply.fromCause` to a 4xx.
  */
 import type { Readable } from "node:stream"
-import { Cause, Clock, Data, Effect, Exit, LogLevel, Option, References } from "effect"
+import { Cause, Clock, Data, Effect, Exit, LogLevel, Option, Ref, References } from "effect"
 import type { SMTPServerAddress, SMTPServerSession } from "smtp-server"
-import { bodyStream, DeliveryAdapter } from "../delivery/DeliveryAdapter.ts"
-import * as Router from "../delivery/Router.ts"
 import * as Policy from "../policy/Policy.ts"
 import { type RcptDecision, Relay } from "../policy/Relay.ts"
 import * as ListenerModes from "../auth/ListenerMode.ts"
-import * as BodyStream from "../queue/internal/bodyStream.ts"
-import { MailQueue, type NewMessage } from "../queue/MailQueue.ts"
+import { MailQueue } from "../queue/MailQueue.ts"
 import type { MailQueueError } from "../queue/MailQueueError.ts"
 import * as MessageId from "../queue/MessageId.ts"
 import { Spool } from "../spool/Spool.ts"
 import type { SpoolError } from "../spool/SpoolError.ts"
 import * as Telemetry from "../telemetry/Telemetry.ts"
-import * as Address from "./Address.ts"
-import type { Envelope } from "./Envelope.ts"
+import * as Address from "../protocol/Address.ts"
+import type { Envelope } from "../protocol/Envelope.ts"
 import type { ListenerOptions } from "./ListenerOptions.ts"
-import * as ReceivedHeader from "./ReceivedHeader.ts"
-import * as SmtpReply from "./SmtpReply.ts"
+import * as ReceivedHeader from "../protocol/ReceivedHeader.ts"
+import * as SmtpReply from "../protocol/SmtpReply.ts"
+import { SyncDelivery } from "./SyncDelivery.ts"
 import * as CauseText from "../internal/causeText.ts"
 import { withSpanIf } from "../internal/spanIf.ts"
 import { isDecided } from "../internal/decided.ts"
@@ -87,13 +86,13 @@ export interface SessionHooks {
   readonly leaveData: (sessionId: string) => void
 }
 
-export const make = Effect.fnUntraced(function*(options: ListenerOptions, hooks: SessionHooks) {
+export const make = Effect.fnUntraced(function*(settings: Ref.Ref<ListenerOptions>, hooks: SessionHooks) {
+  // Fixed for the listener's life (a reload cannot rename it).
+  const listener = Ref.getUnsafe(settings).name
   const queue = yield* MailQueue
   const spool = yield* Spool
   const telemetry = yield* Telemetry.Telemetry
   const relay = yield* Relay
-  // Present only when the host app delivers through a Router: the table says which recipients
-  // are acknowledged synchronously, the adapter delivers them before the reply.
   // The host app's policy rules, when it configured any (Incoming.layer always provides them).
   const policy = Option.getOrUndefined(yield* Effect.serviceOption(Policy.Policy))
   // Read at each command: a reload may add or remove rules. Every stage asks it before building
@@ -107,7 +106,7 @@ export const make = Effect.fnUntraced(function*(options: ListenerOptions, hooks:
         Effect.catchTag("PolicyRejected", (e) => Effect.fail(reject(e.reply, `policy_${e.rule}`)))
       )
   const connectContext = (session: SMTPServerSession): Policy.ConnectContext => ({
-    listener: options.name,
+    listener,
     sessionId: session.id,
     clientAddress: session.remoteAddress,
     clientHostname: session.clientHostname,
@@ -123,10 +122,9 @@ export const make = Effect.fnUntraced(function*(options: ListenerOptions, hooks:
   // Per-message spans only when something records them: a span costs microseconds even when the
   // tracer is off (the standalone server turns it off unless `[tracing]` is configured).
   const tracing = yield* References.TracerEnabled
-  const routes = yield* Effect.serviceOption(Router.Routes)
-  const adapter = yield* Effect.serviceOption(DeliveryAdapter)
-  const acknowledgement = (rcpt: string): Router.Acknowledge =>
-    Option.isSome(routes) && Option.isSome(adapter) ? Router.acknowledgementFor(routes.value, rcpt) : "durable"
+  // Present when the host app's delivery can acknowledge some recipients synchronously.
+  const sync = Option.getOrUndefined(yield* Effect.serviceOption(SyncDelivery))
+  const isSync = (rcpt: string) => sync !== undefined && sync.isSync(rcpt)
 
   const perIp = new Map<string, number>()
   // Sessions counted against the limits, with their address, so close can give the slot back.
@@ -136,13 +134,14 @@ export const make = Effect.fnUntraced(function*(options: ListenerOptions, hooks:
   // Metric updates and events from hooks that answer without an effect go through this context.
   const metrics = Telemetry.metricsContext(yield* Effect.context<never>())
   const rejected = (stage: string) => (e: SessionReject) =>
-    telemetry.publish({ _tag: "SessionRejected", reason: e.reason, stage, code: e.reply.code, listener: options.name })
+    telemetry.publish({ _tag: "SessionRejected", reason: e.reason, stage, code: e.reply.code, listener })
   /** A refusal decided synchronously: published, then failed. */
   const refuse = (stage: string, e: SessionReject): Effect.Effect<never, SessionReject> =>
     Effect.andThen(rejected(stage)(e), Effect.fail(e))
 
   const connectRefusal = (info: ConnectInfo): SessionReject | undefined => {
     if (hooks.isDraining()) return reject(SmtpReply.shuttingDown, "draining")
+    const options = Ref.getUnsafe(settings)
     if (total >= options.maxConnections) return reject(SmtpReply.tooManyConnections, "max_connections")
     if ((perIp.get(info.remoteAddress) ?? 0) >= options.maxConnectionsPerIp) {
       return reject(SmtpReply.tooManyConnectionsFromIp, "max_connections_per_ip")
@@ -156,10 +155,10 @@ export const make = Effect.fnUntraced(function*(options: ListenerOptions, hooks:
     perIp.set(info.remoteAddress, (perIp.get(info.remoteAddress) ?? 0) + 1)
     ipOf.set(info.id, info.remoteAddress)
     total++
-    telemetry.publishUnsafe({ _tag: "SessionConnect", peer: info.remoteAddress, listener: options.name }, metrics)
+    telemetry.publishUnsafe({ _tag: "SessionConnect", peer: info.remoteAddress, listener }, metrics)
     if (!hasRules()) return Exit.void
     return enforce("connect", {
-      listener: options.name,
+      listener,
       sessionId: info.id,
       clientAddress: info.remoteAddress,
       clientHostname: info.clientHostname,
@@ -167,7 +166,7 @@ export const make = Effect.fnUntraced(function*(options: ListenerOptions, hooks:
     }).pipe(Effect.tapError(rejected("connect")))
   }
 
-  /** Releases the rules' per-connection state (ConnectionLimit): run detached by the listener. */
+  /** Releases the rules' per-connection state (ConnectionLimit): run in the background by the listener. */
   const closePolicy = (session: SMTPServerSession): Effect.Effect<void> =>
     policy === undefined || !hasRules() ? Effect.void : policy.close(connectContext(session))
 
@@ -195,6 +194,7 @@ export const make = Effect.fnUntraced(function*(options: ListenerOptions, hooks:
   /** Everything MAIL checks before the policy rules; all of it is synchronous. */
   const mailRefusal = (address: SMTPServerAddress, session: SMTPServerSession): SessionReject | undefined => {
     if (hooks.isDraining()) return reject(SmtpReply.shuttingDown, "draining")
+    const options = Ref.getUnsafe(settings)
     if (options.tls.mode === "required" && !session.secure) {
       return reject(SmtpReply.make(530, "5.7.0", "Must issue a STARTTLS command first"), "tls_required")
     }
@@ -237,7 +237,7 @@ export const make = Effect.fnUntraced(function*(options: ListenerOptions, hooks:
 
   /** A refused recipient: counted by reason, published, failed. */
   const refuseRcpt = (address: SMTPServerAddress, e: SessionReject): Effect.Effect<never, SessionReject> => {
-    Telemetry.recordRecipientUnsafe(options.name, domainLabel(address.address), e.reason, metrics)
+    Telemetry.recordRecipientUnsafe(listener, domainLabel(address.address), e.reason, metrics)
     return refuse("rcpt", e)
   }
 
@@ -246,7 +246,7 @@ export const make = Effect.fnUntraced(function*(options: ListenerOptions, hooks:
     if (unknown !== undefined) return refuseRcpt(address, reject(SmtpReply.unknownParameter(unknown), "unknown_parameter"))
     const lower = address.address.toLowerCase()
     const already = session.envelope.rcptTo.some((r) => r.address.toLowerCase() === lower)
-    if (!already && session.envelope.rcptTo.length >= options.maxRecipients) {
+    if (!already && session.envelope.rcptTo.length >= Ref.getUnsafe(settings).maxRecipients) {
       return refuseRcpt(address, reject(SmtpReply.tooManyRecipients, "max_recipients"))
     }
     // Recipient authority first, and never skipped: no rule can turn this into an open relay.
@@ -275,18 +275,18 @@ export const make = Effect.fnUntraced(function*(options: ListenerOptions, hooks:
         )
     }
     const others = recipientsOf(session).filter((r) => r.toLowerCase() !== decision.address.toLowerCase())
-    if (others.length > 0 && (acknowledgement(decision.address) === "sync" || acknowledgement(others[0]!) === "sync")) {
+    if (others.length > 0 && (isSync(decision.address) || isSync(others[0]!))) {
       return refuseRcpt(address, reject(SmtpReply.separateTransaction, "sync_route_alone"))
     }
     const result = decision._tag === "Local" ? "accepted" : "relayed"
     if (!hasRules()) {
-      Telemetry.recordRecipientUnsafe(options.name, domainLabel(decision.address), result, metrics)
+      Telemetry.recordRecipientUnsafe(listener, domainLabel(decision.address), result, metrics)
       return Exit.void
     }
     const mailFrom = session.envelope.mailFrom === false ? "" : session.envelope.mailFrom.address
     return enforce("rcpt", { ...mailContext(session, mailFrom, undefined), rcptTo: decision.address, recipients: others }).pipe(
-      Effect.tap(() => Telemetry.recordRecipient(options.name, domainLabel(decision.address), result)),
-      Effect.tapError((e) => Effect.andThen(rejected("rcpt")(e), Telemetry.recordRecipient(options.name, domainLabel(address.address), e.reason)))
+      Effect.tap(() => Telemetry.recordRecipient(listener, domainLabel(decision.address), result)),
+      Effect.tapError((e) => Effect.andThen(rejected("rcpt")(e), Telemetry.recordRecipient(listener, domainLabel(address.address), e.reason)))
     )
   }
 
@@ -308,48 +308,12 @@ export const make = Effect.fnUntraced(function*(options: ListenerOptions, hooks:
     return [...seen]
   }
 
-  /** Delivers a sync-acknowledged message now; the adapter's outcome is the reply to DATA. */
-  const deliverNow = (delivery: DeliveryAdapter["Service"], message: NewMessage) =>
-    Effect.gen(function*() {
-      const rcpt = message.envelope.rcptTo[0]!
-      const { body, trace } = message
-      const exit = yield* delivery.deliver({
-        id: message.id,
-        envelope: message.envelope,
-        receivedAt: message.receivedAt,
-        recipients: [{ rcpt, attempt: 1 }],
-        size: Buffer.byteLength(trace) + body.size,
-        body: bodyStream(() => (body._tag === "InMemory" ? BodyStream.fromParts(trace, body.chunks) : BodyStream.fromFile(trace, body.path)))
-      }).pipe(Effect.timeout(options.hookTimeoutMs), Effect.exit, Effect.ensuring(body.release))
-      const outcome = Exit.isSuccess(exit) ? exit.value.find((o) => o.rcpt === rcpt) : undefined
-      const publish = (result: "delivered" | "retry" | "dead", reason: string) =>
-        telemetry.publish({ _tag: "DeliveryResult", id: message.id, rcpt, outcome: result, reason, adapter: delivery.name })
-      if (outcome?._tag === "Ok") {
-        yield* publish("delivered", outcome.reply ?? "delivered")
-        yield* telemetry.publish({ _tag: "SessionAccepted", id: message.id, listener: options.name })
-        const ok = SmtpReply.deliveredNow(message.id)
-        return `${ok.enhanced} ${ok.text}`
-      }
-      if (outcome?._tag === "Reject") {
-        yield* publish("dead", outcome.reason)
-        return yield* reject(SmtpReply.fromAdapterReason(outcome.reason, "permanent"), "sync_rejected")
-      }
-      const reason = outcome?._tag === "Retry"
-        ? outcome.reason
-        : Exit.isFailure(exit)
-        ? Cause.isTimeoutError(exit.cause.reasons.find(Cause.isFailReason)?.error)
-          ? "delivery timed out"
-          : "delivery failed"
-        : "adapter gave no outcome"
-      yield* publish("retry", reason)
-      return yield* reject(SmtpReply.fromAdapterReason(reason, "transient"), "sync_deferred")
-    })
-
   const data = (stream: Readable, session: SMTPServerSession) =>
     Effect.gen(function*() {
+      const options = Ref.getUnsafe(settings)
       const id = MessageId.make()
       // The message id joins this transaction's trace to its deliveries (Dispatcher.deliver).
-      if (tracing) yield* Effect.annotateCurrentSpan({ message: id, listener: options.name })
+      if (tracing) yield* Effect.annotateCurrentSpan({ message: id, listener })
       hooks.enterData(session.id)
       const body = yield* spool.receive(stream, { id, maxSize: options.maxSize, lineEndings: options.lineEndings }).pipe(
         Effect.ensuring(Effect.sync(() => hooks.leaveData(session.id)))
@@ -369,7 +333,7 @@ export const make = Effect.fnUntraced(function*(options: ListenerOptions, hooks:
         clientAddress: session.remoteAddress,
         secure: session.secure,
         authenticatedUser: typeof session.user === "string" ? session.user : undefined,
-        listener: options.name
+        listener
       }
       const trace = ReceivedHeader.make({
         helo: session.hostNameAppearsAs,
@@ -384,10 +348,16 @@ export const make = Effect.fnUntraced(function*(options: ListenerOptions, hooks:
         recipients: rcptTo,
         date: new Date(now)
       })
-      if (rcptTo.length === 1 && acknowledgement(rcptTo[0]!) === "sync" && Option.isSome(adapter)) {
-        return yield* deliverNow(adapter.value, { id, envelope, trace, body, receivedAt: now })
+      const message = { id, envelope, trace, body, receivedAt: now }
+      const syncAck = sync?.tryNow(message, { timeoutMs: options.hookTimeoutMs })
+      if (syncAck !== undefined && Option.isSome(syncAck)) {
+        const delivered = yield* syncAck.value.pipe(
+          Effect.catchTag("SyncDeliveryError", (e) => Effect.fail(reject(e.reply, e.reason === "Rejected" ? "sync_rejected" : "sync_deferred")))
+        )
+        yield* telemetry.publish({ _tag: "SessionAccepted", id, listener })
+        return `${delivered.enhanced} ${delivered.text}`
       }
-      yield* queue.commit({ id, envelope, trace, body, receivedAt: now }).pipe(
+      yield* queue.commit(message).pipe(
         withSpanIf(tracing, "Queue.commit", () => ({ message: id, recipients: rcptTo.length, size: body.size })),
         Effect.timeout(options.hookTimeoutMs),
         Effect.tapCause((cause) =>
@@ -405,7 +375,7 @@ export const make = Effect.fnUntraced(function*(options: ListenerOptions, hooks:
         Effect.catchTag("TimeoutError", () => Effect.fail(reject(SmtpReply.timeout, "commit_timeout")))
       )
       telemetry.publishUnsafe({ _tag: "MessageQueued", id, size: body.size, queueDepth: queue.depthUnsafe() }, metrics)
-      telemetry.publishUnsafe({ _tag: "SessionAccepted", id, listener: options.name }, metrics)
+      telemetry.publishUnsafe({ _tag: "SessionAccepted", id, listener }, metrics)
       // Annotating copies the fiber's context: only when the line will be written.
       if (yield* LogLevel.isEnabled("Debug")) {
         yield* Effect.logDebug("message queued").pipe(Effect.annotateLogs({ message: id, size: body.size }))
@@ -421,7 +391,7 @@ export const make = Effect.fnUntraced(function*(options: ListenerOptions, hooks:
           reason: e._tag === "SpoolError" ? `spool_${e.reason._tag}` : `queue_${e.reason._tag}`,
           stage: "data",
           code: e.reply.code,
-          listener: options.name
+          listener
         })
       )
     )
@@ -440,15 +410,8 @@ export const make = Effect.fnUntraced(function*(options: ListenerOptions, hooks:
 const noParams: ReadonlySet<string> = new Set()
 
 /** A bounded key for why a commit failed: the queue error's reason, or timeout / defect / interrupted. */
-const enqueueReason = (cause: Cause.Cause<unknown>): string => {
+const enqueueReason = (cause: Cause.Cause<MailQueueError | Cause.TimeoutError>): string => {
   const fail = cause.reasons.find(Cause.isFailReason)
   if (fail === undefined) return cause.reasons.some(Cause.isDieReason) ? "defect" : "interrupted"
-  const e = fail.error
-  if (Cause.isTimeoutError(e)) return "timeout"
-  if (typeof e === "object" && e !== null && "reason" in e && typeof e.reason === "object" && e.reason !== null && "_tag" in e.reason) {
-    return String(e.reason._tag)
-  }
-  return "error"
+  return fail.error._tag === "TimeoutError" ? "timeout" : fail.error.reason._tag
 }
-
-

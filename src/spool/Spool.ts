@@ -18,8 +18,14 @@ import type { SpooledBody } from "./SpooledBody.ts"
 import { SpoolError } from "./SpoolError.ts"
 
 export interface SpoolOptions {
-  /** Directory for spilled bodies; created if missing, leftovers removed at start. */
+  /** Directory for spilled bodies; created if missing. */
   readonly dir: string
+  /**
+   * Remove `*.spool` files left in `dir` at start. Only for the process that owns the directory
+   * alone (it holds the data dir lock, see `DataDir.ts`): any other process's files there belong
+   * to transactions in flight. Default false.
+   */
+  readonly sweep: boolean
   /** A message larger than this spills to disk. */
   readonly inMemoryThreshold: number
   /** Upper bound of message bytes held in memory by all sessions together. */
@@ -28,7 +34,8 @@ export interface SpoolOptions {
 
 export const defaultSpoolOptions = {
   inMemoryThreshold: 128 * 1024,
-  memoryBudget: 64 * 1024 * 1024
+  memoryBudget: 64 * 1024 * 1024,
+  sweep: false
 }
 
 export interface ReceiveOptions {
@@ -44,9 +51,9 @@ export class Spool extends Context.Service<Spool, {
   readonly memoryInUse: Effect.Effect<number>
 }>()("incoming/Spool") {}
 
-const storageError = (cause: unknown): SpoolError => {
+const storageError = (cause: unknown, what?: string): SpoolError => {
   const code = typeof cause === "object" && cause !== null && "code" in cause ? String(cause.code) : ""
-  const detail = cause instanceof Error ? cause.message : String(cause)
+  const detail = `${what === undefined ? "" : `${what}: `}${cause instanceof Error ? cause.message : String(cause)}`
   return new SpoolError({
     reason: code === "ENOSPC" || code === "EDQUOT" ? { _tag: "StorageFull", detail } : { _tag: "StorageFailed", detail },
     cause
@@ -55,12 +62,18 @@ const storageError = (cause: unknown): SpoolError => {
 
 export const make = Effect.fnUntraced(function*(options: Partial<SpoolOptions> & { readonly dir: string }) {
   const opts: SpoolOptions = { ...defaultSpoolOptions, ...options }
-  yield* Effect.sync(() => {
-    mkdirSync(opts.dir, { recursive: true })
-    // Spool files are only referenced by transactions in flight; after a restart none are.
-    for (const name of readdirSync(opts.dir)) {
-      if (name.endsWith(".spool")) unlinkSync(join(opts.dir, name))
-    }
+  yield* Effect.try({
+    try: () => {
+      mkdirSync(opts.dir, { recursive: true })
+      // Spool files are only referenced by transactions in flight: when this process owns the
+      // directory alone, any found at start were left by a predecessor that died.
+      if (opts.sweep) {
+        for (const name of readdirSync(opts.dir)) {
+          if (name.endsWith(".spool")) unlinkSync(join(opts.dir, name))
+        }
+      }
+    },
+    catch: (cause) => storageError(cause, `spool directory ${opts.dir}`)
   })
   let inMemory = 0
 
@@ -209,5 +222,5 @@ export const make = Effect.fnUntraced(function*(options: Partial<SpoolOptions> &
   })
 })
 
-export const layer = (options: Partial<SpoolOptions> & { readonly dir: string }): Layer.Layer<Spool> =>
+export const layer = (options: Partial<SpoolOptions> & { readonly dir: string }): Layer.Layer<Spool, SpoolError> =>
   Layer.effect(Spool, make(options))

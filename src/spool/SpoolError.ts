@@ -3,7 +3,7 @@
  * violations are the sender's (5xx); a broken stream or full disk is ours (4xx).
  */
 import { Data } from "effect"
-import * as SmtpReply from "../smtp/SmtpReply.ts"
+import * as SmtpReply from "../protocol/SmtpReply.ts"
 
 export type SpoolErrorReason =
   | { readonly _tag: "SizeExceeded"; readonly limit: number }

@@ -8,6 +8,9 @@
  */
 import { Context, Effect, Layer, Metric, PubSub, type Scope, Stream } from "effect"
 
+/** The package version, as `incoming_build_info` and the trace resource report it. */
+export const version = "0.1.0"
+
 export type DeliveryOutcome = "delivered" | "retry" | "dead"
 
 export type TelemetryEvent =
@@ -194,8 +197,9 @@ export const recordRecipient = (listener: string, domain: string, result: string
 export const recordRecipientUnsafe = (listener: string, domain: string, result: string, context: Context.Context<never>): void =>
   withAttrs("recipients", { listener, domain, result }).updateUnsafe(1, context)
 
-export const recordTls = (listener: string, version: string): Effect.Effect<void> =>
-  update(withAttrs("tlsConnections", { listener, version }), 1)
+/** A connection that switched to TLS, from the engine's callback (no effect); `context` from `metricsContext`. */
+export const recordTlsUnsafe = (listener: string, version: string, context: Context.Context<never>): void =>
+  withAttrs("tlsConnections", { listener, version }).updateUnsafe(1, context)
 
 /** The duration histogram for one SMTP command (seconds). */
 export const commandDuration = (command: string) => withAttrs("commandDuration", { command })

@@ -14,7 +14,7 @@
 import { Effect, Layer, Option, Redacted, References, Tracer } from "effect"
 import { FetchHttpClient } from "effect/http"
 import { OtlpExporter, OtlpSerialization, OtlpTracer } from "effect/observability"
-import { version } from "./Metrics.ts"
+import { version } from "./Telemetry.ts"
 
 export type TracingProtocol = "protobuf" | "json"
 

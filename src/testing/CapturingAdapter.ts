@@ -5,7 +5,7 @@
 import { Context, Effect, Layer, Stream } from "effect"
 import { DeliveryAdapter } from "../delivery/DeliveryAdapter.ts"
 import * as DA from "../delivery/DeliveryAdapter.ts"
-import type { Envelope } from "../smtp/Envelope.ts"
+import type { Envelope } from "../protocol/Envelope.ts"
 
 export interface CapturedMessage {
   readonly id: string
@@ -45,6 +45,8 @@ export const make = Effect.sync(() => {
 
   const adapter = DeliveryAdapter.of({
     name: "capture",
+    // It stands for wherever mail goes, relayed mail included: a test of relaying sees it here.
+    deliversOffSite: () => true,
     deliver: (delivery) =>
       Effect.gen(function*() {
         attempts++

@@ -13,7 +13,7 @@ import { join } from "node:path"
 import { assert, describe, it } from "@effect/vitest"
 import { Effect, Fiber, type Layer, Option, type Scope } from "effect"
 import { TestClock } from "effect/testing"
-import type { Envelope } from "../smtp/Envelope.ts"
+import type { Envelope } from "../protocol/Envelope.ts"
 import type { SpooledBody } from "../spool/SpooledBody.ts"
 import * as BodyStream from "../queue/internal/bodyStream.ts"
 import {

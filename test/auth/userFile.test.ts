@@ -8,7 +8,8 @@ import { mkdtempSync, readdirSync, readFileSync, statSync, unlinkSync, writeFile
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { assert, describe, it } from "@effect/vitest"
-import { Effect } from "effect"
+import { Effect, Exit, Fiber } from "effect"
+import { TestClock } from "effect/testing"
 import * as UserFile from "../../src/auth/UserFile.ts"
 import * as Users from "../../src/cli/users.ts"
 
@@ -83,7 +84,8 @@ describe("UserFile", () => {
       assert.isFalse(yield* store.verify("alice", "second pw"))
     }), { timeout: 30_000 })
 
-  it.effect("concurrent editors take turns under <file>.lock: no edit is lost; a held lock is waited for", () =>
+  // Live clock: the editors' lock waits sleep on the Clock, and another editor here releases its lock after real time.
+  it.live("concurrent editors take turns under <file>.lock: no edit is lost; a held lock is waited for", () =>
     Effect.gen(function*() {
       const dir = mkdtempSync(join(tmpdir(), "incoming-users-"))
       const file = join(dir, "users")
@@ -102,6 +104,32 @@ describe("UserFile", () => {
       assert.isAtLeast(Date.now() - started, 250)
       assert.notInclude(readFileSync(file, "utf8"), "u1:")
     }), { timeout: 30_000 })
+
+  it.effect("the wait for another editor's lock runs on the Clock (TestClock): it gives up at 5 s naming the lock, and can be interrupted", () =>
+    Effect.gen(function*() {
+      const dir = mkdtempSync(join(tmpdir(), "incoming-users-"))
+      const file = join(dir, "users")
+      const lockFile = `${file}.lock`
+      writeFileSync(lockFile, "12345\n")
+      const waiting = yield* Effect.forkChild(UserFile.edit(file, { _tag: "Remove", name: "alice" }), { startImmediately: true })
+      yield* TestClock.adjust("4999 millis")
+      assert.isUndefined(waiting.pollUnsafe(), "still waiting for the other editor")
+      yield* TestClock.adjust("1 millis")
+      const error = yield* Effect.flip(Fiber.join(waiting))
+      assert.strictEqual(error.reason._tag, "WriteFailed")
+      assert.include(error.message, `locked by another editor for 5 s: ${lockFile}`)
+      assert.strictEqual(readFileSync(lockFile, "utf8"), "12345\n", "the other editor's lock is left alone")
+
+      const interrupted = yield* Effect.forkChild(UserFile.edit(file, { _tag: "Remove", name: "alice" }), { startImmediately: true })
+      yield* TestClock.adjust("1 second")
+      yield* Fiber.interrupt(interrupted)
+      assert.isTrue(Exit.hasInterrupts(yield* Fiber.await(interrupted)))
+      assert.deepStrictEqual(readdirSync(dir), ["users.lock"], "nothing written, nothing left behind")
+
+      unlinkSync(lockFile)
+      assert.deepStrictEqual(yield* UserFile.edit(file, { _tag: "Remove", name: "alice" }), { _tag: "NoSuchUser", name: "alice" })
+      assert.deepStrictEqual(readdirSync(dir), [], "the lock it took is removed")
+    }))
 
   it.effect("a missing file is empty; an unreadable or malformed one is a typed store error (454 at AUTH)", () =>
     Effect.gen(function*() {

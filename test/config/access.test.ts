@@ -8,8 +8,9 @@
  *   listener without `auth.users_file` (or without TLS), a missing users file, duplicate rule names;
  * - a real `incoming serve --config F`: a users file made with `incoming users add` (password on
  *   stdin), a `submission` listener with a self-signed certificate where nodemailer with AUTH
- *   relays to a non-local domain and without AUTH is refused, and a `rate_limit` rule from the
- *   file that defers the 4th message with 450 4.7.1.
+ *   submits to a local mailbox but is refused (550 5.7.1) for a non-local domain, since delivery
+ *   ("discard") has no way off-site, and without AUTH is refused, and a `rate_limit` rule from
+ *   the file that defers the 4th message with 450 4.7.1.
  */
 import { spawn } from "node:child_process"
 import { writeFileSync } from "node:fs"
@@ -25,6 +26,7 @@ import * as Options from "../../src/config/Options.ts"
 import * as Render from "../../src/config/Render.ts"
 import { SmtpClient, TestIncoming } from "../../src/testing/index.ts"
 import { hasOpenssl, selfSignedCert } from "../smtp/helpers.ts"
+import { testCertificate, testPrivateKey } from "../support/fixtures.ts"
 import { serve } from "../support/server.ts"
 
 const bin = new URL("../../src/bin/incoming.ts", import.meta.url).pathname
@@ -105,7 +107,7 @@ rule = "size_limit"
 max = "10MB"
 `
 
-const tlsFiles = { "cert.pem": "-----BEGIN CERTIFICATE-----\n", "key.pem": "-----BEGIN PRIVATE KEY-----\n" }
+const tlsFiles = { "cert.pem": testCertificate, "key.pem": testPrivateKey }
 
 describe("relay, auth and policies: mapping", () => {
   it.effect("each key reaches the library's option", () =>
@@ -284,7 +286,7 @@ const submit = (port: number, options: { readonly auth: boolean; readonly to: st
 const portOf = (line: string) => Number(/listening on (?:\[[^\]]+\]|[^\s":]+):(\d+)/.exec(line)?.[1])
 
 describe.skipIf(!hasOpenssl)("incoming serve --config with AUTH, a submission listener and a rate limit", () => {
-  it.live("AUTH relays to a non-local domain, no AUTH is refused; the 4th message from one sender is deferred", () =>
+  it.live("AUTH submits (a foreign domain without an off-site route is 550 5.7.1), no AUTH is refused; the 4th message from one sender is deferred", () =>
     Effect.gen(function*() {
       const dir = yield* TestIncoming.tempDir("incoming-access-serve-")
       selfSignedCert(dir)
@@ -307,8 +309,12 @@ describe.skipIf(!hasOpenssl)("incoming serve --config with AUTH, a submission li
       assert.isAbove(submission, 0)
       assert.isAbove(mx, 0)
 
+      // Authenticated, but delivery is "discard": nowhere off-site, so refused rather than swallowed.
       const relayed = yield* submit(submission, { auth: true, to: "friend@elsewhere.test" })
-      assert.strictEqual(relayed.code, 250, relayed.text)
+      assert.strictEqual(relayed.code, 550, relayed.text)
+      assert.match(relayed.text, /5\.7\.1 Relaying not available/)
+      const local = yield* submit(submission, { auth: true, to: "colleague@example.test" })
+      assert.strictEqual(local.code, 250, local.text)
       const anonymous = yield* submit(submission, { auth: false, to: "friend@elsewhere.test" })
       assert.strictEqual(anonymous.code, 530, anonymous.text)
       assert.match(anonymous.text, /5\.7\.0 Authentication required/)

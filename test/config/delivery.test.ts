@@ -317,7 +317,7 @@ describe("incoming serve and check-config with routes", () => {
       })
       const secret = "hook-secret-for-serve"
       const server = yield* serve(["--config", join(dir, "incoming.toml")], dir, { HOOK_SECRET: secret })
-      assert.include(server.output(), "support (support@file.test) → hook")
+      yield* server.waitFor(/support \(support@file.test\) → hook/)
       const reply = yield* SmtpClient.send({
         port: server.port,
         from: "a@remote.test",

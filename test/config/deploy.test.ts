@@ -12,7 +12,7 @@ import { Adapter, PolicyRule } from "../../src/config/IncomingConfig.ts"
 import * as Load from "../../src/config/Load.ts"
 import { leafPaths } from "../../src/config/Shape.ts"
 import { parseDuration } from "../../src/config/Units.ts"
-import { sampled } from "../../src/telemetry/Metrics.ts"
+import { sampled } from "../../src/admin/Metrics.ts"
 import { metrics } from "../../src/telemetry/Telemetry.ts"
 
 const root = new URL("../../", import.meta.url).pathname

@@ -13,6 +13,7 @@ import { ConfigError } from "../../src/config/ConfigError.ts"
 import * as Load from "../../src/config/Load.ts"
 import * as Options from "../../src/config/Options.ts"
 import { TestIncoming } from "../../src/testing/index.ts"
+import { testCertificate, testPrivateKey } from "../support/fixtures.ts"
 
 const toml = `
 hostname = "mx.example.test"
@@ -253,8 +254,8 @@ describe("config errors name the source, the field and what was expected", () =>
   it.effect("TLS: a missing certificate file, a mode without a key", () =>
     Effect.gen(function*() {
       const dir = yield* workdir({
-        "tls/cert.pem": "-----BEGIN CERTIFICATE-----\n",
-        "tls/key.pem": "-----BEGIN PRIVATE KEY-----\n",
+        "tls/cert.pem": testCertificate,
+        "tls/key.pem": testPrivateKey,
         "incoming.toml": [
           "[[listeners]]\nport = 25\ntls = { mode = \"optional\", cert = \"tls/cert.pem\", key = \"tls/key.pem\" }",
           "[[listeners]]\nport = 465\ntls = { mode = \"implicit\", cert = \"/x.pem\", key = \"tls/key.pem\" }",

@@ -11,7 +11,7 @@ import * as DA from "../../src/delivery/DeliveryAdapter.ts"
 import * as EffectAdapter from "../../src/delivery/EffectAdapter.ts"
 import { dotStuffed } from "../../src/delivery/internal/dotStuff.ts"
 import * as BodyStream from "../../src/queue/internal/bodyStream.ts"
-import * as SmtpReply from "../../src/smtp/SmtpReply.ts"
+import * as SmtpReply from "../../src/protocol/SmtpReply.ts"
 import { envelope } from "../support/fixtures.ts"
 
 const text = <E>(body: Stream.Stream<Uint8Array, E>) => Stream.mkString(Stream.decodeText(body))

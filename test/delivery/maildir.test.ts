@@ -1,7 +1,7 @@
 /**
  * The Maildir adapter: one folder per recipient with tmp/new/cur, the whole message (trace
- * header + body) in `new/` under a unique name, nothing left in `tmp/`, and recipient names
- * that cannot escape the root.
+ * header + body) in `new/` under a unique name carrying the message id (how a reader spots a
+ * redelivery), nothing left in `tmp/`, and recipient names that cannot escape the root.
  */
 import { mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs"
 import { join } from "node:path"
@@ -45,6 +45,22 @@ describe("MaildirAdapter", () => {
       const adapter = MaildirAdapter.make({ root })
       for (let i = 0; i < 5; i++) yield* adapter.deliver(delivery("01ABCDEFGHJKMNPQ", ["a@example.test"], `n${i}\r\n`))
       assert.strictEqual(new Set(readdirSync(join(root, "a@example.test", "new"))).size, 5)
+    }))
+
+  it.effect("a redelivery (at-least-once) is a second file with the same message id: messageIdOf tells duplicates apart", () =>
+    Effect.gen(function*() {
+      const root = yield* TestIncoming.tempDir()
+      const adapter = MaildirAdapter.make({ root })
+      // The same message delivered twice (a crash before the queue recorded the first), and another.
+      yield* adapter.deliver(delivery("01ABCDEFGHJKMNPQ", ["a@example.test"], "x\r\n"))
+      yield* adapter.deliver(delivery("01ABCDEFGHJKMNPQ", ["a@example.test"], "x\r\n"))
+      yield* adapter.deliver(delivery("01ZZZZZZZZZZZZZZ", ["a@example.test"], "y\r\n"))
+      const files = readdirSync(join(root, "a@example.test", "new"))
+      const ids = files.map(MaildirAdapter.messageIdOf)
+      assert.deepStrictEqual(ids.toSorted(), ["01ABCDEFGHJKMNPQ", "01ABCDEFGHJKMNPQ", "01ZZZZZZZZZZZZZZ"])
+      // A mail reader moving it to cur/ with flags keeps the id readable; foreign names give none.
+      assert.strictEqual(MaildirAdapter.messageIdOf(`${files[0]!}:2,S`), ids[0])
+      assert.isUndefined(MaildirAdapter.messageIdOf("1700000000.12345.host"))
     }))
 
   it("derives folder names that stay inside the root", () => {

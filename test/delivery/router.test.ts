@@ -11,6 +11,7 @@ import * as DA from "../../src/delivery/DeliveryAdapter.ts"
 import * as Dispatcher from "../../src/delivery/Dispatcher.ts"
 import * as LmtpAdapter from "../../src/delivery/LmtpAdapter.ts"
 import * as Router from "../../src/delivery/Router.ts"
+import * as SmtpRelayAdapter from "../../src/delivery/SmtpRelayAdapter.ts"
 import * as WebhookAdapter from "../../src/delivery/webhook/WebhookAdapter.ts"
 import { MailQueue } from "../../src/queue/MailQueue.ts"
 import * as BodyStream from "../../src/queue/internal/bodyStream.ts"
@@ -171,6 +172,29 @@ describe("Router", () => {
       const strict = yield* Router.make({ adapters: { a: a.adapter }, routes: [{ name: "r", match: ["a@x.test"], adapter: "a" }], unrouted: "reject" })
       const rejected = yield* strict.adapter.deliver(delivery(["b@x.test"]))
       assert.deepStrictEqual(tags(rejected), { "b@x.test": "Reject" })
+    }))
+
+  it.effect("delivers off-site only where the recipient's route leads to an adapter that does (SMTP relay); with decide, where any does", () =>
+    Effect.gen(function*() {
+      const local = recording("local").adapter
+      const upstream = SmtpRelayAdapter.make({ name: "upstream", host: "127.0.0.1", port: 1 })
+      assert.isTrue(upstream.deliversOffSite?.("x@anywhere.test"))
+      assert.isUndefined(local.deliversOffSite, "an adapter that says nothing delivers locally")
+      const { adapter } = yield* Router.make({
+        adapters: { local, upstream },
+        routes: [{ name: "ours", match: ["*@example.test"], adapter: "local" }, { name: "partner", match: ["*@partner.test"], adapter: "upstream" }]
+      })
+      assert.isTrue(adapter.deliversOffSite?.("x@partner.test"))
+      assert.isFalse(adapter.deliversOffSite?.("x@gmail.test"), "no route: nowhere to go")
+      assert.isFalse(adapter.deliversOffSite?.("bob@example.test"))
+      const decided = yield* Router.make({
+        adapters: { local, upstream },
+        routes: [{ name: "ours", match: ["*@example.test"], adapter: "local" }, { name: "out", match: [], adapter: "upstream" }],
+        decide: () => Effect.succeed(undefined)
+      })
+      assert.isTrue(decided.adapter.deliversOffSite?.("x@gmail.test"), "the host app may choose the relay route")
+      const localOnly = yield* Router.make({ adapters: { local }, routes: [{ name: "all", match: ["*"], adapter: "local" }], decide: () => Effect.succeed(undefined) })
+      assert.isFalse(localOnly.adapter.deliversOffSite?.("x@gmail.test"))
     }))
 
   it.effect("a route's failure, defect or deadline stays on that route", () =>

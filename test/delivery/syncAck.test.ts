@@ -4,7 +4,7 @@
  * A sync recipient is alone in its transaction; durable routes still queue as before.
  */
 import { assert, describe, it } from "@effect/vitest"
-import { Context, Effect, Layer } from "effect"
+import { Context, Effect, Layer, Result } from "effect"
 import * as DA from "../../src/delivery/DeliveryAdapter.ts"
 import * as Router from "../../src/delivery/Router.ts"
 import { MailQueue } from "../../src/queue/MailQueue.ts"
@@ -82,5 +82,38 @@ describe("sync-ack routes", () => {
       assert.strictEqual((yield* c.command("MAIL FROM:<a@remote.test>")).code, 250)
       assert.strictEqual((yield* c.command("RCPT TO:<x@queued.test>")).code, 250)
       assert.strictEqual((yield* c.command("RCPT TO:<y@queued.test>")).code, 250)
+    }))
+
+  it.live("an adapter that fails as a whole answers with its DeliveryError's reply: Rejected 5xx, Refused 4xx", () =>
+    Effect.gen(function*() {
+      const failing = DA.DeliveryAdapter.of({
+        name: "failing",
+        deliver: (d) =>
+          Effect.fail(
+            new DA.DeliveryError({
+              reason: d.recipients[0]!.rcpt.startsWith("gone@")
+                ? { _tag: "Rejected", reply: "550 5.1.1 mailbox gone" }
+                : { _tag: "Refused", detail: "connection refused" }
+            })
+          )
+      })
+      const routes = [{ name: "api", match: ["*@sync.test"], adapter: "failing" as const, acknowledge: "sync" as const }]
+      const table = Result.getOrThrow(Router.compile(routes))
+      // Through a Router (which turns the error into outcomes), and a bare adapter beside a route table.
+      const setups = [
+        Router.layer({ adapters: { failing }, routes }),
+        Layer.mergeAll(Layer.succeed(DA.DeliveryAdapter, failing), Layer.succeed(Router.Routes, table))
+      ]
+      for (const delivery of setups) {
+        const ctx = yield* Layer.build(TestIncoming.layerWith({ domains: ["sync.test"] }).pipe(Layer.provide(delivery)))
+        const port = Context.get(ctx, Listeners).all[0]!.port
+        const send = (to: string) => SmtpClient.send({ port, from: "a@remote.test", to: [to], data: "Subject: s\r\n\r\nbody\r\n" })
+        const gone = yield* send("gone@sync.test")
+        assert.deepStrictEqual([gone.code, gone.text], [550, "5.1.1 mailbox gone"])
+        const down = yield* send("down@sync.test")
+        assert.strictEqual(down.code, 451, "a delivery that could not be made is never a 5xx")
+        assert.match(down.text, /^4\.\d+\.\d+ /)
+        assert.strictEqual((yield* Context.get(ctx, MailQueue).stats).messages, 0)
+      }
     }))
 })

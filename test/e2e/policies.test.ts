@@ -9,7 +9,7 @@ import type * as Policy from "../../src/policy/Policy.ts"
 import * as RateLimiter from "../../src/policy/rules/RateLimiter.ts"
 import * as Verdict from "../../src/policy/Verdict.ts"
 import { Listeners } from "../../src/smtp/Listener.ts"
-import * as SmtpReply from "../../src/smtp/SmtpReply.ts"
+import * as SmtpReply from "../../src/protocol/SmtpReply.ts"
 import * as Telemetry from "../../src/telemetry/Telemetry.ts"
 import { SmtpClient, TestIncoming } from "../../src/testing/index.ts"
 

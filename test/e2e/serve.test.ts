@@ -66,7 +66,7 @@ describe("incoming serve (process)", () => {
 
       // An idle session's next command is refused; new connections are not accepted.
       const late = yield* idle.command("MAIL FROM:<b@remote.test>")
-      assert.strictEqual(late.code, 421)
+      assert.strictEqual(`${late.code} ${late.text}`, "421 4.3.2 Service shutting down, try again later")
       const refused = yield* Effect.callback<boolean>((resume) => {
         const s = connect({ port: server.port, host: "127.0.0.1" })
         s.once("connect", () => {

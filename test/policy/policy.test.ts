@@ -13,7 +13,7 @@ import * as MaxRecipients from "../../src/policy/rules/MaxRecipients.ts"
 import * as SizeLimit from "../../src/policy/rules/SizeLimit.ts"
 import * as TlsRequired from "../../src/policy/rules/TlsRequired.ts"
 import * as Verdict from "../../src/policy/Verdict.ts"
-import * as SmtpReply from "../../src/smtp/SmtpReply.ts"
+import * as SmtpReply from "../../src/protocol/SmtpReply.ts"
 
 const conn: Policy.ConnectContext = { listener: "mx", sessionId: "s1", clientAddress: "192.0.2.1", secure: true }
 const mail = (over: Partial<Policy.MailContext> = {}): Policy.MailContext => ({
@@ -114,6 +114,20 @@ describe("Policy.run", () => {
       const d = yield* Fiber.join(fiber)
       assert.deepStrictEqual(replyOf(d), Policy.policyTimeout)
       assert.strictEqual(d.rule, "slow")
+    }))
+
+  it.effect("an onClose hook runs within the deadline too (TestClock): a stuck one is cut off, the next still runs", () =>
+    Effect.gen(function*() {
+      const closed: Array<string> = []
+      const stuck: Policy.Rule = { name: "stuck", onClose: () => Effect.never }
+      const next: Policy.Rule = { name: "next", onClose: (ctx) => Effect.sync(() => closed.push(ctx.sessionId)) }
+      const fiber = yield* Effect.forkChild(Policy.make({ rules: [stuck, next], timeout: "2 seconds" }).close(conn))
+      yield* TestClock.adjust("1999 millis")
+      assert.isUndefined(fiber.pollUnsafe(), "still waiting for the stuck hook")
+      assert.deepStrictEqual(closed, [])
+      yield* TestClock.adjust("1 millis")
+      yield* Fiber.join(fiber)
+      assert.deepStrictEqual(closed, ["s1"])
     }))
 
   it.effect("a swap (reload) replaces the rules and, when given, the deadline; without one the deadline stays", () =>

@@ -1,7 +1,8 @@
 /**
  * Recipient authority, table-driven: local / non-local recipient × authenticated or not ×
- * trusted network or not → accepted or 554 5.7.1; unknown mailboxes 550 5.1.1 when a list or
- * lookup is configured; a failing lookup is a 4xx; the host-app local-domain Effect; and
+ * trusted network or not → accepted or 554 5.7.1; relaying only with a route off-site (else
+ * 550 5.7.1, never a local mailbox); unknown mailboxes 550 5.1.1 when a list or lookup is
+ * configured; a failing lookup is a 4xx; the host-app local-domain Effect; and
  * `Relay.make({ domains })` as before.
  */
 import { assert, describe, it } from "@effect/vitest"
@@ -11,7 +12,8 @@ import * as Relay from "../../src/policy/Relay.ts"
 
 const relay = Relay.make({
   domains: ["example.org"],
-  trustedNetworks: ["10.0.0.0/8", "2001:db8::/32", "127.0.0.1"]
+  trustedNetworks: ["10.0.0.0/8", "2001:db8::/32", "127.0.0.1"],
+  relayRoute: () => true
 })
 
 describe("Relay", () => {
@@ -51,8 +53,24 @@ describe("Relay", () => {
       assert.strictEqual((yield* plain.checkRecipient("u@b.test", { authenticated: false }))._tag, "Local")
       assert.strictEqual((yield* plain.checkRecipient("u@c.test", { authenticated: false }))._tag, "Denied")
       assert.strictEqual((yield* plain.checkRecipient("u@c.test", { authenticated: false, clientAddress: "10.0.0.1" }))._tag, "Denied")
-      assert.strictEqual((yield* plain.checkRecipient("u@c.test", { authenticated: true }))._tag, "Relay")
+      // Allowed to relay, but with nowhere to relay to (no `relayRoute`): refused, never filed locally.
+      assert.deepStrictEqual(Relay.replyOf(yield* plain.checkRecipient("u@c.test", { authenticated: true })), Relay.noRelayRoute)
       assert.strictEqual((yield* plain.checkRecipient("not an address", { authenticated: true }))._tag, "BadAddress")
+    }))
+
+  it.effect("relaying needs a route off-site for the recipient: otherwise 550 5.7.1; unauthorised clients still get 554", () =>
+    Effect.gen(function*() {
+      const r = Relay.make({ domains: ["example.org"], trustedNetworks: ["10.0.0.0/8"], relayRoute: (a) => a.endsWith("@partner.test") })
+      const trusted = { authenticated: false, clientAddress: "10.0.0.1" }
+      assert.deepStrictEqual(yield* r.checkRecipient("x@partner.test", trusted), { _tag: "Relay", address: "x@partner.test" })
+      assert.deepStrictEqual(Relay.replyOf(yield* r.checkRecipient("someone@gmail.test", trusted)), {
+        code: 550,
+        enhanced: "5.7.1",
+        text: "Relaying not available: no route to other domains here"
+      })
+      assert.deepStrictEqual(Relay.replyOf(yield* r.checkRecipient("someone@gmail.test", { authenticated: true })), Relay.noRelayRoute)
+      assert.strictEqual(Relay.replyOf(yield* r.checkRecipient("x@partner.test", { authenticated: false, clientAddress: "192.0.2.1" }))?.code, 554)
+      assert.strictEqual((yield* r.checkRecipient("bob@example.org", trusted))._tag, "Local")
     }))
 
   it.effect("a recipient list / lookup: unknown mailbox 550 5.1.1, postmaster always accepted, lookup failure 451", () =>

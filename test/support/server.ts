@@ -95,19 +95,39 @@ export interface Ran {
   readonly stderr: string
 }
 
+export interface RunOptions {
+  readonly cwd: string
+  readonly env?: Record<string, string>
+  /** Past it the command is killed (SIGKILL, by its PID) and `code` is null: for a `serve` expected to exit. */
+  readonly timeoutMs?: number
+  /** Run as another user (the test runs as root: how a permission problem can be shown at all). */
+  readonly uid?: number
+  readonly gid?: number
+}
+
 /** Runs one `incoming ...` command to completion (check-config, queue, users) and collects its output. */
-export const runCli = (args: ReadonlyArray<string>, options: { readonly cwd: string; readonly env?: Record<string, string> }) =>
+export const runCli = (args: ReadonlyArray<string>, options: RunOptions) =>
   Effect.callback<Ran>((resume) => {
     const child = spawn(process.execPath, [`${root}src/bin/incoming.ts`, ...args], {
       cwd: options.cwd,
       env: { ...process.env, ...options.env },
-      stdio: ["ignore", "pipe", "pipe"]
+      stdio: ["ignore", "pipe", "pipe"],
+      ...(options.uid !== undefined ? { uid: options.uid } : {}),
+      ...(options.gid !== undefined ? { gid: options.gid } : {})
     })
     let stdout = ""
     let stderr = ""
+    const timer = options.timeoutMs === undefined ? undefined : setTimeout(() => child.kill("SIGKILL"), options.timeoutMs)
     child.stdout!.on("data", (c: Buffer) => (stdout += c.toString()))
     child.stderr!.on("data", (c: Buffer) => (stderr += c.toString()))
-    child.on("close", (code) => resume(Effect.succeed({ code, stdout, stderr })))
+    child.on("close", (code) => {
+      if (timer !== undefined) clearTimeout(timer)
+      resume(Effect.succeed({ code, stdout, stderr }))
+    })
+    return Effect.sync(() => {
+      if (timer !== undefined) clearTimeout(timer)
+      if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL")
+    })
   })
 
 /** Files delivered into `<maildir>/<rcpt>/new` (none when the folder does not exist yet). */

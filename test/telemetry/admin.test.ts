@@ -10,7 +10,7 @@ import { MailQueue } from "../../src/queue/MailQueue.ts"
 import { MailQueueError } from "../../src/queue/MailQueueError.ts"
 import * as MemoryQueue from "../../src/queue/MemoryQueue.ts"
 import { Listeners } from "../../src/smtp/Listener.ts"
-import { Health } from "../../src/telemetry/Admin.ts"
+import { Health } from "../../src/admin/Admin.ts"
 import { CapturingAdapter, SmtpClient, TestIncoming } from "../../src/testing/index.ts"
 
 interface Got {

@@ -9,7 +9,7 @@
  */
 import { isIP } from "node:net"
 import { Effect } from "effect"
-import * as SmtpReply from "../../smtp/SmtpReply.ts"
+import * as SmtpReply from "../../protocol/SmtpReply.ts"
 import type { Rule } from "../Policy.ts"
 import * as Verdict from "../Verdict.ts"
 

@@ -4,7 +4,7 @@
  * retries the rest in a later transaction. A repeated recipient does not count twice.
  */
 import { Effect } from "effect"
-import * as SmtpReply from "../../smtp/SmtpReply.ts"
+import * as SmtpReply from "../../protocol/SmtpReply.ts"
 import type { Rule } from "../Policy.ts"
 import * as Verdict from "../Verdict.ts"
 

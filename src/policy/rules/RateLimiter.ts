@@ -12,8 +12,8 @@
  * eviction. Time comes from Effect's Clock (TestClock in tests).
  */
 import { Clock, Duration, Effect, type Scope } from "effect"
-import * as Address from "../../smtp/Address.ts"
-import * as SmtpReply from "../../smtp/SmtpReply.ts"
+import * as Address from "../../protocol/Address.ts"
+import * as SmtpReply from "../../protocol/SmtpReply.ts"
 import * as SlidingWindow from "../internal/SlidingWindow.ts"
 import type { Rule } from "../Policy.ts"
 import * as Verdict from "../Verdict.ts"

@@ -5,7 +5,7 @@
  * client does not send the body for nothing; at DATA it refuses what actually arrived.
  */
 import { Effect } from "effect"
-import * as SmtpReply from "../../smtp/SmtpReply.ts"
+import * as SmtpReply from "../../protocol/SmtpReply.ts"
 import type { Rule } from "../Policy.ts"
 import * as Verdict from "../Verdict.ts"
 

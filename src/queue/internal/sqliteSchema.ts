@@ -12,7 +12,7 @@
  */
 import type { DatabaseSync, SQLOutputValue } from "node:sqlite"
 import { Schema } from "effect"
-import type { Envelope } from "../../smtp/Envelope.ts"
+import type { Envelope } from "../../protocol/Envelope.ts"
 
 export type Migration = (db: DatabaseSync) => void
 

@@ -13,6 +13,9 @@
  * - A total connection time limit, command and error budgets (421 4.7.0).
  * - Our enhanced status codes: a reply text that already starts with `x.y.z` is sent without
  *   the library's table-derived code, so every reply carries exactly one.
+ * - One shutdown reply: while the server closes, the library answers a command with its own
+ *   "421 Server shutting down" (4.4.2 from its table, a timeout's code); we send ours,
+ *   `421 4.3.2`, the one the drain sends to idle sessions and the README documents.
  *
  * These reach into documented-by-source but unexported behaviour of smtp-server 3.21; the
  * tests in test/smtp/engine.test.ts fail if an upgrade changes it.
@@ -20,7 +23,7 @@
 import type { Socket } from "node:net"
 import { SMTPServer, type SMTPServerOptions } from "smtp-server"
 import { SMTPConnection } from "smtp-server/lib/smtp-connection.js"
-import * as SmtpReply from "../SmtpReply.ts"
+import * as SmtpReply from "../../protocol/SmtpReply.ts"
 
 export interface EngineLimits {
   readonly greetingDelayMs: number
@@ -32,6 +35,10 @@ export interface EngineLimits {
 }
 
 const enhanced = /^[245]\.\d{1,3}\.\d{1,3} /
+
+/** smtp-server's text for commands arriving while it closes (3.21: `smtp-connection.js`, `smtp-server.js`). */
+const libraryShutdown = "Server shutting down"
+const shutdownText = `${SmtpReply.shuttingDown.enhanced} ${SmtpReply.shuttingDown.text}`
 
 /** Per-connection guard state, reachable from the session by the connection's id. */
 export interface ConnectionGuard {
@@ -76,6 +83,7 @@ export class IncomingSmtpServer extends SMTPServer {
     let closed = false
     connection.send = (code, data, context) => {
       if (closed && code !== 421) return
+      if (code === 421 && data === libraryShutdown) data = shutdownText
       const text = typeof data === "string" ? data : undefined
       send(code, data, text !== undefined && enhanced.test(text) ? false : context)
       if (code === 421) {

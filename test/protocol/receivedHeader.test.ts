@@ -3,7 +3,7 @@
  * `for`, and sanitising the client-controlled HELO so it cannot inject header lines.
  */
 import { assert, describe, it } from "@effect/vitest"
-import * as ReceivedHeader from "../../src/smtp/ReceivedHeader.ts"
+import * as ReceivedHeader from "../../src/protocol/ReceivedHeader.ts"
 
 const base: ReceivedHeader.TraceInfo = {
   helo: "client.test",

@@ -3,7 +3,7 @@
  * what is refused.
  */
 import { assert, describe, it } from "@effect/vitest"
-import * as Address from "../../src/smtp/Address.ts"
+import * as Address from "../../src/protocol/Address.ts"
 
 describe("Address.parse", () => {
   it("splits local part and domain, lower-casing the domain only", () => {

@@ -7,9 +7,7 @@
 import { Effect, Metric } from "effect"
 import type { MailQueue, RecipientState } from "../queue/MailQueue.ts"
 import type { Listeners } from "../smtp/Listener.ts"
-import { metrics as eventMetrics } from "./Telemetry.ts"
-
-export const version = "0.1.0"
+import { metrics as eventMetrics, version } from "../telemetry/Telemetry.ts"
 
 export const sampled = {
   queueRecipients: Metric.gauge("incoming_queue_recipients", { description: "recipients in the queue by state (sampled at scrape)" }),
