@@ -14,7 +14,7 @@ import * as DevInbox from "../dev/DevInbox.ts"
 import * as Http from "../dev/Http.ts"
 import type * as Release from "../dev/Release.ts"
 import * as Logging from "../telemetry/Logging.ts"
-import { parseHostPort } from "./address.ts"
+import { parseHostPort } from "../config/HostPort.ts"
 
 const d = DevInbox.defaults
 

@@ -22,9 +22,6 @@ import * as UserStore from "../auth/UserStore.ts"
 import { DeliveryAdapter, DeliveryError } from "../delivery/DeliveryAdapter.ts"
 import * as DA from "../delivery/DeliveryAdapter.ts"
 import * as Incoming from "../Incoming.ts"
-import type { MailQueueError } from "../queue/MailQueueError.ts"
-import type { RelayConfigError } from "../policy/Relay.ts"
-import type { ListenError } from "../smtp/ListenError.ts"
 import { Listeners } from "../smtp/Listener.ts"
 import * as ListenerOptions from "../smtp/ListenerOptions.ts"
 import * as Http from "./Http.ts"
@@ -111,7 +108,7 @@ const inboxAdapter: Layer.Layer<DeliveryAdapter, never, Store.InboxStore> = Laye
 /** Any user name and password: apps keep their production SMTP settings, minus the host. */
 const anyCredentials = UserStore.UserStore.of({ verify: () => Effect.succeed(true) })
 
-export type Errors = ListenError | MailQueueError | RelayConfigError | Store.InboxError
+export type Errors = Incoming.StartError | Store.InboxError
 
 /**
  * The whole dev inbox as a layer: SMTP, the web inbox and the store. `InboxStore` is exposed

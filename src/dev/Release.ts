@@ -9,7 +9,7 @@
  */
 import { Data, Effect, Stream } from "effect"
 import * as SmtpRelayAdapter from "../delivery/SmtpRelayAdapter.ts"
-import * as Address from "../smtp/Address.ts"
+import * as Address from "../protocol/Address.ts"
 import type * as Message from "./Message.ts"
 
 export interface ReleaseOptions {
