@@ -151,12 +151,14 @@ export const routes = (ctx: ApiContext) =>
       if (typeof since === "string") return problem(400, since)
       const text = (yield* searchParam("query")) ?? ""
       const found = yield* store.wait(Search.parse(text), { timeoutMs, since }).pipe(
-        Effect.raceFirst(Effect.as(Deferred.await(ctx.closing), Option.none()))
+        Effect.map((m) => ({ _tag: "Waited" as const, message: m })),
+        Effect.raceFirst(Effect.as(Deferred.await(ctx.closing), { _tag: "Closing" as const }))
       )
-      if (Option.isNone(found)) {
+      if (found._tag === "Closing") return problem(503, "the dev inbox is shutting down")
+      if (Option.isNone(found.message)) {
         return problem(404, `no message matching "${text}" arrived within ${timeoutMs} ms`)
       }
-      const parsed = yield* store.parsed(found.value.id)
+      const parsed = yield* store.parsed(found.message.value.id)
       return Option.isNone(parsed) ? notFound : json(Message.detail(parsed.value.summary, parsed.value.email))
     })
 

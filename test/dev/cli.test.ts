@@ -6,7 +6,7 @@
 import { spawn } from "node:child_process"
 import { join } from "node:path"
 import { assert, describe, it } from "@effect/vitest"
-import { Effect } from "effect"
+import { Effect, Fiber } from "effect"
 import { InboxClient, TestIncoming } from "../../src/testing/index.ts"
 import { runCli } from "../support/server.ts"
 import { sendMail } from "./helpers.ts"
@@ -54,7 +54,23 @@ describe("incoming dev (process)", () => {
       assert.deepStrictEqual(m.envelope.to, ["someone@anywhere.test"])
       const page = yield* Effect.promise(() => fetch(dev.url).then((r) => r.text()))
       assert.include(page, "<title>incoming dev</title>")
+      // An open event stream and a pending wait do not hold the shutdown up: both end.
+      const waiting = yield* Effect.forkChild(
+        Effect.promise(() => fetch(`${dev.url}/api/messages/wait?query=never&timeout=60s`).then((r) => r.status))
+      )
+      const stream = yield* Effect.promise(() => fetch(`${dev.url}/api/events`))
+      const reader = stream.body!.getReader()
+      // The first frame is `ready`: the stream is open (and the wait, sent before it, is waiting).
+      assert.include(new TextDecoder().decode((yield* Effect.promise(() => reader.read())).value), "event: ready")
+      const streamEnded = yield* Effect.forkChild(Effect.promise(async () => {
+        while (!(await reader.read()).done) { /* keep-alives */ }
+        return true
+      }))
+      const stoppedAt = Date.now()
       assert.strictEqual(yield* dev.stop("SIGTERM"), 0)
+      assert.isBelow(Date.now() - stoppedAt, 10_000)
+      assert.isTrue(yield* Fiber.join(streamEnded))
+      assert.strictEqual(yield* Fiber.join(waiting), 503)
       assert.notInclude(dev.output(), "WARN")
     }))
 
