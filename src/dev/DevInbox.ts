@@ -72,8 +72,11 @@ export class DevInbox extends Context.Service<DevInbox, {
   readonly dataDir: string
 }>()("incoming/dev/DevInbox") {}
 
-/** The delivery adapter: every recipient's copy is the one stored message. */
-const inboxAdapter: Layer.Layer<DeliveryAdapter, never, Store.InboxStore> = Layer.effect(
+/**
+ * The delivery adapter: every recipient's copy is the one stored message. A fresh layer per
+ * inbox: layers are shared by identity, and two inboxes in one program must not share a store.
+ */
+const inboxAdapter = (): Layer.Layer<DeliveryAdapter, never, Store.InboxStore> => Layer.effect(
   DeliveryAdapter,
   Effect.gen(function*() {
     const store = yield* Store.InboxStore
@@ -140,7 +143,7 @@ export const layer = (options: DevInboxOptions = {}): Layer.Layer<DevInbox | Sto
     relay: { localDomain: () => Effect.succeed(true) },
     auth: { store: anyCredentials, allowInsecure: true, failureDelay: 0 },
     dispatcher: { workers: 2, backoff: { baseMs: 1_000, maxMs: 30_000, jitter: 0.2 } }
-  }).pipe(Layer.provide(inboxAdapter))
+  }).pipe(Layer.provide(inboxAdapter()))
   // The web server starts once the SMTP listener is bound (the page shows its address) and
   // stops first: the page goes, then SMTP drains into the store, then the store closes.
   const web = Layer.unwrap(Effect.gen(function*() {

@@ -11,7 +11,7 @@
  * they are cleaned here (`safeFilename`): no directories, control or bidi-override characters,
  * leading dots or Windows device names, bounded length.
  */
-import PostalMime, { decodeWords, type Address, type Email } from "postal-mime"
+import PostalMime, { decodeWords } from "postal-mime"
 import { Effect, Schema } from "effect"
 import { fold } from "./Search.ts"
 
@@ -94,22 +94,58 @@ export interface Indexed {
   readonly search: { readonly from: string; readonly to: string; readonly subject: string; readonly text: string }
 }
 
-const empty: Email = { headers: [], headerLines: [], attachments: [] }
+/**
+ * What the inbox uses of postal-mime's parse (its `Email`, which is assignable to this). Our own
+ * shape, so that postal-mime's declarations — which need the DOM library — stay out of ours.
+ */
+export interface ParsedAddress {
+  readonly name: string
+  readonly address?: string | undefined
+  readonly group?: ReadonlyArray<{ readonly name: string; readonly address: string }> | undefined
+}
+
+export interface ParsedAttachment {
+  readonly filename: string | null
+  readonly mimeType: string
+  readonly disposition: string | null
+  readonly related?: boolean | undefined
+  readonly contentId?: string | undefined
+  readonly content: ArrayBuffer | Uint8Array | string
+  readonly encoding?: "base64" | "utf8" | undefined
+}
+
+export interface ParsedEmail {
+  readonly headers: ReadonlyArray<{ readonly originalKey: string; readonly value: string }>
+  readonly from?: ParsedAddress | undefined
+  readonly to?: ReadonlyArray<ParsedAddress> | undefined
+  readonly cc?: ReadonlyArray<ParsedAddress> | undefined
+  readonly bcc?: ReadonlyArray<ParsedAddress> | undefined
+  readonly replyTo?: ReadonlyArray<ParsedAddress> | undefined
+  readonly subject?: string | undefined
+  readonly messageId?: string | undefined
+  readonly inReplyTo?: string | undefined
+  readonly date?: string | undefined
+  readonly html?: string | undefined
+  readonly text?: string | undefined
+  readonly attachments: ReadonlyArray<ParsedAttachment>
+}
+
+const empty: ParsedEmail = { headers: [], attachments: [] }
 
 /** Free-text search covers this much of a body; a 10 MiB text body is not a search index. */
 const maxSearchText = 512 * 1024
 
 /** Parses the stored bytes; a message postal-mime refuses (over its limits) parses as empty. */
-export const parse = (raw: Uint8Array): Effect.Effect<Email> =>
-  Effect.tryPromise(() => PostalMime.parse(raw, { attachmentEncoding: "arraybuffer" })).pipe(
+export const parse = (raw: Uint8Array): Effect.Effect<ParsedEmail> =>
+  Effect.tryPromise((): Promise<ParsedEmail> => PostalMime.parse(raw, { attachmentEncoding: "arraybuffer" })).pipe(
     Effect.catch((e) => Effect.as(Effect.logWarning(`dev inbox: the message could not be parsed: ${e.message}`), empty))
   )
 
-export const mailboxes = (list: ReadonlyArray<Address> | Address | undefined): ReadonlyArray<Mailbox> => {
+export const mailboxes = (list: ReadonlyArray<ParsedAddress> | ParsedAddress | undefined): ReadonlyArray<Mailbox> => {
   if (list === undefined) return []
-  const all: ReadonlyArray<Address> = Array.isArray(list) ? list : [list as Address]
+  const all: ReadonlyArray<ParsedAddress> = Array.isArray(list) ? list : [list as ParsedAddress]
   return all.flatMap((a): ReadonlyArray<Mailbox> =>
-    a.group === undefined ? [{ name: a.name, address: a.address }] : a.group.map((m) => ({ name: m.name, address: m.address }))
+    a.group === undefined ? [{ name: a.name, address: a.address ?? "" }] : a.group.map((m) => ({ name: m.name, address: m.address }))
   )
 }
 
@@ -129,7 +165,7 @@ export const htmlToText = (html: string): string =>
       return entities[e.toLowerCase()] ?? whole
     })
 
-const bodyText = (email: Email): string => email.text ?? (email.html === undefined ? "" : htmlToText(email.html))
+const bodyText = (email: ParsedEmail): string => email.text ?? (email.html === undefined ? "" : htmlToText(email.html))
 
 const snippetOf = (text: string): string => {
   const flat = text.slice(0, 2000).replace(/\s+/g, " ").trim()
@@ -138,13 +174,13 @@ const snippetOf = (text: string): string => {
 
 const mailboxText = (m: ReadonlyArray<Mailbox>): string => m.map((x) => `${x.name} ${x.address}`).join(" ")
 
-const byteLength = (content: Email["attachments"][number]["content"]): number =>
+const byteLength = (content: ParsedAttachment["content"]): number =>
   typeof content === "string" ? Buffer.byteLength(content) : content.byteLength
 
 /** The list entry and search texts of a message. */
 export const index = (
   input: { readonly id: string; readonly receivedAt: number; readonly size: number; readonly envelope: EnvelopeInfo },
-  email: Email
+  email: ParsedEmail
 ): Indexed => {
   const from = mailboxes(email.from)[0] ?? null
   const to = mailboxes(email.to)
@@ -223,7 +259,7 @@ const bareContentId = (cid: string): string => cid.trim().replace(/^<|>$/g, "")
 
 export const partUrl = (id: string, index: number): string => `/api/messages/${id}/parts/${index}`
 
-export const attachmentsOf = (id: string, email: Email): ReadonlyArray<AttachmentInfo> =>
+export const attachmentsOf = (id: string, email: ParsedEmail): ReadonlyArray<AttachmentInfo> =>
   email.attachments.map((a, i) => ({
     index: i,
     filename: safeFilename(a.filename, i, a.mimeType),
@@ -235,7 +271,7 @@ export const attachmentsOf = (id: string, email: Email): ReadonlyArray<Attachmen
     url: partUrl(id, i)
   }))
 
-export const detail = (summary: MessageSummary, email: Email): MessageDetail => ({
+export const detail = (summary: MessageSummary, email: ParsedEmail): MessageDetail => ({
   ...summary,
   bcc: mailboxes(email.bcc),
   replyTo: mailboxes(email.replyTo),
@@ -250,13 +286,18 @@ export const detail = (summary: MessageSummary, email: Email): MessageDetail => 
   rawUrl: `/api/messages/${summary.id}/raw`
 })
 
+/** Inline images up to this size are embedded in the frame's HTML; larger ones are linked. */
+const maxInlineImage = 8 * 1024 * 1024
+
 /**
- * The HTML body as the page's iframe loads it: `cid:` references point at the message's own
- * parts, and links open in a new tab (the frame is sandboxed and may not navigate the page).
- * The HTML is otherwise untouched; what keeps it inert is the sandbox and the CSP it is
- * served with, not this rewriting.
+ * The HTML body as the page's iframe loads it: `cid:` references become the image itself (a
+ * `data:` URL), so the sandboxed frame — an opaque origin, which a browser does not send the
+ * inbox's basic-auth credentials from — needs no request of its own to show them (a part too
+ * large to embed is linked to its part URL instead); links open in a new tab (the frame may not
+ * navigate the page). The HTML is otherwise untouched: what keeps it inert is the sandbox and
+ * the CSP it is served with, not this rewriting.
  */
-export const htmlForFrame = (id: string, email: Email): string | undefined => {
+export const htmlForFrame = (id: string, email: ParsedEmail): string | undefined => {
   if (email.html === undefined) return undefined
   const byCid = new Map<string, number>()
   email.attachments.forEach((a, i) => {
@@ -270,7 +311,12 @@ export const htmlForFrame = (id: string, email: Email): string | undefined => {
       // A malformed escape: look it up as written.
     }
     const n = byCid.get(key.toLowerCase())
-    return n === undefined ? whole : partUrl(id, n)
+    if (n === undefined) return whole
+    const bytes = partContent(email, n)!
+    if (bytes.byteLength > maxInlineImage) return partUrl(id, n)
+    const type = email.attachments[n]!.mimeType.toLowerCase()
+    const safe = /^image\/[a-z0-9.+-]+$/.test(type) ? type : "application/octet-stream"
+    return `data:${safe};base64,${Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString("base64")}`
   })
   const doctype = /^\s*<!doctype[^>]*>/i.exec(html)
   const base = "<base target=\"_blank\">"
@@ -281,7 +327,7 @@ export const htmlForFrame = (id: string, email: Email): string | undefined => {
 export const previewable = new Set(["image/png", "image/jpeg", "image/gif", "image/webp", "image/bmp", "image/avif"])
 
 /** The part's bytes. */
-export const partContent = (email: Email, n: number): Uint8Array | undefined => {
+export const partContent = (email: ParsedEmail, n: number): Uint8Array | undefined => {
   const a = email.attachments[n]
   if (a === undefined) return undefined
   const c = a.content

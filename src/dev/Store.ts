@@ -15,7 +15,6 @@
 import { mkdirSync } from "node:fs"
 import { join } from "node:path"
 import { DatabaseSync, type SQLInputValue, type SQLOutputValue } from "node:sqlite"
-import type { Email } from "postal-mime"
 import { Cache, Context, Data, Effect, Exit, Layer, Option, PubSub, type Scope, Stream } from "effect"
 import * as Message from "./Message.ts"
 import * as Search from "./Search.ts"
@@ -66,7 +65,7 @@ export interface ListResult {
 
 export interface Parsed {
   readonly summary: Message.MessageSummary
-  readonly email: Email
+  readonly email: Message.ParsedEmail
 }
 
 export class InboxStore extends Context.Service<InboxStore, {

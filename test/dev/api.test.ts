@@ -6,7 +6,7 @@
  */
 import { createHash, randomBytes } from "node:crypto"
 import { assert, layer } from "@effect/vitest"
-import { Effect, Fiber } from "effect"
+import { Context, Effect, Fiber, Layer } from "effect"
 import { DevInbox } from "../../src/testing/index.ts"
 import { events, sendMail } from "./helpers.ts"
 
@@ -84,7 +84,8 @@ layer(DevInbox.layer(), { timeout: "60 seconds", excludeTestServices: true })("d
       const csp = frame.headers.get("content-security-policy") ?? ""
       assert.include(csp, "script-src 'none'")
       assert.match(csp, /sandbox allow-popups allow-popups-to-escape-sandbox$/)
-      assert.include(frame.text, `src="${logo!.url}"`)
+      // The inline image is in the frame's HTML itself (the sandboxed frame sends no credentials).
+      assert.include(frame.text, `src="data:image/png;base64,${png.toString("base64")}"`)
       assert.match(frame.text, /^<!DOCTYPE html><base target="_blank">/)
 
       assert.strictEqual(sha(yield* inbox.client.part(m.id, 0)), sha(png))
@@ -217,6 +218,16 @@ layer(DevInbox.layer(), { timeout: "60 seconds", excludeTestServices: true })("d
       const m = yield* inbox.client.wait("subject:\"with auth\"")
       assert.strictEqual(m.envelope.authenticatedUser, "whoever")
       assert.deepStrictEqual(m.envelope.to, ["x@gmail.test", "y@corp.test", "root@localhost"])
+    }))
+
+  it.effect("a second inbox in the same program keeps its own mail", () =>
+    Effect.gen(function*() {
+      const first = yield* DevInbox.TestInbox
+      // Built inside the shared layer's scope: layers are memoised by identity there.
+      const second = yield* Effect.map(Layer.build(DevInbox.layer()), (ctx) => Context.get(ctx, DevInbox.TestInbox))
+      yield* sendMail(second.smtpPort, { from: "a@app.test", to: "b@example.com", subject: "For the second", text: "x" })
+      assert.strictEqual((yield* second.client.wait("subject:\"for the second\"")).subject, "For the second")
+      assert.strictEqual((yield* first.client.list("subject:\"for the second\"")).total, 0)
     }))
 
   it.effect("bad requests get clear answers", () =>

@@ -15,7 +15,7 @@
 import { createHash, randomBytes } from "node:crypto"
 import { readFileSync } from "node:fs"
 import { assert, describe, layer } from "@effect/vitest"
-import { Context, Effect, Layer } from "effect"
+import { Context, Effect, Layer, Redacted } from "effect"
 import type { BrowserContext, Page } from "playwright-core"
 import { DevInbox } from "../../src/testing/index.ts"
 import * as Chromium from "../support/chromium.ts"
@@ -257,6 +257,46 @@ describe.skipIf(!Chromium.available)("dev inbox page (Chromium)", () => {
         assert.strictEqual(downloaded.name, "données.bin")
         const sha = (b: Uint8Array) => createHash("sha256").update(b).digest("hex")
         assert.strictEqual(sha(downloaded.bytes), sha(data))
+      }).pipe(Effect.scoped))
+
+    it.effect("behind basic auth: the page, its live list and the frame's inline image all work", () =>
+      Effect.gen(function*() {
+        const { context } = yield* Browser
+        const guarded = yield* Effect.map(
+          Layer.build(DevInbox.layer({ http: { basicAuth: { user: "dev", password: Redacted.make("pw") } } })),
+          (ctx) => Context.get(ctx, DevInbox.TestInbox)
+        )
+        // As after the browser's password prompt: it answers the server's challenges, and the
+        // credentials are dropped again for the tests that follow.
+        yield* Effect.acquireRelease(
+          Effect.promise(() => context.setHTTPCredentials({ username: "dev", password: "pw" })),
+          () => Effect.promise(() => context.setHTTPCredentials(null))
+        )
+        const { page, errors } = yield* openInbox(guarded.url)
+        yield* sendMail(guarded.smtpPort, {
+          from: "auth@app.test",
+          to: "a@example.com",
+          subject: "Behind auth",
+          html: "<p id=\"p\">guarded</p><img id=\"logo\" src=\"cid:logo@auth\">",
+          attachments: [{ filename: "logo.png", content: png, cid: "logo@auth" }]
+        })
+        const width = yield* Effect.promise(async () => {
+          await page.waitForSelector(rowFor("Behind auth"), { timeout: 5_000 }).catch(async (e: unknown) => {
+            throw new Error(`${String(e)}\nlist: ${await page.textContent("#list")}\nlive: ${await page.getAttribute("#live", "class")}`)
+          })
+          await page.click(rowFor("Behind auth"))
+          const frame = page.frameLocator(".frame-wrap iframe")
+          await frame.locator("#p").waitFor()
+          return frame.locator("#logo").evaluate((img) =>
+            new Promise<number>((resolve) => {
+              const i = img as unknown as { complete: boolean; naturalWidth: number; addEventListener(e: string, f: () => void): void }
+              if (i.complete) resolve(i.naturalWidth)
+              else i.addEventListener("load", () => resolve(i.naturalWidth))
+            })
+          )
+        })
+        assert.strictEqual(width, 2)
+        assert.deepStrictEqual(errors, [])
       }).pipe(Effect.scoped))
 
     it.effect("keyboard: j / k move, Enter opens, Delete deletes; the theme toggles", () =>

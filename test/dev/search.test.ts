@@ -73,10 +73,9 @@ describe("Message helpers", () => {
     )
   })
 
-  it("htmlForFrame points cid: at the message's parts and opens links in a new tab", () => {
+  it("htmlForFrame embeds cid: images and opens links in a new tab", () => {
     const email = {
       headers: [],
-      headerLines: [],
       html: "<!doctype html><p><img src=\"cid:Logo%40x\"><img src='cid:missing'><a href=\"https://x.test\">x</a></p>",
       attachments: [
         { filename: "a.txt", mimeType: "text/plain", disposition: "attachment", content: new ArrayBuffer(1) },
@@ -85,9 +84,9 @@ describe("Message helpers", () => {
     }
     assert.strictEqual(
       Message.htmlForFrame("0123456789ABCDEF", email),
-      "<!doctype html><base target=\"_blank\"><p><img src=\"/api/messages/0123456789ABCDEF/parts/1\"><img src='cid:missing'><a href=\"https://x.test\">x</a></p>"
+      "<!doctype html><base target=\"_blank\"><p><img src=\"data:image/png;base64,AA==\"><img src='cid:missing'><a href=\"https://x.test\">x</a></p>"
     )
-    assert.isUndefined(Message.htmlForFrame("0123456789ABCDEF", { headers: [], headerLines: [], attachments: [] }))
+    assert.isUndefined(Message.htmlForFrame("0123456789ABCDEF", { headers: [], attachments: [] }))
   })
 
   it("htmlToText gives readable text for the snippet of an HTML-only message", () => {
