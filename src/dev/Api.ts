@@ -10,7 +10,7 @@
  * - `GET /api/messages/:id` — parsed: headers, text, HTML, attachment metadata.
  * - `GET /api/messages/:id/raw` — the message as stored (`?download=1`: as `<id>.eml`).
  * - `GET /api/messages/:id/html` — the HTML body for the page's sandboxed frame (CSP, `cid:`
- *   resolved).
+ *   images embedded).
  * - `GET /api/messages/:id/parts/:n` — attachment `n` (`?download=1` forces a download).
  * - `PATCH /api/messages/:id` `{ "unread": bool }`, `DELETE /api/messages/:id`, `DELETE /api/messages`.
  * - `POST /api/messages/:id/release` `{ "to": ["a@b"] }` — see `Release.ts`.
