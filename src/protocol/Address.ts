@@ -214,6 +214,18 @@ export const normalize = (address: string): string | undefined => {
   return m === undefined ? undefined : toString(m)
 }
 
+/**
+ * A configured domain in the form `Mailbox.domain` has (`Bücher.example` → `xn--bcher-kva.example`),
+ * so configuration and envelopes compare equal; lower-cased as is when it is not a valid domain.
+ */
+export const domainKey = (domain: string): string => {
+  const c = canonicalDomain(domain, { utf8: true })
+  return Result.isSuccess(c) ? c.success : domain.toLowerCase()
+}
+
+/** A configured mailbox for case-insensitive comparison with envelope addresses (canonical, lower-cased). */
+export const mailboxKey = (address: string): string => (normalize(address) ?? address).toLowerCase()
+
 /** Whether `domain` is a domain name or address literal (UTF-8 labels included). */
 export const isDomain = (domain: string): boolean => Result.isSuccess(canonicalDomain(domain, { utf8: true }))
 
