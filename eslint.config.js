@@ -3,7 +3,7 @@
 import tseslint from "typescript-eslint"
 
 export default tseslint.config(
-  { ignores: ["node_modules/**", "var/**", ".bench/**"] },
+  { ignores: ["node_modules/**", "var/**", ".bench/**", "dist/**"] },
   ...tseslint.configs.recommended,
   {
     rules: {

@@ -213,8 +213,8 @@ const startOwn = async (name: TargetName): Promise<Target | string> => {
     if (fsType === TMPFS_MAGIC) say(`bench: warning: ${dataRoot} is on tmpfs, fsync costs nothing there; use --data-root on disk`)
     const dir = mkdtempSync(path.join(dataRoot, `${name}-`))
     dataDirs.push(dir)
-    // As `npm start` and the bin run it: --expose-gc lets the spool reclaim large bodies early.
-    const args = ["--expose-gc", INCOMING_CLI, "serve", "--listen", `127.0.0.1:${port}`, "--domain", "bench.test", "--queue", name, "--data-dir", dir, "--deliver", "discard"]
+    // As `npm start` and the installed bin run it (the bin obtains V8's gc itself, for the spool).
+    const args = [INCOMING_CLI, "serve", "--listen", `127.0.0.1:${port}`, "--domain", "bench.test", "--queue", name, "--data-dir", dir, "--deliver", "discard"]
     s = startServer(name, nodeBin, args, { cwd: REPO, logPath })
     describe = `incoming serve --queue ${name} --data-dir ${dir} --deliver discard (fs type 0x${fsType.toString(16)})`
   }

@@ -1,8 +1,11 @@
-#!/usr/bin/env -S node --expose-gc
+#!/usr/bin/env node
 /**
  * The `incoming` command. SIGTERM/SIGINT interrupt the main fiber, which drains the server;
  * a clean drain exits 0 (systemd and Kubernetes read anything else as a failure). A command
  * that fails says why on one line of stderr and exits 1.
+ *
+ * Installed, this runs as dist/bin/incoming.js on a plain `node` (no flags, no type stripping);
+ * from a clone, `npm start` and `npm run incoming` run src/bin/incoming.ts on the pinned Node 24.
  */
 import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
 import * as NodeServices from "@effect/platform-node/NodeServices"
@@ -13,6 +16,10 @@ import { queue } from "../cli/queue.ts"
 import { users } from "../cli/users.ts"
 import { serve } from "../cli/serve.ts"
 import { isConfigError } from "../config/ConfigError.ts"
+import * as Reclaim from "../internal/reclaim.ts"
+
+// What `--expose-gc` used to give from the shebang: large bodies hand their buffers back early.
+Reclaim.enable()
 
 const incoming = Command.make("incoming").pipe(
   Command.withDescription("Incoming: an inbound SMTP server runtime"),

@@ -82,6 +82,9 @@ describe("deploy files and docs", () => {
     const setting = (key: string) => unit.split("\n").find((l) => l.startsWith(`${key}=`))?.slice(key.length + 1)
     assert.strictEqual(setting("Type"), "simple")
     assert.match(setting("ExecStart") ?? "", /incoming serve --config \/etc\/incoming\/incoming\.toml$/)
+    // The installed bin itself, found by systemd's search path whichever npm prefix installed it
+    // (/usr/bin or /usr/local/bin): never `npm start`, which would not pass SIGTERM on.
+    assert.match(setting("ExecStart") ?? "", /^incoming serve /)
     assert.strictEqual(setting("KillSignal"), "SIGTERM")
     assert.strictEqual(setting("Restart"), "on-failure")
     assert.strictEqual(setting("StateDirectory"), "incoming")

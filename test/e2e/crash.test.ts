@@ -22,7 +22,6 @@ const bin = new URL("../../src/bin/incoming.ts", import.meta.url).pathname
 const incoming = (dir: string, queue: "sqlite" | "memory") => (port: number) =>
   [
     process.execPath,
-    "--expose-gc",
     bin,
     "serve",
     "--log-format",

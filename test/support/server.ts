@@ -23,7 +23,7 @@ export interface Served {
 export const serve = (args: ReadonlyArray<string>, cwd = root, env: Readonly<Record<string, string>> = {}): Effect.Effect<Served, Error, Scope.Scope> =>
   Effect.acquireRelease(
     Effect.callback<Served, Error>((resume) => {
-      const proc = spawn(process.execPath, ["--expose-gc", `${root}src/bin/incoming.ts`, "serve", "--log-format", "json", ...args], {
+      const proc = spawn(process.execPath, [`${root}src/bin/incoming.ts`, "serve", "--log-format", "json", ...args], {
         cwd,
         env: { ...process.env, ...env },
         stdio: ["ignore", "pipe", "pipe"]

@@ -14,6 +14,7 @@
  * throws — the database refused a write (disk full, I/O error) — aborts the whole batch: it is
  * rolled back and every op in it fails, so a batch is all or nothing.
  */
+import { extname } from "node:path"
 import { Worker } from "node:worker_threads"
 import { Deferred, Effect, Exit, Fiber, Result } from "effect"
 import type { Scope } from "effect"
@@ -109,6 +110,10 @@ const transferable = (ops: ReadonlyArray<Op>): Array<ArrayBuffer> => {
   return out
 }
 
+// The writer thread's file, from the same tree as this module: writerThread.ts in src/ (tests,
+// `npm start`), writerThread.js in the compiled dist/ (tsc rewrites imports, not this URL).
+const writerThreadUrl = new URL(`./writerThread${extname(new URL(import.meta.url).pathname)}`, import.meta.url)
+
 const closedError = new MailQueueError({ reason: { _tag: "StorageFailed", detail: "queue is closed" } })
 
 const errorFrom = (message: string, code: string | undefined, what: string): MailQueueError =>
@@ -126,7 +131,7 @@ export const make = (options: Options): Effect.Effect<GroupCommit, MailQueueErro
     const config: WriterConfig = { path: options.path, busyTimeoutMs: options.busyTimeoutMs, maxPageCount: options.maxPageCount }
     const worker = yield* Effect.acquireRelease(
       Effect.callback<Worker, MailQueueError>((resume) => {
-        const w = new Worker(new URL("./writerThread.ts", import.meta.url), { workerData: config })
+        const w = new Worker(writerThreadUrl, { workerData: config })
         const early = (error: unknown) => {
           w.off("message", started)
           resume(Effect.fail(fromStorageException(error, `start the writer thread for ${options.path}`)))
