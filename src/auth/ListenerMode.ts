@@ -13,7 +13,9 @@
  * the server-wide list for that session and survives STARTTLS, since the session object is
  * reused): AUTH is disabled at connect on a clear-text connection and enabled again in
  * `onSecure`. Because smtp-server's own "AUTH required" check only applies while AUTH is
- * enabled, the AUTH-before-MAIL requirement is ours (`mailRequirement`), with proper codes.
+ * enabled, the AUTH-before-MAIL requirement is ours (`mailRequirement`), with proper codes. A
+ * disabled command is one the library does not know (500 5.5.2), so the engine asks
+ * `unavailableReply` first: AUTH before TLS gets RFC 4954's 538 5.7.11.
  */
 import type { SMTPServerOptions, SMTPServerSession } from "smtp-server"
 import * as SmtpReply from "../protocol/SmtpReply.ts"
