@@ -69,9 +69,13 @@ const isQtext = (ch: string, utf8: boolean): boolean => {
 
 const hasNonAscii = (s: string): boolean => /[^\x00-\x7f]/.test(s)
 
+/** An all-ASCII Dot-string in one pass (the common case; the loop below handles UTF-8). */
+const asciiDotString = /^[A-Za-z0-9!#$%&'*+\-/=?^_`{|}~]+(?:\.[A-Za-z0-9!#$%&'*+\-/=?^_`{|}~]+)*$/
+
 /** Whether `s` is a Dot-string (atoms joined by single dots). */
 export const isDotString = (s: string, utf8 = true): boolean => {
   if (s === "") return false
+  if (!hasNonAscii(s)) return asciiDotString.test(s)
   for (const atom of s.split(".")) {
     if (atom === "") return false
     for (const ch of atom) if (!isAtext(ch, utf8)) return false
@@ -187,17 +191,17 @@ export const canonicalDomain = (domain: string, options: { readonly utf8?: boole
 }
 
 /** Parses `local@domain` (no angle brackets), or the bare postmaster when allowed. */
-export const check = (address: string, options: ParseOptions = {}): Result.Result<Mailbox, Problem> =>
-  Result.gen(function*() {
-    if (options.postmaster === true && address.toLowerCase() === "postmaster") return { local: "postmaster", domain: "" }
-    const utf8 = options.utf8 === true
-    const local = yield* parseLocal(address, utf8)
-    const written = octets(address.slice(0, local.end))
-    if (written > maxLocalOctets) return yield* Result.fail<Problem>({ _tag: "LocalTooLong", octets: written })
-    const domain = yield* canonicalDomain(address.slice(local.end + 1), { utf8 })
-    const mailbox: Mailbox = { local: local.local, domain }
-    return mailbox
-  })
+export const check = (address: string, options: ParseOptions = {}): Result.Result<Mailbox, Problem> => {
+  if (options.postmaster === true && address.toLowerCase() === "postmaster") return Result.succeed({ local: "postmaster", domain: "" })
+  const utf8 = options.utf8 === true
+  const local = parseLocal(address, utf8)
+  if (Result.isFailure(local)) return Result.fail(local.failure)
+  const written = octets(address.slice(0, local.success.end))
+  if (written > maxLocalOctets) return Result.fail({ _tag: "LocalTooLong", octets: written })
+  const domain = canonicalDomain(address.slice(local.success.end + 1), { utf8 })
+  if (Result.isFailure(domain)) return Result.fail(domain.failure)
+  return Result.succeed({ local: local.success.local, domain: domain.success })
+}
 
 /**
  * Parses an address the protocol engine accepted (or one from configuration): UTF-8 allowed,

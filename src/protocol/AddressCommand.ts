@@ -182,42 +182,61 @@ const bodyOf = (params: Params): Parsed<"7BIT" | "8BITMIME" | undefined> => {
   return upper === "7BIT" || upper === "8BITMIME" ? Result.succeed(upper) : refuse(paramReply("BODY parameter: expected 7BIT or 8BITMIME"))
 }
 
+// The two parsers run for every MAIL and RCPT: plain early returns, not `Result.gen` (whose
+// generator and allocations made them three times slower, measured with 300k lines).
+
 /** `MAIL FROM:<path> [params]`, the line without its CRLF. */
-export const parseMail = (line: Uint8Array | string): Parsed<MailCommand> =>
-  Result.gen(function*() {
-    const { text, utf8 } = decode(line)
-    const split = yield* splitPath("MAIL", text)
-    const params = yield* parseParams(split.rest, mailParameters)
-    const smtpUtf8Param = params.get("SMTPUTF8")
-    if (smtpUtf8Param !== undefined && smtpUtf8Param !== true) return yield* refuse(paramReply("SMTPUTF8 parameter takes no value"))
-    const smtpUtf8 = smtpUtf8Param === true
-    const mailbox = yield* parsePath("MAIL", split, smtpUtf8, utf8)
-    const badValue = checkValues(params, smtpUtf8, utf8)
-    if (badValue !== undefined) return yield* refuse(badValue)
-    const command: MailCommand = {
-      verb: "MAIL",
-      address: mailbox === undefined ? "" : Address.toString(mailbox),
-      mailbox,
-      params,
-      smtpUtf8,
-      size: yield* sizeOf(params),
-      body: yield* bodyOf(params),
-      dsn: yield* Dsn.mailDsn(params)
-    }
-    return command
+export const parseMail = (line: Uint8Array | string): Parsed<MailCommand> => {
+  const { text, utf8 } = decode(line)
+  const split = splitPath("MAIL", text)
+  if (Result.isFailure(split)) return refuse(split.failure)
+  const params = parseParams(split.success.rest, mailParameters)
+  if (Result.isFailure(params)) return refuse(params.failure)
+  const smtpUtf8Param = params.success.get("SMTPUTF8")
+  if (smtpUtf8Param !== undefined && smtpUtf8Param !== true) return refuse(paramReply("SMTPUTF8 parameter takes no value"))
+  const smtpUtf8 = smtpUtf8Param === true
+  const mailbox = parsePath("MAIL", split.success, smtpUtf8, utf8)
+  if (Result.isFailure(mailbox)) return refuse(mailbox.failure)
+  const badValue = checkValues(params.success, smtpUtf8, utf8)
+  if (badValue !== undefined) return refuse(badValue)
+  const size = sizeOf(params.success)
+  if (Result.isFailure(size)) return refuse(size.failure)
+  const body = bodyOf(params.success)
+  if (Result.isFailure(body)) return refuse(body.failure)
+  const dsn = Dsn.mailDsn(params.success)
+  if (Result.isFailure(dsn)) return refuse(dsn.failure)
+  return Result.succeed({
+    verb: "MAIL",
+    address: mailbox.success === undefined ? "" : Address.toString(mailbox.success),
+    mailbox: mailbox.success,
+    params: params.success,
+    smtpUtf8,
+    size: size.success,
+    body: body.success,
+    dsn: dsn.success
   })
+}
 
 /** `RCPT TO:<path> [params]`; `smtpUtf8`: the transaction's MAIL carried SMTPUTF8. */
-export const parseRcpt = (line: Uint8Array | string, options: { readonly smtpUtf8: boolean }): Parsed<RcptCommand> =>
-  Result.gen(function*() {
-    const { text, utf8 } = decode(line)
-    const split = yield* splitPath("RCPT", text)
-    const params = yield* parseParams(split.rest, rcptParameters)
-    const mailbox = yield* parsePath("RCPT", split, options.smtpUtf8, utf8)
-    // Only MAIL has the null path: `parsePath` gives RCPT a mailbox or a refusal.
-    if (mailbox === undefined) return yield* refuse(addressReply("RCPT", "an empty address"))
-    const badValue = checkValues(params, options.smtpUtf8, utf8)
-    if (badValue !== undefined) return yield* refuse(badValue)
-    const command: RcptCommand = { verb: "RCPT", address: Address.toString(mailbox), mailbox, params, dsn: yield* Dsn.recipientDsn(params) }
-    return command
+export const parseRcpt = (line: Uint8Array | string, options: { readonly smtpUtf8: boolean }): Parsed<RcptCommand> => {
+  const { text, utf8 } = decode(line)
+  const split = splitPath("RCPT", text)
+  if (Result.isFailure(split)) return refuse(split.failure)
+  const params = parseParams(split.success.rest, rcptParameters)
+  if (Result.isFailure(params)) return refuse(params.failure)
+  const mailbox = parsePath("RCPT", split.success, options.smtpUtf8, utf8)
+  if (Result.isFailure(mailbox)) return refuse(mailbox.failure)
+  // Only MAIL has the null path: `parsePath` gives RCPT a mailbox or a refusal.
+  if (mailbox.success === undefined) return refuse(addressReply("RCPT", "an empty address"))
+  const badValue = checkValues(params.success, options.smtpUtf8, utf8)
+  if (badValue !== undefined) return refuse(badValue)
+  const dsn = Dsn.recipientDsn(params.success)
+  if (Result.isFailure(dsn)) return refuse(dsn.failure)
+  return Result.succeed({
+    verb: "RCPT",
+    address: Address.toString(mailbox.success),
+    mailbox: mailbox.success,
+    params: params.success,
+    dsn: dsn.success
   })
+}

@@ -110,31 +110,29 @@ export const parseOrcpt = (value: string): Result.Result<NonNullable<RecipientDs
 }
 
 /** MAIL's DSN parameters from its (upper-case keyed) parameters. */
-export const mailDsn = (params: ReadonlyMap<string, string | true>): Result.Result<MailDsn | undefined, SmtpReply.SmtpReply> =>
-  Result.gen(function*() {
-    const ret = params.get("RET")
-    const envid = params.get("ENVID")
-    if (ret === undefined && envid === undefined) return undefined
-    if (ret === true) return yield* bad("RET", "requires a value")
-    if (envid === true) return yield* bad("ENVID", "requires a value")
-    const dsn: MailDsn = {
-      ...(ret === undefined ? {} : { ret: yield* parseRet(ret) }),
-      ...(envid === undefined ? {} : { envid: yield* parseEnvid(envid) })
-    }
-    return dsn
-  })
+export const mailDsn = (params: ReadonlyMap<string, string | true>): Result.Result<MailDsn | undefined, SmtpReply.SmtpReply> => {
+  const ret = params.get("RET")
+  const envid = params.get("ENVID")
+  if (ret === undefined && envid === undefined) return Result.succeed(undefined)
+  if (ret === true) return bad("RET", "requires a value")
+  if (envid === true) return bad("ENVID", "requires a value")
+  const r = ret === undefined ? undefined : parseRet(ret)
+  if (r !== undefined && Result.isFailure(r)) return Result.fail(r.failure)
+  const e = envid === undefined ? undefined : parseEnvid(envid)
+  if (e !== undefined && Result.isFailure(e)) return Result.fail(e.failure)
+  return Result.succeed({ ...(r === undefined ? {} : { ret: r.success }), ...(e === undefined ? {} : { envid: e.success }) })
+}
 
 /** RCPT's DSN parameters from its (upper-case keyed) parameters. */
-export const recipientDsn = (params: ReadonlyMap<string, string | true>): Result.Result<RecipientDsn | undefined, SmtpReply.SmtpReply> =>
-  Result.gen(function*() {
-    const notify = params.get("NOTIFY")
-    const orcpt = params.get("ORCPT")
-    if (notify === undefined && orcpt === undefined) return undefined
-    if (notify === true) return yield* bad("NOTIFY", "requires a value")
-    if (orcpt === true) return yield* bad("ORCPT", "requires a value")
-    const dsn: RecipientDsn = {
-      ...(notify === undefined ? {} : { notify: yield* parseNotify(notify) }),
-      ...(orcpt === undefined ? {} : { orcpt: yield* parseOrcpt(orcpt) })
-    }
-    return dsn
-  })
+export const recipientDsn = (params: ReadonlyMap<string, string | true>): Result.Result<RecipientDsn | undefined, SmtpReply.SmtpReply> => {
+  const notify = params.get("NOTIFY")
+  const orcpt = params.get("ORCPT")
+  if (notify === undefined && orcpt === undefined) return Result.succeed(undefined)
+  if (notify === true) return bad("NOTIFY", "requires a value")
+  if (orcpt === true) return bad("ORCPT", "requires a value")
+  const n = notify === undefined ? undefined : parseNotify(notify)
+  if (n !== undefined && Result.isFailure(n)) return Result.fail(n.failure)
+  const o = orcpt === undefined ? undefined : parseOrcpt(orcpt)
+  if (o !== undefined && Result.isFailure(o)) return Result.fail(o.failure)
+  return Result.succeed({ ...(n === undefined ? {} : { notify: n.success }), ...(o === undefined ? {} : { orcpt: o.success }) })
+}
