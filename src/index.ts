@@ -6,6 +6,7 @@ export * as DataDir from "./DataDir.ts"
 export * as Incoming from "./Incoming.ts"
 
 export * as Address from "./protocol/Address.ts"
+export * as Dsn from "./protocol/Dsn.ts"
 export * as Envelope from "./protocol/Envelope.ts"
 export * as ListenError from "./smtp/ListenError.ts"
 export * as Listener from "./smtp/Listener.ts"
