@@ -12,6 +12,7 @@ import * as NodeServices from "@effect/platform-node/NodeServices"
 import { Cause, Console, Effect, Exit } from "effect"
 import { CliError, Command } from "effect/cli"
 import { checkConfig } from "../cli/checkConfig.ts"
+import { dev } from "../cli/dev.ts"
 import { queue } from "../cli/queue.ts"
 import { users } from "../cli/users.ts"
 import { serve } from "../cli/serve.ts"
@@ -23,7 +24,7 @@ Reclaim.enable()
 
 const incoming = Command.make("incoming").pipe(
   Command.withDescription("Incoming: an inbound SMTP server runtime"),
-  Command.withSubcommands([serve, checkConfig, queue, users])
+  Command.withSubcommands([serve, dev, checkConfig, queue, users])
 )
 
 incoming.pipe(
