@@ -10,7 +10,7 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, utimesSync, writeFile
 import { hostname } from "node:os"
 import { join } from "node:path"
 import { assert, describe, it } from "@effect/vitest"
-import { Arbitrary, Context, Deferred, Effect, Fiber, Layer, Schema, Stream } from "effect"
+import { Arbitrary, Context, Deferred, Effect, Fiber, Layer, Logger, Schema, Stream } from "effect"
 import * as DA from "../../src/delivery/DeliveryAdapter.ts"
 import * as MaildirAdapter from "../../src/delivery/MaildirAdapter.ts"
 import * as BodyStream from "../../src/queue/internal/bodyStream.ts"
@@ -90,6 +90,30 @@ describe("MaildirAdapter", () => {
     assert.isUndefined(MaildirAdapter.addressOf("a%2fb@x.test"))
     assert.strictEqual(MaildirAdapter.legacyFolderFor("a/b@x.test"), "a_b@x.test")
   })
+
+  it.effect("mail for an address whose folder name changed goes to the new folder; the old shared one is named once in a warning", () =>
+    Effect.gen(function*() {
+      const root = yield* TestIncoming.tempDir()
+      // A folder an earlier version made for a/b@x.test (and a_b@, a?b@ ...).
+      mkdirSync(join(root, "a_b@x.test", "new"), { recursive: true })
+      writeFileSync(join(root, "a_b@x.test", "new", "1.M1P1Q1_01OLDOLDOLDOLDOL.host,S=1"), "old")
+      const lines: Array<string> = []
+      const collect = Logger.layer([
+        Logger.make<unknown, void>(({ message }) => {
+          lines.push(Array.isArray(message) ? message.join(" ") : String(message))
+        })
+      ], { mergeWithExisting: false })
+      const adapter = MaildirAdapter.make({ root })
+      for (let i = 0; i < 2; i++) {
+        const out = yield* adapter.deliver(delivery(`01NEWNEWNEWNEW0${i}`, ["a/b@x.test"], "new\r\n")).pipe(Effect.provide(collect))
+        assert.strictEqual(out[0]!._tag, "Ok")
+      }
+      assert.lengthOf(readdirSync(join(root, "a%2Fb@x.test", "new")), 2)
+      assert.deepStrictEqual(readdirSync(join(root, "a_b@x.test", "new")), ["1.M1P1Q1_01OLDOLDOLDOLDOL.host,S=1"])
+      const warnings = lines.filter((l) => l.includes("earlier versions filed it in a_b@x.test"))
+      assert.lengthOf(warnings, 1, lines.join("\n"))
+      assert.include(warnings[0]!, "a%2Fb@x.test")
+    }))
 
   it("cuts a name longer than a file name may be and ends it in ~ and a SHA-256", () => {
     const long = `${"é".repeat(32)}@${"d".repeat(63)}.${"e".repeat(63)}.${"f".repeat(40)}`
