@@ -7,6 +7,7 @@ export * as Incoming from "./Incoming.ts"
 
 export * as Address from "./protocol/Address.ts"
 export * as AuthenticationResults from "./protocol/AuthenticationResults.ts"
+export * as Dsn from "./protocol/Dsn.ts"
 export * as Envelope from "./protocol/Envelope.ts"
 export * as ListenError from "./smtp/ListenError.ts"
 export * as Listener from "./smtp/Listener.ts"

@@ -13,10 +13,13 @@
  * the server-wide list for that session and survives STARTTLS, since the session object is
  * reused): AUTH is disabled at connect on a clear-text connection and enabled again in
  * `onSecure`. Because smtp-server's own "AUTH required" check only applies while AUTH is
- * enabled, the AUTH-before-MAIL requirement is ours (`mailRequirement`), with proper codes.
+ * enabled, the AUTH-before-MAIL requirement is ours (`mailRequirement`), with proper codes. A
+ * disabled command is one the library does not know (500 5.5.2), so the engine asks
+ * `unavailableReply` first: AUTH before TLS gets RFC 4954's 538 5.7.11.
  */
 import type { SMTPServerOptions, SMTPServerSession } from "smtp-server"
 import * as SmtpReply from "../protocol/SmtpReply.ts"
+import { encryptionRequired } from "./AuthHandler.ts"
 
 export type ListenerMode = "mx" | "submission" | "submissions"
 
@@ -36,6 +39,9 @@ export type SetupError =
 
 export const mustStartTls = SmtpReply.make(530, "5.7.0", "Must issue a STARTTLS command first")
 export const authRequired = SmtpReply.make(530, "5.7.0", "Authentication required")
+export const authNotAvailable = SmtpReply.make(502, "5.5.1", "AUTH not available")
+export const startTlsNotAvailable = SmtpReply.make(502, "5.5.1", "STARTTLS not available")
+export const tlsAlreadyActive = SmtpReply.badSequence("TLS already active")
 
 /** A listener that cannot work as configured (submission without a certificate or without users). */
 export const validate = (setup: AuthSetup): SetupError | undefined => {
@@ -74,6 +80,31 @@ export const sessionDisabledCommands = (setup: AuthSetup, secure: boolean): Arra
   const off = serverDisabled(setup)
   if (!secure && setup.allowInsecureAuth !== true && !off.includes("AUTH")) off.push("AUTH")
   return off
+}
+
+/**
+ * The reply for AUTH or STARTTLS when this session cannot use it — the engine would otherwise
+ * answer `500 5.5.2 command not recognized` for a command it disabled — or `undefined` to let the
+ * engine run it: AUTH before TLS is RFC 4954's `538 5.7.11` (also where TLS is not configured:
+ * encryption is what AUTH lacks there too), AUTH without users and STARTTLS without a certificate
+ * `502 5.5.1`. `greeted`: HELO/EHLO came first (AUTH before it is a sequence error).
+ */
+export const unavailableReply = (
+  setup: AuthSetup,
+  name: string,
+  session: { readonly secure: boolean; readonly greeted: boolean }
+): SmtpReply.SmtpReply | undefined => {
+  switch (name) {
+    case "AUTH":
+      if (setup.methods.length === 0) return authNotAvailable
+      if (session.secure || setup.allowInsecureAuth === true) return undefined
+      return session.greeted ? encryptionRequired : SmtpReply.badSequence("Error: send HELO/EHLO first")
+    case "STARTTLS":
+      if (session.secure) return tlsAlreadyActive
+      return setup.tlsAvailable && setup.mode !== "submissions" ? undefined : startTlsNotAvailable
+    default:
+      return undefined
+  }
 }
 
 const isAuthenticated = (session: Pick<SMTPServerSession, "user">): boolean =>

@@ -25,7 +25,8 @@ type Input = DA.DeliveryAdapter["Service"] | Effect.Effect<DA.DeliveryAdapter["S
 const adapterInput = (a: AdapterChoice): Input => {
   switch (a.type) {
     case "maildir":
-      return MaildirAdapter.make({ root: a.root })
+      // Built as an Effect: it first removes partial files dead deliveries left in tmp/.
+      return MaildirAdapter.makeRecovered({ root: a.root })
     case "discard":
       return DiscardAdapter.make
     case "webhook":

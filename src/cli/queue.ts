@@ -6,6 +6,7 @@
 import { Console, Effect, Layer, Option, References } from "effect"
 import { Argument, Command, Flag } from "effect/cli"
 import * as Incoming from "../Incoming.ts"
+import type { Envelope } from "../protocol/Envelope.ts"
 import * as BodyStream from "../queue/internal/bodyStream.ts"
 import { MailQueue, type MessageInfo, type MessageState } from "../queue/MailQueue.ts"
 import * as SqliteQueue from "../queue/SqliteQueue.ts"
@@ -57,6 +58,18 @@ const list = Command.make("list", {
       yield* Console.log(table([["ID", "STATE", "SIZE", "FROM", "TO", "ATTEMPTS", "NEXT", "LAST REPLY"], ...messages.map(summary)]))
     }))).pipe(Command.withDescription("list queued, retrying and dead messages"))
 
+/** SMTPUTF8 and the RFC 3461 parameters, one line each, only when the client gave them. */
+const extensionLines = (e: Envelope): Array<string> => {
+  const lines: Array<string> = []
+  if (e.smtpUtf8 === true) lines.push("smtputf8:    yes")
+  if (e.dsn !== undefined) lines.push(`dsn:         ${[e.dsn.ret && `RET=${e.dsn.ret}`, e.dsn.envid !== undefined && `ENVID=${e.dsn.envid}`].filter(Boolean).join(" ")}`)
+  for (const [rcpt, d] of Object.entries(e.recipientDsn ?? {})) {
+    const parts = [d.notify && `NOTIFY=${d.notify.join(",")}`, d.orcpt && `ORCPT=${d.orcpt.type};${d.orcpt.address}`].filter(Boolean)
+    lines.push(`dsn ${rcpt}: ${parts.join(" ")}`)
+  }
+  return lines
+}
+
 const show = Command.make("show", {
   dataDir,
   json,
@@ -80,6 +93,7 @@ const show = Command.make("show", {
         `received:    ${iso(m.receivedAt)} from ${m.envelope.clientAddress} (${m.envelope.helo}) on ${m.envelope.listener}`,
         `size:        ${m.size}`,
         `from:        ${m.envelope.mailFrom || "<>"}`,
+        ...extensionLines(m.envelope),
         "",
         table([
           ["RECIPIENT", "STATE", "ATTEMPTS", "NEXT ATTEMPT", "EXPIRES", "LAST REPLY"],

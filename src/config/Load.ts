@@ -361,7 +361,7 @@ const accessChecks = Effect.fnUntraced(function*(config: IncomingConfig, sourceO
     const parsed = yield* Effect.result(Relay.parseNetworks([network]))
     if (parsed._tag === "Failure") add(["relay", "trusted_networks", i], `not an IP address or CIDR range (like "10.0.0.0/8" or "::1"): ${JSON.stringify(network)}`)
   }
-  const domains = new Set(config.domains.map((d) => d.toLowerCase()))
+  const domains = new Set(config.domains.map(Address.domainKey))
   for (const [i, r] of (config.relay.recipients ?? []).entries()) {
     const m = Address.parse(r)
     if (m === undefined || m.domain === "") add(["relay", "recipients", i], `expected a mailbox like "user@${config.domains[0]}", got ${JSON.stringify(r)}`)

@@ -107,16 +107,17 @@ export const inNetworks = (networks: ReadonlyArray<Network>, ip: string): boolea
  * `layerChecked` or `parseNetworks` to get it as a typed failure).
  */
 export const make = (options: RelayOptions): Relay["Service"] => {
-  const domains = new Set(options.domains.map((d) => d.toLowerCase()))
-  const primaryDomain = options.domains[0]?.toLowerCase() ?? "localhost"
-  const isLocalDomain = (d: string) => domains.has(d.toLowerCase())
+  // Canonical forms (A-labels), as envelope addresses carry them.
+  const domains = new Set(options.domains.map(Address.domainKey))
+  const primaryDomain = options.domains[0] === undefined ? "localhost" : Address.domainKey(options.domains[0])
+  const isLocalDomain = (d: string) => domains.has(Address.domainKey(d))
   const networks = (options.trustedNetworks ?? []).map((n) => {
     const parsed = parseNetwork(n.trim())
     if (parsed === undefined) throw new RelayConfigError({ reason: { _tag: "BadNetwork", network: n } })
     return parsed
   })
   const isTrusted = (ip: string) => inNetworks(networks, ip)
-  const mailboxes = options.recipients === undefined ? undefined : new Set(options.recipients.map((r) => r.toLowerCase()))
+  const mailboxes = options.recipients === undefined ? undefined : new Set(options.recipients.map(Address.mailboxKey))
   const checksMailboxes = mailboxes !== undefined || options.lookupRecipient !== undefined
   const denied = (reason: DeniedReason, reply: SmtpReply.SmtpReply): RcptDecision => ({ _tag: "Denied", reason, reply })
 
@@ -135,8 +136,9 @@ export const make = (options: RelayOptions): Relay["Service"] => {
       : lookup(Effect.suspend(() => options.localDomain!(domain.toLowerCase())))
 
   const mailboxExists = (address: string): Found | Effect.Effect<Found> => {
-    if (!checksMailboxes || address.split("@")[0]!.toLowerCase() === "postmaster") return "yes"
-    if (mailboxes?.has(address.toLowerCase()) === true) return "yes"
+    const m = Address.parse(address)
+    if (!checksMailboxes || (m !== undefined && Address.isPostmaster(m))) return "yes"
+    if (mailboxes?.has(Address.mailboxKey(address)) === true) return "yes"
     return options.lookupRecipient === undefined ? "no" : lookup(Effect.suspend(() => options.lookupRecipient!(address)))
   }
 

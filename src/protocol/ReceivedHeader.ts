@@ -14,6 +14,8 @@ export interface TraceInfo {
   readonly authenticated: boolean
   /** False when the client opened with HELO: the protocol is then plain `SMTP` (RFC 5321 4.4). */
   readonly esmtp?: boolean | undefined
+  /** The transaction used SMTPUTF8: the protocol is `UTF8SMTP` (RFC 6531 §3.7.3). */
+  readonly utf8?: boolean | undefined
   readonly id: string
   readonly recipients: ReadonlyArray<string>
   readonly date: Date
@@ -35,10 +37,11 @@ export const rfc5322Date = (d: Date): string => {
 
 /**
  * The protocol keyword for the `with` clause: `SMTP` after HELO (RFC 5321 4.4), otherwise
- * `ESMTP` with the RFC 3848 suffixes (which are defined for ESMTP only).
+ * `ESMTP` with the RFC 3848 suffixes (which are defined for ESMTP only), or `UTF8SMTP` with the
+ * same suffixes for an SMTPUTF8 transaction (RFC 6531 §3.7.3).
  */
-export const protocol = (secure: boolean, authenticated: boolean, esmtp = true): string =>
-  esmtp ? `ESMTP${secure ? "S" : ""}${authenticated ? "A" : ""}` : "SMTP"
+export const protocol = (secure: boolean, authenticated: boolean, esmtp = true, utf8 = false): string =>
+  esmtp ? `${utf8 ? "UTF8SMTP" : "ESMTP"}${secure ? "S" : ""}${authenticated ? "A" : ""}` : "SMTP"
 
 export const make = (t: TraceInfo): string => {
   const ip = t.clientAddress.includes(":") ? `IPv6:${t.clientAddress}` : t.clientAddress
@@ -50,6 +53,6 @@ export const make = (t: TraceInfo): string => {
   // `for` only with a single recipient: listing every recipient would disclose Bcc recipients.
   const forClause = t.recipients.length === 1 ? `\r\n\tfor <${t.recipients[0]}>` : ""
   return `Received: from ${sanitizeHelo(t.helo)} (${rdns}[${ip}])\r\n` +
-    `\tby ${t.hostname} (Incoming) with ${protocol(t.secure, t.authenticated, t.esmtp ?? true)} id ${t.id}` +
+    `\tby ${t.hostname} (Incoming) with ${protocol(t.secure, t.authenticated, t.esmtp ?? true, t.utf8 ?? false)} id ${t.id}` +
     `${forClause};\r\n\t${rfc5322Date(t.date)}\r\n`
 }

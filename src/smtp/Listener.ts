@@ -21,6 +21,7 @@ import * as Telemetry from "../telemetry/Telemetry.ts"
 import * as AuthHandler from "../auth/AuthHandler.ts"
 import * as ListenerModes from "../auth/ListenerMode.ts"
 import { type Bridge, makeBridge } from "./internal/bridge.ts"
+import * as Commands from "./internal/commands.ts"
 import { IncomingSmtpServer } from "./internal/engine.ts"
 import * as Tls from "./internal/tls.ts"
 import { fromBindError, ListenError } from "./ListenError.ts"
@@ -135,7 +136,8 @@ const engineOptions = (
     secure: o.tls.mode === "implicit" || modeOptions.secure === true,
     disabledCommands: disabledFor(false),
     hideENHANCEDSTATUSCODES: false,
-    hideDSN: true,
+    // DSN (RFC 3461) is advertised; its parameters are parsed and kept by us (protocol/Dsn.ts).
+    hideDSN: false,
     hideREQUIRETLS: true,
     disableReverseLookup: true,
     logger: false,
@@ -152,7 +154,7 @@ const engineOptions = (
       )
     },
     onAuth: (authentication, session, callback) => {
-      if (auth === undefined) return callback(SmtpReply.toEngineError(SmtpReply.make(502, "5.5.1", "AUTH not available")))
+      if (auth === undefined) return callback(SmtpReply.toEngineError(ListenerModes.authNotAvailable))
       bridge.run(session.id, "AUTH", () => auth.onAuth(authentication, session), callback)
     },
     onMailFrom: (address, session, callback) => bridge.run(session.id, "MAIL", () => handlers.mailFrom(address, session), callback),
@@ -208,7 +210,8 @@ const start = Effect.fnUntraced(function*(input: ListenerOptions.ListenerInput, 
   })
   const s = new IncomingSmtpServer(
     engineOptions(o, tls, setup, handlers, bridge, shared, Telemetry.metricsContext(context)),
-    ListenerReload.engineLimits(o)
+    ListenerReload.engineLimits(o),
+    { unavailable: (name, session) => ListenerModes.unavailableReply(setup, name, session) ?? Commands.unimplemented(name) }
   )
   server = s
   // Without an 'error' listener a client reset during a command crashes the process.

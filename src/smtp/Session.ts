@@ -32,11 +32,13 @@ import type { SpooledBody } from "../spool/SpooledBody.ts"
 import type { SpoolError } from "../spool/SpoolError.ts"
 import * as Telemetry from "../telemetry/Telemetry.ts"
 import * as Address from "../protocol/Address.ts"
+import type * as Dsn from "../protocol/Dsn.ts"
 import type { Envelope } from "../protocol/Envelope.ts"
 import type { ListenerOptions } from "./ListenerOptions.ts"
 import * as ReceivedHeader from "../protocol/ReceivedHeader.ts"
 import * as SmtpReply from "../protocol/SmtpReply.ts"
 import { SyncDelivery } from "./SyncDelivery.ts"
+import * as Commands from "./internal/commands.ts"
 import * as CauseText from "../internal/causeText.ts"
 import { withSpanIf } from "../internal/spanIf.ts"
 import { isDecided } from "../internal/decided.ts"
@@ -57,9 +59,6 @@ const reject = (reply: SmtpReply.SmtpReply, reason: string) => new SessionReject
  */
 const isAuthenticated = (session: SMTPServerSession): boolean =>
   session.user !== undefined && session.user !== null && session.user !== false && session.user !== ""
-
-/** MAIL parameters we advertise (SIZE, 8BITMIME, SMTPUTF8); anything else is 555 5.5.4. */
-const mailParams = new Set(["SIZE", "BODY", "SMTPUTF8"])
 
 export interface ConnectInfo {
   readonly id: string
@@ -185,14 +184,6 @@ export const make = Effect.fnUntraced(function*(settings: Ref.Ref<ListenerOption
     else perIp.set(ip, n)
   }
 
-  const checkParams = (args: SMTPServerAddress["args"], allowed: ReadonlySet<string>) => {
-    if (args === false || args === undefined) return undefined
-    for (const key of Object.keys(args)) {
-      if (!allowed.has(key.toUpperCase())) return key.toUpperCase()
-    }
-    return undefined
-  }
-
   const declaredSize = (address: SMTPServerAddress): number =>
     address.args !== false && address.args?.SIZE !== undefined ? Number(address.args.SIZE) : 0
 
@@ -209,12 +200,8 @@ export const make = Effect.fnUntraced(function*(settings: Ref.Ref<ListenerOption
     if (required !== undefined && !(required === ListenerModes.authRequired && relay.isTrusted(session.remoteAddress))) {
       return reject(required, required === ListenerModes.authRequired ? "auth_required" : "tls_required")
     }
-    const unknown = checkParams(address.args, mailParams)
-    if (unknown !== undefined) return reject(SmtpReply.unknownParameter(unknown), "unknown_parameter")
+    // The address and the parameters were checked by the engine's parser (protocol/AddressCommand.ts).
     if (declaredSize(address) > options.maxSize) return reject(SmtpReply.messageTooBig(options.maxSize), "size")
-    if (address.address !== "" && Address.parse(address.address) === undefined) {
-      return reject(SmtpReply.make(501, "5.1.7", "Bad sender address syntax"), "sender_syntax")
-    }
     return undefined
   }
 
@@ -231,7 +218,7 @@ export const make = Effect.fnUntraced(function*(settings: Ref.Ref<ListenerOption
     }
     // The engine has no HELO hook: HELO policy runs here, just before the MAIL policy.
     const declared = declaredSize(address)
-    const ctx = mailContext(session, Address.normalize(address.address) ?? address.address, declared > 0 ? declared : undefined)
+    const ctx = mailContext(session, address.address, declared > 0 ? declared : undefined)
     return Effect.gen(function*() {
       yield* enforce("helo", ctx)
       yield* enforce("mail", ctx)
@@ -247,8 +234,6 @@ export const make = Effect.fnUntraced(function*(settings: Ref.Ref<ListenerOption
   }
 
   const rcptTo = (address: SMTPServerAddress, session: SMTPServerSession): Effect.Effect<void, SessionReject> => {
-    const unknown = checkParams(address.args, noParams)
-    if (unknown !== undefined) return refuseRcpt(address, reject(SmtpReply.unknownParameter(unknown), "unknown_parameter"))
     const lower = address.address.toLowerCase()
     const already = session.envelope.rcptTo.some((r) => r.address.toLowerCase() === lower)
     if (!already && session.envelope.rcptTo.length >= Ref.getUnsafe(settings).maxRecipients) {
@@ -303,12 +288,18 @@ export const make = Effect.fnUntraced(function*(settings: Ref.Ref<ListenerOption
     return relay.isLocalDomain(m.domain) ? m.domain : "other"
   }
 
+  /** The canonical recipient of an accepted RCPT (the domainless postmaster is our primary domain's). */
+  const recipientOf = (address: string): string | undefined => {
+    const m = Address.parse(address)
+    if (m === undefined) return undefined
+    return m.domain === "" ? `${m.local}@${relay.primaryDomain}` : Address.toString(m)
+  }
+
   const recipientsOf = (session: SMTPServerSession): ReadonlyArray<string> => {
     const seen = new Set<string>()
     for (const r of session.envelope.rcptTo) {
-      const m = Address.parse(r.address)
-      if (m === undefined) continue
-      seen.add(m.domain === "" ? `${m.local}@${relay.primaryDomain}` : Address.toString(m))
+      const rcpt = recipientOf(r.address)
+      if (rcpt !== undefined) seen.add(rcpt)
     }
     return [...seen]
   }
@@ -343,6 +334,27 @@ export const make = Effect.fnUntraced(function*(settings: Ref.Ref<ListenerOption
       return { body, plan }
     }).pipe(Effect.tapError(() => received.release))
 
+  /** What the envelope keeps of RFC 6531 and RFC 3461 beyond the addresses (absent fields stay absent). */
+  const extensionsOf = (session: SMTPServerSession): Pick<Envelope, "smtpUtf8" | "dsn" | "recipientDsn"> => {
+    const mail = session.envelope.mailFrom === false ? undefined : Commands.parsedOf(session.envelope.mailFrom)
+    const mailDsn = mail?.verb === "MAIL" ? mail.dsn : undefined
+    const recipientDsn: Record<string, Dsn.RecipientDsn> = {}
+    let any = false
+    for (const r of session.envelope.rcptTo) {
+      const parsed = Commands.parsedOf(r)
+      const dsn = parsed?.verb === "RCPT" ? parsed.dsn : undefined
+      const rcpt = recipientOf(r.address)
+      if (dsn === undefined || rcpt === undefined) continue
+      recipientDsn[rcpt] = dsn
+      any = true
+    }
+    return {
+      ...(session.envelope.smtpUtf8 === true ? { smtpUtf8: true } : {}),
+      ...(mailDsn === undefined ? {} : { dsn: mailDsn }),
+      ...(any ? { recipientDsn } : {})
+    }
+  }
+
   const data = (stream: Readable, session: SMTPServerSession) =>
     Effect.gen(function*() {
       const options = Ref.getUnsafe(settings)
@@ -354,7 +366,8 @@ export const make = Effect.fnUntraced(function*(settings: Ref.Ref<ListenerOption
         Effect.ensuring(Effect.sync(() => hooks.leaveData(session.id)))
       )
       const rcptTo = recipientsOf(session)
-      const mailFrom = session.envelope.mailFrom === false ? "" : (Address.normalize(session.envelope.mailFrom.address) ?? "")
+      // Canonical already: the engine's parser wrote it (protocol/AddressCommand.ts).
+      const mailFrom = session.envelope.mailFrom === false ? "" : session.envelope.mailFrom.address
       const { body, plan } = hasDataRules()
         ? yield* dataStage(received, id, session, mailFrom, rcptTo, options.hostname)
         : { body: received, plan: undefined }
@@ -367,6 +380,7 @@ export const make = Effect.fnUntraced(function*(settings: Ref.Ref<ListenerOption
         secure: session.secure,
         authenticatedUser: typeof session.user === "string" ? session.user : undefined,
         listener,
+        ...extensionsOf(session),
         ...(plan?.authentication === undefined ? {} : { authentication: plan.authentication }),
         ...(plan?.quarantine === undefined ? {} : { quarantine: plan.quarantine }),
         ...(plan?.annotations === undefined ? {} : { annotations: plan.annotations })
@@ -380,6 +394,7 @@ export const make = Effect.fnUntraced(function*(settings: Ref.Ref<ListenerOption
         authenticated: isAuthenticated(session),
         // Was "ESMTP" even after HELO; the engine records the opening command.
         esmtp: session.openingCommand !== "HELO",
+        utf8: session.envelope.smtpUtf8 === true,
         id,
         recipients: rcptTo,
         date: new Date(now)
@@ -442,8 +457,6 @@ export const make = Effect.fnUntraced(function*(settings: Ref.Ref<ListenerOption
     connections: () => total
   } satisfies SessionHandlers
 })
-
-const noParams: ReadonlySet<string> = new Set()
 
 /** A bounded key for why a commit failed: the queue error's reason, or timeout / defect / interrupted. */
 const enqueueReason = (cause: Cause.Cause<MailQueueError | Cause.TimeoutError>): string => {

@@ -3,25 +3,29 @@
  * wired the way the integration plan says: PLAIN and LOGIN success → 235 2.7.0 (nodemailer and a
  * raw client), wrong password → 535 5.7.8 after the per-failure delay, the cut-off → 421 and the
  * connection closed, `*` → 501 (smtp-server's own), AUTH inside a transaction → 503 5.5.1, AUTH
- * not advertised nor accepted before STARTTLS on a submission listener, MAIL refused there until
- * TLS and AUTH, and the open-relay table at RCPT with the relay authority.
+ * not advertised before STARTTLS on a submission listener and refused 538 5.7.11, MAIL refused
+ * there until TLS and AUTH, and the open-relay table at RCPT with the relay authority; then the
+ * same AUTH replies from a real Incoming listener.
  */
 import { mkdtempSync } from "node:fs"
 import type { AddressInfo } from "node:net"
 import { tmpdir } from "node:os"
 import { readFileSync } from "node:fs"
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Exit, Metric } from "effect"
+import { Context, Effect, Exit, Layer, Metric } from "effect"
 import nodemailer from "nodemailer"
 import type { SMTPServerOptions } from "smtp-server"
 import * as AuthHandler from "../../src/auth/AuthHandler.ts"
 import * as ListenerMode from "../../src/auth/ListenerMode.ts"
 import * as UserStore from "../../src/auth/UserStore.ts"
 import * as Relay from "../../src/policy/Relay.ts"
+import { unimplemented } from "../../src/smtp/internal/commands.ts"
 import { IncomingSmtpServer } from "../../src/smtp/internal/engine.ts"
 import * as SmtpReply from "../../src/protocol/SmtpReply.ts"
-import { SmtpClient } from "../../src/testing/index.ts"
-import { selfSignedCert } from "../smtp/helpers.ts"
+import { Listeners } from "../../src/smtp/Listener.ts"
+import type { ListenerInput } from "../../src/smtp/ListenerOptions.ts"
+import { SmtpClient, TestIncoming } from "../../src/testing/index.ts"
+import { hasOpenssl, selfSignedCert } from "../smtp/helpers.ts"
 
 const b64 = (s: string) => Buffer.from(s).toString("base64")
 const store = UserStore.fromRecord({ alice: "correct horse" })
@@ -74,7 +78,7 @@ const serve = (setup: ListenerMode.AuthSetup, handler: AuthHandler.AuthHandler, 
         maxConnectionTimeMs: 60_000,
         maxCommands: 1000,
         maxErrors: 100
-      })
+      }, { unavailable: (name, s) => ListenerMode.unavailableReply(setup, name, s) ?? unimplemented(name) })
       server.on("error", () => undefined)
       server.listen(0, "127.0.0.1", () => resume(Effect.succeed({ port: (server.server.address() as AddressInfo).port, server })))
     }),
@@ -89,6 +93,19 @@ const nodemailerVerify = (port: number, user: string, pass: string, authMethod: 
       nodemailer.createTransport({ host: "127.0.0.1", port, secure: false, ignoreTLS: true, auth: { user, pass }, authMethod }).verify(),
     catch: (e) => e as Error & { responseCode?: number; response?: string }
   })
+
+/** nodemailer: STARTTLS, then AUTH as alice. */
+const verifyAfterStartTls = (port: number) =>
+  Effect.tryPromise(() =>
+    nodemailer.createTransport({
+      host: "127.0.0.1",
+      port,
+      secure: false,
+      requireTLS: true,
+      tls: { rejectUnauthorized: false },
+      auth: { user: "alice", pass: "correct horse" }
+    }).verify()
+  )
 
 describe("AuthHandler through smtp-server", () => {
   it.live("PLAIN and LOGIN with nodemailer: 235 on success, 535 5.7.8 on a wrong password", () =>
@@ -191,22 +208,13 @@ describe("listener modes", () => {
       const ehlo = yield* c.command("EHLO client.test")
       assert.notInclude(ehlo.lines.join("\n"), "AUTH")
       assert.include(ehlo.lines.join("\n"), "STARTTLS")
-      assert.strictEqual((yield* c.command(`AUTH PLAIN ${b64("\0alice\0correct horse")}`)).code, 500)
+      const refused = yield* c.command(`AUTH PLAIN ${b64("\0alice\0correct horse")}`)
+      assert.strictEqual(`${refused.code} ${refused.text}`, SmtpReply.format(AuthHandler.encryptionRequired))
       const mail = yield* c.command("MAIL FROM:<alice@example.org>")
       assert.strictEqual(`${mail.code} ${mail.text}`, SmtpReply.format(ListenerMode.mustStartTls))
 
       // nodemailer does STARTTLS, then AUTH, then sends to a remote domain: authenticated relay
-      const info = yield* Effect.tryPromise(() =>
-        nodemailer.createTransport({
-          host: "127.0.0.1",
-          port,
-          secure: false,
-          requireTLS: true,
-          tls: { rejectUnauthorized: false },
-          auth: { user: "alice", pass: "correct horse" }
-        }).verify()
-      )
-      assert.isTrue(info)
+      assert.isTrue(yield* verifyAfterStartTls(port))
     }), { timeout: 15_000 })
 
   it("engine options per mode", () => {
@@ -235,5 +243,44 @@ describe("open relay table through smtp-server (RCPT with the relay authority)",
       assert.strictEqual((yield* a.command(`AUTH PLAIN ${b64("\0alice\0correct horse")}`)).code, 235)
       yield* a.command("MAIL FROM:<alice@example.org>")
       assert.strictEqual((yield* a.command("RCPT TO:<friend@elsewhere.test>")).code, 250)
+    }))
+})
+
+describe("AUTH replies from a real Incoming listener (RFC 4954 §4)", () => {
+  const listenerWith = (listener: Partial<ListenerInput>, withUsers = true) =>
+    Effect.gen(function*() {
+      const scope = yield* Effect.scope
+      const ctx = yield* Layer.buildWithScope(TestIncoming.layer({ ...(withUsers ? { auth: { store } } : {}), listener }), scope)
+      return Context.get(ctx, Listeners).all[0]!.port
+    })
+
+  it.live.skipIf(!hasOpenssl)("mx with STARTTLS: AUTH before TLS is 538 5.7.11 (was 500 5.5.2), before EHLO 503, and works after STARTTLS", () =>
+    Effect.gen(function*() {
+      const files = selfSignedCert(mkdtempSync(`${tmpdir()}/incoming-auth-`))
+      const port = yield* listenerWith({ tls: { mode: "optional", cert: files.cert, key: files.key } })
+      const c = yield* SmtpClient.connect({ port })
+      const early = yield* c.command(`AUTH PLAIN ${b64("\0alice\0correct horse")}`)
+      assert.strictEqual(`${early.code} ${early.text.slice(0, 5)}`, "503 5.5.1")
+      const ehlo = yield* c.command("EHLO client.test")
+      assert.notInclude(ehlo.lines.join("\n"), "AUTH")
+      const clear = yield* c.command(`AUTH PLAIN ${b64("\0alice\0correct horse")}`)
+      assert.strictEqual(`${clear.code} ${clear.text}`, SmtpReply.format(AuthHandler.encryptionRequired))
+      // The README's row says the same reply.
+      assert.include(readFileSync(new URL("../../README.md", import.meta.url), "utf8"), "| 538 5.7.11 | AUTH before TLS")
+      assert.isTrue(yield* verifyAfterStartTls(port))
+    }), { timeout: 15_000 })
+
+  it.live("mx without TLS: AUTH is 538 5.7.11 (encryption is what it lacks); without users 502 5.5.1", () =>
+    Effect.gen(function*() {
+      const port = yield* listenerWith({})
+      const c = yield* SmtpClient.connect({ port })
+      yield* c.command("EHLO client.test")
+      const r = yield* c.command("AUTH LOGIN")
+      assert.strictEqual(`${r.code} ${r.text}`, SmtpReply.format(AuthHandler.encryptionRequired))
+      const none = yield* listenerWith({}, false)
+      const d = yield* SmtpClient.connect({ port: none })
+      yield* d.command("EHLO client.test")
+      const r2 = yield* d.command("AUTH LOGIN")
+      assert.strictEqual(`${r2.code} ${r2.text}`, SmtpReply.format(ListenerMode.authNotAvailable))
     }))
 })

@@ -180,7 +180,9 @@ describe("WebhookAdapter", () => {
         clientAddress: "127.0.0.1",
         secure: true,
         listener: "test",
-        authenticatedUser: null
+        authenticatedUser: null,
+        smtpUtf8: false,
+        dsn: null
       })
       assert.strictEqual(payload.id, "01WEBHOOKTEST001")
       assert.strictEqual(payload.receivedAt, "2026-11-21T06:00:00.000Z")
@@ -194,6 +196,34 @@ describe("WebhookAdapter", () => {
       assert.strictEqual(payload.text, "Café crème, a long line that is softly broken.\n.dot at line start")
       assert.strictEqual(payload.html, "<p>Café</p>")
       assert.strictEqual(Buffer.from(payload.raw!, "base64").toString("utf8"), rawMessage)
+    }))
+
+  it.live("carries SMTPUTF8 and the RFC 3461 parameters of MAIL and of this delivery's recipients", () =>
+    Effect.gen(function*() {
+      const server = yield* receiver((_, res) => answer(res, 200, "thanks"))
+      const adapter = yield* WebhookAdapter.make({ url: `${server.url}/hook` })
+      const base = delivery(rawMessage, [["user@example.test", 1]])
+      yield* adapter.deliver({
+        ...base,
+        envelope: {
+          ...base.envelope,
+          rcptTo: ["user@example.test", "other@example.test"],
+          smtpUtf8: true,
+          dsn: { ret: "HDRS", envid: "QQ314159" },
+          recipientDsn: {
+            "user@example.test": { notify: ["FAILURE", "DELAY"], orcpt: { type: "rfc822", address: "User@example.test" } },
+            // Not a recipient of this delivery (another route): not in its payload.
+            "other@example.test": { notify: ["NEVER"] }
+          }
+        }
+      })
+      const payload = JSON.parse(server.requests[0]!.body.toString("utf8")) as Payload.WebhookPayload
+      assert.isTrue(payload.envelope.smtpUtf8)
+      assert.deepStrictEqual(payload.envelope.dsn, {
+        ret: "HDRS",
+        envid: "QQ314159",
+        recipients: { "user@example.test": { notify: ["FAILURE", "DELAY"], orcpt: { type: "rfc822", address: "User@example.test" } } }
+      })
     }))
 
   it.live("multipart mode: a JSON `payload` field and the message as a message/rfc822 part", () =>

@@ -123,3 +123,17 @@ describe("Relay", () => {
       assert.throws(() => Relay.make({ domains: ["a.test"], trustedNetworks: ["nope"] }))
     }))
 })
+
+describe("Relay: configured names compare in canonical form", () => {
+  it.effect("a U-label domain in the configuration is ours in both spellings; a quoted mailbox matches its canonical form", () =>
+    Effect.gen(function*() {
+      const r = Relay.make({ domains: ["Bücher.example"], recipients: ['"john"@bücher.example', '"a b"@Bücher.example'] })
+      assert.strictEqual(r.primaryDomain, "xn--bcher-kva.example")
+      assert.isTrue(r.isLocalDomain("xn--bcher-kva.example"))
+      assert.isTrue(r.isLocalDomain("bücher.example"))
+      for (const rcpt of ["john@xn--bcher-kva.example", '"a b"@xn--bcher-kva.example', "JOHN@xn--bcher-kva.example"]) {
+        assert.deepStrictEqual((yield* r.checkRecipient(rcpt, { authenticated: false }))._tag, "Local", rcpt)
+      }
+      assert.deepStrictEqual((yield* r.checkRecipient("jane@xn--bcher-kva.example", { authenticated: false }))._tag, "Denied")
+    }))
+})

@@ -54,9 +54,15 @@ describe("engine: greeting", () => {
 
     it.effect("the engine still overrides what smtp-server 3.21 calls (connectionReady, _onCommand, send)", () =>
       Effect.sync(() => {
-        // engine.ts patches these per connection; a rename in an upgrade would silently disable
-        // the deadlines and budgets, so fail loudly here as well.
-        for (const name of ["connectionReady", "_onCommand", "send", "init", "_onClose"] as const) {
+        // engine.ts and commands.ts patch these per connection; a rename in an upgrade would
+        // silently disable the deadlines and budgets, or hand MAIL/RCPT back to the library's
+        // address parser, so fail loudly here as well.
+        for (
+          const name of [
+            "connectionReady", "_onCommand", "send", "init", "_onClose",
+            "_parseAddressCommand", "handler_MAIL", "handler_RCPT", "emitConnection"
+          ] as const
+        ) {
           assert.strictEqual(typeof SMTPConnection.prototype[name], "function", name)
         }
       }))

@@ -8,7 +8,7 @@ import { writeFileSync } from "node:fs"
 import { connect as netConnect, type Socket } from "node:net"
 import { join } from "node:path"
 import { Effect, PubSub, type Scope } from "effect"
-import { Captured, type SmtpClient } from "../../src/testing/index.ts"
+import { Captured, type SmtpClient, SmtpClient as SmtpClientModule } from "../../src/testing/index.ts"
 import { Telemetry, type TelemetryEvent } from "../../src/telemetry/Telemetry.ts"
 
 export interface RawSocket {
@@ -185,3 +185,34 @@ export const garbageFile = (dir: string, name: string): string => {
   writeFileSync(path, "-----BEGIN CERTIFICATE-----\nnot a certificate\n-----END CERTIFICATE-----\n")
   return path
 }
+
+/**
+ * A whole transaction on a new connection: EHLO, then each command with the reply it must get
+ * (code and enhanced code), DATA with a simple body; returns the queue id from the 250.
+ */
+export const sendVia = (
+  port: number,
+  commands: ReadonlyArray<readonly [command: string, code: number, enhanced: string]>,
+  subject: string
+) =>
+  Effect.gen(function*() {
+    const c = yield* SmtpClientModule.connect({ port })
+    yield* c.command("EHLO client.test")
+    for (const [command, code, enhanced] of commands) {
+      const r = yield* c.command(command)
+      if (r.code !== code || !r.text.startsWith(`${enhanced} `)) {
+        return yield* Effect.die(new Error(`${command}: expected ${code} ${enhanced}, got ${r.code} ${r.text}`))
+      }
+    }
+    const data = yield* c.command("DATA")
+    if (data.code !== 354) return yield* Effect.die(new Error(`DATA: ${data.code} ${data.text}`))
+    yield* c.write(`${simpleBody(subject)}.\r\n`)
+    return queuedId(yield* c.read)
+  })
+
+/** `sendVia`, then the message as the capturing adapter received it. */
+export const deliverVia = (
+  port: number,
+  commands: ReadonlyArray<readonly [command: string, code: number, enhanced: string]>,
+  subject: string
+) => Effect.flatMap(sendVia(port, commands, subject), (id) => awaitDeliveredId(id))

@@ -14,6 +14,7 @@ import type { Quarantine } from "../../protocol/Envelope.ts"
 import { randomBytes } from "node:crypto"
 import PostalMime from "postal-mime"
 import { Effect, Option, Stream } from "effect"
+import type * as Dsn from "../../protocol/Dsn.ts"
 import type { MailQueueError } from "../../queue/MailQueueError.ts"
 import type * as DA from "../DeliveryAdapter.ts"
 import * as Headers from "./internal/headers.ts"
@@ -46,6 +47,10 @@ export interface WebhookPayload {
     readonly secure: boolean
     readonly listener: string
     readonly authenticatedUser: string | null
+    /** MAIL carried SMTPUTF8 (RFC 6531). */
+    readonly smtpUtf8: boolean
+    /** RFC 3461 parameters, or null when the client gave none for this delivery. */
+    readonly dsn: WebhookDsn | null
   }
   readonly subject: string | null
   readonly messageId: string | null
@@ -65,6 +70,24 @@ export interface WebhookPayload {
   readonly partsOmitted?: true
   /** Base64 of the stored message, in `raw: "base64"` mode. */
   readonly raw?: string
+}
+
+/** The DSN parameters in a payload: MAIL's, and those of this delivery's recipients that carried any. */
+export interface WebhookDsn {
+  readonly ret: Dsn.Ret | null
+  readonly envid: string | null
+  readonly recipients: { readonly [rcpt: string]: { readonly notify: ReadonlyArray<Dsn.Notify> | null; readonly orcpt: { readonly type: string; readonly address: string } | null } }
+}
+
+const dsnOf = (delivery: DA.Delivery): WebhookDsn | null => {
+  const recipients: Record<string, WebhookDsn["recipients"][string]> = {}
+  for (const { rcpt } of delivery.recipients) {
+    const r = delivery.envelope.recipientDsn?.[rcpt]
+    if (r !== undefined) recipients[rcpt] = { notify: r.notify ?? null, orcpt: r.orcpt ?? null }
+  }
+  const mail = delivery.envelope.dsn
+  if (mail === undefined && Object.keys(recipients).length === 0) return null
+  return { ret: mail?.ret ?? null, envid: mail?.envid ?? null, recipients }
 }
 
 /** A header section larger than this is cut here (a broken or hostile message, not mail). */
@@ -119,7 +142,9 @@ export const build = (delivery: DA.Delivery, options: PartsOptions): Effect.Effe
         clientAddress: delivery.envelope.clientAddress,
         secure: delivery.envelope.secure,
         listener: delivery.envelope.listener,
-        authenticatedUser: delivery.envelope.authenticatedUser ?? null
+        authenticatedUser: delivery.envelope.authenticatedUser ?? null,
+        smtpUtf8: delivery.envelope.smtpUtf8 === true,
+        dsn: dsnOf(delivery)
       },
       subject: first("subject"),
       messageId: first("message-id"),

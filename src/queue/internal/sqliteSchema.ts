@@ -11,8 +11,7 @@
  * and dead letters (TTL purge), so none of them is a table scan.
  */
 import type { DatabaseSync, SQLOutputValue } from "node:sqlite"
-import { Schema } from "effect"
-import type { Envelope } from "../../protocol/Envelope.ts"
+import { decode, encode, type Envelope } from "../../protocol/Envelope.ts"
 
 export type Migration = (db: DatabaseSync) => void
 
@@ -100,35 +99,8 @@ export const optionalInt = (value: SQLOutputValue | undefined): number | undefin
 export const bytes = (value: SQLOutputValue | undefined): Uint8Array | undefined =>
   value instanceof Uint8Array ? value : undefined
 
-const EnvelopeSchema = Schema.Struct({
-  mailFrom: Schema.String,
-  rcptTo: Schema.Array(Schema.String),
-  helo: Schema.String,
-  clientAddress: Schema.String,
-  secure: Schema.Boolean,
-  authenticatedUser: Schema.optional(Schema.String),
-  listener: Schema.String,
-  authentication: Schema.optional(Schema.Struct({
-    authservId: Schema.String,
-    results: Schema.Array(Schema.Struct({
-      method: Schema.String,
-      result: Schema.Literals(["pass", "fail", "softfail", "neutral", "none", "temperror", "permerror", "policy", "skipped"]),
-      reason: Schema.optional(Schema.String),
-      properties: Schema.Record(Schema.String, Schema.String)
-    }))
-  })),
-  quarantine: Schema.optional(Schema.Struct({ rule: Schema.String, reason: Schema.String })),
-  annotations: Schema.optional(Schema.Record(Schema.String, Schema.Json))
-})
-
-// Fails to compile when `Envelope` gains or changes a field the stored JSON would not carry back.
-type Same<A, B> = [A] extends [B] ? ([B] extends [A] ? true : false) : false
-const _envelopeSchemaMatches: Same<typeof EnvelopeSchema.Type, Envelope> = true
-const _envelopeSchemaKeys: Same<keyof typeof EnvelopeSchema.Type, keyof Envelope> = true
-
-const decodeEnvelopeJson = Schema.decodeUnknownSync(Schema.fromJsonString(EnvelopeSchema))
-
-export const encodeEnvelope = (envelope: Envelope): string => JSON.stringify(envelope)
+// The envelope's stored form is defined with the envelope (every backend shares it).
+export const encodeEnvelope = (envelope: Envelope): string => encode(envelope)
 
 /** Throws on a row that does not hold an envelope (a hand-edited or corrupt database). */
-export const decodeEnvelope = (json: string): Envelope => decodeEnvelopeJson(json)
+export const decodeEnvelope = (json: string): Envelope => decode(json)

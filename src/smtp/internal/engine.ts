@@ -16,6 +16,11 @@
  * - One shutdown reply: while the server closes, the library answers a command with its own
  *   "421 Server shutting down" (4.4.2 from its table, a timeout's code); we send ours,
  *   `421 4.3.2`, the one the drain sends to idle sessions and the README documents.
+ * - The library's other 421s get the code that says why (its table gives every 421 4.4.2, a
+ *   timeout's): a command line too long `4.5.2`, an HTTP request, too many unrecognized or
+ *   unauthenticated commands and an early talker `4.7.0` (the early talker's had none at all).
+ * - MAIL/RCPT through our address parser, and 502/503/538 for commands that are known but not
+ *   available, instead of 500 (commands.ts).
  *
  * These reach into documented-by-source but unexported behaviour of smtp-server 3.21; the
  * tests in test/smtp/engine.test.ts fail if an upgrade changes it.
@@ -24,6 +29,7 @@ import type { Socket } from "node:net"
 import { SMTPServer, type SMTPServerOptions } from "smtp-server"
 import { SMTPConnection } from "smtp-server/lib/smtp-connection.js"
 import * as SmtpReply from "../../protocol/SmtpReply.ts"
+import * as Commands from "./commands.ts"
 
 export interface EngineLimits {
   readonly greetingDelayMs: number
@@ -40,6 +46,27 @@ const enhanced = /^[245]\.\d{1,3}\.\d{1,3} /
 const libraryShutdown = "Server shutting down"
 const shutdownText = `${SmtpReply.shuttingDown.enhanced} ${SmtpReply.shuttingDown.text}`
 
+/**
+ * The enhanced code for each 421 the library sends itself (3.21: `smtp-connection.js`), by its
+ * text; any other 421 without a code of its own gets 4.4.2 as before.
+ */
+const library421: ReadonlyArray<readonly [RegExp, string]> = [
+  [/^Error: too many unrecognized commands$/, "4.7.0"],
+  [/^Error: too many unauthenticated commands$/, "4.7.0"],
+  // The command parser's errors ("Command line too long"): a protocol violation by the client.
+  [/^Error: /, "4.5.2"],
+  [/ You talk too soon$/, "4.7.0"],
+  [/^HTTP requests not allowed$/, "4.7.0"],
+  [/Too many connected clients/, "4.7.0"],
+  [/^Timeout - closing connection$/, "4.4.2"]
+]
+
+const with421Code = (text: string): string => {
+  if (text === libraryShutdown) return shutdownText
+  const known = library421.find(([re]) => re.test(text))
+  return known === undefined ? text : `${known[1]} ${text}`
+}
+
 /** Per-connection guard state, reachable from the session by the connection's id. */
 export interface ConnectionGuard {
   /** Switches the deadline to the DATA budget while a message streams in. */
@@ -53,10 +80,12 @@ export class IncomingSmtpServer extends SMTPServer {
   /** Read at each new connection, so a reload applies to connections opened after it. */
   limits: EngineLimits
   readonly guards = new Map<string, ConnectionGuard>()
+  readonly rules: Commands.CommandRules
 
-  constructor(options: SMTPServerOptions, limits: EngineLimits) {
+  constructor(options: SMTPServerOptions, limits: EngineLimits, rules: Commands.CommandRules = { unavailable: Commands.unimplemented }) {
     super(options)
     this.limits = limits
+    this.rules = rules
   }
 
   override connect(socket: Socket, socketOptions?: ConstructorParameters<typeof SMTPConnection>[2]): void {
@@ -65,6 +94,7 @@ export class IncomingSmtpServer extends SMTPServer {
     this.connections.add(connection)
     connection.on("error", (err: Error) => this._onError(err))
     connection.on("connect", (data) => this._onClientConnect(data))
+    Commands.install(connection)
 
     // Only our own timer starts the session. The library's 100 ms timer (set in `init`) calls
     // `connectionReady` too; it must not win, or a `greetingDelayMs` above 100 would be cut to
@@ -83,7 +113,7 @@ export class IncomingSmtpServer extends SMTPServer {
     let closed = false
     connection.send = (code, data, context) => {
       if (closed && code !== 421) return
-      if (code === 421 && data === libraryShutdown) data = shutdownText
+      if (code === 421 && typeof data === "string" && !enhanced.test(data)) data = with421Code(data)
       const text = typeof data === "string" ? data : undefined
       send(code, data, text !== undefined && enhanced.test(text) ? false : context)
       if (code === 421) {
@@ -130,6 +160,17 @@ export class IncomingSmtpServer extends SMTPServer {
         return
       }
       arm(limits.commandTimeoutMs)
+      if (Commands.isDispatched(connection)) {
+        const unavailable = this.rules.unavailable(Commands.commandName(command), {
+          secure: connection.secure,
+          greeted: Boolean(connection.hostNameAppearsAs)
+        })
+        if (unavailable !== undefined) {
+          connection.send(unavailable.code, `${unavailable.enhanced} ${unavailable.text}`)
+          setImmediate(() => callback?.())
+          return
+        }
+      }
       onCommand(command, callback)
     }
 
