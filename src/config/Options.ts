@@ -15,6 +15,7 @@ import type { SmtpRelayOptions } from "../delivery/SmtpRelayAdapter.ts"
 import type { StatusKey, WebhookOptions } from "../delivery/webhook/WebhookAdapter.ts"
 import type { NodeDnsOptions } from "../dns/NodeDns.ts"
 import type { IncomingOptions } from "../IncomingOptions.ts"
+import { type AcmeOptions, defaults as acmeDefaults, directoryUrl } from "../acme/AcmeOptions.ts"
 import type * as AuthRules from "../policy/rules/auth/AuthRules.ts"
 import type { ConnectionLimitOptions } from "../policy/rules/ConnectionLimit.ts"
 import type { HelloRequiredOptions } from "../policy/rules/HelloRequired.ts"
@@ -105,6 +106,21 @@ const logLevels: Record<LogLevelName, LogLevel.LogLevel> = {
   none: "None"
 }
 
+export const toAcme = (a: NonNullable<IncomingConfig["acme"]>): AcmeOptions => ({
+  directory: directoryUrl(a.directory),
+  ...(a.email !== undefined ? { email: a.email } : {}),
+  domains: a.domains,
+  challenge: a.challenge,
+  httpListen: a.http_listen,
+  tlsAlpnListen: a.tls_alpn_listen,
+  keyType: a.key_type,
+  ...(a.renew_before !== undefined ? { renewBeforeMs: a.renew_before } : {}),
+  ...(a.directory_ca !== undefined ? { directoryCaFile: a.directory_ca } : {}),
+  retryBaseMs: a.retry_base,
+  retryMaxMs: a.retry_max,
+  checkIntervalMs: acmeDefaults.checkIntervalMs
+})
+
 export const toIncomingOptions = (c: IncomingConfig): IncomingOptions => ({
   hostname: c.hostname,
   domains: c.domains,
@@ -121,7 +137,8 @@ export const toIncomingOptions = (c: IncomingConfig): IncomingOptions => ({
       mode: l.tls.mode,
       ...(l.tls.cert !== undefined ? { cert: l.tls.cert } : {}),
       ...(l.tls.key !== undefined ? { key: l.tls.key } : {}),
-      ...(l.tls.sni !== undefined ? { sni: l.tls.sni } : {})
+      ...(l.tls.sni !== undefined ? { sni: l.tls.sni } : {}),
+      ...(l.tls.acme ? { acme: true } : {})
     },
     maxSize: l.max_size,
     maxRecipients: l.max_recipients,
@@ -152,6 +169,7 @@ export const toIncomingOptions = (c: IncomingConfig): IncomingOptions => ({
     trustedNetworks: c.relay.trusted_networks,
     ...(c.relay.recipients !== undefined ? { recipients: c.relay.recipients } : {})
   },
+  ...(c.acme !== undefined ? { acme: toAcme(c.acme) } : {}),
   ...(c.admin !== undefined
     ? {
       admin: {
