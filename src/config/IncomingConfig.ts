@@ -32,6 +32,7 @@ import * as WebhookAdapterModule from "../delivery/webhook/WebhookAdapter.ts"
 import { defaultQueueOptions } from "../queue/MailQueue.ts"
 import { defaultInlineThreshold } from "../queue/SqliteQueue.ts"
 import * as Policy from "../policy/Policy.ts"
+import * as Milter from "../policy/rules/Milter.ts"
 import * as RateLimiter from "../policy/rules/RateLimiter.ts"
 import * as ListenerOptions from "../smtp/ListenerOptions.ts"
 import { defaultSpoolOptions } from "../spool/Spool.ts"
@@ -400,7 +401,20 @@ export const IprevRule = Schema.Struct({ rule: Schema.Literal("iprev"), ...authR
 
 export const authRuleTypes = ["spf", "dkim", "dmarc", "arc", "iprev"] as const
 
-export const ruleTypes = ["rate_limit", "tls_required", "hello_required", "max_recipients", "size_limit", "connection_limit", ...authRuleTypes] as const
+/** A mail filter speaking the milter protocol (policy/rules/Milter.ts). */
+export const MilterRule = Schema.Struct({
+  rule: Schema.Literal("milter"),
+  name: ruleName,
+  observe,
+  /** `inet:HOST:PORT` or `unix:/path` (checked in `Load.ts`). */
+  address: NonEmpty,
+  /** Deadline of connecting and of each reply; keep it under `policy_timeout`. */
+  timeout: duration(Milter.defaults.timeoutMs),
+  /** A filter that fails: let the mail through (`accept`, Postfix's default) or defer it with 451 (`tempfail`). */
+  on_error: withDefault(Schema.Literals(["accept", "tempfail"]), Milter.defaults.onError)
+})
+
+export const ruleTypes = ["rate_limit", "tls_required", "hello_required", "max_recipients", "size_limit", "connection_limit", ...authRuleTypes, "milter"] as const
 export type RuleType = (typeof ruleTypes)[number]
 
 export const PolicyRule = Schema.Union([
@@ -414,7 +428,8 @@ export const PolicyRule = Schema.Union([
   DkimRule,
   DmarcRule,
   ArcRule,
-  IprevRule
+  IprevRule,
+  MilterRule
 ])
   .annotate({ expected: `a table with rule = ${ruleTypes.map((t) => `"${t}"`).join(" | ")}` })
 export type PolicyRule = typeof PolicyRule.Type
