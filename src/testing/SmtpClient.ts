@@ -36,15 +36,18 @@ export interface ConnectOptions {
   readonly tls?: boolean
   /** Reply timeout in ms (default 10 s). */
   readonly timeoutMs?: number
+  /** The address to connect from (any of 127.0.0.0/8 on Linux: a client other than 127.0.0.1). */
+  readonly localAddress?: string
 }
 
 export const connect = (options: ConnectOptions): Effect.Effect<SmtpClient, SmtpClientError, Scope.Scope> =>
   Effect.acquireRelease(
     Effect.callback<SmtpClient, SmtpClientError>((resume) => {
       const host = options.host ?? "127.0.0.1"
+      const local = options.localAddress === undefined ? {} : { localAddress: options.localAddress }
       const socket: Socket = options.tls === true
-        ? tlsConnect({ port: options.port, host, rejectUnauthorized: false })
-        : netConnect({ port: options.port, host })
+        ? tlsConnect({ port: options.port, host, rejectUnauthorized: false, ...local })
+        : netConnect({ port: options.port, host, ...local })
       const transcript: Array<string> = []
       const replies: Array<Reply> = []
       const waiting: Array<(r: Reply | SmtpClientError) => void> = []
@@ -151,12 +154,17 @@ export interface SendOptions {
   /** The message; a plain string gets CRLF line endings and dot-stuffing. */
   readonly data: string
   readonly helo?: string
+  readonly localAddress?: string
 }
 
 /** One whole transaction; returns the reply to the final dot (or the first refusal). */
 export const send = (o: SendOptions): Effect.Effect<Reply, SmtpClientError> =>
   Effect.scoped(Effect.gen(function*() {
-    const c = yield* connect({ port: o.port, ...(o.host !== undefined ? { host: o.host } : {}) })
+    const c = yield* connect({
+      port: o.port,
+      ...(o.host !== undefined ? { host: o.host } : {}),
+      ...(o.localAddress !== undefined ? { localAddress: o.localAddress } : {})
+    })
     const ehlo = yield* c.command(`EHLO ${o.helo ?? "client.test"}`)
     if (ehlo.code !== 250) return ehlo
     const mail = yield* c.command(`MAIL FROM:<${o.from}>`)
