@@ -30,6 +30,10 @@ import * as ListenerReload from "./ListenerReload.ts"
 import * as Session from "./Session.ts"
 import * as SmtpReply from "../protocol/SmtpReply.ts"
 
+/** Why a listener could not start, exported beside the service that raises it. */
+export { ListenError, type ListenErrorReason } from "./ListenError.ts"
+export type { ListenerInput, ListenerOptions, TlsOptions } from "./ListenerOptions.ts"
+
 export interface ListenerInfo {
   readonly name: string
   readonly host: string
