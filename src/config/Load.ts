@@ -99,8 +99,8 @@ const pathSettings = (tree: Tree): ReadonlyArray<Path> => {
       ["listeners", i, "tls", "key"],
       ...sniNames(l).flatMap((name): Array<Path> => [["listeners", i, "tls", "sni", name, "cert"], ["listeners", i, "tls", "sni", name, "key"]])
     ]),
-    // Only a maildir adapter has `root` and only an LMTP one `socket`: the others are left alone.
-    ...adapters.flatMap((name): Array<Path> => [["adapters", name, "root"], ["adapters", name, "socket"]]),
+    // Only a maildir adapter has `root`, only an LMTP one `socket`, only an MX one `tls_ca`: the others are left alone.
+    ...adapters.flatMap((name): Array<Path> => [["adapters", name, "root"], ["adapters", name, "socket"], ["adapters", name, "tls_ca"]]),
     // The ARC seal key of an `arc` rule.
     ...(Array.isArray(tree.policies) ? tree.policies : []).flatMap((p, i): Array<Path> =>
       isTree(p) && isTree(p.seal) ? [["policies", i, "seal", "private_key_file"]] : []
@@ -391,6 +391,12 @@ const accessChecks = Effect.fnUntraced(function*(config: IncomingConfig, sourceO
     if (readable._tag === "None") add(["policies", i, "seal", "private_key_file"], `not readable by this user (or not found): ${file}`)
     else if (!/-----BEGIN [A-Z ]*PRIVATE KEY-----/.test(yield* fs.readFileString(file).pipe(Effect.orElseSucceed(() => "")))) {
       add(["policies", i, "seal", "private_key_file"], `not a PEM private key: ${file}`)
+    }
+  }
+  for (const [name, a] of Object.entries(config.adapters ?? {})) {
+    if (a.type !== "mx" || a.tls_ca === undefined) continue
+    if ((yield* fs.access(a.tls_ca, { readable: true }).pipe(Effect.option))._tag === "None") {
+      add(["adapters", name, "tls_ca"], `not readable by this user (or not found): ${a.tls_ca}`)
     }
   }
   // The resolver's own parser judges each server, so the loader and the server cannot disagree.

@@ -11,6 +11,7 @@
 import { type LogLevel, Redacted } from "effect"
 import { defaults as lmtpDefaults, type LmtpOptions } from "../delivery/LmtpAdapter.ts"
 import type { RetrySchedule, RouteOptions } from "../delivery/Router.ts"
+import type { MxOptions } from "../delivery/MxAdapter.ts"
 import type { SmtpRelayOptions } from "../delivery/SmtpRelayAdapter.ts"
 import type { StatusKey, WebhookOptions } from "../delivery/webhook/WebhookAdapter.ts"
 import type { NodeDnsOptions } from "../dns/NodeDns.ts"
@@ -34,6 +35,7 @@ export type AdapterChoice =
   | { readonly type: "webhook"; readonly options: WebhookOptions }
   | { readonly type: "lmtp"; readonly options: LmtpOptions }
   | { readonly type: "smtp"; readonly options: SmtpRelayOptions }
+  | { readonly type: "mx"; readonly options: MxOptions; readonly tlsCaFile?: string | undefined }
 
 export type DeliveryChoice =
   | { readonly adapter: "maildir"; readonly root: string }
@@ -177,7 +179,8 @@ export const deliversOffSite: Readonly<Record<Adapter["type"], boolean>> = {
   discard: false,
   webhook: false,
   lmtp: false,
-  smtp: true
+  smtp: true,
+  mx: true
 }
 
 const toAdapter = (name: string, a: Adapter, c: IncomingConfig): AdapterChoice => {
@@ -237,6 +240,27 @@ const toAdapter = (name: string, a: Adapter, c: IncomingConfig): AdapterChoice =
           greetingTimeoutMs: a.greeting_timeout,
           socketTimeoutMs: a.socket_timeout
         }
+      }
+    case "mx":
+      return {
+        type: "mx",
+        options: {
+          name,
+          port: a.port,
+          ...(a.helo !== undefined ? { heloName: a.helo } : { heloName: c.hostname }),
+          ...(a.local_address !== undefined ? { localAddress: a.local_address } : {}),
+          tls: a.tls,
+          connectTimeoutMs: a.connect_timeout,
+          greetingTimeoutMs: a.greeting_timeout,
+          socketTimeoutMs: a.socket_timeout,
+          maxConnectionsPerDomain: a.max_connections_per_domain,
+          maxMessagesPerConnection: a.max_messages_per_connection,
+          idleTimeoutMs: a.idle_timeout,
+          pauseAfterFailures: a.pause_after_failures,
+          pauseMs: a.pause
+        },
+        // Read when the adapter is built (cli/delivery.ts); Load.ts checked it is readable.
+        ...(a.tls_ca !== undefined ? { tlsCaFile: a.tls_ca } : {})
       }
   }
 }
