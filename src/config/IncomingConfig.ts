@@ -33,6 +33,7 @@ import * as WebhookAdapterModule from "../delivery/webhook/WebhookAdapter.ts"
 import { defaultQueueOptions } from "../queue/MailQueue.ts"
 import { defaultInlineThreshold } from "../queue/SqliteQueue.ts"
 import * as Policy from "../policy/Policy.ts"
+import * as Milter from "../policy/rules/Milter.ts"
 import * as RateLimiter from "../policy/rules/RateLimiter.ts"
 import * as DnsblModule from "../policy/rules/spam/Dnsbl.ts"
 import * as ListenerOptions from "../smtp/ListenerOptions.ts"
@@ -428,6 +429,19 @@ export const IprevRule = Schema.Struct({ rule: Schema.Literal("iprev"), ...authR
 
 export const authRuleTypes = ["spf", "dkim", "dmarc", "arc", "iprev"] as const
 
+/** A mail filter speaking the milter protocol (policy/rules/Milter.ts). */
+export const MilterRule = Schema.Struct({
+  rule: Schema.Literal("milter"),
+  name: ruleName,
+  observe,
+  /** `inet:HOST:PORT` or `unix:/path` (checked in `Load.ts`). */
+  address: NonEmpty,
+  /** Deadline of connecting and of each reply; keep it under `policy_timeout`. */
+  timeout: duration(Milter.defaults.timeoutMs),
+  /** A filter that fails: let the mail through (`accept`, Postfix's default) or defer it with 451 (`tempfail`). */
+  on_error: withDefault(Schema.Literals(["accept", "tempfail"]), Milter.defaults.onError)
+})
+
 /** What the anti-spam rules take (policy/rules/spam/): our own users are skipped unless asked. */
 const spamExemptions = {
   /** Check AUTH sessions too (default: they are our users, skipped). */
@@ -468,7 +482,7 @@ export const DnsblRule = Schema.Struct({
 
 export const spamRuleTypes = ["dnsbl"] as const
 
-export const ruleTypes = ["rate_limit", "tls_required", "hello_required", "max_recipients", "size_limit", "connection_limit", ...authRuleTypes, ...spamRuleTypes] as const
+export const ruleTypes = ["rate_limit", "tls_required", "hello_required", "max_recipients", "size_limit", "connection_limit", ...authRuleTypes, "milter", ...spamRuleTypes] as const
 export type RuleType = (typeof ruleTypes)[number]
 
 export const PolicyRule = Schema.Union([
@@ -483,6 +497,7 @@ export const PolicyRule = Schema.Union([
   DmarcRule,
   ArcRule,
   IprevRule,
+  MilterRule,
   DnsblRule
 ])
   .annotate({ expected: `a table with rule = ${ruleTypes.map((t) => `"${t}"`).join(" | ")}` })

@@ -20,6 +20,8 @@ import type * as AuthRules from "../policy/rules/auth/AuthRules.ts"
 import type { ConnectionLimitOptions } from "../policy/rules/ConnectionLimit.ts"
 import type { HelloRequiredOptions } from "../policy/rules/HelloRequired.ts"
 import type { MaxRecipientsOptions } from "../policy/rules/MaxRecipients.ts"
+import type { MilterOptions } from "../policy/rules/Milter.ts"
+import { parseAddress as parseMilterAddress } from "../policy/milter/Connection.ts"
 import type { Dimension, RateLimiterOptions } from "../policy/rules/RateLimiter.ts"
 import type { SizeLimitOptions } from "../policy/rules/SizeLimit.ts"
 import type { DnsblOptions } from "../policy/rules/spam/Dnsbl.ts"
@@ -72,6 +74,8 @@ export type RuleChoice =
   | { readonly rule: "spf"; readonly options: AuthRules.SpfOptions }
   | { readonly rule: "dkim" | "dmarc" | "iprev"; readonly options: AuthRules.CommonOptions }
   | { readonly rule: "arc"; readonly options: AuthRules.ArcOptions; readonly seal?: ArcSealFiles | undefined }
+  /** Everything but our host name (the `j` macro), which `Build.ts` adds. */
+  | { readonly rule: "milter"; readonly options: Omit<MilterOptions, "hostname"> }
   | { readonly rule: "dnsbl"; readonly options: DnsblOptions }
 
 /** The ARC seal key as configured; `Build.ts` reads the file. */
@@ -344,6 +348,12 @@ const toRule = (p: PolicyRule): RuleChoice => {
       return { rule: "size_limit", options: { ...common, maxSize: p.max } }
     case "connection_limit":
       return { rule: "connection_limit", options: { ...common, max: p.max_per_ip } }
+    case "milter": {
+      const address = parseMilterAddress(p.address)
+      // Load.ts refuses a bad address before this runs; a string here is a bug of ours.
+      if (typeof address === "string") throw new Error(address)
+      return { rule: "milter", options: { ...common, address, timeoutMs: p.timeout, onError: p.on_error } }
+    }
     case "spf":
     case "dkim":
     case "dmarc":
