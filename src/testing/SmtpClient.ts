@@ -38,16 +38,41 @@ export interface ConnectOptions {
   readonly timeoutMs?: number
   /** The address to connect from (any of 127.0.0.0/8 on Linux: a client other than 127.0.0.1). */
   readonly localAddress?: string
+  /**
+   * Bytes sent as soon as TCP connects, before TLS and the greeting: a PROXY protocol header, as
+   * a load balancer sends it. Several chunks are written one by one, each after the last was
+   * flushed (a header split across packets).
+   */
+  readonly preamble?: Uint8Array | ReadonlyArray<Uint8Array>
 }
 
 export const connect = (options: ConnectOptions): Effect.Effect<SmtpClient, SmtpClientError, Scope.Scope> =>
   Effect.acquireRelease(
     Effect.callback<SmtpClient, SmtpClientError>((resume) => {
       const host = options.host ?? "127.0.0.1"
+      const chunks = options.preamble === undefined ? [] : options.preamble instanceof Uint8Array ? [options.preamble] : [...options.preamble]
       const local = options.localAddress === undefined ? {} : { localAddress: options.localAddress }
-      const socket: Socket = options.tls === true
-        ? tlsConnect({ port: options.port, host, rejectUnauthorized: false, ...local })
-        : netConnect({ port: options.port, host, ...local })
+      let socket: Socket
+      if (chunks.length === 0) {
+        socket = options.tls === true
+          ? tlsConnect({ port: options.port, host, rejectUnauthorized: false, ...local })
+          : netConnect({ port: options.port, host, ...local })
+      } else if (options.tls === true) {
+        // TLS starts after the preamble, which goes first and in clear (in one write: the
+        // handshake must not overtake a later chunk).
+        const tcp = netConnect({ port: options.port, host, ...local })
+        tcp.once("connect", () => tcp.write(Buffer.concat(chunks)))
+        socket = tlsConnect({ socket: tcp, rejectUnauthorized: false })
+      } else {
+        socket = netConnect({ port: options.port, host, ...local })
+        socket.setNoDelay(true)
+        socket.once("connect", () => {
+          const next = (i: number) => {
+            if (i < chunks.length) socket.write(chunks[i]!, () => setTimeout(() => next(i + 1), 1))
+          }
+          next(0)
+        })
+      }
       const transcript: Array<string> = []
       const replies: Array<Reply> = []
       const waiting: Array<(r: Reply | SmtpClientError) => void> = []
