@@ -36,6 +36,7 @@ import { defaultInlineThreshold } from "../queue/SqliteQueue.ts"
 import * as Policy from "../policy/Policy.ts"
 import * as Milter from "../policy/rules/Milter.ts"
 import * as RateLimiter from "../policy/rules/RateLimiter.ts"
+import * as DnsblModule from "../policy/rules/spam/Dnsbl.ts"
 import * as ListenerOptions from "../smtp/ListenerOptions.ts"
 import { defaultSpoolOptions } from "../spool/Spool.ts"
 import { defaults as tracingDefaults } from "../telemetry/Tracing.ts"
@@ -452,7 +453,47 @@ export const MilterRule = Schema.Struct({
   on_error: withDefault(Schema.Literals(["accept", "tempfail"]), Milter.defaults.onError)
 })
 
-export const ruleTypes = ["rate_limit", "tls_required", "hello_required", "max_recipients", "size_limit", "connection_limit", ...authRuleTypes, "milter"] as const
+/** What the anti-spam rules take (policy/rules/spam/): our own users are skipped unless asked. */
+const spamExemptions = {
+  /** Check AUTH sessions too (default: they are our users, skipped). */
+  check_authenticated: withDefault(Schema.Boolean, false),
+  /** Check clients in `relay.trusted_networks` too (default: skipped). */
+  check_trusted: withDefault(Schema.Boolean, false)
+}
+
+const Weight = Schema.Number.check(Schema.isGreaterThan(0))
+
+/** A blocklist: its name, or a table with its weight, the answers that count and its own reply. */
+export const DnsblZone = Schema.Union([
+  NonEmpty,
+  Schema.Struct({
+    zone: NonEmpty,
+    weight: Schema.optionalKey(Weight),
+    /** Only these A answers count as a listing (e.g. `["127.0.0.2", "127.0.0.3"]`). */
+    codes: Schema.optionalKey(Schema.Array(NonEmpty)),
+    /** The refusal's text; `{ip}`, `{zone}` and `{reason}` are filled in. */
+    reply: Schema.optionalKey(NonEmpty)
+  })
+]).annotate({ expected: "a zone name, or a table with zone (and weight, codes, reply)" })
+
+export const DnsblRule = Schema.Struct({
+  rule: Schema.Literal("dnsbl"),
+  name: ruleName,
+  observe,
+  zones: Schema.NonEmptyArray(DnsblZone),
+  /** DNSWL zones: a client listed in one of them is not refused. */
+  allow_zones: withDefault(Schema.Array(NonEmpty), []),
+  threshold: withDefault(Weight, DnsblModule.defaults.threshold),
+  stage: withDefault(Schema.Literals(["rcpt", "connect"]), DnsblModule.defaults.stage),
+  timeout: duration(DnsblModule.defaults.timeoutMs),
+  test_entries: withDefault(Schema.Boolean, true),
+  test_interval: duration(DnsblModule.defaults.testIntervalMs),
+  ...spamExemptions
+})
+
+export const spamRuleTypes = ["dnsbl"] as const
+
+export const ruleTypes = ["rate_limit", "tls_required", "hello_required", "max_recipients", "size_limit", "connection_limit", ...authRuleTypes, "milter", ...spamRuleTypes] as const
 export type RuleType = (typeof ruleTypes)[number]
 
 export const PolicyRule = Schema.Union([
@@ -467,7 +508,8 @@ export const PolicyRule = Schema.Union([
   DmarcRule,
   ArcRule,
   IprevRule,
-  MilterRule
+  MilterRule,
+  DnsblRule
 ])
   .annotate({ expected: `a table with rule = ${ruleTypes.map((t) => `"${t}"`).join(" | ")}` })
 export type PolicyRule = typeof PolicyRule.Type

@@ -25,6 +25,7 @@ import type { MilterOptions } from "../policy/rules/Milter.ts"
 import { parseAddress as parseMilterAddress } from "../policy/milter/Connection.ts"
 import type { Dimension, RateLimiterOptions } from "../policy/rules/RateLimiter.ts"
 import type { SizeLimitOptions } from "../policy/rules/SizeLimit.ts"
+import type { DnsblOptions } from "../policy/rules/spam/Dnsbl.ts"
 import type { TlsRequiredOptions } from "../policy/rules/TlsRequired.ts"
 import type { ListenerInput } from "../smtp/ListenerOptions.ts"
 import type { TracingOptions } from "../telemetry/Tracing.ts"
@@ -76,6 +77,7 @@ export type RuleChoice =
   | { readonly rule: "arc"; readonly options: AuthRules.ArcOptions; readonly seal?: ArcSealFiles | undefined }
   /** Everything but our host name (the `j` macro), which `Build.ts` adds. */
   | { readonly rule: "milter"; readonly options: Omit<MilterOptions, "hostname"> }
+  | { readonly rule: "dnsbl"; readonly options: DnsblOptions }
 
 /** The ARC seal key as configured; `Build.ts` reads the file. */
 export interface ArcSealFiles {
@@ -392,6 +394,29 @@ const toRule = (p: PolicyRule): RuleChoice => {
       }
       return { rule: p.rule, options }
     }
+    case "dnsbl":
+      return {
+        rule: "dnsbl",
+        options: {
+          ...common,
+          zones: p.zones.map((z) =>
+            typeof z === "string" ? z : {
+              zone: z.zone,
+              ...(z.weight !== undefined ? { weight: z.weight } : {}),
+              ...(z.codes !== undefined ? { codes: z.codes } : {}),
+              ...(z.reply !== undefined ? { reply: z.reply } : {})
+            }
+          ),
+          allowZones: p.allow_zones,
+          threshold: p.threshold,
+          stage: p.stage,
+          timeout: p.timeout,
+          testEntries: p.test_entries,
+          testInterval: p.test_interval,
+          checkAuthenticated: p.check_authenticated,
+          checkTrusted: p.check_trusted
+        }
+      }
   }
 }
 
