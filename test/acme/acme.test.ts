@@ -10,50 +10,15 @@ import { X509Certificate } from "node:crypto"
 import { statSync } from "node:fs"
 import { assert, describe, it } from "@effect/vitest"
 import { Context, Duration, Effect, Exit, Layer, Scope } from "effect"
-import type { AcmeOptions } from "../../src/acme/AcmeOptions.ts"
-import * as AcmeDefaults from "../../src/acme/AcmeOptions.ts"
 import { CertManager } from "../../src/acme/CertManager.ts"
 import * as CertStore from "../../src/acme/CertStore.ts"
 import { Listeners } from "../../src/smtp/Listener.ts"
 import { TestIncoming } from "../../src/testing/index.ts"
-import * as Dnsmasq from "../support/dnsmasq.ts"
 import * as Pebble from "../support/pebble.ts"
 import * as StartTls from "../support/starttls.ts"
+import { name, ready, type Setup, setup, warnIfSkipped } from "./helpers.ts"
 
-const ready = Pebble.available && Dnsmasq.available
-if (!Pebble.available) console.warn(`acme.test.ts: ${Pebble.skipMessage}`)
-if (!Dnsmasq.available) console.warn(`acme.test.ts: ${Dnsmasq.skipMessage}`)
-
-const name = "mx.acme.test"
-
-interface Setup {
-  readonly dataDir: string
-  readonly pebble: Pebble.Pebble
-  readonly acme: AcmeOptions
-}
-
-/** pebble validating against our responder on free ports, names resolved by dnsmasq to 127.0.0.1. */
-const setup = (challenge: AcmeOptions["challenge"], extra: Partial<AcmeOptions> = {}, pebble: Partial<Pebble.PebbleOptions> = {}) =>
-  Effect.gen(function*() {
-    const dir = yield* TestIncoming.tempDir("incoming-acme-")
-    const [httpPort, tlsPort] = yield* Effect.promise(() => Promise.all([Pebble.freePort(), Pebble.freePort()]))
-    const dns = yield* Dnsmasq.start({ A: { [name]: "127.0.0.1", "other.acme.test": "127.0.0.1" } })
-    const ca = yield* Pebble.start({ dir, httpPort, tlsPort, dnsServer: dns.server, ...pebble })
-    const acme: AcmeOptions = {
-      ...AcmeDefaults.defaults,
-      directory: ca.directory,
-      email: "postmaster@acme.test",
-      domains: [],
-      challenge,
-      httpListen: { host: "127.0.0.1", port: httpPort },
-      tlsAlpnListen: { host: "127.0.0.1", port: tlsPort },
-      directoryCaFile: ca.httpsCaFile,
-      retryBaseMs: 500,
-      retryMaxMs: 2_000,
-      ...extra
-    }
-    return { dataDir: `${dir}/data`, pebble: ca, acme } satisfies Setup
-  })
+warnIfSkipped("acme.test.ts")
 
 /** A server whose one listener (STARTTLS) uses the managed certificate of `name`. */
 const server = (s: Setup) =>
