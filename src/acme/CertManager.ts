@@ -52,16 +52,17 @@ export class CertManager extends Context.Service<CertManager, {
   readonly start: (install: Effect.Effect<void, unknown>) => Effect.Effect<void, never, Scope.Scope>
 }>()("incoming/CertManager") {}
 
-const metrics = {
-  expiry: (domain: string) =>
-    Metric.gauge("incoming_certificate_expiry_seconds", { description: "expiry of the managed certificate, Unix seconds", attributes: { domain } }),
-  renewals: (domain: string, outcome: string) =>
-    Metric.counter("incoming_certificate_renewals_total", {
-      description: "ACME issuances by name and outcome (issued, ca_error, challenge_failed, bind_failed, storage_failed)",
-      incremental: true,
-      attributes: { domain, outcome }
-    })
+/** The manager's metrics (labelled per name at update: renewals are rare, this is no hot path). */
+export const metrics = {
+  expiry: Metric.gauge("incoming_certificate_expiry_seconds", { description: "expiry of the managed certificate, Unix seconds" }),
+  renewals: Metric.counter("incoming_certificate_renewals_total", {
+    description: "ACME issuances by name and outcome (issued, ca_error, challenge_failed, bind_failed, storage_failed)",
+    incremental: true
+  })
 }
+
+const expiryOf = (domain: string) => metrics.expiry.pipe(Metric.withAttributes({ domain }))
+const renewalsOf = (domain: string, outcome: string) => metrics.renewals.pipe(Metric.withAttributes({ domain, outcome }))
 
 interface State {
   stored: CertStore.Stored | undefined
@@ -87,7 +88,7 @@ export const make = Effect.fnUntraced(function*(options: AcmeOptions, dataDir: s
       if (read._tag === "Unusable") yield* Effect.logWarning(`stored certificate for ${domain} is unusable, issuing a new one: ${read.problem}`)
       const state: State = { stored: read._tag === "Found" ? read.stored : undefined, failures: 0, lastError: undefined, nextAttemptAt: undefined }
       states.set(domain, state)
-      if (state.stored !== undefined) yield* Metric.update(metrics.expiry(domain), Math.floor(state.stored.notAfter / 1000))
+      if (state.stored !== undefined) yield* Metric.update(expiryOf(domain), Math.floor(state.stored.notAfter / 1000))
       return state
     })
 
@@ -114,7 +115,7 @@ export const make = Effect.fnUntraced(function*(options: AcmeOptions, dataDir: s
         state.failures += 1
         state.lastError = error.message
         state.nextAttemptAt = now + retryDelay(options, state.failures)
-        yield* Metric.update(metrics.renewals(domain, error.outcome), 1)
+        yield* Metric.update(renewalsOf(domain, error.outcome), 1)
         const stored = state.stored
         const late = stored === undefined || now > stored.notAfter - (stored.notAfter - renewAt(options, stored.notBefore, stored.notAfter)) / 2
         const next = `next attempt in ${Duration.format(Duration.millis(state.nextAttemptAt - now))}`
@@ -128,8 +129,8 @@ export const make = Effect.fnUntraced(function*(options: AcmeOptions, dataDir: s
       state.failures = 0
       state.lastError = undefined
       state.nextAttemptAt = undefined
-      yield* Metric.update(metrics.renewals(domain, "issued"), 1)
-      if (state.stored !== undefined) yield* Metric.update(metrics.expiry(domain), Math.floor(state.stored.notAfter / 1000))
+      yield* Metric.update(renewalsOf(domain, "issued"), 1)
+      if (state.stored !== undefined) yield* Metric.update(expiryOf(domain), Math.floor(state.stored.notAfter / 1000))
       yield* Effect.logInfo(
         `certificate for ${domain} issued in ${now - started} ms, valid until ${state.stored === undefined ? "?" : new Date(state.stored.notAfter).toISOString()}`
       )
