@@ -13,6 +13,7 @@ import type { MailQueue } from "./queue/MailQueue.ts"
 import type { MailQueueError } from "./queue/MailQueueError.ts"
 import type { ListenerInput } from "./smtp/ListenerOptions.ts"
 import type * as Admin from "./admin/Admin.ts"
+import type { PriorityRule } from "./policy/Priorities.ts"
 
 export type QueueChoice =
   | { readonly kind: "memory"; readonly maxDepth?: number; readonly deadLetterTtlMs?: number }
@@ -66,6 +67,11 @@ export interface IncomingOptions {
   readonly policies?: PolicyChoice | undefined
   /** The admin HTTP endpoint (/healthz, /readyz, /metrics); off when absent. */
   readonly admin?: Admin.AdminOptions | undefined
+  /**
+   * Message priorities by sender/recipient pattern (policy/Priorities.ts); with a listener's
+   * `priority`, an honoured `MT-PRIORITY` and the routes' levels, the highest wins.
+   */
+  readonly priorities?: ReadonlyArray<PriorityRule> | undefined
 }
 
 export const defaultDataDir = "./var/incoming"
