@@ -142,7 +142,8 @@ export const toIncomingOptions = (c: IncomingConfig): IncomingOptions => ({
     greetingDelayMs: l.greeting_delay,
     lineEndings: l.line_endings,
     hookTimeoutMs: l.hook_timeout,
-    ...(l.priority !== undefined ? { priority: l.priority } : {})
+    ...(l.priority !== undefined ? { priority: l.priority } : {}),
+    ...(l.proxy_protocol !== undefined ? { proxyProtocol: { trusted: l.proxy_protocol.trusted, timeoutMs: l.proxy_protocol.timeout } } : {})
   })),
   ...(c.priorities.length > 0
     ? { priorities: c.priorities.map((p) => ({ sender: p.sender, recipient: p.recipient, priority: p.priority })) }
