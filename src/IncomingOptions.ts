@@ -14,6 +14,7 @@ import type { MailQueueError } from "./queue/MailQueueError.ts"
 import type { ListenerInput } from "./smtp/ListenerOptions.ts"
 import type * as Admin from "./admin/Admin.ts"
 import type { PriorityRule } from "./policy/Priorities.ts"
+import type { AcmeOptions } from "./acme/AcmeOptions.ts"
 
 export type QueueChoice =
   | { readonly kind: "memory"; readonly maxDepth?: number; readonly deadLetterTtlMs?: number }
@@ -72,6 +73,11 @@ export interface IncomingOptions {
    * `priority`, an honoured `MT-PRIORITY` and the routes' levels, the highest wins.
    */
   readonly priorities?: ReadonlyArray<PriorityRule> | undefined
+  /**
+   * ACME certificates for the listeners with `tls.acme = true` (docs/acme.md); `domains` empty
+   * means the host names of those listeners.
+   */
+  readonly acme?: AcmeOptions | undefined
 }
 
 export const defaultDataDir = "./var/incoming"
