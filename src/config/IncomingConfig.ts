@@ -102,7 +102,15 @@ export const Listener = Schema.Struct({
   max_connections_per_ip: count(1, d.maxConnectionsPerIp),
   greeting_delay: duration(d.greetingDelayMs),
   line_endings: withDefault(Schema.Literals(["reject", "normalize"]), d.lineEndings),
-  hook_timeout: duration(d.hookTimeoutMs)
+  hook_timeout: duration(d.hookTimeoutMs),
+  /**
+   * PROXY protocol v1/v2 from these load balancers (CIDR ranges or addresses): they must send a
+   * header, others may not; the header's client address is the client everywhere.
+   */
+  proxy_protocol: Schema.optionalKey(Schema.Struct({
+    trusted: Schema.Array(NonEmpty).check(Schema.isMinLength(1)),
+    timeout: duration(ListenerOptions.defaultProxyTimeoutMs)
+  }))
 })
 
 export const defaultListeners = [{ host: "127.0.0.1", port: 2525 }] as const

@@ -369,6 +369,14 @@ const accessChecks = Effect.fnUntraced(function*(config: IncomingConfig, sourceO
     else if (!domains.has(m.domain)) add(["relay", "recipients", i], `${JSON.stringify(r)} is not in one of domains (${config.domains.join(", ")})`)
   }
   for (const [i, l] of config.listeners.entries()) {
+    for (const [j, network] of (l.proxy_protocol?.trusted ?? []).entries()) {
+      const parsed = yield* Effect.result(Relay.parseNetworks([network]))
+      if (parsed._tag === "Failure") {
+        add(["listeners", i, "proxy_protocol", "trusted", j], `not an IP address or CIDR range (like "10.0.0.0/8"): ${JSON.stringify(network)}`)
+      }
+    }
+  }
+  for (const [i, l] of config.listeners.entries()) {
     if (l.mode === "mx") continue
     const name = l.name ?? `smtp:${l.host}:${l.port}`
     if (config.auth === undefined) {

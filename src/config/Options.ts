@@ -141,7 +141,8 @@ export const toIncomingOptions = (c: IncomingConfig): IncomingOptions => ({
     maxConnectionsPerIp: l.max_connections_per_ip,
     greetingDelayMs: l.greeting_delay,
     lineEndings: l.line_endings,
-    hookTimeoutMs: l.hook_timeout
+    hookTimeoutMs: l.hook_timeout,
+    ...(l.proxy_protocol !== undefined ? { proxyProtocol: { trusted: l.proxy_protocol.trusted, timeoutMs: l.proxy_protocol.timeout } } : {})
   })),
   queue: c.queue.backend === "sqlite"
     ? { kind: "sqlite", maxDepth: c.queue.max_depth, deadLetterTtlMs: c.queue.dead_letter_ttl, inlineThreshold: c.queue.inline_threshold }
