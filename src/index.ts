@@ -42,6 +42,8 @@ export * as Spool from "./spool/Spool.ts"
 export * as SpooledBody from "./spool/SpooledBody.ts"
 
 export * as MailQueue from "./queue/MailQueue.ts"
+export * as QueueAdmin from "./queue/QueueAdmin.ts"
+export * as QueueBackend from "./queue/QueueBackend.ts"
 export * as MailQueueError from "./queue/MailQueueError.ts"
 export * as MemoryQueue from "./queue/MemoryQueue.ts"
 export * as SqliteQueue from "./queue/SqliteQueue.ts"
