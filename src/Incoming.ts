@@ -16,10 +16,12 @@ import * as Control from "./Control.ts"
 import * as DataDir from "./DataDir.ts"
 import { defaultDataDir, type IncomingOptions, type PolicyChoice, type QueueChoice } from "./IncomingOptions.ts"
 import * as Policy from "./policy/Policy.ts"
+import * as Priorities from "./policy/Priorities.ts"
 import * as Relay from "./policy/Relay.ts"
 import * as Verdict from "./policy/Verdict.ts"
 import type { MailQueue } from "./queue/MailQueue.ts"
 import type { MailQueueError } from "./queue/MailQueueError.ts"
+import type { QueueAdmin } from "./queue/QueueAdmin.ts"
 import * as MemoryQueue from "./queue/MemoryQueue.ts"
 import * as SqliteQueue from "./queue/SqliteQueue.ts"
 import type { ListenError } from "./smtp/ListenError.ts"
@@ -39,6 +41,7 @@ export type Services =
   | Relay.Relay
   | Listener.Listeners
   | MailQueue
+  | QueueAdmin
   | Telemetry.Telemetry
   | Dispatcher.Dispatcher
   | Spool.Spool
@@ -49,7 +52,7 @@ export type Services =
 export type { IncomingOptions, PolicyChoice, QueueChoice } from "./IncomingOptions.ts"
 export { defaultDataDir } from "./IncomingOptions.ts"
 
-const queueLayer = (input: QueueChoice | undefined, dataDir: string): Layer.Layer<MailQueue, MailQueueError> => {
+const queueLayer = (input: QueueChoice | undefined, dataDir: string): Layer.Layer<MailQueue | QueueAdmin, MailQueueError> => {
   // The embedded default is durable: accepted mail must survive a restart.
   const choice: QueueChoice = input ?? { kind: "sqlite" }
   if (choice.kind === "memory") {
@@ -107,7 +110,13 @@ const policyLayer = (choice: PolicyChoice | undefined): Layer.Layer<Policy.Polic
  * The whole server as a layer. Provide a `DeliveryAdapter` (an Effect function, Maildir, ...);
  * the services it exposes let a host app watch events, inspect the queue and find bound ports.
  */
-export type StartError = ListenError | MailQueueError | Relay.RelayConfigError | DataDir.DataDirError | SpoolError
+export type StartError =
+  | ListenError
+  | MailQueueError
+  | Relay.RelayConfigError
+  | DataDir.DataDirError
+  | SpoolError
+  | Priorities.PrioritiesError
 
 export const layer = (options: IncomingOptions): Layer.Layer<Services, StartError, DeliveryAdapter> => {
   const dataDir = resolve(options.dataDir ?? defaultDataDir)
@@ -138,6 +147,7 @@ export const layer = (options: IncomingOptions): Layer.Layer<Services, StartErro
       }))
     )),
     policyLayer(options.policies).pipe(Layer.provide(telemetry)),
+    options.priorities === undefined ? Layer.empty : Priorities.layer(options.priorities),
     // Sessions ask it whether a recipient is acknowledged before the reply (a Router's sync routes).
     SyncAck.layer.pipe(Layer.provide(telemetry)),
     health,
