@@ -19,7 +19,7 @@
  * Metrics: `incoming_certificate_expiry_seconds{domain}` (the expiry, Unix seconds) and
  * `incoming_certificate_renewals_total{domain,outcome}`.
  */
-import { Clock, Context, Duration, Effect, Layer, Metric, type Scope, Semaphore } from "effect"
+import { Clock, Context, Duration, Effect, Layer, Metric, Queue, type Scope, Semaphore } from "effect"
 import { AcmeError, detailOf } from "./AcmeError.ts"
 import { type AcmeOptions, defaults, directoryUrl, renewAt } from "./AcmeOptions.ts"
 import * as CertStore from "./CertStore.ts"
@@ -81,6 +81,8 @@ export const make = Effect.fnUntraced(function*(options: AcmeOptions, dataDir: s
   // One order at a time: the responder's port is shared, and the CA limits concurrent orders.
   const lock = yield* Semaphore.make(1)
   let install: Effect.Effect<void, unknown> = Effect.void
+  // Wakes the renewal loop before its time: a forced renewal that failed is retried on the loop's schedule.
+  const wake = yield* Queue.sliding<void>(1)
 
   const load = (domain: string) =>
     Effect.gen(function*() {
@@ -172,7 +174,8 @@ export const make = Effect.fnUntraced(function*(options: AcmeOptions, dataDir: s
     }
     if (renewed) yield* swap
     const next = Math.min(now + options.checkIntervalMs, ...[...states.values()].map(dueAt))
-    yield* Effect.sleep(Duration.millis(Math.max(1000, next - (yield* Clock.currentTimeMillis))))
+    const wait = Math.max(1000, next - (yield* Clock.currentTimeMillis))
+    yield* Effect.race(Effect.sleep(Duration.millis(wait)), Queue.take(wake))
   })
 
   const status = Effect.gen(function*() {
@@ -199,7 +202,10 @@ export const make = Effect.fnUntraced(function*(options: AcmeOptions, dataDir: s
         if (!states.has(name)) yield* load(name)
         // A failure is recorded and logged by issueOne; the caller gets it too.
         const failed = yield* issueOne(name)
-        if (failed !== undefined) return yield* failed
+        if (failed !== undefined) {
+          yield* Queue.offer(wake, undefined)
+          return yield* failed
+        }
       }
       yield* swap
     }),
