@@ -58,7 +58,8 @@ const queueLayer = (input: QueueChoice | undefined, dataDir: string): Layer.Laye
   if (choice.kind === "memory") {
     return MemoryQueue.layer({
       ...(choice.maxDepth !== undefined ? { maxDepth: choice.maxDepth } : {}),
-      ...(choice.deadLetterTtlMs !== undefined ? { deadLetterTtlMs: choice.deadLetterTtlMs } : {})
+      ...(choice.deadLetterTtlMs !== undefined ? { deadLetterTtlMs: choice.deadLetterTtlMs } : {}),
+      ...(choice.priorityMaxWaitMs !== undefined ? { priorityMaxWaitMs: choice.priorityMaxWaitMs } : {})
     })
   }
   if (choice.kind === "sqlite") {
@@ -66,6 +67,7 @@ const queueLayer = (input: QueueChoice | undefined, dataDir: string): Layer.Laye
       dataDir,
       ...(choice.maxDepth !== undefined ? { maxDepth: choice.maxDepth } : {}),
       ...(choice.deadLetterTtlMs !== undefined ? { deadLetterTtlMs: choice.deadLetterTtlMs } : {}),
+      ...(choice.priorityMaxWaitMs !== undefined ? { priorityMaxWaitMs: choice.priorityMaxWaitMs } : {}),
       ...(choice.inlineThreshold !== undefined ? { inlineThreshold: choice.inlineThreshold } : {})
     })
   }

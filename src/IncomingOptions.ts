@@ -18,11 +18,18 @@ import type { PriorityRule } from "./policy/Priorities.ts"
 import type { AcmeOptions } from "./acme/AcmeOptions.ts"
 
 export type QueueChoice =
-  | { readonly kind: "memory"; readonly maxDepth?: number; readonly deadLetterTtlMs?: number }
+  | {
+    readonly kind: "memory"
+    readonly maxDepth?: number
+    readonly deadLetterTtlMs?: number
+    /** Ageing of low priority (see `QueueOptions.priorityMaxWaitMs`). */
+    readonly priorityMaxWaitMs?: number
+  }
   | {
     readonly kind: "sqlite"
     readonly maxDepth?: number
     readonly deadLetterTtlMs?: number
+    readonly priorityMaxWaitMs?: number
     /** Bodies up to this size are stored in the database row; larger ones in fsync'd files. */
     readonly inlineThreshold?: number
   }

@@ -3,10 +3,11 @@
  * server runs or not. Tables for people, `--json` for scripts. Exit code 1 when the id named is
  * not in the queue.
  */
-import { Console, Effect, Layer, Option, References } from "effect"
+import { Console, Effect, Layer, Option, References, Result } from "effect"
 import { Argument, Command, Flag } from "effect/cli"
 import * as Incoming from "../Incoming.ts"
 import type { Envelope } from "../protocol/Envelope.ts"
+import * as Priority from "../protocol/Priority.ts"
 import * as BodyStream from "../queue/internal/bodyStream.ts"
 import { type MessageInfo, type MessageState, QueueAdmin } from "../queue/QueueAdmin.ts"
 import * as SqliteQueue from "../queue/SqliteQueue.ts"
@@ -18,6 +19,9 @@ const dataDir = Flag.String("data-dir").pipe(
 const json = Flag.Boolean("json").pipe(Flag.withDescription("machine-readable output"), Flag.withDefault(false))
 
 class NotFound extends Error {}
+class BadLevel extends Error {}
+
+const priorityOf = (e: Envelope) => Priority.format(e.priority ?? Priority.normal)
 
 // Opening the queue logs at info; on a command's stdout that would break `--json`.
 const withQueue = <A, E>(dir: string, f: (q: QueueAdmin["Service"]) => Effect.Effect<A, E>) =>
@@ -37,7 +41,7 @@ const summary = (m: MessageInfo) => {
   const pending = m.recipients.filter((r) => r.state !== "delivered")
   const next = Math.min(...pending.map((r) => r.nextAttemptAt))
   const last = m.recipients.map((r) => r.lastReply).filter((r) => r !== undefined).at(-1)
-  return [m.id, m.state, String(m.size), m.envelope.mailFrom || "<>", m.recipients.map((r) => r.rcpt).join(","),
+  return [m.id, m.state, priorityOf(m.envelope), String(m.size), m.envelope.mailFrom || "<>", m.recipients.map((r) => r.rcpt).join(","),
     String(Math.max(0, ...m.recipients.map((r) => r.attempts))), m.state === "retry" ? iso(next) : "-", last ?? "-"]
 }
 
@@ -55,7 +59,7 @@ const list = Command.make("list", {
       const messages = yield* q.list({ state: f.state as MessageState | "all", limit: f.limit })
       if (f.json) return yield* Console.log(JSON.stringify(messages, null, 2))
       if (messages.length === 0) return yield* Console.log(`no ${f.state === "all" ? "" : `${f.state} `}messages`)
-      yield* Console.log(table([["ID", "STATE", "SIZE", "FROM", "TO", "ATTEMPTS", "NEXT", "LAST REPLY"], ...messages.map(summary)]))
+      yield* Console.log(table([["ID", "STATE", "PRIORITY", "SIZE", "FROM", "TO", "ATTEMPTS", "NEXT", "LAST REPLY"], ...messages.map(summary)]))
     }))).pipe(Command.withDescription("list queued, retrying and dead messages"))
 
 /** SMTPUTF8 and the RFC 3461 parameters, one line each, only when the client gave them. */
@@ -90,6 +94,7 @@ const show = Command.make("show", {
       yield* Console.log([
         `id:          ${m.id}`,
         `state:       ${m.state}`,
+        `priority:    ${priorityOf(m.envelope)}`,
         `received:    ${iso(m.receivedAt)} from ${m.envelope.clientAddress} (${m.envelope.helo}) on ${m.envelope.listener}`,
         `size:        ${m.size}`,
         `from:        ${m.envelope.mailFrom || "<>"}`,
@@ -120,6 +125,24 @@ const retry = Command.make("retry", {
       if (!f.allDead && retried.length === 0) return yield* Effect.fail(new NotFound(`nothing to retry for ${ids[0]}`))
       yield* Console.log(f.json ? JSON.stringify({ retried }) : `${retried.length} message(s) due now`)
     }))).pipe(Command.withDescription("make a retrying or dead message due now"))
+
+const setPriority = Command.make("set-priority", {
+  dataDir,
+  json,
+  id: Argument.String("id"),
+  level: Argument.String("level").pipe(Argument.withDescription("low, normal, high, critical or an integer from -9 to 9"))
+}, (f) =>
+  withQueue(f.dataDir, (q) =>
+    Effect.gen(function*() {
+      const level = Priority.fromSetting(f.level)
+      if (Result.isFailure(level)) return yield* Effect.fail(new BadLevel(`priority: ${level.failure}`))
+      if (!(yield* q.setPriority(f.id, level.success))) return yield* Effect.fail(new NotFound(`no message ${f.id}`))
+      yield* Console.log(
+        f.json
+          ? JSON.stringify({ id: f.id, priority: level.success })
+          : `${f.id}: priority ${Priority.format(level.success)}`
+      )
+    }))).pipe(Command.withDescription("change a queued message's priority (claims order by it)"))
 
 const remove = Command.make("delete", { dataDir, json, id: Argument.String("id") }, (f) =>
   withQueue(f.dataDir, (q) =>
@@ -153,7 +176,7 @@ const stats = Command.make("stats", { dataDir, json }, (f) =>
 
 export const queue = Command.make("queue").pipe(
   Command.withDescription("inspect and repair the durable queue"),
-  Command.withSubcommands([list, show, retry, remove, purge, stats])
+  Command.withSubcommands([list, show, retry, setPriority, remove, purge, stats])
 )
 
 export const isNotFound = (e: unknown): e is NotFound => e instanceof NotFound

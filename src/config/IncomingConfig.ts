@@ -142,6 +142,7 @@ export const Queue = Schema.Struct({
   backend: withDefault(Schema.Literals(["sqlite", "memory"]), "sqlite"),
   max_depth: count(1, defaultQueueOptions.maxDepth),
   dead_letter_ttl: duration(defaultQueueOptions.deadLetterTtlMs),
+  priority_max_wait: duration(defaultQueueOptions.priorityMaxWaitMs),
   /** sqlite only: bodies up to this size live in the database row, larger ones in fsync'd files. */
   inline_threshold: size(defaultInlineThreshold)
 })

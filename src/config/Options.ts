@@ -168,8 +168,19 @@ export const toIncomingOptions = (c: IncomingConfig): IncomingOptions => ({
     ? { priorities: c.priorities.map((p) => ({ sender: p.sender, recipient: p.recipient, priority: p.priority })) }
     : {}),
   queue: c.queue.backend === "sqlite"
-    ? { kind: "sqlite", maxDepth: c.queue.max_depth, deadLetterTtlMs: c.queue.dead_letter_ttl, inlineThreshold: c.queue.inline_threshold }
-    : { kind: "memory", maxDepth: c.queue.max_depth, deadLetterTtlMs: c.queue.dead_letter_ttl },
+    ? {
+      kind: "sqlite",
+      maxDepth: c.queue.max_depth,
+      deadLetterTtlMs: c.queue.dead_letter_ttl,
+      priorityMaxWaitMs: c.queue.priority_max_wait,
+      inlineThreshold: c.queue.inline_threshold
+    }
+    : {
+      kind: "memory",
+      maxDepth: c.queue.max_depth,
+      deadLetterTtlMs: c.queue.dead_letter_ttl,
+      priorityMaxWaitMs: c.queue.priority_max_wait
+    },
   spool: { inMemoryThreshold: c.spool.memory_threshold, memoryBudget: c.spool.memory_budget },
   dispatcher: {
     workers: c.delivery.workers,

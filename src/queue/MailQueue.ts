@@ -67,8 +67,8 @@ export class MailQueue extends Context.Service<MailQueue, {
   /** Makes the message durable (for durable backends) and visible to `claim`. */
   readonly commit: (message: NewMessage) => Effect.Effect<void, MailQueueError>
   /**
-   * Leases the due recipients of the message that has been due the longest (ties: arrival order),
-   * if any. A message with recipients out on a live lease is not claimable; an expired lease's
+   * Leases the due recipients of the most urgent due message, if any: highest effective priority
+   * (`Priority.effective`, with ageing), then due the longest, then arrival order. A message with recipients out on a live lease is not claimable; an expired lease's
    * recipients are due again (the expired attempt stays counted).
    */
   readonly claim: (options: { readonly owner: string; readonly leaseMs: number }) => Effect.Effect<Option.Option<Lease>, MailQueueError>
@@ -103,9 +103,15 @@ export interface QueueOptions {
   readonly deadLetterTtlMs: number
   /** Commits fail with `Full` (452 4.3.1) when this many messages are pending. */
   readonly maxDepth: number
+  /**
+   * Ageing (`Priority.effective`): a message below normal priority that waited this long (ms)
+   * since it arrived is claimed as normal, so low priority cannot starve. 0: no ageing.
+   */
+  readonly priorityMaxWaitMs: number
 }
 
 export const defaultQueueOptions: QueueOptions = {
   deadLetterTtlMs: 7 * 24 * 3600_000,
-  maxDepth: 100_000
+  maxDepth: 100_000,
+  priorityMaxWaitMs: 3600_000
 }

@@ -7,6 +7,7 @@
  */
 import { randomUUID } from "node:crypto"
 import { Clock, Effect, type Layer, Option } from "effect"
+import * as Priority from "../protocol/Priority.ts"
 import type { SpooledBody } from "../spool/SpooledBody.ts"
 import * as BodyStream from "./internal/bodyStream.ts"
 import * as WorkSignal from "./internal/WorkSignal.ts"
@@ -33,7 +34,7 @@ interface Rcpt {
 }
 
 interface Entry {
-  readonly message: NewMessage
+  message: NewMessage
   readonly rcpts: Array<Rcpt>
   lease: { token: string; owner: string; expiresAt: number; rcpts: ReadonlyArray<string> } | undefined
 }
@@ -120,8 +121,9 @@ export const make = Effect.fnUntraced(function*(options: Partial<QueueOptions> =
     claim: ({ leaseMs, owner }) =>
       Effect.gen(function*() {
         const now = yield* Clock.currentTimeMillis
-        // The message due the longest goes first (ties: arrival order), as in the durable backends.
-        let best: { readonly e: Entry; readonly dueAt: number } | undefined
+        // The most urgent message goes first (effective priority, then due the longest, then arrival
+        // order), as in the durable backends.
+        let best: { readonly e: Entry; readonly priority: number; readonly dueAt: number } | undefined
         for (const e of entries.values()) {
           if (e.lease !== undefined) {
             if (e.lease.expiresAt > now) continue
@@ -129,9 +131,18 @@ export const make = Effect.fnUntraced(function*(options: Partial<QueueOptions> =
             for (const r of e.rcpts) if (r.state === "inflight") r.state = "queued"
             e.lease = undefined
           }
+          const priority = Priority.effective(
+            e.message.envelope.priority ?? Priority.normal,
+            e.message.receivedAt,
+            now,
+            opts.priorityMaxWaitMs
+          )
+          if (best !== undefined && priority < best.priority) continue
           for (const r of e.rcpts) {
             if ((r.state === "queued" || r.state === "retry") && r.nextAttemptAt <= now) {
-              if (best === undefined || r.nextAttemptAt < best.dueAt) best = { e, dueAt: r.nextAttemptAt }
+              if (best === undefined || priority > best.priority || r.nextAttemptAt < best.dueAt) {
+                best = { e, priority, dueAt: r.nextAttemptAt }
+              }
             }
           }
         }
@@ -265,6 +276,14 @@ export const make = Effect.fnUntraced(function*(options: Partial<QueueOptions> =
         adjust(e, wasPending)
         if (changed) signal.notify()
         return changed
+      }),
+    setPriority: (id, priority) =>
+      Effect.sync(() => {
+        const e = entries.get(id)
+        if (e === undefined) return false
+        e.message = { ...e.message, envelope: { ...e.message.envelope, priority } }
+        signal.notify()
+        return true
       }),
     remove: (id) =>
       Effect.gen(function*() {

@@ -1,6 +1,7 @@
 /**
  * The `QueueAdmin` contract: what operators do with the queue (`incoming queue ...`, the admin
- * endpoint's gauges, a host app's own tooling) — list, show, read, retry, delete, purge, stats.
+ * endpoint's gauges, a host app's own tooling) — list, show, read, retry, set priority, delete,
+ * purge, stats.
  *
  * It is the second half of a backend: the hot path (commit, claim, settle, release) is
  * `MailQueue.ts`, and a backend's `make` builds both over one store (`QueueBackend.ts`). Nothing
@@ -56,6 +57,11 @@ export class QueueAdmin extends Context.Service<QueueAdmin, {
   readonly readMessage: (id: string) => Effect.Effect<MessageBody, MailQueueError>
   /** Makes retry-waiting and dead recipients of a message due now; false if there were none. */
   readonly retryNow: (id: string) => Effect.Effect<boolean, MailQueueError>
+  /**
+   * Sets a message's priority (-9..9; its envelope's `priority`), for its waiting and future
+   * attempts; a lease already out is not affected. False for an unknown id.
+   */
+  readonly setPriority: (id: string, priority: number) => Effect.Effect<boolean, MailQueueError>
   /** Removes a message in any state; a lease on it is lost. False for an unknown id. */
   readonly remove: (id: string) => Effect.Effect<boolean, MailQueueError>
   /** Removes every dead recipient now (and messages left with nothing else). */

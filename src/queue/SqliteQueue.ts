@@ -30,6 +30,7 @@ import { randomUUID } from "node:crypto"
 import { mkdir } from "node:fs/promises"
 import { join } from "node:path"
 import { Deferred, Clock, Effect, type Layer, Option, Result } from "effect"
+import * as Priority from "../protocol/Priority.ts"
 import { detached } from "../spool/SpooledBody.ts"
 import * as BodyFiles from "./internal/bodyFiles.ts"
 import * as BodyStream from "./internal/bodyStream.ts"
@@ -93,7 +94,8 @@ const storageFailed = (detail: string) => new MailQueueError({ reason: { _tag: "
 export const make = Effect.fnUntraced(function*(options: SqliteQueueOptions) {
   const opts: QueueOptions = {
     deadLetterTtlMs: options.deadLetterTtlMs ?? defaultQueueOptions.deadLetterTtlMs,
-    maxDepth: options.maxDepth ?? defaultQueueOptions.maxDepth
+    maxDepth: options.maxDepth ?? defaultQueueOptions.maxDepth,
+    priorityMaxWaitMs: options.priorityMaxWaitMs ?? defaultQueueOptions.priorityMaxWaitMs
   }
   const inlineThreshold = options.inlineThreshold ?? defaultInlineThreshold
   const bodiesDir = join(options.dataDir, "bodies")
@@ -161,14 +163,22 @@ export const make = Effect.fnUntraced(function*(options: SqliteQueueOptions) {
   const probe: ReadyList.Probe = {
     nextClaimable: () => {
       const next = sql.nextClaimable.get()
-      return Math.min(optionalInt(next?.due) ?? Number.POSITIVE_INFINITY, optionalInt(next?.expiry) ?? Number.POSITIVE_INFINITY)
+      return Math.min(
+        optionalInt(next?.due) ?? Number.POSITIVE_INFINITY,
+        optionalInt(next?.prioritised) ?? Number.POSITIVE_INFINITY,
+        optionalInt(next?.expiry) ?? Number.POSITIVE_INFINITY
+      )
     },
+    anyPrioritised: () => sql.anyPrioritised.get() !== undefined,
     anyExpired: (now) => sql.anyExpired.get(now) !== undefined,
     firstDue: (now) => {
       const first = sql.firstDue.get(now)
       return first === undefined ? undefined : { at: int(first.at), rowid: int(first.seq) }
     }
   }
+
+  // A database with waiting rows at other priorities (from before a restart) starts prioritised.
+  if (yield* read("priorities", probe.anyPrioritised)) ready.prioritise()
 
   const writer = yield* GroupCommit.make({
     path: dbPath,
@@ -178,6 +188,8 @@ export const make = Effect.fnUntraced(function*(options: SqliteQueueOptions) {
     committed: (batch) => {
       if (owner) depth = (batch.recount ?? depth) + batch.depthDelta
       ready.committed({ recounted: batch.recount !== undefined, dueFrom: batch.dueFrom })
+      // Another process wrote (`incoming queue set-priority`...): priorities may have changed.
+      if (batch.recount !== undefined) ready.prioritise()
       if (batch.dueFrom !== Number.POSITIVE_INFINITY) signal.notify()
     },
     afterCommit: (batch) =>
@@ -244,12 +256,15 @@ export const make = Effect.fnUntraced(function*(options: SqliteQueueOptions) {
     }
     const envelope = encodeEnvelope(message.envelope)
     const receivedAt = ms(message.receivedAt)
+    const priority = message.envelope.priority ?? Priority.normal
+    // Claims must now look at the database first (see `ReadyList.prioritise`).
+    if (priority !== Priority.normal) ready.prioritise()
     const now = ms(yield* Clock.currentTimeMillis)
     // Once the body is stored, the job must reach the writer even if this fiber is interrupted:
     // the writer is then the one that undoes the storage if the job does not commit.
     const outcome = yield* Effect.uninterruptibleMask((restore) =>
       Effect.flatMap(restore(storeBody(message)), (stored) => {
-        const handoff = handoffFor(now, receivedAt)
+        const handoff = priority === Priority.normal ? handoffFor(now, receivedAt) : null
         if (handoff !== null) ready.reserve(1)
         const unreserve = Effect.sync(() => {
           if (handoff !== null) ready.unreserve(1)
@@ -264,6 +279,7 @@ export const make = Effect.fnUntraced(function*(options: SqliteQueueOptions) {
           inline: stored.inline,
           file: stored.file,
           rcpts,
+          priority,
           maxDepth: opts.maxDepth,
           handoff
         }, {
@@ -334,7 +350,7 @@ export const make = Effect.fnUntraced(function*(options: SqliteQueueOptions) {
       reserved = false
     }
     const claimed = yield* writer.submit<ReadonlyArray<Claimed>>(
-      { op: "claim", owner: request.owner, token, expiresAt, now, ahead },
+      { op: "claim", owner: request.owner, token, expiresAt, now, ahead, maxWaitMs: opts.priorityMaxWaitMs },
       {
         durable: false,
         onFailure: Effect.sync(unreserve),
@@ -491,7 +507,9 @@ export const make = Effect.fnUntraced(function*(options: SqliteQueueOptions) {
   const exactNextDueAt: Effect.Effect<Option.Option<number>, MailQueueError> = read("next due", () => {
     // A lease in the ready list is claimable now, from its due time (the list's head is the oldest).
     const handedOff = ready.entries[0]?.dueAt
-    const stored = optionalInt(sql.nextDueAt.get()?.at)
+    const normal = optionalInt(sql.nextDueAt.get()?.at)
+    const other = ready.prioritised() ? optionalInt(sql.nextDueAtPrioritised.get()?.at) : undefined
+    const stored = normal === undefined || other === undefined ? normal ?? other : Math.min(normal, other)
     const due = handedOff === undefined || stored === undefined ? handedOff ?? stored : Math.min(handedOff, stored)
     const expiry = optionalInt(sql.nextLeaseExpiry.get()?.at)
     if (due === undefined) return Option.fromNullishOr(expiry)

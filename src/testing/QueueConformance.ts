@@ -1,7 +1,7 @@
 /**
  * The queue conformance kit (`incoming-smtp/testing/queue-conformance`): one set of tests every
  * backend must pass, so the memory, SQLite and PostgreSQL queues keep exactly the same semantics
- * (claim order, leases, partial delivery, retries, dead letters, depth, wake-ups, the operator's
+ * (claim order and priority, leases, partial delivery, retries, dead letters, depth, wake-ups, the operator's
  * view).
  *
  * A backend's test file calls `conformance(name, makeLayer)`; `makeLayer` must return a fresh,
@@ -16,6 +16,7 @@ import { MailQueue } from "../queue/MailQueue.ts"
 import { QueueAdmin } from "../queue/QueueAdmin.ts"
 import { admin } from "./queueConformance/admin.ts"
 import { hotPath } from "./queueConformance/hotPath.ts"
+import { priority } from "./queueConformance/priority.ts"
 import { type ConformanceTest, type MakeQueueLayer, T0 } from "./queueConformance/support.ts"
 
 export {
@@ -39,6 +40,7 @@ export const conformance = <E>(name: string, makeLayer: MakeQueueLayer<E>): void
 
   describe(`queue conformance: ${name}`, () => {
     describe("hot path (MailQueue)", () => hotPath(test))
+    describe("priority", () => priority(test))
     describe("operator (QueueAdmin)", () => admin(test))
   })
 }

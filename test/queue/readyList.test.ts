@@ -23,12 +23,13 @@ const entry = (id: string, dueAt: number, rowid: number, keptBytes = 0): ReadyLi
 })
 
 /** A database that answers from fixed values and counts how often it was asked. */
-const probe = (state: { next?: number; expired?: boolean; first?: { at: number; rowid: number } }) => {
+const probe = (state: { next?: number; expired?: boolean; first?: { at: number; rowid: number }; prioritised?: boolean }) => {
   const asked = { nextClaimable: 0, anyExpired: 0, firstDue: 0 }
   const p: ReadyList.Probe = {
     nextClaimable: () => (asked.nextClaimable++, state.next ?? Number.POSITIVE_INFINITY),
     anyExpired: () => (asked.anyExpired++, state.expired ?? false),
-    firstDue: () => (asked.firstDue++, state.first)
+    firstDue: () => (asked.firstDue++, state.first),
+    anyPrioritised: () => state.prioritised ?? false
   }
   return { p, asked }
 }

@@ -61,7 +61,11 @@ export interface Ready {
   readonly rowid: number
 }
 
-/** The order claims follow: due longest first, ties by row (arrival). */
+/**
+ * The order claims follow among leases in the list: due longest first, ties by row (arrival).
+ * Every lease in the list is at normal priority: a commit at another priority is never handed
+ * off, and while any waiting row has another priority nothing is taken ahead (see `prioritise`).
+ */
 export const claimsBefore = (at: number, rowid: number, b: Ready): boolean =>
   at < b.dueAt || (at === b.dueAt && rowid < b.rowid)
 
@@ -79,6 +83,8 @@ export interface Probe {
   readonly anyExpired: (now: number) => boolean
   /** The first recipient a database claim would lease now (its due time and row), if any. */
   readonly firstDue: (now: number) => { readonly at: number; readonly rowid: number } | undefined
+  /** Whether any waiting row has a priority other than normal. */
+  readonly anyPrioritised: () => boolean
 }
 
 /** What a committed writer batch changed for claims (see `writerProtocol.ts`'s `committed`). */
@@ -121,6 +127,13 @@ export interface ReadyList {
   /** While quiet, a lower bound of the next due time without asking the database; undefined when not quiet. */
   readonly quietNextDue: (now: number) => number | undefined
   readonly committed: (change: BatchChange) => void
+  /**
+   * Rows at a priority other than normal may be waiting (a commit, an operator's change, a
+   * restart): until an idle look finds none, every claim goes to the database (which orders by
+   * priority) and nothing is handed off or taken ahead. Traffic at equal priority keeps the shortcuts.
+   */
+  readonly prioritise: () => void
+  readonly prioritised: () => boolean
 }
 
 export const make = (options: {
@@ -139,6 +152,7 @@ export const make = (options: {
   // The lease length workers ask for; undefined until one claimed (no dispatcher, no handoff).
   let leaseMs: number | undefined
   let closed = false
+  let prioritised = false
   // No recipient claimable from the database (outside the ready list) became due before this
   // time, as far as this process knows: a claim whose ready head is due earlier takes it without
   // looking at the database. Batches lower it when they make recipients claimable (a release, a
@@ -177,14 +191,14 @@ export const make = (options: {
     byId: (id) => entries.find((e) => e.id === id),
     canKeep: (n) => bytes + n <= maxBytes,
     handoffExpiry: (now, receivedAt) => {
-      if (!options.enabled || closed || leaseMs === undefined || receivedAt > now) return undefined
+      if (!options.enabled || closed || prioritised || leaseMs === undefined || receivedAt > now) return undefined
       if (entries.length + inFlight >= maxEntries) return undefined
       // STRICT integer columns refuse fractions.
       const expiresAt = Math.floor(now + leaseMs)
       leased(expiresAt)
       return expiresAt
     },
-    aheadRoom: () => options.enabled && !closed ? Math.max(0, Math.min(claimAhead, maxEntries - entries.length - inFlight)) : 0,
+    aheadRoom: () => options.enabled && !closed && !prioritised ? Math.max(0, Math.min(claimAhead, maxEntries - entries.length - inFlight)) : 0,
     reserve: (n) => void (inFlight += n),
     unreserve: (n) => void (inFlight -= n),
     inFlight: () => inFlight,
@@ -195,6 +209,7 @@ export const make = (options: {
       const head = entries[0]
       if (head === undefined) {
         if (isQuiet(now)) return false
+        if (prioritised) prioritised = probe.anyPrioritised()
         const at = probe.nextClaimable()
         if (at <= now) return true
         dueFloor = Number.POSITIVE_INFINITY
@@ -202,6 +217,7 @@ export const make = (options: {
         lookedAt = now
         return false
       }
+      if (prioritised) return true
       if (head.dueAt < dueFloor) return false
       if (probe.anyExpired(now)) return true
       const first = probe.firstDue(now)
@@ -220,6 +236,8 @@ export const make = (options: {
       if (change.recounted) dueFloor = Number.NEGATIVE_INFINITY
       if (change.dueFrom < dueFloor) dueFloor = change.dueFrom
       if (change.recounted || change.dueFrom !== Number.POSITIVE_INFINITY) lookedAt = Number.NEGATIVE_INFINITY
-    }
+    },
+    prioritise: () => void (prioritised = true),
+    prioritised: () => prioritised
   }
 }

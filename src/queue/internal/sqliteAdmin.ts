@@ -1,6 +1,6 @@
 /**
  * The SQLite backend's `QueueAdmin`: listings and lookups read on the main-thread connection,
- * operator writes (retry, delete, purge) sent through the writer thread like every other write.
+ * operator writes (retry, set priority, delete, purge) sent through the writer thread like every other write.
  *
  * Leases waiting in this process's ready list (`ReadyList.ts`) are an implementation detail
  * until a worker takes one: their recipients are shown as waiting, with the attempt the lease
@@ -120,6 +120,19 @@ export const make = (options: {
     return changed || (ahead !== undefined && ahead.recipients.some((r) => r.attempt > 1))
   })
 
+  const setPriority = Effect.fn("SqliteQueue.setPriority")(function*(id: string, priority: number) {
+    // Before the write: from its commit on, claims must order by priority (see `ReadyList.prioritise`).
+    ready.prioritise()
+    const changed = yield* writer.submit<boolean>({ op: "setPriority", id, priority })
+    // A lease waiting in the ready list hands out the envelope it holds: give it the new level too.
+    const entry = ready.byId(id)
+    if (entry !== undefined) {
+      ready.drop(entry)
+      ready.add({ ...entry, envelope: { ...entry.envelope, priority } })
+    }
+    return changed
+  })
+
   const remove = Effect.fn("SqliteQueue.remove")(function*(id: string) {
     const removed = yield* writer.submit<boolean>({ op: "remove", id })
     // A handed-off lease of it is lost with it; no worker should take it.
@@ -144,6 +157,7 @@ export const make = (options: {
     get,
     readMessage,
     retryNow,
+    setPriority,
     remove,
     purgeDead: writer.submit<number>({ op: "purgeDead" }).pipe(Effect.withSpan("SqliteQueue.purgeDead")),
     stats

@@ -48,23 +48,35 @@ export const prepare = (db: DatabaseSync) => ({
   ),
   nextDueAt: db.prepare(
     `SELECT r.next_attempt_at AS at FROM recipients AS r
-     WHERE r.state IN ('queued', 'retry')
+     WHERE r.state IN ('queued', 'retry') AND r.priority = 0
        AND NOT EXISTS (SELECT 1 FROM recipients AS x WHERE x.message_id = r.message_id AND x.state = 'inflight')
      ORDER BY r.next_attempt_at, r.rowid LIMIT 1`
+  ),
+  // The same over rows at other priorities (`recipients_prioritised`: empty unless priorities are used).
+  nextDueAtPrioritised: db.prepare(
+    `SELECT MIN(r.next_attempt_at) AS at FROM recipients AS r
+     WHERE r.state IN ('queued', 'retry') AND r.priority <> 0
+       AND NOT EXISTS (SELECT 1 FROM recipients AS x WHERE x.message_id = r.message_id AND x.state = 'inflight')`
   ),
   // When a claim could next find anything (a recipient due, a lease expiring): a superset of what
   // the claim leases, read on this connection so an idle worker's claim costs no write.
   nextClaimable: db.prepare(
-    `SELECT (SELECT MIN(next_attempt_at) FROM recipients WHERE state IN ('queued', 'retry')) AS due,
+    `SELECT (SELECT MIN(next_attempt_at) FROM recipients WHERE state IN ('queued', 'retry') AND priority = 0) AS due,
+       (SELECT MIN(next_attempt_at) FROM recipients WHERE state IN ('queued', 'retry') AND priority <> 0) AS prioritised,
        (SELECT MIN(lease_expires_at) FROM recipients WHERE state = 'inflight') AS expiry`
   ),
-  // The first recipient a database claim would lease (its due time and row), for comparing with
-  // the oldest handed-off lease; and whether a lease expired (a claim would take that over first).
+  // The first normal-priority recipient a database claim would lease (its due time and row), for
+  // comparing with the oldest handed-off lease (only asked while no waiting row has another
+  // priority: see `ReadyList`); and whether a lease expired (a claim would take that over first).
   firstDue: db.prepare(
     `SELECT r.next_attempt_at AS at, r.rowid AS seq FROM recipients AS r
-     WHERE r.state IN ('queued', 'retry') AND r.next_attempt_at <= ?
+     WHERE r.state IN ('queued', 'retry') AND r.priority = 0 AND r.next_attempt_at <= ?
        AND NOT EXISTS (SELECT 1 FROM recipients AS x WHERE x.message_id = r.message_id AND x.state = 'inflight')
      ORDER BY r.next_attempt_at, r.rowid LIMIT 1`
+  ),
+  // Whether any waiting row has a priority other than normal: the ready list's shortcuts hold only while none does.
+  anyPrioritised: db.prepare(
+    "SELECT 1 AS found FROM recipients WHERE state IN ('queued', 'retry') AND priority <> 0 LIMIT 1"
   ),
   anyExpired: db.prepare("SELECT 1 AS found FROM recipients WHERE state = 'inflight' AND lease_expires_at <= ? LIMIT 1"),
   nextLeaseExpiry: db.prepare("SELECT MIN(lease_expires_at) AS at FROM recipients WHERE state = 'inflight'"),

@@ -49,6 +49,8 @@ export type Op =
     readonly inline: Uint8Array | null
     readonly file: string | null
     readonly rcpts: ReadonlyArray<string>
+    /** The envelope's priority, stored on each recipient row (a handed-off commit is always normal). */
+    readonly priority: number
     readonly maxDepth: number
     readonly handoff: Handoff | null
   }
@@ -60,6 +62,8 @@ export type Op =
     readonly now: number
     /** Up to this many more due messages are leased too (tokens `<token>.1`, `.2`...), for the claims that follow. */
     readonly ahead: number
+    /** Ageing (`Priority.effective`): rows below normal whose message arrived this long ago become normal; 0: none. */
+    readonly maxWaitMs: number
   }
   | {
     readonly op: "settle"
@@ -74,6 +78,8 @@ export type Op =
   | { readonly op: "release"; readonly id: string; readonly token: string }
   | { readonly op: "retryNow"; readonly id: string; readonly now: number }
   | { readonly op: "remove"; readonly id: string }
+  /** Sets the message's priority (envelope and rows); the value says whether the message exists. */
+  | { readonly op: "setPriority"; readonly id: string; readonly priority: number }
   | { readonly op: "purgeExpired"; readonly now: number }
   | { readonly op: "purgeDead" }
   /** Nothing to write: the batch it rides in recounts the pending messages if another connection wrote. */

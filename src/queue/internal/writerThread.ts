@@ -57,7 +57,7 @@ const sql = {
     "INSERT INTO messages (id, envelope, trace, received_at, size, body, body_file) VALUES (?, ?, ?, ?, ?, ?, ?)"
   ),
   insertRecipient: db.prepare(
-    "INSERT INTO recipients (message_id, rcpt, state, attempts, next_attempt_at) VALUES (?, ?, 'queued', 0, ?)"
+    "INSERT INTO recipients (message_id, rcpt, state, attempts, next_attempt_at, priority) VALUES (?, ?, 'queued', 0, ?, ?)"
   ),
   // A handed-off recipient: exactly the row a claim would leave (attempt counted, lease set).
   insertLeased: db.prepare(
@@ -69,14 +69,34 @@ const sql = {
     `UPDATE recipients SET state = 'queued', lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL
      WHERE state = 'inflight' AND lease_expires_at <= ?`
   ),
-  // The message due the longest whose other recipients are not out on a lease; the partial index
-  // recipients_due yields rows in (next_attempt_at, rowid) order, so this stops at the first hit.
+  // The normal-priority message due the longest whose other recipients are not out on a lease;
+  // the partial index recipients_due yields rows in (next_attempt_at, rowid) order, so this stops
+  // at the first hit.
   nextDue: db.prepare(
     `SELECT r.message_id AS id, r.next_attempt_at AS at, r.rowid AS seq FROM recipients AS r
-     WHERE r.state IN ('queued', 'retry') AND r.next_attempt_at <= ?
+     WHERE r.state IN ('queued', 'retry') AND r.priority = 0 AND r.next_attempt_at <= ?
        AND NOT EXISTS (SELECT 1 FROM recipients AS x WHERE x.message_id = r.message_id AND x.state = 'inflight')
      ORDER BY r.next_attempt_at, r.rowid LIMIT 1`
   ),
+  // The same among rows at other priorities, highest first (recipients_prioritised: empty when
+  // nobody uses priorities, so this costs one empty index probe per claim).
+  nextPrioritised: db.prepare(
+    `SELECT r.message_id AS id, r.next_attempt_at AS at, r.rowid AS seq, r.priority AS priority FROM recipients AS r
+     WHERE r.state IN ('queued', 'retry') AND r.priority <> 0 AND r.next_attempt_at <= ?
+       AND NOT EXISTS (SELECT 1 FROM recipients AS x WHERE x.message_id = r.message_id AND x.state = 'inflight')
+     ORDER BY r.priority DESC, r.next_attempt_at, r.rowid LIMIT 1`
+  ),
+  // Ageing (`Priority.effective`): waiting rows below normal whose message arrived at or before
+  // the cut-off become normal. The envelope keeps the level the message came with.
+  age: db.prepare(
+    `UPDATE recipients SET priority = 0
+     WHERE state IN ('queued', 'retry') AND priority <> 0 AND priority < 0
+       AND message_id IN (SELECT id FROM messages WHERE received_at <= ?)`
+  ),
+  setPriority: db.prepare(
+    "UPDATE messages SET envelope = json_set(envelope, '$.priority', ?) WHERE id = ?"
+  ),
+  setRowsPriority: db.prepare("UPDATE recipients SET priority = ? WHERE message_id = ?"),
   lease: db.prepare(
     `UPDATE recipients SET state = 'inflight', attempts = attempts + 1, lease_owner = ?, lease_token = ?, lease_expires_at = ?
      WHERE message_id = ? AND state IN ('queued', 'retry') AND next_attempt_at <= ?
@@ -182,7 +202,29 @@ const afterChange = (batch: Batch, id: string, wasPending: boolean): boolean => 
  * same time), or an expired lease. A handoff would jump ahead of it, so the commit is queued then.
  */
 const dueBefore = (at: number, now: number): boolean =>
-  sql.nextDue.get(at) !== undefined || sql.anyExpired.get(now) !== undefined
+  sql.nextDue.get(at) !== undefined || sql.anyExpired.get(now) !== undefined || urgentDue(now) !== undefined
+
+/** The most urgent due row above normal priority, if any. */
+const urgentDue = (now: number) => {
+  const row = sql.nextPrioritised.get(now)
+  return row !== undefined && num(row.priority) > 0 ? row : undefined
+}
+
+/** Claim order: above normal, then normal, then below (rows that aged count as normal: see `age`). */
+const nextToClaim = (now: number) => {
+  const prioritised = sql.nextPrioritised.get(now)
+  if (prioritised !== undefined && num(prioritised.priority) > 0) return prioritised
+  return sql.nextDue.get(now) ?? prioritised
+}
+
+// Ageing runs at most once a second (clock of the claims): a row ages up to a second late.
+const ageingEveryMs = 1000
+let agedAt = Number.NEGATIVE_INFINITY
+const ageRows = (now: number, maxWaitMs: number) => {
+  if (maxWaitMs <= 0 || (now >= agedAt && now - agedAt < ageingEveryMs)) return
+  agedAt = now
+  sql.age.run(now - maxWaitMs)
+}
 
 /** Notes that recipients of `id` wait in the queue again (a retry, a release...), due from their time. */
 const waitingAgain = (batch: Batch, id: string) => {
@@ -207,21 +249,23 @@ const run = (batch: Batch, op: Op): Outcome => {
       if (handoff !== null && !dueBefore(op.receivedAt, handoff.now)) {
         let rowid = 0
         for (const rcpt of op.rcpts) {
+          // Only normal-priority commits are handed off: the row's priority is the default.
           const inserted = sql.insertLeased.run(op.id, rcpt, op.receivedAt, handoff.owner, handoff.token, handoff.expiresAt)
           if (rowid === 0) rowid = Number(inserted.lastInsertRowid)
         }
         return ok({ handedOff: true, rowid } satisfies CommitResult)
       }
-      for (const rcpt of op.rcpts) sql.insertRecipient.run(op.id, rcpt, op.receivedAt)
+      for (const rcpt of op.rcpts) sql.insertRecipient.run(op.id, rcpt, op.receivedAt, op.priority)
       batch.dueFrom = Math.min(batch.dueFrom, op.receivedAt)
       return ok({ handedOff: false } satisfies CommitResult)
     }
     case "claim": {
       // Taken-over recipients this claim does not lease wait again, due since long ago.
       if (Number(sql.releaseExpired.run(op.now).changes) > 0) batch.dueFrom = Number.NEGATIVE_INFINITY
+      ageRows(op.now, op.maxWaitMs)
       const claimed: Array<Claimed> = []
       for (let n = 0; n <= op.ahead; n++) {
-        const next = sql.nextDue.get(op.now)
+        const next = nextToClaim(op.now)
         if (next === undefined) break
         const id = str(next.id)
         const token = n === 0 ? op.token : `${op.token}.${n}`
@@ -286,6 +330,13 @@ const run = (batch: Batch, op: Op): Outcome => {
       if (!changed) return ok(false)
       afterChange(batch, op.id, wasPending)
       batch.dueFrom = Math.min(batch.dueFrom, op.now)
+      return ok(true)
+    }
+    case "setPriority": {
+      if (Number(sql.setPriority.run(op.priority, op.id).changes) === 0) return ok(false)
+      sql.setRowsPriority.run(op.priority, op.id)
+      // Claim order changed: nothing known about what claims first holds any more.
+      batch.dueFrom = Number.NEGATIVE_INFINITY
       return ok(true)
     }
     case "remove": {

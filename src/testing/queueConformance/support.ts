@@ -95,11 +95,14 @@ export const message = (options: {
   readonly body?: SpooledBody
   readonly trace?: string
   readonly id?: string
+  /** The envelope's priority (-9..9); absent: normal. */
+  readonly priority?: number
 } = {}): NewMessage => {
   const receivedAt = options.receivedAt ?? T0
+  const env = envelope(options.rcpts ?? ["rcpt@example.com"])
   return {
     id: options.id ?? MessageId.make(receivedAt),
-    envelope: envelope(options.rcpts ?? ["rcpt@example.com"]),
+    envelope: options.priority === undefined ? env : { ...env, priority: options.priority },
     trace: options.trace ?? "Received: from client.example.net by mx.example.com; test\r\n",
     body: options.body ?? memoryBody(["Subject: test\r\n\r\nhello\r\n"]).body,
     receivedAt
