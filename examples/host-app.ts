@@ -1,9 +1,9 @@
 // A host app: Incoming accepts mail for example.com and hands each message to our own Effect.
 import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
 import { Effect, Layer, Stream } from "effect"
-import { DeliveryAdapter, EffectAdapter, Incoming, Telemetry } from "incoming-smtp"
+import { Adapters, DeliveryAdapter, Incoming, Telemetry } from "incoming-smtp"
 
-const deliver = EffectAdapter.layer("app", (delivery) =>
+const deliver = Adapters.Effect.layer("app", (delivery) =>
   Effect.gen(function*() {
     // The message is a Stream of bytes read from the queue: take its header section, then stop.
     const header = yield* delivery.body.pipe(Stream.decodeText(), Stream.splitLines, Stream.takeWhile((line) => line !== ""), Stream.runCollect)

@@ -4,7 +4,7 @@ import { mkdtempSync, rmSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { Effect, Layer } from "effect"
-import { SqliteQueue } from "incoming-smtp"
+import { Queues } from "incoming-smtp"
 import { conformance } from "incoming-smtp/testing/queue-conformance"
 
 const tempDir = Effect.acquireRelease(
@@ -13,4 +13,4 @@ const tempDir = Effect.acquireRelease(
 )
 
 conformance("sqlite (installed)", (options) =>
-  Layer.unwrap(Effect.map(tempDir, (dataDir) => SqliteQueue.layer({ ...options, dataDir }))))
+  Layer.unwrap(Effect.map(tempDir, (dataDir) => Queues.Sqlite.layer({ ...options, dataDir }))))

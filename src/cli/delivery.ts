@@ -9,18 +9,24 @@
  * and then closes the old build's scope (its connections and agents). A delivery in flight on
  * the old build may fail when that happens; it is retried, as after any delivery failure.
  */
+import { readFileSync } from "node:fs"
 import { Context, Effect, Exit, Layer, Option, Scope } from "effect"
 import * as DA from "../delivery/DeliveryAdapter.ts"
 import * as DiscardAdapter from "../delivery/DiscardAdapter.ts"
 import * as LmtpAdapter from "../delivery/LmtpAdapter.ts"
 import * as MaildirAdapter from "../delivery/MaildirAdapter.ts"
+import * as MxAdapter from "../delivery/MxAdapter.ts"
 import * as Router from "../delivery/Router.ts"
 import * as SmtpRelayAdapter from "../delivery/SmtpRelayAdapter.ts"
 import * as WebhookAdapter from "../delivery/webhook/WebhookAdapter.ts"
 import type { AdapterChoice, DeliveryChoice } from "../config/Options.ts"
+import { Dns } from "../dns/Dns.ts"
 
-/** An adapter, or the Effect that builds it (the webhook's owns sockets, so it needs a Scope). */
-type Input = DA.DeliveryAdapter["Service"] | Effect.Effect<DA.DeliveryAdapter["Service"], never, Scope.Scope>
+/**
+ * An adapter, or the Effect that builds it (the webhook's and the MX adapter's own sockets, so
+ * they need a Scope; the MX adapter asks the server's `Dns`).
+ */
+type Input = DA.DeliveryAdapter["Service"] | Effect.Effect<DA.DeliveryAdapter["Service"], never, Scope.Scope | Dns>
 
 const adapterInput = (a: AdapterChoice): Input => {
   switch (a.type) {
@@ -36,6 +42,9 @@ const adapterInput = (a: AdapterChoice): Input => {
       return LmtpAdapter.make(a.options)
     case "smtp":
       return SmtpRelayAdapter.make(a.options)
+    case "mx":
+      // Load.ts checked the CA file is readable.
+      return MxAdapter.make(a.tlsCaFile === undefined ? a.options : { ...a.options, tlsCa: readFileSync(a.tlsCaFile) })
   }
 }
 
@@ -45,7 +54,7 @@ const adapterInput = (a: AdapterChoice): Input => {
  */
 export const layer = (
   choice: DeliveryChoice
-): Layer.Layer<DA.DeliveryAdapter> | Layer.Layer<DA.DeliveryAdapter | Router.Routes, Router.RouterError> => {
+): Layer.Layer<DA.DeliveryAdapter> | Layer.Layer<DA.DeliveryAdapter | Router.Routes, Router.RouterError, Dns> => {
   switch (choice.adapter) {
     case "maildir":
       return MaildirAdapter.layer({ root: choice.root })
@@ -81,17 +90,19 @@ interface Built {
   readonly routes: Router.RouteTable | undefined
 }
 
-const build = (choice: DeliveryChoice, scope: Scope.Scope): Effect.Effect<Built, Router.RouterError> =>
-  Effect.map(Layer.buildWithScope(layer(choice) as Layer.Layer<DA.DeliveryAdapter | Router.Routes, Router.RouterError>, scope), (ctx) => ({
+const build = (choice: DeliveryChoice, scope: Scope.Scope): Effect.Effect<Built, Router.RouterError, Dns> =>
+  Effect.map(Layer.buildWithScope(layer(choice) as Layer.Layer<DA.DeliveryAdapter | Router.Routes, Router.RouterError, Dns>, scope), (ctx) => ({
     adapter: Context.get(ctx, DA.DeliveryAdapter),
     routes: Option.getOrUndefined(Context.getOption(ctx, Router.Routes))
   }))
 
 export const layerSwappable = (
   choice: DeliveryChoice
-): Layer.Layer<DA.DeliveryAdapter | Router.Routes | DeliverySwap, Router.RouterError> =>
+): Layer.Layer<DA.DeliveryAdapter | Router.Routes | DeliverySwap, Router.RouterError, Dns> =>
   Layer.effectContext(Effect.gen(function*() {
     const parent = yield* Effect.scope
+    // The server's one Dns, kept for the builds of later reloads.
+    const dns = yield* Dns
     let scope = yield* Scope.fork(parent)
     let current = yield* build(choice, scope)
     const adapter = DA.DeliveryAdapter.of({
@@ -113,7 +124,10 @@ export const layerSwappable = (
       replace: (next) =>
         Effect.gen(function*() {
           const fresh = yield* Scope.fork(parent)
-          const built = yield* build(next, fresh).pipe(Effect.tapError(() => Scope.close(fresh, Exit.void)))
+          const built = yield* build(next, fresh).pipe(
+            Effect.provideService(Dns, dns),
+            Effect.tapError(() => Scope.close(fresh, Exit.void))
+          )
           const old = scope
           current = built
           scope = fresh

@@ -27,12 +27,14 @@ import * as DnsCache from "../dns/DnsCache.ts"
 import * as NodeDnsModule from "../dns/NodeDns.ts"
 import * as Dispatcher from "../delivery/Dispatcher.ts"
 import * as LmtpAdapterModule from "../delivery/LmtpAdapter.ts"
+import * as MxAdapterModule from "../delivery/MxAdapter.ts"
 import * as SmtpRelayAdapterModule from "../delivery/SmtpRelayAdapter.ts"
 import * as WebhookAdapterModule from "../delivery/webhook/WebhookAdapter.ts"
 import { defaultQueueOptions } from "../queue/MailQueue.ts"
 import { defaultInlineThreshold } from "../queue/SqliteQueue.ts"
 import { isSchemaName, defaults as PgQueueDefaults } from "../queue/postgres/PgQueueOptions.ts"
 import * as Policy from "../policy/Policy.ts"
+import * as Milter from "../policy/rules/Milter.ts"
 import * as RateLimiter from "../policy/rules/RateLimiter.ts"
 import * as ListenerOptions from "../smtp/ListenerOptions.ts"
 import { defaultSpoolOptions } from "../spool/Spool.ts"
@@ -101,7 +103,15 @@ export const Listener = Schema.Struct({
   max_connections_per_ip: count(1, d.maxConnectionsPerIp),
   greeting_delay: duration(d.greetingDelayMs),
   line_endings: withDefault(Schema.Literals(["reject", "normalize"]), d.lineEndings),
-  hook_timeout: duration(d.hookTimeoutMs)
+  hook_timeout: duration(d.hookTimeoutMs),
+  /**
+   * PROXY protocol v1/v2 from these load balancers (CIDR ranges or addresses): they must send a
+   * header, others may not; the header's client address is the client everywhere.
+   */
+  proxy_protocol: Schema.optionalKey(Schema.Struct({
+    trusted: Schema.Array(NonEmpty).check(Schema.isMinLength(1)),
+    timeout: duration(ListenerOptions.defaultProxyTimeoutMs)
+  }))
 })
 
 export const defaultListeners = [{ host: "127.0.0.1", port: 2525 }] as const
@@ -150,7 +160,8 @@ export const Delivery = Schema.Struct({
 export const adapterDefaults = {
   webhook: WebhookAdapterModule.defaults,
   lmtp: LmtpAdapterModule.defaults,
-  smtp: SmtpRelayAdapterModule.defaults
+  smtp: SmtpRelayAdapterModule.defaults,
+  mx: MxAdapterModule.defaults
 } as const
 
 const Port = Schema.Int.check(Schema.isBetween({ minimum: 1, maximum: 65535 }))
@@ -165,7 +176,7 @@ const HttpUrl = NonEmpty.check(Schema.makeFilter((u: string) => {
   }
 }))
 
-export const adapterTypes = ["maildir", "discard", "webhook", "lmtp", "smtp"] as const
+export const adapterTypes = ["maildir", "discard", "webhook", "lmtp", "smtp", "mx"] as const
 export type AdapterType = (typeof adapterTypes)[number]
 
 export const MaildirAdapter = Schema.Struct({
@@ -244,7 +255,32 @@ export const SmtpAdapter = Schema.Struct({
   socket_timeout: duration(sd.socketTimeoutMs)
 })
 
-export const Adapter = Schema.Union([MaildirAdapter, DiscardAdapter, WebhookAdapter, LmtpAdapter, SmtpAdapter]).annotate({
+const md = adapterDefaults.mx
+/** Delivery to each recipient domain's MX hosts (delivery/MxAdapter.ts). */
+export const MxAdapter = Schema.Struct({
+  type: Schema.Literal("mx"),
+  /** Port of every MX host (default 25; tests point it elsewhere). */
+  port: withDefault(Port, md.port),
+  helo: Schema.optionalKey(NonEmpty),
+  /** The local address to connect from. */
+  local_address: Schema.optionalKey(NonEmpty),
+  /** `opportunistic` (STARTTLS when offered, unverified), `required` (verified against the MX name), `disabled`. */
+  tls: withDefault(Schema.Literals(["opportunistic", "required", "disabled"]), md.tls),
+  /** PEM file of extra CAs trusted with `tls = "required"`. */
+  tls_ca: Schema.optionalKey(NonEmpty),
+  connect_timeout: duration(md.connectTimeoutMs),
+  greeting_timeout: duration(md.greetingTimeoutMs),
+  socket_timeout: duration(md.socketTimeoutMs),
+  max_connections_per_domain: count(1, md.maxConnectionsPerDomain),
+  max_messages_per_connection: count(1, md.maxMessagesPerConnection),
+  /** How long an unused connection is kept for the next message to its domain ("0s": no reuse). */
+  idle_timeout: duration(md.idleTimeoutMs),
+  /** Attempts in a row where no MX of a domain took a connection before the domain is paused. */
+  pause_after_failures: count(1, md.pauseAfterFailures),
+  pause: duration(md.pauseMs)
+})
+
+export const Adapter = Schema.Union([MaildirAdapter, DiscardAdapter, WebhookAdapter, LmtpAdapter, SmtpAdapter, MxAdapter]).annotate({
   expected: `a table with type = ${adapterTypes.map((t) => `"${t}"`).join(" | ")}`
 })
 export type Adapter = typeof Adapter.Type
@@ -412,7 +448,20 @@ export const IprevRule = Schema.Struct({ rule: Schema.Literal("iprev"), ...authR
 
 export const authRuleTypes = ["spf", "dkim", "dmarc", "arc", "iprev"] as const
 
-export const ruleTypes = ["rate_limit", "tls_required", "hello_required", "max_recipients", "size_limit", "connection_limit", ...authRuleTypes] as const
+/** A mail filter speaking the milter protocol (policy/rules/Milter.ts). */
+export const MilterRule = Schema.Struct({
+  rule: Schema.Literal("milter"),
+  name: ruleName,
+  observe,
+  /** `inet:HOST:PORT` or `unix:/path` (checked in `Load.ts`). */
+  address: NonEmpty,
+  /** Deadline of connecting and of each reply; keep it under `policy_timeout`. */
+  timeout: duration(Milter.defaults.timeoutMs),
+  /** A filter that fails: let the mail through (`accept`, Postfix's default) or defer it with 451 (`tempfail`). */
+  on_error: withDefault(Schema.Literals(["accept", "tempfail"]), Milter.defaults.onError)
+})
+
+export const ruleTypes = ["rate_limit", "tls_required", "hello_required", "max_recipients", "size_limit", "connection_limit", ...authRuleTypes, "milter"] as const
 export type RuleType = (typeof ruleTypes)[number]
 
 export const PolicyRule = Schema.Union([
@@ -426,7 +475,8 @@ export const PolicyRule = Schema.Union([
   DkimRule,
   DmarcRule,
   ArcRule,
-  IprevRule
+  IprevRule,
+  MilterRule
 ])
   .annotate({ expected: `a table with rule = ${ruleTypes.map((t) => `"${t}"`).join(" | ")}` })
 export type PolicyRule = typeof PolicyRule.Type

@@ -31,6 +31,7 @@ import { parseHostPort } from "./HostPort.ts"
 import * as DataDir from "../DataDir.ts"
 import * as Router from "../delivery/Router.ts"
 import * as NodeDns from "../dns/NodeDns.ts"
+import { parseAddress as parseMilterAddress } from "../policy/milter/Connection.ts"
 import * as Relay from "../policy/Relay.ts"
 import * as Address from "../protocol/Address.ts"
 import * as KeyPair from "../smtp/internal/keyPair.ts"
@@ -99,8 +100,8 @@ const pathSettings = (tree: Tree): ReadonlyArray<Path> => {
       ["listeners", i, "tls", "key"],
       ...sniNames(l).flatMap((name): Array<Path> => [["listeners", i, "tls", "sni", name, "cert"], ["listeners", i, "tls", "sni", name, "key"]])
     ]),
-    // Only a maildir adapter has `root` and only an LMTP one `socket`: the others are left alone.
-    ...adapters.flatMap((name): Array<Path> => [["adapters", name, "root"], ["adapters", name, "socket"]]),
+    // Only a maildir adapter has `root`, only an LMTP one `socket`, only an MX one `tls_ca`: the others are left alone.
+    ...adapters.flatMap((name): Array<Path> => [["adapters", name, "root"], ["adapters", name, "socket"], ["adapters", name, "tls_ca"]]),
     // The ARC seal key of an `arc` rule.
     ...(Array.isArray(tree.policies) ? tree.policies : []).flatMap((p, i): Array<Path> =>
       isTree(p) && isTree(p.seal) ? [["policies", i, "seal", "private_key_file"]] : []
@@ -368,6 +369,14 @@ const accessChecks = Effect.fnUntraced(function*(config: IncomingConfig, sourceO
     else if (!domains.has(m.domain)) add(["relay", "recipients", i], `${JSON.stringify(r)} is not in one of domains (${config.domains.join(", ")})`)
   }
   for (const [i, l] of config.listeners.entries()) {
+    for (const [j, network] of (l.proxy_protocol?.trusted ?? []).entries()) {
+      const parsed = yield* Effect.result(Relay.parseNetworks([network]))
+      if (parsed._tag === "Failure") {
+        add(["listeners", i, "proxy_protocol", "trusted", j], `not an IP address or CIDR range (like "10.0.0.0/8"): ${JSON.stringify(network)}`)
+      }
+    }
+  }
+  for (const [i, l] of config.listeners.entries()) {
     if (l.mode === "mx") continue
     const name = l.name ?? `smtp:${l.host}:${l.port}`
     if (config.auth === undefined) {
@@ -393,6 +402,12 @@ const accessChecks = Effect.fnUntraced(function*(config: IncomingConfig, sourceO
       add(["policies", i, "seal", "private_key_file"], `not a PEM private key: ${file}`)
     }
   }
+  for (const [name, a] of Object.entries(config.adapters ?? {})) {
+    if (a.type !== "mx" || a.tls_ca === undefined) continue
+    if ((yield* fs.access(a.tls_ca, { readable: true }).pipe(Effect.option))._tag === "None") {
+      add(["adapters", name, "tls_ca"], `not readable by this user (or not found): ${a.tls_ca}`)
+    }
+  }
   // The resolver's own parser judges each server, so the loader and the server cannot disagree.
   for (const [i, server] of config.dns.servers.entries()) {
     const problem = NodeDns.serverProblem(server)
@@ -400,6 +415,14 @@ const accessChecks = Effect.fnUntraced(function*(config: IncomingConfig, sourceO
   }
   for (const [i, r] of (config.routes ?? []).entries()) {
     if (r.match.length === 0 && !r.quarantine) add(["routes", i, "match"], "missing (required): the recipients this route takes, like [\"*@example.com\"] (only a route with quarantine = true may have none)")
+  }
+  for (const [i, p] of config.policies.entries()) {
+    if (p.rule !== "milter") continue
+    const address = parseMilterAddress(p.address)
+    if (typeof address === "string") add(["policies", i, "address"], address)
+    if (p.timeout >= config.policy_timeout) {
+      add(["policies", i, "timeout"], `${formatDuration(p.timeout)} is not under policy_timeout (${formatDuration(config.policy_timeout)}): the policy deadline would answer 451 before on_error applies`)
+    }
   }
   const names = new Map<string, number>()
   for (const [i, p] of config.policies.entries()) {

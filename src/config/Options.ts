@@ -11,6 +11,7 @@
 import { type LogLevel, Redacted } from "effect"
 import { defaults as lmtpDefaults, type LmtpOptions } from "../delivery/LmtpAdapter.ts"
 import type { RetrySchedule, RouteOptions } from "../delivery/Router.ts"
+import type { MxOptions } from "../delivery/MxAdapter.ts"
 import type { SmtpRelayOptions } from "../delivery/SmtpRelayAdapter.ts"
 import type { StatusKey, WebhookOptions } from "../delivery/webhook/WebhookAdapter.ts"
 import type { NodeDnsOptions } from "../dns/NodeDns.ts"
@@ -19,6 +20,8 @@ import type * as AuthRules from "../policy/rules/auth/AuthRules.ts"
 import type { ConnectionLimitOptions } from "../policy/rules/ConnectionLimit.ts"
 import type { HelloRequiredOptions } from "../policy/rules/HelloRequired.ts"
 import type { MaxRecipientsOptions } from "../policy/rules/MaxRecipients.ts"
+import type { MilterOptions } from "../policy/rules/Milter.ts"
+import { parseAddress as parseMilterAddress } from "../policy/milter/Connection.ts"
 import type { Dimension, RateLimiterOptions } from "../policy/rules/RateLimiter.ts"
 import type { SizeLimitOptions } from "../policy/rules/SizeLimit.ts"
 import type { TlsRequiredOptions } from "../policy/rules/TlsRequired.ts"
@@ -33,6 +36,7 @@ export type AdapterChoice =
   | { readonly type: "webhook"; readonly options: WebhookOptions }
   | { readonly type: "lmtp"; readonly options: LmtpOptions }
   | { readonly type: "smtp"; readonly options: SmtpRelayOptions }
+  | { readonly type: "mx"; readonly options: MxOptions; readonly tlsCaFile?: string | undefined }
 
 export type DeliveryChoice =
   | { readonly adapter: "maildir"; readonly root: string }
@@ -69,6 +73,8 @@ export type RuleChoice =
   | { readonly rule: "spf"; readonly options: AuthRules.SpfOptions }
   | { readonly rule: "dkim" | "dmarc" | "iprev"; readonly options: AuthRules.CommonOptions }
   | { readonly rule: "arc"; readonly options: AuthRules.ArcOptions; readonly seal?: ArcSealFiles | undefined }
+  /** Everything but our host name (the `j` macro), which `Build.ts` adds. */
+  | { readonly rule: "milter"; readonly options: Omit<MilterOptions, "hostname"> }
 
 /** The ARC seal key as configured; `Build.ts` reads the file. */
 export interface ArcSealFiles {
@@ -156,7 +162,8 @@ export const toIncomingOptions = (c: IncomingConfig): IncomingOptions => ({
     maxConnectionsPerIp: l.max_connections_per_ip,
     greetingDelayMs: l.greeting_delay,
     lineEndings: l.line_endings,
-    hookTimeoutMs: l.hook_timeout
+    hookTimeoutMs: l.hook_timeout,
+    ...(l.proxy_protocol !== undefined ? { proxyProtocol: { trusted: l.proxy_protocol.trusted, timeoutMs: l.proxy_protocol.timeout } } : {})
   })),
   queue: queueChoice(c.queue),
   spool: { inMemoryThreshold: c.spool.memory_threshold, memoryBudget: c.spool.memory_budget },
@@ -194,7 +201,8 @@ export const deliversOffSite: Readonly<Record<Adapter["type"], boolean>> = {
   discard: false,
   webhook: false,
   lmtp: false,
-  smtp: true
+  smtp: true,
+  mx: true
 }
 
 const toAdapter = (name: string, a: Adapter, c: IncomingConfig): AdapterChoice => {
@@ -254,6 +262,27 @@ const toAdapter = (name: string, a: Adapter, c: IncomingConfig): AdapterChoice =
           greetingTimeoutMs: a.greeting_timeout,
           socketTimeoutMs: a.socket_timeout
         }
+      }
+    case "mx":
+      return {
+        type: "mx",
+        options: {
+          name,
+          port: a.port,
+          ...(a.helo !== undefined ? { heloName: a.helo } : { heloName: c.hostname }),
+          ...(a.local_address !== undefined ? { localAddress: a.local_address } : {}),
+          tls: a.tls,
+          connectTimeoutMs: a.connect_timeout,
+          greetingTimeoutMs: a.greeting_timeout,
+          socketTimeoutMs: a.socket_timeout,
+          maxConnectionsPerDomain: a.max_connections_per_domain,
+          maxMessagesPerConnection: a.max_messages_per_connection,
+          idleTimeoutMs: a.idle_timeout,
+          pauseAfterFailures: a.pause_after_failures,
+          pauseMs: a.pause
+        },
+        // Read when the adapter is built (cli/delivery.ts); Load.ts checked it is readable.
+        ...(a.tls_ca !== undefined ? { tlsCaFile: a.tls_ca } : {})
       }
   }
 }
@@ -337,6 +366,12 @@ const toRule = (p: PolicyRule): RuleChoice => {
       return { rule: "size_limit", options: { ...common, maxSize: p.max } }
     case "connection_limit":
       return { rule: "connection_limit", options: { ...common, max: p.max_per_ip } }
+    case "milter": {
+      const address = parseMilterAddress(p.address)
+      // Load.ts refuses a bad address before this runs; a string here is a bug of ours.
+      if (typeof address === "string") throw new Error(address)
+      return { rule: "milter", options: { ...common, address, timeoutMs: p.timeout, onError: p.on_error } }
+    }
     case "spf":
     case "dkim":
     case "dmarc":

@@ -14,6 +14,9 @@ import type { Envelope } from "../protocol/Envelope.ts"
 import type { SpooledBody } from "../spool/SpooledBody.ts"
 import type { MailQueueError } from "./MailQueueError.ts"
 
+/** The queue's typed failure, with its reason union, exported beside the contract it belongs to. */
+export { MailQueueError, type MailQueueErrorReason } from "./MailQueueError.ts"
+
 export type RecipientState = "queued" | "inflight" | "retry" | "delivered" | "dead"
 
 /** Message state as shown to operators: the least-finished state of its recipients. */

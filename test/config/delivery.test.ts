@@ -199,7 +199,7 @@ match = ["*"]
 adapter = "a"
 `)
       assert.deepStrictEqual(lines, [
-        `incoming.toml: adapters.a.type: expected "maildir" | "discard" | "webhook" | "lmtp" | "smtp", got "webhok"`,
+        `incoming.toml: adapters.a.type: expected "maildir" | "discard" | "webhook" | "lmtp" | "smtp" | "mx", got "webhok"`,
         `incoming.toml: adapters.bad name: bad adapter name "bad name": letters, digits, "-" and "_", starting with a letter or digit`,
         "incoming.toml: adapters.b.retries: unknown key",
         `incoming.toml: adapters.b.url: expected an http:// or https:// URL, got "ftp://files.example.test/"`,
