@@ -16,8 +16,6 @@ import type { SmtpRelayOptions } from "../delivery/SmtpRelayAdapter.ts"
 import type { StatusKey, WebhookOptions } from "../delivery/webhook/WebhookAdapter.ts"
 import type { NodeDnsOptions } from "../dns/NodeDns.ts"
 import type { IncomingOptions, QueueChoice } from "../IncomingOptions.ts"
-=======
-import type { IncomingOptions } from "../IncomingOptions.ts"
 import { type AcmeOptions, defaults as acmeDefaults, directoryUrl } from "../acme/AcmeOptions.ts"
 import type * as AuthRules from "../policy/rules/auth/AuthRules.ts"
 import type { ConnectionLimitOptions } from "../policy/rules/ConnectionLimit.ts"
