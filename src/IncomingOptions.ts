@@ -12,6 +12,7 @@ import type * as Relay from "./policy/Relay.ts"
 import type { MailQueue } from "./queue/MailQueue.ts"
 import type { MailQueueError } from "./queue/MailQueueError.ts"
 import type { PgQueueOptions } from "./queue/postgres/PgQueueOptions.ts"
+import type { QueueAdmin } from "./queue/QueueAdmin.ts"
 import type { ListenerInput } from "./smtp/ListenerOptions.ts"
 import type * as Admin from "./admin/Admin.ts"
 import type { AcmeOptions } from "./acme/AcmeOptions.ts"
@@ -34,7 +35,8 @@ export type QueueChoice =
   } & PgQueueOptions)
   | {
     readonly kind: "custom"
-    readonly layer: Layer.Layer<MailQueue, MailQueueError>
+    /** Both contracts of the backend, as its `layer` (over `QueueBackend.layer`) provides them. */
+    readonly layer: Layer.Layer<MailQueue | QueueAdmin, MailQueueError>
     /**
      * The queue is shared by design with other servers (several nodes on one database): they may
      * then also share the data dir, whose lock is taken shared and whose spool is not swept at

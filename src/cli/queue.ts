@@ -7,7 +7,7 @@ import { Console, Effect, Option } from "effect"
 import { Argument, Command, Flag } from "effect/cli"
 import type { Envelope } from "../protocol/Envelope.ts"
 import * as BodyStream from "../queue/internal/bodyStream.ts"
-import type { MessageInfo, MessageState } from "../queue/MailQueue.ts"
+import type { MessageInfo, MessageState } from "../queue/QueueAdmin.ts"
 import { config, dataDir, withQueue } from "./queueSource.ts"
 
 const json = Flag.Boolean("json").pipe(Flag.withDescription("machine-readable output"), Flag.withDefault(false))

@@ -8,7 +8,7 @@ import type { Scope } from "effect"
 import { Flag } from "effect/cli"
 import * as Load from "../config/Load.ts"
 import * as Incoming from "../Incoming.ts"
-import { MailQueue } from "../queue/MailQueue.ts"
+import { QueueAdmin } from "../queue/QueueAdmin.ts"
 import type { NodeLeases } from "../queue/postgres/admin.ts"
 import * as PgQueue from "../queue/postgres/PgQueue.ts"
 import * as SqliteQueue from "../queue/SqliteQueue.ts"
@@ -29,14 +29,14 @@ export interface Source {
 }
 
 export interface Opened {
-  readonly queue: MailQueue["Service"]
+  readonly queue: QueueAdmin["Service"]
   /** Leases per node, for a shared (PostgreSQL) queue. */
   readonly leasesByNode: Option.Option<Effect.Effect<ReadonlyArray<NodeLeases>, unknown>>
 }
 
 const sqlite = (dir: string) =>
   Effect.map(Layer.build(Layer.fresh(SqliteQueue.layer({ dataDir: dir }))), (ctx): Opened => ({
-    queue: Context.get(ctx, MailQueue),
+    queue: Context.get(ctx, QueueAdmin),
     leasesByNode: Option.none()
   }))
 
@@ -59,7 +59,7 @@ const open = (source: Source): Effect.Effect<Opened, unknown, Scope.Scope | File
             maxDepth: q.max_depth,
             deadLetterTtlMs: q.dead_letter_ttl
           })
-          return { queue: pg.service, leasesByNode: Option.some(pg.leasesByNode) }
+          return { queue: pg.admin, leasesByNode: Option.some(pg.leasesByNode) }
         }
         if (q.backend === "memory") return yield* Effect.fail(new Error("the configured queue is in memory: it lives only inside the server process"))
         return yield* sqlite(loaded.config.data_dir)
@@ -67,7 +67,7 @@ const open = (source: Source): Effect.Effect<Opened, unknown, Scope.Scope | File
   })
 
 // Opening the queue logs at info; on a command's stdout that would break `--json`.
-export const withQueue = <A, E>(source: Source, f: (q: MailQueue["Service"], opened: Opened) => Effect.Effect<A, E>) =>
+export const withQueue = <A, E>(source: Source, f: (q: QueueAdmin["Service"], opened: Opened) => Effect.Effect<A, E>) =>
   Effect.scoped(Effect.flatMap(open(source), (opened) => f(opened.queue, opened))).pipe(
     Effect.provideService(References.MinimumLogLevel, "Warn")
   )

@@ -10,6 +10,7 @@ import { PgClient } from "@effect/sql-pg"
 import { Effect, Layer, Redacted, type Scope } from "effect"
 import * as PgQueue from "../../src/queue/postgres/PgQueue.ts"
 import type { MailQueue } from "../../src/queue/MailQueue.ts"
+import type { QueueAdmin } from "../../src/queue/QueueAdmin.ts"
 import type { MailQueueError } from "../../src/queue/MailQueueError.ts"
 
 /** The maintenance database tests connect to in order to create and drop their own. */
@@ -46,5 +47,5 @@ export const freshDatabase: Effect.Effect<string, never, Scope.Scope> = Effect.a
 ).pipe(Effect.map(urlFor))
 
 /** A PostgreSQL queue on a fresh database of its own. */
-export const queueLayer = (options: Omit<PgQueue.PgQueueOptions, "url">): Layer.Layer<MailQueue, MailQueueError> =>
+export const queueLayer = (options: Omit<PgQueue.PgQueueOptions, "url">): Layer.Layer<MailQueue | QueueAdmin, MailQueueError> =>
   Layer.unwrap(Effect.map(freshDatabase, (url) => PgQueue.layer({ ...options, url: Redacted.make(url) })))

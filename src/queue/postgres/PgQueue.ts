@@ -29,6 +29,8 @@ import type { SqlClient, SqlError } from "effect/sql"
 import { decode as decodeEnvelope } from "../../protocol/Envelope.ts"
 import * as WorkSignal from "../internal/WorkSignal.ts"
 import { defaultQueueOptions, type Lease, MailQueue, type QueueOptions } from "../MailQueue.ts"
+import { QueueAdmin } from "../QueueAdmin.ts"
+import * as QueueBackend from "../QueueBackend.ts"
 import { fromStorageException, MailQueueError } from "../MailQueueError.ts"
 import * as Admin from "./admin.ts"
 import * as Bodies from "./bodies.ts"
@@ -183,7 +185,7 @@ export const make = Effect.fnUntraced(function*(options: PgQueueOptions) {
 
   yield* Effect.logInfo(`postgres queue: schema ${schema}, node ${nodeId}, ${depth} pending`)
 
-  const service = MailQueue.of({
+  const queue = MailQueue.of({
     backend: "postgres",
     durable: true,
     maxDepth: opts.maxDepth,
@@ -254,6 +256,14 @@ export const make = Effect.fnUntraced(function*(options: PgQueueOptions) {
       return at === null || at === undefined ? Option.none() : Option.some(Number(at))
     }).pipe(Effect.mapError(failed("reading the next due time"))),
     awaitWork: signal.await,
+    purgeExpired: Effect.gen(function*() {
+      const now = yield* Clock.currentTimeMillis
+      const rows = yield* sql<{ purge_dead: number }>`SELECT purge_dead(${BigInt(now)})`
+      return rows[0]?.purge_dead ?? 0
+    }).pipe(Effect.mapError(failed("purging")))
+  })
+  const adminService = QueueAdmin.of({
+    backend: "postgres",
     list: (filter) => admin.list(filter).pipe(Effect.mapError(failed("listing"))),
     get: (id) => admin.get(id).pipe(Effect.mapError(failed("reading"))),
     readMessage: (id) =>
@@ -280,21 +290,22 @@ export const make = Effect.fnUntraced(function*(options: PgQueueOptions) {
         if (rows[0]!.pending) depth = Math.max(0, depth - 1)
         return true
       }).pipe(Effect.mapError(failed("removing"))),
-    purgeExpired: Effect.gen(function*() {
-      const now = yield* Clock.currentTimeMillis
-      const rows = yield* sql<{ purge_dead: number }>`SELECT purge_dead(${BigInt(now)})`
-      return rows[0]?.purge_dead ?? 0
-    }).pipe(Effect.mapError(failed("purging"))),
     purgeDead: sql<{ purge_dead: number }>`SELECT purge_dead(NULL)`.pipe(
       Effect.map((rows) => rows[0]?.purge_dead ?? 0),
       Effect.mapError(failed("purging"))
     ),
     stats: admin.stats.pipe(Effect.mapError(failed("counting")))
   })
-  return { service, leasesByNode: admin.leasesByNode.pipe(Effect.mapError(failed("counting leases"))), nodeId }
+  return {
+    queue,
+    admin: adminService,
+    /** Leases per node now, for `queue stats` (not part of the contracts: a shared queue's view). */
+    leasesByNode: admin.leasesByNode.pipe(Effect.mapError(failed("counting leases"))),
+    nodeId
+  } satisfies QueueBackend.QueueBackend & Record<string, unknown>
 })
 
 /** The queue as a layer; its pool, LISTEN connection and background fibers close with it. */
-export const layer = (options: PgQueueOptions): Layer.Layer<MailQueue, MailQueueError> =>
-  Layer.effect(MailQueue, Effect.map(make(options), (q) => q.service))
+export const layer = (options: PgQueueOptions): Layer.Layer<MailQueue | QueueAdmin, MailQueueError> =>
+  QueueBackend.layer(make(options))
 

@@ -6,8 +6,8 @@
 import { Effect, Option } from "effect"
 import type { SqlClient, SqlError } from "effect/sql"
 import { decode as decodeEnvelope } from "../../protocol/Envelope.ts"
-import type { ListFilter, MessageInfo, QueueStats, RecipientState, RecipientStatus } from "../MailQueue.ts"
-import { messageState } from "../MailQueue.ts"
+import type { RecipientState } from "../MailQueue.ts"
+import { type ListFilter, type MessageInfo, messageState, type QueueStats, type RecipientStatus } from "../QueueAdmin.ts"
 
 interface InfoRow {
   readonly id: string
