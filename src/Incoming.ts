@@ -16,6 +16,7 @@ import * as Control from "./Control.ts"
 import * as DataDir from "./DataDir.ts"
 import { defaultDataDir, type IncomingOptions, type PolicyChoice, type QueueChoice } from "./IncomingOptions.ts"
 import * as Policy from "./policy/Policy.ts"
+import * as Priorities from "./policy/Priorities.ts"
 import * as Relay from "./policy/Relay.ts"
 import * as Verdict from "./policy/Verdict.ts"
 import type { MailQueue } from "./queue/MailQueue.ts"
@@ -114,7 +115,13 @@ const policyLayer = (choice: PolicyChoice | undefined): Layer.Layer<Policy.Polic
  * The whole server as a layer. Provide a `DeliveryAdapter` (an Effect function, Maildir, ...);
  * the services it exposes let a host app watch events, inspect the queue and find bound ports.
  */
-export type StartError = ListenError | MailQueueError | Relay.RelayConfigError | DataDir.DataDirError | SpoolError
+export type StartError =
+  | ListenError
+  | MailQueueError
+  | Relay.RelayConfigError
+  | DataDir.DataDirError
+  | SpoolError
+  | Priorities.PrioritiesError
 
 export const layer = (options: IncomingOptions): Layer.Layer<Services, StartError, DeliveryAdapter> => {
   const dataDir = resolve(options.dataDir ?? defaultDataDir)
@@ -145,6 +152,7 @@ export const layer = (options: IncomingOptions): Layer.Layer<Services, StartErro
       }))
     )),
     policyLayer(options.policies).pipe(Layer.provide(telemetry)),
+    options.priorities === undefined ? Layer.empty : Priorities.layer(options.priorities),
     // Sessions ask it whether a recipient is acknowledged before the reply (a Router's sync routes).
     SyncAck.layer.pipe(Layer.provide(telemetry)),
     health,

@@ -15,6 +15,7 @@ import type { PgQueueOptions } from "./queue/postgres/PgQueueOptions.ts"
 import type { QueueAdmin } from "./queue/QueueAdmin.ts"
 import type { ListenerInput } from "./smtp/ListenerOptions.ts"
 import type * as Admin from "./admin/Admin.ts"
+import type { PriorityRule } from "./policy/Priorities.ts"
 import type { AcmeOptions } from "./acme/AcmeOptions.ts"
 
 export type QueueChoice =
@@ -77,6 +78,11 @@ export interface IncomingOptions {
   readonly policies?: PolicyChoice | undefined
   /** The admin HTTP endpoint (/healthz, /readyz, /metrics); off when absent. */
   readonly admin?: Admin.AdminOptions | undefined
+  /**
+   * Message priorities by sender/recipient pattern (policy/Priorities.ts); with a listener's
+   * `priority`, an honoured `MT-PRIORITY` and the routes' levels, the highest wins.
+   */
+  readonly priorities?: ReadonlyArray<PriorityRule> | undefined
   /**
    * ACME certificates for the listeners with `tls.acme = true` (docs/acme.md); `domains` empty
    * means the host names of those listeners.

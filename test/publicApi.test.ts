@@ -9,7 +9,7 @@ import * as Api from "../src/index.ts"
 describe("incoming-smtp public API", () => {
   it("exports exactly the documented namespaces", () => {
     expect(Object.keys(Api).sort()).toEqual([
-      "Adapters", "Address", "Admin", "Auth", "Control", "DeliveryAdapter", "Dns", "Dsn", "Envelope",
+      "Acme", "Adapters", "Address", "Admin", "Auth", "Control", "DeliveryAdapter", "Dns", "Dsn", "Envelope",
       "Incoming", "Listener", "MailQueue", "MessageEdit", "NodeDns", "Policy", "Queues", "Relay", "Router",
       "Rules", "SmtpReply", "Telemetry", "Verdict", "Webhook"
     ])

@@ -20,7 +20,7 @@
  * rejected, so a file written for a later version fails loudly instead of being half-applied.
  */
 import { hostname as osHostname } from "node:os"
-import { Duration as EffectDuration, Effect, Schema, SchemaIssue, SchemaTransformation } from "effect"
+import { Duration as EffectDuration, Effect, Result, Schema, SchemaIssue, SchemaTransformation } from "effect"
 import { parseHostPort } from "./HostPort.ts"
 import * as AcmeOptionsModule from "../acme/AcmeOptions.ts"
 import * as Backoff from "../delivery/Backoff.ts"
@@ -36,6 +36,7 @@ import { defaultInlineThreshold } from "../queue/SqliteQueue.ts"
 import { isSchemaName, defaults as PgQueueDefaults } from "../queue/postgres/PgQueueOptions.ts"
 import * as Policy from "../policy/Policy.ts"
 import * as Milter from "../policy/rules/Milter.ts"
+import * as Priority from "../protocol/Priority.ts"
 import * as RateLimiter from "../policy/rules/RateLimiter.ts"
 import * as DnsblModule from "../policy/rules/spam/Dnsbl.ts"
 import * as ListenerOptions from "../smtp/ListenerOptions.ts"
@@ -84,6 +85,22 @@ export const Tls = Schema.Struct({
   acme: withDefault(Schema.Boolean, false)
 })
 
+/** A message priority: `low`, `normal`, `high`, `critical` or an integer -9..9 (protocol/Priority.ts). */
+export const PriorityLevel = Schema.Union([Schema.String, Schema.Number]).pipe(
+  Schema.decodeTo(
+    Schema.Number,
+    SchemaTransformation.transformEffect<number, string | number>({
+      decode: (input) =>
+        Result.match(Priority.fromSetting(input), {
+          onFailure: (message) => Effect.fail(new SchemaIssue.InvalidValue({ message })),
+          onSuccess: Effect.succeed
+        }),
+      encode: (n) => Effect.succeed(Priority.format(n))
+    })
+  ),
+  Schema.annotate({ expected: "a priority" })
+)
+
 export const Listener = Schema.Struct({
   name: Schema.optionalKey(NonEmpty),
   /** `mx` (AUTH optional), `submission` (STARTTLS then AUTH before MAIL), `submissions` (implicit TLS, AUTH). */
@@ -108,6 +125,8 @@ export const Listener = Schema.Struct({
   greeting_delay: duration(d.greetingDelayMs),
   line_endings: withDefault(Schema.Literals(["reject", "normalize"]), d.lineEndings),
   hook_timeout: duration(d.hookTimeoutMs),
+  /** Priority of the mail this listener accepts (the highest level that applies wins). */
+  priority: Schema.optionalKey(PriorityLevel),
   /**
    * PROXY protocol v1/v2 from these load balancers (CIDR ranges or addresses): they must send a
    * header, others may not; the header's client address is the client everywhere.
@@ -325,7 +344,16 @@ export const Route = Schema.Struct({
   /** Without it, `delivery.max_attempts`. */
   max_attempts: Schema.optionalKey(Schema.Int.check(Schema.isGreaterThanOrEqualTo(1))),
   concurrency: Schema.optionalKey(Schema.Int.check(Schema.isGreaterThanOrEqualTo(1))),
-  timeout: Schema.optionalKey(Duration)
+  timeout: Schema.optionalKey(Duration),
+  /** Priority of messages with a recipient on this route (the highest level that applies wins). */
+  priority: Schema.optionalKey(PriorityLevel)
+})
+
+/** `[[priorities]]`: a level for messages whose sender or any recipient matches a pattern. */
+export const PriorityPattern = Schema.Struct({
+  sender: withDefault(Schema.Array(Schema.String), []),
+  recipient: withDefault(Schema.Array(NonEmpty), []),
+  priority: PriorityLevel
 })
 
 export const LogLevels = ["trace", "debug", "info", "warn", "error", "fatal", "none"] as const
@@ -598,7 +626,9 @@ export const IncomingConfig = Schema.Struct({
   /** Built-in policy rules, in the order they run. */
   policies: withDefault(Schema.Array(PolicyRule), []),
   /** Deadline of each rule hook; past it the command is deferred with 451 4.4.2. */
-  policy_timeout: duration(ms(Policy.defaultTimeout))
+  policy_timeout: duration(ms(Policy.defaultTimeout)),
+  /** Message priorities by sender/recipient pattern. */
+  priorities: withDefault(Schema.Array(PriorityPattern), [])
 })
 
 export type IncomingConfig = typeof IncomingConfig.Type

@@ -313,6 +313,9 @@ const routingChecks = (config: IncomingConfig, sourceOf: (path: Path) => string)
       add(["adapters", name, "port"], "not used with socket")
     }
   }
+  for (const [i, p] of config.priorities.entries()) {
+    if (p.sender.length === 0 && p.recipient.length === 0) add(["priorities", i], "needs sender or recipient patterns")
+  }
   const routes = config.routes
   if (routes === undefined) {
     if (config.adapters !== undefined) add(["routes"], "missing: [adapters.*] are only used by [[routes]] (add a [[routes]] table with match = [\"*\"] for a catch-all)")

@@ -182,8 +182,12 @@ export const toIncomingOptions = (c: IncomingConfig): IncomingOptions => ({
     greetingDelayMs: l.greeting_delay,
     lineEndings: l.line_endings,
     hookTimeoutMs: l.hook_timeout,
+    ...(l.priority !== undefined ? { priority: l.priority } : {}),
     ...(l.proxy_protocol !== undefined ? { proxyProtocol: { trusted: l.proxy_protocol.trusted, timeoutMs: l.proxy_protocol.timeout } } : {})
   })),
+  ...(c.priorities.length > 0
+    ? { priorities: c.priorities.map((p) => ({ sender: p.sender, recipient: p.recipient, priority: p.priority })) }
+    : {}),
   queue: queueChoice(c.queue),
   spool: { inMemoryThreshold: c.spool.memory_threshold, memoryBudget: c.spool.memory_budget },
   dispatcher: {
@@ -337,7 +341,8 @@ export const toDelivery = (c: IncomingConfig): DeliveryChoice => {
         ...(r.schedule !== undefined ? { retry: toSchedule(r.schedule) } : {}),
         ...(r.max_attempts !== undefined ? { maxAttempts: r.max_attempts } : {}),
         ...(r.concurrency !== undefined ? { concurrency: r.concurrency } : {}),
-        ...(r.timeout !== undefined ? { timeoutMs: r.timeout } : {})
+        ...(r.timeout !== undefined ? { timeoutMs: r.timeout } : {}),
+        ...(r.priority !== undefined ? { priority: r.priority } : {})
       })),
       unrouted: c.delivery.unrouted
     }

@@ -14,7 +14,8 @@
 import type { AddressInfo } from "node:net"
 import { Clock, Context, Deferred, Effect, Exit, Fiber, Layer, Ref, References, Scope } from "effect"
 import type { SMTPServerOptions } from "smtp-server"
-import type { Relay } from "../policy/Relay.ts"
+import { Relay } from "../policy/Relay.ts"
+import * as Priority from "../protocol/Priority.ts"
 import type { MailQueue } from "../queue/MailQueue.ts"
 import type { Spool } from "../spool/Spool.ts"
 import * as Telemetry from "../telemetry/Telemetry.ts"
@@ -92,6 +93,9 @@ interface Shared {
   readonly connectionsScope: Scope.Scope
   readonly auth: AuthHandler.AuthHandler | undefined
 }
+
+const priorityExtension: ReadonlyArray<string> = [Priority.ehloKeyword]
+const noExtensions: ReadonlyArray<string> = []
 
 /** After the drain deadline, how long closing sockets and the work they start may still take. */
 const closeGraceMs = 2_000
@@ -234,6 +238,7 @@ const start = Effect.fnUntraced(function*(input: ListenerOptions.ListenerInput, 
   const tracing = yield* References.TracerEnabled
   const bridge = yield* makeBridge(context, shared.connectionsScope, { tracing, listener: o.name })
   let server: IncomingSmtpServer | undefined
+  const relay = Context.get(context, Relay)
   const handlers = yield* Session.make(settings, {
     auth: setup,
     isDraining: shared.draining,
@@ -243,7 +248,13 @@ const start = Effect.fnUntraced(function*(input: ListenerOptions.ListenerInput, 
   const s = new IncomingSmtpServer(
     engineOptions(o, tls, setup, handlers, bridge, shared, Telemetry.metricsContext(context), (id) => server?.guards.get(id)?.proxy),
     ListenerReload.engineLimits(o),
-    { unavailable: (name, session) => ListenerModes.unavailableReply(setup, name, session) ?? Commands.unimplemented(name) },
+    {
+      unavailable: (name, session) => ListenerModes.unavailableReply(setup, name, session) ?? Commands.unimplemented(name),
+      // MT-PRIORITY (RFC 6710) only to clients whose priority is honoured: trusted networks, and
+      // clients that can authenticate here (AUTH comes after EHLO, so it is offered to them all).
+      ehloExtensions: ({ remoteAddress }) =>
+        setup.methods.length > 0 || relay.isTrusted(remoteAddress) ? priorityExtension : noExtensions
+    },
     {
       proxyRefused: (peer, reason) =>
         bridge.fork(Effect.logInfo(`PROXY header from ${peer} refused: ${reason}`).pipe(Effect.annotateLogs({ listener: o.name })))

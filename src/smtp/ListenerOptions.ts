@@ -69,6 +69,8 @@ export interface ListenerOptions {
   readonly lineEndings: "reject" | "normalize"
   /** Deadline for a policy/queue hook before the session answers 451 4.4.2. */
   readonly hookTimeoutMs: number
+  /** Priority (-9..9) of the mail this listener accepts, when set; the highest level that applies wins. */
+  readonly priority?: number | undefined
   readonly proxyProtocol?: ProxyProtocolOptions | undefined
 }
 
