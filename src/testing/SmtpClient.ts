@@ -31,6 +31,8 @@ export interface SmtpClient {
 
 export interface ConnectOptions {
   readonly port: number
+  /** A Unix socket to connect to instead of `host`/`port` (an `lmtp` listener's `path`). */
+  readonly path?: string
   readonly host?: string
   /** Implicit TLS (accepts any certificate: tests use self-signed ones). */
   readonly tls?: boolean
@@ -50,7 +52,9 @@ export const connect = (options: ConnectOptions): Effect.Effect<SmtpClient, Smtp
       const host = options.host ?? "127.0.0.1"
       const chunks = options.preamble === undefined ? [] : options.preamble instanceof Uint8Array ? [options.preamble] : [...options.preamble]
       let socket: Socket
-      if (chunks.length === 0) {
+      if (options.path !== undefined) {
+        socket = netConnect({ path: options.path })
+      } else if (chunks.length === 0) {
         socket = options.tls === true
           ? tlsConnect({ port: options.port, host, rejectUnauthorized: false })
           : netConnect({ port: options.port, host })
