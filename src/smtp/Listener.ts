@@ -276,7 +276,12 @@ const start = Effect.fnUntraced(function*(input: ListenerOptions.ListenerInput, 
   const s = new IncomingSmtpServer(
     engineOptions(o, tls, setup, handlers, bridge, shared, Telemetry.metricsContext(context), (id) => server?.guards.get(id)?.proxy),
     ListenerReload.engineLimits(o),
-    { unavailable: (name, session) => ListenerModes.unavailableReply(setup, name, session) ?? Commands.unimplemented(name) },
+    {
+      unavailable: (name, session) =>
+        o.mode === "lmtp" && (name === "HELO" || name === "EHLO")
+          ? Commands.lmtpNeedsLhlo
+          : ListenerModes.unavailableReply(setup, name, session) ?? Commands.unimplemented(name)
+    },
     {
       proxyRefused: (peer, reason) =>
         bridge.fork(Effect.logInfo(`PROXY header from ${peer} refused: ${reason}`).pipe(Effect.annotateLogs({ listener: o.name })))
