@@ -16,10 +16,12 @@ import * as Control from "./Control.ts"
 import * as DataDir from "./DataDir.ts"
 import { defaultDataDir, type IncomingOptions, type PolicyChoice, type QueueChoice } from "./IncomingOptions.ts"
 import * as Policy from "./policy/Policy.ts"
+import * as Priorities from "./policy/Priorities.ts"
 import * as Relay from "./policy/Relay.ts"
 import * as Verdict from "./policy/Verdict.ts"
 import type { MailQueue } from "./queue/MailQueue.ts"
 import type { MailQueueError } from "./queue/MailQueueError.ts"
+import type { QueueAdmin } from "./queue/QueueAdmin.ts"
 import * as MemoryQueue from "./queue/MemoryQueue.ts"
 import * as SqliteQueue from "./queue/SqliteQueue.ts"
 import type { ListenError } from "./smtp/ListenError.ts"
@@ -27,6 +29,8 @@ import * as Listener from "./smtp/Listener.ts"
 import * as Spool from "./spool/Spool.ts"
 import type { SpoolError } from "./spool/SpoolError.ts"
 import * as Admin from "./admin/Admin.ts"
+import * as CertManager from "./acme/CertManager.ts"
+import * as AcmeFiles from "./acme/ListenerFiles.ts"
 import * as Telemetry from "./telemetry/Telemetry.ts"
 
 export type Services =
@@ -37,16 +41,18 @@ export type Services =
   | Relay.Relay
   | Listener.Listeners
   | MailQueue
+  | QueueAdmin
   | Telemetry.Telemetry
   | Dispatcher.Dispatcher
   | Spool.Spool
   | Admin.Health
+  | CertManager.CertManager
 
 // Re-exported: host apps name the options as `Incoming.IncomingOptions`.
 export type { IncomingOptions, PolicyChoice, QueueChoice } from "./IncomingOptions.ts"
 export { defaultDataDir } from "./IncomingOptions.ts"
 
-const queueLayer = (input: QueueChoice | undefined, dataDir: string): Layer.Layer<MailQueue, MailQueueError> => {
+const queueLayer = (input: QueueChoice | undefined, dataDir: string): Layer.Layer<MailQueue | QueueAdmin, MailQueueError> => {
   // The embedded default is durable: accepted mail must survive a restart.
   const choice: QueueChoice = input ?? { kind: "sqlite" }
   if (choice.kind === "memory") {
@@ -104,7 +110,13 @@ const policyLayer = (choice: PolicyChoice | undefined): Layer.Layer<Policy.Polic
  * The whole server as a layer. Provide a `DeliveryAdapter` (an Effect function, Maildir, ...);
  * the services it exposes let a host app watch events, inspect the queue and find bound ports.
  */
-export type StartError = ListenError | MailQueueError | Relay.RelayConfigError | DataDir.DataDirError | SpoolError
+export type StartError =
+  | ListenError
+  | MailQueueError
+  | Relay.RelayConfigError
+  | DataDir.DataDirError
+  | SpoolError
+  | Priorities.PrioritiesError
 
 export const layer = (options: IncomingOptions): Layer.Layer<Services, StartError, DeliveryAdapter> => {
   const dataDir = resolve(options.dataDir ?? defaultDataDir)
@@ -117,6 +129,10 @@ export const layer = (options: IncomingOptions): Layer.Layer<Services, StartErro
   const health = Admin.layerHealth().pipe(Layer.provide(queue))
   const admin = options.admin === undefined ? Layer.empty : Admin.layer(options.admin).pipe(Layer.provide(health))
   const telemetry = Telemetry.layer()
+  // Managed certificates: a listener with `tls.acme` reads the manager's files, which exist
+  // (issued now if they did not) before any listener starts.
+  const acme = AcmeFiles.resolve(options.listeners, options.acme, dataDir, hostname)
+  const certificates = CertManager.layer(options.acme === undefined ? undefined : { ...options.acme, domains: acme.names }, dataDir)
   const base = Layer.mergeAll(
     telemetry,
     queue,
@@ -131,19 +147,21 @@ export const layer = (options: IncomingOptions): Layer.Layer<Services, StartErro
       }))
     )),
     policyLayer(options.policies).pipe(Layer.provide(telemetry)),
+    options.priorities === undefined ? Layer.empty : Priorities.layer(options.priorities),
     // Sessions ask it whether a recipient is acknowledged before the reply (a Router's sync routes).
     SyncAck.layer.pipe(Layer.provide(telemetry)),
     health,
-    admin
+    admin,
+    certificates
   )
   const drainTimeoutMs = options.drainTimeoutMs ?? 30_000
   // Each layer is built on the one below and closed before it: listeners drain first, then the
   // dispatcher stops (a memory queue's backlog is delivered first), then the queue closes.
-  const listeners = Listener.layer({ listeners: options.listeners, hostname, drainTimeoutMs, auth: options.auth })
+  const listeners = Listener.layer({ listeners: acme.listeners, hostname, drainTimeoutMs, auth: options.auth })
   const dispatcher = Dispatcher.layer({ drainTimeoutMs, ...options.dispatcher })
   // The data dir lock is taken before anything else is built (queue, spool, any socket) and
   // released after everything closed: a second server on the directory stops here, touching nothing.
-  return Layer.mergeAll(Admin.attach, Control.layer).pipe(
+  return Layer.mergeAll(Admin.attach, CertManager.attach, Control.layer).pipe(
     Layer.provideMerge(listeners),
     Layer.provideMerge(dispatcher),
     Layer.provideMerge(base),

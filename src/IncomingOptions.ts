@@ -11,8 +11,11 @@ import type * as Policy from "./policy/Policy.ts"
 import type * as Relay from "./policy/Relay.ts"
 import type { MailQueue } from "./queue/MailQueue.ts"
 import type { MailQueueError } from "./queue/MailQueueError.ts"
+import type { QueueAdmin } from "./queue/QueueAdmin.ts"
 import type { ListenerInput } from "./smtp/ListenerOptions.ts"
 import type * as Admin from "./admin/Admin.ts"
+import type { PriorityRule } from "./policy/Priorities.ts"
+import type { AcmeOptions } from "./acme/AcmeOptions.ts"
 
 export type QueueChoice =
   | { readonly kind: "memory"; readonly maxDepth?: number; readonly deadLetterTtlMs?: number }
@@ -25,7 +28,8 @@ export type QueueChoice =
   }
   | {
     readonly kind: "custom"
-    readonly layer: Layer.Layer<MailQueue, MailQueueError>
+    /** Both contracts of the backend, as its `layer` (over `QueueBackend.layer`) provides them. */
+    readonly layer: Layer.Layer<MailQueue | QueueAdmin, MailQueueError>
     /**
      * The queue is shared by design with other servers (several nodes on one database): they may
      * then also share the data dir, whose lock is taken shared and whose spool is not swept at
@@ -66,6 +70,16 @@ export interface IncomingOptions {
   readonly policies?: PolicyChoice | undefined
   /** The admin HTTP endpoint (/healthz, /readyz, /metrics); off when absent. */
   readonly admin?: Admin.AdminOptions | undefined
+  /**
+   * Message priorities by sender/recipient pattern (policy/Priorities.ts); with a listener's
+   * `priority`, an honoured `MT-PRIORITY` and the routes' levels, the highest wins.
+   */
+  readonly priorities?: ReadonlyArray<PriorityRule> | undefined
+  /**
+   * ACME certificates for the listeners with `tls.acme = true` (docs/acme.md); `domains` empty
+   * means the host names of those listeners.
+   */
+  readonly acme?: AcmeOptions | undefined
 }
 
 export const defaultDataDir = "./var/incoming"

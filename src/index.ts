@@ -26,6 +26,7 @@ export * as Dns from "./dns/Dns.ts"
 export * as NodeDns from "./dns/NodeDns.ts"
 
 export * as MailQueue from "./queue/MailQueue.ts"
+export * as QueueAdmin from "./queue/QueueAdmin.ts"
 export * as Queues from "./queue/Queues.ts"
 
 export * as Adapters from "./delivery/Adapters.ts"
@@ -33,5 +34,6 @@ export * as DeliveryAdapter from "./delivery/DeliveryAdapter.ts"
 export * as Router from "./delivery/Router.ts"
 export * as Webhook from "./delivery/webhook/Webhook.ts"
 
+export * as Acme from "./acme/Acme.ts"
 export * as Admin from "./admin/Admin.ts"
 export * as Telemetry from "./telemetry/Telemetry.ts"

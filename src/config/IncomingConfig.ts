@@ -20,8 +20,9 @@
  * rejected, so a file written for a later version fails loudly instead of being half-applied.
  */
 import { hostname as osHostname } from "node:os"
-import { Duration as EffectDuration, Effect, Schema, SchemaIssue, SchemaTransformation } from "effect"
+import { Duration as EffectDuration, Effect, Result, Schema, SchemaIssue, SchemaTransformation } from "effect"
 import { parseHostPort } from "./HostPort.ts"
+import * as AcmeOptionsModule from "../acme/AcmeOptions.ts"
 import * as Backoff from "../delivery/Backoff.ts"
 import * as DnsCache from "../dns/DnsCache.ts"
 import * as NodeDnsModule from "../dns/NodeDns.ts"
@@ -34,7 +35,9 @@ import { defaultQueueOptions } from "../queue/MailQueue.ts"
 import { defaultInlineThreshold } from "../queue/SqliteQueue.ts"
 import * as Policy from "../policy/Policy.ts"
 import * as Milter from "../policy/rules/Milter.ts"
+import * as Priority from "../protocol/Priority.ts"
 import * as RateLimiter from "../policy/rules/RateLimiter.ts"
+import * as DnsblModule from "../policy/rules/spam/Dnsbl.ts"
 import * as ListenerOptions from "../smtp/ListenerOptions.ts"
 import { defaultSpoolOptions } from "../spool/Spool.ts"
 import { defaults as tracingDefaults } from "../telemetry/Tracing.ts"
@@ -76,8 +79,26 @@ export const Tls = Schema.Struct({
   /** PEM private key; not a secret itself (it names a file), the file's permissions protect it. */
   key: Schema.optionalKey(NonEmpty),
   /** More certificates chosen by the name the client asks for (SNI): server name → files. */
-  sni: Schema.optionalKey(Schema.Record(Schema.String, Schema.Struct({ cert: NonEmpty, key: NonEmpty })))
+  sni: Schema.optionalKey(Schema.Record(Schema.String, Schema.Struct({ cert: NonEmpty, key: NonEmpty }))),
+  /** Use the certificates of `[acme]` (one per managed name, picked by SNI) instead of cert/key/sni. */
+  acme: withDefault(Schema.Boolean, false)
 })
+
+/** A message priority: `low`, `normal`, `high`, `critical` or an integer -9..9 (protocol/Priority.ts). */
+export const PriorityLevel = Schema.Union([Schema.String, Schema.Number]).pipe(
+  Schema.decodeTo(
+    Schema.Number,
+    SchemaTransformation.transformEffect<number, string | number>({
+      decode: (input) =>
+        Result.match(Priority.fromSetting(input), {
+          onFailure: (message) => Effect.fail(new SchemaIssue.InvalidValue({ message })),
+          onSuccess: Effect.succeed
+        }),
+      encode: (n) => Effect.succeed(Priority.format(n))
+    })
+  ),
+  Schema.annotate({ expected: "a priority" })
+)
 
 export const Listener = Schema.Struct({
   name: Schema.optionalKey(NonEmpty),
@@ -109,6 +130,8 @@ export const Listener = Schema.Struct({
   greeting_delay: duration(d.greetingDelayMs),
   line_endings: withDefault(Schema.Literals(["reject", "normalize"]), d.lineEndings),
   hook_timeout: duration(d.hookTimeoutMs),
+  /** Priority of the mail this listener accepts (the highest level that applies wins). */
+  priority: Schema.optionalKey(PriorityLevel),
   /**
    * PROXY protocol v1/v2 from these load balancers (CIDR ranges or addresses): they must send a
    * header, others may not; the header's client address is the client everywhere.
@@ -315,7 +338,16 @@ export const Route = Schema.Struct({
   /** Without it, `delivery.max_attempts`. */
   max_attempts: Schema.optionalKey(Schema.Int.check(Schema.isGreaterThanOrEqualTo(1))),
   concurrency: Schema.optionalKey(Schema.Int.check(Schema.isGreaterThanOrEqualTo(1))),
-  timeout: Schema.optionalKey(Duration)
+  timeout: Schema.optionalKey(Duration),
+  /** Priority of messages with a recipient on this route (the highest level that applies wins). */
+  priority: Schema.optionalKey(PriorityLevel)
+})
+
+/** `[[priorities]]`: a level for messages whose sender or any recipient matches a pattern. */
+export const PriorityPattern = Schema.Struct({
+  sender: withDefault(Schema.Array(Schema.String), []),
+  recipient: withDefault(Schema.Array(NonEmpty), []),
+  priority: PriorityLevel
 })
 
 export const LogLevels = ["trace", "debug", "info", "warn", "error", "fatal", "none"] as const
@@ -455,7 +487,47 @@ export const MilterRule = Schema.Struct({
   on_error: withDefault(Schema.Literals(["accept", "tempfail"]), Milter.defaults.onError)
 })
 
-export const ruleTypes = ["rate_limit", "tls_required", "hello_required", "max_recipients", "size_limit", "connection_limit", ...authRuleTypes, "milter"] as const
+/** What the anti-spam rules take (policy/rules/spam/): our own users are skipped unless asked. */
+const spamExemptions = {
+  /** Check AUTH sessions too (default: they are our users, skipped). */
+  check_authenticated: withDefault(Schema.Boolean, false),
+  /** Check clients in `relay.trusted_networks` too (default: skipped). */
+  check_trusted: withDefault(Schema.Boolean, false)
+}
+
+const Weight = Schema.Number.check(Schema.isGreaterThan(0))
+
+/** A blocklist: its name, or a table with its weight, the answers that count and its own reply. */
+export const DnsblZone = Schema.Union([
+  NonEmpty,
+  Schema.Struct({
+    zone: NonEmpty,
+    weight: Schema.optionalKey(Weight),
+    /** Only these A answers count as a listing (e.g. `["127.0.0.2", "127.0.0.3"]`). */
+    codes: Schema.optionalKey(Schema.Array(NonEmpty)),
+    /** The refusal's text; `{ip}`, `{zone}` and `{reason}` are filled in. */
+    reply: Schema.optionalKey(NonEmpty)
+  })
+]).annotate({ expected: "a zone name, or a table with zone (and weight, codes, reply)" })
+
+export const DnsblRule = Schema.Struct({
+  rule: Schema.Literal("dnsbl"),
+  name: ruleName,
+  observe,
+  zones: Schema.NonEmptyArray(DnsblZone),
+  /** DNSWL zones: a client listed in one of them is not refused. */
+  allow_zones: withDefault(Schema.Array(NonEmpty), []),
+  threshold: withDefault(Weight, DnsblModule.defaults.threshold),
+  stage: withDefault(Schema.Literals(["rcpt", "connect"]), DnsblModule.defaults.stage),
+  timeout: duration(DnsblModule.defaults.timeoutMs),
+  test_entries: withDefault(Schema.Boolean, true),
+  test_interval: duration(DnsblModule.defaults.testIntervalMs),
+  ...spamExemptions
+})
+
+export const spamRuleTypes = ["dnsbl"] as const
+
+export const ruleTypes = ["rate_limit", "tls_required", "hello_required", "max_recipients", "size_limit", "connection_limit", ...authRuleTypes, "milter", ...spamRuleTypes] as const
 export type RuleType = (typeof ruleTypes)[number]
 
 export const PolicyRule = Schema.Union([
@@ -470,10 +542,36 @@ export const PolicyRule = Schema.Union([
   DmarcRule,
   ArcRule,
   IprevRule,
-  MilterRule
+  MilterRule,
+  DnsblRule
 ])
   .annotate({ expected: `a table with rule = ${ruleTypes.map((t) => `"${t}"`).join(" | ")}` })
 export type PolicyRule = typeof PolicyRule.Type
+
+const ad = AcmeOptionsModule.defaults
+
+/** `[acme]`: certificates from an ACME CA (Let's Encrypt) for the listeners with `tls.acme = true`. */
+export const Acme = Schema.Struct({
+  /** `letsencrypt` (default), `letsencrypt-staging`, or a directory URL. */
+  directory: withDefault(NonEmpty, "letsencrypt"),
+  /** Contact for the CA's expiry and policy notices. */
+  email: Schema.optionalKey(NonEmpty),
+  /** Names to certify, one certificate each; empty: the host names of the listeners with tls.acme. */
+  domains: withDefault(Schema.Array(NonEmpty), []),
+  challenge: withDefault(Schema.Literals(["http-01", "tls-alpn-01"]), ad.challenge),
+  /** Where the HTTP-01 responder listens while an order is open (port 80, or a port a proxy forwards 80 to). */
+  http_listen: withDefault(ListenAddress, "0.0.0.0:80"),
+  /** Where the TLS-ALPN-01 responder listens while an order is open (port 443, or a port forwarded from it). */
+  tls_alpn_listen: withDefault(ListenAddress, "0.0.0.0:443"),
+  key_type: withDefault(Schema.Literals(["ecdsa-p256", "rsa-2048"]), ad.keyType),
+  /** Renew this long before expiry; default a third of the certificate's lifetime. */
+  renew_before: Schema.optionalKey(Duration),
+  /** PEM file of CA certificates to trust for the directory's HTTPS (a private CA; pebble in tests). */
+  directory_ca: Schema.optionalKey(NonEmpty),
+  /** First wait after a failed issuance, doubled per failure up to retry_max. */
+  retry_base: duration(ad.retryBaseMs),
+  retry_max: duration(ad.retryMaxMs)
+})
 
 /** The resolver of the `Dns` service (dns/NodeDns.ts), shared by every part that asks the DNS. */
 export const Dns = Schema.Struct({
@@ -507,6 +605,8 @@ export const IncomingConfig = Schema.Struct({
   admin: Schema.optionalKey(Admin),
   /** OTLP/HTTP trace export; off unless this table is present. */
   tracing: Schema.optionalKey(Tracing),
+  /** ACME certificates for listeners with tls.acme; off unless this table is present. */
+  acme: Schema.optionalKey(Acme),
   /** Named delivery adapters for `routes`. */
   adapters: Schema.optionalKey(Schema.Record(Schema.String, Adapter)),
   /** Recipient → adapter; when present, delivery goes through the Router instead of `delivery.adapter`. */
@@ -520,7 +620,9 @@ export const IncomingConfig = Schema.Struct({
   /** Built-in policy rules, in the order they run. */
   policies: withDefault(Schema.Array(PolicyRule), []),
   /** Deadline of each rule hook; past it the command is deferred with 451 4.4.2. */
-  policy_timeout: duration(ms(Policy.defaultTimeout))
+  policy_timeout: duration(ms(Policy.defaultTimeout)),
+  /** Message priorities by sender/recipient pattern. */
+  priorities: withDefault(Schema.Array(PriorityPattern), [])
 })
 
 export type IncomingConfig = typeof IncomingConfig.Type

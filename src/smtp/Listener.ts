@@ -15,7 +15,8 @@ import { chmodSync, lstatSync, rmSync } from "node:fs"
 import { type AddressInfo, connect } from "node:net"
 import { Clock, Context, Deferred, Effect, Exit, Fiber, Layer, Ref, References, Scope } from "effect"
 import type { SMTPServerOptions } from "smtp-server"
-import type { Relay } from "../policy/Relay.ts"
+import { Relay } from "../policy/Relay.ts"
+import * as Priority from "../protocol/Priority.ts"
 import type { MailQueue } from "../queue/MailQueue.ts"
 import type { Spool } from "../spool/Spool.ts"
 import * as Telemetry from "../telemetry/Telemetry.ts"
@@ -60,6 +61,12 @@ export class Listeners extends Context.Service<Listeners, {
    * changes: a failure changes nothing.
    */
   readonly reconfigure: (listeners: ReadonlyArray<ListenerOptions.ListenerInput>) => Effect.Effect<ReadonlyArray<string>, ListenError>
+  /**
+   * Re-reads the certificate files the listeners are configured with and installs them (a
+   * renewed certificate): new handshakes get them, open connections keep theirs. A file that
+   * does not load fails the call and changes nothing.
+   */
+  readonly reloadCertificates: Effect.Effect<void, ListenError>
 }>()("incoming/Listeners") {}
 
 export interface ListenersOptions {
@@ -87,6 +94,9 @@ interface Shared {
   readonly connectionsScope: Scope.Scope
   readonly auth: AuthHandler.AuthHandler | undefined
 }
+
+const priorityExtension: ReadonlyArray<string> = [Priority.ehloKeyword]
+const noExtensions: ReadonlyArray<string> = []
 
 /** After the drain deadline, how long closing sockets and the work they start may still take. */
 const closeGraceMs = 2_000
@@ -267,6 +277,7 @@ const start = Effect.fnUntraced(function*(input: ListenerOptions.ListenerInput, 
   const tracing = yield* References.TracerEnabled
   const bridge = yield* makeBridge(context, shared.connectionsScope, { tracing, listener: o.name })
   let server: IncomingSmtpServer | undefined
+  const relay = Context.get(context, Relay)
   const handlers = yield* Session.make(settings, {
     auth: setup,
     isDraining: shared.draining,
@@ -280,7 +291,11 @@ const start = Effect.fnUntraced(function*(input: ListenerOptions.ListenerInput, 
       unavailable: (name, session) =>
         o.mode === "lmtp" && (name === "HELO" || name === "EHLO")
           ? Commands.lmtpNeedsLhlo
-          : ListenerModes.unavailableReply(setup, name, session) ?? Commands.unimplemented(name)
+          : ListenerModes.unavailableReply(setup, name, session) ?? Commands.unimplemented(name),
+      // MT-PRIORITY (RFC 6710) only to clients whose priority is honoured: trusted networks, and
+      // clients that can authenticate here (AUTH comes after EHLO, so it is offered to them all).
+      ehloExtensions: ({ remoteAddress }) =>
+        setup.methods.length > 0 || relay.isTrusted(remoteAddress) ? priorityExtension : noExtensions
     },
     {
       proxyRefused: (peer, reason) =>
@@ -366,7 +381,8 @@ export const make = Effect.fnUntraced(function*(options: ListenersOptions) {
   return Listeners.of({
     all: running.map((r) => r.info),
     draining: Effect.sync(() => draining),
-    reconfigure: (inputs) => ListenerReload.reconfigure(running, inputs, options.hostname)
+    reconfigure: (inputs) => ListenerReload.reconfigure(running, inputs, options.hostname),
+    reloadCertificates: ListenerReload.reloadCertificates(running)
   })
 })
 

@@ -24,6 +24,11 @@ export interface TlsOptions {
    * client that asks for no name, or another one, gets `cert`/`key`.
    */
   readonly sni?: Readonly<Record<string, { readonly cert: string; readonly key: string }>> | undefined
+  /**
+   * Use the certificates the ACME manager keeps (`IncomingOptions.acme`): it fills `cert`/`key`
+   * (the listener's host name, else the first managed name) and `sni` (every managed name).
+   */
+  readonly acme?: boolean | undefined
 }
 
 /**
@@ -68,6 +73,8 @@ export interface ListenerOptions {
   readonly lineEndings: "reject" | "normalize"
   /** Deadline for a policy/queue hook before the session answers 451 4.4.2. */
   readonly hookTimeoutMs: number
+  /** Priority (-9..9) of the mail this listener accepts, when set; the highest level that applies wins. */
+  readonly priority?: number | undefined
   readonly proxyProtocol?: ProxyProtocolOptions | undefined
 }
 

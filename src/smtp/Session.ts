@@ -39,6 +39,8 @@ import * as Address from "../protocol/Address.ts"
 import type * as Dsn from "../protocol/Dsn.ts"
 import type * as ProxyHeader from "../protocol/ProxyHeader.ts"
 import type { Envelope } from "../protocol/Envelope.ts"
+import * as Priority from "../protocol/Priority.ts"
+import { Priorities } from "../policy/Priorities.ts"
 import type { ListenerOptions } from "./ListenerOptions.ts"
 import * as ReceivedHeader from "../protocol/ReceivedHeader.ts"
 import * as SmtpReply from "../protocol/SmtpReply.ts"
@@ -138,6 +140,8 @@ export const make = Effect.fnUntraced(function*(settings: Ref.Ref<ListenerOption
   // Present when the host app's delivery can acknowledge some recipients synchronously.
   const sync = Option.getOrUndefined(yield* Effect.serviceOption(SyncDelivery))
   const isSync = (rcpt: string) => sync !== undefined && sync.isSync(rcpt)
+  // Configured priorities by sender/recipient pattern, when the host app or config gave any.
+  const priorities = Option.getOrUndefined(yield* Effect.serviceOption(Priorities))
 
   const perIp = new Map<string, number>()
   // Sessions counted against the limits, with their address, so close can give the slot back.
@@ -366,6 +370,31 @@ export const make = Effect.fnUntraced(function*(settings: Ref.Ref<ListenerOption
     }
   }
 
+  /**
+   * The message's priority (protocol/Priority.ts): the highest of `MT-PRIORITY` (honoured only
+   * from an authenticated or trusted client, RFC 6710 §5), the listener's level, the configured
+   * patterns' and delivery's (routes, the host app). `priority` absent when nothing applies;
+   * a requested level that was not honoured is recorded as the annotation `mt-priority-ignored`.
+   */
+  const prioritized = (session: SMTPServerSession, envelope: Envelope, listenerLevel: number | undefined) => {
+    const mail = session.envelope.mailFrom === false ? undefined : Commands.parsedOf(session.envelope.mailFrom)
+    const requested = mail?.verb === "MAIL" ? mail.priority : undefined
+    const honoured = requested !== undefined && (isAuthenticated(session) || relay.isTrusted(session.remoteAddress))
+    const configured = priorities?.of(envelope.mailFrom, envelope.rcptTo)
+    const finish = (fromDelivery: number | undefined): Envelope => {
+      const levels = [honoured ? requested : undefined, listenerLevel, configured, fromDelivery]
+      const priority = levels.some((l) => l !== undefined) ? Priority.highest(levels) : undefined
+      const ignored = requested !== undefined && !honoured ? { "mt-priority-ignored": requested } : undefined
+      if (priority === undefined && ignored === undefined) return envelope
+      return {
+        ...envelope,
+        ...(ignored === undefined ? {} : { annotations: { ...envelope.annotations, ...ignored } }),
+        ...(priority === undefined ? {} : { priority })
+      }
+    }
+    return sync?.priorityOf === undefined ? Effect.succeed(finish(undefined)) : Effect.map(sync.priorityOf(envelope), finish)
+  }
+
   const data = (stream: Readable, session: SMTPServerSession) =>
     Effect.gen(function*() {
       const options = Ref.getUnsafe(settings)
@@ -383,7 +412,7 @@ export const make = Effect.fnUntraced(function*(settings: Ref.Ref<ListenerOption
         ? yield* dataStage(received, id, session, mailFrom, rcptTo, options.hostname)
         : { body: received, plan: undefined }
       const now = yield* Clock.currentTimeMillis
-      const envelope: Envelope = {
+      const envelope = yield* prioritized(session, {
         mailFrom,
         rcptTo,
         helo: session.hostNameAppearsAs,
@@ -395,7 +424,7 @@ export const make = Effect.fnUntraced(function*(settings: Ref.Ref<ListenerOption
         ...(plan?.authentication === undefined ? {} : { authentication: plan.authentication }),
         ...(plan?.quarantine === undefined ? {} : { quarantine: plan.quarantine }),
         ...(plan?.annotations === undefined ? {} : { annotations: plan.annotations })
-      }
+      }, options.priority)
       const trace = (plan?.prepend ?? "") + ReceivedHeader.make({
         helo: session.hostNameAppearsAs,
         clientAddress: session.remoteAddress,

@@ -31,6 +31,8 @@ export interface CommandRules {
    * Asked for every command line (upper-case name) outside DATA and AUTH exchanges.
    */
   readonly unavailable: (name: string, context: CommandContext) => SmtpReply.SmtpReply | undefined
+  /** EHLO keywords to add after the engine's own, for this client (e.g. `MT-PRIORITY` to trusted ones). */
+  readonly ehloExtensions?: ((client: { readonly remoteAddress: string; readonly secure: boolean }) => ReadonlyArray<string>) | undefined
 }
 
 /**

@@ -230,6 +230,27 @@ export class IncomingSmtpServer extends SMTPServer {
       onCommand(command, callback)
     }
 
+    // Extra EHLO keywords: the engine builds its list and sends it in one synchronous call, so the
+    // next 250 with a list after EHLO starts is that reply (an error reply is a string: left alone).
+    const extensions = this.rules.ehloExtensions
+    if (extensions !== undefined) {
+      const ehlo = connection.handler_EHLO.bind(connection)
+      connection.handler_EHLO = (command, callback) => {
+        const extra = extensions({ remoteAddress: connection.remoteAddress, secure: connection.secure })
+        if (extra.length === 0) return ehlo(command, callback)
+        const sendNow = connection.send
+        connection.send = (code, data, context) => {
+          connection.send = sendNow
+          sendNow.call(connection, code, code === 250 && Array.isArray(data) ? [...data, ...extra] : data, context)
+        }
+        try {
+          ehlo(command, callback)
+        } finally {
+          connection.send = sendNow
+        }
+      }
+    }
+
     const id = connection.id
     this.guards.set(id, {
       enterData: () => arm(limits.dataTimeoutMs),
