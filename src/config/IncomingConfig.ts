@@ -103,12 +103,18 @@ export const PriorityLevel = Schema.Union([Schema.String, Schema.Number]).pipe(
 
 export const Listener = Schema.Struct({
   name: Schema.optionalKey(NonEmpty),
-  /** `mx` (AUTH optional), `submission` (STARTTLS then AUTH before MAIL), `submissions` (implicit TLS, AUTH). */
-  mode: withDefault(Schema.Literals(["mx", "submission", "submissions"]), d.mode),
+  /**
+   * `mx` (AUTH optional), `submission` (STARTTLS then AUTH before MAIL), `submissions` (implicit
+   * TLS, AUTH), `lmtp` (RFC 2033: LHLO, one reply per recipient after DATA).
+   */
+  mode: withDefault(Schema.Literals(["mx", "submission", "submissions", "lmtp"]), d.mode),
   /** Offer and accept AUTH before TLS: only for loopback setups and tests. */
   allow_insecure_auth: withDefault(Schema.Boolean, d.allowInsecureAuth),
   host: withDefault(NonEmpty, "127.0.0.1"),
-  port: Schema.Int.check(Schema.isBetween({ minimum: 0, maximum: 65535 })),
+  /** Required unless `socket` is set. */
+  port: Schema.optionalKey(Schema.Int.check(Schema.isBetween({ minimum: 0, maximum: 65535 }))),
+  /** A Unix socket path to listen on instead of `host`/`port` (an `lmtp` listener behind a local MTA). */
+  socket: Schema.optionalKey(NonEmpty),
   /** This listener's name in the greeting and `Received: by`; defaults to the top-level hostname. */
   hostname: Schema.optionalKey(NonEmpty),
   tls: withDefault(Tls, {}),

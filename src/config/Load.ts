@@ -382,8 +382,8 @@ const accessChecks = Effect.fnUntraced(function*(config: IncomingConfig, sourceO
     }
   }
   for (const [i, l] of config.listeners.entries()) {
-    if (l.mode === "mx") continue
-    const name = l.name ?? `smtp:${l.host}:${l.port}`
+    if (l.mode === "mx" || l.mode === "lmtp") continue
+    const name = l.name ?? `smtp:${l.host}:${l.port ?? 0}`
     if (config.auth === undefined) {
       add(["listeners", i, "mode"], `listener "${name}" is mode "${l.mode}", which requires AUTH: set auth.users_file (users are added with "incoming users add NAME --file PATH")`)
     }
@@ -502,7 +502,9 @@ const semanticChecks = Effect.fnUntraced(function*(config: IncomingConfig, sourc
         `${formatDuration(l.command_timeout)} must be longer than hook_timeout (${formatDuration(l.hook_timeout)}), which runs inside it`
       )
     }
-    const address = `${l.host}:${l.port}`
+    if (l.port === undefined && l.socket === undefined) add(["listeners", i, "port"], "required (or `socket`, a Unix socket path)")
+    if (l.port !== undefined && l.socket !== undefined) add(["listeners", i, "socket"], "a listener has a port or a socket, not both")
+    const address = l.socket !== undefined ? `unix:${l.socket}` : `${l.host}:${l.port ?? 0}`
     const sameAddress = addresses.get(address)
     if (l.port !== 0 && sameAddress !== undefined) add(["listeners", i], `same address as listeners[${sameAddress}] (${address})`)
     addresses.set(address, i)

@@ -161,7 +161,8 @@ export const toIncomingOptions = (c: IncomingConfig): IncomingOptions => ({
     mode: l.mode,
     allowInsecureAuth: l.allow_insecure_auth,
     host: l.host,
-    port: l.port,
+    port: l.port ?? 0,
+    ...(l.socket !== undefined ? { path: l.socket } : {}),
     tls: {
       mode: l.tls.mode,
       ...(l.tls.cert !== undefined ? { cert: l.tls.cert } : {}),
