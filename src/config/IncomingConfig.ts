@@ -31,11 +31,13 @@ import * as SmtpRelayAdapterModule from "../delivery/SmtpRelayAdapter.ts"
 import * as WebhookAdapterModule from "../delivery/webhook/WebhookAdapter.ts"
 import { defaultQueueOptions } from "../queue/MailQueue.ts"
 import { defaultInlineThreshold } from "../queue/SqliteQueue.ts"
+import { isSchemaName, defaults as PgQueueDefaults } from "../queue/postgres/PgQueueOptions.ts"
 import * as Policy from "../policy/Policy.ts"
 import * as Milter from "../policy/rules/Milter.ts"
 import * as Priority from "../protocol/Priority.ts"
 import * as RateLimiter from "../policy/rules/RateLimiter.ts"
 import * as DnsblModule from "../policy/rules/spam/Dnsbl.ts"
+import * as GreylistModule from "../policy/rules/spam/Greylist.ts"
 import * as ListenerOptions from "../smtp/ListenerOptions.ts"
 import { defaultSpoolOptions } from "../spool/Spool.ts"
 import { defaults as tracingDefaults } from "../telemetry/Tracing.ts"
@@ -76,12 +78,18 @@ export const PriorityLevel = Schema.Union([Schema.String, Schema.Number]).pipe(
 
 export const Listener = Schema.Struct({
   name: Schema.optionalKey(NonEmpty),
-  /** `mx` (AUTH optional), `submission` (STARTTLS then AUTH before MAIL), `submissions` (implicit TLS, AUTH). */
-  mode: withDefault(Schema.Literals(["mx", "submission", "submissions"]), d.mode),
+  /**
+   * `mx` (AUTH optional), `submission` (STARTTLS then AUTH before MAIL), `submissions` (implicit
+   * TLS, AUTH), `lmtp` (RFC 2033: LHLO, one reply per recipient after DATA).
+   */
+  mode: withDefault(Schema.Literals(["mx", "submission", "submissions", "lmtp"]), d.mode),
   /** Offer and accept AUTH before TLS: only for loopback setups and tests. */
   allow_insecure_auth: withDefault(Schema.Boolean, d.allowInsecureAuth),
   host: withDefault(NonEmpty, "127.0.0.1"),
-  port: Schema.Int.check(Schema.isBetween({ minimum: 0, maximum: 65535 })),
+  /** Required unless `socket` is set. */
+  port: Schema.optionalKey(Schema.Int.check(Schema.isBetween({ minimum: 0, maximum: 65535 }))),
+  /** A Unix socket path to listen on instead of `host`/`port` (an `lmtp` listener behind a local MTA). */
+  socket: Schema.optionalKey(NonEmpty),
   /** This listener's name in the greeting and `Received: by`; defaults to the top-level hostname. */
   hostname: Schema.optionalKey(NonEmpty),
   tls: withDefault(Tls, {}),
@@ -113,11 +121,22 @@ export const Listener = Schema.Struct({
 export const defaultListeners = [{ host: "127.0.0.1", port: 2525 }] as const
 
 export const Queue = Schema.Struct({
-  backend: withDefault(Schema.Literals(["sqlite", "memory"]), "sqlite"),
+  backend: withDefault(Schema.Literals(["sqlite", "memory", "postgres"]), "sqlite"),
   max_depth: count(1, defaultQueueOptions.maxDepth),
   dead_letter_ttl: duration(defaultQueueOptions.deadLetterTtlMs),
   /** sqlite only: bodies up to this size live in the database row, larger ones in fsync'd files. */
-  inline_threshold: size(defaultInlineThreshold)
+  inline_threshold: size(defaultInlineThreshold),
+  /**
+   * postgres only (required there): `postgres://user:password@host:5432/db`. A secret, since it
+   * may carry the password: write it as `"${DATABASE_URL}"`; `check-config` shows `<redacted>`.
+   */
+  url: Schema.optionalKey(Secret),
+  /** postgres only: connections in this node's pool (plus one for LISTEN). */
+  pool_size: count(1, PgQueueDefaults.poolSize),
+  /** postgres only: the schema holding the queue's tables, created if missing. */
+  schema: withDefault(Schema.String.check(Schema.makeFilter((s: string) => isSchemaName(s) ? undefined : "expected lower-case letters, digits and _ (a PostgreSQL schema name)")), PgQueueDefaults.schema),
+  /** postgres only: this node's name in leases and `queue stats`; default `<hostname>:<pid>`. */
+  node_id: Schema.optionalKey(NonEmpty)
 })
 
 export const Spool = Schema.Struct({
@@ -493,7 +512,27 @@ export const DnsblRule = Schema.Struct({
   ...spamExemptions
 })
 
-export const spamRuleTypes = ["dnsbl"] as const
+export const GreylistRule = Schema.Struct({
+  rule: Schema.Literal("greylist"),
+  name: ruleName,
+  observe,
+  delay: duration(GreylistModule.defaults.delayMs),
+  retry_window: duration(GreylistModule.defaults.retryWindowMs),
+  lifetime: duration(GreylistModule.defaults.lifetimeMs),
+  /** Passed triplets after which a client network is not greylisted any more (0: never). */
+  auto_allow: count(0, GreylistModule.defaults.autoAllow),
+  /** CIDR ranges or addresses never greylisted (checked in `Load.ts`). */
+  allow_networks: withDefault(Schema.Array(NonEmpty), []),
+  /** Sender domains (with their subdomains) never greylisted. */
+  allow_sender_domains: withDefault(Schema.Array(NonEmpty), []),
+  ipv4_prefix: withDefault(Schema.Int.check(Schema.isBetween({ minimum: 8, maximum: 32 })), GreylistModule.defaults.ipv4Prefix),
+  ipv6_prefix: withDefault(Schema.Int.check(Schema.isBetween({ minimum: 16, maximum: 128 })), GreylistModule.defaults.ipv6Prefix),
+  max_entries: count(1, GreylistModule.defaults.maxEntries),
+  sweep_interval: duration(GreylistModule.defaults.sweepIntervalMs),
+  ...spamExemptions
+})
+
+export const spamRuleTypes = ["dnsbl", "greylist"] as const
 
 export const ruleTypes = ["rate_limit", "tls_required", "hello_required", "max_recipients", "size_limit", "connection_limit", ...authRuleTypes, "milter", ...spamRuleTypes] as const
 export type RuleType = (typeof ruleTypes)[number]
@@ -511,7 +550,8 @@ export const PolicyRule = Schema.Union([
   ArcRule,
   IprevRule,
   MilterRule,
-  DnsblRule
+  DnsblRule,
+  GreylistRule
 ])
   .annotate({ expected: `a table with rule = ${ruleTypes.map((t) => `"${t}"`).join(" | ")}` })
 export type PolicyRule = typeof PolicyRule.Type

@@ -24,7 +24,7 @@
  * unique) — each of which the server would otherwise refuse at start, or worse, accept wrongly.
  */
 import { dirname, extname, isAbsolute, relative, resolve } from "node:path"
-import { Effect, FileSystem, Schema, SchemaIssue } from "effect"
+import { Effect, FileSystem, Redacted, Schema, SchemaIssue } from "effect"
 import { parse as parseToml, TomlError } from "smol-toml"
 import { parse as parseYaml, YAMLParseError } from "yaml"
 import { parseHostPort } from "./HostPort.ts"
@@ -55,7 +55,7 @@ export interface CliOverrides {
   readonly dataDir?: string | undefined
   readonly maildir?: string | undefined
   readonly deliver?: "maildir" | "discard" | undefined
-  readonly queue?: "sqlite" | "memory" | undefined
+  readonly queue?: "sqlite" | "memory" | "postgres" | undefined
   readonly inlineThreshold?: number | undefined
   /** The per-listener flags apply to every listener. */
   readonly maxSize?: number | undefined
@@ -383,8 +383,8 @@ const accessChecks = Effect.fnUntraced(function*(config: IncomingConfig, sourceO
     }
   }
   for (const [i, l] of config.listeners.entries()) {
-    if (l.mode === "mx") continue
-    const name = l.name ?? `smtp:${l.host}:${l.port}`
+    if (l.mode === "mx" || l.mode === "lmtp") continue
+    const name = l.name ?? `smtp:${l.host}:${l.port ?? 0}`
     if (config.auth === undefined) {
       add(["listeners", i, "mode"], `listener "${name}" is mode "${l.mode}", which requires AUTH: set auth.users_file (users are added with "incoming users add NAME --file PATH")`)
     }
@@ -423,6 +423,13 @@ const accessChecks = Effect.fnUntraced(function*(config: IncomingConfig, sourceO
     if (r.match.length === 0 && !r.quarantine) add(["routes", i, "match"], "missing (required): the recipients this route takes, like [\"*@example.com\"] (only a route with quarantine = true may have none)")
   }
   for (const [i, p] of config.policies.entries()) {
+    if (p.rule !== "greylist") continue
+    for (const [j, network] of p.allow_networks.entries()) {
+      const parsed = yield* Effect.result(Relay.parseNetworks([network]))
+      if (parsed._tag === "Failure") add(["policies", i, "allow_networks", j], `not an IP address or CIDR range (like "192.0.2.0/24"): ${JSON.stringify(network)}`)
+    }
+  }
+  for (const [i, p] of config.policies.entries()) {
     if (p.rule !== "milter") continue
     const address = parseMilterAddress(p.address)
     if (typeof address === "string") add(["policies", i, "address"], address)
@@ -452,6 +459,15 @@ const semanticChecks = Effect.fnUntraced(function*(config: IncomingConfig, sourc
   // What serve would hit creating and writing the data dir (read-only, under a file, not ours).
   const dataDirProblem = DataDir.check(config.data_dir)
   if (dataDirProblem !== undefined) add(["data_dir"], `${config.data_dir}: ${dataDirProblem}`)
+  if (config.queue.backend === "postgres") {
+    const url = config.queue.url === undefined ? undefined : Redacted.value(config.queue.url)
+    if (url === undefined) add(["queue", "url"], `required when backend is "postgres" (like "postgres://incoming@db.internal:5432/mail"; write it as "\${DATABASE_URL}")`)
+    else if (!/^postgres(ql)?:\/\//.test(url)) add(["queue", "url"], "expected a postgres:// or postgresql:// URL (the value is not shown: it is a secret)")
+  } else {
+    for (const key of ["url", "node_id"] as const) {
+      if (config.queue[key] !== undefined) add(["queue", key], `only used with backend = "postgres" (backend is "${config.queue.backend}")`)
+    }
+  }
   const addresses = new Map<string, number>()
   const names = new Map<string, number>()
   issues.push(...(yield* acmeChecks(config, sourceOf)))
@@ -494,7 +510,9 @@ const semanticChecks = Effect.fnUntraced(function*(config: IncomingConfig, sourc
         `${formatDuration(l.command_timeout)} must be longer than hook_timeout (${formatDuration(l.hook_timeout)}), which runs inside it`
       )
     }
-    const address = `${l.host}:${l.port}`
+    if (l.port === undefined && l.socket === undefined) add(["listeners", i, "port"], "required (or `socket`, a Unix socket path)")
+    if (l.port !== undefined && l.socket !== undefined) add(["listeners", i, "socket"], "a listener has a port or a socket, not both")
+    const address = l.socket !== undefined ? `unix:${l.socket}` : `${l.host}:${l.port ?? 0}`
     const sameAddress = addresses.get(address)
     if (l.port !== 0 && sameAddress !== undefined) add(["listeners", i], `same address as listeners[${sameAddress}] (${address})`)
     addresses.set(address, i)
