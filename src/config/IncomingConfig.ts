@@ -22,8 +22,6 @@
 import { hostname as osHostname } from "node:os"
 import { Duration as EffectDuration, Effect, Result, Schema, SchemaIssue, SchemaTransformation } from "effect"
 import * as Backoff from "../delivery/Backoff.ts"
-import * as DnsCache from "../dns/DnsCache.ts"
-import * as NodeDnsModule from "../dns/NodeDns.ts"
 import * as Dispatcher from "../delivery/Dispatcher.ts"
 import * as LmtpAdapterModule from "../delivery/LmtpAdapter.ts"
 import * as MxAdapterModule from "../delivery/MxAdapter.ts"
@@ -43,6 +41,7 @@ import { defaultSpoolOptions } from "../spool/Spool.ts"
 import { defaults as tracingDefaults } from "../telemetry/Tracing.ts"
 import { Duration, Size } from "./Units.ts"
 import { Acme } from "./AcmeConfig.ts"
+import { Dns } from "./DnsConfig.ts"
 
 import { count, duration, ListenAddress, NonEmpty, Secret, size, withDefault } from "./SchemaParts.ts"
 
@@ -556,25 +555,7 @@ export const PolicyRule = Schema.Union([
   .annotate({ expected: `a table with rule = ${ruleTypes.map((t) => `"${t}"`).join(" | ")}` })
 export type PolicyRule = typeof PolicyRule.Type
 
-export { Acme, ListenAddress }
-
-/** The resolver of the `Dns` service (dns/NodeDns.ts), shared by every part that asks the DNS. */
-export const Dns = Schema.Struct({
-  /** `HOST` or `HOST:PORT` (IPv6 in brackets); empty: the system's resolvers. Checked in `Load.ts`. */
-  servers: withDefault(Schema.Array(NonEmpty), []),
-  /** Deadline of one try. */
-  timeout: duration(NodeDnsModule.defaults.timeoutMs),
-  /** Tries per server. */
-  tries: count(1, NodeDnsModule.defaults.tries),
-  /** Answers kept in the cache at most (0: no cache). */
-  cache_size: count(0, DnsCache.defaultCacheOptions.maxEntries),
-  /** Upper bound of an answer's stay in the cache. */
-  max_ttl: duration(DnsCache.defaultCacheOptions.maxTtlMs),
-  /** Stay of MX, TXT and PTR answers, whose TTL the resolver does not report. */
-  unknown_ttl: duration(DnsCache.defaultCacheOptions.unknownTtlMs),
-  /** Stay of "no such name" and "no such record" answers. */
-  negative_ttl: duration(DnsCache.defaultCacheOptions.negativeTtlMs)
-})
+export { Acme, Dns, ListenAddress }
 
 export const IncomingConfig = Schema.Struct({
   hostname: NonEmpty.pipe(Schema.withDecodingDefaultKey(Effect.sync(() => osHostname()))),
