@@ -15,7 +15,7 @@ import type { MxOptions } from "../delivery/MxAdapter.ts"
 import type { SmtpRelayOptions } from "../delivery/SmtpRelayAdapter.ts"
 import type { StatusKey, WebhookOptions } from "../delivery/webhook/WebhookAdapter.ts"
 import type { NodeDnsOptions } from "../dns/NodeDns.ts"
-import type { IncomingOptions } from "../IncomingOptions.ts"
+import type { IncomingOptions, QueueChoice } from "../IncomingOptions.ts"
 import { type AcmeOptions, defaults as acmeDefaults, directoryUrl } from "../acme/AcmeOptions.ts"
 import type * as AuthRules from "../policy/rules/auth/AuthRules.ts"
 import type { ConnectionLimitOptions } from "../policy/rules/ConnectionLimit.ts"
@@ -114,6 +114,27 @@ const logLevels: Record<LogLevelName, LogLevel.LogLevel> = {
   none: "None"
 }
 
+/** `[queue]` as `Incoming.layer`'s queue choice. */
+export const queueChoice = (q: IncomingConfig["queue"]): QueueChoice => {
+  switch (q.backend) {
+    case "sqlite":
+      return { kind: "sqlite", maxDepth: q.max_depth, deadLetterTtlMs: q.dead_letter_ttl, inlineThreshold: q.inline_threshold }
+    case "memory":
+      return { kind: "memory", maxDepth: q.max_depth, deadLetterTtlMs: q.dead_letter_ttl }
+    case "postgres":
+      return {
+        kind: "postgres",
+        // The loader refuses backend = "postgres" without a url; this is never reached empty.
+        url: q.url ?? Redacted.make(""),
+        poolSize: q.pool_size,
+        schema: q.schema,
+        maxDepth: q.max_depth,
+        deadLetterTtlMs: q.dead_letter_ttl,
+        ...(q.node_id !== undefined ? { nodeId: q.node_id } : {})
+      }
+  }
+}
+
 export const toAcme = (a: NonNullable<IncomingConfig["acme"]>): AcmeOptions => ({
   directory: directoryUrl(a.directory),
   ...(a.email !== undefined ? { email: a.email } : {}),
@@ -168,9 +189,7 @@ export const toIncomingOptions = (c: IncomingConfig): IncomingOptions => ({
   ...(c.priorities.length > 0
     ? { priorities: c.priorities.map((p) => ({ sender: p.sender, recipient: p.recipient, priority: p.priority })) }
     : {}),
-  queue: c.queue.backend === "sqlite"
-    ? { kind: "sqlite", maxDepth: c.queue.max_depth, deadLetterTtlMs: c.queue.dead_letter_ttl, inlineThreshold: c.queue.inline_threshold }
-    : { kind: "memory", maxDepth: c.queue.max_depth, deadLetterTtlMs: c.queue.dead_letter_ttl },
+  queue: queueChoice(c.queue),
   spool: { inMemoryThreshold: c.spool.memory_threshold, memoryBudget: c.spool.memory_budget },
   dispatcher: {
     workers: c.delivery.workers,
