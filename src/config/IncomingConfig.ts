@@ -39,6 +39,7 @@ import * as Milter from "../policy/rules/Milter.ts"
 import * as Priority from "../protocol/Priority.ts"
 import * as RateLimiter from "../policy/rules/RateLimiter.ts"
 import * as DnsblModule from "../policy/rules/spam/Dnsbl.ts"
+import * as GreylistModule from "../policy/rules/spam/Greylist.ts"
 import * as ListenerOptions from "../smtp/ListenerOptions.ts"
 import { defaultSpoolOptions } from "../spool/Spool.ts"
 import { defaults as tracingDefaults } from "../telemetry/Tracing.ts"
@@ -537,7 +538,27 @@ export const DnsblRule = Schema.Struct({
   ...spamExemptions
 })
 
-export const spamRuleTypes = ["dnsbl"] as const
+export const GreylistRule = Schema.Struct({
+  rule: Schema.Literal("greylist"),
+  name: ruleName,
+  observe,
+  delay: duration(GreylistModule.defaults.delayMs),
+  retry_window: duration(GreylistModule.defaults.retryWindowMs),
+  lifetime: duration(GreylistModule.defaults.lifetimeMs),
+  /** Passed triplets after which a client network is not greylisted any more (0: never). */
+  auto_allow: count(0, GreylistModule.defaults.autoAllow),
+  /** CIDR ranges or addresses never greylisted (checked in `Load.ts`). */
+  allow_networks: withDefault(Schema.Array(NonEmpty), []),
+  /** Sender domains (with their subdomains) never greylisted. */
+  allow_sender_domains: withDefault(Schema.Array(NonEmpty), []),
+  ipv4_prefix: withDefault(Schema.Int.check(Schema.isBetween({ minimum: 8, maximum: 32 })), GreylistModule.defaults.ipv4Prefix),
+  ipv6_prefix: withDefault(Schema.Int.check(Schema.isBetween({ minimum: 16, maximum: 128 })), GreylistModule.defaults.ipv6Prefix),
+  max_entries: count(1, GreylistModule.defaults.maxEntries),
+  sweep_interval: duration(GreylistModule.defaults.sweepIntervalMs),
+  ...spamExemptions
+})
+
+export const spamRuleTypes = ["dnsbl", "greylist"] as const
 
 export const ruleTypes = ["rate_limit", "tls_required", "hello_required", "max_recipients", "size_limit", "connection_limit", ...authRuleTypes, "milter", ...spamRuleTypes] as const
 export type RuleType = (typeof ruleTypes)[number]
@@ -555,7 +576,8 @@ export const PolicyRule = Schema.Union([
   ArcRule,
   IprevRule,
   MilterRule,
-  DnsblRule
+  DnsblRule,
+  GreylistRule
 ])
   .annotate({ expected: `a table with rule = ${ruleTypes.map((t) => `"${t}"`).join(" | ")}` })
 export type PolicyRule = typeof PolicyRule.Type

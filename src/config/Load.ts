@@ -422,6 +422,13 @@ const accessChecks = Effect.fnUntraced(function*(config: IncomingConfig, sourceO
     if (r.match.length === 0 && !r.quarantine) add(["routes", i, "match"], "missing (required): the recipients this route takes, like [\"*@example.com\"] (only a route with quarantine = true may have none)")
   }
   for (const [i, p] of config.policies.entries()) {
+    if (p.rule !== "greylist") continue
+    for (const [j, network] of p.allow_networks.entries()) {
+      const parsed = yield* Effect.result(Relay.parseNetworks([network]))
+      if (parsed._tag === "Failure") add(["policies", i, "allow_networks", j], `not an IP address or CIDR range (like "192.0.2.0/24"): ${JSON.stringify(network)}`)
+    }
+  }
+  for (const [i, p] of config.policies.entries()) {
     if (p.rule !== "milter") continue
     const address = parseMilterAddress(p.address)
     if (typeof address === "string") add(["policies", i, "address"], address)

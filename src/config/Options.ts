@@ -26,6 +26,7 @@ import { parseAddress as parseMilterAddress } from "../policy/milter/Connection.
 import type { Dimension, RateLimiterOptions } from "../policy/rules/RateLimiter.ts"
 import type { SizeLimitOptions } from "../policy/rules/SizeLimit.ts"
 import type { DnsblOptions } from "../policy/rules/spam/Dnsbl.ts"
+import type { GreylistOptions } from "../policy/rules/spam/Greylist.ts"
 import type { TlsRequiredOptions } from "../policy/rules/TlsRequired.ts"
 import type { ListenerInput } from "../smtp/ListenerOptions.ts"
 import type { TracingOptions } from "../telemetry/Tracing.ts"
@@ -78,6 +79,8 @@ export type RuleChoice =
   /** Everything but our host name (the `j` macro), which `Build.ts` adds. */
   | { readonly rule: "milter"; readonly options: Omit<MilterOptions, "hostname"> }
   | { readonly rule: "dnsbl"; readonly options: DnsblOptions }
+  /** `dataDir`: where the embedded store lives (`<data_dir>/greylist.db`). */
+  | { readonly rule: "greylist"; readonly options: GreylistOptions; readonly dataDir: string }
 
 /** The ARC seal key as configured; `Build.ts` reads the file. */
 export interface ArcSealFiles {
@@ -364,7 +367,7 @@ export const toAuth = (c: IncomingConfig): AuthChoice | undefined =>
 const dimensionOf = { ip: "ip", sender: "sender", recipient_domain: "recipientDomain" } as const satisfies Record<string, Dimension>
 
 /** A rule's label: its own `name`, else the `rule` the operator wrote (what they will grep for). */
-const toRule = (p: PolicyRule): RuleChoice => {
+const toRule = (p: PolicyRule, c: IncomingConfig): RuleChoice => {
   const common = { name: p.name ?? p.rule, observe: p.observe }
   switch (p.rule) {
     case "rate_limit": {
@@ -442,10 +445,30 @@ const toRule = (p: PolicyRule): RuleChoice => {
           checkTrusted: p.check_trusted
         }
       }
+    case "greylist":
+      return {
+        rule: "greylist",
+        dataDir: c.data_dir,
+        options: {
+          ...common,
+          delay: p.delay,
+          retryWindow: p.retry_window,
+          lifetime: p.lifetime,
+          autoAllow: p.auto_allow,
+          allowNetworks: p.allow_networks,
+          allowSenderDomains: p.allow_sender_domains,
+          ipv4Prefix: p.ipv4_prefix,
+          ipv6Prefix: p.ipv6_prefix,
+          maxEntries: p.max_entries,
+          sweepInterval: p.sweep_interval,
+          checkAuthenticated: p.check_authenticated,
+          checkTrusted: p.check_trusted
+        }
+      }
   }
 }
 
-export const toPolicies = (c: IncomingConfig): PoliciesChoice => ({ rules: c.policies.map(toRule), timeoutMs: c.policy_timeout })
+export const toPolicies = (c: IncomingConfig): PoliciesChoice => ({ rules: c.policies.map((p) => toRule(p, c)), timeoutMs: c.policy_timeout })
 
 /** Header values stay `Redacted`: `Tracing.ts` opens them only to hand them to the exporter. */
 export const toTracing = (c: IncomingConfig): TracingOptions | undefined =>
