@@ -23,6 +23,7 @@ import type { MailQueue } from "./queue/MailQueue.ts"
 import type { MailQueueError } from "./queue/MailQueueError.ts"
 import type { QueueAdmin } from "./queue/QueueAdmin.ts"
 import * as MemoryQueue from "./queue/MemoryQueue.ts"
+import * as PgQueue from "./queue/postgres/PgQueue.ts"
 import * as SqliteQueue from "./queue/SqliteQueue.ts"
 import type { ListenError } from "./smtp/ListenError.ts"
 import * as Listener from "./smtp/Listener.ts"
@@ -70,6 +71,10 @@ const queueLayer = (input: QueueChoice | undefined, dataDir: string): Layer.Laye
       ...(choice.priorityMaxWaitMs !== undefined ? { priorityMaxWaitMs: choice.priorityMaxWaitMs } : {}),
       ...(choice.inlineThreshold !== undefined ? { inlineThreshold: choice.inlineThreshold } : {})
     })
+  }
+  if (choice.kind === "postgres") {
+    const { kind: _kind, ...options } = choice
+    return PgQueue.layer(options)
   }
   return choice.layer
 }
@@ -124,7 +129,7 @@ export const layer = (options: IncomingOptions): Layer.Layer<Services, StartErro
   const dataDir = resolve(options.dataDir ?? defaultDataDir)
   const hostname = options.hostname ?? osHostname()
   const queue = queueLayer(options.queue, dataDir)
-  const sharedQueue = options.queue?.kind === "custom" && options.queue.shared === true
+  const sharedQueue = options.queue?.kind === "postgres" || (options.queue?.kind === "custom" && options.queue.shared === true)
   // Health and the admin endpoint sit below the listeners, so /readyz keeps answering (503)
   // while they drain; `Admin.attach` on top tells Health when they are bound and when the
   // shutdown starts.

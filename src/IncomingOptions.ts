@@ -11,6 +11,7 @@ import type * as Policy from "./policy/Policy.ts"
 import type * as Relay from "./policy/Relay.ts"
 import type { MailQueue } from "./queue/MailQueue.ts"
 import type { MailQueueError } from "./queue/MailQueueError.ts"
+import type { PgQueueOptions } from "./queue/postgres/PgQueueOptions.ts"
 import type { QueueAdmin } from "./queue/QueueAdmin.ts"
 import type { ListenerInput } from "./smtp/ListenerOptions.ts"
 import type * as Admin from "./admin/Admin.ts"
@@ -33,6 +34,13 @@ export type QueueChoice =
     /** Bodies up to this size are stored in the database row; larger ones in fsync'd files. */
     readonly inlineThreshold?: number
   }
+  | ({
+    /**
+     * The shared PostgreSQL queue: several nodes on one database (see `queue/postgres/`). Its
+     * data dir holds only the spool, so servers on one database may share it too.
+     */
+    readonly kind: "postgres"
+  } & PgQueueOptions)
   | {
     readonly kind: "custom"
     /** Both contracts of the backend, as its `layer` (over `QueueBackend.layer`) provides them. */

@@ -161,7 +161,7 @@ describe("config files", () => {
       })
       assert.deepInclude(sub, { name: "submission", host: "127.0.0.1", maxRecipients: 20, maxConnectionsPerIp: 5, hookTimeoutMs: 90_000 })
       assert.deepStrictEqual(mx!.tls, { mode: "disabled" })
-      assert.deepStrictEqual(o.queue, { kind: "memory", maxDepth: 500, deadLetterTtlMs: 3 * 24 * 3600_000 })
+      assert.deepStrictEqual(o.queue, { kind: "memory", maxDepth: 500, deadLetterTtlMs: 3 * 24 * 3600_000, priorityMaxWaitMs: 3600_000 })
       assert.deepStrictEqual(o.dispatcher, {
         workers: 2,
         maxAttempts: 5,
@@ -182,7 +182,7 @@ describe("config files", () => {
       const r = Options.toRunner(loaded.config)
       assert.deepStrictEqual(r.options.domains, ["localhost"])
       assert.deepInclude(r.options.listeners[0], { host: "127.0.0.1", port: 2525, maxSize: 25 * 1024 * 1024 })
-      assert.deepStrictEqual(r.options.queue, { kind: "sqlite", maxDepth: 100_000, deadLetterTtlMs: 7 * 24 * 3600_000, inlineThreshold: 256 * 1024 })
+      assert.deepStrictEqual(r.options.queue, { kind: "sqlite", maxDepth: 100_000, deadLetterTtlMs: 7 * 24 * 3600_000, priorityMaxWaitMs: 3600_000, inlineThreshold: 256 * 1024 })
       assert.strictEqual(r.options.dataDir, join(dir, "var/incoming"))
       assert.deepStrictEqual(r.delivery, { adapter: "maildir", root: join(dir, "var/mail") })
       assert.isUndefined(r.options.admin, "the admin endpoint is off by default")

@@ -51,6 +51,9 @@ export const commandNotImplemented = SmtpReply.make(502, "5.5.1", "Command not i
  */
 export const proxyRefused = SmtpReply.make(550, "5.7.1", "PROXY header not accepted from this address")
 
+/** HELO or EHLO on an LMTP listener (RFC 2033 4.1: LHLO replaces them); the library's has no enhanced code. */
+export const lmtpNeedsLhlo = SmtpReply.make(500, "5.5.1", "Use LHLO on an LMTP server")
+
 /** The rules for commands Incoming never serves, whatever the listener (`CommandRules` builds on it). */
 export const unimplemented = (name: string): SmtpReply.SmtpReply | undefined =>
   name === "PROXY" ? proxyRefused : notImplemented.has(name) ? commandNotImplemented : undefined

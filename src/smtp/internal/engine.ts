@@ -125,7 +125,9 @@ export class IncomingSmtpServer extends SMTPServer {
     const id = Proxy.connectionId()
     const settings = this.limits.proxy
     if (settings === undefined || !Proxy.expected(settings, socket.remoteAddress)) {
-      setImmediate(() => callback(null, { id }))
+      // A Unix-socket peer has no address: it is on this host, as loopback is.
+      const options: SocketOptions = socket.remoteAddress === undefined ? { id, remoteAddress: "127.0.0.1" } : { id }
+      setImmediate(() => callback(null, options))
       return
     }
     const peer = socket.remoteAddress ?? "unknown"
