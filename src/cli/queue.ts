@@ -3,8 +3,11 @@
  * server runs or not. Tables for people, `--json` for scripts. Exit code 1 when the id named is
  * not in the queue.
  */
+import { existsSync } from "node:fs"
+import { join } from "node:path"
 import { Console, Effect, Layer, Option, References } from "effect"
 import { Argument, Command, Flag } from "effect/cli"
+import * as DataDir from "../DataDir.ts"
 import * as Incoming from "../Incoming.ts"
 import type { Envelope } from "../protocol/Envelope.ts"
 import * as BodyStream from "../queue/internal/bodyStream.ts"
@@ -19,11 +22,32 @@ const json = Flag.Boolean("json").pipe(Flag.withDescription("machine-readable ou
 
 class NotFound extends Error {}
 
+/**
+ * The queue must exist already: a typo in `--data-dir` must not create an empty queue there (and
+ * report it as empty). A server running on the directory with no `queue.db` keeps its queue in
+ * memory, out of reach of this process.
+ */
+const existingQueue = (dir: string) =>
+  Effect.suspend(() => {
+    if (existsSync(join(dir, "queue.db"))) return Effect.void
+    const server = DataDir.runningServer(dir)
+    return Effect.fail(
+      new NotFound(
+        server === undefined
+          ? `no queue at ${dir}`
+          : `the server running on ${dir} (${DataDir.describeHolder(server)}) keeps its queue in memory: it is not visible to incoming queue`
+      )
+    )
+  })
+
 // Opening the queue logs at info; on a command's stdout that would break `--json`.
 const withQueue = <A, E>(dir: string, f: (q: QueueAdmin["Service"]) => Effect.Effect<A, E>) =>
-  QueueAdmin.use(f).pipe(
-    Effect.provide(Layer.fresh(SqliteQueue.layer({ dataDir: dir }))),
-    Effect.provideService(References.MinimumLogLevel, "Warn")
+  Effect.andThen(
+    existingQueue(dir),
+    QueueAdmin.use(f).pipe(
+      Effect.provide(Layer.fresh(SqliteQueue.layer({ dataDir: dir }))),
+      Effect.provideService(References.MinimumLogLevel, "Warn")
+    )
   )
 
 const iso = (ms: number | undefined) => (ms === undefined || ms === 0 ? "-" : new Date(ms).toISOString().replace(".000", ""))
@@ -44,7 +68,7 @@ const summary = (m: MessageInfo) => {
 const list = Command.make("list", {
   dataDir,
   json,
-  state: Flag.Literals("state", ["queued", "inflight", "retry", "dead", "all"]).pipe(
+  state: Flag.Literals("state", ["queued", "inflight", "held", "retry", "dead", "all"]).pipe(
     Flag.withDescription("which messages"),
     Flag.withDefault("all" as const)
   ),
@@ -89,7 +113,7 @@ const show = Command.make("show", {
       if (f.json) return yield* Console.log(JSON.stringify(m, null, 2))
       yield* Console.log([
         `id:          ${m.id}`,
-        `state:       ${m.state}`,
+        `state:       ${m.state}${m.held && m.state !== "held" ? " (held)" : ""}`,
         `received:    ${iso(m.receivedAt)} from ${m.envelope.clientAddress} (${m.envelope.helo}) on ${m.envelope.listener}`,
         `size:        ${m.size}`,
         `from:        ${m.envelope.mailFrom || "<>"}`,
@@ -121,6 +145,28 @@ const retry = Command.make("retry", {
       yield* Console.log(f.json ? JSON.stringify({ retried }) : `${retried.length} message(s) due now`)
     }))).pipe(Command.withDescription("make a retrying or dead message due now"))
 
+const hold = Command.make("hold", { dataDir, json, id: Argument.String("id") }, (f) =>
+  withQueue(f.dataDir, (q) =>
+    Effect.gen(function*() {
+      if (!(yield* q.hold(f.id))) return yield* Effect.fail(new NotFound(`no pending message ${f.id}`))
+      // A delivery already under way is not interrupted: say so rather than let it look stopped.
+      const inflight = Option.match(yield* q.get(f.id), {
+        onNone: () => 0,
+        onSome: (m) => m.recipients.filter((r) => r.state === "inflight").length
+      })
+      if (f.json) return yield* Console.log(JSON.stringify({ held: f.id, inflight }))
+      yield* Console.log(inflight > 0
+        ? `held ${f.id}; a delivery under way for ${inflight} recipient(s) completes first`
+        : `held ${f.id}`)
+    }))).pipe(Command.withDescription("put a message on hold: it is not delivered until released (postsuper -h)"))
+
+const release = Command.make("release", { dataDir, json, id: Argument.String("id") }, (f) =>
+  withQueue(f.dataDir, (q) =>
+    Effect.gen(function*() {
+      if (!(yield* q.unhold(f.id))) return yield* Effect.fail(new NotFound(`no held message ${f.id}`))
+      yield* Console.log(f.json ? JSON.stringify({ released: f.id }) : `released ${f.id}`)
+    }))).pipe(Command.withDescription("release a held message: delivered again at its time (postsuper -H)"))
+
 const remove = Command.make("delete", { dataDir, json, id: Argument.String("id") }, (f) =>
   withQueue(f.dataDir, (q) =>
     Effect.gen(function*() {
@@ -146,14 +192,14 @@ const stats = Command.make("stats", { dataDir, json }, (f) =>
       const s = yield* q.stats
       if (f.json) return yield* Console.log(JSON.stringify({ backend: q.backend, ...s }))
       yield* Console.log(table([
-        ["BACKEND", "MESSAGES", "PENDING", "QUEUED", "INFLIGHT", "RETRY", "DELIVERED", "DEAD"],
-        [q.backend, String(s.messages), String(s.depth), ...(["queued", "inflight", "retry", "delivered", "dead"] as const).map((k) => String(s.recipients[k]))]
+        ["BACKEND", "MESSAGES", "PENDING", "HELD", "QUEUED", "INFLIGHT", "RETRY", "DELIVERED", "DEAD"],
+        [q.backend, String(s.messages), String(s.depth), String(s.held), ...(["queued", "inflight", "retry", "delivered", "dead"] as const).map((k) => String(s.recipients[k]))]
       ]))
     }))).pipe(Command.withDescription("counts by state (recipients)"))
 
 export const queue = Command.make("queue").pipe(
   Command.withDescription("inspect and repair the durable queue"),
-  Command.withSubcommands([list, show, retry, remove, purge, stats])
+  Command.withSubcommands([list, show, retry, hold, release, remove, purge, stats])
 )
 
 export const isNotFound = (e: unknown): e is NotFound => e instanceof NotFound

@@ -15,6 +15,7 @@ import { TestClock } from "effect/testing"
 import { MailQueue } from "../queue/MailQueue.ts"
 import { QueueAdmin } from "../queue/QueueAdmin.ts"
 import { admin } from "./queueConformance/admin.ts"
+import { hold } from "./queueConformance/hold.ts"
 import { hotPath } from "./queueConformance/hotPath.ts"
 import { type ConformanceTest, type MakeQueueLayer, T0 } from "./queueConformance/support.ts"
 
@@ -40,5 +41,6 @@ export const conformance = <E>(name: string, makeLayer: MakeQueueLayer<E>): void
   describe(`queue conformance: ${name}`, () => {
     describe("hot path (MailQueue)", () => hotPath(test))
     describe("operator (QueueAdmin)", () => admin(test))
+    describe("hold and release (QueueAdmin)", () => hold(test))
   })
 }
