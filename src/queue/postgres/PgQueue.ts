@@ -140,7 +140,8 @@ export const make = Effect.fnUntraced(function*(options: PgQueueOptions) {
         }
       }
     })
-    const interval = Effect.sync(() => Math.max(200, Math.min(...[...held.values()].map((l) => l.leaseMs), 30_000) / 3))
+    // A third of the shortest lease held; with none held, look again soon (a claim may come any time).
+    const interval = Effect.sync(() => (held.size === 0 ? 250 : Math.max(100, Math.min(...[...held.values()].map((l) => l.leaseMs)) / 3)))
     yield* Effect.forkScoped(Effect.forever(
       Effect.flatMap(interval, (ms) => Effect.sleep(ms)).pipe(
         Effect.andThen(beat),
@@ -304,6 +305,8 @@ export const make = Effect.fnUntraced(function*(options: PgQueueOptions) {
     nodeId
   } satisfies QueueBackend.QueueBackend & Record<string, unknown>
 })
+
+export type PgQueue = Effect.Success<ReturnType<typeof make>>
 
 /** The queue as a layer; its pool, LISTEN connection and background fibers close with it. */
 export const layer = (options: PgQueueOptions): Layer.Layer<MailQueue | QueueAdmin, MailQueueError> =>
