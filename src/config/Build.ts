@@ -19,6 +19,7 @@ import type * as Policy from "../policy/Policy.ts"
 import * as ConnectionLimit from "../policy/rules/ConnectionLimit.ts"
 import * as HelloRequired from "../policy/rules/HelloRequired.ts"
 import * as MaxRecipients from "../policy/rules/MaxRecipients.ts"
+import * as Milter from "../policy/rules/Milter.ts"
 import * as RateLimiter from "../policy/rules/RateLimiter.ts"
 import * as SizeLimit from "../policy/rules/SizeLimit.ts"
 import * as TlsRequired from "../policy/rules/TlsRequired.ts"
@@ -30,7 +31,7 @@ import type { AuthChoice, RuleChoice, Runner } from "./Options.ts"
  * One rule; a rate limiter's sweeper is forked into the current scope. The email-authentication
  * rules share `checks` (one per build: they memoize per transaction together).
  */
-export const rule = (choice: RuleChoice, checks?: Checks.Checks["Service"]): Effect.Effect<Policy.Rule, never, Scope.Scope> => {
+export const rule = (choice: RuleChoice, checks?: Checks.Checks["Service"], hostname: string = osHostname()): Effect.Effect<Policy.Rule, never, Scope.Scope> => {
   if (choice.rule === "spf" || choice.rule === "dkim" || choice.rule === "dmarc" || choice.rule === "arc" || choice.rule === "iprev") {
     if (checks === undefined) return Effect.die(new Error(`policy rule ${choice.rule} needs the authentication checks`))
     return Effect.succeed(AuthRules[choice.rule](checks, choice.options))
@@ -48,6 +49,8 @@ export const rule = (choice: RuleChoice, checks?: Checks.Checks["Service"]): Eff
       return Effect.succeed(SizeLimit.make(choice.options))
     case "connection_limit":
       return Effect.succeed(ConnectionLimit.make(choice.options))
+    case "milter":
+      return Milter.make({ ...choice.options, hostname })
   }
 }
 
@@ -79,7 +82,8 @@ export const options = (runner: Runner): Effect.Effect<IncomingOptions, never, S
         })
       })
       : undefined
-    const rules = yield* Effect.forEach(runner.policies.rules, (choice) => rule(choice, checks))
+    const hostname = runner.options.hostname ?? osHostname()
+    const rules = yield* Effect.forEach(runner.policies.rules, (choice) => rule(choice, checks, hostname))
     return {
       ...runner.options,
       ...(runner.auth !== undefined ? { auth: auth(runner.auth) } : {}),

@@ -33,6 +33,7 @@ import * as WebhookAdapterModule from "../delivery/webhook/WebhookAdapter.ts"
 import { defaultQueueOptions } from "../queue/MailQueue.ts"
 import { defaultInlineThreshold } from "../queue/SqliteQueue.ts"
 import * as Policy from "../policy/Policy.ts"
+import * as Milter from "../policy/rules/Milter.ts"
 import * as RateLimiter from "../policy/rules/RateLimiter.ts"
 import * as ListenerOptions from "../smtp/ListenerOptions.ts"
 import { defaultSpoolOptions } from "../spool/Spool.ts"
@@ -101,7 +102,15 @@ export const Listener = Schema.Struct({
   max_connections_per_ip: count(1, d.maxConnectionsPerIp),
   greeting_delay: duration(d.greetingDelayMs),
   line_endings: withDefault(Schema.Literals(["reject", "normalize"]), d.lineEndings),
-  hook_timeout: duration(d.hookTimeoutMs)
+  hook_timeout: duration(d.hookTimeoutMs),
+  /**
+   * PROXY protocol v1/v2 from these load balancers (CIDR ranges or addresses): they must send a
+   * header, others may not; the header's client address is the client everywhere.
+   */
+  proxy_protocol: Schema.optionalKey(Schema.Struct({
+    trusted: Schema.Array(NonEmpty).check(Schema.isMinLength(1)),
+    timeout: duration(ListenerOptions.defaultProxyTimeoutMs)
+  }))
 })
 
 export const defaultListeners = [{ host: "127.0.0.1", port: 2525 }] as const
@@ -431,7 +440,20 @@ export const IprevRule = Schema.Struct({ rule: Schema.Literal("iprev"), ...authR
 
 export const authRuleTypes = ["spf", "dkim", "dmarc", "arc", "iprev"] as const
 
-export const ruleTypes = ["rate_limit", "tls_required", "hello_required", "max_recipients", "size_limit", "connection_limit", ...authRuleTypes] as const
+/** A mail filter speaking the milter protocol (policy/rules/Milter.ts). */
+export const MilterRule = Schema.Struct({
+  rule: Schema.Literal("milter"),
+  name: ruleName,
+  observe,
+  /** `inet:HOST:PORT` or `unix:/path` (checked in `Load.ts`). */
+  address: NonEmpty,
+  /** Deadline of connecting and of each reply; keep it under `policy_timeout`. */
+  timeout: duration(Milter.defaults.timeoutMs),
+  /** A filter that fails: let the mail through (`accept`, Postfix's default) or defer it with 451 (`tempfail`). */
+  on_error: withDefault(Schema.Literals(["accept", "tempfail"]), Milter.defaults.onError)
+})
+
+export const ruleTypes = ["rate_limit", "tls_required", "hello_required", "max_recipients", "size_limit", "connection_limit", ...authRuleTypes, "milter"] as const
 export type RuleType = (typeof ruleTypes)[number]
 
 export const PolicyRule = Schema.Union([
@@ -445,7 +467,8 @@ export const PolicyRule = Schema.Union([
   DkimRule,
   DmarcRule,
   ArcRule,
-  IprevRule
+  IprevRule,
+  MilterRule
 ])
   .annotate({ expected: `a table with rule = ${ruleTypes.map((t) => `"${t}"`).join(" | ")}` })
 export type PolicyRule = typeof PolicyRule.Type

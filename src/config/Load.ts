@@ -31,6 +31,7 @@ import { parseHostPort } from "./HostPort.ts"
 import * as DataDir from "../DataDir.ts"
 import * as Router from "../delivery/Router.ts"
 import * as NodeDns from "../dns/NodeDns.ts"
+import { parseAddress as parseMilterAddress } from "../policy/milter/Connection.ts"
 import * as Relay from "../policy/Relay.ts"
 import * as Address from "../protocol/Address.ts"
 import * as KeyPair from "../smtp/internal/keyPair.ts"
@@ -368,6 +369,14 @@ const accessChecks = Effect.fnUntraced(function*(config: IncomingConfig, sourceO
     else if (!domains.has(m.domain)) add(["relay", "recipients", i], `${JSON.stringify(r)} is not in one of domains (${config.domains.join(", ")})`)
   }
   for (const [i, l] of config.listeners.entries()) {
+    for (const [j, network] of (l.proxy_protocol?.trusted ?? []).entries()) {
+      const parsed = yield* Effect.result(Relay.parseNetworks([network]))
+      if (parsed._tag === "Failure") {
+        add(["listeners", i, "proxy_protocol", "trusted", j], `not an IP address or CIDR range (like "10.0.0.0/8"): ${JSON.stringify(network)}`)
+      }
+    }
+  }
+  for (const [i, l] of config.listeners.entries()) {
     if (l.mode === "mx") continue
     const name = l.name ?? `smtp:${l.host}:${l.port}`
     if (config.auth === undefined) {
@@ -406,6 +415,14 @@ const accessChecks = Effect.fnUntraced(function*(config: IncomingConfig, sourceO
   }
   for (const [i, r] of (config.routes ?? []).entries()) {
     if (r.match.length === 0 && !r.quarantine) add(["routes", i, "match"], "missing (required): the recipients this route takes, like [\"*@example.com\"] (only a route with quarantine = true may have none)")
+  }
+  for (const [i, p] of config.policies.entries()) {
+    if (p.rule !== "milter") continue
+    const address = parseMilterAddress(p.address)
+    if (typeof address === "string") add(["policies", i, "address"], address)
+    if (p.timeout >= config.policy_timeout) {
+      add(["policies", i, "timeout"], `${formatDuration(p.timeout)} is not under policy_timeout (${formatDuration(config.policy_timeout)}): the policy deadline would answer 451 before on_error applies`)
+    }
   }
   const names = new Map<string, number>()
   for (const [i, p] of config.policies.entries()) {

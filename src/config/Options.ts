@@ -20,6 +20,8 @@ import type * as AuthRules from "../policy/rules/auth/AuthRules.ts"
 import type { ConnectionLimitOptions } from "../policy/rules/ConnectionLimit.ts"
 import type { HelloRequiredOptions } from "../policy/rules/HelloRequired.ts"
 import type { MaxRecipientsOptions } from "../policy/rules/MaxRecipients.ts"
+import type { MilterOptions } from "../policy/rules/Milter.ts"
+import { parseAddress as parseMilterAddress } from "../policy/milter/Connection.ts"
 import type { Dimension, RateLimiterOptions } from "../policy/rules/RateLimiter.ts"
 import type { SizeLimitOptions } from "../policy/rules/SizeLimit.ts"
 import type { TlsRequiredOptions } from "../policy/rules/TlsRequired.ts"
@@ -71,6 +73,8 @@ export type RuleChoice =
   | { readonly rule: "spf"; readonly options: AuthRules.SpfOptions }
   | { readonly rule: "dkim" | "dmarc" | "iprev"; readonly options: AuthRules.CommonOptions }
   | { readonly rule: "arc"; readonly options: AuthRules.ArcOptions; readonly seal?: ArcSealFiles | undefined }
+  /** Everything but our host name (the `j` macro), which `Build.ts` adds. */
+  | { readonly rule: "milter"; readonly options: Omit<MilterOptions, "hostname"> }
 
 /** The ARC seal key as configured; `Build.ts` reads the file. */
 export interface ArcSealFiles {
@@ -137,7 +141,8 @@ export const toIncomingOptions = (c: IncomingConfig): IncomingOptions => ({
     maxConnectionsPerIp: l.max_connections_per_ip,
     greetingDelayMs: l.greeting_delay,
     lineEndings: l.line_endings,
-    hookTimeoutMs: l.hook_timeout
+    hookTimeoutMs: l.hook_timeout,
+    ...(l.proxy_protocol !== undefined ? { proxyProtocol: { trusted: l.proxy_protocol.trusted, timeoutMs: l.proxy_protocol.timeout } } : {})
   })),
   queue: c.queue.backend === "sqlite"
     ? { kind: "sqlite", maxDepth: c.queue.max_depth, deadLetterTtlMs: c.queue.dead_letter_ttl, inlineThreshold: c.queue.inline_threshold }
@@ -344,6 +349,12 @@ const toRule = (p: PolicyRule): RuleChoice => {
       return { rule: "size_limit", options: { ...common, maxSize: p.max } }
     case "connection_limit":
       return { rule: "connection_limit", options: { ...common, max: p.max_per_ip } }
+    case "milter": {
+      const address = parseMilterAddress(p.address)
+      // Load.ts refuses a bad address before this runs; a string here is a bug of ours.
+      if (typeof address === "string") throw new Error(address)
+      return { rule: "milter", options: { ...common, address, timeoutMs: p.timeout, onError: p.on_error } }
+    }
     case "spf":
     case "dkim":
     case "dmarc":

@@ -75,9 +75,11 @@ export const unknownMailbox = SmtpReply.make(550, "5.1.1", "No such user here")
 export const noRelayRoute = SmtpReply.make(550, "5.7.1", "Relaying not available: no route to other domains here")
 export const lookupFailed = SmtpReply.make(451, "4.3.0", "Recipient lookup failed, try again later")
 
-type Network = readonly [ipaddr.IPv4 | ipaddr.IPv6, number]
+/** A CIDR range: base address and prefix length. */
+export type Network = readonly [ipaddr.IPv4 | ipaddr.IPv6, number]
 
-const parseNetwork = (network: string): Network | undefined => {
+/** One CIDR range or single address; `undefined` when it is neither. */
+export const parseNetwork = (network: string): Network | undefined => {
   try {
     if (network.includes("/")) return ipaddr.parseCIDR(network)
     const ip = ipaddr.parse(network)

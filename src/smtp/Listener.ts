@@ -22,6 +22,8 @@ import * as AuthHandler from "../auth/AuthHandler.ts"
 import * as ListenerModes from "../auth/ListenerMode.ts"
 import { type Bridge, makeBridge } from "./internal/bridge.ts"
 import * as Commands from "./internal/commands.ts"
+import * as Proxy from "./internal/proxy.ts"
+import type * as ProxyHeader from "../protocol/ProxyHeader.ts"
 import { IncomingSmtpServer } from "./internal/engine.ts"
 import * as Tls from "./internal/tls.ts"
 import { fromBindError, ListenError } from "./ListenError.ts"
@@ -122,7 +124,8 @@ const engineOptions = (
   handlers: Session.SessionHandlers,
   bridge: Bridge,
   shared: Shared,
-  metrics: Context.Context<never>
+  metrics: Context.Context<never>,
+  proxyOf: (id: string) => ProxyHeader.ProxyHeader | undefined
 ): SMTPServerOptions => {
   const modeOptions = ListenerModes.engineOptions(setup)
   // On an implicit-TLS listener the connection is encrypted from the start: no STARTTLS to offer.
@@ -150,10 +153,21 @@ const engineOptions = (
     onConnect: (session, callback) => {
       bridge.open(session.id)
       session.disabledCommands = disabledFor(session.secure)
+      const proxy = proxyOf(session.id)
+      if (proxy !== undefined) {
+        bridge.fork(Effect.logDebug(`PROXY ${Proxy.describe(proxy)}`).pipe(Effect.annotateLogs({ listener: o.name, session: session.id })))
+      }
       bridge.run(
         session.id,
         "CONNECT",
-        () => handlers.connect({ id: session.id, remoteAddress: session.remoteAddress, clientHostname: session.clientHostname, secure: session.secure }),
+        () =>
+          handlers.connect({
+            id: session.id,
+            remoteAddress: session.remoteAddress,
+            clientHostname: session.clientHostname,
+            secure: session.secure,
+            proxy
+          }),
         callback
       )
     },
@@ -198,6 +212,14 @@ const start = Effect.fnUntraced(function*(input: ListenerOptions.ListenerInput, 
   // As started: the address, mode and TLS mode never change while bound.
   const o = Ref.getUnsafe(settings)
   const address = formatAddress(o.host, o.port)
+  const badNetworks = ListenerReload.badProxyNetworks(o)
+  if (badNetworks.length > 0) {
+    return yield* new ListenError({
+      listener: o.name,
+      address,
+      reason: { _tag: "Failed", detail: `proxy_protocol.trusted: not an IP address or CIDR range: ${badNetworks.join(", ")}` }
+    })
+  }
   const tls = yield* Tls.read(o, address)
   const setup = yield* authSetup(o, shared.auth, address)
 
@@ -213,9 +235,13 @@ const start = Effect.fnUntraced(function*(input: ListenerOptions.ListenerInput, 
     leaveData: (id) => server?.guards.get(id)?.leaveData()
   })
   const s = new IncomingSmtpServer(
-    engineOptions(o, tls, setup, handlers, bridge, shared, Telemetry.metricsContext(context)),
+    engineOptions(o, tls, setup, handlers, bridge, shared, Telemetry.metricsContext(context), (id) => server?.guards.get(id)?.proxy),
     ListenerReload.engineLimits(o),
-    { unavailable: (name, session) => ListenerModes.unavailableReply(setup, name, session) ?? Commands.unimplemented(name) }
+    { unavailable: (name, session) => ListenerModes.unavailableReply(setup, name, session) ?? Commands.unimplemented(name) },
+    {
+      proxyRefused: (peer, reason) =>
+        bridge.fork(Effect.logInfo(`PROXY header from ${peer} refused: ${reason}`).pipe(Effect.annotateLogs({ listener: o.name })))
+    }
   )
   server = s
   // Without an 'error' listener a client reset during a command crashes the process.

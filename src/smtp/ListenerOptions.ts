@@ -24,6 +24,19 @@ export interface TlsOptions {
   readonly sni?: Readonly<Record<string, { readonly cert: string; readonly key: string }>> | undefined
 }
 
+/**
+ * PROXY protocol (v1 and v2) from load balancers: peers in `trusted` (CIDR ranges or addresses)
+ * must start every connection with a header, whose client address then stands for the peer
+ * everywhere (limits, relay rules, policies, `Received:`); other peers may not send one.
+ */
+export interface ProxyProtocolOptions {
+  readonly trusted: ReadonlyArray<string>
+  /** From the accept to the end of the header; a slower header closes the connection. */
+  readonly timeoutMs: number
+}
+
+export const defaultProxyTimeoutMs = 5_000
+
 export interface ListenerOptions {
   readonly name: string
   readonly mode: ListenerMode
@@ -51,6 +64,7 @@ export interface ListenerOptions {
   readonly lineEndings: "reject" | "normalize"
   /** Deadline for a policy/queue hook before the session answers 451 4.4.2. */
   readonly hookTimeoutMs: number
+  readonly proxyProtocol?: ProxyProtocolOptions | undefined
 }
 
 export const defaults: Omit<ListenerOptions, "name" | "host" | "port" | "hostname"> = {

@@ -7,6 +7,7 @@
  * mix; the engine reads its limits once per connection, so an open connection keeps its own.
  */
 import { Effect, Ref } from "effect"
+import { parseNetwork, type Network } from "../policy/Relay.ts"
 import type { EngineLimits, IncomingSmtpServer } from "./internal/engine.ts"
 import * as Tls from "./internal/tls.ts"
 import type { ListenError } from "./ListenError.ts"
@@ -31,8 +32,17 @@ export const engineLimits = (o: ListenerOptions.ListenerOptions): EngineLimits =
   dataTimeoutMs: o.dataTimeoutMs,
   maxConnectionTimeMs: o.maxConnectionTimeMs,
   maxCommands: o.maxCommands,
-  maxErrors: o.maxErrors
+  maxErrors: o.maxErrors,
+  proxy: o.proxyProtocol === undefined ? undefined : {
+    // Checked when the listener starts (`badProxyNetworks`); nothing unparsable gets here.
+    trusted: o.proxyProtocol.trusted.map((n) => parseNetwork(n.trim())).filter((n): n is Network => n !== undefined),
+    timeoutMs: o.proxyProtocol.timeoutMs
+  }
 })
+
+/** The entries of `proxyProtocol.trusted` that are not an address or CIDR range. */
+export const badProxyNetworks = (o: ListenerOptions.ListenerOptions): ReadonlyArray<string> =>
+  (o.proxyProtocol?.trusted ?? []).filter((n) => parseNetwork(n.trim()) === undefined)
 
 interface Plan {
   /** What `next` asks for that this listener cannot change while bound. */

@@ -33,6 +33,7 @@ import type { SpoolError } from "../spool/SpoolError.ts"
 import * as Telemetry from "../telemetry/Telemetry.ts"
 import * as Address from "../protocol/Address.ts"
 import type * as Dsn from "../protocol/Dsn.ts"
+import type * as ProxyHeader from "../protocol/ProxyHeader.ts"
 import type { Envelope } from "../protocol/Envelope.ts"
 import type { ListenerOptions } from "./ListenerOptions.ts"
 import * as ReceivedHeader from "../protocol/ReceivedHeader.ts"
@@ -65,6 +66,8 @@ export interface ConnectInfo {
   readonly remoteAddress: string
   readonly clientHostname?: string | undefined
   readonly secure: boolean
+  /** The PROXY header the connection started with (its client is `remoteAddress` already). */
+  readonly proxy?: ProxyHeader.ProxyHeader | undefined
 }
 
 export interface SessionHandlers {

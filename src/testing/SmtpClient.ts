@@ -36,15 +36,40 @@ export interface ConnectOptions {
   readonly tls?: boolean
   /** Reply timeout in ms (default 10 s). */
   readonly timeoutMs?: number
+  /**
+   * Bytes sent as soon as TCP connects, before TLS and the greeting: a PROXY protocol header, as
+   * a load balancer sends it. Several chunks are written one by one, each after the last was
+   * flushed (a header split across packets).
+   */
+  readonly preamble?: Uint8Array | ReadonlyArray<Uint8Array>
 }
 
 export const connect = (options: ConnectOptions): Effect.Effect<SmtpClient, SmtpClientError, Scope.Scope> =>
   Effect.acquireRelease(
     Effect.callback<SmtpClient, SmtpClientError>((resume) => {
       const host = options.host ?? "127.0.0.1"
-      const socket: Socket = options.tls === true
-        ? tlsConnect({ port: options.port, host, rejectUnauthorized: false })
-        : netConnect({ port: options.port, host })
+      const chunks = options.preamble === undefined ? [] : options.preamble instanceof Uint8Array ? [options.preamble] : [...options.preamble]
+      let socket: Socket
+      if (chunks.length === 0) {
+        socket = options.tls === true
+          ? tlsConnect({ port: options.port, host, rejectUnauthorized: false })
+          : netConnect({ port: options.port, host })
+      } else if (options.tls === true) {
+        // TLS starts after the preamble, which goes first and in clear (in one write: the
+        // handshake must not overtake a later chunk).
+        const tcp = netConnect({ port: options.port, host })
+        tcp.once("connect", () => tcp.write(Buffer.concat(chunks)))
+        socket = tlsConnect({ socket: tcp, rejectUnauthorized: false })
+      } else {
+        socket = netConnect({ port: options.port, host })
+        socket.setNoDelay(true)
+        socket.once("connect", () => {
+          const next = (i: number) => {
+            if (i < chunks.length) socket.write(chunks[i]!, () => setTimeout(() => next(i + 1), 1))
+          }
+          next(0)
+        })
+      }
       const transcript: Array<string> = []
       const replies: Array<Reply> = []
       const waiting: Array<(r: Reply | SmtpClientError) => void> = []

@@ -213,8 +213,8 @@ describe("relay, auth and policies: errors name the entry", () => {
         ].join("\n")
       })
       assert.deepStrictEqual(yield* problems(dir), [
-        `incoming.toml: policies[1].rule: unknown rule "greylist": expected "rate_limit" | "tls_required" | "hello_required" | "max_recipients" | "size_limit" | "connection_limit" | "spf" | "dkim" | "dmarc" | "arc" | "iprev"`,
-        `incoming.toml: policies[3].rule: missing (required): one of "rate_limit" | "tls_required" | "hello_required" | "max_recipients" | "size_limit" | "connection_limit" | "spf" | "dkim" | "dmarc" | "arc" | "iprev"`,
+        `incoming.toml: policies[1].rule: unknown rule "greylist": expected "rate_limit" | "tls_required" | "hello_required" | "max_recipients" | "size_limit" | "connection_limit" | "spf" | "dkim" | "dmarc" | "arc" | "iprev" | "milter"`,
+        `incoming.toml: policies[3].rule: missing (required): one of "rate_limit" | "tls_required" | "hello_required" | "max_recipients" | "size_limit" | "connection_limit" | "spf" | "dkim" | "dmarc" | "arc" | "iprev" | "milter"`,
         `incoming.toml: policies[2].max: missing (required)`
       ])
       // Once the rules are right, the checks after decoding.
@@ -230,6 +230,44 @@ describe("relay, auth and policies: errors name the entry", () => {
         `incoming.toml: relay.recipients[0]: expected a mailbox like "user@example.test", got "alice"`,
         `incoming.toml: relay.recipients[1]: "bob@other.test" is not in one of domains (example.test)`,
         `incoming.toml: policies[1].name: same name as policies[0] ("tls_required"): give each a name, it labels their verdicts and metrics`
+      ])
+    }))
+
+  it.effect("milter rules: mapping, and a bad address or a timeout not under policy_timeout named", () =>
+    Effect.gen(function*() {
+      const dir = yield* workdir({
+        "incoming.toml": [
+          `domains = ["example.test"]`,
+          `[[policies]]\nrule = "milter"\nname = "rspamd"\naddress = "inet:127.0.0.1:11332"\ntimeout = "3s"\non_error = "tempfail"`,
+          `[[policies]]\nrule = "milter"\naddress = "unix:/run/opendkim/opendkim.sock"\nobserve = true`
+        ].join("\n")
+      })
+      const { config } = yield* load(dir)
+      assert.deepStrictEqual(Options.toRunner(config).policies.rules.map((r): readonly [string, unknown] => [r.rule, r.options]), [
+        ["milter", { name: "rspamd", observe: false, address: { _tag: "inet", host: "127.0.0.1", port: 11332 }, timeoutMs: 3_000, onError: "tempfail" }],
+        ["milter", { name: "milter", observe: true, address: { _tag: "unix", path: "/run/opendkim/opendkim.sock" }, timeoutMs: 5_000, onError: "accept" }]
+      ])
+      writeFileSync(join(dir, "incoming.toml"), [
+        `domains = ["example.test"]`,
+        `policy_timeout = "6s"`,
+        `[[policies]]\nrule = "milter"\naddress = "127.0.0.1:11332"`,
+        `[[policies]]\nrule = "milter"\nname = "slow"\naddress = "inet:[::1]:11332"\ntimeout = "6s"`,
+        `[[policies]]\nrule = "milter"\nname = "badport"\naddress = "inet:localhost:99999"\non_error = "reject"`
+      ].join("\n"))
+      assert.deepStrictEqual(yield* problems(dir), [
+        `incoming.toml: policies[2].on_error: expected "accept" | "tempfail", got "reject"`
+      ])
+      writeFileSync(join(dir, "incoming.toml"), [
+        `domains = ["example.test"]`,
+        `policy_timeout = "6s"`,
+        `[[policies]]\nrule = "milter"\naddress = "127.0.0.1:11332"`,
+        `[[policies]]\nrule = "milter"\nname = "slow"\naddress = "inet:[::1]:11332"\ntimeout = "6s"`,
+        `[[policies]]\nrule = "milter"\nname = "badport"\naddress = "inet:localhost:99999"`
+      ].join("\n"))
+      assert.deepStrictEqual(yield* problems(dir), [
+        `incoming.toml: policies[0].address: not a milter address: "127.0.0.1:11332" (expected "inet:HOST:PORT" or "unix:/path")`,
+        `incoming.toml: policies[1].timeout: 6s is not under policy_timeout (6s): the policy deadline would answer 451 before on_error applies`,
+        `incoming.toml: policies[2].address: port 99999 out of range in "inet:localhost:99999"`
       ])
     }))
 

@@ -211,6 +211,11 @@ const checks: Record<string, Check> = {
     return yield* replies(c, ["FROBNICATE", "MAILFROM:<a@sender.test>"])
   }),
 
+  "a `PROXY` header from a peer not in `proxy_protocol.trusted` (after the greeting)": Effect.gen(function*() {
+    const c = yield* SmtpClient.connect({ port: yield* server({ listener: { proxyProtocol: { trusted: ["192.0.2.0/24"], timeoutMs: 5_000 } } }) })
+    return yield* replies(c, ["PROXY TCP4 198.51.100.1 192.0.2.1 1234 25"])
+  }),
+
   "too many commands or errors on one connection; too many connections (overall / per IP); a client talking before the greeting (`greetingDelayMs`); an HTTP request":
     Effect.gen(function*() {
       const seen: Array<Observed> = []

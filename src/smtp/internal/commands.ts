@@ -43,9 +43,15 @@ const notImplemented: ReadonlySet<string> = new Set([
 ])
 export const commandNotImplemented = SmtpReply.make(502, "5.5.1", "Command not implemented")
 
+/**
+ * A PROXY header as a command: it came from a peer that is not a trusted proxy (a trusted one's
+ * header is read before the session starts), or a second time. Its address is never used.
+ */
+export const proxyRefused = SmtpReply.make(550, "5.7.1", "PROXY header not accepted from this address")
+
 /** The rules for commands Incoming never serves, whatever the listener (`CommandRules` builds on it). */
 export const unimplemented = (name: string): SmtpReply.SmtpReply | undefined =>
-  notImplemented.has(name) ? commandNotImplemented : undefined
+  name === "PROXY" ? proxyRefused : notImplemented.has(name) ? commandNotImplemented : undefined
 
 const parsed = new WeakMap<SMTPServerAddress, AddressCommand.MailCommand | AddressCommand.RcptCommand>()
 

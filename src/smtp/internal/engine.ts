@@ -22,14 +22,21 @@
  * - MAIL/RCPT through our address parser, and 502/503/538 for commands that are known but not
  *   available, instead of 500 (commands.ts).
  *
+ * - PROXY protocol v1/v2 (proxy.ts) in place of the library's v1-only `useProxy`: its
+ *   pre-connect step (`_expectsProxyHeader`, `_handleProxy`) is ours, so a header's client
+ *   address becomes the session's `remoteAddress` before the library's TLS handshake (implicit
+ *   TLS) and session start, with its connection guard still around the socket.
+ *
  * These reach into documented-by-source but unexported behaviour of smtp-server 3.21; the
  * tests in test/smtp/engine.test.ts fail if an upgrade changes it.
  */
 import type { Socket } from "node:net"
 import { SMTPServer, type SMTPServerOptions } from "smtp-server"
 import { SMTPConnection } from "smtp-server/lib/smtp-connection.js"
+import * as ProxyHeader from "../../protocol/ProxyHeader.ts"
 import * as SmtpReply from "../../protocol/SmtpReply.ts"
 import * as Commands from "./commands.ts"
+import * as Proxy from "./proxy.ts"
 
 export interface EngineLimits {
   readonly greetingDelayMs: number
@@ -38,7 +45,17 @@ export interface EngineLimits {
   readonly maxConnectionTimeMs: number
   readonly maxCommands: number
   readonly maxErrors: number
+  /** PROXY protocol: who must send a header, and how long it may take. */
+  readonly proxy?: Proxy.ProxySettings | undefined
 }
+
+/** What the engine reports that no smtp-server event carries. */
+export interface EngineEvents {
+  /** A PROXY header was refused (malformed, cut off, too slow) and the connection closed. */
+  readonly proxyRefused?: (peer: string, reason: string) => void
+}
+
+type SocketOptions = NonNullable<ConstructorParameters<typeof SMTPConnection>[2]> & { id: string }
 
 const enhanced = /^[245]\.\d{1,3}\.\d{1,3} /
 
@@ -74,23 +91,60 @@ export interface ConnectionGuard {
   readonly leaveData: () => void
   /** Sends a final reply and closes (421). */
   readonly abort: (reply: SmtpReply.SmtpReply) => void
+  /** The PROXY header the connection started with, if its peer is a trusted proxy. */
+  readonly proxy: ProxyHeader.ProxyHeader | undefined
 }
+
+/** PROXY headers read, keyed by the socket options `_handleProxy` hands on to `connect` with them. */
+const headers = new WeakMap<object, ProxyHeader.ProxyHeader>()
 
 export class IncomingSmtpServer extends SMTPServer {
   /** Read at each new connection, so a reload applies to connections opened after it. */
   limits: EngineLimits
   readonly guards = new Map<string, ConnectionGuard>()
   readonly rules: Commands.CommandRules
+  readonly events: EngineEvents
 
-  constructor(options: SMTPServerOptions, limits: EngineLimits, rules: Commands.CommandRules = { unavailable: Commands.unimplemented }) {
+  constructor(
+    options: SMTPServerOptions,
+    limits: EngineLimits,
+    rules: Commands.CommandRules = { unavailable: Commands.unimplemented },
+    events: EngineEvents = {}
+  ) {
     super(options)
     this.limits = limits
     this.rules = rules
+    this.events = events
+  }
+
+  override _expectsProxyHeader(socket: Socket): boolean {
+    return Proxy.expected(this.limits.proxy, socket.remoteAddress)
+  }
+
+  override _handleProxy(socket: Socket, callback: (err: Error | null, socketOptions?: SocketOptions) => void): void {
+    const id = Proxy.connectionId()
+    const settings = this.limits.proxy
+    if (settings === undefined || !Proxy.expected(settings, socket.remoteAddress)) {
+      setImmediate(() => callback(null, { id }))
+      return
+    }
+    const peer = socket.remoteAddress ?? "unknown"
+    Proxy.read(socket, settings.timeoutMs, (result) => {
+      if (result._tag === "Refused") {
+        this.events.proxyRefused?.(peer, result.reason)
+        return callback(new Error(`PROXY header refused: ${result.reason}`))
+      }
+      const client = ProxyHeader.clientOf(result.header)
+      const options: SocketOptions = client === undefined ? { id } : { id, remoteAddress: client.address, remotePort: client.port }
+      headers.set(options, result.header)
+      callback(null, options)
+    })
   }
 
   override connect(socket: Socket, socketOptions?: ConstructorParameters<typeof SMTPConnection>[2]): void {
     const connection = new SMTPConnection(this, socket, socketOptions ?? undefined)
     const limits = this.limits
+    const proxy = socketOptions == null ? undefined : headers.get(socketOptions)
     this.connections.add(connection)
     connection.on("error", (err: Error) => this._onError(err))
     connection.on("connect", (data) => this._onClientConnect(data))
@@ -178,7 +232,8 @@ export class IncomingSmtpServer extends SMTPServer {
     this.guards.set(id, {
       enterData: () => arm(limits.dataTimeoutMs),
       leaveData: () => arm(limits.commandTimeoutMs),
-      abort
+      abort,
+      proxy
     })
     // Cleanup hangs off the connection's own close handler, not off `socket`'s 'close': STARTTLS
     // calls `removeAllListeners()` on the plain socket, so a listener there never ran for a
