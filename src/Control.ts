@@ -8,8 +8,11 @@
  * mode, listeners added or removed, queue, delivery routes and adapters) is not applied and is
  * listed in the report, so an operator knows.
  */
+import { hostname as osHostname } from "node:os"
+import { resolve } from "node:path"
 import { Context, Data, Effect, Layer } from "effect"
-import type { IncomingOptions } from "./IncomingOptions.ts"
+import * as AcmeFiles from "./acme/ListenerFiles.ts"
+import { defaultDataDir, type IncomingOptions } from "./IncomingOptions.ts"
 import { PolicySwap } from "./policy/Policy.ts"
 import { type RelayConfigError, RelaySwap, parseNetworks } from "./policy/Relay.ts"
 import type { ListenError } from "./smtp/ListenError.ts"
@@ -53,7 +56,9 @@ export const make = Effect.gen(function*() {
   const reload = Effect.fn("Control.reload")(function*(options: IncomingOptions) {
     // Validate what can fail before changing anything.
     yield* parseNetworks(options.relay?.trustedNetworks ?? []).pipe(Effect.mapError(fromRelay))
-    const notes = yield* listeners.reconfigure(options.listeners).pipe(
+    // ACME listeners name the manager's files, as at start (the managed names need a restart to change).
+    const inputs = AcmeFiles.resolve(options.listeners, options.acme, resolve(options.dataDir ?? defaultDataDir), options.hostname ?? osHostname()).listeners
+    const notes = yield* listeners.reconfigure(inputs).pipe(
       Effect.mapError((e) =>
         new ReloadError({
           reason: { _tag: "BadListener", listener: e.listener, detail: e.message },

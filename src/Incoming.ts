@@ -27,6 +27,8 @@ import * as Listener from "./smtp/Listener.ts"
 import * as Spool from "./spool/Spool.ts"
 import type { SpoolError } from "./spool/SpoolError.ts"
 import * as Admin from "./admin/Admin.ts"
+import * as CertManager from "./acme/CertManager.ts"
+import * as AcmeFiles from "./acme/ListenerFiles.ts"
 import * as Telemetry from "./telemetry/Telemetry.ts"
 
 export type Services =
@@ -41,6 +43,7 @@ export type Services =
   | Dispatcher.Dispatcher
   | Spool.Spool
   | Admin.Health
+  | CertManager.CertManager
 
 // Re-exported: host apps name the options as `Incoming.IncomingOptions`.
 export type { IncomingOptions, PolicyChoice, QueueChoice } from "./IncomingOptions.ts"
@@ -117,6 +120,10 @@ export const layer = (options: IncomingOptions): Layer.Layer<Services, StartErro
   const health = Admin.layerHealth().pipe(Layer.provide(queue))
   const admin = options.admin === undefined ? Layer.empty : Admin.layer(options.admin).pipe(Layer.provide(health))
   const telemetry = Telemetry.layer()
+  // Managed certificates: a listener with `tls.acme` reads the manager's files, which exist
+  // (issued now if they did not) before any listener starts.
+  const acme = AcmeFiles.resolve(options.listeners, options.acme, dataDir, hostname)
+  const certificates = CertManager.layer(options.acme === undefined ? undefined : { ...options.acme, domains: acme.names }, dataDir)
   const base = Layer.mergeAll(
     telemetry,
     queue,
@@ -134,16 +141,17 @@ export const layer = (options: IncomingOptions): Layer.Layer<Services, StartErro
     // Sessions ask it whether a recipient is acknowledged before the reply (a Router's sync routes).
     SyncAck.layer.pipe(Layer.provide(telemetry)),
     health,
-    admin
+    admin,
+    certificates
   )
   const drainTimeoutMs = options.drainTimeoutMs ?? 30_000
   // Each layer is built on the one below and closed before it: listeners drain first, then the
   // dispatcher stops (a memory queue's backlog is delivered first), then the queue closes.
-  const listeners = Listener.layer({ listeners: options.listeners, hostname, drainTimeoutMs, auth: options.auth })
+  const listeners = Listener.layer({ listeners: acme.listeners, hostname, drainTimeoutMs, auth: options.auth })
   const dispatcher = Dispatcher.layer({ drainTimeoutMs, ...options.dispatcher })
   // The data dir lock is taken before anything else is built (queue, spool, any socket) and
   // released after everything closed: a second server on the directory stops here, touching nothing.
-  return Layer.mergeAll(Admin.attach, Control.layer).pipe(
+  return Layer.mergeAll(Admin.attach, CertManager.attach, Control.layer).pipe(
     Layer.provideMerge(listeners),
     Layer.provideMerge(dispatcher),
     Layer.provideMerge(base),

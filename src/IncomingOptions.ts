@@ -13,6 +13,7 @@ import type { MailQueue } from "./queue/MailQueue.ts"
 import type { MailQueueError } from "./queue/MailQueueError.ts"
 import type { ListenerInput } from "./smtp/ListenerOptions.ts"
 import type * as Admin from "./admin/Admin.ts"
+import type { AcmeOptions } from "./acme/AcmeOptions.ts"
 
 export type QueueChoice =
   | { readonly kind: "memory"; readonly maxDepth?: number; readonly deadLetterTtlMs?: number }
@@ -66,6 +67,11 @@ export interface IncomingOptions {
   readonly policies?: PolicyChoice | undefined
   /** The admin HTTP endpoint (/healthz, /readyz, /metrics); off when absent. */
   readonly admin?: Admin.AdminOptions | undefined
+  /**
+   * ACME certificates for the listeners with `tls.acme = true` (docs/acme.md); `domains` empty
+   * means the host names of those listeners.
+   */
+  readonly acme?: AcmeOptions | undefined
 }
 
 export const defaultDataDir = "./var/incoming"

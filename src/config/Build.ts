@@ -25,13 +25,14 @@ import * as SizeLimit from "../policy/rules/SizeLimit.ts"
 import * as TlsRequired from "../policy/rules/TlsRequired.ts"
 import * as AuthRules from "../policy/rules/auth/AuthRules.ts"
 import * as Checks from "../policy/rules/auth/Checks.ts"
+import * as Dnsbl from "../policy/rules/spam/Dnsbl.ts"
 import type { AuthChoice, RuleChoice, Runner } from "./Options.ts"
 
 /**
  * One rule; a rate limiter's sweeper is forked into the current scope. The email-authentication
  * rules share `checks` (one per build: they memoize per transaction together).
  */
-export const rule = (choice: RuleChoice, checks?: Checks.Checks["Service"], hostname: string = osHostname()): Effect.Effect<Policy.Rule, never, Scope.Scope> => {
+export const rule = (choice: RuleChoice, checks?: Checks.Checks["Service"], hostname: string = osHostname()): Effect.Effect<Policy.Rule, never, Scope.Scope | Dns> => {
   if (choice.rule === "spf" || choice.rule === "dkim" || choice.rule === "dmarc" || choice.rule === "arc" || choice.rule === "iprev") {
     if (checks === undefined) return Effect.die(new Error(`policy rule ${choice.rule} needs the authentication checks`))
     return Effect.succeed(AuthRules[choice.rule](checks, choice.options))
@@ -49,6 +50,12 @@ export const rule = (choice: RuleChoice, checks?: Checks.Checks["Service"], host
       return Effect.succeed(SizeLimit.make(choice.options))
     case "connection_limit":
       return Effect.succeed(ConnectionLimit.make(choice.options))
+    case "dnsbl":
+      // Its test-entry checks run in the scope: a reload stops the old rule's.
+      return Effect.gen(function*() {
+        const dnsbl = yield* Dnsbl.make(yield* Dns, choice.options)
+        return dnsbl.rule
+      })
     case "milter":
       return Milter.make({ ...choice.options, hostname })
   }

@@ -22,6 +22,7 @@
 import { hostname as osHostname } from "node:os"
 import { Duration as EffectDuration, Effect, Schema, SchemaIssue, SchemaTransformation } from "effect"
 import { parseHostPort } from "./HostPort.ts"
+import * as AcmeOptionsModule from "../acme/AcmeOptions.ts"
 import * as Backoff from "../delivery/Backoff.ts"
 import * as DnsCache from "../dns/DnsCache.ts"
 import * as NodeDnsModule from "../dns/NodeDns.ts"
@@ -35,6 +36,7 @@ import { defaultInlineThreshold } from "../queue/SqliteQueue.ts"
 import * as Policy from "../policy/Policy.ts"
 import * as Milter from "../policy/rules/Milter.ts"
 import * as RateLimiter from "../policy/rules/RateLimiter.ts"
+import * as DnsblModule from "../policy/rules/spam/Dnsbl.ts"
 import * as ListenerOptions from "../smtp/ListenerOptions.ts"
 import { defaultSpoolOptions } from "../spool/Spool.ts"
 import { defaults as tracingDefaults } from "../telemetry/Tracing.ts"
@@ -76,7 +78,9 @@ export const Tls = Schema.Struct({
   /** PEM private key; not a secret itself (it names a file), the file's permissions protect it. */
   key: Schema.optionalKey(NonEmpty),
   /** More certificates chosen by the name the client asks for (SNI): server name → files. */
-  sni: Schema.optionalKey(Schema.Record(Schema.String, Schema.Struct({ cert: NonEmpty, key: NonEmpty })))
+  sni: Schema.optionalKey(Schema.Record(Schema.String, Schema.Struct({ cert: NonEmpty, key: NonEmpty }))),
+  /** Use the certificates of `[acme]` (one per managed name, picked by SNI) instead of cert/key/sni. */
+  acme: withDefault(Schema.Boolean, false)
 })
 
 export const Listener = Schema.Struct({
@@ -453,7 +457,47 @@ export const MilterRule = Schema.Struct({
   on_error: withDefault(Schema.Literals(["accept", "tempfail"]), Milter.defaults.onError)
 })
 
-export const ruleTypes = ["rate_limit", "tls_required", "hello_required", "max_recipients", "size_limit", "connection_limit", ...authRuleTypes, "milter"] as const
+/** What the anti-spam rules take (policy/rules/spam/): our own users are skipped unless asked. */
+const spamExemptions = {
+  /** Check AUTH sessions too (default: they are our users, skipped). */
+  check_authenticated: withDefault(Schema.Boolean, false),
+  /** Check clients in `relay.trusted_networks` too (default: skipped). */
+  check_trusted: withDefault(Schema.Boolean, false)
+}
+
+const Weight = Schema.Number.check(Schema.isGreaterThan(0))
+
+/** A blocklist: its name, or a table with its weight, the answers that count and its own reply. */
+export const DnsblZone = Schema.Union([
+  NonEmpty,
+  Schema.Struct({
+    zone: NonEmpty,
+    weight: Schema.optionalKey(Weight),
+    /** Only these A answers count as a listing (e.g. `["127.0.0.2", "127.0.0.3"]`). */
+    codes: Schema.optionalKey(Schema.Array(NonEmpty)),
+    /** The refusal's text; `{ip}`, `{zone}` and `{reason}` are filled in. */
+    reply: Schema.optionalKey(NonEmpty)
+  })
+]).annotate({ expected: "a zone name, or a table with zone (and weight, codes, reply)" })
+
+export const DnsblRule = Schema.Struct({
+  rule: Schema.Literal("dnsbl"),
+  name: ruleName,
+  observe,
+  zones: Schema.NonEmptyArray(DnsblZone),
+  /** DNSWL zones: a client listed in one of them is not refused. */
+  allow_zones: withDefault(Schema.Array(NonEmpty), []),
+  threshold: withDefault(Weight, DnsblModule.defaults.threshold),
+  stage: withDefault(Schema.Literals(["rcpt", "connect"]), DnsblModule.defaults.stage),
+  timeout: duration(DnsblModule.defaults.timeoutMs),
+  test_entries: withDefault(Schema.Boolean, true),
+  test_interval: duration(DnsblModule.defaults.testIntervalMs),
+  ...spamExemptions
+})
+
+export const spamRuleTypes = ["dnsbl"] as const
+
+export const ruleTypes = ["rate_limit", "tls_required", "hello_required", "max_recipients", "size_limit", "connection_limit", ...authRuleTypes, "milter", ...spamRuleTypes] as const
 export type RuleType = (typeof ruleTypes)[number]
 
 export const PolicyRule = Schema.Union([
@@ -468,10 +512,36 @@ export const PolicyRule = Schema.Union([
   DmarcRule,
   ArcRule,
   IprevRule,
-  MilterRule
+  MilterRule,
+  DnsblRule
 ])
   .annotate({ expected: `a table with rule = ${ruleTypes.map((t) => `"${t}"`).join(" | ")}` })
 export type PolicyRule = typeof PolicyRule.Type
+
+const ad = AcmeOptionsModule.defaults
+
+/** `[acme]`: certificates from an ACME CA (Let's Encrypt) for the listeners with `tls.acme = true`. */
+export const Acme = Schema.Struct({
+  /** `letsencrypt` (default), `letsencrypt-staging`, or a directory URL. */
+  directory: withDefault(NonEmpty, "letsencrypt"),
+  /** Contact for the CA's expiry and policy notices. */
+  email: Schema.optionalKey(NonEmpty),
+  /** Names to certify, one certificate each; empty: the host names of the listeners with tls.acme. */
+  domains: withDefault(Schema.Array(NonEmpty), []),
+  challenge: withDefault(Schema.Literals(["http-01", "tls-alpn-01"]), ad.challenge),
+  /** Where the HTTP-01 responder listens while an order is open (port 80, or a port a proxy forwards 80 to). */
+  http_listen: withDefault(ListenAddress, "0.0.0.0:80"),
+  /** Where the TLS-ALPN-01 responder listens while an order is open (port 443, or a port forwarded from it). */
+  tls_alpn_listen: withDefault(ListenAddress, "0.0.0.0:443"),
+  key_type: withDefault(Schema.Literals(["ecdsa-p256", "rsa-2048"]), ad.keyType),
+  /** Renew this long before expiry; default a third of the certificate's lifetime. */
+  renew_before: Schema.optionalKey(Duration),
+  /** PEM file of CA certificates to trust for the directory's HTTPS (a private CA; pebble in tests). */
+  directory_ca: Schema.optionalKey(NonEmpty),
+  /** First wait after a failed issuance, doubled per failure up to retry_max. */
+  retry_base: duration(ad.retryBaseMs),
+  retry_max: duration(ad.retryMaxMs)
+})
 
 /** The resolver of the `Dns` service (dns/NodeDns.ts), shared by every part that asks the DNS. */
 export const Dns = Schema.Struct({
@@ -505,6 +575,8 @@ export const IncomingConfig = Schema.Struct({
   admin: Schema.optionalKey(Admin),
   /** OTLP/HTTP trace export; off unless this table is present. */
   tracing: Schema.optionalKey(Tracing),
+  /** ACME certificates for listeners with tls.acme; off unless this table is present. */
+  acme: Schema.optionalKey(Acme),
   /** Named delivery adapters for `routes`. */
   adapters: Schema.optionalKey(Schema.Record(Schema.String, Adapter)),
   /** Recipient → adapter; when present, delivery goes through the Router instead of `delivery.adapter`. */

@@ -12,7 +12,7 @@
  * the file's directory, so a file means the same thing whatever the working directory; those
  * from flags, variables and defaults are relative to the working directory, as on a command line.
  *
- * Checks the schema cannot make are done here after decoding — the start-up preflight, the same
+ * Checks the schema cannot make are done here after decoding (those of `[acme]` in AcmeChecks.ts) — the start-up preflight, the same
  * for check-config, serve and a reload: the data dir can be created and written (not under a
  * file, not on a read-only file system), a TLS mode that needs a certificate has one and the
  * pair is usable (PEM, the key matches), listener addresses and names are unique, the backoff
@@ -35,6 +35,7 @@ import { parseAddress as parseMilterAddress } from "../policy/milter/Connection.
 import * as Relay from "../policy/Relay.ts"
 import * as Address from "../protocol/Address.ts"
 import * as KeyPair from "../smtp/internal/keyPair.ts"
+import { acmeChecks } from "./AcmeChecks.ts"
 import { type ConfigIssue, ConfigError, invalid } from "./ConfigError.ts"
 import * as Env from "./Env.ts"
 import { adapterNamePattern, adapterTypes, IncomingConfig, ruleTypes } from "./IncomingConfig.ts"
@@ -95,6 +96,7 @@ const pathSettings = (tree: Tree): ReadonlyArray<Path> => {
     ["data_dir"],
     ["delivery", "maildir", "root"],
     ["auth", "users_file"],
+    ["acme", "directory_ca"],
     ...listeners.flatMap((l, i): Array<Path> => [
       ["listeners", i, "tls", "cert"],
       ["listeners", i, "tls", "key"],
@@ -448,8 +450,10 @@ const semanticChecks = Effect.fnUntraced(function*(config: IncomingConfig, sourc
   if (dataDirProblem !== undefined) add(["data_dir"], `${config.data_dir}: ${dataDirProblem}`)
   const addresses = new Map<string, number>()
   const names = new Map<string, number>()
+  issues.push(...(yield* acmeChecks(config, sourceOf)))
   for (const [i, l] of config.listeners.entries()) {
-    if (l.tls.mode !== "disabled") {
+    // An ACME listener's files are the manager's (issued at start when missing): acmeChecks looked at it.
+    if (l.tls.mode !== "disabled" && !l.tls.acme) {
       let usable = true
       for (const which of ["cert", "key"] as const) {
         const file = l.tls[which]

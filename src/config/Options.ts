@@ -16,6 +16,7 @@ import type { SmtpRelayOptions } from "../delivery/SmtpRelayAdapter.ts"
 import type { StatusKey, WebhookOptions } from "../delivery/webhook/WebhookAdapter.ts"
 import type { NodeDnsOptions } from "../dns/NodeDns.ts"
 import type { IncomingOptions } from "../IncomingOptions.ts"
+import { type AcmeOptions, defaults as acmeDefaults, directoryUrl } from "../acme/AcmeOptions.ts"
 import type * as AuthRules from "../policy/rules/auth/AuthRules.ts"
 import type { ConnectionLimitOptions } from "../policy/rules/ConnectionLimit.ts"
 import type { HelloRequiredOptions } from "../policy/rules/HelloRequired.ts"
@@ -24,6 +25,7 @@ import type { MilterOptions } from "../policy/rules/Milter.ts"
 import { parseAddress as parseMilterAddress } from "../policy/milter/Connection.ts"
 import type { Dimension, RateLimiterOptions } from "../policy/rules/RateLimiter.ts"
 import type { SizeLimitOptions } from "../policy/rules/SizeLimit.ts"
+import type { DnsblOptions } from "../policy/rules/spam/Dnsbl.ts"
 import type { TlsRequiredOptions } from "../policy/rules/TlsRequired.ts"
 import type { ListenerInput } from "../smtp/ListenerOptions.ts"
 import type { TracingOptions } from "../telemetry/Tracing.ts"
@@ -75,6 +77,7 @@ export type RuleChoice =
   | { readonly rule: "arc"; readonly options: AuthRules.ArcOptions; readonly seal?: ArcSealFiles | undefined }
   /** Everything but our host name (the `j` macro), which `Build.ts` adds. */
   | { readonly rule: "milter"; readonly options: Omit<MilterOptions, "hostname"> }
+  | { readonly rule: "dnsbl"; readonly options: DnsblOptions }
 
 /** The ARC seal key as configured; `Build.ts` reads the file. */
 export interface ArcSealFiles {
@@ -111,6 +114,21 @@ const logLevels: Record<LogLevelName, LogLevel.LogLevel> = {
   none: "None"
 }
 
+export const toAcme = (a: NonNullable<IncomingConfig["acme"]>): AcmeOptions => ({
+  directory: directoryUrl(a.directory),
+  ...(a.email !== undefined ? { email: a.email } : {}),
+  domains: a.domains,
+  challenge: a.challenge,
+  httpListen: a.http_listen,
+  tlsAlpnListen: a.tls_alpn_listen,
+  keyType: a.key_type,
+  ...(a.renew_before !== undefined ? { renewBeforeMs: a.renew_before } : {}),
+  ...(a.directory_ca !== undefined ? { directoryCaFile: a.directory_ca } : {}),
+  retryBaseMs: a.retry_base,
+  retryMaxMs: a.retry_max,
+  checkIntervalMs: acmeDefaults.checkIntervalMs
+})
+
 export const toIncomingOptions = (c: IncomingConfig): IncomingOptions => ({
   hostname: c.hostname,
   domains: c.domains,
@@ -127,7 +145,8 @@ export const toIncomingOptions = (c: IncomingConfig): IncomingOptions => ({
       mode: l.tls.mode,
       ...(l.tls.cert !== undefined ? { cert: l.tls.cert } : {}),
       ...(l.tls.key !== undefined ? { key: l.tls.key } : {}),
-      ...(l.tls.sni !== undefined ? { sni: l.tls.sni } : {})
+      ...(l.tls.sni !== undefined ? { sni: l.tls.sni } : {}),
+      ...(l.tls.acme ? { acme: true } : {})
     },
     maxSize: l.max_size,
     maxRecipients: l.max_recipients,
@@ -161,6 +180,7 @@ export const toIncomingOptions = (c: IncomingConfig): IncomingOptions => ({
     trustedNetworks: c.relay.trusted_networks,
     ...(c.relay.recipients !== undefined ? { recipients: c.relay.recipients } : {})
   },
+  ...(c.acme !== undefined ? { acme: toAcme(c.acme) } : {}),
   ...(c.admin !== undefined
     ? {
       admin: {
@@ -376,6 +396,29 @@ const toRule = (p: PolicyRule): RuleChoice => {
       }
       return { rule: p.rule, options }
     }
+    case "dnsbl":
+      return {
+        rule: "dnsbl",
+        options: {
+          ...common,
+          zones: p.zones.map((z) =>
+            typeof z === "string" ? z : {
+              zone: z.zone,
+              ...(z.weight !== undefined ? { weight: z.weight } : {}),
+              ...(z.codes !== undefined ? { codes: z.codes } : {}),
+              ...(z.reply !== undefined ? { reply: z.reply } : {})
+            }
+          ),
+          allowZones: p.allow_zones,
+          threshold: p.threshold,
+          stage: p.stage,
+          timeout: p.timeout,
+          testEntries: p.test_entries,
+          testInterval: p.test_interval,
+          checkAuthenticated: p.check_authenticated,
+          checkTrusted: p.check_trusted
+        }
+      }
   }
 }
 

@@ -6,6 +6,7 @@
 export * as Auth from "./rules/auth/AuthRules.ts"
 export * as AuthChecks from "./rules/auth/Checks.ts"
 export * as ConnectionLimit from "./rules/ConnectionLimit.ts"
+export * as Dnsbl from "./rules/spam/Dnsbl.ts"
 export * as HelloRequired from "./rules/HelloRequired.ts"
 export * as MaxRecipients from "./rules/MaxRecipients.ts"
 export * as Milter from "./rules/Milter.ts"

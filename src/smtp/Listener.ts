@@ -59,6 +59,12 @@ export class Listeners extends Context.Service<Listeners, {
    * changes: a failure changes nothing.
    */
   readonly reconfigure: (listeners: ReadonlyArray<ListenerOptions.ListenerInput>) => Effect.Effect<ReadonlyArray<string>, ListenError>
+  /**
+   * Re-reads the certificate files the listeners are configured with and installs them (a
+   * renewed certificate): new handshakes get them, open connections keep theirs. A file that
+   * does not load fails the call and changes nothing.
+   */
+  readonly reloadCertificates: Effect.Effect<void, ListenError>
 }>()("incoming/Listeners") {}
 
 export interface ListenersOptions {
@@ -322,7 +328,8 @@ export const make = Effect.fnUntraced(function*(options: ListenersOptions) {
   return Listeners.of({
     all: running.map((r) => r.info),
     draining: Effect.sync(() => draining),
-    reconfigure: (inputs) => ListenerReload.reconfigure(running, inputs, options.hostname)
+    reconfigure: (inputs) => ListenerReload.reconfigure(running, inputs, options.hostname),
+    reloadCertificates: ListenerReload.reloadCertificates(running)
   })
 })
 

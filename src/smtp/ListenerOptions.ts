@@ -22,6 +22,11 @@ export interface TlsOptions {
    * client that asks for no name, or another one, gets `cert`/`key`.
    */
   readonly sni?: Readonly<Record<string, { readonly cert: string; readonly key: string }>> | undefined
+  /**
+   * Use the certificates the ACME manager keeps (`IncomingOptions.acme`): it fills `cert`/`key`
+   * (the listener's host name, else the first managed name) and `sni` (every managed name).
+   */
+  readonly acme?: boolean | undefined
 }
 
 /**

@@ -112,3 +112,21 @@ export const reconfigure = (
     yield* Effect.uninterruptible(Effect.forEach(plans, (p) => p.apply, { discard: true }))
     return [...notes, ...plans.flatMap((p) => p.restartNeeded.map((x) => `${x} (restart to apply)`))]
   })
+
+/**
+ * Re-reads every TLS listener's certificate files as its settings name them now and installs
+ * them: the path by which renewed certificates (ACME) reach running listeners. All are read
+ * before any is installed; a file that does not load fails the call and changes nothing.
+ * Connections already encrypted keep what they negotiated; the next handshake gets the new one.
+ */
+export const reloadCertificates = (running: ReadonlyArray<Live>): Effect.Effect<void, ListenError> =>
+  Effect.gen(function*() {
+    const installs: Array<Effect.Effect<void>> = []
+    for (const live of running) {
+      const o = Ref.getUnsafe(live.settings)
+      if (o.tls.mode === "disabled") continue
+      const certificate = yield* Tls.read(o, live.address)
+      if (certificate !== undefined) installs.push(Effect.sync(() => live.server.updateSecureContext(certificate)))
+    }
+    yield* Effect.uninterruptible(Effect.all(installs, { discard: true }))
+  })

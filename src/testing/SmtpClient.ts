@@ -36,6 +36,8 @@ export interface ConnectOptions {
   readonly tls?: boolean
   /** Reply timeout in ms (default 10 s). */
   readonly timeoutMs?: number
+  /** The address to connect from (any of 127.0.0.0/8 on Linux: a client other than 127.0.0.1). */
+  readonly localAddress?: string
   /**
    * Bytes sent as soon as TCP connects, before TLS and the greeting: a PROXY protocol header, as
    * a load balancer sends it. Several chunks are written one by one, each after the last was
@@ -49,19 +51,20 @@ export const connect = (options: ConnectOptions): Effect.Effect<SmtpClient, Smtp
     Effect.callback<SmtpClient, SmtpClientError>((resume) => {
       const host = options.host ?? "127.0.0.1"
       const chunks = options.preamble === undefined ? [] : options.preamble instanceof Uint8Array ? [options.preamble] : [...options.preamble]
+      const local = options.localAddress === undefined ? {} : { localAddress: options.localAddress }
       let socket: Socket
       if (chunks.length === 0) {
         socket = options.tls === true
-          ? tlsConnect({ port: options.port, host, rejectUnauthorized: false })
-          : netConnect({ port: options.port, host })
+          ? tlsConnect({ port: options.port, host, rejectUnauthorized: false, ...local })
+          : netConnect({ port: options.port, host, ...local })
       } else if (options.tls === true) {
         // TLS starts after the preamble, which goes first and in clear (in one write: the
         // handshake must not overtake a later chunk).
-        const tcp = netConnect({ port: options.port, host })
+        const tcp = netConnect({ port: options.port, host, ...local })
         tcp.once("connect", () => tcp.write(Buffer.concat(chunks)))
         socket = tlsConnect({ socket: tcp, rejectUnauthorized: false })
       } else {
-        socket = netConnect({ port: options.port, host })
+        socket = netConnect({ port: options.port, host, ...local })
         socket.setNoDelay(true)
         socket.once("connect", () => {
           const next = (i: number) => {
@@ -176,12 +179,17 @@ export interface SendOptions {
   /** The message; a plain string gets CRLF line endings and dot-stuffing. */
   readonly data: string
   readonly helo?: string
+  readonly localAddress?: string
 }
 
 /** One whole transaction; returns the reply to the final dot (or the first refusal). */
 export const send = (o: SendOptions): Effect.Effect<Reply, SmtpClientError> =>
   Effect.scoped(Effect.gen(function*() {
-    const c = yield* connect({ port: o.port, ...(o.host !== undefined ? { host: o.host } : {}) })
+    const c = yield* connect({
+      port: o.port,
+      ...(o.host !== undefined ? { host: o.host } : {}),
+      ...(o.localAddress !== undefined ? { localAddress: o.localAddress } : {})
+    })
     const ehlo = yield* c.command(`EHLO ${o.helo ?? "client.test"}`)
     if (ehlo.code !== 250) return ehlo
     const mail = yield* c.command(`MAIL FROM:<${o.from}>`)

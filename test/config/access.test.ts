@@ -21,6 +21,7 @@ import { Duration, Effect } from "effect"
 import nodemailer from "nodemailer"
 import * as Build from "../../src/config/Build.ts"
 import { ConfigError } from "../../src/config/ConfigError.ts"
+import { ruleTypes } from "../../src/config/IncomingConfig.ts"
 import * as Load from "../../src/config/Load.ts"
 import * as ZoneDns from "../../src/dns/ZoneDns.ts"
 import * as Options from "../../src/config/Options.ts"
@@ -207,14 +208,17 @@ describe("relay, auth and policies: errors name the entry", () => {
           `domains = ["example.test"]`,
           `[relay]\ntrusted_networks = ["10.0.0.0/8", "10.0.0/33", "example.test"]\nrecipients = ["alice", "bob@other.test"]`,
           `[[policies]]\nrule = "tls_required"`,
-          `[[policies]]\nrule = "greylist"`,
+          `[[policies]]\nrule = "tarpit"`,
           `[[policies]]\nrule = "max_recipients"`,
           `[[policies]]\nmax = 3`
         ].join("\n")
       })
+      // Every rule, in the order of the schema (the list grows with each new rule).
+      const expected = ruleTypes.map((t) => `"${t}"`).join(" | ")
+      assert.match(expected, /^"rate_limit" \| "tls_required" \| "hello_required" \| "max_recipients" \| "size_limit" \| "connection_limit" \| "spf" \| "dkim" \| "dmarc" \| "arc" \| "iprev" \| "milter" \| "dnsbl"/)
       assert.deepStrictEqual(yield* problems(dir), [
-        `incoming.toml: policies[1].rule: unknown rule "greylist": expected "rate_limit" | "tls_required" | "hello_required" | "max_recipients" | "size_limit" | "connection_limit" | "spf" | "dkim" | "dmarc" | "arc" | "iprev" | "milter"`,
-        `incoming.toml: policies[3].rule: missing (required): one of "rate_limit" | "tls_required" | "hello_required" | "max_recipients" | "size_limit" | "connection_limit" | "spf" | "dkim" | "dmarc" | "arc" | "iprev" | "milter"`,
+        `incoming.toml: policies[1].rule: unknown rule "tarpit": expected ${expected}`,
+        `incoming.toml: policies[3].rule: missing (required): one of ${expected}`,
         `incoming.toml: policies[2].max: missing (required)`
       ])
       // Once the rules are right, the checks after decoding.

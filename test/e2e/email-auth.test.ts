@@ -7,8 +7,7 @@
  * p=quarantine failure is accepted and marked. Then the standalone server, configured from a
  * file, and a DKIM-signed 50 MiB message with the checks on: dkim=pass, RSS grows by less than 32 MiB.
  */
-import { readFileSync, statSync, writeFileSync } from "node:fs"
-import { join } from "node:path"
+import { readFileSync, statSync } from "node:fs"
 import { Readable } from "node:stream"
 import { assert, describe, it } from "@effect/vitest"
 import { Context, Effect, Layer, PubSub } from "effect"
@@ -23,7 +22,7 @@ import { CapturingAdapter, SmtpClient, TestIncoming } from "../../src/testing/in
 import { message, rsaKey, sign } from "../support/dkim.ts"
 import * as Dnsmasq from "../support/dnsmasq.ts"
 import { bodyChunks, procKb, streamBody } from "../support/largeMessage.ts"
-import { serve, waitForMaildir } from "../support/server.ts"
+import { serve, waitForMaildir, writeStandaloneConfig } from "../support/server.ts"
 
 const key = rsaKey()
 
@@ -133,22 +132,11 @@ describe.skipIf(!Dnsmasq.available)("email authentication end to end (dnsmasq)",
     Effect.gen(function*() {
       const server = yield* Dnsmasq.start(records)
       const dir = yield* TestIncoming.tempDir()
-      const maildir = join(dir, "mail")
-      const config = join(dir, "incoming.toml")
-      writeFileSync(
-        config,
-        [
-          `hostname = "mx.test"`,
-          `domains = ["example.test"]`,
-          `data_dir = "${join(dir, "data")}"`,
-          `[[listeners]]\nhost = "127.0.0.1"\nport = 0\nmax_size = "60MB"`,
-          `[delivery]\nadapter = "maildir"\nmaildir = { root = "${maildir}" }`,
-          `[dns]\nservers = ["${server.server}"]\ntimeout = "1s"`,
-          `[[policies]]\nrule = "spf"`,
-          `[[policies]]\nrule = "dkim"`,
-          `[[policies]]\nrule = "dmarc"`
-        ].join("\n\n")
-      )
+      const { config, maildir } = writeStandaloneConfig(dir, {
+        dnsServer: server.server,
+        listener: `max_size = "60MB"`,
+        sections: [`[[policies]]\nrule = "spf"`, `[[policies]]\nrule = "dkim"`, `[[policies]]\nrule = "dmarc"`]
+      })
       const incoming = yield* serve(["--config", config])
       const pid = incoming.proc.pid!
       const forged = yield* SmtpClient.send({

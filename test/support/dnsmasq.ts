@@ -4,11 +4,12 @@
  * `.test` so unknown names there are NXDOMAIN). Started and stopped by PID with the test's
  * scope; when dnsmasq is not installed, `available` is false and tests skip saying so.
  */
-import { type ChildProcess, spawn } from "node:child_process"
+import { spawn } from "node:child_process"
 import { createSocket } from "node:dgram"
 import { existsSync } from "node:fs"
 import { createServer } from "node:net"
 import { Effect, type Scope } from "effect"
+import * as Child from "./child.ts"
 
 export const binary = "/usr/sbin/dnsmasq"
 export const available = existsSync(binary)
@@ -94,18 +95,6 @@ export const start = (records: Records): Effect.Effect<Dnsmasq, Error, Scope.Sco
       },
       catch: (e) => e instanceof Error ? e : new Error(String(e))
     }),
-    ({ child }) => stop(child)
+    ({ child }) => Child.stop(child)
   ).pipe(Effect.map(({ child, port }) => ({ port, server: `127.0.0.1:${port}`, pid: child.pid! })))
 
-const stop = (child: ChildProcess) =>
-  Effect.promise(() =>
-    new Promise<void>((resolve) => {
-      if (child.exitCode !== null || child.signalCode !== null) return resolve()
-      const kill = setTimeout(() => child.kill("SIGKILL"), 2_000)
-      child.once("exit", () => {
-        clearTimeout(kill)
-        resolve()
-      })
-      child.kill("SIGTERM")
-    })
-  )

@@ -3,7 +3,7 @@
  * its JSON log, collects its output, and stops it by PID (only the process we started).
  */
 import { type ChildProcess, spawn } from "node:child_process"
-import { readdirSync } from "node:fs"
+import { readdirSync, writeFileSync } from "node:fs"
 import { join } from "node:path"
 import { Effect, type Scope } from "effect"
 
@@ -153,3 +153,29 @@ export const waitForMaildir = (
     }
     return maildirFiles(maildir, rcpt)
   })
+
+/**
+ * Writes `<dir>/incoming.toml` for a standalone server: `mx.test` for `example.test`, one listener
+ * on a free port, Maildir delivery under `<dir>/mail`, data under `<dir>/data`, the given DNS
+ * server, then `sections` (TOML text, e.g. `[[policies]]` tables). Returns the file and the Maildir.
+ */
+export const writeStandaloneConfig = (
+  dir: string,
+  options: { readonly dnsServer?: string; readonly listener?: string; readonly sections: ReadonlyArray<string> }
+): { readonly config: string; readonly maildir: string } => {
+  const maildir = join(dir, "mail")
+  const config = join(dir, "incoming.toml")
+  writeFileSync(
+    config,
+    [
+      `hostname = "mx.test"`,
+      `domains = ["example.test"]`,
+      `data_dir = "${join(dir, "data")}"`,
+      `[[listeners]]\nhost = "127.0.0.1"\nport = 0${options.listener === undefined ? "" : `\n${options.listener}`}`,
+      `[delivery]\nadapter = "maildir"\nmaildir = { root = "${maildir}" }`,
+      ...(options.dnsServer === undefined ? [] : [`[dns]\nservers = ["${options.dnsServer}"]\ntimeout = "1s"`]),
+      ...options.sections
+    ].join("\n\n")
+  )
+  return { config, maildir }
+}

@@ -19,6 +19,9 @@ export const read = (o: ListenerOptions, address: string): Effect.Effect<TlsFile
   Effect.try({
     try: (): TlsFiles | undefined => {
       if (o.tls.mode === "disabled") return undefined
+      if (o.tls.acme === true && o.tls.cert === undefined) {
+        throw new Error("tls.acme needs the ACME section ([acme] in the config file, `acme` in IncomingOptions)")
+      }
       if (o.tls.cert === undefined || o.tls.key === undefined) {
         throw new Error(`tls mode "${o.tls.mode}" needs both a certificate and a key file`)
       }

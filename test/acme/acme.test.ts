@@ -1,0 +1,194 @@
+/**
+ * ACME end to end against Let's Encrypt's test CA (Debian's pebble, on loopback), real sockets
+ * throughout: issuance before the listener starts with a real HTTP-01 and TLS-ALPN-01
+ * validation (pebble resolves the name through a dnsmasq of the test's own and connects to our
+ * responder), the certificate a STARTTLS client sees chaining to pebble's root, the files
+ * owner-only and reused by the next start, a renewal swapped in while sessions stay open, and a
+ * CA that refuses, which leaves the old certificate in service.
+ */
+import { X509Certificate } from "node:crypto"
+import { statSync } from "node:fs"
+import { assert, describe, it } from "@effect/vitest"
+import { Context, Duration, Effect, Exit, Layer, Scope } from "effect"
+import type { AcmeOptions } from "../../src/acme/AcmeOptions.ts"
+import * as AcmeDefaults from "../../src/acme/AcmeOptions.ts"
+import { CertManager } from "../../src/acme/CertManager.ts"
+import * as CertStore from "../../src/acme/CertStore.ts"
+import { Listeners } from "../../src/smtp/Listener.ts"
+import { TestIncoming } from "../../src/testing/index.ts"
+import * as Dnsmasq from "../support/dnsmasq.ts"
+import * as Pebble from "../support/pebble.ts"
+import * as StartTls from "../support/starttls.ts"
+
+const ready = Pebble.available && Dnsmasq.available
+if (!Pebble.available) console.warn(`acme.test.ts: ${Pebble.skipMessage}`)
+if (!Dnsmasq.available) console.warn(`acme.test.ts: ${Dnsmasq.skipMessage}`)
+
+const name = "mx.acme.test"
+
+interface Setup {
+  readonly dataDir: string
+  readonly pebble: Pebble.Pebble
+  readonly acme: AcmeOptions
+}
+
+/** pebble validating against our responder on free ports, names resolved by dnsmasq to 127.0.0.1. */
+const setup = (challenge: AcmeOptions["challenge"], extra: Partial<AcmeOptions> = {}, pebble: Partial<Pebble.PebbleOptions> = {}) =>
+  Effect.gen(function*() {
+    const dir = yield* TestIncoming.tempDir("incoming-acme-")
+    const [httpPort, tlsPort] = yield* Effect.promise(() => Promise.all([Pebble.freePort(), Pebble.freePort()]))
+    const dns = yield* Dnsmasq.start({ A: { [name]: "127.0.0.1", "other.acme.test": "127.0.0.1" } })
+    const ca = yield* Pebble.start({ dir, httpPort, tlsPort, dnsServer: dns.server, ...pebble })
+    const acme: AcmeOptions = {
+      ...AcmeDefaults.defaults,
+      directory: ca.directory,
+      email: "postmaster@acme.test",
+      domains: [],
+      challenge,
+      httpListen: { host: "127.0.0.1", port: httpPort },
+      tlsAlpnListen: { host: "127.0.0.1", port: tlsPort },
+      directoryCaFile: ca.httpsCaFile,
+      retryBaseMs: 500,
+      retryMaxMs: 2_000,
+      ...extra
+    }
+    return { dataDir: `${dir}/data`, pebble: ca, acme } satisfies Setup
+  })
+
+/** A server whose one listener (STARTTLS) uses the managed certificate of `name`. */
+const server = (s: Setup) =>
+  TestIncoming.layer({
+    hostname: name,
+    dataDir: s.dataDir,
+    acme: s.acme,
+    listener: { hostname: name, tls: { mode: "optional", acme: true } }
+  })
+
+/** Builds the server in a scope of its own (closed by the caller, to restart), timing the start. */
+const startServer = (s: Setup) =>
+  Effect.gen(function*() {
+    const scope = yield* Scope.make()
+    const started = Date.now()
+    const ctx = yield* Layer.buildWithScope(server(s), scope)
+    return { scope, ctx, startMs: Date.now() - started, port: Context.get(ctx, Listeners).all[0]!.port, manager: Context.get(ctx, CertManager) }
+  })
+
+const mode = (path: string) => statSync(path).mode & 0o777
+
+describe.skipIf(!ready)("ACME against pebble", () => {
+  it.live("HTTP-01: issued before the listener starts, chains to pebble's root, stored 0600, reused after a restart", () =>
+    Effect.gen(function*() {
+      const s = yield* setup("http-01")
+      const first = yield* startServer(s)
+      console.log(`acme.test.ts: HTTP-01 issuance and start against pebble: ${first.startMs} ms`)
+      const session = yield* StartTls.open(first.port, name, s.pebble.root)
+      assert.isTrue(session.authorized, `verification against pebble's root: ${session.authorizationError}`)
+      assert.include(session.peer.subjectaltname ?? "", `DNS:${name}`)
+      const store = CertStore.paths(s.dataDir, s.acme.directory)
+      for (const f of [store.accountKey, store.cert(name), store.key(name)]) assert.strictEqual(mode(f), 0o600, f)
+      assert.strictEqual((yield* session.command("NOOP")).slice(0, 3), "250")
+      const status = yield* first.manager.status
+      assert.strictEqual(status[0]!.state, "valid")
+      assert.strictEqual(status[0]!.domain, name)
+      yield* Scope.close(first.scope, Exit.void)
+
+      // A restart finds the certificate on disk: same certificate, no new order.
+      const second = yield* startServer(s)
+      const again = yield* StartTls.open(second.port, name, s.pebble.root)
+      assert.strictEqual(again.fingerprint, session.fingerprint)
+      console.log(`acme.test.ts: restart with the certificate on disk: ${second.startMs} ms`)
+      yield* Scope.close(second.scope, Exit.void)
+    }).pipe(Effect.scoped), 120_000)
+
+  it.live("TLS-ALPN-01: issued with a real validation on the TLS-ALPN port", () =>
+    Effect.gen(function*() {
+      const s = yield* setup("tls-alpn-01", { keyType: "rsa-2048" })
+      const started = yield* startServer(s)
+      console.log(`acme.test.ts: TLS-ALPN-01 issuance (RSA 2048) and start against pebble: ${started.startMs} ms`)
+      const session = yield* StartTls.open(started.port, name, s.pebble.root)
+      assert.isTrue(session.authorized, `verification against pebble's root: ${session.authorizationError}`)
+      assert.include(session.peer.subjectaltname ?? "", `DNS:${name}`)
+      // RSA 2048 as configured.
+      assert.strictEqual(session.peer.bits, 2048)
+      yield* Scope.close(started.scope, Exit.void)
+    }).pipe(Effect.scoped), 120_000)
+
+  it.live("a forced renewal swaps the certificate while sessions stay open; new STARTTLS sees the new one", () =>
+    Effect.gen(function*() {
+      const s = yield* setup("http-01")
+      const started = yield* startServer(s)
+      const open = 10
+      const before = yield* Effect.forEach(Array.from({ length: open }), () => StartTls.open(started.port, name, s.pebble.root))
+      const t0 = Date.now()
+      yield* started.manager.renew()
+      console.log(`acme.test.ts: renewal and swap with ${open} open STARTTLS sessions: ${Date.now() - t0} ms`)
+      // Every session opened before the swap still works, a whole transaction included.
+      for (const session of before) assert.strictEqual((yield* session.command("NOOP")).slice(0, 3), "250")
+      const one = before[0]!
+      assert.strictEqual((yield* one.command("MAIL FROM:<a@sender.test>")).slice(0, 3), "250")
+      assert.strictEqual((yield* one.command("RCPT TO:<user@example.test>")).slice(0, 3), "250")
+      assert.strictEqual((yield* one.command("DATA")).slice(0, 3), "354")
+      assert.strictEqual((yield* one.command("Subject: kept\r\n\r\nsent over the old session\r\n.")).slice(0, 3), "250")
+      const after = yield* StartTls.open(started.port, name, s.pebble.root)
+      assert.isTrue(after.authorized)
+      assert.notStrictEqual(after.fingerprint, one.fingerprint)
+      yield* Scope.close(started.scope, Exit.void)
+    }).pipe(Effect.scoped), 120_000)
+
+  it.live("a CA that is down: the renewal fails, the old certificate stays in service, the failure is recorded", () =>
+    Effect.gen(function*() {
+      const s = yield* setup("http-01")
+      const started = yield* startServer(s)
+      const before = yield* StartTls.open(started.port, name, s.pebble.root)
+      yield* s.pebble.stop
+      const failed = yield* Effect.flip(started.manager.renew())
+      assert.strictEqual(failed.reason._tag, "Ca")
+      const status = (yield* started.manager.status)[0]!
+      assert.strictEqual(status.failures, 1)
+      assert.strictEqual(status.state, "valid")
+      assert.isDefined(status.nextAttemptAt)
+      // Still serving, with the same certificate, old session and new.
+      assert.strictEqual((yield* before.command("NOOP")).slice(0, 3), "250")
+      const after = yield* StartTls.open(started.port, name, s.pebble.root)
+      assert.strictEqual(after.fingerprint, before.fingerprint)
+      yield* Scope.close(started.scope, Exit.void)
+    }).pipe(Effect.scoped), 120_000)
+
+  it.live("a challenge the CA cannot validate: the failure is a challenge failure, and the old certificate stays", () =>
+    Effect.gen(function*() {
+      const s = yield* setup("http-01")
+      const started = yield* startServer(s)
+      const before = yield* StartTls.open(started.port, name, s.pebble.root)
+      yield* Scope.close(started.scope, Exit.void)
+      // Same store, but the responder now listens where pebble does not look.
+      const elsewhere = yield* Effect.promise(() => Pebble.freePort())
+      const moved = { ...s, acme: { ...s.acme, httpListen: { host: "127.0.0.1", port: elsewhere } } }
+      const restarted = yield* startServer(moved)
+      const failed = yield* Effect.flip(restarted.manager.renew())
+      assert.strictEqual(failed.reason._tag, "Challenge")
+      const after = yield* StartTls.open(restarted.port, name, s.pebble.root)
+      assert.strictEqual(after.fingerprint, before.fingerprint)
+      yield* Scope.close(restarted.scope, Exit.void)
+    }).pipe(Effect.scoped), 120_000)
+
+  it.live("the background renewal: a certificate due soon is renewed by the supervised fiber and swapped in", () =>
+    Effect.gen(function*() {
+      // 5 minutes of validity, renewed when 4m57s are left: due 3 s after issuance.
+      const s = yield* setup("http-01", { renewBeforeMs: 297_000 }, { alwaysValid: true, validitySeconds: 300 })
+      const started = yield* startServer(s)
+      const before = yield* StartTls.open(started.port, name, s.pebble.root)
+      const first = new X509Certificate(before.peer.raw)
+      // Wait (bounded) for a handshake that sees another certificate.
+      const renewed = yield* Effect.gen(function*() {
+        for (;;) {
+          const now = yield* StartTls.open(started.port, name, s.pebble.root)
+          if (now.fingerprint !== before.fingerprint) return now
+          yield* Effect.sleep(Duration.millis(500))
+        }
+      }).pipe(Effect.scoped, Effect.timeout("60 seconds"))
+      assert.isTrue(renewed.authorized)
+      assert.isAbove(Date.parse(new X509Certificate(renewed.peer.raw).validFrom), Date.parse(first.validFrom) - 1)
+      assert.strictEqual((yield* before.command("NOOP")).slice(0, 3), "250")
+      yield* Scope.close(started.scope, Exit.void)
+    }).pipe(Effect.scoped), 120_000)
+})
