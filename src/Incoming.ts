@@ -20,6 +20,7 @@ import * as Relay from "./policy/Relay.ts"
 import * as Verdict from "./policy/Verdict.ts"
 import type { MailQueue } from "./queue/MailQueue.ts"
 import type { MailQueueError } from "./queue/MailQueueError.ts"
+import type { QueueAdmin } from "./queue/QueueAdmin.ts"
 import * as MemoryQueue from "./queue/MemoryQueue.ts"
 import * as SqliteQueue from "./queue/SqliteQueue.ts"
 import type { ListenError } from "./smtp/ListenError.ts"
@@ -39,6 +40,7 @@ export type Services =
   | Relay.Relay
   | Listener.Listeners
   | MailQueue
+  | QueueAdmin
   | Telemetry.Telemetry
   | Dispatcher.Dispatcher
   | Spool.Spool
@@ -49,7 +51,7 @@ export type Services =
 export type { IncomingOptions, PolicyChoice, QueueChoice } from "./IncomingOptions.ts"
 export { defaultDataDir } from "./IncomingOptions.ts"
 
-const queueLayer = (input: QueueChoice | undefined, dataDir: string): Layer.Layer<MailQueue, MailQueueError> => {
+const queueLayer = (input: QueueChoice | undefined, dataDir: string): Layer.Layer<MailQueue | QueueAdmin, MailQueueError> => {
   // The embedded default is durable: accepted mail must survive a restart.
   const choice: QueueChoice = input ?? { kind: "sqlite" }
   if (choice.kind === "memory") {

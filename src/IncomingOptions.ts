@@ -11,6 +11,7 @@ import type * as Policy from "./policy/Policy.ts"
 import type * as Relay from "./policy/Relay.ts"
 import type { MailQueue } from "./queue/MailQueue.ts"
 import type { MailQueueError } from "./queue/MailQueueError.ts"
+import type { QueueAdmin } from "./queue/QueueAdmin.ts"
 import type { ListenerInput } from "./smtp/ListenerOptions.ts"
 import type * as Admin from "./admin/Admin.ts"
 import type { AcmeOptions } from "./acme/AcmeOptions.ts"
@@ -26,7 +27,8 @@ export type QueueChoice =
   }
   | {
     readonly kind: "custom"
-    readonly layer: Layer.Layer<MailQueue, MailQueueError>
+    /** Both contracts of the backend, as its `layer` (over `QueueBackend.layer`) provides them. */
+    readonly layer: Layer.Layer<MailQueue | QueueAdmin, MailQueueError>
     /**
      * The queue is shared by design with other servers (several nodes on one database): they may
      * then also share the data dir, whose lock is taken shared and whose spool is not swept at

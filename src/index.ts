@@ -26,6 +26,7 @@ export * as Dns from "./dns/Dns.ts"
 export * as NodeDns from "./dns/NodeDns.ts"
 
 export * as MailQueue from "./queue/MailQueue.ts"
+export * as QueueAdmin from "./queue/QueueAdmin.ts"
 export * as Queues from "./queue/Queues.ts"
 
 export * as Adapters from "./delivery/Adapters.ts"

@@ -21,7 +21,7 @@ import * as NodeHttpServer from "@effect/platform-node/NodeHttpServer"
 import { Context, Effect, Layer, Option, Redacted } from "effect"
 import { HttpRouter, type HttpServerRequest, HttpServerResponse } from "effect/http"
 import { PrometheusMetrics } from "effect/observability"
-import { MailQueue } from "../queue/MailQueue.ts"
+import { QueueAdmin } from "../queue/QueueAdmin.ts"
 import { fromBindError, type ListenError } from "../smtp/ListenError.ts"
 import { Listeners } from "../smtp/Listener.ts"
 import * as Metrics from "./Metrics.ts"
@@ -62,7 +62,7 @@ export class Health extends Context.Service<Health, {
 }>()("incoming/Health") {}
 
 export const makeHealth = Effect.gen(function*() {
-  const queue = yield* MailQueue
+  const queue = yield* QueueAdmin
   let listeners: Listeners["Service"] | undefined
   let stopping = false
   let admin = Option.none<BoundAddress>()
@@ -93,7 +93,7 @@ export const makeHealth = Effect.gen(function*() {
 })
 
 /** A fresh `Health` per call (layers are shared by identity; two servers must not share one). */
-export const layerHealth = (): Layer.Layer<Health, never, MailQueue> => Layer.effect(Health, makeHealth)
+export const layerHealth = (): Layer.Layer<Health, never, QueueAdmin> => Layer.effect(Health, makeHealth)
 
 /**
  * Tells `Health` about the bound listeners; built on top of them, so its finalizer runs just

@@ -5,7 +5,8 @@
  * replies rejected, delivery results...) live in `Telemetry.ts`, updated on the data path.
  */
 import { Effect, Metric } from "effect"
-import type { MailQueue, RecipientState } from "../queue/MailQueue.ts"
+import type { RecipientState } from "../queue/MailQueue.ts"
+import type { QueueAdmin } from "../queue/QueueAdmin.ts"
 import type { Listeners } from "../smtp/Listener.ts"
 import { metrics as eventMetrics, version } from "../telemetry/Telemetry.ts"
 
@@ -26,7 +27,7 @@ const startedAt = Date.now() / 1000 - process.uptime()
 
 /** Updates every sampled metric; a queue that does not answer leaves the queue gauges as they were. */
 export const sample = (options: {
-  readonly queue: MailQueue["Service"]
+  readonly queue: QueueAdmin["Service"]
   readonly listeners: Listeners["Service"] | undefined
   readonly ready: boolean
   readonly draining: boolean

@@ -8,7 +8,7 @@ import { Argument, Command, Flag } from "effect/cli"
 import * as Incoming from "../Incoming.ts"
 import type { Envelope } from "../protocol/Envelope.ts"
 import * as BodyStream from "../queue/internal/bodyStream.ts"
-import { MailQueue, type MessageInfo, type MessageState } from "../queue/MailQueue.ts"
+import { type MessageInfo, type MessageState, QueueAdmin } from "../queue/QueueAdmin.ts"
 import * as SqliteQueue from "../queue/SqliteQueue.ts"
 
 const dataDir = Flag.String("data-dir").pipe(
@@ -20,8 +20,8 @@ const json = Flag.Boolean("json").pipe(Flag.withDescription("machine-readable ou
 class NotFound extends Error {}
 
 // Opening the queue logs at info; on a command's stdout that would break `--json`.
-const withQueue = <A, E>(dir: string, f: (q: MailQueue["Service"]) => Effect.Effect<A, E>) =>
-  MailQueue.use(f).pipe(
+const withQueue = <A, E>(dir: string, f: (q: QueueAdmin["Service"]) => Effect.Effect<A, E>) =>
+  QueueAdmin.use(f).pipe(
     Effect.provide(Layer.fresh(SqliteQueue.layer({ dataDir: dir }))),
     Effect.provideService(References.MinimumLogLevel, "Warn")
   )

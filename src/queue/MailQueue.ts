@@ -1,12 +1,13 @@
 /**
- * The `MailQueue` contract: where an accepted message lives from the 250 until every recipient
- * is delivered or dead-lettered.
+ * The `MailQueue` contract: the hot path of the queue, where an accepted message lives from the
+ * 250 until every recipient is delivered or dead-lettered.
  *
  * State is per recipient, so one recipient can be delivered while another waits for a retry.
  * Workers `claim` a message's due recipients under a lease; a lease that is neither settled nor
- * released before it expires (a crashed process) returns those recipients to the queue. Every
- * backend (memory, SQLite, PostgreSQL) implements this contract and passes the same
- * conformance kit (`queue/conformance.ts`).
+ * released before it expires (a crashed process) returns those recipients to the queue. What
+ * operators do (list, show, retry, hold, delete, purge, stats) is the other contract,
+ * `QueueAdmin.ts`; a backend's `make` builds both over one store (`QueueBackend.ts`), and every
+ * backend passes the same conformance kit (`incoming-smtp/testing/queue-conformance`).
  */
 import type { Readable } from "node:stream"
 import { Context, type Effect, type Option } from "effect"
@@ -19,9 +20,6 @@ export { MailQueueError, type MailQueueErrorReason } from "./MailQueueError.ts"
 
 export type RecipientState = "queued" | "inflight" | "retry" | "delivered" | "dead"
 
-/** Message state as shown to operators: the least-finished state of its recipients. */
-export type MessageState = "queued" | "inflight" | "retry" | "delivered" | "dead"
-
 export interface NewMessage {
   readonly id: string
   readonly envelope: Envelope
@@ -29,26 +27,6 @@ export interface NewMessage {
   readonly trace: string
   readonly body: SpooledBody
   readonly receivedAt: number
-}
-
-export interface RecipientStatus {
-  readonly rcpt: string
-  readonly state: RecipientState
-  readonly attempts: number
-  /** Epoch ms when a `queued`/`retry` recipient becomes due. */
-  readonly nextAttemptAt: number
-  readonly lastReply?: string | undefined
-  /** Epoch ms after which a dead recipient is purged. */
-  readonly expiresAt?: number | undefined
-}
-
-export interface MessageInfo {
-  readonly id: string
-  readonly envelope: Envelope
-  readonly receivedAt: number
-  readonly size: number
-  readonly state: MessageState
-  readonly recipients: ReadonlyArray<RecipientStatus>
 }
 
 /** The stored message read back: trace header(s) followed by the body as received. */
@@ -78,17 +56,6 @@ export type Settlement =
 export const delivered = (rcpt: string, reply: string): Settlement => ({ _tag: "Delivered", rcpt, reply })
 export const retryAt = (rcpt: string, at: number, reply: string): Settlement => ({ _tag: "Retry", rcpt, at, reply })
 export const dead = (rcpt: string, reply: string): Settlement => ({ _tag: "Dead", rcpt, reply })
-
-export interface ListFilter {
-  readonly state?: MessageState | "all" | undefined
-  readonly limit?: number | undefined
-}
-
-export interface QueueStats {
-  readonly messages: number
-  readonly depth: number
-  readonly recipients: Readonly<Record<RecipientState, number>>
-}
 
 export class MailQueue extends Context.Service<MailQueue, {
   /** Backend name for logs and `queue stats`. */
@@ -127,27 +94,9 @@ export class MailQueue extends Context.Service<MailQueue, {
    * that arrived since the last wake-up (while nobody waited) completes the next call at once.
    */
   readonly awaitWork: (timeoutMs: number) => Effect.Effect<void>
-  readonly list: (filter?: ListFilter) => Effect.Effect<ReadonlyArray<MessageInfo>, MailQueueError>
-  readonly get: (id: string) => Effect.Effect<Option.Option<MessageInfo>, MailQueueError>
-  readonly readMessage: (id: string) => Effect.Effect<MessageBody, MailQueueError>
-  /** Makes retry-waiting and dead recipients of a message due now; false if there were none. */
-  readonly retryNow: (id: string) => Effect.Effect<boolean, MailQueueError>
-  readonly remove: (id: string) => Effect.Effect<boolean, MailQueueError>
-  /** Removes dead recipients whose TTL passed (and messages left with nothing else). */
+  /** Removes dead recipients whose TTL passed (and messages left with nothing else): the dispatcher's housekeeping. */
   readonly purgeExpired: Effect.Effect<number, MailQueueError>
-  /** Removes every dead recipient now. */
-  readonly purgeDead: Effect.Effect<number, MailQueueError>
-  readonly stats: Effect.Effect<QueueStats, MailQueueError>
 }>()("incoming/MailQueue") {}
-
-/** The message state derived from its recipients: the least-finished one wins. */
-export const messageState = (states: ReadonlyArray<RecipientState>): MessageState => {
-  if (states.includes("inflight")) return "inflight"
-  if (states.includes("queued")) return "queued"
-  if (states.includes("retry")) return "retry"
-  if (states.includes("dead")) return "dead"
-  return "delivered"
-}
 
 export interface QueueOptions {
   /** Dead-lettered recipients are kept this long (ms) for inspection and replay. */

@@ -1,12 +1,12 @@
 /**
- * The in-process `MailQueue`: same contract, no durability. For development, tests and
+ * The in-process queue backend (`MailQueue` and `QueueAdmin`): same contracts, no durability. For development, tests and
  * ephemeral use — a crash loses everything in it, and it says so when it starts.
  *
  * Small bodies stay in memory; bodies the spool already put in a file stay in that file (so a
  * 50 MiB message does not move into the heap) and the file is removed when the message is done.
  */
 import { randomUUID } from "node:crypto"
-import { Clock, Effect, Layer, Option } from "effect"
+import { Clock, Effect, type Layer, Option } from "effect"
 import type { SpooledBody } from "../spool/SpooledBody.ts"
 import * as BodyStream from "./internal/bodyStream.ts"
 import * as WorkSignal from "./internal/WorkSignal.ts"
@@ -15,14 +15,13 @@ import {
   type Lease,
   MailQueue,
   type MessageBody,
-  type MessageInfo,
-  messageState,
   type NewMessage,
   type QueueOptions,
-  type RecipientState,
-  type RecipientStatus
+  type RecipientState
 } from "./MailQueue.ts"
 import { MailQueueError } from "./MailQueueError.ts"
+import { QueueAdmin, type MessageInfo, messageState, type RecipientStatus } from "./QueueAdmin.ts"
+import * as QueueBackend from "./QueueBackend.ts"
 
 interface Rcpt {
   rcpt: string
@@ -89,7 +88,7 @@ export const make = Effect.fnUntraced(function*(options: Partial<QueueOptions> =
   const liveLease = (e: Entry | undefined, lease: Lease) =>
     e !== undefined && e.lease !== undefined && e.lease.token === lease.token
 
-  return MailQueue.of({
+  const queue = MailQueue.of({
     backend: "memory",
     durable: false,
     maxDepth: opts.maxDepth,
@@ -223,6 +222,14 @@ export const make = Effect.fnUntraced(function*(options: Partial<QueueOptions> =
       return Option.fromNullishOr(min)
     }),
     awaitWork: signal.await,
+    purgeExpired: Effect.gen(function*() {
+      const now = yield* Clock.currentTimeMillis
+      return yield* purge((r) => r.state === "dead" && r.expiresAt !== undefined && r.expiresAt <= now)
+    })
+  })
+
+  const admin = QueueAdmin.of({
+    backend: "memory",
     list: (filter = {}) =>
       Effect.sync(() => {
         // Oldest first, like the durable backends (the sort is stable: ties keep arrival order).
@@ -268,10 +275,6 @@ export const make = Effect.fnUntraced(function*(options: Partial<QueueOptions> =
         adjust(e, wasPending)
         return true
       }),
-    purgeExpired: Effect.gen(function*() {
-      const now = yield* Clock.currentTimeMillis
-      return yield* purge((r) => r.state === "dead" && r.expiresAt !== undefined && r.expiresAt <= now)
-    }),
     purgeDead: Effect.suspend(() => purge((r) => r.state === "dead")),
     stats: Effect.sync(() => {
       const recipients: Record<RecipientState, number> = { queued: 0, inflight: 0, retry: 0, delivered: 0, dead: 0 }
@@ -279,6 +282,8 @@ export const make = Effect.fnUntraced(function*(options: Partial<QueueOptions> =
       return { messages: entries.size, depth, recipients }
     })
   })
+
+  return { queue, admin } satisfies QueueBackend.QueueBackend
 
   function purge(pred: (r: Rcpt) => boolean) {
     return Effect.gen(function*() {
@@ -301,5 +306,5 @@ export const make = Effect.fnUntraced(function*(options: Partial<QueueOptions> =
 const bodyStream = (trace: string, body: SpooledBody) =>
   body._tag === "InMemory" ? BodyStream.fromParts(trace, body.chunks) : BodyStream.fromFile(trace, body.path)
 
-export const layer = (options: Partial<QueueOptions> = {}): Layer.Layer<MailQueue> =>
-  Layer.effect(MailQueue, make(options))
+export const layer = (options: Partial<QueueOptions> = {}): Layer.Layer<MailQueue | QueueAdmin> =>
+  QueueBackend.layer(make(options))

@@ -13,6 +13,8 @@ import { MailQueue } from "../../src/queue/MailQueue.ts"
 import * as MemoryQueue from "../../src/queue/MemoryQueue.ts"
 import * as Telemetry from "../../src/telemetry/Telemetry.ts"
 import { message } from "../support/fixtures.ts"
+import { memoryWith } from "../support/queues.ts"
+import { QueueAdmin } from "../../src/queue/QueueAdmin.ts"
 
 const options: Partial<Dispatcher.DispatcherOptions> = {
   workers: 1,
@@ -50,6 +52,7 @@ describe("Dispatcher", () => {
       const { calls, layer } = yield* countingAdapter(() => DA.retry("u@example.test", "451 4.2.0 mailbox busy"))
       const ctx = yield* Layer.build(harness(layer))
       const q = Context.get(ctx, MailQueue)
+      const qAdmin = Context.get(ctx, QueueAdmin)
       const telemetry = Context.get(ctx, Telemetry.Telemetry)
       const sub = yield* telemetry.subscribe
       const msg = message(["u@example.test"], 0)
@@ -57,7 +60,7 @@ describe("Dispatcher", () => {
 
       const first = yield* nextResult(sub)
       assert.strictEqual(first.outcome, "retry")
-      const info1 = Option.getOrThrow(yield* q.get(msg.id))
+      const info1 = Option.getOrThrow(yield* qAdmin.get(msg.id))
       assert.strictEqual(info1.state, "retry")
       assert.strictEqual(info1.recipients[0]!.attempts, 1)
       assert.strictEqual(info1.recipients[0]!.nextAttemptAt, 1_000)
@@ -68,7 +71,7 @@ describe("Dispatcher", () => {
       yield* TestClock.adjust(1)
       const second = yield* nextResult(sub)
       assert.strictEqual(second.outcome, "retry")
-      assert.strictEqual(Option.getOrThrow(yield* q.get(msg.id)).recipients[0]!.nextAttemptAt, 1_000 + 2_000)
+      assert.strictEqual(Option.getOrThrow(yield* qAdmin.get(msg.id)).recipients[0]!.nextAttemptAt, 1_000 + 2_000)
 
       yield* TestClock.adjust(1_999)
       assert.strictEqual(yield* Ref.get(calls), 2)
@@ -76,15 +79,15 @@ describe("Dispatcher", () => {
       const third = yield* nextResult(sub)
       assert.strictEqual(third.outcome, "dead")
       assert.include(third.reason, "gave up after 3 attempts")
-      const dead = Option.getOrThrow(yield* q.get(msg.id))
+      const dead = Option.getOrThrow(yield* qAdmin.get(msg.id))
       assert.strictEqual(dead.state, "dead")
       assert.strictEqual(yield* q.depth, 0)
 
       // Kept for the TTL (10 s), purged by the janitor afterwards.
       yield* TestClock.adjust(9_000)
-      assert.isTrue(Option.isSome(yield* q.get(msg.id)))
+      assert.isTrue(Option.isSome(yield* qAdmin.get(msg.id)))
       yield* TestClock.adjust(2_000)
-      assert.isTrue(Option.isNone(yield* q.get(msg.id)))
+      assert.isTrue(Option.isNone(yield* qAdmin.get(msg.id)))
       assert.strictEqual(yield* Ref.get(calls), 3)
     }))
 
@@ -95,6 +98,7 @@ describe("Dispatcher", () => {
       )
       const ctx = yield* Layer.build(harness(layer))
       const q = Context.get(ctx, MailQueue)
+      const qAdmin = Context.get(ctx, QueueAdmin)
       const telemetry = Context.get(ctx, Telemetry.Telemetry)
       const sub = yield* telemetry.subscribe
       const msg = message(["ok@example.test", "later@example.test", "no@example.test"], 0)
@@ -109,7 +113,7 @@ describe("Dispatcher", () => {
         "later@example.test": "retry",
         "no@example.test": "dead"
       })
-      const info = Option.getOrThrow(yield* q.get(msg.id))
+      const info = Option.getOrThrow(yield* qAdmin.get(msg.id))
       const states = Object.fromEntries(info.recipients.map((r) => [r.rcpt, r.state]))
       assert.deepStrictEqual(states, { "ok@example.test": "delivered", "later@example.test": "retry", "no@example.test": "dead" })
 
@@ -176,11 +180,9 @@ describe("Dispatcher", () => {
       }))
       // A queue whose first claim dies, as a storage bug would.
       let claims = 0
-      const crashingQueue = Layer.effect(MailQueue, Effect.map(MemoryQueue.make(), (q) =>
-        MailQueue.of({
-          ...q,
+      const crashingQueue = memoryWith((q) => ({
           claim: (o) => (++claims === 1 ? Effect.die(new Error("claim exploded")) : q.claim(o))
-        })))
+        }))
       const ctx = yield* Layer.build(harness(adapter, crashingQueue))
       const q = Context.get(ctx, MailQueue)
       const dispatcher = Context.get(ctx, Dispatcher.Dispatcher)
@@ -200,6 +202,7 @@ describe("Dispatcher", () => {
       }))
       const queueCtx = yield* Layer.build(Layer.mergeAll(MemoryQueue.layer(), Telemetry.layer(), adapter))
       const q = Context.get(queueCtx, MailQueue)
+      const qAdmin = Context.get(queueCtx, QueueAdmin)
       const msg = message(["a@example.test"], Date.now())
       yield* q.commit(msg)
 
@@ -210,10 +213,10 @@ describe("Dispatcher", () => {
         scope
       )
       yield* Deferred.await(started)
-      assert.strictEqual(Option.getOrThrow(yield* q.get(msg.id)).state, "inflight")
+      assert.strictEqual(Option.getOrThrow(yield* qAdmin.get(msg.id)).state, "inflight")
       yield* Scope.close(scope, Exit.void)
 
-      const info = Option.getOrThrow(yield* q.get(msg.id))
+      const info = Option.getOrThrow(yield* qAdmin.get(msg.id))
       assert.strictEqual(info.state, "queued")
       assert.strictEqual(info.recipients[0]!.attempts, 0, "a released lease does not count as an attempt")
       assert.isTrue(Option.isSome(yield* q.claim({ owner: "next", leaseMs: 1_000 })))
@@ -229,10 +232,10 @@ describe("Dispatcher", () => {
       // The first settle hangs until released, as one waiting for a slow write batch would.
       const gate = yield* Deferred.make<void>()
       let settles = 0
-      const slowSettle = Layer.effect(MailQueue, Effect.map(MemoryQueue.make(), (q) =>
-        MailQueue.of({ ...q, settle: (lease, s) => (++settles === 1 ? Effect.andThen(Deferred.await(gate), q.settle(lease, s)) : q.settle(lease, s)) })))
+      const slowSettle = memoryWith((q) => ({ settle: (lease, s) => (++settles === 1 ? Effect.andThen(Deferred.await(gate), q.settle(lease, s)) : q.settle(lease, s)) }))
       const queueCtx = yield* Layer.build(Layer.mergeAll(slowSettle, Telemetry.layer(), adapter))
       const q = Context.get(queueCtx, MailQueue)
+      const qAdmin = Context.get(queueCtx, QueueAdmin)
       const sub = yield* Context.get(queueCtx, Telemetry.Telemetry).subscribe
       const first = message(["a@example.test"], Date.now() - 1)
       const second = message(["b@example.test"], Date.now())
@@ -245,7 +248,7 @@ describe("Dispatcher", () => {
       const result = yield* Telemetry.awaitEvent(sub, Telemetry.is("DeliveryResult")).pipe(Effect.timeout("5 seconds"))
       assert.strictEqual(result.id, second.id, "the second message is delivered and settled first")
       assert.deepStrictEqual(delivered, [first.id, second.id])
-      assert.strictEqual(Option.getOrThrow(yield* q.get(first.id)).state, "inflight", "the first is leased until its settle lands")
+      assert.strictEqual(Option.getOrThrow(yield* qAdmin.get(first.id)).state, "inflight", "the first is leased until its settle lands")
       assert.strictEqual(yield* q.depth, 1)
 
       // Closing the dispatcher while the settle waits: the drain lets it finish, nothing is released.
@@ -255,6 +258,6 @@ describe("Dispatcher", () => {
       yield* Deferred.succeed(gate, undefined)
       yield* Fiber.join(closing)
       assert.strictEqual(yield* q.depth, 0, "the first message was settled as delivered, not handed back")
-      assert.isTrue(Option.isNone(yield* q.get(first.id)))
+      assert.isTrue(Option.isNone(yield* qAdmin.get(first.id)))
     }))
 })

@@ -18,6 +18,7 @@ import * as BodyStream from "../../src/queue/internal/bodyStream.ts"
 import * as MemoryQueue from "../../src/queue/MemoryQueue.ts"
 import * as Telemetry from "../../src/telemetry/Telemetry.ts"
 import { envelope, message } from "../support/fixtures.ts"
+import { QueueAdmin } from "../../src/queue/QueueAdmin.ts"
 
 const delivery = (recipients: ReadonlyArray<string | readonly [string, number]>): DA.Delivery => {
   const list = recipients.map((r) => (typeof r === "string" ? { rcpt: r, attempt: 1 } : { rcpt: r[0], attempt: r[1] }))
@@ -302,6 +303,7 @@ describe("Router", () => {
         )
       )
       const q = Context.get(ctx, MailQueue)
+      const qAdmin = Context.get(ctx, QueueAdmin)
       assert.strictEqual(Context.get(ctx, Router.Routes).routeFor("u@bad.test")?.name, "patient")
       const sub = yield* Context.get(ctx, Telemetry.Telemetry).subscribe
       const next = (s: PubSub.Subscription<Telemetry.TelemetryEvent>) => Telemetry.awaitEvent(s, Telemetry.is("DeliveryResult"))
@@ -310,7 +312,7 @@ describe("Router", () => {
 
       const first = [yield* next(sub), yield* next(sub)]
       assert.deepStrictEqual(Object.fromEntries(first.map((e) => [e.rcpt, e.outcome])), { "ok@good.test": "delivered", "u@bad.test": "retry" })
-      const retryAt = () => Effect.map(q.get(msg.id), (i) => Option.getOrThrow(i).recipients.find((r) => r.rcpt === "u@bad.test")!.nextAttemptAt)
+      const retryAt = () => Effect.map(qAdmin.get(msg.id), (i) => Option.getOrThrow(i).recipients.find((r) => r.rcpt === "u@bad.test")!.nextAttemptAt)
       assert.strictEqual(yield* retryAt(), 1_000)
 
       yield* TestClock.adjust(999)
@@ -326,7 +328,7 @@ describe("Router", () => {
       const last = yield* next(sub)
       assert.deepStrictEqual([last.rcpt, last.outcome, last.reason], ["u@bad.test", "dead", "gave up after 3 attempts: 451 4.3.0 try later"])
       assert.deepStrictEqual(good.calls, [["ok@good.test"]])
-      const states = Object.fromEntries(Option.getOrThrow(yield* q.get(msg.id)).recipients.map((r) => [r.rcpt, r.state]))
+      const states = Object.fromEntries(Option.getOrThrow(yield* qAdmin.get(msg.id)).recipients.map((r) => [r.rcpt, r.state]))
       assert.deepStrictEqual(states, { "ok@good.test": "delivered", "u@bad.test": "dead" })
     }))
 

@@ -7,9 +7,9 @@ import { assert, describe, it } from "@effect/vitest"
 import { Context, Effect, Layer, Result } from "effect"
 import * as DA from "../../src/delivery/DeliveryAdapter.ts"
 import * as Router from "../../src/delivery/Router.ts"
-import { MailQueue } from "../../src/queue/MailQueue.ts"
 import { Listeners } from "../../src/smtp/Listener.ts"
 import { SmtpClient, TestIncoming } from "../../src/testing/index.ts"
+import { QueueAdmin } from "../../src/queue/QueueAdmin.ts"
 
 const app = DA.DeliveryAdapter.of({
   name: "app",
@@ -38,7 +38,7 @@ describe("sync-ack routes", () => {
         TestIncoming.layerWith({ domains: ["sync.test", "queued.test"] }).pipe(Layer.provide(routerLayer))
       )
       const port = Context.get(ctx, Listeners).all[0]!.port
-      const queue = Context.get(ctx, MailQueue)
+      const queueAdmin = Context.get(ctx, QueueAdmin)
       const send = (to: string) => SmtpClient.send({ port, from: "a@remote.test", to: [to], data: "Subject: s\r\n\r\nbody\r\n" })
 
       const ok = yield* send("ok@sync.test")
@@ -50,7 +50,7 @@ describe("sync-ack routes", () => {
 
       const gone = yield* send("nobody@sync.test")
       assert.deepStrictEqual([gone.code, gone.text], [550, "5.1.1 no such user here"])
-      assert.strictEqual((yield* queue.stats).messages, 0, "a sync-acknowledged message is never queued")
+      assert.strictEqual((yield* queueAdmin.stats).messages, 0, "a sync-acknowledged message is never queued")
 
       // A durable route still answers after the commit and delivers later.
       const queued = yield* send("later-ok@queued.test")
@@ -113,7 +113,7 @@ describe("sync-ack routes", () => {
         const down = yield* send("down@sync.test")
         assert.strictEqual(down.code, 451, "a delivery that could not be made is never a 5xx")
         assert.match(down.text, /^4\.\d+\.\d+ /)
-        assert.strictEqual((yield* Context.get(ctx, MailQueue).stats).messages, 0)
+        assert.strictEqual((yield* Context.get(ctx, QueueAdmin).stats).messages, 0)
       }
     }))
 })

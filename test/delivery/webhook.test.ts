@@ -17,6 +17,7 @@ import * as Signature from "../../src/delivery/webhook/Signature.ts"
 import * as WebhookAdapter from "../../src/delivery/webhook/WebhookAdapter.ts"
 import { MailQueue } from "../../src/queue/MailQueue.ts"
 import { MailQueueError } from "../../src/queue/MailQueueError.ts"
+import { QueueAdmin } from "../../src/queue/QueueAdmin.ts"
 import * as BodyStream from "../../src/queue/internal/bodyStream.ts"
 import { Listeners } from "../../src/smtp/Listener.ts"
 import * as Telemetry from "../../src/telemetry/Telemetry.ts"
@@ -139,7 +140,7 @@ const incomingWith = (options: WebhookAdapter.WebhookOptions) =>
         assert.strictEqual(reply.code, 250, reply.text)
         return /queued as (\w+)/.exec(reply.text)![1]!
       })
-    return { queue: Context.get(ctx, MailQueue), result, send }
+    return { queue: Context.get(ctx, MailQueue), admin: Context.get(ctx, QueueAdmin), result, send }
   })
 
 describe("WebhookAdapter", () => {
@@ -385,7 +386,7 @@ describe("WebhookAdapter", () => {
     it.live("500 then 200: retried, delivered exactly once, same idempotency key, every request verifiable", () =>
       Effect.gen(function*() {
         const server = yield* receiver((_, res, i) => answer(res, i === 0 ? 500 : 200, i === 0 ? "database down" : "ok"))
-        const { queue, result, send } = yield* incomingWith({ url: server.url, secret })
+        const { admin, queue, result, send } = yield* incomingWith({ url: server.url, secret })
         const id = yield* send("first")
         const first = yield* result
         assert.deepStrictEqual([first.id, first.outcome], [id, "retry"])
@@ -394,7 +395,7 @@ describe("WebhookAdapter", () => {
         assert.deepStrictEqual([second.id, second.outcome], [id, "delivered"])
 
         // The memory queue forgets a message once every recipient is delivered: nothing is left to retry.
-        assert.isTrue(Option.isNone(yield* queue.get(id)))
+        assert.isTrue(Option.isNone(yield* admin.get(id)))
         assert.strictEqual(server.requests.length, 2, "one failed POST, one delivered POST")
         const [a, b] = server.requests
         assert.strictEqual(a!.headers["idempotency-key"], b!.headers["idempotency-key"])
@@ -409,12 +410,12 @@ describe("WebhookAdapter", () => {
     it.live("410 Gone: dead-lettered with the reason after one POST", () =>
       Effect.gen(function*() {
         const server = yield* receiver((_, res) => answer(res, 410, "hook deleted"))
-        const { queue, result, send } = yield* incomingWith({ url: server.url, secret })
+        const { admin, result, send } = yield* incomingWith({ url: server.url, secret })
         const id = yield* send("gone")
         const r = yield* result
         assert.deepStrictEqual([r.id, r.outcome], [id, "dead"])
         assert.include(r.reason, "answered 410 Gone: hook deleted")
-        const info = Option.getOrThrow(yield* queue.get(id))
+        const info = Option.getOrThrow(yield* admin.get(id))
         assert.strictEqual(info.state, "dead")
         assert.include(info.recipients[0]!.lastReply ?? "", "410 Gone")
         assert.strictEqual(server.requests.length, 1)
@@ -426,7 +427,7 @@ describe("WebhookAdapter", () => {
           // The first request is left hanging; the adapter gives up on it after 300 ms.
           if (i > 0) answer(res, 200)
         })
-        const { queue, result, send } = yield* incomingWith({ url: server.url, secret, timeoutMs: 300 })
+        const { admin, result, send } = yield* incomingWith({ url: server.url, secret, timeoutMs: 300 })
         const id = yield* send("slow")
         const first = yield* result
         assert.strictEqual(first.outcome, "retry")
@@ -435,7 +436,7 @@ describe("WebhookAdapter", () => {
         assert.strictEqual(second.outcome, "delivered")
         assert.strictEqual(server.requests.length, 2)
         assert.strictEqual(server.requests[0]!.headers["idempotency-key"], server.requests[1]!.headers["idempotency-key"])
-        assert.isTrue(Option.isNone(yield* queue.get(id)), "delivered and forgotten by the memory queue")
+        assert.isTrue(Option.isNone(yield* admin.get(id)), "delivered and forgotten by the memory queue")
       }))
   })
 

@@ -6,9 +6,9 @@ import { assert, describe, it } from "@effect/vitest"
 import { Context, Effect, Layer, Option } from "effect"
 import { Server } from "../../examples/host-app.ts"
 import { Listeners } from "../../src/smtp/Listener.ts"
-import { MailQueue } from "../../src/queue/MailQueue.ts"
 import * as Telemetry from "../../src/telemetry/Telemetry.ts"
 import { SmtpClient, TestIncoming } from "../../src/testing/index.ts"
+import { QueueAdmin } from "../../src/queue/QueueAdmin.ts"
 
 describe("host app example", () => {
   it.live("serves, delivers to its Effect, and dead-letters what it rejects", () =>
@@ -26,7 +26,7 @@ describe("host app example", () => {
       const ctx = yield* Layer.build(Server(0))
       const port = Context.get(ctx, Listeners).all[0]!.port
       const sub = yield* Context.get(ctx, Telemetry.Telemetry).subscribe
-      const queue = Context.get(ctx, MailQueue)
+      const queueAdmin = Context.get(ctx, QueueAdmin)
 
       const ok = yield* SmtpClient.send({ port, from: "a@friend.test", to: ["bob@example.com"], data: "Subject: hi\r\n\r\nhi\r\n" })
       assert.strictEqual(ok.code, 250)
@@ -38,6 +38,6 @@ describe("host app example", () => {
       const id = /queued as (\w+)/.exec(spam.text)![1]!
       const second = yield* Telemetry.awaitEvent(sub, Telemetry.is("DeliveryResult"))
       assert.deepStrictEqual([second.id, second.outcome, second.reason], [id, "dead", "550 5.7.1 not wanted"])
-      assert.strictEqual(Option.getOrThrow(yield* queue.get(id)).state, "dead")
+      assert.strictEqual(Option.getOrThrow(yield* queueAdmin.get(id)).state, "dead")
     }))
 })

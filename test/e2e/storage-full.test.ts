@@ -7,11 +7,11 @@
 import { join } from "node:path"
 import { assert, describe, it } from "@effect/vitest"
 import { Context, Effect, Layer } from "effect"
-import { MailQueue } from "../../src/queue/MailQueue.ts"
 import * as SqliteQueue from "../../src/queue/SqliteQueue.ts"
 import { Listeners } from "../../src/smtp/Listener.ts"
 import * as DA from "../../src/delivery/DeliveryAdapter.ts"
 import { Captured, CapturingAdapter, SmtpClient, TestIncoming } from "../../src/testing/index.ts"
+import { QueueAdmin } from "../../src/queue/QueueAdmin.ts"
 
 describe("storage full", () => {
   it.live("DATA gets 452 4.3.1 when the queue's storage is full, nothing partial stays, and mail flows again once space returns", () =>
@@ -22,7 +22,7 @@ describe("storage full", () => {
         TestIncoming.layerWith({ queue: { kind: "custom", layer: queueLayer } }).pipe(Layer.provideMerge(CapturingAdapter.layer))
       )
       const port = Context.get(ctx, Listeners).all[0]!.port
-      const queue = Context.get(ctx, MailQueue)
+      const queueAdmin = Context.get(ctx, QueueAdmin)
       // Deliveries keep failing, so every accepted message stays in the queue and fills it.
       yield* Context.get(ctx, Captured).setDecision((d) => Effect.succeed(DA.all(d, (r) => DA.retry(r, "451 not now", Date.now() + 3_600_000))))
 
@@ -40,14 +40,14 @@ describe("storage full", () => {
       assert.isAbove(accepted.length, 0)
 
       // Nothing half-written: the queue holds exactly what got a 250.
-      const listed = (yield* queue.list({ state: "all" })).map((m) => m.id).toSorted()
+      const listed = (yield* queueAdmin.list({ state: "all" })).map((m) => m.id).toSorted()
       assert.deepStrictEqual(listed, accepted.toSorted())
 
       // Still full: another attempt is refused the same way, and the server keeps answering.
       assert.strictEqual((yield* SmtpClient.send({ port, from: "a@remote.test", to: ["u@example.test"], data: body })).code, 452)
 
       // Space returns when the operator removes mail; the same server accepts again.
-      for (const id of accepted.slice(0, 3)) assert.isTrue(yield* queue.remove(id))
+      for (const id of accepted.slice(0, 3)) assert.isTrue(yield* queueAdmin.remove(id))
       const again = yield* SmtpClient.send({ port, from: "a@remote.test", to: ["u@example.test"], data: body })
       assert.strictEqual(again.code, 250, again.lines.join(" / "))
     }), { timeout: 60_000 })

@@ -20,9 +20,11 @@ import {
   T0
 } from "../../src/testing/QueueConformance.ts"
 import { delivered, MailQueue, retryAt } from "../../src/queue/MailQueue.ts"
+import { QueueAdmin } from "../../src/queue/QueueAdmin.ts"
 import * as SqliteQueue from "../../src/queue/SqliteQueue.ts"
 
 type Queue = MailQueue["Service"]
+type Admin = QueueAdmin["Service"]
 
 const tempDir: Effect.Effect<string, never, Scope.Scope> = Effect.acquireRelease(
   Effect.sync(() => mkdtempSync(join(tmpdir(), "incoming-sqlite-"))),
@@ -35,11 +37,11 @@ conformance("sqlite", (options) =>
 /** Opens the queue in `dataDir`, runs `f`, and closes it again (a process lifetime). */
 const withQueue = <A, E>(
   options: SqliteQueue.SqliteQueueOptions,
-  f: (q: Queue) => Effect.Effect<A, E, Scope.Scope>
+  f: (q: Queue, a: Admin) => Effect.Effect<A, E, Scope.Scope>
 ) =>
   Effect.scoped(
     Effect.gen(function*() {
-      return yield* f(yield* MailQueue)
+      return yield* f(yield* MailQueue, yield* QueueAdmin)
     }).pipe(Effect.provide(SqliteQueue.layer(options)))
   )
 
@@ -87,10 +89,10 @@ describe("SqliteQueue", () => {
         }
       } as const
       yield* withQueue({ dataDir }, (q) => q.commit(marked))
-      yield* withQueue({ dataDir }, (q) =>
+      yield* withQueue({ dataDir }, (q, a) =>
         Effect.gen(function*() {
           assert.deepStrictEqual((yield* claimOne(q)).envelope, marked.envelope)
-          assert.deepStrictEqual(Option.getOrUndefined(yield* q.get(marked.id))?.envelope, marked.envelope)
+          assert.deepStrictEqual(Option.getOrUndefined(yield* a.get(marked.id))?.envelope, marked.envelope)
         }))
     }))
 
@@ -109,15 +111,15 @@ describe("SqliteQueue", () => {
           assert.strictEqual(lease.id, m1.id)
           yield* q.settle(lease, [delivered("a@example.com", "250 ok"), retryAt("b@example.com", T0 + 10_000, "451 busy")])
         }))
-      yield* withQueue({ dataDir }, (q) =>
+      yield* withQueue({ dataDir }, (q, a) =>
         Effect.gen(function*() {
           assert.strictEqual(yield* q.depth, 2)
-          const info = Option.getOrUndefined(yield* q.get(m1.id))
+          const info = Option.getOrUndefined(yield* a.get(m1.id))
           assert.deepStrictEqual(info?.recipients.map((r) => [r.rcpt, r.state, r.attempts, r.nextAttemptAt, r.lastReply]), [
             ["a@example.com", "delivered", 1, T0 - 2, "250 ok"],
             ["b@example.com", "retry", 1, T0 + 10_000, "451 busy"]
           ])
-          const stored = yield* readAll(yield* q.readMessage(m2.id))
+          const stored = yield* readAll(yield* a.readMessage(m2.id))
           assert.isTrue(stored.equals(Buffer.concat([Buffer.from(m2.trace), big])))
           assert.strictEqual((yield* claimOne(q)).id, m2.id)
           yield* TestClock.adjust(10_000)
@@ -151,7 +153,7 @@ describe("SqliteQueue", () => {
           yield* owner.commit(m)
           const lease = yield* claimOne(owner, "server-worker", 10_000)
           // Like `incoming queue ...` while the server runs: no start-up recovery may touch the lease.
-          yield* withQueue({ dataDir }, (cli) =>
+          yield* withQueue({ dataDir }, (cli, cliAdmin) =>
             Effect.gen(function*() {
               assert.strictEqual(yield* cli.depth, 1)
               assert.isTrue(Option.isNone(yield* cli.claim({ owner: "cli", leaseMs: 10_000 })))
@@ -159,7 +161,7 @@ describe("SqliteQueue", () => {
               assert.strictEqual(yield* cli.depth, 2, "the other process's commit is counted")
               yield* owner.settle(lease, [delivered("rcpt@example.com", "250 ok")])
               assert.strictEqual(yield* cli.depth, 1)
-              assert.strictEqual((yield* cli.stats).messages, 1)
+              assert.strictEqual((yield* cliAdmin.stats).messages, 1)
             }))
         }))
     }))
@@ -175,7 +177,7 @@ describe("SqliteQueue", () => {
           yield* owner.commit(m1)
           yield* owner.commit(m2)
           assert.strictEqual(yield* owner.depth, 2)
-          yield* withQueue({ dataDir }, (cli) => Effect.asVoid(cli.remove(m1.id)))
+          yield* withQueue({ dataDir }, (_, cliAdmin) => Effect.asVoid(cliAdmin.remove(m1.id)))
           let seen = 2
           for (let i = 0; i < 50 && seen !== 1; i++) {
             yield* sleep(20)
@@ -274,12 +276,12 @@ describe("SqliteQueue", () => {
       const content = Buffer.alloc(8192, "c")
       const spooled = yield* fileBody(content, otherDevice)
       const m = message({ receivedAt: T0 - 1, body: spooled.body })
-      yield* withQueue({ dataDir, inlineThreshold: 1024 }, (q) =>
+      yield* withQueue({ dataDir, inlineThreshold: 1024 }, (q, a) =>
         Effect.gen(function*() {
           yield* q.commit(m)
           assert.deepStrictEqual(bodyFiles(dataDir), [m.id], "copied without leaving a temp file")
           assert.strictEqual(spooled.released(), 1, "the spool copy is released once the queue holds its own")
-          assert.isTrue((yield* readAll(yield* q.readMessage(m.id))).equals(Buffer.concat([Buffer.from(m.trace), content])))
+          assert.isTrue((yield* readAll(yield* a.readMessage(m.id))).equals(Buffer.concat([Buffer.from(m.trace), content])))
         }))
     }))
 
@@ -292,10 +294,10 @@ describe("SqliteQueue", () => {
       // What a crash can leave: a body whose commit never happened, a half-written copy.
       writeFileSync(join(dataDir, "bodies", "ORPHANED00000000"), "never committed")
       writeFileSync(join(dataDir, "bodies", `${m.id}.tmp`), "half")
-      yield* withQueue({ dataDir, inlineThreshold: 1024 }, (q) =>
+      yield* withQueue({ dataDir, inlineThreshold: 1024 }, (q, a) =>
         Effect.gen(function*() {
           assert.deepStrictEqual(bodyFiles(dataDir), [m.id])
-          assert.strictEqual((yield* readAll(yield* q.readMessage(m.id))).length, m.trace.length + 2048)
+          assert.strictEqual((yield* readAll(yield* a.readMessage(m.id))).length, m.trace.length + 2048)
         }))
     }))
 
@@ -310,17 +312,17 @@ describe("SqliteQueue", () => {
         Effect.forEach([missing, truncated, fine], (m) => q.commit(m), { discard: true }))
       rmSync(join(dataDir, "bodies", missing.id))
       truncateSync(join(dataDir, "bodies", truncated.id), 100)
-      yield* withQueue({ dataDir, inlineThreshold: 1024, deadLetterTtlMs: 60_000 }, (q) =>
+      yield* withQueue({ dataDir, inlineThreshold: 1024, deadLetterTtlMs: 60_000 }, (q, a) =>
         Effect.gen(function*() {
-          const lost = Option.getOrUndefined(yield* q.get(missing.id))
+          const lost = Option.getOrUndefined(yield* a.get(missing.id))
           assert.strictEqual(lost?.state, "dead")
           assert.match(lost?.recipients[0]?.lastReply ?? "", /missing/)
           assert.strictEqual(lost?.recipients[0]?.expiresAt, T0 + 60_000)
-          const damaged = Option.getOrUndefined(yield* q.get(truncated.id))
+          const damaged = Option.getOrUndefined(yield* a.get(truncated.id))
           assert.strictEqual(damaged?.state, "dead")
           assert.match(damaged?.recipients[0]?.lastReply ?? "", /100 bytes, expected 2048/)
           assert.strictEqual(yield* q.depth, 1)
-          assert.deepStrictEqual((yield* q.list({ state: "dead" })).map((i) => i.id), [missing.id, truncated.id])
+          assert.deepStrictEqual((yield* a.list({ state: "dead" })).map((i) => i.id), [missing.id, truncated.id])
           assert.strictEqual((yield* claimOne(q)).id, fine.id)
           assert.isTrue(Option.isNone(yield* q.claim({ owner: "w", leaseMs: 1000 })))
         }))
@@ -332,7 +334,7 @@ describe("SqliteQueue", () => {
       yield* TestClock.setTime(T0)
       const options = { dataDir, maxPageCount: 64 }
       const body = () => memoryBody([Buffer.alloc(20 * 1024, "z")]).body
-      yield* withQueue(options, (q) =>
+      yield* withQueue(options, (q, a) =>
         Effect.gen(function*() {
           const stored: Array<string> = []
           let reason: string | undefined
@@ -342,7 +344,7 @@ describe("SqliteQueue", () => {
             if (result._tag === "Success") stored.push(m.id)
             else {
               reason = result.failure.reason._tag
-              assert.isTrue(Option.isNone(yield* q.get(m.id)), "a failed commit left its message behind")
+              assert.isTrue(Option.isNone(yield* a.get(m.id)), "a failed commit left its message behind")
             }
           }
           assert.strictEqual(reason, "StorageFull")
@@ -356,15 +358,15 @@ describe("SqliteQueue", () => {
             "StorageFull",
             "StorageFull"
           ])
-          const stats = yield* q.stats
+          const stats = yield* a.stats
           assert.strictEqual(stats.messages, stored.length)
           assert.strictEqual(stats.recipients.queued, stored.length)
           assert.strictEqual(yield* q.depth, stored.length)
           // Space comes back when mail leaves the queue.
-          assert.isTrue(yield* q.remove(stored[0]!))
-          assert.isTrue(yield* q.remove(stored[1]!))
+          assert.isTrue(yield* a.remove(stored[0]!))
+          assert.isTrue(yield* a.remove(stored[1]!))
           yield* q.commit(message({ receivedAt: T0, body: body() }))
-          assert.strictEqual((yield* q.stats).messages, stored.length - 1)
+          assert.strictEqual((yield* a.stats).messages, stored.length - 1)
         }))
       // ... or when the operator grows the limit.
       yield* withQueue({ ...options, maxPageCount: 1000 }, (q) =>
@@ -435,7 +437,7 @@ describe("SqliteQueue handoff", () => {
       yield* TestClock.setTime(T0)
       const batches: Array<SqliteQueue.BatchInfo> = []
       const m = message({ rcpts: ["a@example.com", "b@example.com"], receivedAt: T0 - 5 })
-      yield* withQueue({ dataDir, onBatch: (info) => batches.push(info) }, (q) =>
+      yield* withQueue({ dataDir, onBatch: (info) => batches.push(info) }, (q, a) =>
         Effect.gen(function*() {
           yield* idleClaim(q)
           yield* q.commit(m)
@@ -443,12 +445,12 @@ describe("SqliteQueue handoff", () => {
           // Leased in the database (so a crash cannot lose it) ...
           assert.deepStrictEqual(rowsOf(dataDir, m.id).map((r) => [r[0], r[1]]), [["inflight", 1], ["inflight", 1]])
           // ... but to the contract it is queued until a worker takes it.
-          const info = Option.getOrUndefined(yield* q.get(m.id))
+          const info = Option.getOrUndefined(yield* a.get(m.id))
           assert.strictEqual(info?.state, "queued")
           assert.deepStrictEqual(info?.recipients.map((r) => [r.state, r.attempts]), [["queued", 0], ["queued", 0]])
-          assert.deepStrictEqual((yield* q.list({ state: "queued" })).map((i) => i.id), [m.id])
-          assert.deepStrictEqual(yield* q.list({ state: "inflight" }), [])
-          const stats = yield* q.stats
+          assert.deepStrictEqual((yield* a.list({ state: "queued" })).map((i) => i.id), [m.id])
+          assert.deepStrictEqual(yield* a.list({ state: "inflight" }), [])
+          const stats = yield* a.stats
           assert.deepStrictEqual([stats.recipients.queued, stats.recipients.inflight, stats.depth], [2, 0, 1])
           assert.deepStrictEqual(yield* q.nextDueAt, Option.some(m.receivedAt))
 
@@ -460,13 +462,13 @@ describe("SqliteQueue handoff", () => {
           assert.strictEqual(lease.receivedAt, m.receivedAt)
           assert.deepStrictEqual(lease.envelope, m.envelope)
           assert.deepStrictEqual(lease.recipients, [{ rcpt: "a@example.com", attempt: 1 }, { rcpt: "b@example.com", attempt: 1 }])
-          assert.isTrue((yield* readAll(lease.body)).equals(yield* readAll(yield* q.readMessage(m.id))))
-          const taken = Option.getOrUndefined(yield* q.get(m.id))
+          assert.isTrue((yield* readAll(lease.body)).equals(yield* readAll(yield* a.readMessage(m.id))))
+          const taken = Option.getOrUndefined(yield* a.get(m.id))
           assert.deepStrictEqual(taken?.recipients.map((r) => [r.state, r.attempts]), [["inflight", 1], ["inflight", 1]])
 
           yield* q.settle(lease, [delivered("a@example.com", "250 ok"), delivered("b@example.com", "250 ok")])
           assert.strictEqual(batches.length, 2)
-          assert.isTrue(Option.isNone(yield* q.get(m.id)))
+          assert.isTrue(Option.isNone(yield* a.get(m.id)))
           assert.strictEqual(yield* q.depth, 0)
           assert.isTrue(Option.isNone(yield* q.claim({ owner: "worker-1", leaseMs: 30_000 })))
         }))
@@ -480,14 +482,14 @@ describe("SqliteQueue handoff", () => {
       const chunks = [Buffer.alloc(40_000, "a"), Buffer.alloc(40_000, "b"), Buffer.alloc(22_400, "c")]
       const expected = Buffer.concat([Buffer.from("Received: big\r\n"), ...chunks])
       const m = message({ receivedAt: T0 - 5, trace: "Received: big\r\n", body: memoryBody(chunks).body })
-      yield* withQueue({ dataDir }, (q) =>
+      yield* withQueue({ dataDir }, (q, a) =>
         Effect.gen(function*() {
           yield* idleClaim(q)
           yield* q.commit(m)
           const lease = yield* claimOne(q)
           assert.strictEqual(lease.id, m.id)
           assert.isTrue((yield* readAll(lease.body)).equals(expected), "the handed-off body")
-          assert.isTrue((yield* readAll(yield* q.readMessage(m.id))).equals(expected), "the stored row")
+          assert.isTrue((yield* readAll(yield* a.readMessage(m.id))).equals(expected), "the stored row")
           assert.deepStrictEqual(chunks.map((c) => c.byteLength), [40_000, 40_000, 22_400], "the received chunks are untouched")
         }))
     }))
@@ -497,7 +499,7 @@ describe("SqliteQueue handoff", () => {
       const dataDir = yield* tempDir
       yield* TestClock.setTime(T0)
       const m = message({ rcpts: ["ok@example.com", "later@example.com"], receivedAt: T0 - 1 })
-      yield* withQueue({ dataDir }, (q) =>
+      yield* withQueue({ dataDir }, (q, a) =>
         Effect.gen(function*() {
           yield* idleClaim(q)
           yield* q.commit(m)
@@ -505,14 +507,14 @@ describe("SqliteQueue handoff", () => {
           assert.deepStrictEqual(first.recipients.map((r) => r.attempt), [1, 1])
           yield* q.settle(first, [delivered("ok@example.com", "250 ok"), retryAt("later@example.com", T0 + 10_000, "451 later")])
           assert.deepStrictEqual(
-            Option.getOrUndefined(yield* q.get(m.id))?.recipients.map((r) => [r.state, r.attempts]),
+            Option.getOrUndefined(yield* a.get(m.id))?.recipients.map((r) => [r.state, r.attempts]),
             [["delivered", 1], ["retry", 1]]
           )
           yield* TestClock.adjust(10_000)
           const again = yield* claimOne(q)
           assert.deepStrictEqual(again.recipients, [{ rcpt: "later@example.com", attempt: 2 }])
           yield* q.settle(again, [delivered("later@example.com", "250 ok")])
-          assert.isTrue(Option.isNone(yield* q.get(m.id)))
+          assert.isTrue(Option.isNone(yield* a.get(m.id)))
           assert.strictEqual(yield* q.depth, 0)
         }))
     }))
@@ -586,14 +588,14 @@ describe("SqliteQueue handoff", () => {
       const dataDir = yield* tempDir
       yield* TestClock.setTime(T0)
       const messages = Array.from({ length: SqliteQueue.maxHandedOff + 3 }, (_, i) => message({ receivedAt: T0 - 1000 + i }))
-      yield* withQueue({ dataDir }, (q) =>
+      yield* withQueue({ dataDir }, (q, a) =>
         Effect.gen(function*() {
           yield* idleClaim(q)
           for (const m of messages) yield* q.commit(m)
           const states = peek(dataDir, (db) =>
             db.prepare("SELECT state, COUNT(*) AS n FROM recipients GROUP BY state ORDER BY state").all().map((r) => [r.state, r.n]))
           assert.deepStrictEqual(states, [["inflight", SqliteQueue.maxHandedOff], ["queued", 3]])
-          assert.strictEqual((yield* q.stats).recipients.queued, messages.length)
+          assert.strictEqual((yield* a.stats).recipients.queued, messages.length)
           const claimed: Array<string> = []
           for (const _ of messages) claimed.push((yield* claimOne(q)).id)
           assert.deepStrictEqual(claimed, messages.map((m) => m.id))
@@ -606,11 +608,11 @@ describe("SqliteQueue handoff", () => {
       const dataDir = yield* tempDir
       yield* TestClock.setTime(T0)
       const m = message({ receivedAt: T0 - 1 })
-      yield* withQueue({ dataDir }, (q) =>
+      yield* withQueue({ dataDir }, (q, a) =>
         Effect.gen(function*() {
           yield* idleClaim(q)
           yield* q.commit(m)
-          assert.isTrue(yield* q.remove(m.id))
+          assert.isTrue(yield* a.remove(m.id))
           yield* idleClaim(q)
           assert.strictEqual(yield* q.depth, 0)
         }))
@@ -683,7 +685,7 @@ describe("SqliteQueue claims ahead", () => {
       yield* TestClock.setTime(T0)
       const batches: Array<SqliteQueue.BatchInfo> = []
       const messages = Array.from({ length: SqliteQueue.claimAhead + 3 }, (_, i) => message({ receivedAt: T0 - 100 + i }))
-      yield* withQueue({ dataDir, onBatch: (info) => batches.push(info) }, (q) =>
+      yield* withQueue({ dataDir, onBatch: (info) => batches.push(info) }, (q, a) =>
         Effect.gen(function*() {
           for (const m of messages) yield* q.commit(m)
           const before = batches.length
@@ -692,9 +694,9 @@ describe("SqliteQueue claims ahead", () => {
           const inflight = peek(dataDir, (db) => db.prepare("SELECT COUNT(*) AS n FROM recipients WHERE state = 'inflight'").get()?.n)
           assert.strictEqual(inflight, SqliteQueue.claimAhead + 1)
           // Leased ahead, they still show as what they were until a worker takes them.
-          const waiting = Option.getOrUndefined(yield* q.get(messages[1]!.id))
+          const waiting = Option.getOrUndefined(yield* a.get(messages[1]!.id))
           assert.deepStrictEqual(waiting?.recipients.map((r) => [r.state, r.attempts]), [["queued", 0]])
-          const stats = yield* q.stats
+          const stats = yield* a.stats
           assert.deepStrictEqual([stats.recipients.inflight, stats.recipients.queued], [1, messages.length - 1])
           assert.deepStrictEqual(yield* q.nextDueAt, Option.some(messages[1]!.receivedAt))
           for (let i = 0; i < SqliteQueue.claimAhead; i++) claimed.push(yield* claimOne(q))
@@ -718,7 +720,7 @@ describe("SqliteQueue claims ahead", () => {
       const dataDir = yield* tempDir
       yield* TestClock.setTime(T0)
       const [m1, m2] = [message({ receivedAt: T0 - 2 }), message({ receivedAt: T0 - 1 })]
-      yield* withQueue({ dataDir }, (q) =>
+      yield* withQueue({ dataDir }, (q, a) =>
         Effect.gen(function*() {
           yield* q.commit(m1)
           yield* q.commit(m2)
@@ -728,11 +730,11 @@ describe("SqliteQueue claims ahead", () => {
           yield* q.settle(l2, [retryAt(l2.recipients[0]!.rcpt, T0 + 1_000, "451 later")])
           yield* TestClock.adjust(1_000)
           assert.strictEqual((yield* claimOne(q)).id, m1.id)
-          const info = Option.getOrUndefined(yield* q.get(m2.id))
+          const info = Option.getOrUndefined(yield* a.get(m2.id))
           assert.deepStrictEqual(info?.recipients.map((r) => [r.state, r.attempts]), [["retry", 1]])
-          assert.deepStrictEqual((yield* q.list({ state: "retry" })).map((i) => i.id), [m2.id])
-          assert.deepStrictEqual((yield* q.stats).recipients, { queued: 0, inflight: 1, retry: 1, delivered: 0, dead: 0 })
-          assert.isTrue(yield* q.retryNow(m2.id), "shown as retry, so retryNow has something to do")
+          assert.deepStrictEqual((yield* a.list({ state: "retry" })).map((i) => i.id), [m2.id])
+          assert.deepStrictEqual((yield* a.stats).recipients, { queued: 0, inflight: 1, retry: 1, delivered: 0, dead: 0 })
+          assert.isTrue(yield* a.retryNow(m2.id), "shown as retry, so retryNow has something to do")
           const l2again = yield* claimOne(q)
           assert.strictEqual(l2again.id, m2.id)
           assert.deepStrictEqual(l2again.recipients.map((r) => r.attempt), [2])

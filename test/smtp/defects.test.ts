@@ -5,17 +5,15 @@
  */
 import { assert, describe, it } from "@effect/vitest"
 import { Context, Effect, Layer } from "effect"
-import { MailQueue } from "../../src/queue/MailQueue.ts"
-import * as MemoryQueue from "../../src/queue/MemoryQueue.ts"
 import { Listeners } from "../../src/smtp/Listener.ts"
 import { CapturingAdapter, SmtpClient, TestIncoming } from "../../src/testing/index.ts"
+import { memoryWith } from "../support/queues.ts"
 
 describe("defects become 4xx", () => {
   it.live("a defect in commit answers 451 4.3.0 and the next transaction works", () =>
     Effect.gen(function*() {
       let calls = 0
-      const buggy = Layer.effect(MailQueue, Effect.map(MemoryQueue.make(), (q) =>
-        MailQueue.of({ ...q, commit: (m) => (++calls === 1 ? Effect.die(new TypeError("bug in commit")) : q.commit(m)) })))
+      const buggy = memoryWith((q) => ({ commit: (m) => (++calls === 1 ? Effect.die(new TypeError("bug in commit")) : q.commit(m)) }))
       const ctx = yield* Layer.build(
         TestIncoming.layerWith({ queue: { kind: "custom", layer: buggy } }).pipe(Layer.provideMerge(CapturingAdapter.layer))
       )
@@ -37,15 +35,13 @@ describe("defects become 4xx", () => {
     Effect.gen(function*() {
       // Armed right before MAIL, so the dispatcher's own depth reads at start-up don't trip it.
       let armed = false
-      const buggy = Layer.effect(MailQueue, Effect.map(MemoryQueue.make(), (q) =>
-        MailQueue.of({
-          ...q,
+      const buggy = memoryWith((q) => ({
           depthUnsafe: () => {
             if (!armed) return q.depthUnsafe()
             armed = false
             throw new RangeError("bug in depth")
           }
-        })))
+        }))
       const ctx = yield* Layer.build(
         TestIncoming.layerWith({ queue: { kind: "custom", layer: buggy } }).pipe(Layer.provideMerge(CapturingAdapter.layer))
       )

@@ -9,7 +9,7 @@ import { assert, describe, layer } from "@effect/vitest"
 import { Effect, Option } from "effect"
 import * as DA from "../../src/delivery/DeliveryAdapter.ts"
 import type { Envelope } from "../../src/protocol/Envelope.ts"
-import { MailQueue } from "../../src/queue/MailQueue.ts"
+import { QueueAdmin } from "../../src/queue/QueueAdmin.ts"
 import { Captured, SmtpClient, TestIncoming } from "../../src/testing/index.ts"
 import { deliverVia, sendVia } from "./helpers.ts"
 
@@ -78,7 +78,7 @@ describe("DSN (RFC 3461)", () => {
         yield* Captured.use((c) => c.setDecision((d) => Effect.succeed(DA.all(d, (rcpt) => DA.retry(rcpt, "later")))))
         // Committed before the 250: the row is there to read.
         const id = yield* sendVia(yield* TestIncoming.port, commands, "dsn stored")
-        const stored = yield* MailQueue.use((q) => q.get(id))
+        const stored = yield* QueueAdmin.use((q) => q.get(id))
         assert.isTrue(Option.isSome(stored))
         const envelope = Option.getOrThrow(stored).envelope
         assert.deepStrictEqual(envelope.dsn, expected.dsn)

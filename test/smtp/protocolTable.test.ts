@@ -12,12 +12,11 @@ import { Context, Effect, Exit, Layer, Scope } from "effect"
 import * as UserStore from "../../src/auth/UserStore.ts"
 import type { DeliveryAdapter } from "../../src/delivery/DeliveryAdapter.ts"
 import * as EffectAdapter from "../../src/delivery/EffectAdapter.ts"
-import { MailQueue } from "../../src/queue/MailQueue.ts"
 import { MailQueueError } from "../../src/queue/MailQueueError.ts"
-import * as MemoryQueue from "../../src/queue/MemoryQueue.ts"
 import { Listeners } from "../../src/smtp/Listener.ts"
 import { SmtpClient, TestIncoming } from "../../src/testing/index.ts"
 import { raw, simpleBody } from "./helpers.ts"
+import { memoryWith } from "../support/queues.ts"
 
 interface Observed {
   /** `code x.y.z` of the reply. */
@@ -88,19 +87,14 @@ const path257 = `<${"l".repeat(64)}@${["d".repeat(63), "d".repeat(63), "d".repea
 
 /** A memory queue whose commit fails, hangs or dies, as `mode` says. */
 const faultyQueue = (mode: { current: "fail" | "hang" | "die" }) =>
-  Layer.effect(
-    MailQueue,
-    Effect.map(MemoryQueue.make(), (q) =>
-      MailQueue.of({
-        ...q,
-        commit: () =>
-          mode.current === "fail"
-            ? Effect.fail(new MailQueueError({ reason: { _tag: "StorageFailed", detail: "disk on fire" } }))
-            : mode.current === "hang"
-            ? Effect.never
-            : Effect.die(new Error("a bug"))
-      }))
-  )
+  memoryWith(() => ({
+    commit: () =>
+      mode.current === "fail"
+        ? Effect.fail(new MailQueueError({ reason: { _tag: "StorageFailed", detail: "disk on fire" } }))
+        : mode.current === "hang"
+        ? Effect.never
+        : Effect.die(new Error("a bug"))
+  }))
 
 // --- one check per row ------------------------------------------------------------------------
 

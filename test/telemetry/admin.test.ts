@@ -6,12 +6,11 @@
  */
 import { assert, describe, it } from "@effect/vitest"
 import { Context, Effect, Exit, Fiber, Layer, Option, Redacted, Scope } from "effect"
-import { MailQueue } from "../../src/queue/MailQueue.ts"
 import { MailQueueError } from "../../src/queue/MailQueueError.ts"
-import * as MemoryQueue from "../../src/queue/MemoryQueue.ts"
 import { Listeners } from "../../src/smtp/Listener.ts"
 import { Health } from "../../src/admin/Admin.ts"
 import { CapturingAdapter, SmtpClient, TestIncoming } from "../../src/testing/index.ts"
+import { memoryWith } from "../support/queues.ts"
 
 interface Got {
   readonly status: number
@@ -125,11 +124,9 @@ describe("admin endpoint", () => {
 
   it.live("/readyz is 503 with the reason when the queue fails", () =>
     Effect.gen(function*() {
-      const failing = Layer.effect(MailQueue, Effect.map(MemoryQueue.make(), (q) =>
-        MailQueue.of({
-          ...q,
-          stats: Effect.fail(new MailQueueError({ reason: { _tag: "StorageFailed", detail: "disk on fire" } }))
-        })))
+      const failing = memoryWith(() => ({}), () => ({
+        stats: Effect.fail(new MailQueueError({ reason: { _tag: "StorageFailed", detail: "disk on fire" } }))
+      }))
       const { scope, admin } = yield* start({ queue: { kind: "custom", layer: failing } })
       yield* Effect.addFinalizer(() => Scope.close(scope, Exit.void))
       const r = yield* get(admin, "/readyz")

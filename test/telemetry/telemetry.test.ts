@@ -7,10 +7,10 @@ import { assert, describe, it } from "@effect/vitest"
 import { Context, Effect, Layer, Logger, Metric, References } from "effect"
 import { MailQueue } from "../../src/queue/MailQueue.ts"
 import { MailQueueError } from "../../src/queue/MailQueueError.ts"
-import * as MemoryQueue from "../../src/queue/MemoryQueue.ts"
 import { Listeners } from "../../src/smtp/Listener.ts"
 import * as Telemetry from "../../src/telemetry/Telemetry.ts"
 import { CapturingAdapter, SmtpClient, TestIncoming } from "../../src/testing/index.ts"
+import { memoryWith } from "../support/queues.ts"
 
 describe("Telemetry", () => {
   it.live("publishes connect, queued, accepted and rejected events with their fields", () =>
@@ -47,11 +47,9 @@ describe("Telemetry", () => {
 
   it.live("a failing commit answers 451 4.3.0, publishes EnqueueError and keeps nothing", () =>
     Effect.gen(function*() {
-      const failing = Layer.effect(MailQueue, Effect.map(MemoryQueue.make(), (q) =>
-        MailQueue.of({
-          ...q,
+      const failing = memoryWith(() => ({
           commit: () => Effect.fail(new MailQueueError({ reason: { _tag: "StorageFailed", detail: "disk on fire" } }))
-        })))
+        }))
       const ctx = yield* Layer.build(
         TestIncoming.layerWith({ queue: { kind: "custom", layer: failing } }).pipe(Layer.provideMerge(CapturingAdapter.layer))
       )

@@ -1,0 +1,73 @@
+/**
+ * The `QueueAdmin` contract: what operators do with the queue (`incoming queue ...`, the admin
+ * endpoint's gauges, a host app's own tooling) — list, show, read, retry, delete, purge, stats.
+ *
+ * It is the second half of a backend: the hot path (commit, claim, settle, release) is
+ * `MailQueue.ts`, and a backend's `make` builds both over one store (`QueueBackend.ts`). Nothing
+ * on the data path depends on this service, so a session or a worker never waits for an
+ * operator's listing.
+ */
+import { Context, type Effect, type Option } from "effect"
+import type { Envelope } from "../protocol/Envelope.ts"
+import type { MessageBody, RecipientState } from "./MailQueue.ts"
+import type { MailQueueError } from "./MailQueueError.ts"
+
+/** Message state as shown to operators: the least-finished state of its recipients. */
+export type MessageState = "queued" | "inflight" | "retry" | "delivered" | "dead"
+
+export interface RecipientStatus {
+  readonly rcpt: string
+  readonly state: RecipientState
+  readonly attempts: number
+  /** Epoch ms when a `queued`/`retry` recipient becomes due. */
+  readonly nextAttemptAt: number
+  readonly lastReply?: string | undefined
+  /** Epoch ms after which a dead recipient is purged. */
+  readonly expiresAt?: number | undefined
+}
+
+export interface MessageInfo {
+  readonly id: string
+  readonly envelope: Envelope
+  readonly receivedAt: number
+  readonly size: number
+  readonly state: MessageState
+  readonly recipients: ReadonlyArray<RecipientStatus>
+}
+
+export interface ListFilter {
+  readonly state?: MessageState | "all" | undefined
+  readonly limit?: number | undefined
+}
+
+export interface QueueStats {
+  readonly messages: number
+  readonly depth: number
+  readonly recipients: Readonly<Record<RecipientState, number>>
+}
+
+export class QueueAdmin extends Context.Service<QueueAdmin, {
+  /** Backend name for `queue stats` and readiness reasons. */
+  readonly backend: string
+  /** Messages oldest first, optionally only those in one state. */
+  readonly list: (filter?: ListFilter) => Effect.Effect<ReadonlyArray<MessageInfo>, MailQueueError>
+  readonly get: (id: string) => Effect.Effect<Option.Option<MessageInfo>, MailQueueError>
+  /** The stored message (trace header(s) + body); `NotFound` for an unknown id. */
+  readonly readMessage: (id: string) => Effect.Effect<MessageBody, MailQueueError>
+  /** Makes retry-waiting and dead recipients of a message due now; false if there were none. */
+  readonly retryNow: (id: string) => Effect.Effect<boolean, MailQueueError>
+  /** Removes a message in any state; a lease on it is lost. False for an unknown id. */
+  readonly remove: (id: string) => Effect.Effect<boolean, MailQueueError>
+  /** Removes every dead recipient now (and messages left with nothing else). */
+  readonly purgeDead: Effect.Effect<number, MailQueueError>
+  readonly stats: Effect.Effect<QueueStats, MailQueueError>
+}>()("incoming/QueueAdmin") {}
+
+/** The message state derived from its recipients: the least-finished one wins. */
+export const messageState = (states: ReadonlyArray<RecipientState>): MessageState => {
+  if (states.includes("inflight")) return "inflight"
+  if (states.includes("queued")) return "queued"
+  if (states.includes("retry")) return "retry"
+  if (states.includes("dead")) return "dead"
+  return "delivered"
+}
