@@ -21,11 +21,7 @@
  */
 import { hostname as osHostname } from "node:os"
 import { Duration as EffectDuration, Effect, Result, Schema, SchemaIssue, SchemaTransformation } from "effect"
-import { parseHostPort } from "./HostPort.ts"
-import * as AcmeOptionsModule from "../acme/AcmeOptions.ts"
 import * as Backoff from "../delivery/Backoff.ts"
-import * as DnsCache from "../dns/DnsCache.ts"
-import * as NodeDnsModule from "../dns/NodeDns.ts"
 import * as Dispatcher from "../delivery/Dispatcher.ts"
 import * as LmtpAdapterModule from "../delivery/LmtpAdapter.ts"
 import * as MxAdapterModule from "../delivery/MxAdapter.ts"
@@ -43,34 +39,11 @@ import * as GreylistModule from "../policy/rules/spam/Greylist.ts"
 import * as ListenerOptions from "../smtp/ListenerOptions.ts"
 import { defaultSpoolOptions } from "../spool/Spool.ts"
 import { defaults as tracingDefaults } from "../telemetry/Tracing.ts"
-import { Duration, formatDuration, formatSize, Size } from "./Units.ts"
+import { Duration, Size } from "./Units.ts"
+import { Acme } from "./AcmeConfig.ts"
+import { Dns } from "./DnsConfig.ts"
 
-const withDefault = <S extends Schema.Top>(schema: S, value: S["Encoded"]) =>
-  schema.pipe(Schema.withDecodingDefaultKey<S>(Effect.succeed(value)))
-const duration = (ms: number) => withDefault(Duration, formatDuration(ms))
-const size = (bytes: number) => withDefault(Size, formatSize(bytes))
-const count = (min: number, value: number) => withDefault(Schema.Int.check(Schema.isGreaterThanOrEqualTo(min)), value)
-const NonEmpty = Schema.String.check(Schema.isNonEmpty())
-
-/** A secret: decoded into `Redacted`; a wrong value is reported without echoing it. */
-const secretMessage = "expected a non-empty string (a secret: the value is not shown)"
-const Secret = Schema.RedactedFromValue(
-  Schema.String.annotate({ message: secretMessage }).check(Schema.isNonEmpty({ message: secretMessage }))
-)
-
-/** `"HOST:PORT"` (IPv6 as `"[::1]:9025"`), decoded to its parts. */
-export const ListenAddress = Schema.String.pipe(
-  Schema.decodeTo(
-    Schema.Struct({ host: Schema.String, port: Schema.Number }),
-    SchemaTransformation.transformEffect<{ readonly host: string; readonly port: number }, string>({
-      decode: (text) => {
-        const hp = parseHostPort(text)
-        return typeof hp === "string" ? Effect.fail(new SchemaIssue.InvalidValue({ message: `bad listen address: ${hp}` })) : Effect.succeed(hp)
-      },
-      encode: ({ host, port }) => Effect.succeed(host.includes(":") ? `[${host}]:${port}` : `${host}:${port}`)
-    })
-  )
-)
+import { count, duration, ListenAddress, NonEmpty, Secret, size, withDefault } from "./SchemaParts.ts"
 
 const d = ListenerOptions.defaults
 
@@ -582,48 +555,7 @@ export const PolicyRule = Schema.Union([
   .annotate({ expected: `a table with rule = ${ruleTypes.map((t) => `"${t}"`).join(" | ")}` })
 export type PolicyRule = typeof PolicyRule.Type
 
-const ad = AcmeOptionsModule.defaults
-
-/** `[acme]`: certificates from an ACME CA (Let's Encrypt) for the listeners with `tls.acme = true`. */
-export const Acme = Schema.Struct({
-  /** `letsencrypt` (default), `letsencrypt-staging`, or a directory URL. */
-  directory: withDefault(NonEmpty, "letsencrypt"),
-  /** Contact for the CA's expiry and policy notices. */
-  email: Schema.optionalKey(NonEmpty),
-  /** Names to certify, one certificate each; empty: the host names of the listeners with tls.acme. */
-  domains: withDefault(Schema.Array(NonEmpty), []),
-  challenge: withDefault(Schema.Literals(["http-01", "tls-alpn-01"]), ad.challenge),
-  /** Where the HTTP-01 responder listens while an order is open (port 80, or a port a proxy forwards 80 to). */
-  http_listen: withDefault(ListenAddress, "0.0.0.0:80"),
-  /** Where the TLS-ALPN-01 responder listens while an order is open (port 443, or a port forwarded from it). */
-  tls_alpn_listen: withDefault(ListenAddress, "0.0.0.0:443"),
-  key_type: withDefault(Schema.Literals(["ecdsa-p256", "rsa-2048"]), ad.keyType),
-  /** Renew this long before expiry; default a third of the certificate's lifetime. */
-  renew_before: Schema.optionalKey(Duration),
-  /** PEM file of CA certificates to trust for the directory's HTTPS (a private CA; pebble in tests). */
-  directory_ca: Schema.optionalKey(NonEmpty),
-  /** First wait after a failed issuance, doubled per failure up to retry_max. */
-  retry_base: duration(ad.retryBaseMs),
-  retry_max: duration(ad.retryMaxMs)
-})
-
-/** The resolver of the `Dns` service (dns/NodeDns.ts), shared by every part that asks the DNS. */
-export const Dns = Schema.Struct({
-  /** `HOST` or `HOST:PORT` (IPv6 in brackets); empty: the system's resolvers. Checked in `Load.ts`. */
-  servers: withDefault(Schema.Array(NonEmpty), []),
-  /** Deadline of one try. */
-  timeout: duration(NodeDnsModule.defaults.timeoutMs),
-  /** Tries per server. */
-  tries: count(1, NodeDnsModule.defaults.tries),
-  /** Answers kept in the cache at most (0: no cache). */
-  cache_size: count(0, DnsCache.defaultCacheOptions.maxEntries),
-  /** Upper bound of an answer's stay in the cache. */
-  max_ttl: duration(DnsCache.defaultCacheOptions.maxTtlMs),
-  /** Stay of MX, TXT and PTR answers, whose TTL the resolver does not report. */
-  unknown_ttl: duration(DnsCache.defaultCacheOptions.unknownTtlMs),
-  /** Stay of "no such name" and "no such record" answers. */
-  negative_ttl: duration(DnsCache.defaultCacheOptions.negativeTtlMs)
-})
+export { Acme, Dns, ListenAddress }
 
 export const IncomingConfig = Schema.Struct({
   hostname: NonEmpty.pipe(Schema.withDecodingDefaultKey(Effect.sync(() => osHostname()))),

@@ -39,9 +39,10 @@ import { acmeChecks } from "./AcmeChecks.ts"
 import { type ConfigIssue, ConfigError, invalid } from "./ConfigError.ts"
 import * as Env from "./Env.ts"
 import { adapterNamePattern, adapterTypes, IncomingConfig, ruleTypes } from "./IncomingConfig.ts"
-import { deliversOffSite, toDelivery } from "./Options.ts"
+import { toDelivery } from "./Options.ts"
 import { formatPath, getAt, isTree, type Path, setAt, type Tree } from "./Shape.ts"
 import { formatDuration } from "./Units.ts"
+import { relayWarnings } from "./Warnings.ts"
 
 export const defaultSearchPaths: ReadonlyArray<string> = ["./incoming.toml", "/etc/incoming/incoming.toml"]
 
@@ -533,30 +534,6 @@ const semanticChecks = Effect.fnUntraced(function*(config: IncomingConfig, sourc
   }
   return issues
 })
-
-/**
- * Clients allowed to relay (AUTH, trusted networks) with nowhere to relay to: their mail for other
- * domains is refused at RCPT (550 5.7.1), never filed locally. A warning, not an error: AUTH and
- * trusted networks also serve local submission (a submission port for mail between local
- * mailboxes), which works as configured.
- */
-const relayWarnings = (config: IncomingConfig, sourceOf: (path: Path) => string): Array<ConfigIssue> => {
-  const path: Path | undefined = config.auth !== undefined ? ["auth"] : config.relay.trusted_networks.length > 0 ? ["relay", "trusted_networks"] : undefined
-  if (path === undefined) return []
-  const adapters = config.adapters ?? {}
-  const offSite = (config.routes ?? []).some((r) => {
-    const a = adapters[r.adapter]
-    return a !== undefined && deliversOffSite[a.type]
-  })
-  if (offSite) return []
-  const types = Object.entries(deliversOffSite).filter(([, yes]) => yes).map(([t]) => `"${t}"`).join(", ")
-  return [{
-    source: sourceOf(path),
-    path: formatPath(path),
-    message: `clients may relay (AUTH or relay.trusted_networks) but no route delivers off-site (an adapter of type ${types}): ` +
-      "their mail for other domains will be refused with 550 5.7.1"
-  }]
-}
 
 /**
  * Loads the effective configuration. Fails with a `ConfigError` listing every problem found,
