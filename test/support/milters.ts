@@ -2,12 +2,13 @@
  * Real milters for tests, each started on a free loopback port in a temporary directory and
  * stopped by PID with the test's scope: OpenDKIM (Debian `opendkim`) signing for one domain
  * with a key the test gives, and rspamd (Debian `rspamd`) with only its proxy worker, in milter
- * mode, scanning itself (`self_scan`), its DNS pointed at a dead loopback port so no lookup
+ * mode, scanning itself (`self_scan`), adding its `X-Spamd-Result`, `X-Rspamd-*` and
+ * `X-Spam-Status` headers to every message (local clients included), its DNS pointed at a dead loopback port so no lookup
  * leaves the machine. Where a daemon is not installed, `available` is false and tests skip
  * saying so.
  */
 import { type ChildProcess, spawn } from "node:child_process"
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs"
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs"
 import { connect, createServer } from "node:net"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
@@ -87,10 +88,16 @@ const daemon = (
         }
         const deadline = Date.now() + readyMs
         while (!(await accepts(port))) {
-          if (child.exitCode !== null) throw new Error(`${what} exited (${child.exitCode}) before listening:\n${log().slice(-3000)}`)
-          if (Date.now() > deadline) {
+          const problem = child.exitCode !== null
+            ? `${what} exited (${child.exitCode}) before listening`
+            : Date.now() > deadline
+            ? `${what} did not listen on ${port} within ${readyMs} ms`
+            : undefined
+          if (problem !== undefined) {
+            const text = log().slice(-3000)
             child.kill("SIGKILL")
-            throw new Error(`${what} did not listen on ${port} within ${readyMs} ms:\n${log().slice(-3000)}`)
+            rmSync(dir, { recursive: true, force: true })
+            throw new Error(`${problem}:\n${text}`)
           }
           await new Promise((r) => setTimeout(r, 200))
         }
@@ -136,8 +143,16 @@ export const openDkim = (options: {
     15_000
   )
 
-/** rspamd's proxy worker in milter mode, scanning itself; its first start compiles its regexps (up to a minute). */
-export const rspamd = (): Effect.Effect<Daemon, Error, Scope.Scope> =>
+/**
+ * rspamd's proxy worker in milter mode, scanning itself. It compiles its TLD list and regexps at
+ * every start: 15 s on an idle machine, over two minutes at load 16 on two cores.
+ */
+export const rspamd = (): Effect.Effect<Daemon, Error, Scope.Scope> => rspamdWith("milter")
+
+/** rspamd's normal worker alone, answering HTTP (`/checkv2`, `/ping`) on a free loopback port. */
+export const rspamdHttp = (): Effect.Effect<Daemon, Error, Scope.Scope> => rspamdWith("http")
+
+const rspamdWith = (mode: "milter" | "http"): Effect.Effect<Daemon, Error, Scope.Scope> =>
   daemon(
     "rspamd",
     rspamdBinary,
@@ -153,7 +168,13 @@ export const rspamd = (): Effect.Effect<Daemon, Error, Scope.Scope> =>
       ...["RUNDIR", "DBDIR", "LOGDIR"].map((v) => `--var=${v}=${dir}`),
       `--var=LOCAL_CONFDIR=${join(dir, "local")}`
     ],
-    (dir, port) =>
+    (dir, port) => {
+      // The headers rspamd adds to every message, for us too (a client on 127.0.0.1 is "local").
+      mkdirSync(join(dir, "local", "local.d"), { recursive: true })
+      writeFileSync(
+        join(dir, "local", "local.d", "milter_headers.conf"),
+        `use = ["x-spamd-result", "x-rspamd-server", "x-rspamd-queue-id", "x-spam-status"];\nskip_local = false;\nskip_authenticated = false;\n`
+      )
       writeFileSync(
         join(dir, "rspamd.conf"),
         `.include "$CONFDIR/common.conf"
@@ -163,15 +184,20 @@ options {
   dns { nameserver = ["127.0.0.1:9"]; timeout = 0.2s; retransmits = 1; }
 }
 logging { type = "file"; filename = "$LOGDIR/rspamd.log"; level = "info"; }
-worker "rspamd_proxy" {
+${mode === "milter" ? `worker "rspamd_proxy" {
   bind_socket = "127.0.0.1:${port}";
   milter = yes;
   timeout = 120s;
   upstream "local" { default = yes; self_scan = yes; }
   count = 1;
-}
+}` : `worker "normal" {
+  bind_socket = "127.0.0.1:${port}";
+  .include "$CONFDIR/worker-normal.inc"
+  count = 1;
+}`}
 `
-      ),
+      )
+    },
     (dir) => join(dir, "rspamd.log"),
-    120_000
+    240_000
   )

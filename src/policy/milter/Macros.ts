@@ -44,6 +44,10 @@ const domainOf = (address: string | undefined): string | undefined => {
   return at === -1 ? undefined : address.slice(at + 1)
 }
 
+/** The client's name when its address resolved; the engine writes `[address]` when it did not. */
+const clientName = (s: MacroSource): string | undefined =>
+  s.clientHostname !== undefined && !s.clientHostname.startsWith("[") ? s.clientHostname : undefined
+
 const valueOf = (name: string, s: MacroSource): string | undefined => {
   switch (name) {
     case "j":
@@ -55,9 +59,9 @@ const valueOf = (name: string, s: MacroSource): string | undefined => {
     case "{client_addr}":
       return s.clientAddress
     case "{client_name}":
-      return s.clientHostname ?? (s.clientAddress === undefined ? undefined : "unknown")
+      return clientName(s) ?? (s.clientAddress === undefined ? undefined : "unknown")
     case "_":
-      return s.clientAddress === undefined ? undefined : `${s.clientHostname ?? "unknown"} [${s.clientAddress}]`
+      return s.clientAddress === undefined ? undefined : `${clientName(s) ?? "unknown"} [${s.clientAddress}]`
     case "i":
       return s.queueId
     case "{auth_authen}":

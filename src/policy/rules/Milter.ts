@@ -337,13 +337,20 @@ export const make = (options: MilterOptions): Effect.Effect<Policy.Rule, never, 
             else if (v._tag !== "Continue" || state.messageDone) outcome = v
             return outcome === undefined
           })
-        const sendBody = (bytes: Uint8Array) =>
+        // Body bytes not sent yet: chunks go out full (65535 bytes) whatever the spool's read
+        // sizes, since each one costs a round trip to the filter.
+        let carry: Uint8Array = new Uint8Array(0)
+        const sendChunk = (chunk: Uint8Array) =>
+          Effect.flatMap(exchange(conn, "body", source, Codec.body(chunk)), (a) => settle("body", a))
+        const sendBody = (bytes: Uint8Array, flush = false) =>
           Effect.gen(function*() {
-            for (let at = 0; at < bytes.byteLength && !skipping && outcome === undefined; at += Codec.maxBodyChunk) {
-              const chunk = bytes.subarray(at, at + Codec.maxBodyChunk)
-              yield* settle("body", yield* exchange(conn, "body", source, Codec.body(chunk)))
+            let pending = carry.byteLength === 0 ? bytes : concat(carry, bytes)
+            while (!skipping && outcome === undefined && (pending.byteLength >= Codec.maxBodyChunk || (flush && pending.byteLength > 0))) {
+              yield* sendChunk(pending.subarray(0, Codec.maxBodyChunk))
+              pending = pending.subarray(Codec.maxBodyChunk)
             }
-            return outcome === undefined
+            carry = pending
+            return outcome === undefined && !skipping
           })
         const startBody = (block: Uint8Array, end: number) =>
           Effect.gen(function*() {
@@ -358,7 +365,7 @@ export const make = (options: MilterOptions): Effect.Effect<Policy.Rule, never, 
         yield* Stream.runForEachWhile(
           Stream.mapError(body, (e) => new Connection.MilterError({ address: where, reason: { _tag: "Unavailable", detail: `reading the message: ${String(e)}` }, cause: e })),
           (chunk) => {
-            if (inBody) return skipping ? Effect.succeed(true) : sendBody(chunk)
+            if (inBody) return sendBody(chunk)
             head = head.byteLength === 0 ? chunk : concat(head, chunk)
             const end = Message.headerEnd(head)
             // A header block that never ends is sent as far as it goes (bounded like HeaderBlock.read).
@@ -367,6 +374,7 @@ export const make = (options: MilterOptions): Effect.Effect<Policy.Rule, never, 
           }
         )
         if (!inBody && outcome === undefined) yield* startBody(head, head.byteLength)
+        if (inBody) yield* sendBody(new Uint8Array(0), true)
         return outcome
       })
 

@@ -1,0 +1,255 @@
+/**
+ * The milter rule against a scripted filter of ours (test/support/scriptedMilter.ts), through a
+ * real Incoming over SMTP: what is sent at each stage and in which order (negotiation, macros,
+ * CONNECT with the client address, HELO, MAIL, RCPT, DATA, each header, end of headers, the
+ * body in chunks of at most 65535 bytes, end of message, ABORT, QUIT), one filter connection per
+ * SMTP session reused across transactions; every reply (continue, accept, reject, tempfail, reply
+ * code, discard, progress, skip) and modification (add, insert, change, delete header,
+ * quarantine); steps the filter declines or leaves unanswered; and failures — filter down,
+ * silent, closing mid-message, oversized or malformed packets — giving the `on_error` verdict,
+ * never a 5xx.
+ */
+import { assert, describe, it } from "@effect/vitest"
+import { Context, Effect, Layer } from "effect"
+import * as Codec from "../../../src/policy/milter/Codec.ts"
+import * as Connection from "../../../src/policy/milter/Connection.ts"
+import * as Milter from "../../../src/policy/rules/Milter.ts"
+import { Listeners } from "../../../src/smtp/Listener.ts"
+import { CapturingAdapter, SmtpClient, TestIncoming } from "../../../src/testing/index.ts"
+import { freePort } from "../../support/milters.ts"
+import * as Scripted from "../../support/scriptedMilter.ts"
+
+const message = (subject: string, body = "Hello,\r\nbody line\r\n", extra = "") =>
+  `From: a@sender.test\r\nTo: u@example.test\r\nSubject: ${subject}\r\n  folded\r\nX-Remove: me\r\n${extra}\r\n${body}`
+
+/** Incoming with one milter rule in front of the capturing adapter. */
+const server = (address: string, options: Partial<Milter.MilterOptions> = {}) =>
+  Effect.gen(function*() {
+    const parsed = Connection.parseAddress(address)
+    assert.ok(typeof parsed !== "string")
+    const rule = yield* Milter.make({ name: "scripted", address: parsed, hostname: "mx.test", timeoutMs: 2_000, ...options })
+    const ctx = yield* Layer.build(TestIncoming.layer({ policies: { rules: [rule], timeoutMs: 20_000 } }))
+    return { port: Context.get(ctx, Listeners).all[0]!.port, captured: Context.get(ctx, CapturingAdapter.Captured) }
+  })
+
+const commands = (c: ReadonlyArray<Scripted.Received>) => c.map((p) => (p.command === "D" ? `D${p.data.toString("latin1", 0, 1)}` : p.command)).join(" ")
+
+/** Waits (bounded) until the filter saw `n` connections closed. */
+const closedCount = (m: Scripted.ScriptedMilter, n: number) =>
+  Effect.gen(function*() {
+    for (let i = 0; i < 200 && m.closed.filter(Boolean).length < n; i++) yield* Effect.sleep("50 millis")
+    return m.closed.filter(Boolean).length
+  })
+
+const sendOne = (port: number, data: string, to: ReadonlyArray<string> = ["u@example.test"]) =>
+  SmtpClient.send({ port, from: "a@sender.test", to, data })
+
+describe("milter: protocol against a scripted filter", () => {
+  it.live("every stage in order, macros, headers as received, body chunks, one connection for two transactions, QUIT", () =>
+    Effect.gen(function*() {
+      const m = yield* Scripted.start()
+      const { captured, port } = yield* server(m.address)
+      const big = "x".repeat(998) + "\r\n"
+      const body = big.repeat(150) // 150 KB: three body chunks
+      const c = yield* SmtpClient.connect({ port })
+      yield* c.command("EHLO client.test")
+      for (const subject of ["one", "two"]) {
+        assert.strictEqual((yield* c.command("MAIL FROM:<a@sender.test> SIZE=1000")).code, 250)
+        assert.strictEqual((yield* c.command("RCPT TO:<u@example.test>")).code, 250)
+        assert.strictEqual((yield* c.command("RCPT TO:<v@example.test>")).code, 250)
+        yield* c.command("DATA")
+        yield* c.write(`${SmtpClient.dotStuff(message(subject, subject === "one" ? body : "short\r\n"))}.\r\n`)
+        assert.strictEqual((yield* c.read).code, 250)
+      }
+      yield* c.command("QUIT")
+      const stored = yield* captured.awaitDelivered(2)
+      assert.strictEqual(yield* closedCount(m, 1), 1)
+      assert.strictEqual(m.connections.length, 1, "one filter connection for the session")
+      const conn = m.connections[0]!
+      const txn = "DM M DR R DR R DT T L L L L DN N B B B DE E"
+      assert.strictEqual(commands(conn), `O DC C H ${txn} ${txn.replace("B B B", "B")} Q`)
+      // Negotiation: version 6, our actions and steps.
+      const o = conn[0]!.data
+      assert.deepStrictEqual([o.readUInt32BE(0), o.readUInt32BE(4), o.readUInt32BE(8)], [6, Connection.offeredActions, Connection.offeredSteps])
+      // CONNECT: host name, IPv4, port, the client's address; the connect macros.
+      const connect = conn.find((p) => p.command === "C")!
+      assert.deepStrictEqual(Scripted.strings(connect.data).slice(0, 1), ["[127.0.0.1]"])
+      assert.strictEqual(connect.data.toString("latin1", 12, 13), "4")
+      assert.strictEqual(connect.data.toString("latin1", 15, 24), "127.0.0.1")
+      assert.deepStrictEqual(Scripted.macrosBefore(conn, "C"), {
+        j: "mx.test",
+        "{daemon_name}": "test",
+        v: "Incoming",
+        _: "unknown [127.0.0.1]",
+        "{client_addr}": "127.0.0.1",
+        "{client_name}": "unknown"
+      })
+      assert.deepStrictEqual(Scripted.strings(conn.find((p) => p.command === "H")!.data), ["client.test"])
+      assert.deepStrictEqual(Scripted.strings(conn.find((p) => p.command === "M")!.data), ["<a@sender.test>", "SIZE=1000"])
+      assert.deepStrictEqual(conn.filter((p) => p.command === "R").slice(0, 2).map((p) => Scripted.strings(p.data)), [["<u@example.test>"], ["<v@example.test>"]])
+      assert.strictEqual(Scripted.macrosBefore(conn, "R")["{rcpt_host}"], "example.test")
+      // Headers as received: folding kept with LF, leading space stripped.
+      assert.deepStrictEqual(conn.filter((p) => p.command === "L").slice(0, 4).map((p) => Scripted.strings(p.data)), [
+        ["From", "a@sender.test"],
+        ["To", "u@example.test"],
+        ["Subject", "one\n  folded"],
+        ["X-Remove", "me"]
+      ])
+      // The body after the empty line, in chunks of at most 65535 bytes, whole.
+      const chunks = conn.filter((p) => p.command === "B")
+      assert.deepStrictEqual(chunks.slice(0, 3).map((p) => p.data.length), [65535, 65535, body.length - 2 * 65535])
+      assert.strictEqual(Buffer.concat(chunks.slice(0, 3).map((p) => p.data)).toString(), body)
+      // `i` is the queue id of the stored message.
+      const ids = conn.filter((p) => p.command === "D" && p.data.toString("latin1", 0, 1) === "E").map((p) => Scripted.strings(p.data.subarray(1))[1])
+      assert.deepStrictEqual(ids.sort(), stored.map((s) => s.id).sort())
+    }).pipe(Effect.scoped), { timeout: 60_000 })
+
+  it.live("modifications at end of message: add, insert, change and delete header, quarantine", () =>
+    Effect.gen(function*() {
+      const m = yield* Scripted.start({
+        on: (p) =>
+          p.command === "E"
+            ? [
+              Scripted.reply.addHeader("X-Filter", "checked\n\tsecond line"),
+              Scripted.reply.insertHeader(0, "X-Top", "inserted"),
+              Scripted.reply.changeHeader(1, "Subject", "changed"),
+              Scripted.reply.changeHeader(1, "X-Remove", ""),
+              Scripted.reply.quarantine("looks odd"),
+              Scripted.reply.progress,
+              Scripted.reply.continue
+            ]
+            : undefined
+      })
+      const { captured, port } = yield* server(m.address)
+      assert.strictEqual((yield* sendOne(port, message("orig"))).code, 250)
+      const [stored] = yield* captured.awaitDelivered(1)
+      const head = stored!.text.slice(stored!.text.indexOf("X-Top"))
+      assert.match(head, /^X-Top: inserted\r\nFrom: a@sender\.test\r\nTo: u@example\.test\r\nSubject: changed\r\nX-Filter: checked\r\n\tsecond line\r\n\r\nHello,/)
+      assert.notInclude(stored!.text, "X-Remove")
+      assert.deepStrictEqual(stored!.envelope.quarantine, { rule: "scripted", reason: "looks odd" })
+    }).pipe(Effect.scoped), { timeout: 60_000 })
+
+  it.live("replies: reject at MAIL, tempfail at one RCPT, reply code at end of message, accept stops the filter, ABORT before the next MAIL", () =>
+    Effect.gen(function*() {
+      const m = yield* Scripted.start({
+        on: (p, conn) => {
+          const s = Scripted.strings(p.data)
+          if (p.command === "M" && s[0] === "<bad@sender.test>") return [Scripted.reply.reject]
+          if (p.command === "M" && s[0] === "<ok@sender.test>") return [Scripted.reply.accept]
+          if (p.command === "R" && s[0] === "<busy@example.test>") return [Scripted.reply.tempfail]
+          if (p.command === "E" && conn.filter((q) => q.command === "E").length === 1) return [Scripted.reply.code("554 5.7.1 Go away\r\n")]
+          return undefined
+        }
+      })
+      const { captured, port } = yield* server(m.address)
+      const c = yield* SmtpClient.connect({ port })
+      yield* c.command("EHLO client.test")
+      const bad = yield* c.command("MAIL FROM:<bad@sender.test>")
+      assert.deepStrictEqual([bad.code, bad.text], [550, "5.7.1 Command rejected"])
+      assert.strictEqual((yield* c.command("MAIL FROM:<a@sender.test>")).code, 250)
+      const busy = yield* c.command("RCPT TO:<busy@example.test>")
+      assert.deepStrictEqual([busy.code, busy.text], [451, "4.7.1 Service unavailable - try again later"])
+      assert.strictEqual((yield* c.command("RCPT TO:<u@example.test>")).code, 250)
+      yield* c.command("DATA")
+      yield* c.write(`${SmtpClient.dotStuff(message("first"))}.\r\n`)
+      const refused = yield* c.read
+      assert.deepStrictEqual([refused.code, refused.text], [554, "5.7.1 Go away"])
+      // Accepted at MAIL: the rest of the transaction is not sent to the filter, and it is stored.
+      assert.strictEqual((yield* c.command("MAIL FROM:<ok@sender.test>")).code, 250)
+      assert.strictEqual((yield* c.command("RCPT TO:<u@example.test>")).code, 250)
+      yield* c.command("DATA")
+      yield* c.write(`${SmtpClient.dotStuff(message("second"))}.\r\n`)
+      assert.strictEqual((yield* c.read).code, 250)
+      // A transaction the filter saw begin and never end: ABORT before the next MAIL.
+      assert.strictEqual((yield* c.command("MAIL FROM:<a@sender.test>")).code, 250)
+      assert.strictEqual((yield* c.command("RSET")).code, 250)
+      assert.strictEqual((yield* c.command("MAIL FROM:<a@sender.test>")).code, 250)
+      yield* c.command("QUIT")
+      yield* captured.awaitDelivered(1)
+      assert.strictEqual(yield* closedCount(m, 1), 1)
+      // Refused MAIL; a transaction refused at end of message; one accepted at MAIL (not sent
+      // on); one reset after MAIL, so the next MAIL starts with ABORT; QUIT at the end.
+      assert.strictEqual(commands(m.connections[0]!), "O DC C H DM M DM M DR R DR R DT T L L L L DN N B DE E DM M A DM M A DM M Q")
+    }).pipe(Effect.scoped), { timeout: 60_000 })
+
+  it.live("declined steps are not sent; unanswered steps are not waited for; macro lists of the filter's own", () =>
+    Effect.gen(function*() {
+      const m = yield* Scripted.start({
+        steps: Codec.Step.NoHelo | Codec.Step.NoHeaders | Codec.Step.NoBody | Codec.Step.NoReplyRcpt | Codec.Step.NoReplyConnect,
+        macros: { [Codec.MacroStage.connect]: "{client_addr}", [Codec.MacroStage.mail]: "{mail_addr} {auth_type}" },
+        // A filter that does not answer RCPT or CONNECT (it said so): replying would desynchronise.
+        on: (p) => (p.command === "R" || p.command === "C" ? [] : undefined)
+      })
+      const { captured, port } = yield* server(m.address)
+      assert.strictEqual((yield* sendOne(port, message("skips"))).code, 250)
+      yield* captured.awaitDelivered(1)
+      yield* closedCount(m, 1)
+      assert.strictEqual(commands(m.connections[0]!), "O DC C DM M DR R DT T DN N DE E Q")
+      assert.deepStrictEqual(Scripted.macrosBefore(m.connections[0]!, "C"), { "{client_addr}": "127.0.0.1" })
+      assert.deepStrictEqual(Scripted.macrosBefore(m.connections[0]!, "M"), { "{mail_addr}": "a@sender.test" })
+    }).pipe(Effect.scoped), { timeout: 60_000 })
+
+  it.live("skip stops the body; progress keeps a slow filter within its deadline; discard keeps the message apart", () =>
+    Effect.gen(function*() {
+      const slow = Array.from({ length: 6 }, (_, i) => ({ delayMs: 400 * (i + 1), then: Scripted.reply.progress }))
+      let ends = 0
+      const m = yield* Scripted.start({
+        on: (p) => {
+          if (p.command === "B") return [Scripted.reply.skip]
+          if (p.command === "E") ends++
+          if (p.command === "E" && ends === 1) return [...slow, { delayMs: 2_800, then: Scripted.reply.continue }]
+          if (p.command === "E" && ends === 2) return [Scripted.reply.discard]
+          return undefined
+        }
+      })
+      // 1 s deadline per reply; the filter takes 2.8 s but says progress every 0.4 s.
+      const { captured, port } = yield* server(m.address, { timeoutMs: 1_000 })
+      const body = "y".repeat(70_000) + "\r\n"
+      assert.strictEqual((yield* sendOne(port, message("slow", body))).code, 250)
+      assert.strictEqual((yield* sendOne(port, message("discarded"))).code, 250)
+      const stored = yield* captured.awaitDelivered(2)
+      yield* closedCount(m, 2)
+      assert.strictEqual(commands(m.connections[0]!).split(" ").filter((c) => c === "B").length, 1, "one body chunk, then skip")
+      assert.strictEqual(m.connections[0]!.at(-1)!.command, "Q", "no failure: the connection ended with QUIT")
+      const discarded = stored.find((s) => s.text.includes("Subject: discarded"))!
+      assert.deepStrictEqual(discarded.envelope.quarantine, { rule: "scripted", reason: "discarded by milter scripted" })
+    }).pipe(Effect.scoped), { timeout: 60_000 })
+})
+
+describe("milter: a failing filter gives on_error, never a 5xx", () => {
+  it.live("filter down: accept lets mail through; tempfail answers 4xx", () =>
+    Effect.gen(function*() {
+      const dead = `inet:127.0.0.1:${yield* Effect.promise(freePort)}`
+      const open = yield* server(dead, { onError: "accept" })
+      assert.strictEqual((yield* sendOne(open.port, message("through"))).code, 250)
+      assert.strictEqual((yield* open.captured.awaitDelivered(1)).length, 1)
+      const strict = yield* server(dead, { onError: "tempfail" })
+      const c = yield* SmtpClient.connect({ port: strict.port })
+      // A refusal at connect is the greeting; it is a 4xx.
+      assert.strictEqual(c.greeting.code, 451, c.greeting.text)
+    }).pipe(Effect.scoped), { timeout: 60_000 })
+
+  it.live("silent at end of message, closing mid-body, an oversized packet, a malformed reply: on_error", () =>
+    Effect.gen(function*() {
+      const bad = (what: "silent" | "close" | "oversized" | "malformed") =>
+        Scripted.start({
+          on: (p) => {
+            if (what === "close" && p.command === "B") return "close"
+            if (p.command !== "E") return undefined
+            if (what === "silent") return []
+            if (what === "oversized") return [Buffer.from([0x7f, 0, 0, 0, 0x68])]
+            if (what === "malformed") return [Scripted.packet("h", Buffer.from("no terminator"))]
+            return undefined
+          }
+        })
+      for (const what of ["silent", "close", "oversized", "malformed"] as const) {
+        const m = yield* bad(what)
+        const accept = yield* server(m.address, { timeoutMs: 1_000, onError: "accept" })
+        const through = yield* sendOne(accept.port, message(what))
+        assert.strictEqual(through.code, 250, `${what}: ${through.text}`)
+        const tempfail = yield* server(m.address, { timeoutMs: 1_000, onError: "tempfail" })
+        const deferred = yield* sendOne(tempfail.port, message(what))
+        assert.deepStrictEqual([deferred.code, deferred.text], [451, "4.7.1 Service unavailable - try again later"], what)
+      }
+    }).pipe(Effect.scoped), { timeout: 120_000 })
+})
