@@ -152,6 +152,10 @@ export const Delivery = Schema.Struct({
   max_attempts: count(1, Dispatcher.defaults.maxAttempts),
   lease: duration(Dispatcher.defaults.leaseMs),
   timeout: duration(Dispatcher.defaults.deliveryTimeoutMs),
+  /** Report dead-lettered recipients to the sender (RFC 3464 DSN, `MAIL FROM:<>`). */
+  bounces: withDefault(Schema.Boolean, true),
+  /** A recipient not delivered this long after the message arrived is dead-lettered (and bounced). */
+  max_lifetime: duration(Dispatcher.defaults.maxLifetimeMs),
   backoff: withDefault(Schema.Struct({
     base: duration(Backoff.defaults.baseMs),
     max: duration(Backoff.defaults.maxMs),

@@ -199,6 +199,8 @@ export const toIncomingOptions = (c: IncomingConfig): IncomingOptions => ({
     maxAttempts: c.delivery.max_attempts,
     leaseMs: c.delivery.lease,
     deliveryTimeoutMs: c.delivery.timeout,
+    maxLifetimeMs: c.delivery.max_lifetime,
+    ...(c.delivery.bounces ? { bounces: { reportingMta: c.hostname, localDomains: c.domains } } : {}),
     backoff: { baseMs: c.delivery.backoff.base, maxMs: c.delivery.backoff.max, jitter: c.delivery.backoff.jitter }
   },
   relay: {
