@@ -16,12 +16,14 @@ import * as Control from "./Control.ts"
 import * as DataDir from "./DataDir.ts"
 import { defaultDataDir, type IncomingOptions, type PolicyChoice, type QueueChoice } from "./IncomingOptions.ts"
 import * as Policy from "./policy/Policy.ts"
+import * as Priorities from "./policy/Priorities.ts"
 import * as Relay from "./policy/Relay.ts"
 import * as Verdict from "./policy/Verdict.ts"
 import type { MailQueue } from "./queue/MailQueue.ts"
 import type { MailQueueError } from "./queue/MailQueueError.ts"
 import type { QueueAdmin } from "./queue/QueueAdmin.ts"
 import * as MemoryQueue from "./queue/MemoryQueue.ts"
+import * as PgQueue from "./queue/postgres/PgQueue.ts"
 import * as SqliteQueue from "./queue/SqliteQueue.ts"
 import type { ListenError } from "./smtp/ListenError.ts"
 import * as Listener from "./smtp/Listener.ts"
@@ -68,6 +70,10 @@ const queueLayer = (input: QueueChoice | undefined, dataDir: string): Layer.Laye
       ...(choice.inlineThreshold !== undefined ? { inlineThreshold: choice.inlineThreshold } : {})
     })
   }
+  if (choice.kind === "postgres") {
+    const { kind: _kind, ...options } = choice
+    return PgQueue.layer(options)
+  }
   return choice.layer
 }
 
@@ -109,13 +115,19 @@ const policyLayer = (choice: PolicyChoice | undefined): Layer.Layer<Policy.Polic
  * The whole server as a layer. Provide a `DeliveryAdapter` (an Effect function, Maildir, ...);
  * the services it exposes let a host app watch events, inspect the queue and find bound ports.
  */
-export type StartError = ListenError | MailQueueError | Relay.RelayConfigError | DataDir.DataDirError | SpoolError
+export type StartError =
+  | ListenError
+  | MailQueueError
+  | Relay.RelayConfigError
+  | DataDir.DataDirError
+  | SpoolError
+  | Priorities.PrioritiesError
 
 export const layer = (options: IncomingOptions): Layer.Layer<Services, StartError, DeliveryAdapter> => {
   const dataDir = resolve(options.dataDir ?? defaultDataDir)
   const hostname = options.hostname ?? osHostname()
   const queue = queueLayer(options.queue, dataDir)
-  const sharedQueue = options.queue?.kind === "custom" && options.queue.shared === true
+  const sharedQueue = options.queue?.kind === "postgres" || (options.queue?.kind === "custom" && options.queue.shared === true)
   // Health and the admin endpoint sit below the listeners, so /readyz keeps answering (503)
   // while they drain; `Admin.attach` on top tells Health when they are bound and when the
   // shutdown starts.
@@ -140,6 +152,7 @@ export const layer = (options: IncomingOptions): Layer.Layer<Services, StartErro
       }))
     )),
     policyLayer(options.policies).pipe(Layer.provide(telemetry)),
+    options.priorities === undefined ? Layer.empty : Priorities.layer(options.priorities),
     // Sessions ask it whether a recipient is acknowledged before the reply (a Router's sync routes).
     SyncAck.layer.pipe(Layer.provide(telemetry)),
     health,

@@ -11,9 +11,11 @@ import type * as Policy from "./policy/Policy.ts"
 import type * as Relay from "./policy/Relay.ts"
 import type { MailQueue } from "./queue/MailQueue.ts"
 import type { MailQueueError } from "./queue/MailQueueError.ts"
+import type { PgQueueOptions } from "./queue/postgres/PgQueueOptions.ts"
 import type { QueueAdmin } from "./queue/QueueAdmin.ts"
 import type { ListenerInput } from "./smtp/ListenerOptions.ts"
 import type * as Admin from "./admin/Admin.ts"
+import type { PriorityRule } from "./policy/Priorities.ts"
 import type { AcmeOptions } from "./acme/AcmeOptions.ts"
 
 export type QueueChoice =
@@ -25,6 +27,13 @@ export type QueueChoice =
     /** Bodies up to this size are stored in the database row; larger ones in fsync'd files. */
     readonly inlineThreshold?: number
   }
+  | ({
+    /**
+     * The shared PostgreSQL queue: several nodes on one database (see `queue/postgres/`). Its
+     * data dir holds only the spool, so servers on one database may share it too.
+     */
+    readonly kind: "postgres"
+  } & PgQueueOptions)
   | {
     readonly kind: "custom"
     /** Both contracts of the backend, as its `layer` (over `QueueBackend.layer`) provides them. */
@@ -69,6 +78,11 @@ export interface IncomingOptions {
   readonly policies?: PolicyChoice | undefined
   /** The admin HTTP endpoint (/healthz, /readyz, /metrics); off when absent. */
   readonly admin?: Admin.AdminOptions | undefined
+  /**
+   * Message priorities by sender/recipient pattern (policy/Priorities.ts); with a listener's
+   * `priority`, an honoured `MT-PRIORITY` and the routes' levels, the highest wins.
+   */
+  readonly priorities?: ReadonlyArray<PriorityRule> | undefined
   /**
    * ACME certificates for the listeners with `tls.acme = true` (docs/acme.md); `domains` empty
    * means the host names of those listeners.

@@ -34,5 +34,6 @@ export * as DeliveryAdapter from "./delivery/DeliveryAdapter.ts"
 export * as Router from "./delivery/Router.ts"
 export * as Webhook from "./delivery/webhook/Webhook.ts"
 
+export * as Acme from "./acme/Acme.ts"
 export * as Admin from "./admin/Admin.ts"
 export * as Telemetry from "./telemetry/Telemetry.ts"

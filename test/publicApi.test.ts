@@ -9,7 +9,7 @@ import * as Api from "../src/index.ts"
 describe("incoming-smtp public API", () => {
   it("exports exactly the documented namespaces", () => {
     expect(Object.keys(Api).sort()).toEqual([
-      "Adapters", "Address", "Admin", "Auth", "Control", "DeliveryAdapter", "Dns", "Dsn", "Envelope",
+      "Acme", "Adapters", "Address", "Admin", "Auth", "Control", "DeliveryAdapter", "Dns", "Dsn", "Envelope",
       "Incoming", "Listener", "MailQueue", "MessageEdit", "NodeDns", "Policy", "Queues", "Relay", "Router",
       "Rules", "SmtpReply", "Telemetry", "Verdict", "Webhook"
     ])
@@ -29,7 +29,7 @@ describe("incoming-smtp public API", () => {
   })
 
   it("gathers built-in rules, adapters and backends under one namespace each", () => {
-    expect(Object.keys(Api.Rules).sort()).toEqual(["Auth", "AuthChecks", "ConnectionLimit", "Dnsbl", "HelloRequired", "MaxRecipients", "Milter", "RateLimiter", "SizeLimit", "TlsRequired"])
+    expect(Object.keys(Api.Rules).sort()).toEqual(["Auth", "AuthChecks", "ConnectionLimit", "Dnsbl", "Greylist", "GreylistStore", "HelloRequired", "MaxRecipients", "Milter", "RateLimiter", "SizeLimit", "SqliteGreylistStore", "TlsRequired"])
     expect(Object.keys(Api.Adapters).sort()).toEqual(["Discard", "Effect", "Lmtp", "Maildir", "Mx", "SmtpRelay", "Webhook"])
     expect(Object.keys(Api.Queues).sort()).toEqual(["Memory", "Sqlite"])
     expect(typeof Api.Webhook.Signature.verify).toBe("function")

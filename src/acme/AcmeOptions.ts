@@ -65,6 +65,13 @@ export const defaults = {
 export const directoryUrl = (directory: string): string =>
   directory in directories ? directories[directory as DirectoryName] : directory
 
-/** When a certificate valid from `notBefore` to `notAfter` (ms) is due for renewal. */
-export const renewAt = (options: Pick<AcmeOptions, "renewBeforeMs">, notBefore: number, notAfter: number): number =>
-  notAfter - (options.renewBeforeMs ?? Math.floor((notAfter - notBefore) / 3))
+/**
+ * When a certificate valid from `notBefore` to `notAfter` (ms) is due for renewal. The window is
+ * at most half the lifetime: a `renew_before` as long as the lifetime would make every new
+ * certificate due at once, and the CA's limit on duplicate certificates (Let's Encrypt: 5 a
+ * week) would soon refuse them all.
+ */
+export const renewAt = (options: Pick<AcmeOptions, "renewBeforeMs">, notBefore: number, notAfter: number): number => {
+  const lifetime = notAfter - notBefore
+  return notAfter - Math.min(options.renewBeforeMs ?? Math.floor(lifetime / 3), Math.floor(lifetime / 2))
+}

@@ -19,7 +19,7 @@
  * Metrics: `incoming_certificate_expiry_seconds{domain}` (the expiry, Unix seconds) and
  * `incoming_certificate_renewals_total{domain,outcome}`.
  */
-import { Clock, Context, Duration, Effect, Layer, Metric, type Scope, Semaphore } from "effect"
+import { Clock, Context, Duration, Effect, Layer, Metric, Queue, type Scope, Semaphore } from "effect"
 import { AcmeError, detailOf } from "./AcmeError.ts"
 import { type AcmeOptions, defaults, directoryUrl, renewAt } from "./AcmeOptions.ts"
 import * as CertStore from "./CertStore.ts"
@@ -52,16 +52,17 @@ export class CertManager extends Context.Service<CertManager, {
   readonly start: (install: Effect.Effect<void, unknown>) => Effect.Effect<void, never, Scope.Scope>
 }>()("incoming/CertManager") {}
 
-const metrics = {
-  expiry: (domain: string) =>
-    Metric.gauge("incoming_certificate_expiry_seconds", { description: "expiry of the managed certificate, Unix seconds", attributes: { domain } }),
-  renewals: (domain: string, outcome: string) =>
-    Metric.counter("incoming_certificate_renewals_total", {
-      description: "ACME issuances by name and outcome (issued, ca_error, challenge_failed, bind_failed, storage_failed)",
-      incremental: true,
-      attributes: { domain, outcome }
-    })
+/** The manager's metrics (labelled per name at update: renewals are rare, this is no hot path). */
+export const metrics = {
+  expiry: Metric.gauge("incoming_certificate_expiry_seconds", { description: "expiry of the managed certificate, Unix seconds" }),
+  renewals: Metric.counter("incoming_certificate_renewals_total", {
+    description: "ACME issuances by name and outcome (issued, ca_error, challenge_failed, bind_failed, storage_failed)",
+    incremental: true
+  })
 }
+
+const expiryOf = (domain: string) => metrics.expiry.pipe(Metric.withAttributes({ domain }))
+const renewalsOf = (domain: string, outcome: string) => metrics.renewals.pipe(Metric.withAttributes({ domain, outcome }))
 
 interface State {
   stored: CertStore.Stored | undefined
@@ -80,6 +81,8 @@ export const make = Effect.fnUntraced(function*(options: AcmeOptions, dataDir: s
   // One order at a time: the responder's port is shared, and the CA limits concurrent orders.
   const lock = yield* Semaphore.make(1)
   let install: Effect.Effect<void, unknown> = Effect.void
+  // Wakes the renewal loop before its time: a forced renewal that failed is retried on the loop's schedule.
+  const wake = yield* Queue.sliding<void>(1)
 
   const load = (domain: string) =>
     Effect.gen(function*() {
@@ -87,7 +90,7 @@ export const make = Effect.fnUntraced(function*(options: AcmeOptions, dataDir: s
       if (read._tag === "Unusable") yield* Effect.logWarning(`stored certificate for ${domain} is unusable, issuing a new one: ${read.problem}`)
       const state: State = { stored: read._tag === "Found" ? read.stored : undefined, failures: 0, lastError: undefined, nextAttemptAt: undefined }
       states.set(domain, state)
-      if (state.stored !== undefined) yield* Metric.update(metrics.expiry(domain), Math.floor(state.stored.notAfter / 1000))
+      if (state.stored !== undefined) yield* Metric.update(expiryOf(domain), Math.floor(state.stored.notAfter / 1000))
       return state
     })
 
@@ -114,7 +117,7 @@ export const make = Effect.fnUntraced(function*(options: AcmeOptions, dataDir: s
         state.failures += 1
         state.lastError = error.message
         state.nextAttemptAt = now + retryDelay(options, state.failures)
-        yield* Metric.update(metrics.renewals(domain, error.outcome), 1)
+        yield* Metric.update(renewalsOf(domain, error.outcome), 1)
         const stored = state.stored
         const late = stored === undefined || now > stored.notAfter - (stored.notAfter - renewAt(options, stored.notBefore, stored.notAfter)) / 2
         const next = `next attempt in ${Duration.format(Duration.millis(state.nextAttemptAt - now))}`
@@ -128,8 +131,8 @@ export const make = Effect.fnUntraced(function*(options: AcmeOptions, dataDir: s
       state.failures = 0
       state.lastError = undefined
       state.nextAttemptAt = undefined
-      yield* Metric.update(metrics.renewals(domain, "issued"), 1)
-      if (state.stored !== undefined) yield* Metric.update(metrics.expiry(domain), Math.floor(state.stored.notAfter / 1000))
+      yield* Metric.update(renewalsOf(domain, "issued"), 1)
+      if (state.stored !== undefined) yield* Metric.update(expiryOf(domain), Math.floor(state.stored.notAfter / 1000))
       yield* Effect.logInfo(
         `certificate for ${domain} issued in ${now - started} ms, valid until ${state.stored === undefined ? "?" : new Date(state.stored.notAfter).toISOString()}`
       )
@@ -171,7 +174,8 @@ export const make = Effect.fnUntraced(function*(options: AcmeOptions, dataDir: s
     }
     if (renewed) yield* swap
     const next = Math.min(now + options.checkIntervalMs, ...[...states.values()].map(dueAt))
-    yield* Effect.sleep(Duration.millis(Math.max(1000, next - (yield* Clock.currentTimeMillis))))
+    const wait = Math.max(1000, next - (yield* Clock.currentTimeMillis))
+    yield* Effect.race(Effect.sleep(Duration.millis(wait)), Queue.take(wake))
   })
 
   const status = Effect.gen(function*() {
@@ -198,7 +202,10 @@ export const make = Effect.fnUntraced(function*(options: AcmeOptions, dataDir: s
         if (!states.has(name)) yield* load(name)
         // A failure is recorded and logged by issueOne; the caller gets it too.
         const failed = yield* issueOne(name)
-        if (failed !== undefined) return yield* failed
+        if (failed !== undefined) {
+          yield* Queue.offer(wake, undefined)
+          return yield* failed
+        }
       }
       yield* swap
     }),

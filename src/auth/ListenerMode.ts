@@ -1,11 +1,12 @@
 /**
- * The three kinds of listener and what each means for STARTTLS and AUTH, as functions the
+ * The four kinds of listener and what each means for STARTTLS and AUTH, as functions the
  * listener calls when it builds smtp-server's options, at connect / after TLS, and at MAIL.
  *
  * - `mx` (port 25): STARTTLS offered when a certificate is configured; AUTH optional, offered
  *   only under TLS (unless `allowInsecureAuth`) and only when a user store is configured.
  * - `submission` (port 587): STARTTLS required before AUTH; AUTH required before MAIL.
  * - `submissions` (port 465): implicit TLS; AUTH required before MAIL.
+ * - `lmtp` (RFC 2033): as `mx` for STARTTLS and AUTH; the LMTP part is the engine's `lmtp` option.
  *
  * smtp-server advertises AUTH in EHLO whether or not the connection is encrypted; its only
  * guard is a 538 when STARTTLS is offered and `allowInsecureAuth` is off. "Not advertised and not
@@ -21,7 +22,7 @@ import type { SMTPServerOptions, SMTPServerSession } from "smtp-server"
 import * as SmtpReply from "../protocol/SmtpReply.ts"
 import { encryptionRequired } from "./AuthHandler.ts"
 
-export type ListenerMode = "mx" | "submission" | "submissions"
+export type ListenerMode = "mx" | "submission" | "submissions" | "lmtp"
 
 export interface AuthSetup {
   readonly mode: ListenerMode
@@ -43,10 +44,13 @@ export const authNotAvailable = SmtpReply.make(502, "5.5.1", "AUTH not available
 export const startTlsNotAvailable = SmtpReply.make(502, "5.5.1", "STARTTLS not available")
 export const tlsAlreadyActive = SmtpReply.badSequence("TLS already active")
 
+/** Submission modes require TLS and AUTH; `mx` and `lmtp` require neither (AUTH is optional). */
+const isSubmission = (mode: ListenerMode): boolean => mode === "submission" || mode === "submissions"
+
 /** A listener that cannot work as configured (submission without a certificate or without users). */
 export const validate = (setup: AuthSetup): SetupError | undefined => {
-  if (setup.mode !== "mx" && !setup.tlsAvailable) return { _tag: "TlsRequired", mode: setup.mode }
-  if (setup.mode !== "mx" && setup.methods.length === 0) return { _tag: "AuthRequired", mode: setup.mode }
+  if (isSubmission(setup.mode) && !setup.tlsAvailable) return { _tag: "TlsRequired", mode: setup.mode }
+  if (isSubmission(setup.mode) && setup.methods.length === 0) return { _tag: "AuthRequired", mode: setup.mode }
   return undefined
 }
 
@@ -115,7 +119,7 @@ export const mailRequirement = (
   setup: AuthSetup,
   session: Pick<SMTPServerSession, "secure" | "user">
 ): SmtpReply.SmtpReply | undefined => {
-  if (setup.mode === "mx") return undefined
+  if (!isSubmission(setup.mode)) return undefined
   if (!session.secure) return mustStartTls
   return isAuthenticated(session) ? undefined : authRequired
 }

@@ -11,6 +11,7 @@ import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
 import * as NodeServices from "@effect/platform-node/NodeServices"
 import { Cause, Console, Effect, Exit } from "effect"
 import { CliError, Command } from "effect/cli"
+import { cert } from "../cli/cert.ts"
 import { checkConfig } from "../cli/checkConfig.ts"
 import { dev } from "../cli/dev.ts"
 import { queue } from "../cli/queue.ts"
@@ -24,7 +25,7 @@ Reclaim.enable()
 
 const incoming = Command.make("incoming").pipe(
   Command.withDescription("Incoming: an inbound SMTP server runtime"),
-  Command.withSubcommands([serve, dev, checkConfig, queue, users])
+  Command.withSubcommands([serve, dev, checkConfig, queue, users, cert])
 )
 
 incoming.pipe(

@@ -3,28 +3,16 @@
  * server runs or not. Tables for people, `--json` for scripts. Exit code 1 when the id named is
  * not in the queue.
  */
-import { Console, Effect, Layer, Option, References } from "effect"
+import { Console, Effect, Option } from "effect"
 import { Argument, Command, Flag } from "effect/cli"
-import * as Incoming from "../Incoming.ts"
 import type { Envelope } from "../protocol/Envelope.ts"
 import * as BodyStream from "../queue/internal/bodyStream.ts"
-import { type MessageInfo, type MessageState, QueueAdmin } from "../queue/QueueAdmin.ts"
-import * as SqliteQueue from "../queue/SqliteQueue.ts"
+import type { MessageInfo, MessageState } from "../queue/QueueAdmin.ts"
+import { config, dataDir, withQueue } from "./queueSource.ts"
 
-const dataDir = Flag.String("data-dir").pipe(
-  Flag.withDescription("the server's data directory"),
-  Flag.withDefault(Incoming.defaultDataDir)
-)
 const json = Flag.Boolean("json").pipe(Flag.withDescription("machine-readable output"), Flag.withDefault(false))
 
 class NotFound extends Error {}
-
-// Opening the queue logs at info; on a command's stdout that would break `--json`.
-const withQueue = <A, E>(dir: string, f: (q: QueueAdmin["Service"]) => Effect.Effect<A, E>) =>
-  QueueAdmin.use(f).pipe(
-    Effect.provide(Layer.fresh(SqliteQueue.layer({ dataDir: dir }))),
-    Effect.provideService(References.MinimumLogLevel, "Warn")
-  )
 
 const iso = (ms: number | undefined) => (ms === undefined || ms === 0 ? "-" : new Date(ms).toISOString().replace(".000", ""))
 
@@ -43,6 +31,7 @@ const summary = (m: MessageInfo) => {
 
 const list = Command.make("list", {
   dataDir,
+  config,
   json,
   state: Flag.Literals("state", ["queued", "inflight", "retry", "dead", "all"]).pipe(
     Flag.withDescription("which messages"),
@@ -50,7 +39,7 @@ const list = Command.make("list", {
   ),
   limit: Flag.Int("limit").pipe(Flag.withDefault(1000))
 }, (f) =>
-  withQueue(f.dataDir, (q) =>
+  withQueue(f, (q) =>
     Effect.gen(function*() {
       const messages = yield* q.list({ state: f.state as MessageState | "all", limit: f.limit })
       if (f.json) return yield* Console.log(JSON.stringify(messages, null, 2))
@@ -72,11 +61,12 @@ const extensionLines = (e: Envelope): Array<string> => {
 
 const show = Command.make("show", {
   dataDir,
+  config,
   json,
   raw: Flag.Boolean("raw").pipe(Flag.withDescription("print the stored message (trace header + body)"), Flag.withDefault(false)),
   id: Argument.String("id")
 }, (f) =>
-  withQueue(f.dataDir, (q) =>
+  withQueue(f, (q) =>
     Effect.gen(function*() {
       const found = yield* q.get(f.id)
       if (Option.isNone(found)) return yield* Effect.fail(new NotFound(`no message ${f.id}`))
@@ -104,11 +94,12 @@ const show = Command.make("show", {
 
 const retry = Command.make("retry", {
   dataDir,
+  config,
   json,
   allDead: Flag.Boolean("all-dead").pipe(Flag.withDescription("retry every dead-lettered message"), Flag.withDefault(false)),
   id: Argument.String("id").pipe(Argument.optional)
 }, (f) =>
-  withQueue(f.dataDir, (q) =>
+  withQueue(f, (q) =>
     Effect.gen(function*() {
       const ids = f.allDead
         ? (yield* q.list({ state: "dead" })).map((m) => m.id)
@@ -121,8 +112,8 @@ const retry = Command.make("retry", {
       yield* Console.log(f.json ? JSON.stringify({ retried }) : `${retried.length} message(s) due now`)
     }))).pipe(Command.withDescription("make a retrying or dead message due now"))
 
-const remove = Command.make("delete", { dataDir, json, id: Argument.String("id") }, (f) =>
-  withQueue(f.dataDir, (q) =>
+const remove = Command.make("delete", { dataDir, config, json, id: Argument.String("id") }, (f) =>
+  withQueue(f, (q) =>
     Effect.gen(function*() {
       if (!(yield* q.remove(f.id))) return yield* Effect.fail(new NotFound(`no message ${f.id}`))
       yield* Console.log(f.json ? JSON.stringify({ deleted: f.id }) : `deleted ${f.id}`)
@@ -130,26 +121,31 @@ const remove = Command.make("delete", { dataDir, json, id: Argument.String("id")
 
 const purge = Command.make("purge", {
   dataDir,
+  config,
   json,
   dead: Flag.Boolean("dead").pipe(Flag.withDescription("remove every dead-lettered recipient now"), Flag.withDefault(false))
 }, (f) =>
-  withQueue(f.dataDir, (q) =>
+  withQueue(f, (q) =>
     Effect.gen(function*() {
       if (!f.dead) return yield* Effect.fail(new NotFound("say what to purge: --dead"))
       const n = yield* q.purgeDead
       yield* Console.log(f.json ? JSON.stringify({ purged: n }) : `purged ${n} dead recipient(s)`)
     }))).pipe(Command.withDescription("remove dead letters"))
 
-const stats = Command.make("stats", { dataDir, json }, (f) =>
-  withQueue(f.dataDir, (q) =>
+const stats = Command.make("stats", { dataDir, config, json }, (f) =>
+  withQueue(f, (q, opened) =>
     Effect.gen(function*() {
       const s = yield* q.stats
-      if (f.json) return yield* Console.log(JSON.stringify({ backend: q.backend, ...s }))
+      // A shared queue also says which node holds how many leases (a dead node's run out).
+      const leases = Option.isSome(opened.leasesByNode) ? yield* opened.leasesByNode.value : undefined
+      if (f.json) return yield* Console.log(JSON.stringify({ backend: q.backend, ...s, ...(leases !== undefined ? { leases } : {}) }))
       yield* Console.log(table([
         ["BACKEND", "MESSAGES", "PENDING", "QUEUED", "INFLIGHT", "RETRY", "DELIVERED", "DEAD"],
         [q.backend, String(s.messages), String(s.depth), ...(["queued", "inflight", "retry", "delivered", "dead"] as const).map((k) => String(s.recipients[k]))]
       ]))
-    }))).pipe(Command.withDescription("counts by state (recipients)"))
+      if (leases === undefined) return
+      yield* Console.log(leases.length === 0 ? "\nno leases held" : `\n${table([["NODE", "LEASES", "NEXT EXPIRY"], ...leases.map((l) => [l.node, String(l.leases), iso(l.nextExpiry)])])}`)
+    }))).pipe(Command.withDescription("counts by state (recipients), and leases per node for a shared queue"))
 
 export const queue = Command.make("queue").pipe(
   Command.withDescription("inspect and repair the durable queue"),

@@ -26,6 +26,8 @@ import * as TlsRequired from "../policy/rules/TlsRequired.ts"
 import * as AuthRules from "../policy/rules/auth/AuthRules.ts"
 import * as Checks from "../policy/rules/auth/Checks.ts"
 import * as Dnsbl from "../policy/rules/spam/Dnsbl.ts"
+import * as Greylist from "../policy/rules/spam/Greylist.ts"
+import * as SqliteGreylistStore from "../policy/rules/spam/SqliteGreylistStore.ts"
 import type { AuthChoice, RuleChoice, Runner } from "./Options.ts"
 
 /**
@@ -55,6 +57,14 @@ export const rule = (choice: RuleChoice, checks?: Checks.Checks["Service"], host
       return Effect.gen(function*() {
         const dnsbl = yield* Dnsbl.make(yield* Dns, choice.options)
         return dnsbl.rule
+      })
+    case "greylist":
+      // The store is opened in the scope (closed on reload or stop). data_dir was checked at
+      // load; a database that still cannot be opened stops the start with its reason.
+      return Effect.gen(function*() {
+        const store = yield* SqliteGreylistStore.make(choice.dataDir).pipe(Effect.mapError((e) => new Error(e.message)), Effect.orDie)
+        const greylist = yield* Greylist.make(store, choice.options)
+        return greylist.rule
       })
     case "milter":
       return Milter.make({ ...choice.options, hostname })

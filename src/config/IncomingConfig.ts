@@ -20,12 +20,8 @@
  * rejected, so a file written for a later version fails loudly instead of being half-applied.
  */
 import { hostname as osHostname } from "node:os"
-import { Duration as EffectDuration, Effect, Schema, SchemaIssue, SchemaTransformation } from "effect"
-import { parseHostPort } from "./HostPort.ts"
-import * as AcmeOptionsModule from "../acme/AcmeOptions.ts"
+import { Duration as EffectDuration, Effect, Result, Schema, SchemaIssue, SchemaTransformation } from "effect"
 import * as Backoff from "../delivery/Backoff.ts"
-import * as DnsCache from "../dns/DnsCache.ts"
-import * as NodeDnsModule from "../dns/NodeDns.ts"
 import * as Dispatcher from "../delivery/Dispatcher.ts"
 import * as LmtpAdapterModule from "../delivery/LmtpAdapter.ts"
 import * as MxAdapterModule from "../delivery/MxAdapter.ts"
@@ -33,41 +29,21 @@ import * as SmtpRelayAdapterModule from "../delivery/SmtpRelayAdapter.ts"
 import * as WebhookAdapterModule from "../delivery/webhook/WebhookAdapter.ts"
 import { defaultQueueOptions } from "../queue/MailQueue.ts"
 import { defaultInlineThreshold } from "../queue/SqliteQueue.ts"
+import { isSchemaName, defaults as PgQueueDefaults } from "../queue/postgres/PgQueueOptions.ts"
 import * as Policy from "../policy/Policy.ts"
 import * as Milter from "../policy/rules/Milter.ts"
+import * as Priority from "../protocol/Priority.ts"
 import * as RateLimiter from "../policy/rules/RateLimiter.ts"
 import * as DnsblModule from "../policy/rules/spam/Dnsbl.ts"
+import * as GreylistModule from "../policy/rules/spam/Greylist.ts"
 import * as ListenerOptions from "../smtp/ListenerOptions.ts"
 import { defaultSpoolOptions } from "../spool/Spool.ts"
 import { defaults as tracingDefaults } from "../telemetry/Tracing.ts"
-import { Duration, formatDuration, formatSize, Size } from "./Units.ts"
+import { Duration, Size } from "./Units.ts"
+import { Acme } from "./AcmeConfig.ts"
+import { Dns } from "./DnsConfig.ts"
 
-const withDefault = <S extends Schema.Top>(schema: S, value: S["Encoded"]) =>
-  schema.pipe(Schema.withDecodingDefaultKey<S>(Effect.succeed(value)))
-const duration = (ms: number) => withDefault(Duration, formatDuration(ms))
-const size = (bytes: number) => withDefault(Size, formatSize(bytes))
-const count = (min: number, value: number) => withDefault(Schema.Int.check(Schema.isGreaterThanOrEqualTo(min)), value)
-const NonEmpty = Schema.String.check(Schema.isNonEmpty())
-
-/** A secret: decoded into `Redacted`; a wrong value is reported without echoing it. */
-const secretMessage = "expected a non-empty string (a secret: the value is not shown)"
-const Secret = Schema.RedactedFromValue(
-  Schema.String.annotate({ message: secretMessage }).check(Schema.isNonEmpty({ message: secretMessage }))
-)
-
-/** `"HOST:PORT"` (IPv6 as `"[::1]:9025"`), decoded to its parts. */
-export const ListenAddress = Schema.String.pipe(
-  Schema.decodeTo(
-    Schema.Struct({ host: Schema.String, port: Schema.Number }),
-    SchemaTransformation.transformEffect<{ readonly host: string; readonly port: number }, string>({
-      decode: (text) => {
-        const hp = parseHostPort(text)
-        return typeof hp === "string" ? Effect.fail(new SchemaIssue.InvalidValue({ message: `bad listen address: ${hp}` })) : Effect.succeed(hp)
-      },
-      encode: ({ host, port }) => Effect.succeed(host.includes(":") ? `[${host}]:${port}` : `${host}:${port}`)
-    })
-  )
-)
+import { count, duration, ListenAddress, NonEmpty, Secret, size, withDefault } from "./SchemaParts.ts"
 
 const d = ListenerOptions.defaults
 
@@ -83,14 +59,36 @@ export const Tls = Schema.Struct({
   acme: withDefault(Schema.Boolean, false)
 })
 
+/** A message priority: `low`, `normal`, `high`, `critical` or an integer -9..9 (protocol/Priority.ts). */
+export const PriorityLevel = Schema.Union([Schema.String, Schema.Number]).pipe(
+  Schema.decodeTo(
+    Schema.Number,
+    SchemaTransformation.transformEffect<number, string | number>({
+      decode: (input) =>
+        Result.match(Priority.fromSetting(input), {
+          onFailure: (message) => Effect.fail(new SchemaIssue.InvalidValue({ message })),
+          onSuccess: Effect.succeed
+        }),
+      encode: (n) => Effect.succeed(Priority.format(n))
+    })
+  ),
+  Schema.annotate({ expected: "a priority" })
+)
+
 export const Listener = Schema.Struct({
   name: Schema.optionalKey(NonEmpty),
-  /** `mx` (AUTH optional), `submission` (STARTTLS then AUTH before MAIL), `submissions` (implicit TLS, AUTH). */
-  mode: withDefault(Schema.Literals(["mx", "submission", "submissions"]), d.mode),
+  /**
+   * `mx` (AUTH optional), `submission` (STARTTLS then AUTH before MAIL), `submissions` (implicit
+   * TLS, AUTH), `lmtp` (RFC 2033: LHLO, one reply per recipient after DATA).
+   */
+  mode: withDefault(Schema.Literals(["mx", "submission", "submissions", "lmtp"]), d.mode),
   /** Offer and accept AUTH before TLS: only for loopback setups and tests. */
   allow_insecure_auth: withDefault(Schema.Boolean, d.allowInsecureAuth),
   host: withDefault(NonEmpty, "127.0.0.1"),
-  port: Schema.Int.check(Schema.isBetween({ minimum: 0, maximum: 65535 })),
+  /** Required unless `socket` is set. */
+  port: Schema.optionalKey(Schema.Int.check(Schema.isBetween({ minimum: 0, maximum: 65535 }))),
+  /** A Unix socket path to listen on instead of `host`/`port` (an `lmtp` listener behind a local MTA). */
+  socket: Schema.optionalKey(NonEmpty),
   /** This listener's name in the greeting and `Received: by`; defaults to the top-level hostname. */
   hostname: Schema.optionalKey(NonEmpty),
   tls: withDefault(Tls, {}),
@@ -107,6 +105,8 @@ export const Listener = Schema.Struct({
   greeting_delay: duration(d.greetingDelayMs),
   line_endings: withDefault(Schema.Literals(["reject", "normalize"]), d.lineEndings),
   hook_timeout: duration(d.hookTimeoutMs),
+  /** Priority of the mail this listener accepts (the highest level that applies wins). */
+  priority: Schema.optionalKey(PriorityLevel),
   /**
    * PROXY protocol v1/v2 from these load balancers (CIDR ranges or addresses): they must send a
    * header, others may not; the header's client address is the client everywhere.
@@ -120,11 +120,22 @@ export const Listener = Schema.Struct({
 export const defaultListeners = [{ host: "127.0.0.1", port: 2525 }] as const
 
 export const Queue = Schema.Struct({
-  backend: withDefault(Schema.Literals(["sqlite", "memory"]), "sqlite"),
+  backend: withDefault(Schema.Literals(["sqlite", "memory", "postgres"]), "sqlite"),
   max_depth: count(1, defaultQueueOptions.maxDepth),
   dead_letter_ttl: duration(defaultQueueOptions.deadLetterTtlMs),
   /** sqlite only: bodies up to this size live in the database row, larger ones in fsync'd files. */
-  inline_threshold: size(defaultInlineThreshold)
+  inline_threshold: size(defaultInlineThreshold),
+  /**
+   * postgres only (required there): `postgres://user:password@host:5432/db`. A secret, since it
+   * may carry the password: write it as `"${DATABASE_URL}"`; `check-config` shows `<redacted>`.
+   */
+  url: Schema.optionalKey(Secret),
+  /** postgres only: connections in this node's pool (plus one for LISTEN). */
+  pool_size: count(1, PgQueueDefaults.poolSize),
+  /** postgres only: the schema holding the queue's tables, created if missing. */
+  schema: withDefault(Schema.String.check(Schema.makeFilter((s: string) => isSchemaName(s) ? undefined : "expected lower-case letters, digits and _ (a PostgreSQL schema name)")), PgQueueDefaults.schema),
+  /** postgres only: this node's name in leases and `queue stats`; default `<hostname>:<pid>`. */
+  node_id: Schema.optionalKey(NonEmpty)
 })
 
 export const Spool = Schema.Struct({
@@ -313,7 +324,16 @@ export const Route = Schema.Struct({
   /** Without it, `delivery.max_attempts`. */
   max_attempts: Schema.optionalKey(Schema.Int.check(Schema.isGreaterThanOrEqualTo(1))),
   concurrency: Schema.optionalKey(Schema.Int.check(Schema.isGreaterThanOrEqualTo(1))),
-  timeout: Schema.optionalKey(Duration)
+  timeout: Schema.optionalKey(Duration),
+  /** Priority of messages with a recipient on this route (the highest level that applies wins). */
+  priority: Schema.optionalKey(PriorityLevel)
+})
+
+/** `[[priorities]]`: a level for messages whose sender or any recipient matches a pattern. */
+export const PriorityPattern = Schema.Struct({
+  sender: withDefault(Schema.Array(Schema.String), []),
+  recipient: withDefault(Schema.Array(NonEmpty), []),
+  priority: PriorityLevel
 })
 
 export const LogLevels = ["trace", "debug", "info", "warn", "error", "fatal", "none"] as const
@@ -491,7 +511,27 @@ export const DnsblRule = Schema.Struct({
   ...spamExemptions
 })
 
-export const spamRuleTypes = ["dnsbl"] as const
+export const GreylistRule = Schema.Struct({
+  rule: Schema.Literal("greylist"),
+  name: ruleName,
+  observe,
+  delay: duration(GreylistModule.defaults.delayMs),
+  retry_window: duration(GreylistModule.defaults.retryWindowMs),
+  lifetime: duration(GreylistModule.defaults.lifetimeMs),
+  /** Passed triplets after which a client network is not greylisted any more (0: never). */
+  auto_allow: count(0, GreylistModule.defaults.autoAllow),
+  /** CIDR ranges or addresses never greylisted (checked in `Load.ts`). */
+  allow_networks: withDefault(Schema.Array(NonEmpty), []),
+  /** Sender domains (with their subdomains) never greylisted. */
+  allow_sender_domains: withDefault(Schema.Array(NonEmpty), []),
+  ipv4_prefix: withDefault(Schema.Int.check(Schema.isBetween({ minimum: 8, maximum: 32 })), GreylistModule.defaults.ipv4Prefix),
+  ipv6_prefix: withDefault(Schema.Int.check(Schema.isBetween({ minimum: 16, maximum: 128 })), GreylistModule.defaults.ipv6Prefix),
+  max_entries: count(1, GreylistModule.defaults.maxEntries),
+  sweep_interval: duration(GreylistModule.defaults.sweepIntervalMs),
+  ...spamExemptions
+})
+
+export const spamRuleTypes = ["dnsbl", "greylist"] as const
 
 export const ruleTypes = ["rate_limit", "tls_required", "hello_required", "max_recipients", "size_limit", "connection_limit", ...authRuleTypes, "milter", ...spamRuleTypes] as const
 export type RuleType = (typeof ruleTypes)[number]
@@ -509,53 +549,13 @@ export const PolicyRule = Schema.Union([
   ArcRule,
   IprevRule,
   MilterRule,
-  DnsblRule
+  DnsblRule,
+  GreylistRule
 ])
   .annotate({ expected: `a table with rule = ${ruleTypes.map((t) => `"${t}"`).join(" | ")}` })
 export type PolicyRule = typeof PolicyRule.Type
 
-const ad = AcmeOptionsModule.defaults
-
-/** `[acme]`: certificates from an ACME CA (Let's Encrypt) for the listeners with `tls.acme = true`. */
-export const Acme = Schema.Struct({
-  /** `letsencrypt` (default), `letsencrypt-staging`, or a directory URL. */
-  directory: withDefault(NonEmpty, "letsencrypt"),
-  /** Contact for the CA's expiry and policy notices. */
-  email: Schema.optionalKey(NonEmpty),
-  /** Names to certify, one certificate each; empty: the host names of the listeners with tls.acme. */
-  domains: withDefault(Schema.Array(NonEmpty), []),
-  challenge: withDefault(Schema.Literals(["http-01", "tls-alpn-01"]), ad.challenge),
-  /** Where the HTTP-01 responder listens while an order is open (port 80, or a port a proxy forwards 80 to). */
-  http_listen: withDefault(ListenAddress, "0.0.0.0:80"),
-  /** Where the TLS-ALPN-01 responder listens while an order is open (port 443, or a port forwarded from it). */
-  tls_alpn_listen: withDefault(ListenAddress, "0.0.0.0:443"),
-  key_type: withDefault(Schema.Literals(["ecdsa-p256", "rsa-2048"]), ad.keyType),
-  /** Renew this long before expiry; default a third of the certificate's lifetime. */
-  renew_before: Schema.optionalKey(Duration),
-  /** PEM file of CA certificates to trust for the directory's HTTPS (a private CA; pebble in tests). */
-  directory_ca: Schema.optionalKey(NonEmpty),
-  /** First wait after a failed issuance, doubled per failure up to retry_max. */
-  retry_base: duration(ad.retryBaseMs),
-  retry_max: duration(ad.retryMaxMs)
-})
-
-/** The resolver of the `Dns` service (dns/NodeDns.ts), shared by every part that asks the DNS. */
-export const Dns = Schema.Struct({
-  /** `HOST` or `HOST:PORT` (IPv6 in brackets); empty: the system's resolvers. Checked in `Load.ts`. */
-  servers: withDefault(Schema.Array(NonEmpty), []),
-  /** Deadline of one try. */
-  timeout: duration(NodeDnsModule.defaults.timeoutMs),
-  /** Tries per server. */
-  tries: count(1, NodeDnsModule.defaults.tries),
-  /** Answers kept in the cache at most (0: no cache). */
-  cache_size: count(0, DnsCache.defaultCacheOptions.maxEntries),
-  /** Upper bound of an answer's stay in the cache. */
-  max_ttl: duration(DnsCache.defaultCacheOptions.maxTtlMs),
-  /** Stay of MX, TXT and PTR answers, whose TTL the resolver does not report. */
-  unknown_ttl: duration(DnsCache.defaultCacheOptions.unknownTtlMs),
-  /** Stay of "no such name" and "no such record" answers. */
-  negative_ttl: duration(DnsCache.defaultCacheOptions.negativeTtlMs)
-})
+export { Acme, Dns, ListenAddress }
 
 export const IncomingConfig = Schema.Struct({
   hostname: NonEmpty.pipe(Schema.withDecodingDefaultKey(Effect.sync(() => osHostname()))),
@@ -586,7 +586,9 @@ export const IncomingConfig = Schema.Struct({
   /** Built-in policy rules, in the order they run. */
   policies: withDefault(Schema.Array(PolicyRule), []),
   /** Deadline of each rule hook; past it the command is deferred with 451 4.4.2. */
-  policy_timeout: duration(ms(Policy.defaultTimeout))
+  policy_timeout: duration(ms(Policy.defaultTimeout)),
+  /** Message priorities by sender/recipient pattern. */
+  priorities: withDefault(Schema.Array(PriorityPattern), [])
 })
 
 export type IncomingConfig = typeof IncomingConfig.Type

@@ -24,7 +24,7 @@
  * unique) — each of which the server would otherwise refuse at start, or worse, accept wrongly.
  */
 import { dirname, extname, isAbsolute, relative, resolve } from "node:path"
-import { Effect, FileSystem, Schema, SchemaIssue } from "effect"
+import { Effect, FileSystem, Redacted, Schema, SchemaIssue } from "effect"
 import { parse as parseToml, TomlError } from "smol-toml"
 import { parse as parseYaml, YAMLParseError } from "yaml"
 import { parseHostPort } from "./HostPort.ts"
@@ -39,9 +39,10 @@ import { acmeChecks } from "./AcmeChecks.ts"
 import { type ConfigIssue, ConfigError, invalid } from "./ConfigError.ts"
 import * as Env from "./Env.ts"
 import { adapterNamePattern, adapterTypes, IncomingConfig, ruleTypes } from "./IncomingConfig.ts"
-import { deliversOffSite, toDelivery } from "./Options.ts"
+import { toDelivery } from "./Options.ts"
 import { formatPath, getAt, isTree, type Path, setAt, type Tree } from "./Shape.ts"
 import { formatDuration } from "./Units.ts"
+import { relayWarnings } from "./Warnings.ts"
 
 export const defaultSearchPaths: ReadonlyArray<string> = ["./incoming.toml", "/etc/incoming/incoming.toml"]
 
@@ -54,7 +55,7 @@ export interface CliOverrides {
   readonly dataDir?: string | undefined
   readonly maildir?: string | undefined
   readonly deliver?: "maildir" | "discard" | undefined
-  readonly queue?: "sqlite" | "memory" | undefined
+  readonly queue?: "sqlite" | "memory" | "postgres" | undefined
   readonly inlineThreshold?: number | undefined
   /** The per-listener flags apply to every listener. */
   readonly maxSize?: number | undefined
@@ -313,6 +314,9 @@ const routingChecks = (config: IncomingConfig, sourceOf: (path: Path) => string)
       add(["adapters", name, "port"], "not used with socket")
     }
   }
+  for (const [i, p] of config.priorities.entries()) {
+    if (p.sender.length === 0 && p.recipient.length === 0) add(["priorities", i], "needs sender or recipient patterns")
+  }
   const routes = config.routes
   if (routes === undefined) {
     if (config.adapters !== undefined) add(["routes"], "missing: [adapters.*] are only used by [[routes]] (add a [[routes]] table with match = [\"*\"] for a catch-all)")
@@ -379,8 +383,8 @@ const accessChecks = Effect.fnUntraced(function*(config: IncomingConfig, sourceO
     }
   }
   for (const [i, l] of config.listeners.entries()) {
-    if (l.mode === "mx") continue
-    const name = l.name ?? `smtp:${l.host}:${l.port}`
+    if (l.mode === "mx" || l.mode === "lmtp") continue
+    const name = l.name ?? `smtp:${l.host}:${l.port ?? 0}`
     if (config.auth === undefined) {
       add(["listeners", i, "mode"], `listener "${name}" is mode "${l.mode}", which requires AUTH: set auth.users_file (users are added with "incoming users add NAME --file PATH")`)
     }
@@ -419,6 +423,13 @@ const accessChecks = Effect.fnUntraced(function*(config: IncomingConfig, sourceO
     if (r.match.length === 0 && !r.quarantine) add(["routes", i, "match"], "missing (required): the recipients this route takes, like [\"*@example.com\"] (only a route with quarantine = true may have none)")
   }
   for (const [i, p] of config.policies.entries()) {
+    if (p.rule !== "greylist") continue
+    for (const [j, network] of p.allow_networks.entries()) {
+      const parsed = yield* Effect.result(Relay.parseNetworks([network]))
+      if (parsed._tag === "Failure") add(["policies", i, "allow_networks", j], `not an IP address or CIDR range (like "192.0.2.0/24"): ${JSON.stringify(network)}`)
+    }
+  }
+  for (const [i, p] of config.policies.entries()) {
     if (p.rule !== "milter") continue
     const address = parseMilterAddress(p.address)
     if (typeof address === "string") add(["policies", i, "address"], address)
@@ -448,6 +459,15 @@ const semanticChecks = Effect.fnUntraced(function*(config: IncomingConfig, sourc
   // What serve would hit creating and writing the data dir (read-only, under a file, not ours).
   const dataDirProblem = DataDir.check(config.data_dir)
   if (dataDirProblem !== undefined) add(["data_dir"], `${config.data_dir}: ${dataDirProblem}`)
+  if (config.queue.backend === "postgres") {
+    const url = config.queue.url === undefined ? undefined : Redacted.value(config.queue.url)
+    if (url === undefined) add(["queue", "url"], `required when backend is "postgres" (like "postgres://incoming@db.internal:5432/mail"; write it as "\${DATABASE_URL}")`)
+    else if (!/^postgres(ql)?:\/\//.test(url)) add(["queue", "url"], "expected a postgres:// or postgresql:// URL (the value is not shown: it is a secret)")
+  } else {
+    for (const key of ["url", "node_id"] as const) {
+      if (config.queue[key] !== undefined) add(["queue", key], `only used with backend = "postgres" (backend is "${config.queue.backend}")`)
+    }
+  }
   const addresses = new Map<string, number>()
   const names = new Map<string, number>()
   issues.push(...(yield* acmeChecks(config, sourceOf)))
@@ -490,7 +510,9 @@ const semanticChecks = Effect.fnUntraced(function*(config: IncomingConfig, sourc
         `${formatDuration(l.command_timeout)} must be longer than hook_timeout (${formatDuration(l.hook_timeout)}), which runs inside it`
       )
     }
-    const address = `${l.host}:${l.port}`
+    if (l.port === undefined && l.socket === undefined) add(["listeners", i, "port"], "required (or `socket`, a Unix socket path)")
+    if (l.port !== undefined && l.socket !== undefined) add(["listeners", i, "socket"], "a listener has a port or a socket, not both")
+    const address = l.socket !== undefined ? `unix:${l.socket}` : `${l.host}:${l.port ?? 0}`
     const sameAddress = addresses.get(address)
     if (l.port !== 0 && sameAddress !== undefined) add(["listeners", i], `same address as listeners[${sameAddress}] (${address})`)
     addresses.set(address, i)
@@ -512,30 +534,6 @@ const semanticChecks = Effect.fnUntraced(function*(config: IncomingConfig, sourc
   }
   return issues
 })
-
-/**
- * Clients allowed to relay (AUTH, trusted networks) with nowhere to relay to: their mail for other
- * domains is refused at RCPT (550 5.7.1), never filed locally. A warning, not an error: AUTH and
- * trusted networks also serve local submission (a submission port for mail between local
- * mailboxes), which works as configured.
- */
-const relayWarnings = (config: IncomingConfig, sourceOf: (path: Path) => string): Array<ConfigIssue> => {
-  const path: Path | undefined = config.auth !== undefined ? ["auth"] : config.relay.trusted_networks.length > 0 ? ["relay", "trusted_networks"] : undefined
-  if (path === undefined) return []
-  const adapters = config.adapters ?? {}
-  const offSite = (config.routes ?? []).some((r) => {
-    const a = adapters[r.adapter]
-    return a !== undefined && deliversOffSite[a.type]
-  })
-  if (offSite) return []
-  const types = Object.entries(deliversOffSite).filter(([, yes]) => yes).map(([t]) => `"${t}"`).join(", ")
-  return [{
-    source: sourceOf(path),
-    path: formatPath(path),
-    message: `clients may relay (AUTH or relay.trusted_networks) but no route delivers off-site (an adapter of type ${types}): ` +
-      "their mail for other domains will be refused with 550 5.7.1"
-  }]
-}
 
 /**
  * Loads the effective configuration. Fails with a `ConfigError` listing every problem found,

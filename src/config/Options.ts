@@ -15,7 +15,7 @@ import type { MxOptions } from "../delivery/MxAdapter.ts"
 import type { SmtpRelayOptions } from "../delivery/SmtpRelayAdapter.ts"
 import type { StatusKey, WebhookOptions } from "../delivery/webhook/WebhookAdapter.ts"
 import type { NodeDnsOptions } from "../dns/NodeDns.ts"
-import type { IncomingOptions } from "../IncomingOptions.ts"
+import type { IncomingOptions, QueueChoice } from "../IncomingOptions.ts"
 import { type AcmeOptions, defaults as acmeDefaults, directoryUrl } from "../acme/AcmeOptions.ts"
 import type * as AuthRules from "../policy/rules/auth/AuthRules.ts"
 import type { ConnectionLimitOptions } from "../policy/rules/ConnectionLimit.ts"
@@ -26,6 +26,7 @@ import { parseAddress as parseMilterAddress } from "../policy/milter/Connection.
 import type { Dimension, RateLimiterOptions } from "../policy/rules/RateLimiter.ts"
 import type { SizeLimitOptions } from "../policy/rules/SizeLimit.ts"
 import type { DnsblOptions } from "../policy/rules/spam/Dnsbl.ts"
+import type { GreylistOptions } from "../policy/rules/spam/Greylist.ts"
 import type { TlsRequiredOptions } from "../policy/rules/TlsRequired.ts"
 import type { ListenerInput } from "../smtp/ListenerOptions.ts"
 import type { TracingOptions } from "../telemetry/Tracing.ts"
@@ -78,6 +79,8 @@ export type RuleChoice =
   /** Everything but our host name (the `j` macro), which `Build.ts` adds. */
   | { readonly rule: "milter"; readonly options: Omit<MilterOptions, "hostname"> }
   | { readonly rule: "dnsbl"; readonly options: DnsblOptions }
+  /** `dataDir`: where the embedded store lives (`<data_dir>/greylist.db`). */
+  | { readonly rule: "greylist"; readonly options: GreylistOptions; readonly dataDir: string }
 
 /** The ARC seal key as configured; `Build.ts` reads the file. */
 export interface ArcSealFiles {
@@ -114,6 +117,27 @@ const logLevels: Record<LogLevelName, LogLevel.LogLevel> = {
   none: "None"
 }
 
+/** `[queue]` as `Incoming.layer`'s queue choice. */
+export const queueChoice = (q: IncomingConfig["queue"]): QueueChoice => {
+  switch (q.backend) {
+    case "sqlite":
+      return { kind: "sqlite", maxDepth: q.max_depth, deadLetterTtlMs: q.dead_letter_ttl, inlineThreshold: q.inline_threshold }
+    case "memory":
+      return { kind: "memory", maxDepth: q.max_depth, deadLetterTtlMs: q.dead_letter_ttl }
+    case "postgres":
+      return {
+        kind: "postgres",
+        // The loader refuses backend = "postgres" without a url; this is never reached empty.
+        url: q.url ?? Redacted.make(""),
+        poolSize: q.pool_size,
+        schema: q.schema,
+        maxDepth: q.max_depth,
+        deadLetterTtlMs: q.dead_letter_ttl,
+        ...(q.node_id !== undefined ? { nodeId: q.node_id } : {})
+      }
+  }
+}
+
 export const toAcme = (a: NonNullable<IncomingConfig["acme"]>): AcmeOptions => ({
   directory: directoryUrl(a.directory),
   ...(a.email !== undefined ? { email: a.email } : {}),
@@ -140,7 +164,8 @@ export const toIncomingOptions = (c: IncomingConfig): IncomingOptions => ({
     mode: l.mode,
     allowInsecureAuth: l.allow_insecure_auth,
     host: l.host,
-    port: l.port,
+    port: l.port ?? 0,
+    ...(l.socket !== undefined ? { path: l.socket } : {}),
     tls: {
       mode: l.tls.mode,
       ...(l.tls.cert !== undefined ? { cert: l.tls.cert } : {}),
@@ -161,11 +186,13 @@ export const toIncomingOptions = (c: IncomingConfig): IncomingOptions => ({
     greetingDelayMs: l.greeting_delay,
     lineEndings: l.line_endings,
     hookTimeoutMs: l.hook_timeout,
+    ...(l.priority !== undefined ? { priority: l.priority } : {}),
     ...(l.proxy_protocol !== undefined ? { proxyProtocol: { trusted: l.proxy_protocol.trusted, timeoutMs: l.proxy_protocol.timeout } } : {})
   })),
-  queue: c.queue.backend === "sqlite"
-    ? { kind: "sqlite", maxDepth: c.queue.max_depth, deadLetterTtlMs: c.queue.dead_letter_ttl, inlineThreshold: c.queue.inline_threshold }
-    : { kind: "memory", maxDepth: c.queue.max_depth, deadLetterTtlMs: c.queue.dead_letter_ttl },
+  ...(c.priorities.length > 0
+    ? { priorities: c.priorities.map((p) => ({ sender: p.sender, recipient: p.recipient, priority: p.priority })) }
+    : {}),
+  queue: queueChoice(c.queue),
   spool: { inMemoryThreshold: c.spool.memory_threshold, memoryBudget: c.spool.memory_budget },
   dispatcher: {
     workers: c.delivery.workers,
@@ -318,7 +345,8 @@ export const toDelivery = (c: IncomingConfig): DeliveryChoice => {
         ...(r.schedule !== undefined ? { retry: toSchedule(r.schedule) } : {}),
         ...(r.max_attempts !== undefined ? { maxAttempts: r.max_attempts } : {}),
         ...(r.concurrency !== undefined ? { concurrency: r.concurrency } : {}),
-        ...(r.timeout !== undefined ? { timeoutMs: r.timeout } : {})
+        ...(r.timeout !== undefined ? { timeoutMs: r.timeout } : {}),
+        ...(r.priority !== undefined ? { priority: r.priority } : {})
       })),
       unrouted: c.delivery.unrouted
     }
@@ -339,7 +367,7 @@ export const toAuth = (c: IncomingConfig): AuthChoice | undefined =>
 const dimensionOf = { ip: "ip", sender: "sender", recipient_domain: "recipientDomain" } as const satisfies Record<string, Dimension>
 
 /** A rule's label: its own `name`, else the `rule` the operator wrote (what they will grep for). */
-const toRule = (p: PolicyRule): RuleChoice => {
+const toRule = (p: PolicyRule, c: IncomingConfig): RuleChoice => {
   const common = { name: p.name ?? p.rule, observe: p.observe }
   switch (p.rule) {
     case "rate_limit": {
@@ -417,10 +445,30 @@ const toRule = (p: PolicyRule): RuleChoice => {
           checkTrusted: p.check_trusted
         }
       }
+    case "greylist":
+      return {
+        rule: "greylist",
+        dataDir: c.data_dir,
+        options: {
+          ...common,
+          delay: p.delay,
+          retryWindow: p.retry_window,
+          lifetime: p.lifetime,
+          autoAllow: p.auto_allow,
+          allowNetworks: p.allow_networks,
+          allowSenderDomains: p.allow_sender_domains,
+          ipv4Prefix: p.ipv4_prefix,
+          ipv6Prefix: p.ipv6_prefix,
+          maxEntries: p.max_entries,
+          sweepInterval: p.sweep_interval,
+          checkAuthenticated: p.check_authenticated,
+          checkTrusted: p.check_trusted
+        }
+      }
   }
 }
 
-export const toPolicies = (c: IncomingConfig): PoliciesChoice => ({ rules: c.policies.map(toRule), timeoutMs: c.policy_timeout })
+export const toPolicies = (c: IncomingConfig): PoliciesChoice => ({ rules: c.policies.map((p) => toRule(p, c)), timeoutMs: c.policy_timeout })
 
 /** Header values stay `Redacted`: `Tracing.ts` opens them only to hand them to the exporter. */
 export const toTracing = (c: IncomingConfig): TracingOptions | undefined =>

@@ -14,6 +14,7 @@
  */
 import { hostname } from "node:os"
 import { Effect, Layer } from "effect"
+import * as Dsn from "../protocol/Dsn.ts"
 import * as DA from "./DeliveryAdapter.ts"
 import { dotStuffed } from "./internal/dotStuff.ts"
 import * as ReplyClient from "./internal/ReplyClient.ts"
@@ -72,10 +73,13 @@ export const make = (options: LmtpOptions): DA.DeliveryAdapter["Service"] => {
         return yield* new ReplyClient.ReplyClientError({ reason: `LHLO refused by ${where}: ${ReplyClient.format(hello)}` })
       }
       const extensions = new Set(hello.lines.slice(1).map((l) => l.slice(4).split(" ")[0]!.toUpperCase()))
+      const dsn = extensions.has("DSN")
       const mailParams = [
         extensions.has("8BITMIME") ? " BODY=8BITMIME" : "",
         extensions.has("SIZE") ? ` SIZE=${delivery.size}` : "",
-        extensions.has("SMTPUTF8") && /[^\x00-\x7f]/.test([delivery.envelope.mailFrom, ...delivery.recipients.map((r) => r.rcpt)].join("")) ? " SMTPUTF8" : ""
+        extensions.has("SMTPUTF8") && /[^\x00-\x7f]/.test([delivery.envelope.mailFrom, ...delivery.recipients.map((r) => r.rcpt)].join("")) ? " SMTPUTF8" : "",
+        // RFC 3461's parameters go on to a server that takes them (Dovecot does not advertise DSN).
+        dsn ? Dsn.mailParameters(delivery.envelope.dsn) : ""
       ].join("")
       const mail = yield* client.command(`MAIL FROM:${angle(delivery.envelope.mailFrom)}${mailParams}`, commandTimeout)
       if (mail.code !== 250) {
@@ -84,7 +88,8 @@ export const make = (options: LmtpOptions): DA.DeliveryAdapter["Service"] => {
       }
       const accepted: Array<string> = []
       for (const { rcpt } of delivery.recipients) {
-        const reply = yield* client.command(`RCPT TO:${angle(rcpt)}`, commandTimeout)
+        const rcptParams = dsn ? Dsn.recipientParameters(delivery.envelope.recipientDsn?.[rcpt]) : ""
+        const reply = yield* client.command(`RCPT TO:${angle(rcpt)}${rcptParams}`, commandTimeout)
         if (reply.code >= 200 && reply.code < 300) accepted.push(rcpt)
         else decided.set(rcpt, fromReply(rcpt, reply.code, ReplyClient.format(reply)))
       }

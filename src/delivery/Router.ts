@@ -17,6 +17,8 @@
  * it whether a recipient's route is marked `acknowledge: "sync"`.
  */
 import { Cause, Clock, Context, Data, Effect, Exit, Layer, Random, Result, type Scope, Semaphore } from "effect"
+import type { Envelope } from "../protocol/Envelope.ts"
+import * as Priority from "../protocol/Priority.ts"
 import * as DA from "./DeliveryAdapter.ts"
 import * as CauseText from "../internal/causeText.ts"
 
@@ -57,6 +59,11 @@ export interface RouteOptions<AdapterName extends string = string> {
    * app's `decide` is still asked first.
    */
   readonly quarantine?: boolean
+  /**
+   * Priority (-9..9, protocol/Priority.ts) of messages with a recipient on this route; the
+   * highest level that applies to a message wins, and the queue claims by it.
+   */
+  readonly priority?: number
 }
 
 export interface Route {
@@ -69,6 +76,7 @@ export interface Route {
   readonly concurrency?: number | undefined
   readonly timeoutMs?: number | undefined
   readonly quarantine?: boolean | undefined
+  readonly priority?: number | undefined
 }
 
 export interface RouteTable {
@@ -78,6 +86,8 @@ export interface RouteTable {
   /** The route for a recipient by the table alone (no host-app decision), if any. */
   readonly routeFor: (rcpt: string) => Route | undefined
   readonly byName: (name: string) => Route | undefined
+  /** The host app's priority for a message (`RouterOptions.priority`), asked when it is accepted. */
+  readonly prioritize?: ((envelope: Envelope) => Effect.Effect<number | undefined>) | undefined
 }
 
 export type RouterErrorReason =
@@ -142,6 +152,7 @@ const invalidSetting = (route: RouteOptions): string | undefined => {
   if (route.timeoutMs !== undefined && !(Number.isFinite(route.timeoutMs) && route.timeoutMs > 0)) {
     return "timeoutMs must be > 0"
   }
+  if (route.priority !== undefined && !Priority.isPriority(route.priority)) return "priority must be an integer from -9 to 9"
   const retry = route.retry
   if (retry !== undefined) {
     if (retry.jitter !== undefined && !(retry.jitter >= 0 && retry.jitter < 1)) return "jitter must be in [0, 1)"
@@ -183,7 +194,8 @@ export const compile = (routes: ReadonlyArray<RouteOptions>, options: TableOptio
       maxAttempts: options.maxAttempts,
       concurrency: options.concurrency,
       timeoutMs: options.timeoutMs,
-      quarantine: options.quarantine
+      quarantine: options.quarantine,
+      priority: options.priority
     }
     if (route.quarantine === true) {
       if (quarantine !== undefined) {
@@ -233,6 +245,20 @@ export const compile = (routes: ReadonlyArray<RouteOptions>, options: TableOptio
 export const routeFor = (table: RouteTable, rcpt: string): Route | undefined => table.routeFor(rcpt)
 
 /** How the session should acknowledge a recipient: its route's choice, `durable` when unrouted. */
+/**
+ * The priority the routing gives a message: the highest of its recipients' route priorities and
+ * the host app's `priority`, or `undefined` when none says anything.
+ */
+export const priorityFor = (table: RouteTable, envelope: Envelope): Effect.Effect<number | undefined> => {
+  let best: number | undefined
+  for (const rcpt of envelope.rcptTo) {
+    const p = table.routeFor(rcpt)?.priority
+    if (p !== undefined && (best === undefined || p > best)) best = p
+  }
+  if (table.prioritize === undefined) return Effect.succeed(best)
+  return Effect.map(table.prioritize(envelope), (p) => (p !== undefined && (best === undefined || p > best) ? p : best))
+}
+
 export const acknowledgementFor = (table: RouteTable, rcpt: string): Acknowledge => table.routeFor(rcpt)?.acknowledge ?? "durable"
 
 /** The nominal delay before the next attempt after the `attempt`-th failure (1-based), before jitter. */
@@ -270,6 +296,12 @@ export interface RouterOptions<A extends Adapters, DE = never, DR = never> exten
   readonly decide?: (rcpt: string, delivery: DA.Delivery) => Effect.Effect<string | undefined, DE, DR>
   /** What happens to a recipient no route matches (default `retry`: a configuration gap should not bounce mail). */
   readonly unrouted?: "retry" | "reject"
+  /**
+   * The host app's priority for a message, asked once when it is accepted (before it is
+   * queued, so unlike `decide` it sees the envelope, not the body): -9..9, or `undefined` to
+   * leave it to the routes and the configuration. The highest level that applies wins.
+   */
+  readonly priority?: (envelope: Envelope) => Effect.Effect<number | undefined>
 }
 
 export type RouterBuildError<A extends Adapters> = RouterError | InputError<A[keyof A]>
@@ -284,7 +316,7 @@ export const make = <A extends Adapters, DE = never, DR = never>(
     const name = options.name ?? "router"
     const compiled = compile(options.routes, options)
     if (Result.isFailure(compiled)) return yield* compiled.failure
-    const table = compiled.success
+    const table: RouteTable = options.priority === undefined ? compiled.success : { ...compiled.success, prioritize: options.priority }
     for (const route of table.routes) {
       if (!(route.adapter in options.adapters)) {
         return yield* new RouterError({ reason: { _tag: "UnknownAdapter", route: route.name, adapter: route.adapter } })

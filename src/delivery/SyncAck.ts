@@ -63,6 +63,7 @@ export const make = Effect.gen(function*() {
 
   return SyncDelivery.of({
     isSync,
+    priorityOf: routes === undefined ? undefined : (envelope) => Router.priorityFor(routes, envelope),
     tryNow: (message, { timeoutMs }) =>
       message.envelope.rcptTo.length === 1 && isSync(message.envelope.rcptTo[0]!)
         ? Option.some(deliverNow(message, timeoutMs))

@@ -9,7 +9,8 @@
  * - `501 5.5.2` the command itself is malformed (no `FROM:` / `TO:`, junk after the path);
  * - `501 5.1.7` / `501 5.1.3` a bad sender / recipient: brackets, grammar, lengths, bad UTF-8;
  * - `553 5.6.7` a non-ASCII address in a transaction without SMTPUTF8 (RFC 6531 §3.5);
- * - `501 5.5.4` a malformed parameter or value (SIZE, BODY, SMTPUTF8, RET, ENVID, NOTIFY, ORCPT);
+ * - `501 5.5.4` a malformed parameter or value (SIZE, BODY, SMTPUTF8, RET, ENVID, MT-PRIORITY,
+ *   NOTIFY, ORCPT);
  * - `555 5.5.4` a parameter we do not advertise (REQUIRETLS among them).
  *
  * Lenient where senders commonly are and nothing is ambiguous: spaces after the colon, several
@@ -20,6 +21,7 @@ import { isUtf8 } from "node:buffer"
 import { Result } from "effect"
 import * as Address from "./Address.ts"
 import * as Dsn from "./Dsn.ts"
+import * as Priority from "./Priority.ts"
 import * as SmtpReply from "./SmtpReply.ts"
 
 export type Params = ReadonlyMap<string, string | true>
@@ -35,6 +37,8 @@ export interface MailCommand {
   readonly size: number | undefined
   readonly body: "7BIT" | "8BITMIME" | undefined
   readonly dsn: Dsn.MailDsn | undefined
+  /** RFC 6710 `MT-PRIORITY`, checked for syntax only: whether it is honoured is the session's call. */
+  readonly priority: Priority.Priority | undefined
 }
 
 export interface RcptCommand {
@@ -47,7 +51,7 @@ export interface RcptCommand {
 }
 
 /** What we advertise in EHLO, per command: anything else is 555 5.5.4. */
-export const mailParameters: ReadonlySet<string> = new Set(["SIZE", "BODY", "SMTPUTF8", "RET", "ENVID"])
+export const mailParameters: ReadonlySet<string> = new Set(["SIZE", "BODY", "SMTPUTF8", "RET", "ENVID", "MT-PRIORITY"])
 export const rcptParameters: ReadonlySet<string> = new Set(["NOTIFY", "ORCPT"])
 
 type Verb = "MAIL" | "RCPT"
@@ -205,6 +209,9 @@ export const parseMail = (line: Uint8Array | string): Parsed<MailCommand> => {
   if (Result.isFailure(body)) return refuse(body.failure)
   const dsn = Dsn.mailDsn(params.success)
   if (Result.isFailure(dsn)) return refuse(dsn.failure)
+  const priorityParam = params.success.get("MT-PRIORITY")
+  const priority = priorityParam === undefined ? undefined : Priority.parseParameter(priorityParam)
+  if (priority !== undefined && Result.isFailure(priority)) return refuse(priority.failure)
   return Result.succeed({
     verb: "MAIL",
     address: mailbox.success === undefined ? "" : Address.toString(mailbox.success),
@@ -213,7 +220,8 @@ export const parseMail = (line: Uint8Array | string): Parsed<MailCommand> => {
     smtpUtf8,
     size: size.success,
     body: body.success,
-    dsn: dsn.success
+    dsn: dsn.success,
+    priority: priority?.success
   })
 }
 

@@ -136,3 +136,15 @@ export const recipientDsn = (params: ReadonlyMap<string, string | true>): Result
   if (o !== undefined && Result.isFailure(o)) return Result.fail(o.failure)
   return Result.succeed({ ...(n === undefined ? {} : { notify: n.success }), ...(o === undefined ? {} : { orcpt: o.success }) })
 }
+
+/**
+ * MAIL's DSN parameters as a client sends them onward (` RET=FULL ENVID=<xtext>`), for a next hop
+ * that advertised `DSN`; empty without any. The envelope keeps ENVID decoded: it is re-encoded.
+ */
+export const mailParameters = (dsn: MailDsn | undefined): string =>
+  (dsn?.ret === undefined ? "" : ` RET=${dsn.ret}`) + (dsn?.envid === undefined ? "" : ` ENVID=${encodeXtext(dsn.envid)}`)
+
+/** One recipient's DSN parameters as sent onward (` NOTIFY=SUCCESS,DELAY ORCPT=rfc822;<xtext>`). */
+export const recipientParameters = (dsn: RecipientDsn | undefined): string =>
+  (dsn?.notify === undefined ? "" : ` NOTIFY=${dsn.notify.join(",")}`) +
+  (dsn?.orcpt === undefined ? "" : ` ORCPT=${dsn.orcpt.type};${encodeXtext(dsn.orcpt.address)}`)

@@ -47,6 +47,11 @@ export interface Envelope {
   readonly quarantine?: Quarantine | undefined
   /** ... and what rules recorded about the message, by key (later rules overwrite a key). */
   readonly annotations?: Readonly<Record<string, Json>> | undefined
+  /**
+   * Priority -9..9 (protocol/Priority.ts): the highest of an honoured `MT-PRIORITY`, the
+   * listener's, the configured patterns' and the routes'. Absent: normal (0).
+   */
+  readonly priority?: number | undefined
 }
 
 const MailDsn = Schema.Struct({
@@ -80,7 +85,8 @@ export const EnvelopeSchema = Schema.Struct({
     }))
   })),
   quarantine: Schema.optional(Schema.Struct({ rule: Schema.String, reason: Schema.String })),
-  annotations: Schema.optional(Schema.Record(Schema.String, Schema.Json))
+  annotations: Schema.optional(Schema.Record(Schema.String, Schema.Json)),
+  priority: Schema.optional(Schema.Number)
 })
 
 // Fails to compile when `Envelope` gains or changes a field the stored JSON would not carry back.

@@ -16,6 +16,8 @@ export interface TraceInfo {
   readonly esmtp?: boolean | undefined
   /** The transaction used SMTPUTF8: the protocol is `UTF8SMTP` (RFC 6531 §3.7.3). */
   readonly utf8?: boolean | undefined
+  /** Received over LMTP: `LMTP` with the RFC 3848 suffixes. */
+  readonly lmtp?: boolean | undefined
   readonly id: string
   readonly recipients: ReadonlyArray<string>
   readonly date: Date
@@ -38,10 +40,10 @@ export const rfc5322Date = (d: Date): string => {
 /**
  * The protocol keyword for the `with` clause: `SMTP` after HELO (RFC 5321 4.4), otherwise
  * `ESMTP` with the RFC 3848 suffixes (which are defined for ESMTP only), or `UTF8SMTP` with the
- * same suffixes for an SMTPUTF8 transaction (RFC 6531 §3.7.3).
+ * same suffixes for an SMTPUTF8 transaction (RFC 6531 §3.7.3); `LMTP` with them over LMTP (RFC 3848).
  */
-export const protocol = (secure: boolean, authenticated: boolean, esmtp = true, utf8 = false): string =>
-  esmtp ? `${utf8 ? "UTF8SMTP" : "ESMTP"}${secure ? "S" : ""}${authenticated ? "A" : ""}` : "SMTP"
+export const protocol = (secure: boolean, authenticated: boolean, esmtp = true, utf8 = false, lmtp = false): string =>
+  lmtp || esmtp ? `${lmtp ? "LMTP" : utf8 ? "UTF8SMTP" : "ESMTP"}${secure ? "S" : ""}${authenticated ? "A" : ""}` : "SMTP"
 
 export const make = (t: TraceInfo): string => {
   const ip = t.clientAddress.includes(":") ? `IPv6:${t.clientAddress}` : t.clientAddress
@@ -53,6 +55,6 @@ export const make = (t: TraceInfo): string => {
   // `for` only with a single recipient: listing every recipient would disclose Bcc recipients.
   const forClause = t.recipients.length === 1 ? `\r\n\tfor <${t.recipients[0]}>` : ""
   return `Received: from ${sanitizeHelo(t.helo)} (${rdns}[${ip}])\r\n` +
-    `\tby ${t.hostname} (Incoming) with ${protocol(t.secure, t.authenticated, t.esmtp ?? true, t.utf8 ?? false)} id ${t.id}` +
+    `\tby ${t.hostname} (Incoming) with ${protocol(t.secure, t.authenticated, t.esmtp ?? true, t.utf8 ?? false, t.lmtp ?? false)} id ${t.id}` +
     `${forClause};\r\n\t${rfc5322Date(t.date)}\r\n`
 }

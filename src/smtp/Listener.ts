@@ -11,10 +11,12 @@
  * (those clients get 421 and retry), say 421 to idle connections, close them, and wait for the
  * work their closing started (policy `close` hooks, log lines). Deadlines read the `Clock`.
  */
-import type { AddressInfo } from "node:net"
+import { chmodSync, lstatSync, rmSync } from "node:fs"
+import { type AddressInfo, connect } from "node:net"
 import { Clock, Context, Deferred, Effect, Exit, Fiber, Layer, Ref, References, Scope } from "effect"
 import type { SMTPServerOptions } from "smtp-server"
-import type { Relay } from "../policy/Relay.ts"
+import { Relay } from "../policy/Relay.ts"
+import * as Priority from "../protocol/Priority.ts"
 import type { MailQueue } from "../queue/MailQueue.ts"
 import type { Spool } from "../spool/Spool.ts"
 import * as Telemetry from "../telemetry/Telemetry.ts"
@@ -93,10 +95,14 @@ interface Shared {
   readonly auth: AuthHandler.AuthHandler | undefined
 }
 
+const priorityExtension: ReadonlyArray<string> = [Priority.ehloKeyword]
+const noExtensions: ReadonlyArray<string> = []
+
 /** After the drain deadline, how long closing sockets and the work they start may still take. */
 const closeGraceMs = 2_000
 
 const formatAddress = (host: string, port: number) => (host.includes(":") ? `[${host}]:${port}` : `${host}:${port}`)
+const addressOf = (o: ListenerOptions.ListenerOptions, port: number) => (o.path !== undefined ? `unix:${o.path}` : formatAddress(o.host, port))
 
 /** What the listener's mode needs (TLS, AUTH), checked against what is configured. */
 const authSetup = (o: ListenerOptions.ListenerOptions, auth: AuthHandler.AuthHandler | undefined, address: string) => {
@@ -144,6 +150,7 @@ const engineOptions = (
     ...(tls === undefined ? {} : { cert: tls.cert, key: tls.key, sniOptions: tls.sniOptions }),
     name: o.hostname,
     banner: "Incoming",
+    lmtp: o.mode === "lmtp",
     size: o.maxSize,
     ...modeOptions,
     secure: o.tls.mode === "implicit" || modeOptions.secure === true,
@@ -186,7 +193,14 @@ const engineOptions = (
     onData: (stream, session, callback) => {
       // A client reset mid-DATA emits 'error' on this stream; without a listener Node would throw.
       stream.on("error", () => undefined)
-      bridge.run(session.id, "DATA", () => handlers.data(stream, session), (err, reply) => callback(err, reply))
+      bridge.run(session.id, "DATA", () => handlers.data(stream, session), (err, reply) =>
+        callback(
+          err,
+          // LMTP: one reply per recipient, refusals as errors carrying their code.
+          typeof reply === "string" || reply === undefined
+            ? reply
+            : reply.map((r) => (r.code < 400 ? `${r.enhanced} ${r.text}` : SmtpReply.toEngineError(r)))
+        ))
     },
     onSecure: (socket, session, callback) => {
       const version = "getProtocol" in socket && typeof socket.getProtocol === "function" ? socket.getProtocol() : null
@@ -203,21 +217,50 @@ const engineOptions = (
   }
 }
 
+/**
+ * Binds the listener: its port, or its Unix socket (port 0). A socket file left by a process
+ * that is gone (nothing accepts on it) is replaced; one in use is `address in use`. The socket
+ * is made `0660`: the MTA that delivers into it must run as its owner or group.
+ */
 const bind = (s: IncomingSmtpServer, o: ListenerOptions.ListenerOptions, address: string) =>
   Effect.callback<number, ListenError>((resume) => {
     const onError = (err: Error) => resume(Effect.fail(fromBindError(o.name, address, err)))
-    s.server.once("error", onError)
-    s.server.listen(o.port, o.host, () => {
-      s.server.off("error", onError)
-      resume(Effect.succeed((s.server.address() as AddressInfo).port))
+    const path = o.path
+    const listen = () => {
+      s.server.once("error", onError)
+      const done = () => {
+        s.server.off("error", onError)
+        if (path !== undefined) chmodSync(path, 0o660)
+        resume(Effect.succeed(path === undefined ? (s.server.address() as AddressInfo).port : 0))
+      }
+      if (path === undefined) s.server.listen(o.port, o.host, done)
+      else s.server.listen(path, done)
+    }
+    if (path === undefined || !isSocketFile(path)) return listen()
+    const probe = connect(path)
+    probe.once("connect", () => {
+      probe.destroy()
+      onError(Object.assign(new Error(`${path} is in use`), { code: "EADDRINUSE" }))
+    })
+    probe.once("error", () => {
+      rmSync(path, { force: true })
+      listen()
     })
   })
+
+const isSocketFile = (path: string): boolean => {
+  try {
+    return lstatSync(path).isSocket()
+  } catch {
+    return false
+  }
+}
 
 const start = Effect.fnUntraced(function*(input: ListenerOptions.ListenerInput, shared: Shared) {
   const settings = yield* Ref.make(ListenerOptions.resolve(input, shared.hostname))
   // As started: the address, mode and TLS mode never change while bound.
   const o = Ref.getUnsafe(settings)
-  const address = formatAddress(o.host, o.port)
+  const address = addressOf(o, o.port)
   const badNetworks = ListenerReload.badProxyNetworks(o)
   if (badNetworks.length > 0) {
     return yield* new ListenError({
@@ -234,6 +277,7 @@ const start = Effect.fnUntraced(function*(input: ListenerOptions.ListenerInput, 
   const tracing = yield* References.TracerEnabled
   const bridge = yield* makeBridge(context, shared.connectionsScope, { tracing, listener: o.name })
   let server: IncomingSmtpServer | undefined
+  const relay = Context.get(context, Relay)
   const handlers = yield* Session.make(settings, {
     auth: setup,
     isDraining: shared.draining,
@@ -243,7 +287,16 @@ const start = Effect.fnUntraced(function*(input: ListenerOptions.ListenerInput, 
   const s = new IncomingSmtpServer(
     engineOptions(o, tls, setup, handlers, bridge, shared, Telemetry.metricsContext(context), (id) => server?.guards.get(id)?.proxy),
     ListenerReload.engineLimits(o),
-    { unavailable: (name, session) => ListenerModes.unavailableReply(setup, name, session) ?? Commands.unimplemented(name) },
+    {
+      unavailable: (name, session) =>
+        o.mode === "lmtp" && (name === "HELO" || name === "EHLO")
+          ? Commands.lmtpNeedsLhlo
+          : ListenerModes.unavailableReply(setup, name, session) ?? Commands.unimplemented(name),
+      // MT-PRIORITY (RFC 6710) only to clients whose priority is honoured: trusted networks, and
+      // clients that can authenticate here (AUTH comes after EHLO, so it is offered to them all).
+      ehloExtensions: ({ remoteAddress }) =>
+        setup.methods.length > 0 || relay.isTrusted(remoteAddress) ? priorityExtension : noExtensions
+    },
     {
       proxyRefused: (peer, reason) =>
         bridge.fork(Effect.logInfo(`PROXY header from ${peer} refused: ${reason}`).pipe(Effect.annotateLogs({ listener: o.name })))
@@ -257,7 +310,7 @@ const start = Effect.fnUntraced(function*(input: ListenerOptions.ListenerInput, 
 
   // Bind.
   const port = yield* bind(s, o, address)
-  yield* Effect.logInfo(`listening on ${formatAddress(o.host, port)}`).pipe(Effect.annotateLogs({ listener: o.name, tls: o.tls.mode }))
+  yield* Effect.logInfo(`listening on ${addressOf(o, port)}`).pipe(Effect.annotateLogs({ listener: o.name, tls: o.tls.mode }))
 
   // Drain.
   const closed = Deferred.makeUnsafe<void>()

@@ -8,8 +8,10 @@ export type TlsMode = "disabled" | "optional" | "required" | "implicit"
  * `mx` (port 25): AUTH optional, STARTTLS offered when a certificate is configured.
  * `submission` (587): STARTTLS required before AUTH, AUTH required before MAIL.
  * `submissions` (465): implicit TLS, AUTH required before MAIL.
+ * `lmtp` (RFC 2033): LHLO instead of HELO/EHLO, and after DATA one reply per accepted recipient,
+ * for an MTA (Postfix, Exim) that hands its mail on over LMTP; TCP or a Unix socket (`path`).
  */
-export type ListenerMode = "mx" | "submission" | "submissions"
+export type ListenerMode = "mx" | "submission" | "submissions" | "lmtp"
 
 export interface TlsOptions {
   readonly mode: TlsMode
@@ -49,6 +51,8 @@ export interface ListenerOptions {
   readonly allowInsecureAuth: boolean
   readonly host: string
   readonly port: number
+  /** A Unix socket to listen on instead of `host`/`port` (its clients count as 127.0.0.1). */
+  readonly path?: string | undefined
   readonly tls: TlsOptions
   /** Our name in the greeting and in `Received: by`. */
   readonly hostname: string
@@ -69,6 +73,8 @@ export interface ListenerOptions {
   readonly lineEndings: "reject" | "normalize"
   /** Deadline for a policy/queue hook before the session answers 451 4.4.2. */
   readonly hookTimeoutMs: number
+  /** Priority (-9..9) of the mail this listener accepts, when set; the highest level that applies wins. */
+  readonly priority?: number | undefined
   readonly proxyProtocol?: ProxyProtocolOptions | undefined
 }
 
@@ -95,11 +101,12 @@ export type ListenerInput = Partial<ListenerOptions> & { readonly port: number }
 
 export const resolve = (input: ListenerInput, fallbackHostname: string): ListenerOptions => {
   const host = input.host ?? "127.0.0.1"
+  const scheme = input.mode === "lmtp" ? "lmtp" : "smtp"
   return {
     ...defaults,
     ...input,
     host,
     hostname: input.hostname ?? fallbackHostname,
-    name: input.name ?? `smtp:${host}:${input.port}`
+    name: input.name ?? (input.path !== undefined ? `${scheme}:${input.path}` : `${scheme}:${host}:${input.port}`)
   }
 }

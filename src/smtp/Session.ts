@@ -7,6 +7,10 @@
  * transaction — another RCPT gets 452 4.5.3 and the client sends it in a new transaction (RFC
  * 5321 3.3) — and its message is handed to `SyncDelivery` instead of the queue.
  *
+ * LMTP listeners (RFC 2033) answer DATA once per accepted recipient: the recipients on sync-ack
+ * routes may share a transaction with each other and with queued ones, each sync recipient is
+ * delivered on its own and gets its adapter's outcome, and the others share the queue commit's.
+ *
  * Settings are read from the listener's `Ref` once per hook: a reload swaps the whole object, so
  * each command sees one consistent set of limits, and the next command the new one.
  *
@@ -22,7 +26,7 @@ import type { SMTPServerAddress, SMTPServerSession } from "smtp-server"
 import * as Policy from "../policy/Policy.ts"
 import { type RcptDecision, Relay } from "../policy/Relay.ts"
 import * as ListenerModes from "../auth/ListenerMode.ts"
-import { MailQueue } from "../queue/MailQueue.ts"
+import { MailQueue, type NewMessage } from "../queue/MailQueue.ts"
 import type { MailQueueError } from "../queue/MailQueueError.ts"
 import * as MessageId from "../queue/MessageId.ts"
 import * as MessageEdit from "../policy/MessageEdit.ts"
@@ -35,6 +39,8 @@ import * as Address from "../protocol/Address.ts"
 import type * as Dsn from "../protocol/Dsn.ts"
 import type * as ProxyHeader from "../protocol/ProxyHeader.ts"
 import type { Envelope } from "../protocol/Envelope.ts"
+import * as Priority from "../protocol/Priority.ts"
+import { Priorities } from "../policy/Priorities.ts"
 import type { ListenerOptions } from "./ListenerOptions.ts"
 import * as ReceivedHeader from "../protocol/ReceivedHeader.ts"
 import * as SmtpReply from "../protocol/SmtpReply.ts"
@@ -74,10 +80,11 @@ export interface SessionHandlers {
   readonly connect: (info: ConnectInfo) => Effect.Effect<void, SessionReject>
   readonly mailFrom: (address: SMTPServerAddress, session: SMTPServerSession) => Effect.Effect<void, SessionReject>
   readonly rcptTo: (address: SMTPServerAddress, session: SMTPServerSession) => Effect.Effect<void, SessionReject>
+  /** The reply text to DATA; on an LMTP listener, one reply per accepted recipient, in RCPT order. */
   readonly data: (
     stream: Readable,
     session: SMTPServerSession
-  ) => Effect.Effect<string, SessionReject | SpoolError | MailQueueError>
+  ) => Effect.Effect<string | ReadonlyArray<SmtpReply.SmtpReply>, SessionReject | SpoolError | MailQueueError>
   readonly close: (id: string) => void
   readonly closePolicy: (session: SMTPServerSession) => Effect.Effect<void>
   readonly connections: () => number
@@ -94,6 +101,8 @@ export interface SessionHooks {
 export const make = Effect.fnUntraced(function*(settings: Ref.Ref<ListenerOptions>, hooks: SessionHooks) {
   // Fixed for the listener's life (a reload cannot rename it).
   const listener = Ref.getUnsafe(settings).name
+  // Fixed too (a mode change needs a restart).
+  const lmtp = Ref.getUnsafe(settings).mode === "lmtp"
   const queue = yield* MailQueue
   const spool = yield* Spool
   const telemetry = yield* Telemetry.Telemetry
@@ -131,6 +140,8 @@ export const make = Effect.fnUntraced(function*(settings: Ref.Ref<ListenerOption
   // Present when the host app's delivery can acknowledge some recipients synchronously.
   const sync = Option.getOrUndefined(yield* Effect.serviceOption(SyncDelivery))
   const isSync = (rcpt: string) => sync !== undefined && sync.isSync(rcpt)
+  // Configured priorities by sender/recipient pattern, when the host app or config gave any.
+  const priorities = Option.getOrUndefined(yield* Effect.serviceOption(Priorities))
 
   const perIp = new Map<string, number>()
   // Sessions counted against the limits, with their address, so close can give the slot back.
@@ -268,7 +279,8 @@ export const make = Effect.fnUntraced(function*(settings: Ref.Ref<ListenerOption
         )
     }
     const others = recipientsOf(session).filter((r) => r.toLowerCase() !== decision.address.toLowerCase())
-    if (others.length > 0 && (isSync(decision.address) || isSync(others[0]!))) {
+    // LMTP replies per recipient, so there one reply never has to speak for two outcomes.
+    if (!lmtp && others.length > 0 && (isSync(decision.address) || isSync(others[0]!))) {
       return refuseRcpt(address, reject(SmtpReply.separateTransaction, "sync_route_alone"))
     }
     const result = decision._tag === "Local" ? "accepted" : "relayed"
@@ -358,6 +370,31 @@ export const make = Effect.fnUntraced(function*(settings: Ref.Ref<ListenerOption
     }
   }
 
+  /**
+   * The message's priority (protocol/Priority.ts): the highest of `MT-PRIORITY` (honoured only
+   * from an authenticated or trusted client, RFC 6710 §5), the listener's level, the configured
+   * patterns' and delivery's (routes, the host app). `priority` absent when nothing applies;
+   * a requested level that was not honoured is recorded as the annotation `mt-priority-ignored`.
+   */
+  const prioritized = (session: SMTPServerSession, envelope: Envelope, listenerLevel: number | undefined) => {
+    const mail = session.envelope.mailFrom === false ? undefined : Commands.parsedOf(session.envelope.mailFrom)
+    const requested = mail?.verb === "MAIL" ? mail.priority : undefined
+    const honoured = requested !== undefined && (isAuthenticated(session) || relay.isTrusted(session.remoteAddress))
+    const configured = priorities?.of(envelope.mailFrom, envelope.rcptTo)
+    const finish = (fromDelivery: number | undefined): Envelope => {
+      const levels = [honoured ? requested : undefined, listenerLevel, configured, fromDelivery]
+      const priority = levels.some((l) => l !== undefined) ? Priority.highest(levels) : undefined
+      const ignored = requested !== undefined && !honoured ? { "mt-priority-ignored": requested } : undefined
+      if (priority === undefined && ignored === undefined) return envelope
+      return {
+        ...envelope,
+        ...(ignored === undefined ? {} : { annotations: { ...envelope.annotations, ...ignored } }),
+        ...(priority === undefined ? {} : { priority })
+      }
+    }
+    return sync?.priorityOf === undefined ? Effect.succeed(finish(undefined)) : Effect.map(sync.priorityOf(envelope), finish)
+  }
+
   const data = (stream: Readable, session: SMTPServerSession) =>
     Effect.gen(function*() {
       const options = Ref.getUnsafe(settings)
@@ -384,7 +421,7 @@ export const make = Effect.fnUntraced(function*(settings: Ref.Ref<ListenerOption
         return `${queued.enhanced} ${queued.text}`
       }
       const now = yield* Clock.currentTimeMillis
-      const envelope: Envelope = {
+      const envelope = yield* prioritized(session, {
         mailFrom,
         rcptTo,
         helo: session.hostNameAppearsAs,
@@ -396,7 +433,7 @@ export const make = Effect.fnUntraced(function*(settings: Ref.Ref<ListenerOption
         ...(plan?.authentication === undefined ? {} : { authentication: plan.authentication }),
         ...(plan?.quarantine === undefined ? {} : { quarantine: plan.quarantine }),
         ...(plan?.annotations === undefined ? {} : { annotations: plan.annotations })
-      }
+      }, options.priority)
       const trace = (plan?.prepend ?? "") + ReceivedHeader.make({
         helo: session.hostNameAppearsAs,
         clientAddress: session.remoteAddress,
@@ -406,12 +443,14 @@ export const make = Effect.fnUntraced(function*(settings: Ref.Ref<ListenerOption
         authenticated: isAuthenticated(session),
         // Was "ESMTP" even after HELO; the engine records the opening command.
         esmtp: session.openingCommand !== "HELO",
+        lmtp,
         utf8: session.envelope.smtpUtf8 === true,
         id,
         recipients: rcptTo,
         date: new Date(now)
       })
       const message = { id, envelope, trace, body, receivedAt: now }
+      if (lmtp) return yield* lmtpOutcomes(message, session, options.hookTimeoutMs)
       const syncAck = sync?.tryNow(message, { timeoutMs: options.hookTimeoutMs })
       if (syncAck !== undefined && Option.isSome(syncAck)) {
         const delivered = yield* syncAck.value.pipe(
@@ -420,9 +459,29 @@ export const make = Effect.fnUntraced(function*(settings: Ref.Ref<ListenerOption
         yield* telemetry.publish({ _tag: "SessionAccepted", id, listener })
         return `${delivered.enhanced} ${delivered.text}`
       }
+      const queued = yield* commit(message, options.hookTimeoutMs)
+      return `${queued.enhanced} ${queued.text}`
+    }).pipe(
+      withSpanIf(tracing, "Session.data", () => ({ session: session.id })),
+      Effect.tapError((e) =>
+        e._tag === "SessionReject" ? rejected("data")(e) : telemetry.publish({
+          _tag: "SessionRejected",
+          // The reason's tag, not its text: a bounded set, fit for a metric label.
+          reason: e._tag === "SpoolError" ? `spool_${e.reason._tag}` : `queue_${e.reason._tag}`,
+          stage: "data",
+          code: e.reply.code,
+          listener
+        })
+      )
+    )
+
+  /** The durable commit of `message` (it takes the body); its reply, `250 2.0.0 queued as <id>`. */
+  const commit = (message: NewMessage, timeoutMs: number): Effect.Effect<SmtpReply.SmtpReply, SessionReject | MailQueueError> =>
+    Effect.gen(function*() {
+      const { id, body } = message
       yield* queue.commit(message).pipe(
-        withSpanIf(tracing, "Queue.commit", () => ({ message: id, recipients: rcptTo.length, size: body.size })),
-        Effect.timeout(options.hookTimeoutMs),
+        withSpanIf(tracing, "Queue.commit", () => ({ message: id, recipients: message.envelope.rcptTo.length, size: body.size })),
+        Effect.timeout(timeoutMs),
         Effect.tapCause((cause) =>
           Effect.andThen(
             body.release,
@@ -443,21 +502,49 @@ export const make = Effect.fnUntraced(function*(settings: Ref.Ref<ListenerOption
       if (yield* LogLevel.isEnabled("Debug")) {
         yield* Effect.logDebug("message queued").pipe(Effect.annotateLogs({ message: id, size: body.size }))
       }
-      const queued = SmtpReply.queued(id)
-      return `${queued.enhanced} ${queued.text}`
-    }).pipe(
-      withSpanIf(tracing, "Session.data", () => ({ session: session.id })),
-      Effect.tapError((e) =>
-        e._tag === "SessionReject" ? rejected("data")(e) : telemetry.publish({
-          _tag: "SessionRejected",
-          // The reason's tag, not its text: a bounded set, fit for a metric label.
-          reason: e._tag === "SpoolError" ? `spool_${e.reason._tag}` : `queue_${e.reason._tag}`,
-          stage: "data",
-          code: e.reply.code,
-          listener
-        })
-      )
-    )
+      return SmtpReply.queued(id)
+    })
+
+  /**
+   * LMTP's replies after DATA, one per accepted RCPT in order. Sync-ack recipients are delivered
+   * first, each alone and concurrently (each within the hook deadline), from views of the body
+   * that do not release it; then the rest are committed together, and the commit takes the body
+   * (with none left, it is released here). A failure of one part is that part's replies only.
+   */
+  const lmtpOutcomes = (
+    message: NewMessage,
+    session: SMTPServerSession,
+    timeoutMs: number
+  ): Effect.Effect<ReadonlyArray<SmtpReply.SmtpReply>> =>
+    Effect.gen(function*() {
+      const { body, envelope } = message
+      const syncRcpts = envelope.rcptTo.filter(isSync)
+      const queuedRcpts = envelope.rcptTo.filter((r) => !isSync(r))
+      const shared = { ...body, release: Effect.void }
+      const outcomes = new Map<string, SmtpReply.SmtpReply>()
+      yield* Effect.forEach(syncRcpts, (rcpt) => {
+        const one = { ...message, body: shared, envelope: { ...envelope, rcptTo: [rcpt] } }
+        const attempt = sync?.tryNow(one, { timeoutMs })
+        if (attempt === undefined || Option.isNone(attempt)) return Effect.void
+        return attempt.value.pipe(
+          Effect.catchTag("SyncDeliveryError", (e) => Effect.succeed(e.reply)),
+          Effect.map((reply) => void outcomes.set(rcpt, reply))
+        )
+      }, { concurrency: "unbounded", discard: true })
+      if (queuedRcpts.length === 0) {
+        yield* body.release
+      } else {
+        const queued = yield* commit({ ...message, envelope: { ...envelope, rcptTo: queuedRcpts } }, timeoutMs).pipe(
+          Effect.catchCause((cause) => Effect.succeed(SmtpReply.fromCause(cause)))
+        )
+        for (const rcpt of queuedRcpts) outcomes.set(rcpt, queued)
+      }
+      if (syncRcpts.length > 0) yield* telemetry.publish({ _tag: "SessionAccepted", id: message.id, listener })
+      return session.envelope.rcptTo.map((r) => {
+        const rcpt = recipientOf(r.address)
+        return (rcpt === undefined ? undefined : outcomes.get(rcpt)) ?? SmtpReply.internalError
+      })
+    })
 
   return {
     connect,

@@ -1,7 +1,8 @@
 /**
- * What a session asks of delivery, and all it asks: is this recipient's route acknowledged
- * synchronously, and if the message's one recipient is, deliver it now so the adapter's outcome
- * becomes the reply to DATA (ok → 250, retry → 4xx, reject → 5xx) and nothing is queued.
+ * What a session asks of delivery, and all it asks: what priority its routes give a message; is
+ * this recipient's route acknowledged synchronously; and if the message's one recipient is,
+ * deliver it now so the adapter's outcome becomes the reply to DATA (ok → 250, retry → 4xx,
+ * reject → 5xx) and nothing is queued.
  *
  * The session owns this contract and `delivery/SyncAck.ts` implements it from the route table and
  * the adapter, so the listener side never imports delivery code. The service is optional: without
@@ -9,6 +10,7 @@
  */
 import { Context, Data, type Effect, type Option } from "effect"
 import type { NewMessage } from "../queue/MailQueue.ts"
+import type { Envelope } from "../protocol/Envelope.ts"
 import type { SmtpReply } from "../protocol/SmtpReply.ts"
 
 /** A synchronous delivery that did not succeed; `reply` is what the client gets. */
@@ -34,4 +36,9 @@ export class SyncDelivery extends Context.Service<SyncDelivery, {
     message: NewMessage,
     options: { readonly timeoutMs: number }
   ) => Option.Option<Effect.Effect<SmtpReply, SyncDeliveryError>>
+  /**
+   * The priority delivery gives a message about to be queued (its routes', the host app's), or
+   * `undefined` when it says nothing. Optional: without it, delivery has no say.
+   */
+  readonly priorityOf?: ((envelope: Envelope) => Effect.Effect<number | undefined>) | undefined
 }>()("incoming/SyncDelivery") {}

@@ -31,6 +31,8 @@ export interface SmtpClient {
 
 export interface ConnectOptions {
   readonly port: number
+  /** A Unix socket to connect to instead of `host`/`port` (an `lmtp` listener's `path`). */
+  readonly path?: string
   readonly host?: string
   /** Implicit TLS (accepts any certificate: tests use self-signed ones). */
   readonly tls?: boolean
@@ -53,7 +55,9 @@ export const connect = (options: ConnectOptions): Effect.Effect<SmtpClient, Smtp
       const chunks = options.preamble === undefined ? [] : options.preamble instanceof Uint8Array ? [options.preamble] : [...options.preamble]
       const local = options.localAddress === undefined ? {} : { localAddress: options.localAddress }
       let socket: Socket
-      if (chunks.length === 0) {
+      if (options.path !== undefined) {
+        socket = netConnect({ path: options.path })
+      } else if (chunks.length === 0) {
         socket = options.tls === true
           ? tlsConnect({ port: options.port, host, rejectUnauthorized: false, ...local })
           : netConnect({ port: options.port, host, ...local })

@@ -57,13 +57,13 @@ describe("incoming check-config", () => {
   it.live("invalid: exit 1 and one line per problem, no stack trace; a missing --config file is exit 1", () =>
     Effect.gen(function*() {
       const dir = yield* TestIncoming.tempDir("incoming-check-")
-      writeFileSync(join(dir, "incoming.toml"), `[[listeners]]\nport = 25\nmax_sise = 3\n[queue]\nbackend = "postgres"\n`)
+      writeFileSync(join(dir, "incoming.toml"), `[[listeners]]\nport = 25\nmax_sise = 3\n[queue]\nbackend = "mysql"\n`)
       const bad = yield* run(["check-config"], { cwd: dir })
       assert.strictEqual(bad.code, 1)
       assert.strictEqual(bad.stdout, "")
       assert.deepStrictEqual(bad.stderr.trim().split("\n"), [
         "incoming.toml: listeners[0].max_sise: unknown key",
-        `incoming.toml: queue.backend: expected "sqlite" | "memory", got "postgres"`
+        `incoming.toml: queue.backend: expected "sqlite" | "memory" | "postgres", got "mysql"`
       ])
 
       const missing = yield* run(["check-config", "--config", "nope.toml"], { cwd: dir })

@@ -13,6 +13,7 @@ import * as Load from "../../src/config/Load.ts"
 import { leafPaths } from "../../src/config/Shape.ts"
 import { parseDuration } from "../../src/config/Units.ts"
 import { sampled } from "../../src/admin/Metrics.ts"
+import { metrics as certificateMetrics } from "../../src/acme/CertManager.ts"
 import { metrics } from "../../src/telemetry/Telemetry.ts"
 
 const root = new URL("../../", import.meta.url).pathname
@@ -68,7 +69,7 @@ describe("deploy files and docs", () => {
     const exprs = dashboard.panels.flatMap((p) => p.targets ?? []).map((t) => t.expr)
     assert.isAbove(exprs.length, 10)
     const known = new Set<string>()
-    for (const m of [...Object.values(metrics), ...Object.values(sampled)]) {
+    for (const m of [...Object.values(metrics), ...Object.values(sampled), ...Object.values(certificateMetrics)]) {
       known.add(m.id)
       for (const suffix of ["_bucket", "_sum", "_count"]) known.add(`${m.id}${suffix}`)
     }

@@ -23,7 +23,7 @@ import * as LmtpAdapter from "../../src/delivery/LmtpAdapter.ts"
 import * as BodyStream from "../../src/queue/internal/bodyStream.ts"
 import { Listeners } from "../../src/smtp/Listener.ts"
 import * as Telemetry from "../../src/telemetry/Telemetry.ts"
-import { SmtpClient, TestIncoming } from "../../src/testing/index.ts"
+import { Captured, SmtpClient, TestIncoming } from "../../src/testing/index.ts"
 import { envelope } from "../support/fixtures.ts"
 
 const message = "Subject: lmtp test\r\n\r\n.leading dot\r\nline\r\n..two dots\r\n.\r\nlast\r\n"
@@ -335,4 +335,34 @@ describe("LmtpAdapter on TCP", () => {
       assert.include(byRcpt(out)["a@example.test"], "no reply within 200 ms")
       assert.isBelow(Date.now() - started, 1_500)
     }))
+})
+
+describe("LmtpAdapter: DSN parameters onward (RFC 3461)", () => {
+  it.live("RET/ENVID on MAIL and NOTIFY/ORCPT per RCPT reach a server that advertises DSN: Incoming's own lmtp listener", () =>
+    Effect.gen(function*() {
+      const ctx = yield* Layer.build(TestIncoming.layer({ domains: ["example.test"], listener: { mode: "lmtp" } }))
+      const port = Context.get(ctx, Listeners).all[0]!.port
+      const adapter = LmtpAdapter.make({ target: { host: "127.0.0.1", port } })
+      const rcpts = ["a@example.test", "b@example.test"]
+      const d = delivery(rcpts)
+      const outcomes = yield* adapter.deliver({
+        ...d,
+        envelope: {
+          ...d.envelope,
+          dsn: { ret: "HDRS", envid: "env id+1=x" },
+          recipientDsn: {
+            "a@example.test": { notify: ["SUCCESS", "DELAY"], orcpt: { type: "rfc822", address: "Original+A@Example.Test" } },
+            "b@example.test": { notify: ["NEVER"] }
+          }
+        }
+      })
+      assert.deepStrictEqual(outcomes.map((o) => o._tag), ["Ok", "Ok"])
+      const [msg] = yield* Captured.use((c) => c.awaitDelivered(1)).pipe(Effect.provideContext(ctx))
+      // Decoded again on the other side: the same values the sender gave.
+      assert.deepStrictEqual(msg!.envelope.dsn, { ret: "HDRS", envid: "env id+1=x" })
+      assert.deepStrictEqual(msg!.envelope.recipientDsn, {
+        "a@example.test": { notify: ["SUCCESS", "DELAY"], orcpt: { type: "rfc822", address: "Original+A@Example.Test" } },
+        "b@example.test": { notify: ["NEVER"] }
+      })
+    }).pipe(Effect.scoped), { timeout: 30_000 })
 })

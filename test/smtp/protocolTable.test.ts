@@ -210,6 +210,21 @@ const checks: Record<string, Check> = {
     return yield* replies(c, ["PROXY TCP4 198.51.100.1 192.0.2.1 1234 25"])
   }),
 
+  "HELO or EHLO on an `lmtp` listener": Effect.gen(function*() {
+    const c = yield* SmtpClient.connect({ port: yield* server({ listener: { mode: "lmtp" } }) })
+    return yield* replies(c, ["HELO client.test", "EHLO client.test"])
+  }),
+
+  "after the data on an `lmtp` listener, per accepted recipient": Effect.gen(function*() {
+    const c = yield* SmtpClient.connect({ port: yield* server({ listener: { mode: "lmtp" } }) })
+    yield* c.command("LHLO client.test")
+    for (const line of ["MAIL FROM:<a@sender.test>", "RCPT TO:<one@example.test>", "RCPT TO:<two@example.test>", "DATA"]) yield* c.command(line)
+    yield* c.write(`${simpleBody("lmtp")}.\r\n`)
+    const seen: Array<Observed> = []
+    for (let i = 0; i < 2; i++) seen.push({ reply: codeOf(yield* c.read), closed: false })
+    return seen
+  }),
+
   "too many commands or errors on one connection; too many connections (overall / per IP); a client talking before the greeting (`greetingDelayMs`); an HTTP request":
     Effect.gen(function*() {
       const seen: Array<Observed> = []

@@ -32,6 +32,8 @@ export interface PebbleOptions {
   readonly alwaysValid?: boolean | undefined
   /** Lifetime of the certificates it issues, in seconds. */
   readonly validitySeconds?: number | undefined
+  /** The ACME and management ports (default: free ones), to bring a stopped CA back at the same address. */
+  readonly ports?: { readonly acme: number; readonly management: number } | undefined
 }
 
 export interface Pebble {
@@ -41,6 +43,7 @@ export interface Pebble {
   /** PEM of the root that issued certificates chain to (regenerated at each start). */
   readonly root: string
   readonly pid: number
+  readonly ports: { readonly acme: number; readonly management: number }
   /** Stops the CA (SIGTERM), for tests of a CA that went away; the scope's end is then a no-op. */
   readonly stop: Effect.Effect<void>
 }
@@ -78,7 +81,9 @@ export const start = (options: PebbleOptions): Effect.Effect<Pebble, Error, Scop
           "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", key, "-out", cert,
           "-days", "2", "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"
         ], { stdio: "ignore" })
-        const [acmePort, managementPort] = [await freePort(), await freePort()]
+        const [acmePort, managementPort] = options.ports === undefined
+          ? [await freePort(), await freePort()]
+          : [options.ports.acme, options.ports.management]
         const config = join(options.dir, "pebble.json")
         writeFileSync(config, JSON.stringify({
           pebble: {
@@ -117,15 +122,16 @@ export const start = (options: PebbleOptions): Effect.Effect<Pebble, Error, Scop
         })
         const ca = readFileSync(cert, "utf8")
         const root = await get(`https://127.0.0.1:${managementPort}/roots/0`, ca)
-        return { child, acmePort, cert, root }
+        return { child, acmePort, managementPort, cert, root }
       },
       catch: (e) => (e instanceof Error ? e : new Error(String(e)))
     }),
     ({ child }) => Child.stop(child, 3_000)
-  ).pipe(Effect.map(({ acmePort, cert, child, root }) => ({
+  ).pipe(Effect.map(({ acmePort, cert, child, managementPort, root }) => ({
     directory: `https://127.0.0.1:${acmePort}/dir`,
     httpsCaFile: cert,
     root,
     pid: child.pid!,
+    ports: { acme: acmePort, management: managementPort },
     stop: Child.stop(child, 3_000)
   })))

@@ -31,6 +31,8 @@ export interface CommandRules {
    * Asked for every command line (upper-case name) outside DATA and AUTH exchanges.
    */
   readonly unavailable: (name: string, context: CommandContext) => SmtpReply.SmtpReply | undefined
+  /** EHLO keywords to add after the engine's own, for this client (e.g. `MT-PRIORITY` to trusted ones). */
+  readonly ehloExtensions?: ((client: { readonly remoteAddress: string; readonly secure: boolean }) => ReadonlyArray<string>) | undefined
 }
 
 /**
@@ -48,6 +50,9 @@ export const commandNotImplemented = SmtpReply.make(502, "5.5.1", "Command not i
  * header is read before the session starts), or a second time. Its address is never used.
  */
 export const proxyRefused = SmtpReply.make(550, "5.7.1", "PROXY header not accepted from this address")
+
+/** HELO or EHLO on an LMTP listener (RFC 2033 4.1: LHLO replaces them); the library's has no enhanced code. */
+export const lmtpNeedsLhlo = SmtpReply.make(500, "5.5.1", "Use LHLO on an LMTP server")
 
 /** The rules for commands Incoming never serves, whatever the listener (`CommandRules` builds on it). */
 export const unimplemented = (name: string): SmtpReply.SmtpReply | undefined =>

@@ -125,7 +125,9 @@ export class IncomingSmtpServer extends SMTPServer {
     const id = Proxy.connectionId()
     const settings = this.limits.proxy
     if (settings === undefined || !Proxy.expected(settings, socket.remoteAddress)) {
-      setImmediate(() => callback(null, { id }))
+      // A Unix-socket peer has no address: it is on this host, as loopback is.
+      const options: SocketOptions = socket.remoteAddress === undefined ? { id, remoteAddress: "127.0.0.1" } : { id }
+      setImmediate(() => callback(null, options))
       return
     }
     const peer = socket.remoteAddress ?? "unknown"
@@ -226,6 +228,27 @@ export class IncomingSmtpServer extends SMTPServer {
         }
       }
       onCommand(command, callback)
+    }
+
+    // Extra EHLO keywords: the engine builds its list and sends it in one synchronous call, so the
+    // next 250 with a list after EHLO starts is that reply (an error reply is a string: left alone).
+    const extensions = this.rules.ehloExtensions
+    if (extensions !== undefined) {
+      const ehlo = connection.handler_EHLO.bind(connection)
+      connection.handler_EHLO = (command, callback) => {
+        const extra = extensions({ remoteAddress: connection.remoteAddress, secure: connection.secure })
+        if (extra.length === 0) return ehlo(command, callback)
+        const sendNow = connection.send
+        connection.send = (code, data, context) => {
+          connection.send = sendNow
+          sendNow.call(connection, code, code === 250 && Array.isArray(data) ? [...data, ...extra] : data, context)
+        }
+        try {
+          ehlo(command, callback)
+        } finally {
+          connection.send = sendNow
+        }
+      }
     }
 
     const id = connection.id

@@ -1,0 +1,136 @@
+/**
+ * Group commit for the PostgreSQL queue: concurrent sessions share one transaction.
+ *
+ * A commit joins the batch being formed; a writer takes every message waiting and stores them
+ * with ONE statement (messages, recipients and the NOTIFY that wakes other nodes' workers, all in
+ * one implicit transaction), so the round trip and the WAL flush of `synchronous_commit = on` are
+ * paid per batch, not per message. Each session gets its 250 only after that statement returned,
+ * that is after COMMIT. While one batch is in flight the next one forms; `writers` batches may be
+ * in flight at once so a slow flush does not idle the pool.
+ *
+ * A message already in the database (same id) is refused on its own (`ON CONFLICT DO NOTHING`),
+ * without failing its batch. A large body (chunked, see `bodies.ts`) commits in a transaction of
+ * its own: reading its spool file chunk by chunk inside a shared transaction would make every
+ * session of the batch wait for it, and a read error would fail them all.
+ */
+import { Deferred, Effect, Queue } from "effect"
+import type { Scope } from "effect"
+import type { SqlClient } from "effect/sql"
+import { encode as encodeEnvelope } from "../../protocol/Envelope.ts"
+import type { NewMessage } from "../MailQueue.ts"
+import { fromStorageException, MailQueueError } from "../MailQueueError.ts"
+import * as Bodies from "./bodies.ts"
+import { channel, chunkSize } from "./schema.ts"
+
+interface Job {
+  readonly message: NewMessage
+  readonly done: Deferred.Deferred<void, MailQueueError>
+}
+
+export interface GroupCommit {
+  /** Stores the message durably; completes after COMMIT. */
+  readonly commit: (message: NewMessage) => Effect.Effect<void, MailQueueError>
+}
+
+export interface Options {
+  readonly sql: SqlClient.SqlClient
+  /** This node's id, sent with each NOTIFY so a node can ignore its own wake-ups. */
+  readonly nodeId: string
+  /** Batches in flight at once. */
+  readonly writers: number
+}
+
+const exists = (id: string) => new MailQueueError({ reason: { _tag: "StorageFailed", detail: `message ${id} already exists` } })
+
+export const make = (options: Options): Effect.Effect<GroupCommit, never, Scope.Scope> =>
+  Effect.gen(function*() {
+    const { sql } = options
+    const jobs = yield* Queue.unbounded<Job>()
+
+    /** One statement: the batch's messages (new ids only), their recipients, one NOTIFY. */
+    const insert = (batch: ReadonlyArray<Job>, bodies: ReadonlyArray<Uint8Array>, chunks: ReadonlyArray<number>) => {
+      const ids = batch.map((j) => j.message.id)
+      const rcpts = batch.flatMap((j) => [...new Set(j.message.envelope.rcptTo)].map((rcpt, ord) => ({ id: j.message.id, rcpt, ord, at: j.message.receivedAt })))
+      return sql<{ id: string }>`
+        WITH ins AS (
+          INSERT INTO messages (id, envelope, trace, received_at, size, body, chunks, due_at)
+          SELECT t.id, t.envelope, t.trace, t.received_at, t.size, CASE WHEN t.chunks > 0 THEN NULL ELSE t.body END, t.chunks, t.received_at
+          FROM unnest(${ids}::text[], ${batch.map((j) => encodeEnvelope(j.message.envelope))}::text[], ${batch.map((j) => j.message.trace)}::text[],
+                      ${batch.map((j) => BigInt(j.message.receivedAt))}::bigint[], ${batch.map((j) => BigInt(j.message.body.size))}::bigint[],
+                      ${bodies}::bytea[], ${chunks}::integer[])
+            AS t(id, envelope, trace, received_at, size, body, chunks)
+          ON CONFLICT (id) DO NOTHING
+          RETURNING id
+        ), rcpt AS (
+          INSERT INTO recipients (message_id, rcpt, ord, state, next_attempt_at)
+          SELECT r.id, r.rcpt, r.ord, 'queued', r.at
+          FROM unnest(${rcpts.map((r) => r.id)}::text[], ${rcpts.map((r) => r.rcpt)}::text[], ${rcpts.map((r) => r.ord)}::integer[],
+                      ${rcpts.map((r) => BigInt(r.at))}::bigint[]) AS r(id, rcpt, ord, at)
+          JOIN ins ON ins.id = r.id
+        )
+        SELECT ins.id, pg_notify(${channel}, ${`${options.nodeId} ${batch.length}`}) FROM ins`
+    }
+
+    const settle = (batch: ReadonlyArray<Job>, stored: ReadonlySet<string>) =>
+      Effect.forEach(batch, (j) => stored.has(j.message.id) ? Deferred.succeed(j.done, undefined) : Deferred.fail(j.done, exists(j.message.id)), { discard: true })
+
+    const failAll = (batch: ReadonlyArray<Job>, error: MailQueueError) =>
+      Effect.forEach(batch, (j) => Deferred.fail(j.done, error), { discard: true })
+
+    const writeSmall = (batch: ReadonlyArray<Job>) =>
+      Effect.gen(function*() {
+        const bodies = yield* Effect.forEach(batch, (j) => Bodies.inline(j.message.body))
+        const rows = yield* insert(batch, bodies, batch.map(() => 0))
+        return new Set(rows.map((r) => r.id))
+      })
+
+    const writeLarge = (job: Job) =>
+      Effect.gen(function*() {
+        const rows = yield* insert([job], [new Uint8Array(0)], [Math.ceil(job.message.body.size / chunkSize)])
+        if (rows.length === 0) return new Set<string>()
+        yield* Bodies.writeChunks(sql, job.message.id, job.message.body)
+        return new Set([job.message.id])
+      }).pipe(sql.withTransaction)
+
+    const write = (batch: ReadonlyArray<Job>, run: Effect.Effect<ReadonlySet<string>, unknown>) =>
+      run.pipe(
+        Effect.matchEffect({
+          onSuccess: (stored) => settle(batch, stored),
+          onFailure: (e) => failAll(batch, e instanceof MailQueueError ? e : fromStorageException(e, "committing to PostgreSQL"))
+        }),
+        // A batch cut short (shutdown) must not leave its sessions waiting forever.
+        Effect.onInterrupt(() => failAll(batch, new MailQueueError({ reason: { _tag: "StorageFailed", detail: "queue closing" } })))
+      )
+
+    const writer = Effect.gen(function*() {
+      const taken = yield* Queue.takeAll(jobs)
+      // A second message with an id already in this batch is refused here: one INSERT cannot
+      // tell the two apart.
+      const seen = new Set<string>()
+      const small: Array<Job> = []
+      const large: Array<Job> = []
+      for (const j of taken) {
+        if (seen.has(j.message.id)) {
+          yield* Deferred.fail(j.done, exists(j.message.id))
+          continue
+        }
+        seen.add(j.message.id)
+        if (Bodies.isLarge(j.message.body)) large.push(j)
+        else small.push(j)
+      }
+      if (small.length > 0) yield* write(small, writeSmall(small))
+      for (const j of large) yield* write([j], writeLarge(j))
+    }).pipe(Effect.forever)
+
+    for (let i = 0; i < Math.max(1, options.writers); i++) yield* Effect.forkScoped(writer)
+    yield* Effect.addFinalizer(() => Queue.shutdown(jobs))
+
+    return {
+      commit: (message) =>
+        Effect.gen(function*() {
+          const done = yield* Deferred.make<void, MailQueueError>()
+          yield* Queue.offer(jobs, { message, done })
+          yield* Deferred.await(done)
+        })
+    }
+  })
