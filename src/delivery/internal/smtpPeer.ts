@@ -57,7 +57,10 @@ type SmtpError = SMTPConnection.SMTPError & {
 
 /** An open connection. `closed` turns true when the socket ends or fails. */
 export interface Peer {
+  /** `address:port` as dialled. */
   readonly where: string
+  /** The host's name (the MX name for an address found through it): a bounce's `Remote-MTA`. */
+  readonly name: string
   readonly connection: SMTPConnection
   /** The EHLO keywords the peer announced (upper case: `SMTPUTF8`, `8BITMIME`, `SIZE`...). */
   readonly extensions: ReadonlySet<string>
@@ -156,6 +159,7 @@ export const open = (options: PeerOptions): Effect.Effect<Peer, OpenFailure> => 
       settled = true
       resume(Effect.succeed({
         where,
+        name: options.tls.servername ?? options.host,
         connection,
         extensions: extensionsOf(connection),
         secure: connection.secure,
