@@ -56,7 +56,7 @@ const LEAN_SCRIPT = path.join(REPO, "scripts/bench/lean-server.ts")
 const INCOMING_CLI = path.join(REPO, "src/bin/incoming.ts")
 const SMTP_SOURCE = "/usr/sbin/smtp-source"
 const TMPFS_MAGIC = 0x01021994
-const KNOWN_TARGETS = ["bare", "memory", "sqlite", "lean", "auth"] as const
+const KNOWN_TARGETS = ["bare", "memory", "sqlite", "lean", "auth", "postgres"] as const
 const DNSMASQ = "/usr/sbin/dnsmasq"
 type TargetName = (typeof KNOWN_TARGETS)[number]
 type Mode = "persist" | "conn"
@@ -81,6 +81,7 @@ const { values: argv } = parseArgs({
     "keep-data": { type: "boolean", default: false },
     out: { type: "string" },
     kit: { type: "string", default: "/work/shared/bench" },
+    "pg-url": { type: "string", default: "postgres://postgres@127.0.0.1:5432/test" },
     help: { type: "boolean", short: "h", default: false }
   },
   strict: true
@@ -90,7 +91,10 @@ if (argv.help) {
   process.stdout.write(`usage: npm run bench -- [options]
   --targets bare,memory,sqlite   servers under test (memory/sqlite need src/bin/incoming.ts); also "lean":
                                  callback-only smtp-server + the same SQLite group commit, no Effect
-                                 (scripts/bench/lean-server.ts), the ceiling of the durable design
+                                 (scripts/bench/lean-server.ts), the ceiling of the durable design;
+                                 "postgres": Incoming with the shared PostgreSQL queue on a database
+                                 the bench creates (and drops) on --pg-url's server
+  --pg-url URL                   PostgreSQL for the postgres target (default postgres://postgres@127.0.0.1:5432/test)
   --sizes 1024,102400            message body sizes in bytes
   --sessions 1,10                concurrent sessions
   --modes persist,conn           persist = many messages per connection, conn = one per connection
@@ -151,6 +155,8 @@ const say = (line: string): void => {
 
 let currentGen: ChildProcess | undefined
 const dataDirs: Array<string> = []
+/** Databases the postgres target created, dropped on exit (psql, by name: only ours). */
+const pgDatabases: Array<string> = []
 let stopPostfix: (() => void) | undefined
 
 const cleanupSync = (): void => {
@@ -159,6 +165,7 @@ const cleanupSync = (): void => {
   stopPostfix?.()
   stopPostfix = undefined
   if (!argv["keep-data"]) for (const d of dataDirs.splice(0)) rmSync(d, { recursive: true, force: true })
+  for (const db of pgDatabases.splice(0)) spawnSync("psql", [argv["pg-url"], "-q", "-c", `DROP DATABASE IF EXISTS ${db} WITH (FORCE)`], { stdio: "ignore" })
 }
 process.on("exit", cleanupSync)
 for (const sig of ["SIGINT", "SIGTERM", "SIGHUP"] as const) {
@@ -256,15 +263,30 @@ const startOwn = async (name: TargetName): Promise<Target | string> => {
     dataDirs.push(dir)
     const queue = name === "auth" ? "memory" : name
     // The rules and their resolver come from a file; the flags below win over it for the rest.
-    const config = path.join(dir, "auth.toml")
+    const config = path.join(dir, name === "postgres" ? "postgres.toml" : "auth.toml")
+    const { writeFileSync } = await import("node:fs")
     if (auth !== undefined) {
-      const { writeFileSync } = await import("node:fs")
       writeFileSync(config, [`[dns]\nservers = ["${auth.dnsServer}"]`, ...["spf", "dkim", "dmarc"].map((r) => `[[policies]]\nrule = "${r}"`)].join("\n\n") + "\n")
     }
+    let pgUrl: string | undefined
+    if (name === "postgres") {
+      // A database of its own, created here and dropped on exit.
+      const db = `incoming_bench_${process.pid}_${Date.now().toString(36)}`
+      const created = spawnSync("psql", [argv["pg-url"], "-q", "-c", `CREATE DATABASE ${db}`], { encoding: "utf8" })
+      if (created.status !== 0) return `cannot create a database on ${argv["pg-url"]}: ${(created.stderr ?? "").trim() || "psql failed"}`
+      pgDatabases.push(db)
+      const u = new URL(argv["pg-url"])
+      u.pathname = `/${db}`
+      pgUrl = u.toString()
+      writeFileSync(config, `[queue]\nbackend = "postgres"\nurl = "${pgUrl}"\npool_size = 10\n`)
+    }
+    const useConfig = auth !== undefined || pgUrl !== undefined
     // As `npm start` and the installed bin run it (the bin obtains V8's gc itself, for the spool).
-    const args = [INCOMING_CLI, "serve", ...(auth !== undefined ? ["--config", config] : []), "--listen", `127.0.0.1:${port}`, "--domain", "bench.test", "--queue", queue, "--data-dir", dir, "--deliver", "discard"]
+    const args = [INCOMING_CLI, "serve", ...(useConfig ? ["--config", config] : []), "--listen", `127.0.0.1:${port}`, "--domain", "bench.test", ...(pgUrl === undefined ? ["--queue", queue] : []), "--data-dir", dir, "--deliver", "discard"]
     s = startServer(name, nodeBin, args, { cwd: REPO, logPath })
-    describe = `incoming serve --queue ${queue} --data-dir ${dir} --deliver discard${auth !== undefined ? ` + spf/dkim/dmarc rules (${config}, dnsmasq ${auth.dnsServer})` : ""} (fs type 0x${fsType.toString(16)})`
+    describe = pgUrl !== undefined
+      ? `incoming serve, PostgreSQL queue on ${pgUrl} (server CPU excludes PostgreSQL's), --deliver discard`
+      : `incoming serve --queue ${queue} --data-dir ${dir} --deliver discard${auth !== undefined ? ` + spf/dkim/dmarc rules (${config}, dnsmasq ${auth.dnsServer})` : ""} (fs type 0x${fsType.toString(16)})`
   }
   try {
     await waitListening(s, port, 30_000)
@@ -489,7 +511,7 @@ const main = async (): Promise<void> => {
   const runColumns = columns.filter((c) => targets.some((t) => t.name === c.target))
   const col = (label: string): Column | undefined => columns.find((c) => c.label === label)
   const ratioPairs: Array<readonly [Column, Column]> = []
-  for (const [a, b] of [["sqlite", "bare"], ["sqlite", "memory"], ["memory", "bare"], ["auth", "memory"], ["sqlite", "postfix"], ["lean", "bare"], ["sqlite", "lean"], ["bare[smtp-source]", "bare"]] as const) {
+  for (const [a, b] of [["postgres", "sqlite"], ["postgres", "postfix"], ["sqlite", "bare"], ["sqlite", "memory"], ["memory", "bare"], ["auth", "memory"], ["sqlite", "postfix"], ["lean", "bare"], ["sqlite", "lean"], ["bare[smtp-source]", "bare"]] as const) {
     const ca = col(a)
     const cb = col(b)
     if (ca !== undefined && cb !== undefined) ratioPairs.push([ca, cb])
