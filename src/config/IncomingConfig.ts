@@ -36,6 +36,7 @@ import * as Priority from "../protocol/Priority.ts"
 import * as RateLimiter from "../policy/rules/RateLimiter.ts"
 import * as DnsblModule from "../policy/rules/spam/Dnsbl.ts"
 import * as GreylistModule from "../policy/rules/spam/Greylist.ts"
+import * as RspamdModule from "../policy/rules/spam/Rspamd.ts"
 import * as ListenerOptions from "../smtp/ListenerOptions.ts"
 import { defaultSpoolOptions } from "../spool/Spool.ts"
 import { defaults as tracingDefaults } from "../telemetry/Tracing.ts"
@@ -153,6 +154,10 @@ export const Delivery = Schema.Struct({
   max_attempts: count(1, Dispatcher.defaults.maxAttempts),
   lease: duration(Dispatcher.defaults.leaseMs),
   timeout: duration(Dispatcher.defaults.deliveryTimeoutMs),
+  /** Report dead-lettered recipients to the sender (RFC 3464 DSN, `MAIL FROM:<>`). */
+  bounces: withDefault(Schema.Boolean, true),
+  /** A recipient not delivered this long after the message arrived is dead-lettered (and bounced). */
+  max_lifetime: duration(Dispatcher.defaults.maxLifetimeMs),
   backoff: withDefault(Schema.Struct({
     base: duration(Backoff.defaults.baseMs),
     max: duration(Backoff.defaults.maxMs),
@@ -532,7 +537,27 @@ export const GreylistRule = Schema.Struct({
   ...spamExemptions
 })
 
-export const spamRuleTypes = ["dnsbl", "greylist"] as const
+const rspamdActions = ["reject", "soft reject", "greylist", "add header", "rewrite subject", "no action"] as const
+const treatments = Schema.Literals(["reject", "defer", "mark", "quarantine", "accept"])
+
+export const RspamdRule = Schema.Struct({
+  rule: Schema.Literal("rspamd"),
+  name: ruleName,
+  observe,
+  /** rspamd's normal worker; the message goes to `<url>/checkv2`. */
+  url: withDefault(HttpUrl, RspamdModule.defaults.url),
+  /** Deadline of one scan; keep it under `policy_timeout`. */
+  timeout: duration(RspamdModule.defaults.timeoutMs),
+  /** rspamd down, slow or broken: let the message through (`accept`) or defer it with 451 (`tempfail`). */
+  on_error: withDefault(Schema.Literals(["accept", "tempfail"]), RspamdModule.defaults.onError),
+  /** Overrides of the action mapping, e.g. `{ greylist = "accept" }`. */
+  actions: withDefault(Schema.Struct(Object.fromEntries(rspamdActions.map((a) => [a, Schema.optionalKey(treatments)])) as {
+    readonly [K in (typeof rspamdActions)[number]]: Schema.optionalKey<typeof treatments>
+  }), {}),
+  ...spamExemptions
+})
+
+export const spamRuleTypes = ["dnsbl", "greylist", "rspamd"] as const
 
 export const ruleTypes = ["rate_limit", "tls_required", "hello_required", "max_recipients", "size_limit", "connection_limit", ...authRuleTypes, "milter", ...spamRuleTypes] as const
 export type RuleType = (typeof ruleTypes)[number]
@@ -551,7 +576,8 @@ export const PolicyRule = Schema.Union([
   IprevRule,
   MilterRule,
   DnsblRule,
-  GreylistRule
+  GreylistRule,
+  RspamdRule
 ])
   .annotate({ expected: `a table with rule = ${ruleTypes.map((t) => `"${t}"`).join(" | ")}` })
 export type PolicyRule = typeof PolicyRule.Type

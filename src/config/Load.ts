@@ -423,6 +423,11 @@ const accessChecks = Effect.fnUntraced(function*(config: IncomingConfig, sourceO
     if (r.match.length === 0 && !r.quarantine) add(["routes", i, "match"], "missing (required): the recipients this route takes, like [\"*@example.com\"] (only a route with quarantine = true may have none)")
   }
   for (const [i, p] of config.policies.entries()) {
+    if (p.rule === "rspamd" && p.timeout >= config.policy_timeout) {
+      add(["policies", i, "timeout"], `${formatDuration(p.timeout)} is not under policy_timeout (${formatDuration(config.policy_timeout)}): the policy deadline would answer 451 before on_error applies`)
+    }
+  }
+  for (const [i, p] of config.policies.entries()) {
     if (p.rule !== "greylist") continue
     for (const [j, network] of p.allow_networks.entries()) {
       const parsed = yield* Effect.result(Relay.parseNetworks([network]))

@@ -56,8 +56,17 @@ export type RecipientOutcome =
     /** The attempt limit for this recipient (a route's); without it the dispatcher's applies. */
     readonly maxAttempts?: number | undefined
     readonly via?: string | undefined
+    /** The host that gave `reason`, when a remote server did (a bounce's `Remote-MTA`). */
+    readonly remote?: string | undefined
   }
-  | { readonly _tag: "Reject"; readonly rcpt: string; readonly reason: string; readonly via?: string | undefined }
+  | {
+    readonly _tag: "Reject"
+    readonly rcpt: string
+    readonly reason: string
+    readonly via?: string | undefined
+    /** The host that gave `reason`, when a remote server did (a bounce's `Remote-MTA`). */
+    readonly remote?: string | undefined
+  }
 
 export const ok = (rcpt: string, reply?: string): RecipientOutcome => ({ _tag: "Ok", rcpt, reply })
 export const retry = (rcpt: string, reason: string, at?: number): RecipientOutcome => ({ _tag: "Retry", rcpt, reason, at })

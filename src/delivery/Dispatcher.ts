@@ -7,12 +7,17 @@
  * writes the settle (the message stays leased until then; a drain waits for it). A worker that dies is restarted with a capped backoff; a worker interrupted
  * mid-delivery (drain) gives its lease back so the message is delivered later, not lost. A
  * janitor fiber purges dead letters whose TTL passed and publishes the queue depth.
+ *
+ * A recipient still failing `maxLifetimeMs` after the message arrived is dead-lettered whatever
+ * its attempt count. With `bounces`, dead-lettered recipients are reported to the sender
+ * (`bounce/Bounces.ts`) once their settlement is recorded.
  */
 import { Cause, Clock, Context, Effect, Exit, Layer, Option, References, Schedule } from "effect"
 import { MailQueue, type Lease, type Settlement } from "../queue/MailQueue.ts"
 import * as MailQueueModule from "../queue/MailQueue.ts"
 import * as Telemetry from "../telemetry/Telemetry.ts"
 import * as Backoff from "./Backoff.ts"
+import * as Bounces from "./bounce/Bounces.ts"
 import { bodyStream, DeliveryAdapter, type DeliveryError, type RecipientOutcome } from "./DeliveryAdapter.ts"
 import * as CauseText from "../internal/causeText.ts"
 import { withSpanIf } from "../internal/spanIf.ts"
@@ -31,6 +36,10 @@ export interface DispatcherOptions {
    * before they are interrupted (whatever is left is lost, and logged as such).
    */
   readonly drainTimeoutMs: number
+  /** A recipient not delivered this long after arrival is dead-lettered (default 5 days). */
+  readonly maxLifetimeMs: number
+  /** Report dead-lettered recipients to the sender (RFC 3464); off when absent. */
+  readonly bounces?: Bounces.BounceOptions | undefined
 }
 
 export const defaults: DispatcherOptions = {
@@ -41,7 +50,8 @@ export const defaults: DispatcherOptions = {
   backoff: Backoff.defaults,
   idlePollMs: 1_000,
   sweepIntervalMs: 60_000,
-  drainTimeoutMs: 30_000
+  drainTimeoutMs: 30_000,
+  maxLifetimeMs: 5 * 24 * 3600_000
 }
 
 export class Dispatcher extends Context.Service<Dispatcher, {
@@ -70,6 +80,9 @@ export const make = Effect.fnUntraced(function*(input: Partial<DispatcherOptions
         if (attempt >= (outcome.maxAttempts ?? options.maxAttempts)) {
           return MailQueueModule.dead(outcome.rcpt, `${outcome.reason} (gave up after ${attempt} attempts)`)
         }
+        if (now - lease.receivedAt >= options.maxLifetimeMs) {
+          return MailQueueModule.dead(outcome.rcpt, `${outcome.reason} (gave up: not delivered within ${Math.round(options.maxLifetimeMs / 3600_000)} h of arrival)`)
+        }
         if (outcome.at !== undefined) return MailQueueModule.retryAt(outcome.rcpt, outcome.at, outcome.reason)
         return Effect.map(Backoff.delay(options.backoff, attempt), (wait) => MailQueueModule.retryAt(outcome.rcpt, now + wait, outcome.reason))
       }
@@ -94,14 +107,38 @@ export const make = Effect.fnUntraced(function*(input: Partial<DispatcherOptions
     return lease.recipients.map((r) => (permanent ? { _tag: "Reject", rcpt: r.rcpt, reason } : { _tag: "Retry", rcpt: r.rcpt, reason }))
   }
 
+  /** One report to the sender for the recipients of `lease` that were just dead-lettered. */
+  const bounce = (lease: Lease, settlements: ReadonlyArray<Settlement>, remote: ReadonlyMap<string, string | undefined>) =>
+    Effect.gen(function*() {
+      const dead = settlements.filter((s) => s._tag === "Dead")
+      if (options.bounces === undefined || dead.length === 0) return
+      const now = yield* Clock.currentTimeMillis
+      const bounces = options.bounces
+      const offSite = (address: string) => adapter.deliversOffSite?.(address) === true
+      const id = yield* Bounces.send(queue, bounces, offSite, {
+        id: lease.id,
+        envelope: lease.envelope,
+        receivedAt: lease.receivedAt,
+        size: lease.body.size,
+        body: bodyStream(() => lease.body.stream())
+      }, dead.map((d) => ({ rcpt: d.rcpt, reason: d.reply, remoteMta: remote.get(d.rcpt) })), now)
+      if (id === undefined) yield* Effect.logDebug(`no bounce for ${dead.length} dead recipient(s): ${Bounces.suppressed(lease.envelope, dead[0]!.rcpt, { localDomains: bounces.localDomains, offSite }) ?? "not requested"}`)
+      else yield* Effect.logInfo(`bounce ${id} queued to <${lease.envelope.mailFrom}> for ${dead.map((d) => d.rcpt).join(", ")}`)
+    }).pipe(
+      // The dead letters are recorded either way; a bounce that could not be queued is only logged.
+      Effect.catchCause((cause) => Effect.logError("queueing a bounce failed", Cause.pretty(cause)))
+    )
+
   const settleAndReport = (
     lease: Lease,
     settlements: ReadonlyArray<Settlement>,
     via: ReadonlyMap<string, string | undefined>,
-    seconds: number
+    seconds: number,
+    remote: ReadonlyMap<string, string | undefined>
   ) =>
     Effect.gen(function*() {
       yield* queue.settle(lease, settlements)
+      yield* bounce(lease, settlements, remote)
       for (const s of settlements) {
         const outcome = s._tag === "Delivered" ? "delivered" : s._tag === "Retry" ? "retry" : "dead"
         yield* Telemetry.recordDelivery(via.get(s.rcpt) ?? adapter.name, outcome, seconds)
@@ -146,6 +183,7 @@ export const make = Effect.fnUntraced(function*(input: Partial<DispatcherOptions
         settlements.push(Effect.isEffect(s) ? yield* s : s)
       }
       const via = new Map(outcomes.map((o) => [o.rcpt, o.via]))
+      const remote = new Map(outcomes.map((o) => [o.rcpt, o._tag === "Ok" ? undefined : o.remote]))
       const seconds = (performance.now() - started) / 1000
       // The worker goes on to its next message while the settle is written: with a durable queue
       // a settle waits for a write batch (~1–2 ms under load), and waiting would cap a worker at
@@ -153,7 +191,7 @@ export const make = Effect.fnUntraced(function*(input: Partial<DispatcherOptions
       // so nobody else delivers it meanwhile.
       // A child of the worker: a drain interrupts the worker, and its settles (uninterruptible)
       // complete before it stops. Started at once: a settle that needs no write finishes right here.
-      yield* Effect.forkChild(settleAndReport(lease, settlements, via, seconds), { startImmediately: true, uninterruptible: true })
+      yield* Effect.forkChild(settleAndReport(lease, settlements, via, seconds, remote), { startImmediately: true, uninterruptible: true })
     }).pipe(
       // Interrupted mid-delivery (drain): the message goes back to the queue untouched.
       Effect.onInterrupt(() => queue.release(lease).pipe(Effect.ignore)),

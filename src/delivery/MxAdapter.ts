@@ -245,7 +245,8 @@ export const make = (options: MxOptions = {}): Effect.Effect<DA.DeliveryAdapter[
             }
             yield* Metric.update(transactions(domain, result._tag === "Sent" ? "sent" : result._tag === "Refused" ? "refused" : "failed"), 1)
             if (result._tag === "Failed") yield* Effect.logWarning(`delivery to ${domain} via ${peer.where} failed: ${result.error.message}`)
-            return SmtpPeer.outcomes(recipients, peer.where, result)
+            const remote = peer.name
+            return SmtpPeer.outcomes(recipients, peer.where, result).map((o) => (o._tag === "Ok" ? o : { ...o, remote }))
           }
           return all((rcpt) => DA.retry(rcpt, `451 4.4.2 connections to ${domain} kept closing`))
         }))

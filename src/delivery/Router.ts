@@ -386,7 +386,7 @@ export const make = <A extends Adapters, DE = never, DR = never>(
         const via = route.adapter
         if (outcome._tag !== "Retry") return { ...outcome, via }
         if (route.maxAttempts !== undefined && attempt >= route.maxAttempts) {
-          return { ...DA.reject(outcome.rcpt, `gave up after ${attempt} attempts: ${outcome.reason}`), via }
+          return { ...DA.reject(outcome.rcpt, `gave up after ${attempt} attempts: ${outcome.reason}`), ...(outcome.remote !== undefined ? { remote: outcome.remote } : {}), via }
         }
         // The route's limit travels with the outcome, so the dispatcher's own limit does not cut it short.
         const limit = route.maxAttempts ?? outcome.maxAttempts

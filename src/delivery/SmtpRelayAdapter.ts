@@ -11,6 +11,7 @@
  */
 import { hostname } from "node:os"
 import { Effect, Layer, type Redacted } from "effect"
+import type * as Dsn from "../protocol/Dsn.ts"
 import * as DA from "./DeliveryAdapter.ts"
 import * as SmtpPeer from "./internal/smtpPeer.ts"
 
@@ -82,29 +83,56 @@ export const make = (options: SmtpRelayOptions): DA.DeliveryAdapter["Service"] =
     socketTimeoutMs: options.socketTimeoutMs ?? defaults.socketTimeoutMs
   }
 
-  /** One connection per attempt: connect, (AUTH), MAIL/RCPT/DATA, QUIT. The outcome is data. */
-  const session = (delivery: DA.Delivery): Effect.Effect<SmtpPeer.Transaction> =>
+  /**
+   * One connection per attempt: connect, (AUTH), then a MAIL/RCPT/DATA transaction per group of
+   * recipients with the same DSN parameters (one group without any: nodemailer sends one
+   * NOTIFY/ORCPT for a whole transaction, so recipients that differ go in transactions of their
+   * own), QUIT. The outcomes are data.
+   */
+  const session = (delivery: DA.Delivery): Effect.Effect<ReadonlyArray<DA.RecipientOutcome>> =>
     Effect.acquireUseRelease(
       SmtpPeer.open(peerOptions),
       (peer) =>
-        SmtpPeer.send(peer, {
-          from: delivery.envelope.mailFrom,
-          to: delivery.recipients.map((r) => r.rcpt),
-          size: delivery.size
-        }, delivery.body),
+        Effect.forEach(byDsn(delivery), (group) =>
+          SmtpPeer.send(peer, {
+            from: delivery.envelope.mailFrom,
+            to: group.recipients.map((r) => r.rcpt),
+            size: delivery.size,
+            ...(group.dsn === undefined ? {} : { dsn: group.dsn })
+          }, delivery.body).pipe(
+            Effect.tap((result) => result._tag === "Failed" ? Effect.logWarning(`relay to ${where} failed: ${result.error.message}`) : Effect.void),
+            Effect.map((result) => SmtpPeer.outcomes(group.recipients, where, result))
+          )).pipe(Effect.map((all) => all.flat())),
       SmtpPeer.close
     ).pipe(
-      Effect.catch((failure) => Effect.succeed<SmtpPeer.Transaction>({ _tag: "Failed", error: new Error(failure.detail) }))
+      Effect.catch((failure) =>
+        Effect.as(
+          Effect.logWarning(`relay to ${where} failed: ${failure.detail}`),
+          SmtpPeer.outcomes(delivery.recipients, where, { _tag: "Failed", error: new Error(failure.detail) })
+        )
+      )
     )
 
   const deliver = Effect.fn("SmtpRelayAdapter.deliver")(function*(delivery: DA.Delivery) {
-    const result = yield* session(delivery)
-    if (result._tag === "Failed") yield* Effect.logWarning(`relay to ${where} failed: ${result.error.message}`)
-    return SmtpPeer.outcomes(delivery.recipients, where, result)
+    return yield* session(delivery)
   }, Effect.annotateLogs({ adapter: name }))
 
   // A smarthost takes mail for any domain: relayed recipients have somewhere to go.
   return DA.DeliveryAdapter.of({ name, deliver, deliversOffSite: () => true })
+}
+
+/** The delivery's recipients grouped by their DSN parameters, each group with MAIL's RET/ENVID added. */
+const byDsn = (delivery: DA.Delivery) => {
+  const groups = new Map<string, { dsn: (Dsn.MailDsn & Dsn.RecipientDsn) | undefined; recipients: Array<DA.Delivery["recipients"][number]> }>()
+  for (const r of delivery.recipients) {
+    const own = delivery.envelope.recipientDsn?.[r.rcpt]
+    const dsn = delivery.envelope.dsn === undefined && own === undefined ? undefined : { ...delivery.envelope.dsn, ...own }
+    const key = JSON.stringify(dsn ?? null)
+    const group = groups.get(key) ?? { dsn, recipients: [] }
+    group.recipients.push(r)
+    groups.set(key, group)
+  }
+  return [...groups.values()]
 }
 
 export const layer = (options: SmtpRelayOptions): Layer.Layer<DA.DeliveryAdapter> => Layer.succeed(DA.DeliveryAdapter, make(options))

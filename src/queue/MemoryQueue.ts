@@ -36,6 +36,8 @@ interface Rcpt {
 interface Entry {
   message: NewMessage
   readonly rcpts: Array<Rcpt>
+  /** On hold (`QueueAdmin.hold`): never claimed until released. */
+  held: boolean
   lease: { token: string; owner: string; expiresAt: number; rcpts: ReadonlyArray<string> } | undefined
 }
 
@@ -66,7 +68,8 @@ export const make = Effect.fnUntraced(function*(options: Partial<QueueOptions> =
     envelope: e.message.envelope,
     receivedAt: e.message.receivedAt,
     size: e.message.body.size,
-    state: messageState(e.rcpts.map((r) => r.state)),
+    state: messageState(e.rcpts.map((r) => r.state), e.held),
+    held: e.held,
     recipients: e.rcpts.map((r): RecipientStatus => ({
       rcpt: r.rcpt,
       state: r.state,
@@ -105,6 +108,7 @@ export const make = Effect.fnUntraced(function*(options: Partial<QueueOptions> =
         if (rcpts.length === 0) return yield* storageFailed(`message ${message.id} has no recipients`)
         entries.set(message.id, {
           message,
+          held: false,
           lease: undefined,
           rcpts: rcpts.map((rcpt) => ({
             rcpt,
@@ -131,6 +135,7 @@ export const make = Effect.fnUntraced(function*(options: Partial<QueueOptions> =
             for (const r of e.rcpts) if (r.state === "inflight") r.state = "queued"
             e.lease = undefined
           }
+          if (e.held) continue
           const priority = Priority.effective(
             e.message.envelope.priority ?? Priority.normal,
             e.message.receivedAt,
@@ -220,6 +225,8 @@ export const make = Effect.fnUntraced(function*(options: Partial<QueueOptions> =
     nextDueAt: Effect.sync(() => {
       let min: number | undefined
       for (const e of entries.values()) {
+        // A held message's recipients are not claimable, whatever its lease does.
+        if (e.held) continue
         if (e.lease !== undefined) {
           min = min === undefined ? e.lease.expiresAt : Math.min(min, e.lease.expiresAt)
           continue
@@ -285,6 +292,21 @@ export const make = Effect.fnUntraced(function*(options: Partial<QueueOptions> =
         signal.notify()
         return true
       }),
+    hold: (id) =>
+      Effect.sync(() => {
+        const e = entries.get(id)
+        if (e === undefined || !pendingOf(e)) return false
+        e.held = true
+        return true
+      }),
+    unhold: (id) =>
+      Effect.sync(() => {
+        const e = entries.get(id)
+        if (e === undefined || !e.held) return false
+        e.held = false
+        signal.notify()
+        return true
+      }),
     remove: (id) =>
       Effect.gen(function*() {
         const e = entries.get(id)
@@ -297,8 +319,12 @@ export const make = Effect.fnUntraced(function*(options: Partial<QueueOptions> =
     purgeDead: Effect.suspend(() => purge((r) => r.state === "dead")),
     stats: Effect.sync(() => {
       const recipients: Record<RecipientState, number> = { queued: 0, inflight: 0, retry: 0, delivered: 0, dead: 0 }
-      for (const e of entries.values()) for (const r of e.rcpts) recipients[r.state]++
-      return { messages: entries.size, depth, recipients }
+      let held = 0
+      for (const e of entries.values()) {
+        for (const r of e.rcpts) recipients[r.state]++
+        if (e.held && pendingOf(e)) held++
+      }
+      return { messages: entries.size, depth, held, recipients }
     })
   })
 

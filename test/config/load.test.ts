@@ -167,6 +167,8 @@ describe("config files", () => {
         maxAttempts: 5,
         leaseMs: 90_000,
         deliveryTimeoutMs: 30_000,
+        maxLifetimeMs: 5 * 24 * 3600_000,
+        bounces: { reportingMta: o.hostname!, localDomains: o.domains! },
         backoff: { baseMs: 10_000, maxMs: 3600_000, jitter: 0 }
       })
       assert.deepStrictEqual(o.admin, { host: "127.0.0.1", port: 9025 })

@@ -101,6 +101,27 @@ describe("SmtpRelayAdapter", () => {
       assert.isTrue(captured!.text.endsWith(text))
     }))
 
+  it.live("DSN parameters go on (RFC 3461): RET/ENVID, and each recipient's NOTIFY/ORCPT in a transaction of its group", () =>
+    Effect.gen(function*() {
+      const ctx = yield* Layer.build(TestIncoming.layer({ domains: ["example.test"] }))
+      const port = Context.get(ctx, Listeners).all[0]!.port
+      const adapter = SmtpRelayAdapter.make({ host: "127.0.0.1", port, heloName: "relay.test" })
+      const d = delivery(["a@example.test", "b@example.test", "c@example.test"])
+      const a = { notify: ["SUCCESS", "DELAY"] as const, orcpt: { type: "rfc822", address: "Orig+A@Example.Test" } }
+      const out = yield* adapter.deliver({
+        ...d,
+        envelope: { ...d.envelope, dsn: { ret: "HDRS", envid: "id 42=x" }, recipientDsn: { "a@example.test": a, "c@example.test": { notify: ["NEVER"] } } }
+      })
+      assert.deepStrictEqual(out.map((o) => o._tag), ["Ok", "Ok", "Ok"])
+      // Three DSN groups (a; b without recipient parameters; c): three messages at the peer.
+      const got = yield* Context.get(ctx, Captured).awaitDelivered(3).pipe(Effect.timeout("10 seconds"))
+      const byFirst = Object.fromEntries(got.map((m) => [m.envelope.rcptTo[0]!, m.envelope]))
+      for (const e of Object.values(byFirst)) assert.deepStrictEqual(e.dsn, { ret: "HDRS", envid: "id 42=x" })
+      assert.deepStrictEqual(byFirst["a@example.test"]!.recipientDsn, { "a@example.test": a })
+      assert.isUndefined(byFirst["b@example.test"]!.recipientDsn)
+      assert.deepStrictEqual(byFirst["c@example.test"]!.recipientDsn, { "c@example.test": { notify: ["NEVER"] } })
+    }))
+
   it.live("per-recipient RCPT replies: 250 → Ok, 451 → Retry, 550 → Reject; the final reply covers the accepted", () =>
     Effect.gen(function*() {
       const { port, seen } = yield* peer({})

@@ -11,6 +11,7 @@
  * peer's verdict on the message — refused or dropped connections, timeouts, a failed TLS
  * upgrade, refused credentials — is retried.
  */
+import type * as Dsn from "../../protocol/Dsn.ts"
 import SMTPConnection from "nodemailer/lib/smtp-connection/index.js"
 import { isIP } from "node:net"
 import type { Readable } from "node:stream"
@@ -56,7 +57,10 @@ type SmtpError = SMTPConnection.SMTPError & {
 
 /** An open connection. `closed` turns true when the socket ends or fails. */
 export interface Peer {
+  /** `address:port` as dialled. */
   readonly where: string
+  /** The host's name (the MX name for an address found through it): a bounce's `Remote-MTA`. */
+  readonly name: string
   readonly connection: SMTPConnection
   /** The EHLO keywords the peer announced (upper case: `SMTPUTF8`, `8BITMIME`, `SIZE`...). */
   readonly extensions: ReadonlySet<string>
@@ -155,6 +159,7 @@ export const open = (options: PeerOptions): Effect.Effect<Peer, OpenFailure> => 
       settled = true
       resume(Effect.succeed({
         where,
+        name: options.tls.servername ?? options.host,
         connection,
         extensions: extensionsOf(connection),
         secure: connection.secure,
@@ -187,7 +192,20 @@ export interface Envelope {
   readonly size?: number | undefined
   /** Ask for `BODY=8BITMIME` when the peer offers it. */
   readonly use8BitMime?: boolean | undefined
+  /**
+   * RFC 3461 parameters, sent when the peer offers DSN: RET/ENVID on MAIL, and NOTIFY/ORCPT on
+   * every RCPT of this transaction (nodemailer takes one set per transaction).
+   */
+  readonly dsn?: Dsn.MailDsn & Dsn.RecipientDsn | undefined
 }
+
+/** nodemailer's form of `Envelope.dsn` (it xtext-encodes the values itself). */
+const nodemailerDsn = (dsn: Dsn.MailDsn & Dsn.RecipientDsn) => ({
+  ...(dsn.ret === undefined ? {} : { ret: dsn.ret }),
+  ...(dsn.envid === undefined ? {} : { envid: dsn.envid }),
+  ...(dsn.notify === undefined ? {} : { notify: [...dsn.notify] }),
+  ...(dsn.orcpt === undefined ? {} : { orcpt: `${dsn.orcpt.type};${dsn.orcpt.address}` })
+})
 
 /**
  * One transaction (MAIL, RCPT..., DATA) on an open peer; RSET first when the connection has
@@ -222,7 +240,13 @@ export const send = (peer: Peer, envelope: Envelope, body: Stream.Stream<Uint8Ar
       // nodemailer takes a Node stream: the body Stream is read as one, its failure an 'error'.
       stream = NodeStream.toReadableNever(body)
       connection.send(
-        { from: envelope.from, to: [...envelope.to], ...(envelope.size !== undefined ? { size: envelope.size } : {}), use8BitMime: envelope.use8BitMime ?? true },
+        {
+          from: envelope.from,
+          to: [...envelope.to],
+          ...(envelope.size !== undefined ? { size: envelope.size } : {}),
+          use8BitMime: envelope.use8BitMime ?? true,
+          ...(envelope.dsn === undefined ? {} : { dsn: nodemailerDsn(envelope.dsn) })
+        } as Parameters<typeof connection.send>[0],
         stream,
         (error, info) => {
           if (error !== null) finish(verdictCodes.has(error.code ?? "") ? { _tag: "Refused", error } : { _tag: "Failed", error })

@@ -7,11 +7,8 @@
  * version (more migrations than we know) is refused rather than misread.
  *
  * One `messages` row per message and one `recipients` row per recipient. Partial indexes cover
- * exactly the rows each hot query scans: due recipients (claim, next due time), leases (expiry)
- * and dead letters (TTL purge), so none of them is a table scan. Waiting rows are split by
- * priority: normal ones in `recipients_due`, the others in `recipients_prioritised`; every query
- * over waiting rows names one of the two conditions (`priority = 0`, `priority <> 0`) so SQLite
- * picks the matching partial index.
+ * exactly the rows each hot query scans: due recipients not on hold (claim, next due time), leases (expiry)
+ * and dead letters (TTL purge), so none of them is a table scan.
  */
 import type { DatabaseSync, SQLOutputValue } from "node:sqlite"
 import { decode, encode, type Envelope } from "../../protocol/Envelope.ts"
@@ -49,6 +46,14 @@ export const migrations: ReadonlyArray<Migration> = [
       CREATE INDEX recipients_leases ON recipients (lease_expires_at) WHERE state = 'inflight';
       CREATE INDEX recipients_dead ON recipients (expires_at) WHERE state = 'dead';
     `),
+  // Hold (`incoming queue hold`): a flag on every recipient row of the message, so the due index
+  // leaves held rows out and the claim queries cost what they did.
+  (db) =>
+    db.exec(`
+      ALTER TABLE recipients ADD COLUMN held INTEGER NOT NULL DEFAULT 0 CHECK (held IN (0, 1));
+      DROP INDEX recipients_due;
+      CREATE INDEX recipients_due ON recipients (next_attempt_at) WHERE state IN ('queued', 'retry') AND held = 0;
+    `),
   // Message priority (`Priority.ts`), copied from the envelope onto each recipient so claims order
   // from an index. Waiting rows at normal priority stay in `recipients_due` (so traffic at equal
   // priority pays for no second index); the others are in `recipients_prioritised`, which claims,
@@ -61,9 +66,9 @@ export const migrations: ReadonlyArray<Migration> = [
           THEN MAX(-9, MIN(9, json_extract(m.envelope, '$.priority'))) ELSE 0 END
         FROM messages AS m WHERE m.id = recipients.message_id);
       DROP INDEX recipients_due;
-      CREATE INDEX recipients_due ON recipients (next_attempt_at) WHERE state IN ('queued', 'retry') AND priority = 0;
+      CREATE INDEX recipients_due ON recipients (next_attempt_at) WHERE state IN ('queued', 'retry') AND held = 0 AND priority = 0;
       CREATE INDEX recipients_prioritised ON recipients (priority DESC, next_attempt_at)
-        WHERE state IN ('queued', 'retry') AND priority <> 0;
+        WHERE state IN ('queued', 'retry') AND held = 0 AND priority <> 0;
     `)
 ]
 

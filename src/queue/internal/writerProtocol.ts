@@ -80,6 +80,9 @@ export type Op =
   | { readonly op: "remove"; readonly id: string }
   /** Sets the message's priority (envelope and rows); the value says whether the message exists. */
   | { readonly op: "setPriority"; readonly id: string; readonly priority: number }
+  /** Puts a pending message on hold (false: unknown or nothing pending); `unhold` releases it (false: not held). */
+  | { readonly op: "hold"; readonly id: string }
+  | { readonly op: "unhold"; readonly id: string }
   | { readonly op: "purgeExpired"; readonly now: number }
   | { readonly op: "purgeDead" }
   /** Nothing to write: the batch it rides in recounts the pending messages if another connection wrote. */

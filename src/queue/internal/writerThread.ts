@@ -74,7 +74,7 @@ const sql = {
   // at the first hit.
   nextDue: db.prepare(
     `SELECT r.message_id AS id, r.next_attempt_at AS at, r.rowid AS seq FROM recipients AS r
-     WHERE r.state IN ('queued', 'retry') AND r.priority = 0 AND r.next_attempt_at <= ?
+     WHERE r.state IN ('queued', 'retry') AND r.held = 0 AND r.priority = 0 AND r.next_attempt_at <= ?
        AND NOT EXISTS (SELECT 1 FROM recipients AS x WHERE x.message_id = r.message_id AND x.state = 'inflight')
      ORDER BY r.next_attempt_at, r.rowid LIMIT 1`
   ),
@@ -82,7 +82,7 @@ const sql = {
   // nobody uses priorities, so this costs one empty index probe per claim).
   nextPrioritised: db.prepare(
     `SELECT r.message_id AS id, r.next_attempt_at AS at, r.rowid AS seq, r.priority AS priority FROM recipients AS r
-     WHERE r.state IN ('queued', 'retry') AND r.priority <> 0 AND r.next_attempt_at <= ?
+     WHERE r.state IN ('queued', 'retry') AND r.held = 0 AND r.priority <> 0 AND r.next_attempt_at <= ?
        AND NOT EXISTS (SELECT 1 FROM recipients AS x WHERE x.message_id = r.message_id AND x.state = 'inflight')
      ORDER BY r.priority DESC, r.next_attempt_at, r.rowid LIMIT 1`
   ),
@@ -90,7 +90,7 @@ const sql = {
   // the cut-off become normal. The envelope keeps the level the message came with.
   age: db.prepare(
     `UPDATE recipients SET priority = 0
-     WHERE state IN ('queued', 'retry') AND priority <> 0 AND priority < 0
+     WHERE state IN ('queued', 'retry') AND held = 0 AND priority <> 0 AND priority < 0
        AND message_id IN (SELECT id FROM messages WHERE received_at <= ?)`
   ),
   setPriority: db.prepare(
@@ -99,7 +99,7 @@ const sql = {
   setRowsPriority: db.prepare("UPDATE recipients SET priority = ? WHERE message_id = ?"),
   lease: db.prepare(
     `UPDATE recipients SET state = 'inflight', attempts = attempts + 1, lease_owner = ?, lease_token = ?, lease_expires_at = ?
-     WHERE message_id = ? AND state IN ('queued', 'retry') AND next_attempt_at <= ?
+     WHERE message_id = ? AND state IN ('queued', 'retry') AND held = 0 AND next_attempt_at <= ?
      RETURNING rowid AS seq, rcpt, attempts`
   ),
   extend: db.prepare(
@@ -148,7 +148,11 @@ const sql = {
          AND (state <> 'inflight' OR lease_token IS NOT $token))
      RETURNING body_file`
   ),
-  firstWaiting: db.prepare("SELECT MIN(next_attempt_at) AS at FROM recipients WHERE message_id = ? AND state IN ('queued', 'retry')"),
+  firstWaiting: db.prepare(
+    "SELECT MIN(next_attempt_at) AS at FROM recipients WHERE message_id = ? AND state IN ('queued', 'retry') AND held = 0"
+  ),
+  hold: db.prepare("UPDATE recipients SET held = 1 WHERE message_id = ?"),
+  unhold: db.prepare("UPDATE recipients SET held = 0 WHERE message_id = ? AND held = 1"),
   deleteMessage: db.prepare("DELETE FROM messages WHERE id = ? RETURNING body_file"),
   requeue: db.prepare(
     `UPDATE recipients SET state = 'queued', next_attempt_at = ?, expires_at = NULL
@@ -337,6 +341,16 @@ const run = (batch: Batch, op: Op): Outcome => {
       sql.setRowsPriority.run(op.priority, op.id)
       // Claim order changed: nothing known about what claims first holds any more.
       batch.dueFrom = Number.NEGATIVE_INFINITY
+      return ok(true)
+    }
+    case "hold": {
+      if (!isPending(op.id)) return ok(false)
+      sql.hold.run(op.id)
+      return ok(true)
+    }
+    case "unhold": {
+      if (Number(sql.unhold.run(op.id).changes) === 0) return ok(false)
+      waitingAgain(batch, op.id)
       return ok(true)
     }
     case "remove": {
