@@ -60,6 +60,8 @@ export type Op =
     readonly now: number
     /** Up to this many more due messages are leased too (tokens `<token>.1`, `.2`...), for the claims that follow. */
     readonly ahead: number
+    /** The owner those leases carry until a worker takes one (the ready list's, like handoffs). */
+    readonly aheadOwner: string
   }
   | {
     readonly op: "settle"
