@@ -178,6 +178,10 @@ export const make = Effect.fnUntraced(function*(options: SqliteQueueOptions) {
     committed: (batch) => {
       if (owner) depth = (batch.recount ?? depth) + batch.depthDelta
       ready.committed({ recounted: batch.recount !== undefined, dueFrom: batch.dueFrom })
+      // Another process wrote (`incoming queue hold`, delete, ...): the leases waiting in the
+      // ready list may be of messages it changed, so they go back untaken and later claims go
+      // by what the database says now.
+      if (batch.recount !== undefined) returnReady()
       if (batch.dueFrom !== Number.POSITIVE_INFINITY) signal.notify()
     },
     afterCommit: (batch) =>
@@ -187,6 +191,12 @@ export const make = Effect.fnUntraced(function*(options: SqliteQueueOptions) {
   })
 
   const askRecount = () => writer.requestUnsafe({ op: "recount" })
+  function returnReady() {
+    for (const entry of [...ready.entries]) {
+      ready.drop(entry)
+      writer.requestUnsafe({ op: "release", id: entry.id, token: entry.token })
+    }
+  }
   // Never fails: when the database cannot be asked, the last known depth is still the best answer.
   // A recount, when one is due, rides along with the writer's next batch; the answer is the count
   // as of now.

@@ -96,6 +96,35 @@ describe("SqliteQueue", () => {
         }))
     }))
 
+  it.effect("a hold survives closing and reopening; a handed-off lease of the held message is not delivered", () =>
+    Effect.gen(function*() {
+      const dataDir = yield* tempDir
+      yield* TestClock.setTime(T0)
+      const held = message({ receivedAt: T0 - 2 })
+      const handedOff = message({ receivedAt: T0 - 1 })
+      yield* withQueue({ dataDir }, (q, a) =>
+        Effect.gen(function*() {
+          yield* q.commit(held)
+          assert.isTrue(yield* a.hold(held.id))
+          // A worker has claimed: the next commit is handed off into the ready list, then held.
+          assert.isTrue(Option.isNone(yield* q.claim({ owner: "w", leaseMs: 60_000 })))
+          yield* q.commit(handedOff)
+          assert.isTrue(yield* a.hold(handedOff.id))
+          assert.isTrue(Option.isNone(yield* q.claim({ owner: "w", leaseMs: 60_000 })), "nothing held is handed to a worker")
+        }))
+      yield* withQueue({ dataDir }, (q, a) =>
+        Effect.gen(function*() {
+          assert.deepStrictEqual((yield* a.list({ state: "held" })).map((m) => m.id), [held.id, handedOff.id])
+          assert.strictEqual((yield* a.stats).held, 2)
+          assert.deepStrictEqual(Option.getOrUndefined(yield* a.get(handedOff.id))?.recipients.map((r) => r.attempts), [0])
+          yield* TestClock.adjust(3_600_000)
+          assert.isTrue(Option.isNone(yield* q.claim({ owner: "w", leaseMs: 60_000 })))
+          assert.isTrue(yield* a.unhold(handedOff.id))
+          assert.strictEqual((yield* claimOne(q)).id, handedOff.id)
+          assert.isTrue(Option.isNone(yield* q.claim({ owner: "w", leaseMs: 60_000 })))
+        }))
+    }))
+
   it.effect("messages, states and attempts survive closing and reopening", () =>
     Effect.gen(function*() {
       const dataDir = yield* tempDir

@@ -48,21 +48,21 @@ export const prepare = (db: DatabaseSync) => ({
   ),
   nextDueAt: db.prepare(
     `SELECT r.next_attempt_at AS at FROM recipients AS r
-     WHERE r.state IN ('queued', 'retry')
+     WHERE r.state IN ('queued', 'retry') AND r.held = 0
        AND NOT EXISTS (SELECT 1 FROM recipients AS x WHERE x.message_id = r.message_id AND x.state = 'inflight')
      ORDER BY r.next_attempt_at, r.rowid LIMIT 1`
   ),
   // When a claim could next find anything (a recipient due, a lease expiring): a superset of what
   // the claim leases, read on this connection so an idle worker's claim costs no write.
   nextClaimable: db.prepare(
-    `SELECT (SELECT MIN(next_attempt_at) FROM recipients WHERE state IN ('queued', 'retry')) AS due,
+    `SELECT (SELECT MIN(next_attempt_at) FROM recipients WHERE state IN ('queued', 'retry') AND held = 0) AS due,
        (SELECT MIN(lease_expires_at) FROM recipients WHERE state = 'inflight') AS expiry`
   ),
   // The first recipient a database claim would lease (its due time and row), for comparing with
   // the oldest handed-off lease; and whether a lease expired (a claim would take that over first).
   firstDue: db.prepare(
     `SELECT r.next_attempt_at AS at, r.rowid AS seq FROM recipients AS r
-     WHERE r.state IN ('queued', 'retry') AND r.next_attempt_at <= ?
+     WHERE r.state IN ('queued', 'retry') AND r.held = 0 AND r.next_attempt_at <= ?
        AND NOT EXISTS (SELECT 1 FROM recipients AS x WHERE x.message_id = r.message_id AND x.state = 'inflight')
      ORDER BY r.next_attempt_at, r.rowid LIMIT 1`
   ),
@@ -77,6 +77,9 @@ export const prepare = (db: DatabaseSync) => ({
     "SELECT COUNT(DISTINCT message_id) AS n FROM recipients WHERE state IN ('queued', 'retry', 'inflight')"
   ),
   countMessages: db.prepare("SELECT COUNT(*) AS n FROM messages"),
+  countHeld: db.prepare(
+    "SELECT COUNT(DISTINCT message_id) AS n FROM recipients WHERE held = 1 AND state IN ('queued', 'retry', 'inflight')"
+  ),
   // $handedOff: a JSON array of the tokens of leases in the ready list (no worker took them yet);
   // their recipients are shown as waiting, see `waitingAs`.
   countByState: db.prepare(
@@ -88,14 +91,15 @@ export const prepare = (db: DatabaseSync) => ({
   bodyFiles: db.prepare("SELECT id, size, body_file FROM messages WHERE body_file IS NOT NULL"),
   info: db.prepare("SELECT id, envelope, received_at, size FROM messages WHERE id = ?"),
   recipients: db.prepare(
-    `SELECT rcpt, state, attempts, next_attempt_at, last_reply, expires_at, lease_token FROM recipients
+    `SELECT rcpt, state, attempts, next_attempt_at, last_reply, expires_at, lease_token, held FROM recipients
      WHERE message_id = ? ORDER BY rowid`
   ),
   list: db.prepare(
     `SELECT m.id, m.envelope, m.received_at, m.size,
        MAX(CASE
-         WHEN r.state = 'inflight' THEN (CASE WHEN r.lease_token NOT IN (SELECT value FROM json_each($handedOff)) THEN 5
-           WHEN r.attempts > 1 THEN 3 ELSE 4 END)
+         WHEN r.state = 'inflight' THEN (CASE WHEN r.lease_token NOT IN (SELECT value FROM json_each($handedOff)) THEN 6
+           WHEN r.held = 1 THEN 5 WHEN r.attempts > 1 THEN 3 ELSE 4 END)
+         WHEN r.state IN ('queued', 'retry') AND r.held = 1 THEN 5
          WHEN r.state = 'queued' THEN 4 WHEN r.state = 'retry' THEN 3 WHEN r.state = 'dead' THEN 2 ELSE 1 END)
          AS rank
      FROM messages AS m JOIN recipients AS r ON r.message_id = m.id

@@ -74,6 +74,9 @@ export type Op =
   | { readonly op: "release"; readonly id: string; readonly token: string }
   | { readonly op: "retryNow"; readonly id: string; readonly now: number }
   | { readonly op: "remove"; readonly id: string }
+  /** Puts a pending message on hold (false: unknown or nothing pending); `unhold` releases it (false: not held). */
+  | { readonly op: "hold"; readonly id: string }
+  | { readonly op: "unhold"; readonly id: string }
   | { readonly op: "purgeExpired"; readonly now: number }
   | { readonly op: "purgeDead" }
   /** Nothing to write: the batch it rides in recounts the pending messages if another connection wrote. */
