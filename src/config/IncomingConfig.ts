@@ -27,9 +27,6 @@ import * as LmtpAdapterModule from "../delivery/LmtpAdapter.ts"
 import * as MxAdapterModule from "../delivery/MxAdapter.ts"
 import * as SmtpRelayAdapterModule from "../delivery/SmtpRelayAdapter.ts"
 import * as WebhookAdapterModule from "../delivery/webhook/WebhookAdapter.ts"
-import { defaultQueueOptions } from "../queue/MailQueue.ts"
-import { defaultInlineThreshold } from "../queue/SqliteQueue.ts"
-import { isSchemaName, defaults as PgQueueDefaults } from "../queue/postgres/PgQueueOptions.ts"
 import * as Policy from "../policy/Policy.ts"
 import * as Milter from "../policy/rules/Milter.ts"
 import * as Priority from "../protocol/Priority.ts"
@@ -43,7 +40,7 @@ import { defaults as tracingDefaults } from "../telemetry/Tracing.ts"
 import { Duration, Size } from "./Units.ts"
 import { Acme } from "./AcmeConfig.ts"
 import { Dns } from "./DnsConfig.ts"
-
+import { Queue } from "./QueueConfig.ts"
 import { count, duration, ListenAddress, NonEmpty, Secret, size, withDefault } from "./SchemaParts.ts"
 
 const d = ListenerOptions.defaults
@@ -119,26 +116,6 @@ export const Listener = Schema.Struct({
 })
 
 export const defaultListeners = [{ host: "127.0.0.1", port: 2525 }] as const
-
-export const Queue = Schema.Struct({
-  backend: withDefault(Schema.Literals(["sqlite", "memory", "postgres"]), "sqlite"),
-  max_depth: count(1, defaultQueueOptions.maxDepth),
-  dead_letter_ttl: duration(defaultQueueOptions.deadLetterTtlMs),
-  priority_max_wait: duration(defaultQueueOptions.priorityMaxWaitMs),
-  /** sqlite only: bodies up to this size live in the database row, larger ones in fsync'd files. */
-  inline_threshold: size(defaultInlineThreshold),
-  /**
-   * postgres only (required there): `postgres://user:password@host:5432/db`. A secret, since it
-   * may carry the password: write it as `"${DATABASE_URL}"`; `check-config` shows `<redacted>`.
-   */
-  url: Schema.optionalKey(Secret),
-  /** postgres only: connections in this node's pool (plus one for LISTEN). */
-  pool_size: count(1, PgQueueDefaults.poolSize),
-  /** postgres only: the schema holding the queue's tables, created if missing. */
-  schema: withDefault(Schema.String.check(Schema.makeFilter((s: string) => isSchemaName(s) ? undefined : "expected lower-case letters, digits and _ (a PostgreSQL schema name)")), PgQueueDefaults.schema),
-  /** postgres only: this node's name in leases and `queue stats`; default `<hostname>:<pid>`. */
-  node_id: Schema.optionalKey(NonEmpty)
-})
 
 export const Spool = Schema.Struct({
   memory_threshold: size(defaultSpoolOptions.inMemoryThreshold),

@@ -158,7 +158,8 @@ export const make = Effect.fnUntraced(function*(options: SqliteQueueOptions) {
   // The ready list: leases handed off by commits or taken ahead by claims that no worker took
   // yet, in claim order (due time, then row).
   const ready = ReadyList.make({ enabled: owner })
-  // Handed-off rows carry this owner until a worker extends them; nothing reads lease owners but people.
+  // Handed-off and taken-ahead rows carry this owner until a worker extends them: start-up recovery
+  // takes their attempt back, and a retry-now from another process sees them as due, not in flight.
   const handoffOwner = `handoff-${process.pid}-${randomUUID().slice(0, 8)}`
   const probe: ReadyList.Probe = {
     nextClaimable: () => {
@@ -359,7 +360,16 @@ export const make = Effect.fnUntraced(function*(options: SqliteQueueOptions) {
       reserved = false
     }
     const claimed = yield* writer.submit<ReadonlyArray<Claimed>>(
-      { op: "claim", owner: request.owner, token, expiresAt, now, ahead, maxWaitMs: opts.priorityMaxWaitMs },
+      {
+        op: "claim",
+        owner: request.owner,
+        token,
+        expiresAt,
+        now,
+        ahead,
+        aheadOwner: handoffOwner,
+        maxWaitMs: opts.priorityMaxWaitMs
+      },
       {
         durable: false,
         onFailure: Effect.sync(unreserve),

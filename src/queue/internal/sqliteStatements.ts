@@ -42,6 +42,14 @@ export const openDatabase = (path: string, options: OpenOptions): Effect.Effect<
 export const prepare = (db: DatabaseSync) => ({
   dataVersion: db.prepare("PRAGMA data_version"),
   exists: db.prepare("SELECT 1 AS found FROM messages WHERE id = ?"),
+  // Leases still owned by a ready list (handed off, or taken ahead; see `ReadyList.ts`) that no
+  // worker extended: their attempt was counted in advance and most likely never started, so it
+  // is taken back. Run before `releaseAll`.
+  releaseHandedOff: db.prepare(
+    `UPDATE recipients SET state = 'queued', attempts = MAX(0, attempts - 1), lease_owner = NULL, lease_token = NULL,
+       lease_expires_at = NULL
+     WHERE state = 'inflight' AND lease_owner LIKE 'handoff-%'`
+  ),
   releaseAll: db.prepare(
     `UPDATE recipients SET state = 'queued', lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL
      WHERE state = 'inflight'`

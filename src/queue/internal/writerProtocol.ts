@@ -64,6 +64,8 @@ export type Op =
     readonly ahead: number
     /** Ageing (`Priority.effective`): rows below normal whose message arrived this long ago become normal; 0: none. */
     readonly maxWaitMs: number
+    /** The owner those leases carry until a worker takes one (the ready list's, like handoffs). */
+    readonly aheadOwner: string
   }
   | {
     readonly op: "settle"

@@ -158,6 +158,9 @@ const sql = {
     `UPDATE recipients SET state = 'queued', next_attempt_at = ?, expires_at = NULL
      WHERE message_id = ? AND state IN ('retry', 'dead')`
   ),
+  waitingRetry: db.prepare(
+    "SELECT 1 AS found FROM recipients WHERE message_id = ? AND state = 'inflight' AND lease_owner LIKE 'handoff-%' AND attempts > 1"
+  ),
   purgeExpired: db.prepare("DELETE FROM recipients WHERE state = 'dead' AND expires_at <= ? RETURNING message_id"),
   purgeDead: db.prepare("DELETE FROM recipients WHERE state = 'dead' RETURNING message_id"),
   countPending: db.prepare(
@@ -273,7 +276,7 @@ const run = (batch: Batch, op: Op): Outcome => {
         if (next === undefined) break
         const id = str(next.id)
         const token = n === 0 ? op.token : `${op.token}.${n}`
-        const rows = sql.lease.all(op.owner, token, op.expiresAt, id, op.now)
+        const rows = sql.lease.all(n === 0 ? op.owner : op.aheadOwner, token, op.expiresAt, id, op.now)
           .map((row) => ({ seq: num(row.seq), rcpt: str(row.rcpt), attempt: num(row.attempts) }))
           .sort((a, b) => a.seq - b.seq)
         const head = sql.head.get(id)
@@ -331,7 +334,9 @@ const run = (batch: Batch, op: Op): Outcome => {
     case "retryNow": {
       const wasPending = isPending(op.id)
       const changed = Number(sql.requeue.run(op.now, op.id).changes) > 0
-      if (!changed) return ok(false)
+      // Retrying recipients leased into a ready list that no worker took yet are due now already:
+      // not "in flight", and not "nothing to retry" either.
+      if (!changed) return ok(sql.waitingRetry.get(op.id) !== undefined)
       afterChange(batch, op.id, wasPending)
       batch.dueFrom = Math.min(batch.dueFrom, op.now)
       return ok(true)
