@@ -14,6 +14,10 @@
  * among the targets every target gets the same DKIM-signed message, and the summary prints the
  * server CPU the rules add per message (auth − memory, per repetition, median).
  *
+ * "milter" is Incoming with the memory queue and one `milter` rule talking to a local OpenDKIM
+ * (Debian `opendkim`, started by the bench on loopback) that signs the load generator's domain:
+ * at --sessions 1 the milter/memory ratio gives the latency a local filter adds per message.
+ *
  *   npm run bench -- --targets memory,auth --sizes 1024 --sessions 10 --modes persist
  *
  * Optional: --targets may add "lean" (scripts/bench/lean-server.ts: smtp-server with plain
@@ -56,7 +60,7 @@ const LEAN_SCRIPT = path.join(REPO, "scripts/bench/lean-server.ts")
 const INCOMING_CLI = path.join(REPO, "src/bin/incoming.ts")
 const SMTP_SOURCE = "/usr/sbin/smtp-source"
 const TMPFS_MAGIC = 0x01021994
-const KNOWN_TARGETS = ["bare", "memory", "sqlite", "lean", "auth"] as const
+const KNOWN_TARGETS = ["bare", "memory", "sqlite", "lean", "auth", "postgres", "milter"] as const
 const DNSMASQ = "/usr/sbin/dnsmasq"
 type TargetName = (typeof KNOWN_TARGETS)[number]
 type Mode = "persist" | "conn"
@@ -81,6 +85,7 @@ const { values: argv } = parseArgs({
     "keep-data": { type: "boolean", default: false },
     out: { type: "string" },
     kit: { type: "string", default: "/work/shared/bench" },
+    "pg-url": { type: "string", default: "postgres://postgres@127.0.0.1:5432/test" },
     help: { type: "boolean", short: "h", default: false }
   },
   strict: true
@@ -90,7 +95,10 @@ if (argv.help) {
   process.stdout.write(`usage: npm run bench -- [options]
   --targets bare,memory,sqlite   servers under test (memory/sqlite need src/bin/incoming.ts); also "lean":
                                  callback-only smtp-server + the same SQLite group commit, no Effect
-                                 (scripts/bench/lean-server.ts), the ceiling of the durable design
+                                 (scripts/bench/lean-server.ts), the ceiling of the durable design;
+                                 "postgres": Incoming with the shared PostgreSQL queue on a database
+                                 the bench creates (and drops) on --pg-url's server
+  --pg-url URL                   PostgreSQL for the postgres target (default postgres://postgres@127.0.0.1:5432/test)
   --sizes 1024,102400            message body sizes in bytes
   --sessions 1,10                concurrent sessions
   --modes persist,conn           persist = many messages per connection, conn = one per connection
@@ -151,6 +159,8 @@ const say = (line: string): void => {
 
 let currentGen: ChildProcess | undefined
 const dataDirs: Array<string> = []
+/** Databases the postgres target created, dropped on exit (psql, by name: only ours). */
+const pgDatabases: Array<string> = []
 let stopPostfix: (() => void) | undefined
 
 const cleanupSync = (): void => {
@@ -159,6 +169,7 @@ const cleanupSync = (): void => {
   stopPostfix?.()
   stopPostfix = undefined
   if (!argv["keep-data"]) for (const d of dataDirs.splice(0)) rmSync(d, { recursive: true, force: true })
+  for (const db of pgDatabases.splice(0)) spawnSync("psql", [argv["pg-url"], "-q", "-c", `DROP DATABASE IF EXISTS ${db} WITH (FORCE)`], { stdio: "ignore" })
 }
 process.on("exit", cleanupSync)
 for (const sig of ["SIGINT", "SIGTERM", "SIGHUP"] as const) {
@@ -231,9 +242,33 @@ const startAuthDns = async (): Promise<{ readonly keyFile: string; readonly dnsS
   return authSetup
 }
 
+const OPENDKIM = "/usr/sbin/opendkim"
+
+/** A local OpenDKIM signing load.test, for the "milter" target; its milter address. */
+const startOpenDkim = async (): Promise<string> => {
+  if (!existsSync(OPENDKIM)) return `!${OPENDKIM} is not installed (Debian opendkim)`
+  const { generateKeyPairSync } = await import("node:crypto")
+  const { writeFileSync } = await import("node:fs")
+  mkdirSync(dataRoot, { recursive: true })
+  const dir = mkdtempSync(path.join(dataRoot, "opendkim-"))
+  dataDirs.push(dir)
+  const { privateKey } = generateKeyPairSync("rsa", { modulusLength: 2048 })
+  writeFileSync(path.join(dir, "key.pem"), privateKey.export({ type: "pkcs8", format: "pem" }).toString(), { mode: 0o600 })
+  const port = await allocPort()
+  writeFileSync(path.join(dir, "opendkim.conf"), [
+    "Syslog no", "Background no", "Mode s", "Domain load.test", "Selector bench", `KeyFile ${path.join(dir, "key.pem")}`,
+    `Socket inet:${port}@127.0.0.1`, `PidFile ${path.join(dir, "opendkim.pid")}`, "InternalHosts 127.0.0.1", "RequireSafeKeys no", ""
+  ].join("\n"))
+  const s = startServer("opendkim", OPENDKIM, ["-f", "-x", path.join(dir, "opendkim.conf")], { cwd: REPO, logPath: outFile.replace(/\.txt$/, "") + ".opendkim.log" })
+  await waitListening(s, port, 15_000)
+  return `inet:127.0.0.1:${port}`
+}
+
 const startOwn = async (name: TargetName): Promise<Target | string> => {
   const auth = name === "auth" ? await startAuthDns() : undefined
   if (typeof auth === "string") return auth
+  const milter = name === "milter" ? await startOpenDkim() : undefined
+  if (milter?.startsWith("!") === true) return milter.slice(1)
   const port = await allocPort()
   const logPath = outFile.replace(/\.txt$/, "") + `.${name}.log`
   let s: Started
@@ -254,17 +289,33 @@ const startOwn = async (name: TargetName): Promise<Target | string> => {
     if (fsType === TMPFS_MAGIC) say(`bench: warning: ${dataRoot} is on tmpfs, fsync costs nothing there; use --data-root on disk`)
     const dir = mkdtempSync(path.join(dataRoot, `${name}-`))
     dataDirs.push(dir)
-    const queue = name === "auth" ? "memory" : name
+    const queue = name === "auth" || name === "milter" ? "memory" : name
     // The rules and their resolver come from a file; the flags below win over it for the rest.
-    const config = path.join(dir, "auth.toml")
+    const config = path.join(dir, name === "postgres" ? "postgres.toml" : "auth.toml")
+    const { writeFileSync } = await import("node:fs")
     if (auth !== undefined) {
-      const { writeFileSync } = await import("node:fs")
       writeFileSync(config, [`[dns]\nservers = ["${auth.dnsServer}"]`, ...["spf", "dkim", "dmarc"].map((r) => `[[policies]]\nrule = "${r}"`)].join("\n\n") + "\n")
     }
+    if (milter !== undefined) writeFileSync(config, `[[policies]]\nrule = "milter"\nname = "opendkim"\naddress = "${milter}"\n`)
+    let pgUrl: string | undefined
+    if (name === "postgres") {
+      // A database of its own, created here and dropped on exit.
+      const db = `incoming_bench_${process.pid}_${Date.now().toString(36)}`
+      const created = spawnSync("psql", [argv["pg-url"], "-q", "-c", `CREATE DATABASE ${db}`], { encoding: "utf8" })
+      if (created.status !== 0) return `cannot create a database on ${argv["pg-url"]}: ${(created.stderr ?? "").trim() || "psql failed"}`
+      pgDatabases.push(db)
+      const u = new URL(argv["pg-url"])
+      u.pathname = `/${db}`
+      pgUrl = u.toString()
+      writeFileSync(config, `[queue]\nbackend = "postgres"\nurl = "${pgUrl}"\npool_size = 10\n`)
+    }
+    const useConfig = auth !== undefined || pgUrl !== undefined || milter !== undefined
     // As `npm start` and the installed bin run it (the bin obtains V8's gc itself, for the spool).
-    const args = [INCOMING_CLI, "serve", ...(auth !== undefined ? ["--config", config] : []), "--listen", `127.0.0.1:${port}`, "--domain", "bench.test", "--queue", queue, "--data-dir", dir, "--deliver", "discard"]
+    const args = [INCOMING_CLI, "serve", ...(useConfig ? ["--config", config] : []), "--listen", `127.0.0.1:${port}`, "--domain", "bench.test", ...(pgUrl === undefined ? ["--queue", queue] : []), "--data-dir", dir, "--deliver", "discard"]
     s = startServer(name, nodeBin, args, { cwd: REPO, logPath })
-    describe = `incoming serve --queue ${queue} --data-dir ${dir} --deliver discard${auth !== undefined ? ` + spf/dkim/dmarc rules (${config}, dnsmasq ${auth.dnsServer})` : ""} (fs type 0x${fsType.toString(16)})`
+    describe = pgUrl !== undefined
+      ? `incoming serve, PostgreSQL queue on ${pgUrl} (server CPU excludes PostgreSQL's), --deliver discard`
+      : `incoming serve --queue ${queue} --data-dir ${dir} --deliver discard${auth !== undefined ? ` + spf/dkim/dmarc rules (${config}, dnsmasq ${auth.dnsServer})` : ""}${milter !== undefined ? ` + milter rule to OpenDKIM at ${milter} (${config})` : ""} (fs type 0x${fsType.toString(16)})`
   }
   try {
     await waitListening(s, port, 30_000)
@@ -489,7 +540,7 @@ const main = async (): Promise<void> => {
   const runColumns = columns.filter((c) => targets.some((t) => t.name === c.target))
   const col = (label: string): Column | undefined => columns.find((c) => c.label === label)
   const ratioPairs: Array<readonly [Column, Column]> = []
-  for (const [a, b] of [["sqlite", "bare"], ["sqlite", "memory"], ["memory", "bare"], ["auth", "memory"], ["sqlite", "postfix"], ["lean", "bare"], ["sqlite", "lean"], ["bare[smtp-source]", "bare"]] as const) {
+  for (const [a, b] of [["postgres", "sqlite"], ["postgres", "postfix"], ["sqlite", "bare"], ["sqlite", "memory"], ["memory", "bare"], ["auth", "memory"], ["milter", "memory"], ["sqlite", "postfix"], ["lean", "bare"], ["sqlite", "lean"], ["bare[smtp-source]", "bare"]] as const) {
     const ca = col(a)
     const cb = col(b)
     if (ca !== undefined && cb !== undefined) ratioPairs.push([ca, cb])

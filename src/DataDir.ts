@@ -110,6 +110,12 @@ export const check = (dir: string): string | undefined => {
   return undefined
 }
 
+/** The live server recorded in `<dir>/server.json`, if one runs there (for tools such as `incoming queue`). */
+export const runningServer = (dir: string): Holder | undefined => {
+  const holder = readHolder(join(dir, "server.json"))
+  return holder !== undefined && isAlive(holder.pid) ? holder : undefined
+}
+
 const readHolder = (path: string): Holder | undefined => {
   try {
     const h = JSON.parse(readFileSync(path, "utf8")) as Partial<Holder>

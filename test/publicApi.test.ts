@@ -10,7 +10,7 @@ describe("incoming-smtp public API", () => {
   it("exports exactly the documented namespaces", () => {
     expect(Object.keys(Api).sort()).toEqual([
       "Acme", "Adapters", "Address", "Admin", "Auth", "Control", "DeliveryAdapter", "Dns", "Dsn", "Envelope",
-      "Incoming", "Listener", "MailQueue", "MessageEdit", "NodeDns", "Policy", "Queues", "Relay", "Router",
+      "Incoming", "Listener", "MailQueue", "MessageEdit", "NodeDns", "Policy", "QueueAdmin", "Queues", "Relay", "Router",
       "Rules", "SmtpReply", "Telemetry", "Verdict", "Webhook"
     ])
   })
@@ -29,9 +29,9 @@ describe("incoming-smtp public API", () => {
   })
 
   it("gathers built-in rules, adapters and backends under one namespace each", () => {
-    expect(Object.keys(Api.Rules).sort()).toEqual(["Auth", "AuthChecks", "ConnectionLimit", "Dnsbl", "Greylist", "GreylistStore", "HelloRequired", "MaxRecipients", "Milter", "RateLimiter", "SizeLimit", "SqliteGreylistStore", "TlsRequired"])
+    expect(Object.keys(Api.Rules).sort()).toEqual(["Auth", "AuthChecks", "ConnectionLimit", "Dnsbl", "Greylist", "GreylistStore", "HelloRequired", "MaxRecipients", "Milter", "RateLimiter", "Rspamd", "SizeLimit", "SqliteGreylistStore", "TlsRequired"])
     expect(Object.keys(Api.Adapters).sort()).toEqual(["Discard", "Effect", "Lmtp", "Maildir", "Mx", "SmtpRelay", "Webhook"])
-    expect(Object.keys(Api.Queues).sort()).toEqual(["Memory", "Sqlite"])
+    expect(Object.keys(Api.Queues).sort()).toEqual(["Backend", "Memory", "Postgres", "Sqlite"])
     expect(typeof Api.Webhook.Signature.verify).toBe("function")
   })
 })

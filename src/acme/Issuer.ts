@@ -11,7 +11,7 @@
 import { readFileSync } from "node:fs"
 import { Agent } from "node:https"
 import { rootCertificates } from "node:tls"
-import * as acme from "acme-client"
+import type * as AcmeClient from "acme-client"
 import { Duration, Effect } from "effect"
 import { AcmeError, detailOf } from "./AcmeError.ts"
 import { type AcmeOptions, directoryUrl } from "./AcmeOptions.ts"
@@ -22,6 +22,15 @@ export interface Issued {
   readonly cert: string
   readonly key: Buffer
 }
+
+type Acme = typeof AcmeClient
+
+/**
+ * acme-client, loaded at the first order: it pulls in axios, node-forge and an X.509 library,
+ * seconds of start-up on a busy machine, which every `incoming` command and every server
+ * without `[acme]` would otherwise pay.
+ */
+const loadAcme: Effect.Effect<Acme> = Effect.promise(() => import("acme-client"))
 
 /** How long one order may take, validation included, before it counts as failed. */
 const orderTimeout = Duration.minutes(5)
@@ -39,7 +48,7 @@ const storage = (domain: string) => (cause: unknown) => new AcmeError({ domain, 
  *   for a CA that is down) are cut to 2 short ones: the manager's backoff, minutes to hours,
  *   is the retry that matters, and an order should fail fast enough to be logged as such.
  */
-const configureHttp = (file: string | undefined): Effect.Effect<void, AcmeError> =>
+const configureHttp = (acme: Acme, file: string | undefined): Effect.Effect<void, AcmeError> =>
   Effect.try({
     try: () => {
       const defaults = acme.axios.defaults as { acmeSettings?: { retryMaxAttempts: number; retryDefaultDelay: number } }
@@ -49,7 +58,7 @@ const configureHttp = (file: string | undefined): Effect.Effect<void, AcmeError>
     catch: (cause) => new AcmeError({ domain: "*", reason: { _tag: "Ca", detail: `directory_ca ${file}: ${detailOf(cause)}` }, cause })
   })
 
-const accountKey = (store: CertStore.StorePaths, domain: string): Effect.Effect<Buffer, AcmeError> =>
+const accountKey = (acme: Acme, store: CertStore.StorePaths, domain: string): Effect.Effect<Buffer, AcmeError> =>
   Effect.gen(function*() {
     const existing = yield* Effect.try({ try: () => CertStore.readAccountKey(store), catch: storage(domain) })
     if (existing !== undefined) return existing
@@ -64,14 +73,15 @@ const accountKey = (store: CertStore.StorePaths, domain: string): Effect.Effect<
     return key
   })
 
-const certificateKey = (options: AcmeOptions) =>
+const certificateKey = (acme: Acme, options: AcmeOptions) =>
   Effect.promise(() => options.keyType === "rsa-2048" ? acme.crypto.createPrivateRsaKey(2048) : acme.crypto.createPrivateEcdsaKey("P-256"))
 
 /** Issues a certificate for `domain`; the responder is bound for the duration. */
 export const issue = Effect.fn("Acme.issue")(function*(options: AcmeOptions, store: CertStore.StorePaths, domain: string) {
-  yield* configureHttp(options.directoryCaFile)
-  const account = yield* accountKey(store, domain)
-  const key = yield* certificateKey(options)
+  const acme = yield* loadAcme
+  yield* configureHttp(acme, options.directoryCaFile)
+  const account = yield* accountKey(acme, store, domain)
+  const key = yield* certificateKey(acme, options)
   const [, csr] = yield* Effect.promise(() => acme.crypto.createCsr({ commonName: domain, altNames: [domain] }, key))
   const pending = Responder.makePending()
   yield* Responder.serve(domain, options.challenge, { http: options.httpListen, tlsAlpn: options.tlsAlpnListen }, pending)

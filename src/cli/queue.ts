@@ -33,7 +33,7 @@ const list = Command.make("list", {
   dataDir,
   config,
   json,
-  state: Flag.Literals("state", ["queued", "inflight", "retry", "dead", "all"]).pipe(
+  state: Flag.Literals("state", ["queued", "inflight", "held", "retry", "dead", "all"]).pipe(
     Flag.withDescription("which messages"),
     Flag.withDefault("all" as const)
   ),
@@ -79,7 +79,7 @@ const show = Command.make("show", {
       if (f.json) return yield* Console.log(JSON.stringify(m, null, 2))
       yield* Console.log([
         `id:          ${m.id}`,
-        `state:       ${m.state}`,
+        `state:       ${m.state}${m.held && m.state !== "held" ? " (held)" : ""}`,
         `received:    ${iso(m.receivedAt)} from ${m.envelope.clientAddress} (${m.envelope.helo}) on ${m.envelope.listener}`,
         `size:        ${m.size}`,
         `from:        ${m.envelope.mailFrom || "<>"}`,
@@ -112,6 +112,28 @@ const retry = Command.make("retry", {
       yield* Console.log(f.json ? JSON.stringify({ retried }) : `${retried.length} message(s) due now`)
     }))).pipe(Command.withDescription("make a retrying or dead message due now"))
 
+const hold = Command.make("hold", { dataDir, config, json, id: Argument.String("id") }, (f) =>
+  withQueue(f, (q) =>
+    Effect.gen(function*() {
+      if (!(yield* q.hold(f.id))) return yield* Effect.fail(new NotFound(`no pending message ${f.id}`))
+      // A delivery already under way is not interrupted: say so rather than let it look stopped.
+      const inflight = Option.match(yield* q.get(f.id), {
+        onNone: () => 0,
+        onSome: (m) => m.recipients.filter((r) => r.state === "inflight").length
+      })
+      if (f.json) return yield* Console.log(JSON.stringify({ held: f.id, inflight }))
+      yield* Console.log(inflight > 0
+        ? `held ${f.id}; a delivery under way for ${inflight} recipient(s) completes first`
+        : `held ${f.id}`)
+    }))).pipe(Command.withDescription("put a message on hold: it is not delivered until released (postsuper -h)"))
+
+const release = Command.make("release", { dataDir, config, json, id: Argument.String("id") }, (f) =>
+  withQueue(f, (q) =>
+    Effect.gen(function*() {
+      if (!(yield* q.unhold(f.id))) return yield* Effect.fail(new NotFound(`no held message ${f.id}`))
+      yield* Console.log(f.json ? JSON.stringify({ released: f.id }) : `released ${f.id}`)
+    }))).pipe(Command.withDescription("release a held message: delivered again at its time (postsuper -H)"))
+
 const remove = Command.make("delete", { dataDir, config, json, id: Argument.String("id") }, (f) =>
   withQueue(f, (q) =>
     Effect.gen(function*() {
@@ -140,8 +162,8 @@ const stats = Command.make("stats", { dataDir, config, json }, (f) =>
       const leases = Option.isSome(opened.leasesByNode) ? yield* opened.leasesByNode.value : undefined
       if (f.json) return yield* Console.log(JSON.stringify({ backend: q.backend, ...s, ...(leases !== undefined ? { leases } : {}) }))
       yield* Console.log(table([
-        ["BACKEND", "MESSAGES", "PENDING", "QUEUED", "INFLIGHT", "RETRY", "DELIVERED", "DEAD"],
-        [q.backend, String(s.messages), String(s.depth), ...(["queued", "inflight", "retry", "delivered", "dead"] as const).map((k) => String(s.recipients[k]))]
+        ["BACKEND", "MESSAGES", "PENDING", "HELD", "QUEUED", "INFLIGHT", "RETRY", "DELIVERED", "DEAD"],
+        [q.backend, String(s.messages), String(s.depth), String(s.held), ...(["queued", "inflight", "retry", "delivered", "dead"] as const).map((k) => String(s.recipients[k]))]
       ]))
       if (leases === undefined) return
       yield* Console.log(leases.length === 0 ? "\nno leases held" : `\n${table([["NODE", "LEASES", "NEXT EXPIRY"], ...leases.map((l) => [l.node, String(l.leases), iso(l.nextExpiry)])])}`)
@@ -149,7 +171,7 @@ const stats = Command.make("stats", { dataDir, config, json }, (f) =>
 
 export const queue = Command.make("queue").pipe(
   Command.withDescription("inspect and repair the durable queue"),
-  Command.withSubcommands([list, show, retry, remove, purge, stats])
+  Command.withSubcommands([list, show, retry, hold, release, remove, purge, stats])
 )
 
 export const isNotFound = (e: unknown): e is NotFound => e instanceof NotFound

@@ -3,10 +3,13 @@
  * `--config`, the queue that config names — so on a PostgreSQL node, `incoming queue list
  * --config /etc/incoming/incoming.toml` shows every node's messages from the shared database.
  */
+import { existsSync } from "node:fs"
+import { join } from "node:path"
 import { Context, Effect, type FileSystem, Layer, Option, References } from "effect"
 import type { Scope } from "effect"
 import { Flag } from "effect/cli"
 import * as Load from "../config/Load.ts"
+import * as DataDir from "../DataDir.ts"
 import * as Incoming from "../Incoming.ts"
 import { QueueAdmin } from "../queue/QueueAdmin.ts"
 import type { NodeLeases } from "../queue/postgres/admin.ts"
@@ -34,11 +37,32 @@ export interface Opened {
   readonly leasesByNode: Option.Option<Effect.Effect<ReadonlyArray<NodeLeases>, unknown>>
 }
 
+/**
+ * The SQLite queue must exist already: a typo in `--data-dir` must not create an empty queue
+ * there (and report it as empty). A server running on the directory with no `queue.db` keeps its
+ * queue in memory, out of reach of this process.
+ */
+const existingQueue = (dir: string) =>
+  Effect.suspend(() => {
+    if (existsSync(join(dir, "queue.db"))) return Effect.void
+    const server = DataDir.runningServer(dir)
+    return Effect.fail(
+      new Error(
+        server === undefined
+          ? `no queue at ${dir}`
+          : `the server running on ${dir} (${DataDir.describeHolder(server)}) keeps its queue in memory: it is not visible to incoming queue`
+      )
+    )
+  })
+
 const sqlite = (dir: string) =>
-  Effect.map(Layer.build(Layer.fresh(SqliteQueue.layer({ dataDir: dir }))), (ctx): Opened => ({
-    queue: Context.get(ctx, QueueAdmin),
-    leasesByNode: Option.none()
-  }))
+  Effect.andThen(
+    existingQueue(dir),
+    Effect.map(Layer.build(Layer.fresh(SqliteQueue.layer({ dataDir: dir }))), (ctx): Opened => ({
+      queue: Context.get(ctx, QueueAdmin),
+      leasesByNode: Option.none()
+    }))
+  )
 
 const open = (source: Source): Effect.Effect<Opened, unknown, Scope.Scope | FileSystem.FileSystem> =>
   Option.match(source.config, {

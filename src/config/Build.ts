@@ -27,6 +27,7 @@ import * as AuthRules from "../policy/rules/auth/AuthRules.ts"
 import * as Checks from "../policy/rules/auth/Checks.ts"
 import * as Dnsbl from "../policy/rules/spam/Dnsbl.ts"
 import * as Greylist from "../policy/rules/spam/Greylist.ts"
+import * as Rspamd from "../policy/rules/spam/Rspamd.ts"
 import * as SqliteGreylistStore from "../policy/rules/spam/SqliteGreylistStore.ts"
 import type { AuthChoice, RuleChoice, Runner } from "./Options.ts"
 
@@ -66,6 +67,8 @@ export const rule = (choice: RuleChoice, checks?: Checks.Checks["Service"], host
         const greylist = yield* Greylist.make(store, choice.options)
         return greylist.rule
       })
+    case "rspamd":
+      return Rspamd.make(choice.options)
     case "milter":
       return Milter.make({ ...choice.options, hostname })
   }

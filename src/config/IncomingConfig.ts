@@ -28,22 +28,20 @@ import * as MxAdapterModule from "../delivery/MxAdapter.ts"
 import { MxAdapter } from "./MxConfig.ts"
 import * as SmtpRelayAdapterModule from "../delivery/SmtpRelayAdapter.ts"
 import * as WebhookAdapterModule from "../delivery/webhook/WebhookAdapter.ts"
-import { defaultQueueOptions } from "../queue/MailQueue.ts"
-import { defaultInlineThreshold } from "../queue/SqliteQueue.ts"
-import { isSchemaName, defaults as PgQueueDefaults } from "../queue/postgres/PgQueueOptions.ts"
 import * as Policy from "../policy/Policy.ts"
 import * as Milter from "../policy/rules/Milter.ts"
 import * as Priority from "../protocol/Priority.ts"
 import * as RateLimiter from "../policy/rules/RateLimiter.ts"
 import * as DnsblModule from "../policy/rules/spam/Dnsbl.ts"
 import * as GreylistModule from "../policy/rules/spam/Greylist.ts"
+import * as RspamdModule from "../policy/rules/spam/Rspamd.ts"
 import * as ListenerOptions from "../smtp/ListenerOptions.ts"
 import { defaultSpoolOptions } from "../spool/Spool.ts"
 import { defaults as tracingDefaults } from "../telemetry/Tracing.ts"
 import { Duration, Size } from "./Units.ts"
 import { Acme } from "./AcmeConfig.ts"
 import { Dns } from "./DnsConfig.ts"
-
+import { Queue } from "./QueueConfig.ts"
 import { count, duration, ListenAddress, NonEmpty, Secret, size, withDefault } from "./SchemaParts.ts"
 
 const d = ListenerOptions.defaults
@@ -119,25 +117,6 @@ export const Listener = Schema.Struct({
 })
 
 export const defaultListeners = [{ host: "127.0.0.1", port: 2525 }] as const
-
-export const Queue = Schema.Struct({
-  backend: withDefault(Schema.Literals(["sqlite", "memory", "postgres"]), "sqlite"),
-  max_depth: count(1, defaultQueueOptions.maxDepth),
-  dead_letter_ttl: duration(defaultQueueOptions.deadLetterTtlMs),
-  /** sqlite only: bodies up to this size live in the database row, larger ones in fsync'd files. */
-  inline_threshold: size(defaultInlineThreshold),
-  /**
-   * postgres only (required there): `postgres://user:password@host:5432/db`. A secret, since it
-   * may carry the password: write it as `"${DATABASE_URL}"`; `check-config` shows `<redacted>`.
-   */
-  url: Schema.optionalKey(Secret),
-  /** postgres only: connections in this node's pool (plus one for LISTEN). */
-  pool_size: count(1, PgQueueDefaults.poolSize),
-  /** postgres only: the schema holding the queue's tables, created if missing. */
-  schema: withDefault(Schema.String.check(Schema.makeFilter((s: string) => isSchemaName(s) ? undefined : "expected lower-case letters, digits and _ (a PostgreSQL schema name)")), PgQueueDefaults.schema),
-  /** postgres only: this node's name in leases and `queue stats`; default `<hostname>:<pid>`. */
-  node_id: Schema.optionalKey(NonEmpty)
-})
 
 export const Spool = Schema.Struct({
   memory_threshold: size(defaultSpoolOptions.inMemoryThreshold),
@@ -511,7 +490,27 @@ export const GreylistRule = Schema.Struct({
   ...spamExemptions
 })
 
-export const spamRuleTypes = ["dnsbl", "greylist"] as const
+const rspamdActions = ["reject", "soft reject", "greylist", "add header", "rewrite subject", "no action"] as const
+const treatments = Schema.Literals(["reject", "defer", "mark", "quarantine", "accept"])
+
+export const RspamdRule = Schema.Struct({
+  rule: Schema.Literal("rspamd"),
+  name: ruleName,
+  observe,
+  /** rspamd's normal worker; the message goes to `<url>/checkv2`. */
+  url: withDefault(HttpUrl, RspamdModule.defaults.url),
+  /** Deadline of one scan; keep it under `policy_timeout`. */
+  timeout: duration(RspamdModule.defaults.timeoutMs),
+  /** rspamd down, slow or broken: let the message through (`accept`) or defer it with 451 (`tempfail`). */
+  on_error: withDefault(Schema.Literals(["accept", "tempfail"]), RspamdModule.defaults.onError),
+  /** Overrides of the action mapping, e.g. `{ greylist = "accept" }`. */
+  actions: withDefault(Schema.Struct(Object.fromEntries(rspamdActions.map((a) => [a, Schema.optionalKey(treatments)])) as {
+    readonly [K in (typeof rspamdActions)[number]]: Schema.optionalKey<typeof treatments>
+  }), {}),
+  ...spamExemptions
+})
+
+export const spamRuleTypes = ["dnsbl", "greylist", "rspamd"] as const
 
 export const ruleTypes = ["rate_limit", "tls_required", "hello_required", "max_recipients", "size_limit", "connection_limit", ...authRuleTypes, "milter", ...spamRuleTypes] as const
 export type RuleType = (typeof ruleTypes)[number]
@@ -530,7 +529,8 @@ export const PolicyRule = Schema.Union([
   IprevRule,
   MilterRule,
   DnsblRule,
-  GreylistRule
+  GreylistRule,
+  RspamdRule
 ])
   .annotate({ expected: `a table with rule = ${ruleTypes.map((t) => `"${t}"`).join(" | ")}` })
 export type PolicyRule = typeof PolicyRule.Type

@@ -24,10 +24,11 @@
  * unique) — each of which the server would otherwise refuse at start, or worse, accept wrongly.
  */
 import { dirname, extname, isAbsolute, relative, resolve } from "node:path"
-import { Effect, FileSystem, Redacted, Schema, SchemaIssue } from "effect"
+import { Effect, FileSystem, Schema, SchemaIssue } from "effect"
 import { parse as parseToml, TomlError } from "smol-toml"
 import { parse as parseYaml, YAMLParseError } from "yaml"
 import { parseHostPort } from "./HostPort.ts"
+import * as QueueConfig from "./QueueConfig.ts"
 import * as DataDir from "../DataDir.ts"
 import * as Router from "../delivery/Router.ts"
 import * as NodeDns from "../dns/NodeDns.ts"
@@ -421,6 +422,11 @@ const accessChecks = Effect.fnUntraced(function*(config: IncomingConfig, sourceO
     if (r.match.length === 0 && !r.quarantine) add(["routes", i, "match"], "missing (required): the recipients this route takes, like [\"*@example.com\"] (only a route with quarantine = true may have none)")
   }
   for (const [i, p] of config.policies.entries()) {
+    if (p.rule === "rspamd" && p.timeout >= config.policy_timeout) {
+      add(["policies", i, "timeout"], `${formatDuration(p.timeout)} is not under policy_timeout (${formatDuration(config.policy_timeout)}): the policy deadline would answer 451 before on_error applies`)
+    }
+  }
+  for (const [i, p] of config.policies.entries()) {
     if (p.rule !== "greylist") continue
     for (const [j, network] of p.allow_networks.entries()) {
       const parsed = yield* Effect.result(Relay.parseNetworks([network]))
@@ -457,15 +463,7 @@ const semanticChecks = Effect.fnUntraced(function*(config: IncomingConfig, sourc
   // What serve would hit creating and writing the data dir (read-only, under a file, not ours).
   const dataDirProblem = DataDir.check(config.data_dir)
   if (dataDirProblem !== undefined) add(["data_dir"], `${config.data_dir}: ${dataDirProblem}`)
-  if (config.queue.backend === "postgres") {
-    const url = config.queue.url === undefined ? undefined : Redacted.value(config.queue.url)
-    if (url === undefined) add(["queue", "url"], `required when backend is "postgres" (like "postgres://incoming@db.internal:5432/mail"; write it as "\${DATABASE_URL}")`)
-    else if (!/^postgres(ql)?:\/\//.test(url)) add(["queue", "url"], "expected a postgres:// or postgresql:// URL (the value is not shown: it is a secret)")
-  } else {
-    for (const key of ["url", "node_id"] as const) {
-      if (config.queue[key] !== undefined) add(["queue", key], `only used with backend = "postgres" (backend is "${config.queue.backend}")`)
-    }
-  }
+  for (const [key, message] of QueueConfig.problems(config.queue)) add(["queue", key], message)
   const addresses = new Map<string, number>()
   const names = new Map<string, number>()
   issues.push(...(yield* acmeChecks(config, sourceOf)))

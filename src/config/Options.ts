@@ -27,6 +27,7 @@ import type { Dimension, RateLimiterOptions } from "../policy/rules/RateLimiter.
 import type { SizeLimitOptions } from "../policy/rules/SizeLimit.ts"
 import type { DnsblOptions } from "../policy/rules/spam/Dnsbl.ts"
 import type { GreylistOptions } from "../policy/rules/spam/Greylist.ts"
+import type { RspamdOptions } from "../policy/rules/spam/Rspamd.ts"
 import type { TlsRequiredOptions } from "../policy/rules/TlsRequired.ts"
 import type { ListenerInput } from "../smtp/ListenerOptions.ts"
 import type { TracingOptions } from "../telemetry/Tracing.ts"
@@ -98,6 +99,7 @@ export type RuleChoice =
   | { readonly rule: "dnsbl"; readonly options: DnsblOptions }
   /** `dataDir`: where the embedded store lives (`<data_dir>/greylist.db`). */
   | { readonly rule: "greylist"; readonly options: GreylistOptions; readonly dataDir: string }
+  | { readonly rule: "rspamd"; readonly options: RspamdOptions }
 
 /** The ARC seal key as configured; `Build.ts` reads the file. */
 export interface ArcSealFiles {
@@ -496,6 +498,20 @@ const toRule = (p: PolicyRule, c: IncomingConfig): RuleChoice => {
           ipv6Prefix: p.ipv6_prefix,
           maxEntries: p.max_entries,
           sweepInterval: p.sweep_interval,
+          checkAuthenticated: p.check_authenticated,
+          checkTrusted: p.check_trusted
+        }
+      }
+    case "rspamd":
+      return {
+        rule: "rspamd",
+        options: {
+          ...common,
+          url: p.url,
+          timeout: p.timeout,
+          onError: p.on_error,
+          actions: p.actions,
+          hostname: c.hostname,
           checkAuthenticated: p.check_authenticated,
           checkTrusted: p.check_trusted
         }

@@ -13,6 +13,8 @@
  *   message that already claims it, RFC 8601 5) and stores them in `Envelope.authentication`.
  * - `Quarantine`: marks the message (`Envelope.quarantine`); routes can send it elsewhere.
  * - `Annotate`: a JSON value under a key in `Envelope.annotations`, for host apps and webhooks.
+ * - `Discard`: accept the message and deliver it nowhere (a milter's discard); the session
+ *   answers 250 as usual, stores nothing, and records a `MessageDiscarded` event.
  *
  * A rule in observe mode has its edits recorded in its `PolicyVerdict` event, never applied.
  *
@@ -40,6 +42,7 @@ export type MessageEdit =
   | { readonly _tag: "AuthResults"; readonly results: ReadonlyArray<AuthenticationResults.AuthResult> }
   | { readonly _tag: "Quarantine"; readonly reason: string }
   | { readonly _tag: "Annotate"; readonly key: string; readonly value: Json }
+  | { readonly _tag: "Discard"; readonly reason: string }
 
 /** An edit and the rule that made it. */
 export interface RuleEdit {
@@ -59,6 +62,7 @@ export const removeHeader = (name: string, options: { readonly occurrence?: numb
 export const authResults = (results: ReadonlyArray<AuthenticationResults.AuthResult>): MessageEdit => ({ _tag: "AuthResults", results })
 export const quarantine = (reason: string): MessageEdit => ({ _tag: "Quarantine", reason })
 export const annotate = (key: string, value: Json): MessageEdit => ({ _tag: "Annotate", key, value })
+export const discard = (reason: string): MessageEdit => ({ _tag: "Discard", reason })
 
 /** What the session does with the edits of one message. */
 export interface Plan {
@@ -69,6 +73,8 @@ export interface Plan {
   readonly authentication: AuthenticationResults.Authentication | undefined
   readonly quarantine: Quarantine | undefined
   readonly annotations: Readonly<Record<string, Json>> | undefined
+  /** The first rule that discarded the message, and why: nothing is stored. */
+  readonly discard: { readonly rule: string; readonly reason: string } | undefined
 }
 
 /**
@@ -84,6 +90,7 @@ export const plan = (edits: ReadonlyArray<RuleEdit>, authservId: string): Plan =
   let sawResults = false
   let quarantined: Quarantine | undefined
   let annotations: Record<string, Json> | undefined
+  let discard: Plan["discard"]
   for (const { edit, rule } of edits) {
     switch (edit._tag) {
       case "PrependHeader":
@@ -105,6 +112,9 @@ export const plan = (edits: ReadonlyArray<RuleEdit>, authservId: string): Plan =
       case "Annotate":
         annotations = { ...annotations, [edit.key]: edit.value }
         break
+      case "Discard":
+        discard ??= { rule, reason: edit.reason }
+        break
     }
   }
   const authentication = sawResults ? { authservId, results } : undefined
@@ -116,6 +126,7 @@ export const plan = (edits: ReadonlyArray<RuleEdit>, authservId: string): Plan =
     headerOps,
     authentication,
     quarantine: quarantined,
-    annotations
+    annotations,
+    discard
   }
 }

@@ -68,8 +68,9 @@ export class MailQueue extends Context.Service<MailQueue, {
   readonly commit: (message: NewMessage) => Effect.Effect<void, MailQueueError>
   /**
    * Leases the due recipients of the message that has been due the longest (ties: arrival order),
-   * if any. A message with recipients out on a live lease is not claimable; an expired lease's
-   * recipients are due again (the expired attempt stays counted).
+   * if any. A message with recipients out on a live lease is not claimable, nor is a held one
+   * (`QueueAdmin.hold`); an expired lease's recipients are due again (the expired attempt stays
+   * counted).
    */
   readonly claim: (options: { readonly owner: string; readonly leaseMs: number }) => Effect.Effect<Option.Option<Lease>, MailQueueError>
   /** Records the outcome for recipients of a lease; fails with `LeaseLost` if the lease expired and was taken over. */
@@ -84,7 +85,7 @@ export class MailQueue extends Context.Service<MailQueue, {
    */
   readonly depthUnsafe: () => number
   /**
-   * Epoch ms of the earliest pending (not leased) recipient or lease expiry, for workers deciding
+   * Epoch ms of the earliest pending (not leased, not held) recipient or lease expiry, for workers deciding
    * how long to sleep. An implementation may answer earlier than that (never later): a worker
    * that wakes and finds nothing asks again.
    */

@@ -35,6 +35,8 @@ interface Rcpt {
 interface Entry {
   readonly message: NewMessage
   readonly rcpts: Array<Rcpt>
+  /** On hold (`QueueAdmin.hold`): never claimed until released. */
+  held: boolean
   lease: { token: string; owner: string; expiresAt: number; rcpts: ReadonlyArray<string> } | undefined
 }
 
@@ -65,7 +67,8 @@ export const make = Effect.fnUntraced(function*(options: Partial<QueueOptions> =
     envelope: e.message.envelope,
     receivedAt: e.message.receivedAt,
     size: e.message.body.size,
-    state: messageState(e.rcpts.map((r) => r.state)),
+    state: messageState(e.rcpts.map((r) => r.state), e.held),
+    held: e.held,
     recipients: e.rcpts.map((r): RecipientStatus => ({
       rcpt: r.rcpt,
       state: r.state,
@@ -104,6 +107,7 @@ export const make = Effect.fnUntraced(function*(options: Partial<QueueOptions> =
         if (rcpts.length === 0) return yield* storageFailed(`message ${message.id} has no recipients`)
         entries.set(message.id, {
           message,
+          held: false,
           lease: undefined,
           rcpts: rcpts.map((rcpt) => ({
             rcpt,
@@ -129,6 +133,7 @@ export const make = Effect.fnUntraced(function*(options: Partial<QueueOptions> =
             for (const r of e.rcpts) if (r.state === "inflight") r.state = "queued"
             e.lease = undefined
           }
+          if (e.held) continue
           for (const r of e.rcpts) {
             if ((r.state === "queued" || r.state === "retry") && r.nextAttemptAt <= now) {
               if (best === undefined || r.nextAttemptAt < best.dueAt) best = { e, dueAt: r.nextAttemptAt }
@@ -209,6 +214,8 @@ export const make = Effect.fnUntraced(function*(options: Partial<QueueOptions> =
     nextDueAt: Effect.sync(() => {
       let min: number | undefined
       for (const e of entries.values()) {
+        // A held message's recipients are not claimable, whatever its lease does.
+        if (e.held) continue
         if (e.lease !== undefined) {
           min = min === undefined ? e.lease.expiresAt : Math.min(min, e.lease.expiresAt)
           continue
@@ -266,6 +273,21 @@ export const make = Effect.fnUntraced(function*(options: Partial<QueueOptions> =
         if (changed) signal.notify()
         return changed
       }),
+    hold: (id) =>
+      Effect.sync(() => {
+        const e = entries.get(id)
+        if (e === undefined || !pendingOf(e)) return false
+        e.held = true
+        return true
+      }),
+    unhold: (id) =>
+      Effect.sync(() => {
+        const e = entries.get(id)
+        if (e === undefined || !e.held) return false
+        e.held = false
+        signal.notify()
+        return true
+      }),
     remove: (id) =>
       Effect.gen(function*() {
         const e = entries.get(id)
@@ -278,8 +300,12 @@ export const make = Effect.fnUntraced(function*(options: Partial<QueueOptions> =
     purgeDead: Effect.suspend(() => purge((r) => r.state === "dead")),
     stats: Effect.sync(() => {
       const recipients: Record<RecipientState, number> = { queued: 0, inflight: 0, retry: 0, delivered: 0, dead: 0 }
-      for (const e of entries.values()) for (const r of e.rcpts) recipients[r.state]++
-      return { messages: entries.size, depth, recipients }
+      let held = 0
+      for (const e of entries.values()) {
+        for (const r of e.rcpts) recipients[r.state]++
+        if (e.held && pendingOf(e)) held++
+      }
+      return { messages: entries.size, depth, held, recipients }
     })
   })
 

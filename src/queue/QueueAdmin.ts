@@ -6,14 +6,23 @@
  * `MailQueue.ts`, and a backend's `make` builds both over one store (`QueueBackend.ts`). Nothing
  * on the data path depends on this service, so a session or a worker never waits for an
  * operator's listing.
+ *
+ * Hold (Postfix's `postsuper -h`/`-H`): a held message keeps its recipients' states and times,
+ * but no claim leases it until it is released (`unhold`); a delivery already under way when it
+ * was held completes, and what it leaves pending stays held. Held messages still count as
+ * pending (depth), and the hold is stored like the rest of the message (a durable backend keeps
+ * it across restarts).
  */
 import { Context, type Effect, type Option } from "effect"
 import type { Envelope } from "../protocol/Envelope.ts"
 import type { MessageBody, RecipientState } from "./MailQueue.ts"
 import type { MailQueueError } from "./MailQueueError.ts"
 
-/** Message state as shown to operators: the least-finished state of its recipients. */
-export type MessageState = "queued" | "inflight" | "retry" | "delivered" | "dead"
+/**
+ * Message state as shown to operators: the least-finished state of its recipients, except that
+ * a held message with recipients waiting shows as `held`.
+ */
+export type MessageState = "queued" | "inflight" | "held" | "retry" | "delivered" | "dead"
 
 export interface RecipientStatus {
   readonly rcpt: string
@@ -32,6 +41,8 @@ export interface MessageInfo {
   readonly receivedAt: number
   readonly size: number
   readonly state: MessageState
+  /** On hold: no claim leases its recipients until it is released. */
+  readonly held: boolean
   readonly recipients: ReadonlyArray<RecipientStatus>
 }
 
@@ -43,6 +54,8 @@ export interface ListFilter {
 export interface QueueStats {
   readonly messages: number
   readonly depth: number
+  /** Pending messages on hold (counted in `depth` too). */
+  readonly held: number
   readonly recipients: Readonly<Record<RecipientState, number>>
 }
 
@@ -56,6 +69,13 @@ export class QueueAdmin extends Context.Service<QueueAdmin, {
   readonly readMessage: (id: string) => Effect.Effect<MessageBody, MailQueueError>
   /** Makes retry-waiting and dead recipients of a message due now; false if there were none. */
   readonly retryNow: (id: string) => Effect.Effect<boolean, MailQueueError>
+  /**
+   * Puts a message on hold: none of its recipients is claimed until `unhold`. False for an
+   * unknown id or one with nothing pending.
+   */
+  readonly hold: (id: string) => Effect.Effect<boolean, MailQueueError>
+  /** Releases a held message: its recipients are claimable again at their times. False if it was not held. */
+  readonly unhold: (id: string) => Effect.Effect<boolean, MailQueueError>
   /** Removes a message in any state; a lease on it is lost. False for an unknown id. */
   readonly remove: (id: string) => Effect.Effect<boolean, MailQueueError>
   /** Removes every dead recipient now (and messages left with nothing else). */
@@ -63,9 +83,10 @@ export class QueueAdmin extends Context.Service<QueueAdmin, {
   readonly stats: Effect.Effect<QueueStats, MailQueueError>
 }>()("incoming/QueueAdmin") {}
 
-/** The message state derived from its recipients: the least-finished one wins. */
-export const messageState = (states: ReadonlyArray<RecipientState>): MessageState => {
+/** The message state derived from its recipients (the least-finished one wins) and its hold. */
+export const messageState = (states: ReadonlyArray<RecipientState>, held = false): MessageState => {
   if (states.includes("inflight")) return "inflight"
+  if (held && (states.includes("queued") || states.includes("retry"))) return "held"
   if (states.includes("queued")) return "queued"
   if (states.includes("retry")) return "retry"
   if (states.includes("dead")) return "dead"

@@ -156,7 +156,8 @@ export const make = Effect.fnUntraced(function*(options: SqliteQueueOptions) {
   // The ready list: leases handed off by commits or taken ahead by claims that no worker took
   // yet, in claim order (due time, then row).
   const ready = ReadyList.make({ enabled: owner })
-  // Handed-off rows carry this owner until a worker extends them; nothing reads lease owners but people.
+  // Handed-off and taken-ahead rows carry this owner until a worker extends them: start-up recovery
+  // takes their attempt back, and a retry-now from another process sees them as due, not in flight.
   const handoffOwner = `handoff-${process.pid}-${randomUUID().slice(0, 8)}`
   const probe: ReadyList.Probe = {
     nextClaimable: () => {
@@ -178,6 +179,10 @@ export const make = Effect.fnUntraced(function*(options: SqliteQueueOptions) {
     committed: (batch) => {
       if (owner) depth = (batch.recount ?? depth) + batch.depthDelta
       ready.committed({ recounted: batch.recount !== undefined, dueFrom: batch.dueFrom })
+      // Another process wrote (`incoming queue hold`, delete, ...): the leases waiting in the
+      // ready list may be of messages it changed, so they go back untaken and later claims go
+      // by what the database says now.
+      if (batch.recount !== undefined) returnReady()
       if (batch.dueFrom !== Number.POSITIVE_INFINITY) signal.notify()
     },
     afterCommit: (batch) =>
@@ -187,6 +192,12 @@ export const make = Effect.fnUntraced(function*(options: SqliteQueueOptions) {
   })
 
   const askRecount = () => writer.requestUnsafe({ op: "recount" })
+  function returnReady() {
+    for (const entry of [...ready.entries]) {
+      ready.drop(entry)
+      writer.requestUnsafe({ op: "release", id: entry.id, token: entry.token })
+    }
+  }
   // Never fails: when the database cannot be asked, the last known depth is still the best answer.
   // A recount, when one is due, rides along with the writer's next batch; the answer is the count
   // as of now.
@@ -334,7 +345,7 @@ export const make = Effect.fnUntraced(function*(options: SqliteQueueOptions) {
       reserved = false
     }
     const claimed = yield* writer.submit<ReadonlyArray<Claimed>>(
-      { op: "claim", owner: request.owner, token, expiresAt, now, ahead },
+      { op: "claim", owner: request.owner, token, expiresAt, now, ahead, aheadOwner: handoffOwner },
       {
         durable: false,
         onFailure: Effect.sync(unreserve),

@@ -57,7 +57,10 @@ export const prepare = (live: Live, next: ListenerOptions.ListenerInput, hostnam
     const o = Ref.getUnsafe(live.settings)
     const n = ListenerOptions.resolve({ ...next, name: o.name }, hostname)
     const restartNeeded: Array<string> = []
-    if (n.host !== o.host || (next.port !== 0 && next.port !== live.port)) restartNeeded.push(`${o.name}: address ${n.host}:${next.port}`)
+    if (n.path !== o.path) restartNeeded.push(`${o.name}: socket ${n.path ?? "(none)"}`)
+    else if (o.path === undefined && (n.host !== o.host || (next.port !== 0 && next.port !== live.port))) {
+      restartNeeded.push(`${o.name}: address ${n.host}:${next.port}`)
+    }
     if (n.mode !== o.mode || n.tls.mode !== o.tls.mode || n.allowInsecureAuth !== o.allowInsecureAuth) {
       restartNeeded.push(`${o.name}: mode / TLS mode`)
     }
@@ -70,6 +73,7 @@ export const prepare = (live: Live, next: ListenerOptions.ListenerInput, hostnam
         name: current.name,
         host: current.host,
         port: current.port,
+        path: current.path,
         mode: current.mode,
         allowInsecureAuth: current.allowInsecureAuth,
         tls: certificate === undefined ? current.tls : { ...current.tls, cert: n.tls.cert, key: n.tls.key, sni: n.tls.sni }

@@ -411,6 +411,15 @@ export const make = Effect.fnUntraced(function*(settings: Ref.Ref<ListenerOption
       const { body, plan } = hasDataRules()
         ? yield* dataStage(received, id, session, mailFrom, rcptTo, options.hostname)
         : { body: received, plan: undefined }
+      if (plan?.discard !== undefined) {
+        // A rule (a milter's discard) took the message: the sender hears 250 as for any other,
+        // nothing is stored, and the event says who discarded it and why.
+        yield* body.release
+        yield* telemetry.publish({ _tag: "MessageDiscarded", id, ...plan.discard, listener })
+        yield* Effect.logInfo(`message discarded by policy rule ${plan.discard.rule}: ${plan.discard.reason}`).pipe(Effect.annotateLogs({ message: id }))
+        const queued = SmtpReply.queued(id)
+        return `${queued.enhanced} ${queued.text}`
+      }
       const now = yield* Clock.currentTimeMillis
       const envelope = yield* prioritized(session, {
         mailFrom,

@@ -35,6 +35,8 @@ export type TelemetryEvent =
   }
   | { readonly _tag: "SessionConnect"; readonly peer: string; readonly listener: string }
   | { readonly _tag: "SessionAccepted"; readonly id: string; readonly listener: string }
+  /** Accepted (250) and stored nowhere, as a DATA-stage rule asked (a milter's discard). */
+  | { readonly _tag: "MessageDiscarded"; readonly id: string; readonly rule: string; readonly reason: string; readonly listener: string }
   | { readonly _tag: "SessionRejected"; readonly reason: string; readonly stage: string; readonly code: number; readonly listener: string }
   | { readonly _tag: "QueueDepth"; readonly count: number }
   | { readonly _tag: "WorkerRestarted"; readonly worker: string; readonly cause: string }
@@ -69,6 +71,8 @@ const define = {
     Metric.counter("incoming_enqueue_errors_total", { description: "commits that failed", incremental: true, attributes }),
   deliveries: (attributes?: Attributes) =>
     Metric.counter("incoming_delivery_results_total", { description: "per-recipient delivery outcomes", incremental: true, attributes }),
+  discarded: (attributes?: Attributes) =>
+    Metric.counter("incoming_messages_discarded_total", { description: "messages accepted and stored nowhere, by rule", incremental: true, attributes }),
   workerRestarts: () => Metric.counter("incoming_worker_restarts_total", { description: "delivery workers restarted", incremental: true }),
   queueDepth: () => Metric.gauge("incoming_queue_depth", { description: "messages not yet delivered or dead" }),
   messageBytes: () =>
@@ -177,6 +181,8 @@ const recordUnsafe = (event: TelemetryEvent, context: Context.Context<never>): v
       return withAttrs("connections", { listener: event.listener }).updateUnsafe(1, context)
     case "SessionAccepted":
       return
+    case "MessageDiscarded":
+      return withAttrs("discarded", { rule: event.rule }).updateUnsafe(1, context)
     case "SessionRejected":
       return withAttrs("rejected", {
         listener: event.listener,

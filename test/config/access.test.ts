@@ -215,7 +215,7 @@ describe("relay, auth and policies: errors name the entry", () => {
       })
       // Every rule, in the order of the schema (the list grows with each new rule).
       const expected = ruleTypes.map((t) => `"${t}"`).join(" | ")
-      assert.match(expected, /^"rate_limit" \| "tls_required" \| "hello_required" \| "max_recipients" \| "size_limit" \| "connection_limit" \| "spf" \| "dkim" \| "dmarc" \| "arc" \| "iprev" \| "milter" \| "dnsbl" \| "greylist"/)
+      assert.match(expected, /^"rate_limit" \| "tls_required" \| "hello_required" \| "max_recipients" \| "size_limit" \| "connection_limit" \| "spf" \| "dkim" \| "dmarc" \| "arc" \| "iprev" \| "milter" \| "dnsbl" \| "greylist" \| "rspamd"/)
       assert.deepStrictEqual(yield* problems(dir), [
         `incoming.toml: policies[1].rule: unknown rule "tarpit": expected ${expected}`,
         `incoming.toml: policies[3].rule: missing (required): one of ${expected}`,

@@ -2,35 +2,13 @@
  * `incoming queue ...` against the data directory of a running server: list, show, stats,
  * retry, delete and purge, as tables and as JSON.
  */
-import { execFile } from "node:child_process"
 import { mkdirSync, writeFileSync } from "node:fs"
 import { join } from "node:path"
-import { promisify } from "node:util"
 import { assert, describe, it } from "@effect/vitest"
 import { Effect } from "effect"
 import { SmtpClient, TestIncoming } from "../../src/testing/index.ts"
+import { cli, waitUntil } from "../support/queueCli.ts"
 import { serve } from "../support/server.ts"
-
-const root = new URL("../../", import.meta.url).pathname
-const run = promisify(execFile)
-
-const cli = (...args: Array<string>) =>
-  Effect.promise(() =>
-    run(process.execPath, [`${root}src/bin/incoming.ts`, "queue", ...args]).then(
-      (r) => ({ code: 0, stdout: r.stdout, stderr: r.stderr }),
-      (e: { code: number; stdout: string; stderr: string }) => ({ code: e.code, stdout: e.stdout, stderr: e.stderr })
-    )
-  )
-
-const waitUntil = <A>(probe: Effect.Effect<A>, ok: (a: A) => boolean) =>
-  Effect.gen(function*() {
-    for (let i = 0; i < 100; i++) {
-      const a = yield* probe
-      if (ok(a)) return a
-      yield* Effect.sleep("100 millis")
-    }
-    return yield* probe
-  })
 
 describe("incoming queue (CLI)", () => {
   it.live("inspects and repairs the queue while the server runs", () =>

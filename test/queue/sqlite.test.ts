@@ -96,6 +96,35 @@ describe("SqliteQueue", () => {
         }))
     }))
 
+  it.effect("a hold survives closing and reopening; a handed-off lease of the held message is not delivered", () =>
+    Effect.gen(function*() {
+      const dataDir = yield* tempDir
+      yield* TestClock.setTime(T0)
+      const held = message({ receivedAt: T0 - 2 })
+      const handedOff = message({ receivedAt: T0 - 1 })
+      yield* withQueue({ dataDir }, (q, a) =>
+        Effect.gen(function*() {
+          yield* q.commit(held)
+          assert.isTrue(yield* a.hold(held.id))
+          // A worker has claimed: the next commit is handed off into the ready list, then held.
+          assert.isTrue(Option.isNone(yield* q.claim({ owner: "w", leaseMs: 60_000 })))
+          yield* q.commit(handedOff)
+          assert.isTrue(yield* a.hold(handedOff.id))
+          assert.isTrue(Option.isNone(yield* q.claim({ owner: "w", leaseMs: 60_000 })), "nothing held is handed to a worker")
+        }))
+      yield* withQueue({ dataDir }, (q, a) =>
+        Effect.gen(function*() {
+          assert.deepStrictEqual((yield* a.list({ state: "held" })).map((m) => m.id), [held.id, handedOff.id])
+          assert.strictEqual((yield* a.stats).held, 2)
+          assert.deepStrictEqual(Option.getOrUndefined(yield* a.get(handedOff.id))?.recipients.map((r) => r.attempts), [0])
+          yield* TestClock.adjust(3_600_000)
+          assert.isTrue(Option.isNone(yield* q.claim({ owner: "w", leaseMs: 60_000 })))
+          assert.isTrue(yield* a.unhold(handedOff.id))
+          assert.strictEqual((yield* claimOne(q)).id, handedOff.id)
+          assert.isTrue(Option.isNone(yield* q.claim({ owner: "w", leaseMs: 60_000 })))
+        }))
+    }))
+
   it.effect("messages, states and attempts survive closing and reopening", () =>
     Effect.gen(function*() {
       const dataDir = yield* tempDir
@@ -650,7 +679,7 @@ describe("SqliteQueue handoff", () => {
         }))
     }))
 
-  it.effect("after a crash, handed-off messages come back at restart, taken or not, their attempt counted", () =>
+  it.effect("after a crash, a handed-off lease no worker took comes back with no attempt counted", () =>
     Effect.gen(function*() {
       const dataDir = yield* tempDir
       const afterCrash = yield* tempDir
@@ -672,13 +701,40 @@ describe("SqliteQueue handoff", () => {
           const first = yield* claimOne(q)
           const second = yield* claimOne(q)
           assert.deepStrictEqual([first.id, second.id], [taken.id, waiting.id])
-          // Recovery cannot tell a lease a worker took from one still waiting: both count as tried.
-          assert.deepStrictEqual([...first.recipients, ...second.recipients].map((r) => r.attempt), [2, 2])
+          // The waiting one was never tried: its first claim after the restart is attempt 1. The one a
+          // worker took without extending its lease looks the same on disk, so it is not counted
+          // either (an attempt cut by a crash is retried as the same attempt).
+          assert.deepStrictEqual([...first.recipients, ...second.recipients].map((r) => r.attempt), [1, 1])
         }))
     }))
 })
 
 describe("SqliteQueue claims ahead", () => {
+  it.effect("another process's retry-now sees a retrying message taken ahead as due, not in flight", () =>
+    Effect.gen(function*() {
+      const dataDir = yield* tempDir
+      yield* TestClock.setTime(T0)
+      const [r1, r2] = [message({ receivedAt: T0 - 2 }), message({ receivedAt: T0 - 1 })]
+      yield* withQueue({ dataDir }, (q) =>
+        Effect.gen(function*() {
+          yield* q.commit(r1)
+          yield* q.commit(r2)
+          for (const _ of [r1, r2]) {
+            const lease = yield* claimOne(q)
+            yield* q.settle(lease, [retryAt(lease.recipients[0]!.rcpt, T0 + 1000, "451 later")])
+          }
+          yield* TestClock.adjust(2000)
+          // One claim to the database: r1 for the worker, r2 leased ahead into the ready list.
+          assert.strictEqual((yield* claimOne(q)).id, r1.id)
+          yield* withQueue({ dataDir }, (_, cli) =>
+            Effect.gen(function*() {
+              assert.isTrue(yield* cli.retryNow(r2.id), "a retrying message waiting to be taken is due now, not in flight")
+            }))
+          const next = yield* claimOne(q)
+          assert.deepStrictEqual([next.id, next.recipients[0]!.attempt], [r2.id, 2])
+        }))
+    }))
+
   it.effect(`a claim that goes to the database also leases up to ${SqliteQueue.claimAhead} more due messages for the next claims`, () =>
     Effect.gen(function*() {
       const dataDir = yield* tempDir

@@ -147,7 +147,12 @@ export const openDkim = (options: {
  * rspamd's proxy worker in milter mode, scanning itself. It compiles its TLD list and regexps at
  * every start: 15 s on an idle machine, over two minutes at load 16 on two cores.
  */
-export const rspamd = (): Effect.Effect<Daemon, Error, Scope.Scope> =>
+export const rspamd = (): Effect.Effect<Daemon, Error, Scope.Scope> => rspamdWith("milter")
+
+/** rspamd's normal worker alone, answering HTTP (`/checkv2`, `/ping`) on a free loopback port. */
+export const rspamdHttp = (): Effect.Effect<Daemon, Error, Scope.Scope> => rspamdWith("http")
+
+const rspamdWith = (mode: "milter" | "http"): Effect.Effect<Daemon, Error, Scope.Scope> =>
   daemon(
     "rspamd",
     rspamdBinary,
@@ -179,13 +184,17 @@ options {
   dns { nameserver = ["127.0.0.1:9"]; timeout = 0.2s; retransmits = 1; }
 }
 logging { type = "file"; filename = "$LOGDIR/rspamd.log"; level = "info"; }
-worker "rspamd_proxy" {
+${mode === "milter" ? `worker "rspamd_proxy" {
   bind_socket = "127.0.0.1:${port}";
   milter = yes;
   timeout = 120s;
   upstream "local" { default = yes; self_scan = yes; }
   count = 1;
-}
+}` : `worker "normal" {
+  bind_socket = "127.0.0.1:${port}";
+  .include "$CONFDIR/worker-normal.inc"
+  count = 1;
+}`}
 `
       )
     },

@@ -13,9 +13,8 @@
  * Replies: continue, and accept (this filter is done with the message, or with the session when
  * said at connect or HELO), go on to the next rule; reject is 550 5.7.1, tempfail 451 4.7.1, a
  * reply code of the filter's own is passed on (its class decides reject or defer). At RCPT a
- * refusal refuses that recipient only. Discard is not supported yet (MessageEdit has no
- * "deliver nowhere"): it is logged and treated as accept with a quarantine mark, so the message
- * is kept apart rather than delivered as if nothing was said.
+ * refusal refuses that recipient only. Discard (at any stage of a transaction) accepts the
+ * message and stores it nowhere (a `Discard` edit at DATA).
  *
  * A filter that cannot be reached, breaks the protocol, closes, or says nothing for `timeout`
  * (each reply; a progress reply starts it again) gives the `on_error` verdict — continue
@@ -378,10 +377,7 @@ export const make = (options: MilterOptions): Effect.Effect<Policy.Rule, never, 
         return outcome
       })
 
-    const discarded = () => {
-      // See the header: no "deliver nowhere" edit yet; keep the message apart and say so.
-      return Verdict.continueWith([MessageEdit.quarantine(`discarded by milter ${name}`)])
-    }
+    const discarded = () => Verdict.continueWith([MessageEdit.discard(`discarded by milter ${name}`)])
 
     const onClose = (ctx: Policy.ConnectContext) =>
       Effect.suspend(() => {

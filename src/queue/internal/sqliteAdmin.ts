@@ -29,7 +29,7 @@ import { messageBody, read, type Statements } from "./sqliteStatements.ts"
 type Row = Record<string, SQLOutputValue>
 
 // Ranks follow `messageState`: the least-finished recipient decides the message's state.
-const stateRank: Record<MessageState, number> = { inflight: 5, queued: 4, retry: 3, dead: 2, delivered: 1 }
+const stateRank: Record<MessageState, number> = { inflight: 6, held: 5, queued: 4, retry: 3, dead: 2, delivered: 1 }
 
 const isRecipientState = (s: string): s is RecipientState =>
   s === "queued" || s === "inflight" || s === "retry" || s === "delivered" || s === "dead"
@@ -75,8 +75,10 @@ export const make = (options: {
     size: number,
     handedOff: string | undefined
   ): MessageInfo => {
-    const recipients = sql.recipients.all(id).map((row) => recipientStatus(row, handedOff))
-    return { id, envelope, receivedAt, size, state: messageState(recipients.map((r) => r.state)), recipients }
+    const rows = sql.recipients.all(id)
+    const recipients = rows.map((row) => recipientStatus(row, handedOff))
+    const held = rows.some((row) => int(row.held) === 1)
+    return { id, envelope, receivedAt, size, state: messageState(recipients.map((r) => r.state), held), held, recipients }
   }
 
   const get = Effect.fn("SqliteQueue.get")(function*(id: string) {
@@ -120,6 +122,20 @@ export const make = (options: {
     return changed || (ahead !== undefined && ahead.recipients.some((r) => r.attempt > 1))
   })
 
+  const hold = Effect.fn("SqliteQueue.hold")(function*(id: string) {
+    // A lease of it waiting in this process's ready list goes back untaken: no worker may start
+    // delivering a message that is held from now on.
+    const entry = ready.byId(id)
+    if (entry !== undefined) ready.drop(entry)
+    const held = yield* writer.submit<boolean>({ op: "hold", id })
+    if (entry !== undefined) yield* Effect.ignore(writer.submit<void>({ op: "release", id, token: entry.token }, { durable: false }))
+    return held
+  })
+
+  const unhold = Effect.fn("SqliteQueue.unhold")(function*(id: string) {
+    return yield* writer.submit<boolean>({ op: "unhold", id })
+  })
+
   const remove = Effect.fn("SqliteQueue.remove")(function*(id: string) {
     const removed = yield* writer.submit<boolean>({ op: "remove", id })
     // A handed-off lease of it is lost with it; no worker should take it.
@@ -135,7 +151,7 @@ export const make = (options: {
       const state = text(row.state)
       if (isRecipientState(state)) recipients[state] = int(row.n)
     }
-    return { messages: int(sql.countMessages.get()?.n), depth, recipients }
+    return { messages: int(sql.countMessages.get()?.n), depth, held: int(sql.countHeld.get()?.n), recipients }
   }).pipe(Effect.withSpan("SqliteQueue.stats"))
 
   return QueueAdmin.of({
@@ -144,6 +160,8 @@ export const make = (options: {
     get,
     readMessage,
     retryNow,
+    hold,
+    unhold,
     remove,
     purgeDead: writer.submit<number>({ op: "purgeDead" }).pipe(Effect.withSpan("SqliteQueue.purgeDead")),
     stats

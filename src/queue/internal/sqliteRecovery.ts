@@ -51,7 +51,7 @@ export const recover = Effect.fnUntraced(function*(options: {
   yield* read("recover", () =>
     transaction(db, () => {
       // Only one owner runs at a time, so every lease still out belongs to a process that died.
-      leases = Number(sql.releaseAll.run().changes)
+      leases = Number(sql.releaseHandedOff.run().changes) + Number(sql.releaseAll.run().changes)
       for (const f of broken) {
         const reason = f.actual === undefined
           ? `queue: body file bodies/${f.file} is missing`

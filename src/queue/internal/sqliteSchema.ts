@@ -7,7 +7,7 @@
  * version (more migrations than we know) is refused rather than misread.
  *
  * One `messages` row per message and one `recipients` row per recipient. Partial indexes cover
- * exactly the rows each hot query scans: due recipients (claim, next due time), leases (expiry)
+ * exactly the rows each hot query scans: due recipients not on hold (claim, next due time), leases (expiry)
  * and dead letters (TTL purge), so none of them is a table scan.
  */
 import type { DatabaseSync, SQLOutputValue } from "node:sqlite"
@@ -45,6 +45,14 @@ export const migrations: ReadonlyArray<Migration> = [
       CREATE INDEX recipients_due ON recipients (next_attempt_at) WHERE state IN ('queued', 'retry');
       CREATE INDEX recipients_leases ON recipients (lease_expires_at) WHERE state = 'inflight';
       CREATE INDEX recipients_dead ON recipients (expires_at) WHERE state = 'dead';
+    `),
+  // Hold (`incoming queue hold`): a flag on every recipient row of the message, so the due index
+  // leaves held rows out and the claim queries cost what they did.
+  (db) =>
+    db.exec(`
+      ALTER TABLE recipients ADD COLUMN held INTEGER NOT NULL DEFAULT 0 CHECK (held IN (0, 1));
+      DROP INDEX recipients_due;
+      CREATE INDEX recipients_due ON recipients (next_attempt_at) WHERE state IN ('queued', 'retry') AND held = 0;
     `)
 ]
 

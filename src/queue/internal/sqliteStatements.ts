@@ -42,27 +42,35 @@ export const openDatabase = (path: string, options: OpenOptions): Effect.Effect<
 export const prepare = (db: DatabaseSync) => ({
   dataVersion: db.prepare("PRAGMA data_version"),
   exists: db.prepare("SELECT 1 AS found FROM messages WHERE id = ?"),
+  // Leases still owned by a ready list (handed off, or taken ahead; see `ReadyList.ts`) that no
+  // worker extended: their attempt was counted in advance and most likely never started, so it
+  // is taken back. Run before `releaseAll`.
+  releaseHandedOff: db.prepare(
+    `UPDATE recipients SET state = 'queued', attempts = MAX(0, attempts - 1), lease_owner = NULL, lease_token = NULL,
+       lease_expires_at = NULL
+     WHERE state = 'inflight' AND lease_owner LIKE 'handoff-%'`
+  ),
   releaseAll: db.prepare(
     `UPDATE recipients SET state = 'queued', lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL
      WHERE state = 'inflight'`
   ),
   nextDueAt: db.prepare(
     `SELECT r.next_attempt_at AS at FROM recipients AS r
-     WHERE r.state IN ('queued', 'retry')
+     WHERE r.state IN ('queued', 'retry') AND r.held = 0
        AND NOT EXISTS (SELECT 1 FROM recipients AS x WHERE x.message_id = r.message_id AND x.state = 'inflight')
      ORDER BY r.next_attempt_at, r.rowid LIMIT 1`
   ),
   // When a claim could next find anything (a recipient due, a lease expiring): a superset of what
   // the claim leases, read on this connection so an idle worker's claim costs no write.
   nextClaimable: db.prepare(
-    `SELECT (SELECT MIN(next_attempt_at) FROM recipients WHERE state IN ('queued', 'retry')) AS due,
+    `SELECT (SELECT MIN(next_attempt_at) FROM recipients WHERE state IN ('queued', 'retry') AND held = 0) AS due,
        (SELECT MIN(lease_expires_at) FROM recipients WHERE state = 'inflight') AS expiry`
   ),
   // The first recipient a database claim would lease (its due time and row), for comparing with
   // the oldest handed-off lease; and whether a lease expired (a claim would take that over first).
   firstDue: db.prepare(
     `SELECT r.next_attempt_at AS at, r.rowid AS seq FROM recipients AS r
-     WHERE r.state IN ('queued', 'retry') AND r.next_attempt_at <= ?
+     WHERE r.state IN ('queued', 'retry') AND r.held = 0 AND r.next_attempt_at <= ?
        AND NOT EXISTS (SELECT 1 FROM recipients AS x WHERE x.message_id = r.message_id AND x.state = 'inflight')
      ORDER BY r.next_attempt_at, r.rowid LIMIT 1`
   ),
@@ -77,6 +85,9 @@ export const prepare = (db: DatabaseSync) => ({
     "SELECT COUNT(DISTINCT message_id) AS n FROM recipients WHERE state IN ('queued', 'retry', 'inflight')"
   ),
   countMessages: db.prepare("SELECT COUNT(*) AS n FROM messages"),
+  countHeld: db.prepare(
+    "SELECT COUNT(DISTINCT message_id) AS n FROM recipients WHERE held = 1 AND state IN ('queued', 'retry', 'inflight')"
+  ),
   // $handedOff: a JSON array of the tokens of leases in the ready list (no worker took them yet);
   // their recipients are shown as waiting, see `waitingAs`.
   countByState: db.prepare(
@@ -88,14 +99,15 @@ export const prepare = (db: DatabaseSync) => ({
   bodyFiles: db.prepare("SELECT id, size, body_file FROM messages WHERE body_file IS NOT NULL"),
   info: db.prepare("SELECT id, envelope, received_at, size FROM messages WHERE id = ?"),
   recipients: db.prepare(
-    `SELECT rcpt, state, attempts, next_attempt_at, last_reply, expires_at, lease_token FROM recipients
+    `SELECT rcpt, state, attempts, next_attempt_at, last_reply, expires_at, lease_token, held FROM recipients
      WHERE message_id = ? ORDER BY rowid`
   ),
   list: db.prepare(
     `SELECT m.id, m.envelope, m.received_at, m.size,
        MAX(CASE
-         WHEN r.state = 'inflight' THEN (CASE WHEN r.lease_token NOT IN (SELECT value FROM json_each($handedOff)) THEN 5
-           WHEN r.attempts > 1 THEN 3 ELSE 4 END)
+         WHEN r.state = 'inflight' THEN (CASE WHEN r.lease_token NOT IN (SELECT value FROM json_each($handedOff)) THEN 6
+           WHEN r.held = 1 THEN 5 WHEN r.attempts > 1 THEN 3 ELSE 4 END)
+         WHEN r.state IN ('queued', 'retry') AND r.held = 1 THEN 5
          WHEN r.state = 'queued' THEN 4 WHEN r.state = 'retry' THEN 3 WHEN r.state = 'dead' THEN 2 ELSE 1 END)
          AS rank
      FROM messages AS m JOIN recipients AS r ON r.message_id = m.id

@@ -60,6 +60,8 @@ export type Op =
     readonly now: number
     /** Up to this many more due messages are leased too (tokens `<token>.1`, `.2`...), for the claims that follow. */
     readonly ahead: number
+    /** The owner those leases carry until a worker takes one (the ready list's, like handoffs). */
+    readonly aheadOwner: string
   }
   | {
     readonly op: "settle"
@@ -74,6 +76,9 @@ export type Op =
   | { readonly op: "release"; readonly id: string; readonly token: string }
   | { readonly op: "retryNow"; readonly id: string; readonly now: number }
   | { readonly op: "remove"; readonly id: string }
+  /** Puts a pending message on hold (false: unknown or nothing pending); `unhold` releases it (false: not held). */
+  | { readonly op: "hold"; readonly id: string }
+  | { readonly op: "unhold"; readonly id: string }
   | { readonly op: "purgeExpired"; readonly now: number }
   | { readonly op: "purgeDead" }
   /** Nothing to write: the batch it rides in recounts the pending messages if another connection wrote. */

@@ -73,13 +73,13 @@ const sql = {
   // recipients_due yields rows in (next_attempt_at, rowid) order, so this stops at the first hit.
   nextDue: db.prepare(
     `SELECT r.message_id AS id, r.next_attempt_at AS at, r.rowid AS seq FROM recipients AS r
-     WHERE r.state IN ('queued', 'retry') AND r.next_attempt_at <= ?
+     WHERE r.state IN ('queued', 'retry') AND r.held = 0 AND r.next_attempt_at <= ?
        AND NOT EXISTS (SELECT 1 FROM recipients AS x WHERE x.message_id = r.message_id AND x.state = 'inflight')
      ORDER BY r.next_attempt_at, r.rowid LIMIT 1`
   ),
   lease: db.prepare(
     `UPDATE recipients SET state = 'inflight', attempts = attempts + 1, lease_owner = ?, lease_token = ?, lease_expires_at = ?
-     WHERE message_id = ? AND state IN ('queued', 'retry') AND next_attempt_at <= ?
+     WHERE message_id = ? AND state IN ('queued', 'retry') AND held = 0 AND next_attempt_at <= ?
      RETURNING rowid AS seq, rcpt, attempts`
   ),
   extend: db.prepare(
@@ -128,11 +128,18 @@ const sql = {
          AND (state <> 'inflight' OR lease_token IS NOT $token))
      RETURNING body_file`
   ),
-  firstWaiting: db.prepare("SELECT MIN(next_attempt_at) AS at FROM recipients WHERE message_id = ? AND state IN ('queued', 'retry')"),
+  firstWaiting: db.prepare(
+    "SELECT MIN(next_attempt_at) AS at FROM recipients WHERE message_id = ? AND state IN ('queued', 'retry') AND held = 0"
+  ),
+  hold: db.prepare("UPDATE recipients SET held = 1 WHERE message_id = ?"),
+  unhold: db.prepare("UPDATE recipients SET held = 0 WHERE message_id = ? AND held = 1"),
   deleteMessage: db.prepare("DELETE FROM messages WHERE id = ? RETURNING body_file"),
   requeue: db.prepare(
     `UPDATE recipients SET state = 'queued', next_attempt_at = ?, expires_at = NULL
      WHERE message_id = ? AND state IN ('retry', 'dead')`
+  ),
+  waitingRetry: db.prepare(
+    "SELECT 1 AS found FROM recipients WHERE message_id = ? AND state = 'inflight' AND lease_owner LIKE 'handoff-%' AND attempts > 1"
   ),
   purgeExpired: db.prepare("DELETE FROM recipients WHERE state = 'dead' AND expires_at <= ? RETURNING message_id"),
   purgeDead: db.prepare("DELETE FROM recipients WHERE state = 'dead' RETURNING message_id"),
@@ -225,7 +232,7 @@ const run = (batch: Batch, op: Op): Outcome => {
         if (next === undefined) break
         const id = str(next.id)
         const token = n === 0 ? op.token : `${op.token}.${n}`
-        const rows = sql.lease.all(op.owner, token, op.expiresAt, id, op.now)
+        const rows = sql.lease.all(n === 0 ? op.owner : op.aheadOwner, token, op.expiresAt, id, op.now)
           .map((row) => ({ seq: num(row.seq), rcpt: str(row.rcpt), attempt: num(row.attempts) }))
           .sort((a, b) => a.seq - b.seq)
         const head = sql.head.get(id)
@@ -283,9 +290,21 @@ const run = (batch: Batch, op: Op): Outcome => {
     case "retryNow": {
       const wasPending = isPending(op.id)
       const changed = Number(sql.requeue.run(op.now, op.id).changes) > 0
-      if (!changed) return ok(false)
+      // Retrying recipients leased into a ready list that no worker took yet are due now already:
+      // not "in flight", and not "nothing to retry" either.
+      if (!changed) return ok(sql.waitingRetry.get(op.id) !== undefined)
       afterChange(batch, op.id, wasPending)
       batch.dueFrom = Math.min(batch.dueFrom, op.now)
+      return ok(true)
+    }
+    case "hold": {
+      if (!isPending(op.id)) return ok(false)
+      sql.hold.run(op.id)
+      return ok(true)
+    }
+    case "unhold": {
+      if (Number(sql.unhold.run(op.id).changes) === 0) return ok(false)
+      waitingAgain(batch, op.id)
       return ok(true)
     }
     case "remove": {

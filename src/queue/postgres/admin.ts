@@ -52,6 +52,8 @@ const toInfo = (row: InfoRow): MessageInfo => {
     receivedAt: num(row.received_at),
     size: num(row.size),
     state: messageState(recipients.map((r) => r.state)),
+    // Hold is not implemented by this backend yet (see PgQueue's hold).
+    held: false,
     recipients
   }
 }
@@ -102,7 +104,7 @@ export const make = (sql: SqlClient.SqlClient) => {
       SELECT count(*) AS messages, count(*) FILTER (WHERE due_at IS NOT NULL) AS depth FROM messages`
     const recipients: Record<RecipientState, number> = { queued: 0, inflight: 0, retry: 0, delivered: 0, dead: 0 }
     for (const r of rows) recipients[r.state] = Number(r.n)
-    return { messages: Number(totals[0]?.messages ?? 0), depth: Number(totals[0]?.depth ?? 0), recipients }
+    return { messages: Number(totals[0]?.messages ?? 0), depth: Number(totals[0]?.depth ?? 0), held: 0, recipients }
   })
 
   const leasesByNode: Effect.Effect<ReadonlyArray<NodeLeases>, SqlError.SqlError> = sql<{ node: string; n: bigint; next: bigint }>`

@@ -10,11 +10,12 @@
  * never a 5xx.
  */
 import { assert, describe, it } from "@effect/vitest"
-import { Context, Effect, Layer } from "effect"
+import { Context, Effect, Layer, PubSub } from "effect"
 import * as Codec from "../../../src/policy/milter/Codec.ts"
 import * as Connection from "../../../src/policy/milter/Connection.ts"
 import * as Milter from "../../../src/policy/rules/Milter.ts"
 import { Listeners } from "../../../src/smtp/Listener.ts"
+import * as Telemetry from "../../../src/telemetry/Telemetry.ts"
 import { CapturingAdapter, SmtpClient, TestIncoming } from "../../../src/testing/index.ts"
 import { freePort } from "../../support/milters.ts"
 import * as Scripted from "../../support/scriptedMilter.ts"
@@ -23,13 +24,17 @@ const message = (subject: string, body = "Hello,\r\nbody line\r\n", extra = "") 
   `From: a@sender.test\r\nTo: u@example.test\r\nSubject: ${subject}\r\n  folded\r\nX-Remove: me\r\n${extra}\r\n${body}`
 
 /** Incoming with one milter rule in front of the capturing adapter. */
-const server = (address: string, options: Partial<Milter.MilterOptions> = {}) =>
+const server = (address: string, options: Partial<Milter.MilterOptions> = {}, extra: TestIncoming.TestOptions = {}) =>
   Effect.gen(function*() {
     const parsed = Connection.parseAddress(address)
     assert.ok(typeof parsed !== "string")
     const rule = yield* Milter.make({ name: "scripted", address: parsed, hostname: "mx.test", timeoutMs: 2_000, ...options })
-    const ctx = yield* Layer.build(TestIncoming.layer({ policies: { rules: [rule], timeoutMs: 20_000 } }))
-    return { port: Context.get(ctx, Listeners).all[0]!.port, captured: Context.get(ctx, CapturingAdapter.Captured) }
+    const ctx = yield* Layer.build(TestIncoming.layer({ policies: { rules: [rule], timeoutMs: 20_000 }, ...extra }))
+    return {
+      port: Context.get(ctx, Listeners).all[0]!.port,
+      captured: Context.get(ctx, CapturingAdapter.Captured),
+      events: yield* Context.get(ctx, Telemetry.Telemetry).subscribe
+    }
   })
 
 const commands = (c: ReadonlyArray<Scripted.Received>) => c.map((p) => (p.command === "D" ? `D${p.data.toString("latin1", 0, 1)}` : p.command)).join(" ")
@@ -189,7 +194,7 @@ describe("milter: protocol against a scripted filter", () => {
       assert.deepStrictEqual(Scripted.macrosBefore(m.connections[0]!, "M"), { "{mail_addr}": "a@sender.test" })
     }).pipe(Effect.scoped), { timeout: 60_000 })
 
-  it.live("skip stops the body; progress keeps a slow filter within its deadline; discard keeps the message apart", () =>
+  it.live("skip stops the body; progress keeps a slow filter within its deadline; discard: 250, stored nowhere, recorded", () =>
     Effect.gen(function*() {
       const slow = Array.from({ length: 6 }, (_, i) => ({ delayMs: 400 * (i + 1), then: Scripted.reply.progress }))
       let ends = 0
@@ -203,16 +208,38 @@ describe("milter: protocol against a scripted filter", () => {
         }
       })
       // 1 s deadline per reply; the filter takes 2.8 s but says progress every 0.4 s.
-      const { captured, port } = yield* server(m.address, { timeoutMs: 1_000 })
+      const { captured, events, port } = yield* server(m.address, { timeoutMs: 1_000 })
       const body = "y".repeat(70_000) + "\r\n"
       assert.strictEqual((yield* sendOne(port, message("slow", body))).code, 250)
-      assert.strictEqual((yield* sendOne(port, message("discarded"))).code, 250)
+      const discarded = yield* sendOne(port, message("discarded"))
+      assert.strictEqual(discarded.code, 250)
+      assert.strictEqual((yield* sendOne(port, message("after"))).code, 250)
       const stored = yield* captured.awaitDelivered(2)
-      yield* closedCount(m, 2)
+      yield* closedCount(m, 3)
       assert.strictEqual(commands(m.connections[0]!).split(" ").filter((c) => c === "B").length, 1, "one body chunk, then skip")
       assert.strictEqual(m.connections[0]!.at(-1)!.command, "Q", "no failure: the connection ended with QUIT")
-      const discarded = stored.find((s) => s.text.includes("Subject: discarded"))!
-      assert.deepStrictEqual(discarded.envelope.quarantine, { rule: "scripted", reason: "discarded by milter scripted" })
+      assert.deepStrictEqual(stored.map((s) => /Subject: (\w+)/.exec(s.text)![1]).sort(), ["after", "slow"])
+      const id = /queued as (\S+)/.exec(discarded.text)![1]
+      const seen = (yield* PubSub.takeAll(events)).filter((e) => e._tag === "MessageDiscarded")
+      assert.deepStrictEqual(seen, [{ _tag: "MessageDiscarded", id: id!, rule: "scripted", reason: "discarded by milter scripted", listener: "test" }])
+    }).pipe(Effect.scoped), { timeout: 60_000 })
+})
+
+describe("milter: the client address behind a PROXY-protocol load balancer", () => {
+  it.live("CONNECT and {client_addr} carry the address from the PROXY header, not the balancer's", () =>
+    Effect.gen(function*() {
+      const m = yield* Scripted.start()
+      const { captured, port } = yield* server(m.address, {}, { listener: { proxyProtocol: { trusted: ["127.0.0.0/8"], timeoutMs: 5_000 } } })
+      const c = yield* SmtpClient.connect({ port, preamble: Buffer.from("PROXY TCP4 192.0.2.7 198.51.100.1 40000 25\r\n", "latin1") })
+      yield* c.command("EHLO client.test")
+      assert.strictEqual((yield* c.command("MAIL FROM:<a@sender.test>")).code, 250)
+      yield* c.command("QUIT")
+      yield* closedCount(m, 1)
+      const connect = m.connections[0]!.find((p) => p.command === "C")!
+      assert.deepStrictEqual(Scripted.strings(connect.data)[0], "[192.0.2.7]")
+      assert.strictEqual(connect.data.toString("latin1", 15, 24), "192.0.2.7")
+      assert.strictEqual(Scripted.macrosBefore(m.connections[0]!, "C")["{client_addr}"], "192.0.2.7")
+      assert.strictEqual((yield* captured.messages).length, 0)
     }).pipe(Effect.scoped), { timeout: 60_000 })
 })
 
