@@ -19,7 +19,8 @@ import * as MxAdapter from "../delivery/MxAdapter.ts"
 import * as Router from "../delivery/Router.ts"
 import * as SmtpRelayAdapter from "../delivery/SmtpRelayAdapter.ts"
 import * as WebhookAdapter from "../delivery/webhook/WebhookAdapter.ts"
-import type { AdapterChoice, DeliveryChoice } from "../config/Options.ts"
+import type { AdapterChoice, DeliveryChoice, DkimKeyFile } from "../config/Options.ts"
+import * as DkimSigner from "../delivery/dkim/DkimSigner.ts"
 import { Dns } from "../dns/Dns.ts"
 
 /**
@@ -42,9 +43,19 @@ const adapterInput = (a: AdapterChoice): Input => {
       return LmtpAdapter.make(a.options)
     case "smtp":
       return SmtpRelayAdapter.make(a.options)
-    case "mx":
-      // Load.ts checked the CA file is readable.
-      return MxAdapter.make(a.tlsCaFile === undefined ? a.options : { ...a.options, tlsCa: readFileSync(a.tlsCaFile) })
+    case "mx": {
+      // Load.ts checked that these files are readable (and the keys private).
+      const key = (k: DkimKeyFile): DkimSigner.DkimKey => ({ domain: k.domain, selector: k.selector, privateKey: readFileSync(k.privateKeyFile, "utf8") })
+      const sign = a.dkim === undefined ? undefined : DkimSigner.make({
+        ...(a.dkim.key !== undefined ? { key: key(a.dkim.key) } : {}),
+        ...(a.dkim.byDomain !== undefined ? { byDomain: Object.fromEntries(Object.entries(a.dkim.byDomain).map(([d, k]) => [d, key(k)])) } : {})
+      })
+      return MxAdapter.make({
+        ...a.options,
+        ...(a.tlsCaFile !== undefined ? { tlsCa: readFileSync(a.tlsCaFile) } : {}),
+        ...(sign !== undefined ? { prepare: sign } : {})
+      })
+    }
   }
 }
 

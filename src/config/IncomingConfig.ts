@@ -25,6 +25,7 @@ import * as Backoff from "../delivery/Backoff.ts"
 import * as Dispatcher from "../delivery/Dispatcher.ts"
 import * as LmtpAdapterModule from "../delivery/LmtpAdapter.ts"
 import * as MxAdapterModule from "../delivery/MxAdapter.ts"
+import { MxAdapter } from "./MxConfig.ts"
 import * as SmtpRelayAdapterModule from "../delivery/SmtpRelayAdapter.ts"
 import * as WebhookAdapterModule from "../delivery/webhook/WebhookAdapter.ts"
 import * as Policy from "../policy/Policy.ts"
@@ -239,31 +240,6 @@ export const SmtpAdapter = Schema.Struct({
   connect_timeout: duration(sd.connectTimeoutMs),
   greeting_timeout: duration(sd.greetingTimeoutMs),
   socket_timeout: duration(sd.socketTimeoutMs)
-})
-
-const md = adapterDefaults.mx
-/** Delivery to each recipient domain's MX hosts (delivery/MxAdapter.ts). */
-export const MxAdapter = Schema.Struct({
-  type: Schema.Literal("mx"),
-  /** Port of every MX host (default 25; tests point it elsewhere). */
-  port: withDefault(Port, md.port),
-  helo: Schema.optionalKey(NonEmpty),
-  /** The local address to connect from. */
-  local_address: Schema.optionalKey(NonEmpty),
-  /** `opportunistic` (STARTTLS when offered, unverified), `required` (verified against the MX name), `disabled`. */
-  tls: withDefault(Schema.Literals(["opportunistic", "required", "disabled"]), md.tls),
-  /** PEM file of extra CAs trusted with `tls = "required"`. */
-  tls_ca: Schema.optionalKey(NonEmpty),
-  connect_timeout: duration(md.connectTimeoutMs),
-  greeting_timeout: duration(md.greetingTimeoutMs),
-  socket_timeout: duration(md.socketTimeoutMs),
-  max_connections_per_domain: count(1, md.maxConnectionsPerDomain),
-  max_messages_per_connection: count(1, md.maxMessagesPerConnection),
-  /** How long an unused connection is kept for the next message to its domain ("0s": no reuse). */
-  idle_timeout: duration(md.idleTimeoutMs),
-  /** Attempts in a row where no MX of a domain took a connection before the domain is paused. */
-  pause_after_failures: count(1, md.pauseAfterFailures),
-  pause: duration(md.pauseMs)
 })
 
 export const Adapter = Schema.Union([MaildirAdapter, DiscardAdapter, WebhookAdapter, LmtpAdapter, SmtpAdapter, MxAdapter]).annotate({

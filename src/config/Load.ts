@@ -41,6 +41,7 @@ import { type ConfigIssue, ConfigError, invalid } from "./ConfigError.ts"
 import * as Env from "./Env.ts"
 import { adapterNamePattern, adapterTypes, IncomingConfig, ruleTypes } from "./IncomingConfig.ts"
 import { toDelivery } from "./Options.ts"
+import * as MxConfig from "./MxConfig.ts"
 import { formatPath, getAt, isTree, type Path, setAt, type Tree } from "./Shape.ts"
 import { formatDuration } from "./Units.ts"
 import { relayWarnings } from "./Warnings.ts"
@@ -105,7 +106,7 @@ const pathSettings = (tree: Tree): ReadonlyArray<Path> => {
       ...sniNames(l).flatMap((name): Array<Path> => [["listeners", i, "tls", "sni", name, "cert"], ["listeners", i, "tls", "sni", name, "key"]])
     ]),
     // Only a maildir adapter has `root`, only an LMTP one `socket`, only an MX one `tls_ca`: the others are left alone.
-    ...adapters.flatMap((name): Array<Path> => [["adapters", name, "root"], ["adapters", name, "socket"], ["adapters", name, "tls_ca"]]),
+    ...adapters.flatMap((name): Array<Path> => [["adapters", name, "root"], ["adapters", name, "socket"], ...MxConfig.filePaths(tree, name)]),
     // The ARC seal key of an `arc` rule.
     ...(Array.isArray(tree.policies) ? tree.policies : []).flatMap((p, i): Array<Path> =>
       isTree(p) && isTree(p.seal) ? [["policies", i, "seal", "private_key_file"]] : []
@@ -410,10 +411,7 @@ const accessChecks = Effect.fnUntraced(function*(config: IncomingConfig, sourceO
     }
   }
   for (const [name, a] of Object.entries(config.adapters ?? {})) {
-    if (a.type !== "mx" || a.tls_ca === undefined) continue
-    if ((yield* fs.access(a.tls_ca, { readable: true }).pipe(Effect.option))._tag === "None") {
-      add(["adapters", name, "tls_ca"], `not readable by this user (or not found): ${a.tls_ca}`)
-    }
+    if (a.type === "mx") for (const p of yield* MxConfig.fileProblems(fs, name, a)) add(p.path, p.message)
   }
   // The resolver's own parser judges each server, so the loader and the server cannot disagree.
   for (const [i, server] of config.dns.servers.entries()) {

@@ -40,7 +40,24 @@ export type AdapterChoice =
   | { readonly type: "webhook"; readonly options: WebhookOptions }
   | { readonly type: "lmtp"; readonly options: LmtpOptions }
   | { readonly type: "smtp"; readonly options: SmtpRelayOptions }
-  | { readonly type: "mx"; readonly options: MxOptions; readonly tlsCaFile?: string | undefined }
+  | {
+    readonly type: "mx"
+    readonly options: MxOptions
+    readonly tlsCaFile?: string | undefined
+    /** DKIM keys with their files; `cli/delivery.ts` reads them (Load.ts checked them). */
+    readonly dkim?: DkimFiles | undefined
+  }
+
+export interface DkimKeyFile {
+  readonly domain: string
+  readonly selector: string
+  readonly privateKeyFile: string
+}
+
+export interface DkimFiles {
+  readonly key?: DkimKeyFile | undefined
+  readonly byDomain?: Readonly<Record<string, DkimKeyFile>> | undefined
+}
 
 export type DeliveryChoice =
   | { readonly adapter: "maildir"; readonly root: string }
@@ -244,6 +261,12 @@ export const deliversOffSite: Readonly<Record<Adapter["type"], boolean>> = {
   mx: true
 }
 
+const keyFile = (k: { readonly domain: string; readonly selector: string; readonly private_key: string }): DkimKeyFile => ({
+  domain: k.domain,
+  selector: k.selector,
+  privateKeyFile: k.private_key
+})
+
 const toAdapter = (name: string, a: Adapter, c: IncomingConfig): AdapterChoice => {
   switch (a.type) {
     case "maildir":
@@ -321,7 +344,17 @@ const toAdapter = (name: string, a: Adapter, c: IncomingConfig): AdapterChoice =
           pauseMs: a.pause
         },
         // Read when the adapter is built (cli/delivery.ts); Load.ts checked it is readable.
-        ...(a.tls_ca !== undefined ? { tlsCaFile: a.tls_ca } : {})
+        ...(a.tls_ca !== undefined ? { tlsCaFile: a.tls_ca } : {}),
+        ...(a.dkim !== undefined || a.dkim_by_domain !== undefined
+          ? {
+            dkim: {
+              ...(a.dkim !== undefined ? { key: keyFile(a.dkim) } : {}),
+              ...(a.dkim_by_domain !== undefined
+                ? { byDomain: Object.fromEntries(Object.entries(a.dkim_by_domain).map(([d, k]) => [d, keyFile(k)])) }
+                : {})
+            }
+          }
+          : {})
       }
   }
 }

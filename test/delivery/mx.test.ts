@@ -9,12 +9,15 @@
 import { readFileSync } from "node:fs"
 import { assert, describe, it } from "@effect/vitest"
 import { Effect, type Scope } from "effect"
+import { dkimVerify } from "mailauth"
 import * as DA from "../../src/delivery/DeliveryAdapter.ts"
+import * as DkimSigner from "../../src/delivery/dkim/DkimSigner.ts"
 import * as MxAdapter from "../../src/delivery/MxAdapter.ts"
 import { Dns } from "../../src/dns/Dns.ts"
 import * as NodeDns from "../../src/dns/NodeDns.ts"
 import * as BodyStream from "../../src/queue/internal/bodyStream.ts"
 import { TestIncoming } from "../../src/testing/index.ts"
+import * as DkimKeys from "../support/dkim.ts"
 import * as Dnsmasq from "../support/dnsmasq.ts"
 import { envelope } from "../support/fixtures.ts"
 import * as SmtpPeers from "../support/smtpPeers.ts"
@@ -228,5 +231,28 @@ describe.skipIf(!Dnsmasq.available)("MxAdapter against dnsmasq and loopback MXes
       const trusted = yield* w.adapter({ tls: "required", tlsCa: readFileSync(cert.cert) })
       assert.deepStrictEqual(tags(yield* trusted.deliver(delivery(["d@tls.test"]))), { "d@tls.test": "Ok" })
       assert.strictEqual(w.tls!.seen.length, 2)
+    }))
+})
+
+describe.skipIf(!Dnsmasq.available)("MxAdapter DKIM signing", () => {
+  it.live("the MX receives a DKIM-Signature with d= our domain that mailauth verifies (rsa and ed25519)", () =>
+    Effect.gen(function*() {
+      const w = yield* world()
+      for (const key of [DkimKeys.rsaKey(1024), DkimKeys.ed25519Key()]) {
+        const sign = DkimSigner.make({ key: { domain: "us.test", selector: "out", privateKey: key.privateKey } })
+        const mx = yield* w.adapter({ prepare: sign })
+        assert.deepStrictEqual(tags(yield* mx.deliver(delivery(["signed@dest.test"]))), { "signed@dest.test": "Ok" })
+        const received = w.mx1.seen.at(-1)!.body
+        assert.match(received, /^DKIM-Signature: [^]*d=us\.test;[^]*\r\nReceived: x\r\n/)
+        const result = yield* Effect.promise(() =>
+          dkimVerify(Buffer.from(received), {
+            resolver: (async (name: string, type: string) => {
+              if (name === "out._domainkey.us.test" && type === "TXT") return [[...DkimKeys.txtStrings(key.record)]]
+              throw Object.assign(new Error("not found"), { code: "ENOTFOUND" })
+            }) as never
+          })
+        )
+        assert.strictEqual(result.results[0]?.status.result, "pass", key.algorithm)
+      }
     }))
 })
