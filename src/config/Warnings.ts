@@ -22,7 +22,7 @@ export const relayWarnings = (config: IncomingConfig, sourceOf: (path: Path) => 
     return a !== undefined && deliversOffSite[a.type]
   })
   if (offSite) return []
-  const types = Object.entries(deliversOffSite).filter(([, yes]) => yes).map(([t]) => `"${t}"`).join(", ")
+  const types = Object.entries(deliversOffSite).filter(([, yes]) => yes).map(([t]) => `"${t}"`).join(" or ")
   return [{
     source: sourceOf(path),
     path: formatPath(path),

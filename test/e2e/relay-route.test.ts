@@ -62,7 +62,7 @@ describe("relaying needs a route off-site", () => {
       const checked = yield* runCli(["check-config", "--config", "incoming.toml"], { cwd: dir })
       assert.strictEqual(checked.code, 0, checked.stderr)
       const warning = "incoming.toml: relay.trusted_networks: clients may relay (AUTH or relay.trusted_networks) but no route delivers off-site " +
-        `(an adapter of type "smtp"): their mail for other domains will be refused with 550 5.7.1`
+        `(an adapter of type "smtp" or "mx"): their mail for other domains will be refused with 550 5.7.1`
       assert.strictEqual(checked.stderr, `warning: ${warning}\n${join(dir, "incoming.toml")}: valid\n`)
 
       const server = yield* serve(["--config", "incoming.toml"], dir)
