@@ -4,7 +4,7 @@
  * skips for our own users, DNS trouble (never a 5xx), and the exact Authentication-Results form.
  */
 import { assert, describe, it } from "@effect/vitest"
-import { Effect } from "effect"
+import { Effect, Metric } from "effect"
 import * as ZoneDns from "../../src/dns/ZoneDns.ts"
 import * as MessageEdit from "../../src/policy/MessageEdit.ts"
 import * as Policy from "../../src/policy/Policy.ts"
@@ -360,6 +360,29 @@ describe("iprev", () => {
         assert.strictEqual(results[0]?.properties["policy.iprev"], ip)
       }))
   }
+})
+
+describe("metrics", () => {
+  it.effect("incoming_auth_results_total counts each result by method and result, refusals included", () =>
+    Effect.gen(function*() {
+      const count = (method: string, result: string) =>
+        Effect.map(Metric.value(Checks.resultsTotal.pipe(Metric.withAttributes({ method, result }))), (v) => v.count)
+      const watched = [["spf", "pass"], ["spf", "fail"], ["dkim", "pass"], ["dkim", "none"], ["dmarc", "pass"], ["dmarc", "fail"]] as const
+      const before = yield* Effect.forEach(watched, ([m, r]) => count(m, r))
+      const rules = yield* setup((c) => [AuthRules.spf(c), AuthRules.dkim(c), AuthRules.dmarc(c)])
+      const signed = yield* Effect.promise(() => sign(message("a@example.org"), "example.org", "sel", key))
+      yield* transact(rules, signed, { mailFrom: "a@example.org" })
+      // A forged From of a p=reject domain: refused, and its dmarc=fail still counted.
+      const forged = yield* transact(rules, message("ceo@example.org"), { mailFrom: "x@example.org", ip: "192.0.2.66" })
+      assert.strictEqual(forged.atData?.verdict._tag, "Reject")
+      const after = yield* Effect.forEach(watched, ([m, r]) => count(m, r))
+      // The HELO identity (mx.sender.test, SPF-listed for 192.0.2.10 only) is an spf result of its
+      // own: two spf results per message.
+      assert.deepStrictEqual(
+        Object.fromEntries(watched.map(([m, r], i) => [`${m}=${r}`, after[i]! - before[i]!])),
+        { "spf=pass": 2, "spf=fail": 2, "dkim=pass": 1, "dkim=none": 1, "dmarc=pass": 1, "dmarc=fail": 1 }
+      )
+    }))
 })
 
 describe("Authentication-Results", () => {
