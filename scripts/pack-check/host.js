@@ -5,7 +5,7 @@
 import { existsSync } from "node:fs"
 import { join } from "node:path"
 import { Context, Deferred, Effect, Layer, Stream } from "effect"
-import { EffectAdapter, Incoming, Listener } from "incoming-smtp"
+import { Adapters, Incoming, Listener } from "incoming-smtp"
 import nodemailer from "nodemailer"
 
 const dataDir = process.argv[2]
@@ -14,7 +14,7 @@ const marker = `packed host app ${process.pid}`
 
 const program = Effect.gen(function*() {
   const delivered = yield* Deferred.make()
-  const deliver = EffectAdapter.layer("host", (delivery) =>
+  const deliver = Adapters.Effect.layer("host", (delivery) =>
     Effect.gen(function*() {
       const body = yield* delivery.body.pipe(Stream.decodeText(), Stream.mkString)
       yield* Deferred.succeed(delivered, { rcpts: delivery.recipients.map((r) => r.rcpt), body })
