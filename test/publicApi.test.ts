@@ -29,7 +29,7 @@ describe("incoming-smtp public API", () => {
   })
 
   it("gathers built-in rules, adapters and backends under one namespace each", () => {
-    expect(Object.keys(Api.Rules).sort()).toEqual(["Auth", "AuthChecks", "ConnectionLimit", "Dnsbl", "Greylist", "GreylistStore", "HelloRequired", "MaxRecipients", "Milter", "RateLimiter", "Rspamd", "SizeLimit", "SqliteGreylistStore", "TlsRequired"])
+    expect(Object.keys(Api.Rules).sort()).toEqual(["Auth", "AuthChecks", "ConnectionLimit", "Dnsbl", "Greylist", "GreylistStore", "HelloRequired", "MaxRecipients", "Milter", "RateLimiter", "Rspamd", "SizeLimit", "Spamd", "SqliteGreylistStore", "TlsRequired"])
     expect(Object.keys(Api.Adapters).sort()).toEqual(["Discard", "Effect", "Lmtp", "Maildir", "Mx", "SmtpRelay", "Webhook"])
     expect(Object.keys(Api.Queues).sort()).toEqual(["Backend", "Memory", "Postgres", "Sqlite"])
     expect(typeof Api.Webhook.Signature.verify).toBe("function")

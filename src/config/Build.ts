@@ -28,7 +28,9 @@ import * as Checks from "../policy/rules/auth/Checks.ts"
 import * as Dnsbl from "../policy/rules/spam/Dnsbl.ts"
 import * as Greylist from "../policy/rules/spam/Greylist.ts"
 import * as Rspamd from "../policy/rules/spam/Rspamd.ts"
+import * as Spamd from "../policy/rules/spam/Spamd.ts"
 import type { GreylistStoreError } from "../policy/rules/spam/GreylistStore.ts"
+import * as PgGreylistStore from "../policy/rules/spam/PgGreylistStore.ts"
 import * as SqliteGreylistStore from "../policy/rules/spam/SqliteGreylistStore.ts"
 import type { AuthChoice, RuleChoice, Runner } from "./Options.ts"
 
@@ -83,12 +85,16 @@ export const rule = (
       // The store is opened in the scope (closed on reload or stop). greylist.db was checked at
       // load; one that still cannot be opened (locked since, ...) stops the start with its reason.
       return Effect.gen(function*() {
-        const store = yield* SqliteGreylistStore.make(choice.dataDir)
+        const store = choice.store._tag === "sqlite"
+          ? yield* SqliteGreylistStore.make(choice.store.dataDir)
+          : yield* PgGreylistStore.make(choice.store.options)
         const greylist = yield* Greylist.make(store, choice.options)
         return greylist.rule
       })
     case "rspamd":
       return Rspamd.make(choice.options)
+    case "spamd":
+      return Effect.succeed(Spamd.make(choice.options))
     case "milter":
       return Milter.make({ ...choice.options, hostname })
   }

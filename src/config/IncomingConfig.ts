@@ -35,6 +35,7 @@ import * as RateLimiter from "../policy/rules/RateLimiter.ts"
 import * as DnsblModule from "../policy/rules/spam/Dnsbl.ts"
 import * as GreylistModule from "../policy/rules/spam/Greylist.ts"
 import * as RspamdModule from "../policy/rules/spam/Rspamd.ts"
+import * as SpamdModule from "../policy/rules/spam/Spamd.ts"
 import * as ListenerOptions from "../smtp/ListenerOptions.ts"
 import { defaultSpoolOptions } from "../spool/Spool.ts"
 import { defaults as tracingDefaults } from "../telemetry/Tracing.ts"
@@ -487,6 +488,8 @@ export const GreylistRule = Schema.Struct({
   ipv6_prefix: withDefault(Schema.Int.check(Schema.isBetween({ minimum: 16, maximum: 128 })), GreylistModule.defaults.ipv6Prefix),
   max_entries: count(1, GreylistModule.defaults.maxEntries),
   sweep_interval: duration(GreylistModule.defaults.sweepIntervalMs),
+  /** Where the state lives: `sqlite` (`<data_dir>/greylist.db`) or `postgres` (the queue's database); default follows `[queue] backend`. */
+  store: Schema.optionalKey(Schema.Literals(["sqlite", "postgres"])),
   ...spamExemptions
 })
 
@@ -510,7 +513,25 @@ export const RspamdRule = Schema.Struct({
   ...spamExemptions
 })
 
-export const spamRuleTypes = ["dnsbl", "greylist", "rspamd"] as const
+export const SpamdRule = Schema.Struct({
+  rule: Schema.Literal("spamd"),
+  name: ruleName,
+  observe,
+  /** SpamAssassin's spamd, `HOST:PORT`. */
+  address: withDefault(ListenAddress, `${SpamdModule.defaults.host}:${SpamdModule.defaults.port}`),
+  timeout: duration(SpamdModule.defaults.timeoutMs),
+  on_error: withDefault(Schema.Literals(["accept", "tempfail"]), SpamdModule.defaults.onError),
+  command: withDefault(Schema.Literals(["check", "symbols", "report"]), SpamdModule.defaults.command),
+  /** spamd's `User` header: whose preferences apply. */
+  user: Schema.optionalKey(NonEmpty),
+  /** What spam gets: `reject` (550 5.7.1), `defer`, `mark`, `quarantine`, `accept`. */
+  spam: withDefault(treatments, SpamdModule.defaults.spam),
+  reject_score: Schema.optionalKey(Schema.Number),
+  max_size: size(SpamdModule.defaults.maxSize),
+  ...spamExemptions
+})
+
+export const spamRuleTypes = ["dnsbl", "greylist", "rspamd", "spamd"] as const
 
 export const ruleTypes = ["rate_limit", "tls_required", "hello_required", "max_recipients", "size_limit", "connection_limit", ...authRuleTypes, "milter", ...spamRuleTypes] as const
 export type RuleType = (typeof ruleTypes)[number]
@@ -530,7 +551,8 @@ export const PolicyRule = Schema.Union([
   MilterRule,
   DnsblRule,
   GreylistRule,
-  RspamdRule
+  RspamdRule,
+  SpamdRule
 ])
   .annotate({ expected: `a table with rule = ${ruleTypes.map((t) => `"${t}"`).join(" | ")}` })
 export type PolicyRule = typeof PolicyRule.Type

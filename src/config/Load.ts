@@ -28,13 +28,13 @@ import { Effect, FileSystem, Schema, SchemaIssue } from "effect"
 import { parse as parseToml, TomlError } from "smol-toml"
 import { parse as parseYaml, YAMLParseError } from "yaml"
 import { parseHostPort } from "./HostPort.ts"
+import * as GreylistConfig from "./GreylistConfig.ts"
 import * as QueueConfig from "./QueueConfig.ts"
 import * as DataDir from "../DataDir.ts"
 import * as Router from "../delivery/Router.ts"
 import * as NodeDns from "../dns/NodeDns.ts"
 import { parseAddress as parseMilterAddress } from "../policy/milter/Connection.ts"
 import * as Relay from "../policy/Relay.ts"
-import * as SqliteGreylistStore from "../policy/rules/spam/SqliteGreylistStore.ts"
 import * as Address from "../protocol/Address.ts"
 import * as KeyPair from "../smtp/internal/keyPair.ts"
 import { acmeChecks } from "./AcmeChecks.ts"
@@ -423,7 +423,7 @@ const accessChecks = Effect.fnUntraced(function*(config: IncomingConfig, sourceO
     if (r.match.length === 0 && !r.quarantine) add(["routes", i, "match"], "missing (required): the recipients this route takes, like [\"*@example.com\"] (only a route with quarantine = true may have none)")
   }
   for (const [i, p] of config.policies.entries()) {
-    if (p.rule === "rspamd" && p.timeout >= config.policy_timeout) {
+    if ((p.rule === "rspamd" || p.rule === "spamd") && p.timeout >= config.policy_timeout) {
       add(["policies", i, "timeout"], `${formatDuration(p.timeout)} is not under policy_timeout (${formatDuration(config.policy_timeout)}): the policy deadline would answer 451 before on_error applies`)
     }
   }
@@ -464,11 +464,8 @@ const semanticChecks = Effect.fnUntraced(function*(config: IncomingConfig, sourc
   // What serve would hit creating and writing the data dir (read-only, under a file, not ours).
   const dataDirProblem = DataDir.check(config.data_dir)
   if (dataDirProblem !== undefined) add(["data_dir"], `${config.data_dir}: ${dataDirProblem}`)
-  // The greylist's state under data_dir: what serve would hit opening it (corrupt, locked, not a file).
-  const greylistDb = dataDirProblem === undefined ? SqliteGreylistStore.problem(config.data_dir) : undefined
-  for (const [i, p] of config.policies.entries()) {
-    if (p.rule === "greylist" && greylistDb !== undefined) add(["policies", i], `greylist store (under data_dir): ${greylistDb}`)
-  }
+  // The greylist's store: what serve would hit opening it (greylist.db corrupt, locked; no postgres).
+  for (const [path, message] of GreylistConfig.problems(config, dataDirProblem === undefined)) add(path, message)
   for (const [key, message] of QueueConfig.problems(config.queue)) add(["queue", key], message)
   const addresses = new Map<string, number>()
   const names = new Map<string, number>()

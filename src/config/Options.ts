@@ -28,6 +28,8 @@ import type { SizeLimitOptions } from "../policy/rules/SizeLimit.ts"
 import type { DnsblOptions } from "../policy/rules/spam/Dnsbl.ts"
 import type { GreylistOptions } from "../policy/rules/spam/Greylist.ts"
 import type { RspamdOptions } from "../policy/rules/spam/Rspamd.ts"
+import { type GreylistStoreChoice, storeOf } from "./GreylistConfig.ts"
+import type { SpamdOptions } from "../policy/rules/spam/Spamd.ts"
 import type { TlsRequiredOptions } from "../policy/rules/TlsRequired.ts"
 import type { ListenerInput } from "../smtp/ListenerOptions.ts"
 import type { TracingOptions } from "../telemetry/Tracing.ts"
@@ -97,9 +99,10 @@ export type RuleChoice =
   /** Everything but our host name (the `j` macro), which `Build.ts` adds. */
   | { readonly rule: "milter"; readonly options: Omit<MilterOptions, "hostname"> }
   | { readonly rule: "dnsbl"; readonly options: DnsblOptions }
-  /** `dataDir`: where the embedded store lives (`<data_dir>/greylist.db`). */
-  | { readonly rule: "greylist"; readonly options: GreylistOptions; readonly dataDir: string }
+  /** `store`: the embedded one under `data_dir`, or PostgreSQL (GreylistConfig.ts). */
+  | { readonly rule: "greylist"; readonly options: GreylistOptions; readonly store: GreylistStoreChoice }
   | { readonly rule: "rspamd"; readonly options: RspamdOptions }
+  | { readonly rule: "spamd"; readonly options: SpamdOptions }
 
 /** The ARC seal key as configured; `Build.ts` reads the file. */
 export interface ArcSealFiles {
@@ -492,7 +495,7 @@ const toRule = (p: PolicyRule, c: IncomingConfig): RuleChoice => {
     case "greylist":
       return {
         rule: "greylist",
-        dataDir: c.data_dir,
+        store: storeOf(p, c),
         options: {
           ...common,
           delay: p.delay,
@@ -519,6 +522,23 @@ const toRule = (p: PolicyRule, c: IncomingConfig): RuleChoice => {
           onError: p.on_error,
           actions: p.actions,
           hostname: c.hostname,
+          checkAuthenticated: p.check_authenticated,
+          checkTrusted: p.check_trusted
+        }
+      }
+    case "spamd":
+      return {
+        rule: "spamd",
+        options: {
+          ...common,
+          ...p.address,
+          timeout: p.timeout,
+          onError: p.on_error,
+          command: p.command,
+          user: p.user,
+          spam: p.spam,
+          rejectScore: p.reject_score,
+          maxSize: p.max_size,
           checkAuthenticated: p.check_authenticated,
           checkTrusted: p.check_trusted
         }

@@ -94,7 +94,7 @@ describe("greylist.db that cannot be used", () => {
       writeFileSync(join(elsewhere, "incoming.toml"), `domains = ["example.test"]\ndata_dir = "data"\n[[policies]]\nrule = "greylist"\n`)
       const { config } = yield* Load.load({ env: {}, cwd: elsewhere, configPath: "incoming.toml" }).pipe(Effect.provide(NodeServices.layer))
       const runner = Options.toRunner(config)
-      const locked = { ...runner, policies: { ...runner.policies, rules: [{ rule: "greylist" as const, options: {}, dataDir: dir }] } }
+      const locked = { ...runner, policies: { ...runner.policies, rules: [{ rule: "greylist" as const, options: {}, store: { _tag: "sqlite" as const, dataDir: dir } }] } }
       const built = yield* Effect.flip(Effect.scoped(Build.options(locked)).pipe(Effect.provide(ZoneDns.layerEmpty)))
       assert.strictEqual(built._tag, "RuleBuildError")
       assert.strictEqual(built.message, `policies[0]: greylist store: cannot open ${lockedText}`)
