@@ -31,6 +31,11 @@ export interface Holder {
   readonly host: string
   /** ISO 8601, when the holder took the lock. */
   readonly startedAt: string
+  /**
+   * The holder's queue backend (`sqlite`, `memory`, `custom`), so tools such as `incoming queue`
+   * know whether the queue in the directory is the one the server uses; absent in older records.
+   */
+  readonly queue?: string | undefined
 }
 
 export type DataDirErrorReason =
@@ -64,6 +69,8 @@ export interface DataDirOptions {
   readonly dir: string
   /** The queue is shared by design with other servers: take the lock shared (see the module comment). */
   readonly shared?: boolean | undefined
+  /** The server's queue backend, recorded in `server.json` (see `Holder.queue`). */
+  readonly queue?: string | undefined
 }
 
 /** Entries a server writes in an existing data dir: each must be writable too. */
@@ -120,7 +127,7 @@ const readHolder = (path: string): Holder | undefined => {
   try {
     const h = JSON.parse(readFileSync(path, "utf8")) as Partial<Holder>
     return typeof h.pid === "number" && typeof h.host === "string" && typeof h.startedAt === "string"
-      ? { pid: h.pid, host: h.host, startedAt: h.startedAt }
+      ? { pid: h.pid, host: h.host, startedAt: h.startedAt, ...(typeof h.queue === "string" ? { queue: h.queue } : {}) }
       : undefined
   } catch {
     return undefined
@@ -182,7 +189,12 @@ export const acquire = Effect.fnUntraced(function*(options: DataDirOptions) {
     return yield* new DataDirError({ reason: { _tag: "Locked", dir, holder: live } })
   }
   if (!shared) {
-    const me: Holder = { pid: process.pid, host: hostname(), startedAt: new Date().toISOString() }
+    const me: Holder = {
+      pid: process.pid,
+      host: hostname(),
+      startedAt: new Date().toISOString(),
+      ...(options.queue === undefined ? {} : { queue: options.queue })
+    }
     // Removed again on a clean stop (before the lock is released: finalizers run in reverse), so
     // a record found at start always belongs to a server that did not stop cleanly.
     yield* Effect.acquireRelease(

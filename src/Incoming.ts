@@ -172,6 +172,6 @@ export const layer = (options: IncomingOptions): Layer.Layer<Services, StartErro
     Layer.provideMerge(listeners),
     Layer.provideMerge(dispatcher),
     Layer.provideMerge(base),
-    Layer.provide(DataDir.layer({ dir: dataDir, shared: sharedQueue }))
+    Layer.provide(DataDir.layer({ dir: dataDir, shared: sharedQueue, queue: options.queue?.kind ?? "sqlite" }))
   )
 }

@@ -39,18 +39,27 @@ export interface Opened {
 
 /**
  * The SQLite queue must exist already: a typo in `--data-dir` must not create an empty queue
- * there (and report it as empty). A server running on the directory with no `queue.db` keeps its
- * queue in memory, out of reach of this process.
+ * there (and report it as empty). A server running on the directory with another queue backend
+ * (recorded in its `server.json`; a server with no `queue.db` and no such record: the memory
+ * queue) keeps its queue out of reach of this process, even where a `queue.db` left by an
+ * earlier SQLite server is still there: that one would show a stale queue as the live one.
  */
 const existingQueue = (dir: string) =>
   Effect.suspend(() => {
-    if (existsSync(join(dir, "queue.db"))) return Effect.void
     const server = DataDir.runningServer(dir)
+    const present = existsSync(join(dir, "queue.db"))
+    const backend = server?.queue ?? (present ? "sqlite" : "memory")
+    if (server === undefined ? present : backend === "sqlite" && present) return Effect.void
+    const where = server === undefined ? "" : `the server running on ${dir} (${DataDir.describeHolder(server)})`
     return Effect.fail(
       new Error(
         server === undefined
           ? `no queue at ${dir}`
-          : `the server running on ${dir} (${DataDir.describeHolder(server)}) keeps its queue in memory: it is not visible to incoming queue`
+          : backend === "memory"
+          ? `${where} keeps its queue in memory: it is not visible to incoming queue`
+          : backend === "sqlite"
+          ? `no queue at ${dir} (${where} has not created it yet)`
+          : `${where} uses a ${backend} queue: it is not visible to incoming queue`
       )
     )
   })

@@ -10,7 +10,7 @@
  */
 import { readFileSync } from "node:fs"
 import { hostname as osHostname } from "node:os"
-import { Duration, Effect, type Scope } from "effect"
+import { Data, Duration, Effect, type Scope } from "effect"
 import { Dns } from "../dns/Dns.ts"
 import * as AuthHandler from "../auth/AuthHandler.ts"
 import * as UserFile from "../auth/UserFile.ts"
@@ -28,14 +28,34 @@ import * as Checks from "../policy/rules/auth/Checks.ts"
 import * as Dnsbl from "../policy/rules/spam/Dnsbl.ts"
 import * as Greylist from "../policy/rules/spam/Greylist.ts"
 import * as Rspamd from "../policy/rules/spam/Rspamd.ts"
+import type { GreylistStoreError } from "../policy/rules/spam/GreylistStore.ts"
 import * as SqliteGreylistStore from "../policy/rules/spam/SqliteGreylistStore.ts"
 import type { AuthChoice, RuleChoice, Runner } from "./Options.ts"
+
+/**
+ * A rule that could not be built at start (or reload): its store would not open. Named by its
+ * place in the config (`policies[2]`), like a config problem: `serve` exits 1 with this line, a
+ * reload keeps the running configuration.
+ */
+export class RuleBuildError extends Data.TaggedError("RuleBuildError")<{
+  /** `policies[2]`. */
+  readonly path: string
+  readonly cause: GreylistStoreError
+}> {
+  override get message(): string {
+    return `${this.path}: ${this.cause.message}`
+  }
+}
 
 /**
  * One rule; a rate limiter's sweeper is forked into the current scope. The email-authentication
  * rules share `checks` (one per build: they memoize per transaction together).
  */
-export const rule = (choice: RuleChoice, checks?: Checks.Checks["Service"], hostname: string = osHostname()): Effect.Effect<Policy.Rule, never, Scope.Scope | Dns> => {
+export const rule = (
+  choice: RuleChoice,
+  checks?: Checks.Checks["Service"],
+  hostname: string = osHostname()
+): Effect.Effect<Policy.Rule, GreylistStoreError, Scope.Scope | Dns> => {
   if (choice.rule === "spf" || choice.rule === "dkim" || choice.rule === "dmarc" || choice.rule === "arc" || choice.rule === "iprev") {
     if (checks === undefined) return Effect.die(new Error(`policy rule ${choice.rule} needs the authentication checks`))
     return Effect.succeed(AuthRules[choice.rule](checks, choice.options))
@@ -60,10 +80,10 @@ export const rule = (choice: RuleChoice, checks?: Checks.Checks["Service"], host
         return dnsbl.rule
       })
     case "greylist":
-      // The store is opened in the scope (closed on reload or stop). data_dir was checked at
-      // load; a database that still cannot be opened stops the start with its reason.
+      // The store is opened in the scope (closed on reload or stop). greylist.db was checked at
+      // load; one that still cannot be opened (locked since, ...) stops the start with its reason.
       return Effect.gen(function*() {
-        const store = yield* SqliteGreylistStore.make(choice.dataDir).pipe(Effect.mapError((e) => new Error(e.message)), Effect.orDie)
+        const store = yield* SqliteGreylistStore.make(choice.dataDir)
         const greylist = yield* Greylist.make(store, choice.options)
         return greylist.rule
       })
@@ -89,7 +109,7 @@ const authRules = new Set(["spf", "dkim", "dmarc", "arc", "iprev"])
  * The complete `IncomingOptions` of a runner: its data plus the rules and the user store. The
  * authentication rules ask the DNS through the server's `Dns` (built once, at start).
  */
-export const options = (runner: Runner): Effect.Effect<IncomingOptions, never, Scope.Scope | Dns> =>
+export const options = (runner: Runner): Effect.Effect<IncomingOptions, RuleBuildError, Scope.Scope | Dns> =>
   Effect.gen(function*() {
     // The ARC seal key, read here (Load.ts checked the file): the checks compute its body hash.
     const sealing = runner.policies.rules.find((r) => r.rule === "arc" && r.seal !== undefined)
@@ -103,7 +123,8 @@ export const options = (runner: Runner): Effect.Effect<IncomingOptions, never, S
       })
       : undefined
     const hostname = runner.options.hostname ?? osHostname()
-    const rules = yield* Effect.forEach(runner.policies.rules, (choice) => rule(choice, checks, hostname))
+    const rules = yield* Effect.forEach(runner.policies.rules, (choice, i) =>
+      rule(choice, checks, hostname).pipe(Effect.mapError((cause) => new RuleBuildError({ path: `policies[${i}]`, cause }))))
     return {
       ...runner.options,
       ...(runner.auth !== undefined ? { auth: auth(runner.auth) } : {}),

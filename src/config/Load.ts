@@ -34,6 +34,7 @@ import * as Router from "../delivery/Router.ts"
 import * as NodeDns from "../dns/NodeDns.ts"
 import { parseAddress as parseMilterAddress } from "../policy/milter/Connection.ts"
 import * as Relay from "../policy/Relay.ts"
+import * as SqliteGreylistStore from "../policy/rules/spam/SqliteGreylistStore.ts"
 import * as Address from "../protocol/Address.ts"
 import * as KeyPair from "../smtp/internal/keyPair.ts"
 import { acmeChecks } from "./AcmeChecks.ts"
@@ -463,6 +464,11 @@ const semanticChecks = Effect.fnUntraced(function*(config: IncomingConfig, sourc
   // What serve would hit creating and writing the data dir (read-only, under a file, not ours).
   const dataDirProblem = DataDir.check(config.data_dir)
   if (dataDirProblem !== undefined) add(["data_dir"], `${config.data_dir}: ${dataDirProblem}`)
+  // The greylist's state under data_dir: what serve would hit opening it (corrupt, locked, not a file).
+  const greylistDb = dataDirProblem === undefined ? SqliteGreylistStore.problem(config.data_dir) : undefined
+  for (const [i, p] of config.policies.entries()) {
+    if (p.rule === "greylist" && greylistDb !== undefined) add(["policies", i], `greylist store (under data_dir): ${greylistDb}`)
+  }
   for (const [key, message] of QueueConfig.problems(config.queue)) add(["queue", key], message)
   const addresses = new Map<string, number>()
   const names = new Map<string, number>()

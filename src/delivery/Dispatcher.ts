@@ -22,6 +22,7 @@ import * as Bounces from "./bounce/Bounces.ts"
 import { bodyStream, DeliveryAdapter, type DeliveryError, type RecipientOutcome } from "./DeliveryAdapter.ts"
 import * as CauseText from "../internal/causeText.ts"
 import { withSpanIf } from "../internal/spanIf.ts"
+import * as HotPath from "../internal/hotPath.ts"
 
 export interface DispatcherOptions {
   readonly workers: number
@@ -206,7 +207,7 @@ export const make = Effect.fnUntraced(function*(input: Partial<DispatcherOptions
         recipients: lease.recipients,
         size: lease.body.size,
         body: bodyStream(() => lease.body.stream())
-      }).pipe(Effect.timeout(options.deliveryTimeoutMs), Effect.exit)
+      }).pipe((attempt) => HotPath.timeout(attempt, options.deliveryTimeoutMs), Effect.exit)
       if (Exit.hasInterrupts(exit) && !Exit.isSuccess(exit) && exit.cause.reasons.every(Cause.isInterruptReason)) {
         return yield* Effect.interrupt
       }

@@ -369,7 +369,9 @@ export const make = Effect.fnUntraced(function*(options: SqliteQueueOptions) {
         now,
         ahead,
         aheadOwner: handoffOwner,
-        maxWaitMs: opts.priorityMaxWaitMs
+        maxWaitMs: opts.priorityMaxWaitMs,
+        // Leases in the ready list are normal: they go before anything below normal.
+        belowNormal: ready.entries.length === 0
       },
       {
         durable: false,

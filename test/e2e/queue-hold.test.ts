@@ -1,12 +1,14 @@
 /**
  * `incoming queue` as an operator meets it: a mistyped `--data-dir` is refused without creating
- * anything, a memory-queue server's queue is said to be out of reach, and `hold`/`release` keep a
+ * anything, a memory-queue server's queue is said to be out of reach (also where an earlier
+ * SQLite server left its queue.db), and `hold`/`release` keep a
  * message from delivery across a server restart.
  */
 import { existsSync, mkdirSync, readdirSync, rmSync, writeFileSync } from "node:fs"
 import { join } from "node:path"
 import { assert, describe, it } from "@effect/vitest"
-import { Effect } from "effect"
+import { Effect, Layer } from "effect"
+import * as SqliteQueue from "../../src/queue/SqliteQueue.ts"
 import { SmtpClient, TestIncoming } from "../../src/testing/index.ts"
 import { cli, waitUntil } from "../support/queueCli.ts"
 import { serve } from "../support/server.ts"
@@ -35,6 +37,25 @@ describe("incoming queue: missing queues and hold", () => {
       assert.match(r.stderr, /\(pid \d+ on /)
       assert.isFalse(existsSync(join(data, "queue.db")))
       yield* server.signal("SIGTERM")
+    }), { timeout: 120_000 })
+
+  it.live("a memory-queue server on a data dir with an earlier SQLite queue.db: the stale queue is not shown as its own", () =>
+    Effect.gen(function*() {
+      const dir = yield* TestIncoming.tempDir()
+      const data = join(dir, "data")
+      // An earlier SQLite server left its (empty) queue behind.
+      yield* Effect.scoped(Layer.build(SqliteQueue.layer({ dataDir: data })))
+      assert.isTrue(existsSync(join(data, "queue.db")))
+      const server = yield* serve(["--listen", "127.0.0.1:0", "--queue", "memory", "--deliver", "discard", "--data-dir", data])
+      for (const args of [["stats"], ["list"]]) {
+        const r = yield* cli(...args, "--data-dir", data)
+        assert.strictEqual(r.code, 1, `${args.join(" ")} answered from the stale queue.db:\n${r.stdout}`)
+        assert.include(r.stderr, "keeps its queue in memory")
+      }
+      yield* server.signal("SIGTERM")
+      assert.strictEqual(yield* server.exitCode, 0)
+      // With the memory server gone, the SQLite queue left there is readable again.
+      assert.strictEqual((yield* cli("stats", "--data-dir", data)).code, 0)
     }), { timeout: 120_000 })
 
   it.live("a held message is not delivered, across a restart, until released", () =>

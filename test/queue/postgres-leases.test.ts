@@ -3,7 +3,8 @@
  * two nodes (separate pools, separate node ids) claiming concurrently never lease one message
  * twice; an expired lease is taken over and the old owner's settle is refused (fencing); the
  * heartbeat keeps a slow delivery's lease; the reaper returns dead nodes' leases; a commit on one
- * node wakes the other's idle worker through NOTIFY; and the node rides out its connections being
+ * node wakes the other's idle worker through NOTIFY; a message held from one node is claimed by
+ * none until released (and the release wakes them); and the node rides out its connections being
  * killed (`pg_terminate_backend`): commits fail with 451 4.3.0 meanwhile, then work again.
  */
 import { assert, describe, it } from "@effect/vitest"
@@ -123,6 +124,41 @@ describe.skipIf(!Pg.available)("PostgreSQL queue: nodes, leases, fencing, wake-u
       console.info(`NOTIFY wake-up latency across nodes (commit start to wake, ms): ${latencies.map((l) => l.toFixed(1)).join(", ")}`)
       // Far below the 60 s the worker would otherwise have slept (and the dispatcher's 1 s poll).
       for (const l of latencies) assert.isBelow(l, 5_000)
+    }), 120_000)
+
+  it.live("a message held from one node is claimed by no node; its release wakes them and it is claimed", () =>
+    Effect.gen(function*() {
+      const url = yield* Pg.freshDatabase
+      const a = yield* node(url, "node-a")
+      const b = yield* node(url, "node-b")
+      const operator = yield* node(url, "node-operator")
+      const held = message({ receivedAt: Date.now() - 20 })
+      const other = message({ receivedAt: Date.now() - 10 })
+      yield* a.queue.commit(held)
+      assert.isTrue(yield* operator.admin.hold(held.id))
+      yield* b.queue.commit(other)
+      // Every node's workers together, claiming until nothing is left: only the other message.
+      const claims = yield* Effect.all(
+        [claimAll(a.queue, "a/w0", 60_000), claimAll(a.queue, "a/w1", 60_000), claimAll(b.queue, "b/w0", 60_000), claimAll(b.queue, "b/w1", 60_000)],
+        { concurrency: "unbounded" }
+      )
+      assert.deepStrictEqual(claims.flat().map((l) => l.id), [other.id], "the held message was claimed by no node")
+      assert.strictEqual(Option.getOrThrow(yield* a.admin.get(held.id)).state, "held", "seen as held from another node")
+      assert.strictEqual((yield* b.admin.stats).held, 1)
+      assert.strictEqual(yield* a.queue.depth, 2, "a held message is still pending")
+      assert.isTrue(Option.isNone(yield* a.queue.nextDueAt) || Option.getOrThrow(yield* a.queue.nextDueAt) > Date.now() + 30_000, "not due while held")
+
+      // The release, on the operator's node, wakes an idle worker of node b through NOTIFY.
+      yield* Effect.sleep("300 millis") // b LISTENing
+      const waiting = yield* Effect.forkChild(b.queue.awaitWork(60_000).pipe(Effect.as("woken")))
+      yield* Effect.sleep("100 millis")
+      assert.isTrue(yield* operator.admin.unhold(held.id))
+      assert.isFalse(yield* operator.admin.unhold(held.id), "released already")
+      assert.isTrue(Option.isSome(yield* Fiber.join(waiting).pipe(Effect.timeoutOption("10 seconds"))), "the release woke node b")
+      const lease = Option.getOrThrow(yield* b.queue.claim({ owner: "b/w0", leaseMs: 60_000 }))
+      assert.strictEqual(lease.id, held.id)
+      assert.deepStrictEqual(lease.recipients, [{ rcpt: "rcpt@example.com", attempt: 1 }])
+      assert.strictEqual((yield* a.admin.stats).held, 0)
     }), 120_000)
 
   it.live("connections killed by pg_terminate_backend: commits fail with 451 4.3.0, then the node recovers by itself", () =>

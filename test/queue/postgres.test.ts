@@ -12,8 +12,7 @@ import { conformance } from "../../src/testing/QueueConformance.ts"
 import * as Pg from "../support/postgres.ts"
 
 if (Pg.available) {
-  // Hold is not implemented by the PostgreSQL queue yet.
-  conformance("postgres", (options) => Pg.queueLayer({ ...options, heartbeat: false, maintenanceIntervalMs: 0 }), { skip: ["hold"] })
+  conformance("postgres", (options) => Pg.queueLayer({ ...options, heartbeat: false, maintenanceIntervalMs: 0 }))
 } else {
   describe("MailQueue conformance: postgres", () => {
     it.skip(Pg.skipMessage, () => {})

@@ -6,12 +6,15 @@
  *
  * The key's algorithm is the key's own (an RSA key signs rsa-sha256, an Ed25519 key
  * ed25519-sha256). A key file readable by other users is refused at load (`checkKeyFile`).
+ *
+ * mailauth is loaded at the first signature, not with this module: every `incoming` command
+ * imports the delivery adapters, and mailauth with its dependencies is a large part of a
+ * command's start-up (the auth rules load it the same way).
  */
 import { createPrivateKey } from "node:crypto"
 import { statSync } from "node:fs"
 import * as NodeStream from "@effect/platform-node/NodeStream"
 import { Effect } from "effect"
-import { dkimSign } from "mailauth"
 import * as DA from "../DeliveryAdapter.ts"
 
 export interface DkimKey {
@@ -53,12 +56,12 @@ export const make = (options: DkimOptions) => {
     const key = byDomain.get(from.slice(from.lastIndexOf("@") + 1).toLowerCase()) ?? fallback
     if (key === undefined) return Effect.succeed({ prefix: new Uint8Array(0) })
     return Effect.tryPromise({
-      try: () =>
-        {
-          // mailauth's typings ask for the key at the top; its signer reads `signatureData`.
-          const signature = { signingDomain: key.domain, selector: key.selector, privateKey: key.privateKey, canonicalization: "relaxed/relaxed" }
-          return dkimSign(NodeStream.toReadableNever(delivery.body), { ...signature, signatureData: [signature] })
-        },
+      try: async () => {
+        const { dkimSign } = await import("mailauth")
+        // mailauth's typings ask for the key at the top; its signer reads `signatureData`.
+        const signature = { signingDomain: key.domain, selector: key.selector, privateKey: key.privateKey, canonicalization: "relaxed/relaxed" }
+        return dkimSign(NodeStream.toReadableNever(delivery.body), { ...signature, signatureData: [signature] })
+      },
       catch: (cause) => new DA.DeliveryError({ reason: { _tag: "Failed", detail: `DKIM signing failed: ${String(cause)}` }, cause })
     }).pipe(
       Effect.flatMap((result) =>

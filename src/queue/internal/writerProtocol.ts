@@ -68,6 +68,11 @@ export type Op =
     readonly ahead: number
     /** Ageing (`Priority.effective`): rows below normal whose message arrived this long ago become normal; 0: none. */
     readonly maxWaitMs: number
+    /**
+     * Whether rows below normal priority may be leased: not while the ready list holds normal
+     * leases, which claim before them.
+     */
+    readonly belowNormal: boolean
     /** The owner those leases carry until a worker takes one (the ready list's, like handoffs). */
     readonly aheadOwner: string
   }

@@ -218,11 +218,14 @@ const urgentDue = (now: number) => {
   return row !== undefined && num(row.priority) > 0 ? row : undefined
 }
 
-/** Claim order: above normal, then normal, then below (rows that aged count as normal: see `age`). */
-const nextToClaim = (now: number) => {
+/**
+ * Claim order: above normal, then normal, then below (rows that aged count as normal: see `age`);
+ * below normal only with `belowNormal`.
+ */
+const nextToClaim = (now: number, belowNormal: boolean) => {
   const prioritised = sql.nextPrioritised.get(now)
   if (prioritised !== undefined && num(prioritised.priority) > 0) return prioritised
-  return sql.nextDue.get(now) ?? prioritised
+  return sql.nextDue.get(now) ?? (belowNormal ? prioritised : undefined)
 }
 
 // Ageing runs at most once a second (clock of the claims): a row ages up to a second late.
@@ -273,7 +276,7 @@ const run = (batch: Batch, op: Op): Outcome => {
       ageRows(op.now, op.maxWaitMs)
       const claimed: Array<Claimed> = []
       for (let n = 0; n <= op.ahead; n++) {
-        const next = nextToClaim(op.now)
+        const next = nextToClaim(op.now, op.belowNormal)
         if (next === undefined) break
         const id = str(next.id)
         const token = n === 0 ? op.token : `${op.token}.${n}`

@@ -270,7 +270,7 @@ export const make = Effect.fnUntraced(function*(options: PgQueueOptions) {
       const now = yield* Clock.currentTimeMillis
       const rows = yield* sql<{ at: bigint | null }>`
         SELECT least(
-          (SELECT min(due_at) FROM messages WHERE due_at IS NOT NULL AND (lease_token IS NULL OR lease_expires_at <= ${BigInt(now)})),
+          (SELECT min(due_at) FROM messages WHERE due_at IS NOT NULL AND NOT held AND (lease_token IS NULL OR lease_expires_at <= ${BigInt(now)})),
           (SELECT min(lease_expires_at) FROM messages WHERE lease_token IS NOT NULL)
         ) AS at`
       const at = rows[0]?.at
@@ -316,10 +316,23 @@ export const make = Effect.fnUntraced(function*(options: PgQueueOptions) {
         signal.notify()
         return true
       }).pipe(Effect.mapError(failed("setting the priority of"))),
-    // Not implemented for PostgreSQL yet: refused with a clear reason rather than pretending
-    // (the conformance kit's hold tests are skipped for this backend until it is).
-    hold: () => Effect.fail(new MailQueueError({ reason: { _tag: "StorageFailed", detail: "hold is not implemented by the postgres queue yet" } })),
-    unhold: () => Effect.fail(new MailQueueError({ reason: { _tag: "StorageFailed", detail: "hold is not implemented by the postgres queue yet" } })),
+    // A flag on the message row, which every node's claim skips. This queue leases one message
+    // per claim and keeps no claimed-ahead leases, so there is nothing to give back here; a
+    // delivery already under way finishes and what it leaves pending stays held.
+    hold: (id) =>
+      sql<{ id: string }>`UPDATE messages SET held = true WHERE id = ${id} AND due_at IS NOT NULL RETURNING id`.pipe(
+        Effect.map((rows) => rows.length > 0),
+        Effect.mapError(failed("holding"))
+      ),
+    unhold: (id) =>
+      Effect.gen(function*() {
+        const rows = yield* sql<{ id: string }>`UPDATE messages SET held = false WHERE id = ${id} AND held RETURNING id`
+        if (rows.length === 0) return false
+        // Claimable again: idle workers here and on other nodes look again.
+        yield* sql`SELECT pg_notify(${Schema.channel}, '')`
+        signal.notify()
+        return true
+      }).pipe(Effect.mapError(failed("releasing the hold of"))),
     remove: (id) =>
       Effect.gen(function*() {
         const rows = yield* sql<{ pending: boolean }>`DELETE FROM messages WHERE id = ${id} RETURNING due_at IS NOT NULL AS pending`

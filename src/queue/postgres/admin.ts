@@ -14,6 +14,7 @@ interface InfoRow {
   readonly envelope: string
   readonly received_at: bigint
   readonly size: bigint
+  readonly held: boolean
   readonly rcpts: ReadonlyArray<string>
   readonly states: ReadonlyArray<RecipientState>
   readonly attempts: ReadonlyArray<number>
@@ -51,22 +52,23 @@ const toInfo = (row: InfoRow): MessageInfo => {
     envelope: decodeEnvelope(row.envelope),
     receivedAt: num(row.received_at),
     size: num(row.size),
-    state: messageState(recipients.map((r) => r.state)),
-    // Hold is not implemented by this backend yet (see PgQueue's hold).
-    held: false,
+    state: messageState(recipients.map((r) => r.state), row.held),
+    held: row.held,
     recipients
   }
 }
 
-// A message's state in SQL, the same rule as `messageState`: the least-finished recipient wins.
+// A message's state in SQL, the same rule as `messageState`: the least-finished recipient wins,
+// and a held message with recipients waiting is `held`.
 const stateSql = `CASE
   WHEN bool_or(r.state = 'inflight') THEN 'inflight'
+  WHEN m.held AND bool_or(r.state IN ('queued', 'retry')) THEN 'held'
   WHEN bool_or(r.state = 'queued') THEN 'queued'
   WHEN bool_or(r.state = 'retry') THEN 'retry'
   WHEN bool_or(r.state = 'dead') THEN 'dead'
   ELSE 'delivered' END`
 
-const infoColumns = `m.id, m.envelope, m.received_at, m.size,
+const infoColumns = `m.id, m.envelope, m.received_at, m.size, m.held,
   array_agg(r.rcpt ORDER BY r.ord) AS rcpts,
   array_agg(r.state ORDER BY r.ord) AS states,
   array_agg(r.attempts ORDER BY r.ord) AS attempts,
@@ -100,11 +102,13 @@ export const make = (sql: SqlClient.SqlClient) => {
 
   const stats: Effect.Effect<QueueStats, SqlError.SqlError> = Effect.gen(function*() {
     const rows = yield* sql<{ state: RecipientState; n: bigint }>`SELECT state, count(*) AS n FROM recipients GROUP BY state`
-    const totals = yield* sql<{ messages: bigint; depth: bigint }>`
-      SELECT count(*) AS messages, count(*) FILTER (WHERE due_at IS NOT NULL) AS depth FROM messages`
+    const totals = yield* sql<{ messages: bigint; depth: bigint; held: bigint }>`
+      SELECT count(*) AS messages, count(*) FILTER (WHERE due_at IS NOT NULL) AS depth,
+        count(*) FILTER (WHERE held AND due_at IS NOT NULL) AS held
+      FROM messages`
     const recipients: Record<RecipientState, number> = { queued: 0, inflight: 0, retry: 0, delivered: 0, dead: 0 }
     for (const r of rows) recipients[r.state] = Number(r.n)
-    return { messages: Number(totals[0]?.messages ?? 0), depth: Number(totals[0]?.depth ?? 0), held: 0, recipients }
+    return { messages: Number(totals[0]?.messages ?? 0), depth: Number(totals[0]?.depth ?? 0), held: Number(totals[0]?.held ?? 0), recipients }
   })
 
   const leasesByNode: Effect.Effect<ReadonlyArray<NodeLeases>, SqlError.SqlError> = sql<{ node: string; n: bigint; next: bigint }>`

@@ -250,31 +250,13 @@ CREATE TABLE body_chunks (
   `
 ]
 
-// Message priority (`Priority.ts`): a column copied from the envelope, which claims order by
-// (highest first, then due time, then arrival) from their own index; `messages_due` stays for the
-// next-due-time reads. Ageing lowers nothing: it raises waiting messages below normal that arrived
-// `p_max_wait` ms ago to normal, in the claim itself (an index on exactly those rows keeps it
-// cheap, and SKIP LOCKED keeps nodes from waiting on each other); the envelope keeps its level.
-const migration2Statements: ReadonlyArray<string> = [
-  `
-ALTER TABLE messages ADD COLUMN priority smallint NOT NULL DEFAULT 0;
-  `,
-  `
-UPDATE messages SET priority = GREATEST(-9, LEAST(9, (envelope::jsonb->>'priority')::integer))
-    WHERE jsonb_typeof(envelope::jsonb->'priority') = 'number' AND (envelope::jsonb->>'priority') ~ '^-?[0-9]+$';
-  `,
-  `
-CREATE INDEX messages_claim ON messages (priority DESC, due_at, seq) WHERE due_at IS NOT NULL;
-  `,
-  `
-CREATE INDEX messages_low ON messages (received_at) WHERE priority < 0 AND due_at IS NOT NULL;
-  `,
-  `
-DROP FUNCTION claim(text, text, bigint, bigint, integer);
-  `,
-  `
--- As migration 1's claim, in priority order, after ageing (p_max_wait ms; 0: no ageing).
-    CREATE FUNCTION claim(p_node text, p_owner text, p_now bigint, p_lease_ms bigint, p_limit integer, p_max_wait bigint)
+// The claim of migrations 2 and 3: leases up to p_limit due messages to p_owner in priority order
+// (highest first, then due the longest, then arrival), after ageing (p_max_wait ms; 0: no ageing).
+// A message whose lease expired is due again; its recipients from that lease are leased again with
+// the expired attempt counted. One row per leased message, its leased recipients in order.
+// `heldFilter` is SQL and comes from this file only.
+const claimFunction = (create: "CREATE" | "CREATE OR REPLACE", heldFilter: "" | " AND NOT m.held"): string => `
+    ${create} FUNCTION claim(p_node text, p_owner text, p_now bigint, p_lease_ms bigint, p_limit integer, p_max_wait bigint)
     RETURNS TABLE (id text, token bigint, expires_at bigint, envelope text, trace text, received_at bigint,
                    size bigint, due_at bigint, seq bigint, rcpts text[], attempts integer[])
     LANGUAGE plpgsql AS $$
@@ -288,7 +270,7 @@ DROP FUNCTION claim(text, text, bigint, bigint, integer);
       RETURN QUERY
       WITH picked AS (
         SELECT m.id, m.priority FROM messages m
-        WHERE m.due_at <= p_now AND (m.lease_token IS NULL OR m.lease_expires_at <= p_now)
+        WHERE m.due_at <= p_now${heldFilter} AND (m.lease_token IS NULL OR m.lease_expires_at <= p_now)
         ORDER BY m.priority DESC, m.due_at, m.seq
         LIMIT p_limit
         FOR UPDATE SKIP LOCKED
@@ -311,7 +293,48 @@ DROP FUNCTION claim(text, text, bigint, bigint, integer);
       FROM leased l
       ORDER BY l.priority DESC, l.due_at, l.seq;
     END $$;
+`
+
+// Message priority (`Priority.ts`): a column copied from the envelope, which claims order by
+// (highest first, then due time, then arrival) from their own index; `messages_due` stays for the
+// next-due-time reads. Ageing lowers nothing: it raises waiting messages below normal that arrived
+// `p_max_wait` ms ago to normal, in the claim itself (an index on exactly those rows keeps it
+// cheap, and SKIP LOCKED keeps nodes from waiting on each other); the envelope keeps its level.
+const migration2Statements: ReadonlyArray<string> = [
   `
+ALTER TABLE messages ADD COLUMN priority smallint NOT NULL DEFAULT 0;
+  `,
+  `
+UPDATE messages SET priority = GREATEST(-9, LEAST(9, (envelope::jsonb->>'priority')::integer))
+    WHERE jsonb_typeof(envelope::jsonb->'priority') = 'number' AND (envelope::jsonb->>'priority') ~ '^-?[0-9]+$';
+  `,
+  `
+CREATE INDEX messages_claim ON messages (priority DESC, due_at, seq) WHERE due_at IS NOT NULL;
+  `,
+  `
+CREATE INDEX messages_low ON messages (received_at) WHERE priority < 0 AND due_at IS NOT NULL;
+  `,
+  `
+DROP FUNCTION claim(text, text, bigint, bigint, integer);
+  `,
+  claimFunction("CREATE", "")
+]
+
+// Hold (`incoming queue hold`, `QueueAdmin.hold`): a flag on the message row. The claim index is
+// rebuilt to leave held messages out, so a claim never walks over them and costs what it did; a
+// held message keeps its `due_at` (it is still pending, and counts in the depth). The claim is
+// migration 2's plus `NOT m.held`, the predicate that lets it use the rebuilt index.
+const migration3Statements: ReadonlyArray<string> = [
+  `
+ALTER TABLE messages ADD COLUMN held boolean NOT NULL DEFAULT false;
+  `,
+  `
+DROP INDEX messages_claim;
+  `,
+  `
+CREATE INDEX messages_claim ON messages (priority DESC, due_at, seq) WHERE due_at IS NOT NULL AND NOT held;
+  `,
+  claimFunction("CREATE OR REPLACE", " AND NOT m.held")
 ]
 
 const migration1 = (sql: SqlClient.SqlClient): Effect.Effect<void, SqlError.SqlError> =>
@@ -319,6 +342,9 @@ const migration1 = (sql: SqlClient.SqlClient): Effect.Effect<void, SqlError.SqlE
 
 const migration2 = (sql: SqlClient.SqlClient): Effect.Effect<void, SqlError.SqlError> =>
   Effect.forEach(migration2Statements, (statement) => sql.unsafe(statement), { discard: true })
+
+const migration3 = (sql: SqlClient.SqlClient): Effect.Effect<void, SqlError.SqlError> =>
+  Effect.forEach(migration3Statements, (statement) => sql.unsafe(statement), { discard: true })
 
 /** Creates the schema if needed and brings it to the latest migration (safe on several nodes at once). */
 export const migrate = (sql: SqlClient.SqlClient, schema: string): Effect.Effect<void, Migrator.MigrationError | SqlError.SqlError> =>
@@ -334,7 +360,8 @@ export const migrate = (sql: SqlClient.SqlClient, schema: string): Effect.Effect
     yield* Migrator.make({})({
       loader: Migrator.fromRecord({
         "1_queue": SqlClient.SqlClient.use(migration1),
-        "2_priority": SqlClient.SqlClient.use(migration2)
+        "2_priority": SqlClient.SqlClient.use(migration2),
+        "3_hold": SqlClient.SqlClient.use(migration3)
       }),
       table: "incoming_migrations"
     }).pipe(Effect.provideService(SqlClient.SqlClient, sql))

@@ -6,17 +6,58 @@
  * synchronous and take microseconds on indexed keys, so they run on the fiber's thread; the
  * connection is closed when the scope that opened it closes (a reload opens the new rule's store
  * before the old one closes: two connections on one WAL database are fine).
+ *
+ * `problem` is the start-up preflight of an existing `greylist.db` (not a file, not writable, not
+ * a database, locked by another process), looking without changing anything: `incoming
+ * check-config` reports it and `incoming serve` refuses to start with it, in the same words as a
+ * failure to open the store at start (`make`).
  */
-import { mkdirSync } from "node:fs"
+import { accessSync, constants, mkdirSync, statSync } from "node:fs"
 import { join } from "node:path"
 import { DatabaseSync } from "node:sqlite"
 import { Effect, type Scope } from "effect"
+import * as FsProblem from "../../../internal/fsProblem.ts"
 import { type ClientRecord, type GreylistStore, GreylistStoreError, type TripletRecord } from "./GreylistStore.ts"
 
 export const fileName = "greylist.db"
 
 const unavailable = (what: string) => (cause: unknown) =>
-  new GreylistStoreError({ reason: { _tag: "Unavailable", detail: `${what}: ${cause instanceof Error ? cause.message : String(cause)}` }, cause })
+  new GreylistStoreError({ reason: { _tag: "Unavailable", detail: `${what}: ${describe(cause)}` }, cause })
+
+/** SQLite's and the file system's words for what went wrong, with what an operator can do. */
+const describe = (cause: unknown): string => {
+  const text = FsProblem.describe(cause)
+  if (/not a database|malformed/i.test(text)) return `${text} (corrupt: move it away and greylisting starts over)`
+  if (/locked|busy/i.test(text)) return `${text} (another process holds it: stop it, or give this server another data_dir)`
+  return text
+}
+
+/** How long a start waits for another process's lock on the database before giving up. */
+const busyTimeoutMs = 2_000
+
+/**
+ * Why the store at `<dataDir>/greylist.db` could not be opened and written, or `undefined` when
+ * it could (or does not exist yet: creating it is the data dir's check). Opens it read-only.
+ */
+export const problem = (dataDir: string): string | undefined => {
+  const path = join(dataDir, fileName)
+  const missing = FsProblem.attempt(() => statSync(path))
+  if (missing !== undefined) return FsProblem.codeOf(missing) === "ENOENT" ? undefined : `${path}: ${describe(missing)}`
+  if (!statSync(path).isFile()) return `${path}: not a file`
+  for (const file of [path, `${path}-wal`, `${path}-shm`]) {
+    const failure = FsProblem.attempt(() => accessSync(file, constants.R_OK | constants.W_OK))
+    if (failure !== undefined && FsProblem.codeOf(failure) !== "ENOENT") return `${file}: ${describe(failure)}`
+  }
+  const failure = FsProblem.attempt(() => {
+    const db = new DatabaseSync(path, { readOnly: true, timeout: busyTimeoutMs })
+    try {
+      db.prepare("SELECT count(*) FROM sqlite_master").get()
+    } finally {
+      db.close()
+    }
+  })
+  return failure === undefined ? undefined : `${path}: ${describe(failure)}`
+}
 
 const schema = `
 CREATE TABLE IF NOT EXISTS triplets (
@@ -40,9 +81,15 @@ export const make = (dataDir: string): Effect.Effect<GreylistStore, GreylistStor
       Effect.try({
         try: () => {
           mkdirSync(dataDir, { recursive: true })
-          const db = new DatabaseSync(join(dataDir, fileName))
-          db.exec("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 2000;")
-          db.exec(schema)
+          // The wait for a lock first: switching to WAL needs one.
+          const db = new DatabaseSync(join(dataDir, fileName), { timeout: busyTimeoutMs })
+          try {
+            db.exec("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;")
+            db.exec(schema)
+          } catch (e) {
+            db.close()
+            throw e
+          }
           return db
         },
         catch: unavailable(`cannot open ${join(dataDir, fileName)}`)
