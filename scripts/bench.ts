@@ -84,6 +84,7 @@ const { values: argv } = parseArgs({
     "data-root": { type: "string" },
     "keep-data": { type: "boolean", default: false },
     out: { type: "string" },
+    base: { type: "string" },
     kit: { type: "string", default: "/work/shared/bench" },
     "pg-url": { type: "string", default: "postgres://postgres@127.0.0.1:5432/test" },
     help: { type: "boolean", short: "h", default: false }
@@ -113,6 +114,9 @@ if (argv.help) {
   --data-root DIR                where the Incoming targets' fresh data dirs go (default .bench/data)
   --keep-data                    do not delete those data dirs at the end
   --out FILE                     raw results file (default .bench/results-<timestamp>.txt)
+  --base DIR                     A/B: also run memory/sqlite (those among --targets) from another checkout
+                                 DIR (e.g. \`git worktree add DIR HEAD~1\` with node_modules), as targets
+                                 "memory-base"/"sqlite-base", interleaved with this tree's; ratios X/X-base
 `)
   process.exit(0)
 }
@@ -134,8 +138,15 @@ const sizes = intList("sizes", argv.sizes)
 const sessionsList = intList("sessions", argv.sessions)
 const modes = argv.modes.split(",").map((m) => m.trim())
 for (const m of modes) if (m !== "persist" && m !== "conn") fail(`--modes: unknown mode "${m}"`)
-const targetNames = argv.targets.split(",").map((t) => t.trim())
-for (const t of targetNames) if (!(KNOWN_TARGETS as ReadonlyArray<string>).includes(t)) fail(`--targets: unknown target "${t}" (known: ${KNOWN_TARGETS.join(", ")})`)
+const requestedTargets = argv.targets.split(",").map((t) => t.trim())
+for (const t of requestedTargets) if (!(KNOWN_TARGETS as ReadonlyArray<string>).includes(t)) fail(`--targets: unknown target "${t}" (known: ${KNOWN_TARGETS.join(", ")})`)
+/** The checkout of the A/B baseline (--base): its memory/sqlite targets run as "<name>-base". */
+const baseDir = argv.base === undefined ? undefined : path.resolve(argv.base)
+if (baseDir !== undefined && !existsSync(path.join(baseDir, "src/bin/incoming.ts"))) fail(`--base: ${baseDir}/src/bin/incoming.ts does not exist`)
+const BASE_SUFFIX = "-base"
+const targetNames = baseDir === undefined
+  ? requestedTargets
+  : requestedTargets.flatMap((t) => (t === "memory" || t === "sqlite" ? [t, `${t}${BASE_SUFFIX}`] : [t]))
 const runSeconds = argv.seconds !== undefined ? Number(argv.seconds) : quick ? 1 : 5
 const maxSeconds = Number(argv["max-seconds"])
 if (!(runSeconds > 0 && maxSeconds > 0 && maxSeconds <= 120 && runSeconds < maxSeconds)) fail("need 0 < --seconds < --max-seconds <= 120")
@@ -264,13 +275,17 @@ const startOpenDkim = async (): Promise<string> => {
   return `inet:127.0.0.1:${port}`
 }
 
-const startOwn = async (name: TargetName): Promise<Target | string> => {
+const startOwn = async (label: string): Promise<Target | string> => {
+  // "<target>-base" is the same target run from the --base checkout.
+  const fromBase = baseDir !== undefined && label.endsWith(BASE_SUFFIX)
+  const name = (fromBase ? label.slice(0, -BASE_SUFFIX.length) : label) as TargetName
+  const cli = fromBase ? path.join(baseDir, "src/bin/incoming.ts") : INCOMING_CLI
   const auth = name === "auth" ? await startAuthDns() : undefined
   if (typeof auth === "string") return auth
   const milter = name === "milter" ? await startOpenDkim() : undefined
   if (milter?.startsWith("!") === true) return milter.slice(1)
   const port = await allocPort()
-  const logPath = outFile.replace(/\.txt$/, "") + `.${name}.log`
+  const logPath = outFile.replace(/\.txt$/, "") + `.${label}.log`
   let s: Started
   let describe: string
   if (name === "bare") {
@@ -283,11 +298,11 @@ const startOwn = async (name: TargetName): Promise<Target | string> => {
     s = startServer(name, nodeBin, [LEAN_SCRIPT, "--port", String(port), "--db", path.join(dir, "lean.db")], { cwd: REPO, logPath })
     describe = `callback-only smtp-server + SQLite group commit on a writer thread, no Effect (${path.relative(REPO, LEAN_SCRIPT)}); data ${dir}`
   } else {
-    if (!existsSync(INCOMING_CLI)) return `${path.relative(REPO, INCOMING_CLI)} does not exist yet`
+    if (!existsSync(cli)) return `${path.relative(REPO, cli)} does not exist yet`
     mkdirSync(dataRoot, { recursive: true })
     const fsType = statfsSync(dataRoot).type
     if (fsType === TMPFS_MAGIC) say(`bench: warning: ${dataRoot} is on tmpfs, fsync costs nothing there; use --data-root on disk`)
-    const dir = mkdtempSync(path.join(dataRoot, `${name}-`))
+    const dir = mkdtempSync(path.join(dataRoot, `${label}-`))
     dataDirs.push(dir)
     const queue = name === "auth" || name === "milter" ? "memory" : name
     // The rules and their resolver come from a file; the flags below win over it for the rest.
@@ -311,11 +326,11 @@ const startOwn = async (name: TargetName): Promise<Target | string> => {
     }
     const useConfig = auth !== undefined || pgUrl !== undefined || milter !== undefined
     // As `npm start` and the installed bin run it (the bin obtains V8's gc itself, for the spool).
-    const args = [INCOMING_CLI, "serve", ...(useConfig ? ["--config", config] : []), "--listen", `127.0.0.1:${port}`, "--domain", "bench.test", ...(pgUrl === undefined ? ["--queue", queue] : []), "--data-dir", dir, "--deliver", "discard"]
-    s = startServer(name, nodeBin, args, { cwd: REPO, logPath })
-    describe = pgUrl !== undefined
+    const args = [cli, "serve", ...(useConfig ? ["--config", config] : []), "--listen", `127.0.0.1:${port}`, "--domain", "bench.test", ...(pgUrl === undefined ? ["--queue", queue] : []), "--data-dir", dir, "--deliver", "discard"]
+    s = startServer(label, nodeBin, args, { cwd: fromBase ? baseDir : REPO, logPath })
+    describe = (fromBase ? `[${baseDir} at git ${gitHead(baseDir)}] ` : "") + (pgUrl !== undefined
       ? `incoming serve, PostgreSQL queue on ${pgUrl} (server CPU excludes PostgreSQL's), --deliver discard`
-      : `incoming serve --queue ${queue} --data-dir ${dir} --deliver discard${auth !== undefined ? ` + spf/dkim/dmarc rules (${config}, dnsmasq ${auth.dnsServer})` : ""}${milter !== undefined ? ` + milter rule to OpenDKIM at ${milter} (${config})` : ""} (fs type 0x${fsType.toString(16)})`
+      : `incoming serve --queue ${queue} --data-dir ${dir} --deliver discard${auth !== undefined ? ` + spf/dkim/dmarc rules (${config}, dnsmasq ${auth.dnsServer})` : ""}${milter !== undefined ? ` + milter rule to OpenDKIM at ${milter} (${config})` : ""} (fs type 0x${fsType.toString(16)})`)
   }
   try {
     await waitListening(s, port, 30_000)
@@ -328,7 +343,7 @@ const startOwn = async (name: TargetName): Promise<Target | string> => {
   }
   const cpu = (): number => groupCpuSeconds(s.pid)
   const target: Target = {
-    name,
+    name: label,
     port,
     cpu,
     describe: `${describe}; pid ${s.pid}; log ${logPath}`,
@@ -496,9 +511,9 @@ const authCost = (records: ReadonlyArray<RunRecord>, cells: ReadonlyArray<Cell>)
 
 // ---- main ------------------------------------------------------------------------------------
 
-const gitHead = (): string => {
-  const r = spawnSync("git", ["rev-parse", "--short", "HEAD"], { cwd: REPO, encoding: "utf8" })
-  const dirty = spawnSync("git", ["status", "--porcelain", "--", "src"], { cwd: REPO, encoding: "utf8" })
+function gitHead(dir: string = REPO): string {
+  const r = spawnSync("git", ["rev-parse", "--short", "HEAD"], { cwd: dir, encoding: "utf8" })
+  const dirty = spawnSync("git", ["status", "--porcelain", "--", "src"], { cwd: dir, encoding: "utf8" })
   return `${r.status === 0 ? r.stdout.trim() : "no-commit"}${dirty.stdout.trim() !== "" ? "+dirty-src" : ""}`
 }
 
@@ -507,7 +522,7 @@ const main = async (): Promise<void> => {
   const skipped: Array<string> = []
   let missingTargets = 0 // requested targets that could not run: the run is incomplete
   for (const name of targetNames) {
-    const t = await startOwn(name as TargetName)
+    const t = await startOwn(name)
     if (typeof t === "string") {
       say(`bench: NOT running target ${name}: ${t}`)
       skipped.push(`${name} (${t.split("\n")[0] ?? t})`)
@@ -540,7 +555,7 @@ const main = async (): Promise<void> => {
   const runColumns = columns.filter((c) => targets.some((t) => t.name === c.target))
   const col = (label: string): Column | undefined => columns.find((c) => c.label === label)
   const ratioPairs: Array<readonly [Column, Column]> = []
-  for (const [a, b] of [["postgres", "sqlite"], ["postgres", "postfix"], ["sqlite", "bare"], ["sqlite", "memory"], ["memory", "bare"], ["auth", "memory"], ["milter", "memory"], ["sqlite", "postfix"], ["lean", "bare"], ["sqlite", "lean"], ["bare[smtp-source]", "bare"]] as const) {
+  for (const [a, b] of [["memory", "memory-base"], ["sqlite", "sqlite-base"], ["postgres", "sqlite"], ["postgres", "postfix"], ["sqlite", "bare"], ["sqlite", "memory"], ["memory", "bare"], ["auth", "memory"], ["milter", "memory"], ["sqlite", "postfix"], ["lean", "bare"], ["sqlite", "lean"], ["bare[smtp-source]", "bare"]] as const) {
     const ca = col(a)
     const cb = col(b)
     if (ca !== undefined && cb !== undefined) ratioPairs.push([ca, cb])

@@ -18,6 +18,7 @@ import * as Load from "../config/Load.ts"
 import * as Reload from "./reload.ts"
 import * as Options from "../config/Options.ts"
 import * as Render from "../config/Render.ts"
+import * as Reclaim from "../internal/reclaim.ts"
 import * as Incoming from "../Incoming.ts"
 import * as Logging from "../telemetry/Logging.ts"
 import * as Tracing from "../telemetry/Tracing.ts"
@@ -147,6 +148,8 @@ export const serve = Command.make("serve", flags, (f) =>
       for (const w of loaded.warnings) yield* Effect.logWarning(formatIssue(w))
       // Said once it is true: a start that fails (data dir in use, port taken) never claims to serve.
       yield* Layer.build(traced)
+      // Start-up garbage (module loading) out of the resident set before the first session.
+      Reclaim.compact()
       yield* Effect.logInfo(`incoming serving ${runner.options.domains.join(", ")}; delivering with ${Delivery.describe(runner.delivery)}`)
       return yield* Effect.never
     }).pipe(

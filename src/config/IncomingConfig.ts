@@ -137,6 +137,8 @@ export const Delivery = Schema.Struct({
   bounces: withDefault(Schema.Boolean, true),
   /** A recipient not delivered this long after the message arrived is dead-lettered (and bounced). */
   max_lifetime: duration(Dispatcher.defaults.maxLifetimeMs),
+  /** With `bounces`: one delay notice (RFC 3464 `Action: delayed`) to a sender whose message waited this long; off when absent. */
+  delay_notice: Schema.optionalKey(Duration),
   backoff: withDefault(Schema.Struct({
     base: duration(Backoff.defaults.baseMs),
     max: duration(Backoff.defaults.maxMs),

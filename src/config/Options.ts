@@ -229,7 +229,15 @@ export const toIncomingOptions = (c: IncomingConfig): IncomingOptions => ({
     leaseMs: c.delivery.lease,
     deliveryTimeoutMs: c.delivery.timeout,
     maxLifetimeMs: c.delivery.max_lifetime,
-    ...(c.delivery.bounces ? { bounces: { reportingMta: c.hostname, localDomains: c.domains } } : {}),
+    ...(c.delivery.bounces
+      ? {
+        bounces: {
+          reportingMta: c.hostname,
+          localDomains: c.domains,
+          ...(c.delivery.delay_notice !== undefined ? { delayNoticeMs: c.delivery.delay_notice } : {})
+        }
+      }
+      : {}),
     backoff: { baseMs: c.delivery.backoff.base, maxMs: c.delivery.backoff.max, jitter: c.delivery.backoff.jitter }
   },
   relay: {

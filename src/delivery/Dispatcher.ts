@@ -10,7 +10,8 @@
  *
  * A recipient still failing `maxLifetimeMs` after the message arrived is dead-lettered whatever
  * its attempt count. With `bounces`, dead-lettered recipients are reported to the sender
- * (`bounce/Bounces.ts`) once their settlement is recorded.
+ * (`bounce/Bounces.ts`), and with `bounces.delayNoticeMs` a message still retried that long
+ * after arrival gets one delay notice; the report is committed in the settle's transaction.
  */
 import { Cause, Clock, Context, Effect, Exit, Layer, Option, References, Schedule } from "effect"
 import { MailQueue, type Lease, type Settlement } from "../queue/MailQueue.ts"
@@ -21,6 +22,7 @@ import * as Bounces from "./bounce/Bounces.ts"
 import { bodyStream, DeliveryAdapter, type DeliveryError, type RecipientOutcome } from "./DeliveryAdapter.ts"
 import * as CauseText from "../internal/causeText.ts"
 import { withSpanIf } from "../internal/spanIf.ts"
+import * as HotPath from "../internal/hotPath.ts"
 
 export interface DispatcherOptions {
   readonly workers: number
@@ -107,26 +109,55 @@ export const make = Effect.fnUntraced(function*(input: Partial<DispatcherOptions
     return lease.recipients.map((r) => (permanent ? { _tag: "Reject", rcpt: r.rcpt, reason } : { _tag: "Retry", rcpt: r.rcpt, reason }))
   }
 
-  /** One report to the sender for the recipients of `lease` that were just dead-lettered. */
-  const bounce = (lease: Lease, settlements: ReadonlyArray<Settlement>, remote: ReadonlyMap<string, string | undefined>) =>
+  const delayDue = (lease: Lease, now: number) => {
+    const after = options.bounces?.delayNoticeMs
+    return after !== undefined && lease.envelope.delayNotified === undefined && now - lease.receivedAt >= after
+  }
+  /** Whether a settle may carry a report: checked without an effect, as most settles carry none. */
+  const mayReport = (lease: Lease, settlements: ReadonlyArray<Settlement>, now: number) =>
+    options.bounces !== undefined && settlements.some((s) => s._tag === "Dead" || (s._tag === "Retry" && delayDue(lease, now)))
+
+  /**
+   * The report to the sender for the recipients of `lease` just dead-lettered and, once the
+   * message waited `delayNoticeMs`, for those retried (one delay notice per message), to be
+   * committed with the settle. A report that cannot be made (the original unreadable) is only
+   * logged: the outcomes are recorded without it rather than not at all.
+   */
+  const reportFor = (lease: Lease, settlements: ReadonlyArray<Settlement>, remote: ReadonlyMap<string, string | undefined>, now: number) =>
     Effect.gen(function*() {
+      const bounces = options.bounces!
       const dead = settlements.filter((s) => s._tag === "Dead")
-      if (options.bounces === undefined || dead.length === 0) return
-      const now = yield* Clock.currentTimeMillis
-      const bounces = options.bounces
+      const delayed = delayDue(lease, now) ? settlements.filter((s) => s._tag === "Retry") : []
       const offSite = (address: string) => adapter.deliversOffSite?.(address) === true
-      const id = yield* Bounces.send(queue, bounces, offSite, {
+      const message = yield* Bounces.report(bounces, offSite, {
         id: lease.id,
         envelope: lease.envelope,
         receivedAt: lease.receivedAt,
         size: lease.body.size,
         body: bodyStream(() => lease.body.stream())
-      }, dead.map((d) => ({ rcpt: d.rcpt, reason: d.reply, remoteMta: remote.get(d.rcpt) })), now)
-      if (id === undefined) yield* Effect.logDebug(`no bounce for ${dead.length} dead recipient(s): ${Bounces.suppressed(lease.envelope, dead[0]!.rcpt, { localDomains: bounces.localDomains, offSite }) ?? "not requested"}`)
-      else yield* Effect.logInfo(`bounce ${id} queued to <${lease.envelope.mailFrom}> for ${dead.map((d) => d.rcpt).join(", ")}`)
+      }, [
+        ...dead.map((d) => ({ rcpt: d.rcpt, reason: d.reply, remoteMta: remote.get(d.rcpt) })),
+        ...delayed.map((d) => ({
+          rcpt: d.rcpt,
+          reason: d.reply,
+          remoteMta: remote.get(d.rcpt),
+          action: "delayed" as const,
+          willRetryUntil: lease.receivedAt + options.maxLifetimeMs
+        }))
+      ], now)
+      if (message === undefined) {
+        if (dead.length > 0) {
+          const why = Bounces.suppressed(lease.envelope, dead[0]!.rcpt, { localDomains: bounces.localDomains, offSite })
+          yield* Effect.logDebug(`no bounce for ${dead.length} dead recipient(s): ${why ?? "not requested"}`)
+        }
+        return undefined
+      }
+      const reach = { localDomains: bounces.localDomains, offSite }
+      const notice = delayed.some((d) => Bounces.suppressed(lease.envelope, d.rcpt, reach, "delayed") === undefined)
+      const about = [...dead, ...delayed].map((d) => d.rcpt).join(", ")
+      return { message, delayNotified: notice ? now : undefined, what: dead.length > 0 ? "bounce" : "delay notice", about }
     }).pipe(
-      // The dead letters are recorded either way; a bounce that could not be queued is only logged.
-      Effect.catchCause((cause) => Effect.logError("queueing a bounce failed", Cause.pretty(cause)))
+      Effect.catchCause((cause) => Effect.as(Effect.logError("making a bounce failed; the outcome is recorded without it", Cause.pretty(cause)), undefined))
     )
 
   const settleAndReport = (
@@ -134,11 +165,16 @@ export const make = Effect.fnUntraced(function*(input: Partial<DispatcherOptions
     settlements: ReadonlyArray<Settlement>,
     via: ReadonlyMap<string, string | undefined>,
     seconds: number,
-    remote: ReadonlyMap<string, string | undefined>
+    remote: ReadonlyMap<string, string | undefined>,
+    now: number
   ) =>
     Effect.gen(function*() {
-      yield* queue.settle(lease, settlements)
-      yield* bounce(lease, settlements, remote)
+      const report = mayReport(lease, settlements, now) ? yield* reportFor(lease, settlements, remote, now) : undefined
+      // The report is committed with the settle: a crash records both or neither.
+      yield* queue.settle(lease, settlements, report === undefined ? undefined : { reports: [report.message], delayNotified: report.delayNotified })
+      if (report !== undefined) {
+        yield* Effect.logInfo(`${report.what} ${report.message.id} queued to <${lease.envelope.mailFrom}> for ${report.about}`)
+      }
       for (const s of settlements) {
         const outcome = s._tag === "Delivered" ? "delivered" : s._tag === "Retry" ? "retry" : "dead"
         yield* Telemetry.recordDelivery(via.get(s.rcpt) ?? adapter.name, outcome, seconds)
@@ -171,7 +207,7 @@ export const make = Effect.fnUntraced(function*(input: Partial<DispatcherOptions
         recipients: lease.recipients,
         size: lease.body.size,
         body: bodyStream(() => lease.body.stream())
-      }).pipe(Effect.timeout(options.deliveryTimeoutMs), Effect.exit)
+      }).pipe((attempt) => HotPath.timeout(attempt, options.deliveryTimeoutMs), Effect.exit)
       if (Exit.hasInterrupts(exit) && !Exit.isSuccess(exit) && exit.cause.reasons.every(Cause.isInterruptReason)) {
         return yield* Effect.interrupt
       }
@@ -191,7 +227,7 @@ export const make = Effect.fnUntraced(function*(input: Partial<DispatcherOptions
       // so nobody else delivers it meanwhile.
       // A child of the worker: a drain interrupts the worker, and its settles (uninterruptible)
       // complete before it stops. Started at once: a settle that needs no write finishes right here.
-      yield* Effect.forkChild(settleAndReport(lease, settlements, via, seconds, remote), { startImmediately: true, uninterruptible: true })
+      yield* Effect.forkChild(settleAndReport(lease, settlements, via, seconds, remote, now), { startImmediately: true, uninterruptible: true })
     }).pipe(
       // Interrupted mid-delivery (drain): the message goes back to the queue untouched.
       Effect.onInterrupt(() => queue.release(lease).pipe(Effect.ignore)),

@@ -235,7 +235,8 @@ export const make = (options: MxOptions = {}): Effect.Effect<DA.DeliveryAdapter[
             const result = yield* SmtpPeer.send(peer, {
               from: delivery.envelope.mailFrom,
               to: recipients.map((r) => r.rcpt),
-              size: delivery.size
+              size: delivery.size,
+              priority: delivery.envelope.priority
             }, body)
             yield* pool.give(domain, peer, SmtpPeer.reusable(peer, result))
             // A pooled connection that had gone stale carried nothing: once more on a new one.

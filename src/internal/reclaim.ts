@@ -7,11 +7,19 @@
  * `enable()`, which the `incoming` command calls at start — a minor GC every 4 MiB streamed
  * returns them: it costs well under a millisecond and happens only on bulk transfers. Without it
  * (a host app that did neither) this is a no-op.
+ *
+ * `compact()` is the same idea once, at the end of start-up: loading the modules allocates
+ * ~100 MiB that dies at once, and V8 keeps the young generation it grew for it (up to 64 MiB
+ * resident) for as long as nothing shrinks it. One memory-reducing full GC returns it.
  */
 import { setFlagsFromString } from "node:v8"
 import { runInNewContext } from "node:vm"
 
-type MinorGc = (options: { readonly type: "minor"; readonly execution: "sync" }) => void
+type MinorGc = (options: {
+  readonly type: "minor" | "major"
+  readonly execution: "sync"
+  readonly flavor?: "regular" | "last-resort"
+}) => void
 
 const asGc = (g: unknown): MinorGc | undefined => (typeof g === "function" ? (g as MinorGc) : undefined)
 
@@ -40,4 +48,13 @@ export const note = (bytes: number): void => {
     since = 0
     gc({ type: "minor", execution: "sync" })
   }
+}
+
+/**
+ * One full, memory-reducing GC ("last resort": it also shrinks the young generation) that returns
+ * what start-up allocated and left behind. Measured: RSS at rest of `incoming serve` ~195 → see
+ * docs/benchmark.md. Costs tens of milliseconds once; a no-op without V8's `gc`.
+ */
+export const compact = (): void => {
+  gc?.({ type: "major", execution: "sync", flavor: "last-resort" })
 }

@@ -52,6 +52,8 @@ export interface Envelope {
    * listener's, the configured patterns' and the routes'. Absent: normal (0).
    */
   readonly priority?: number | undefined
+  /** When a delay notice (RFC 3464 `Action: delayed`) went to the sender: one per message. Set by the queue. */
+  readonly delayNotified?: number | undefined
 }
 
 const MailDsn = Schema.Struct({
@@ -86,7 +88,8 @@ export const EnvelopeSchema = Schema.Struct({
   })),
   quarantine: Schema.optional(Schema.Struct({ rule: Schema.String, reason: Schema.String })),
   annotations: Schema.optional(Schema.Record(Schema.String, Schema.Json)),
-  priority: Schema.optional(Schema.Number)
+  priority: Schema.optional(Schema.Number),
+  delayNotified: Schema.optional(Schema.Number)
 })
 
 // Fails to compile when `Envelope` gains or changes a field the stored JSON would not carry back.

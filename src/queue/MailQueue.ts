@@ -57,6 +57,18 @@ export const delivered = (rcpt: string, reply: string): Settlement => ({ _tag: "
 export const retryAt = (rcpt: string, at: number, reply: string): Settlement => ({ _tag: "Retry", rcpt, at, reply })
 export const dead = (rcpt: string, reply: string): Settlement => ({ _tag: "Dead", rcpt, reply })
 
+/**
+ * What a settle records besides the recipients' outcomes, in the same transaction: reports to
+ * the sender (a bounce, a delay notice) are committed with the settle — both are recorded or
+ * neither — so a crash between the two cannot lose a report (RFC 5321 §6.1).
+ */
+export interface SettleExtras {
+  /** New messages committed with the settle (not subject to `maxDepth`: they report on mail already accepted). */
+  readonly reports?: ReadonlyArray<NewMessage> | undefined
+  /** Marks the message's envelope `delayNotified` (epoch ms): its one delay notice went out. */
+  readonly delayNotified?: number | undefined
+}
+
 export class MailQueue extends Context.Service<MailQueue, {
   /** Backend name for logs and `queue stats`. */
   readonly backend: string
@@ -73,8 +85,12 @@ export class MailQueue extends Context.Service<MailQueue, {
    * expired lease's recipients are due again (the expired attempt stays counted).
    */
   readonly claim: (options: { readonly owner: string; readonly leaseMs: number }) => Effect.Effect<Option.Option<Lease>, MailQueueError>
-  /** Records the outcome for recipients of a lease; fails with `LeaseLost` if the lease expired and was taken over. */
-  readonly settle: (lease: Lease, settlements: ReadonlyArray<Settlement>) => Effect.Effect<void, MailQueueError>
+  /**
+   * Records the outcome for recipients of a lease; fails with `LeaseLost` if the lease expired and
+   * was taken over. `extras` (reports to commit, a delay-notice mark) are recorded atomically
+   * with it: a failed settle records none of them.
+   */
+  readonly settle: (lease: Lease, settlements: ReadonlyArray<Settlement>, extras?: SettleExtras) => Effect.Effect<void, MailQueueError>
   /** Gives a lease back untouched (graceful stop): the attempt is not counted. */
   readonly release: (lease: Lease) => Effect.Effect<void, MailQueueError>
   /** Messages with at least one recipient not yet delivered or dead. */

@@ -92,6 +92,33 @@ export const make = Effect.fnUntraced(function*(options: Partial<QueueOptions> =
   const liveLease = (e: Entry | undefined, lease: Lease) =>
     e !== undefined && e.lease !== undefined && e.lease.token === lease.token
 
+  // Same refusals as the durable backends: a second commit must not replace a queued message,
+  // and a message without recipients could never leave the queue.
+  const refusal = (message: NewMessage): MailQueueError | undefined => {
+    if (entries.has(message.id)) return storageFailed(`message ${message.id} already exists`)
+    if (message.envelope.rcptTo.length === 0) return storageFailed(`message ${message.id} has no recipients`)
+    return undefined
+  }
+
+  const insert = (message: NewMessage) => {
+    const rcpts = [...new Set(message.envelope.rcptTo)]
+    entries.set(message.id, {
+      message,
+      held: false,
+      lease: undefined,
+      rcpts: rcpts.map((rcpt) => ({
+        rcpt,
+        state: "queued",
+        attempts: 0,
+        nextAttemptAt: message.receivedAt,
+        lastReply: undefined,
+        expiresAt: undefined
+      }))
+    })
+    depth++
+    signal.notify()
+  }
+
   const queue = MailQueue.of({
     backend: "memory",
     durable: false,
@@ -101,26 +128,9 @@ export const make = Effect.fnUntraced(function*(options: Partial<QueueOptions> =
         if (depth >= opts.maxDepth) {
           return yield* new MailQueueError({ reason: { _tag: "Full", depth, maxDepth: opts.maxDepth } })
         }
-        // Same refusals as the durable backends: a second commit must not replace a queued message,
-        // and a message without recipients could never leave the queue.
-        if (entries.has(message.id)) return yield* storageFailed(`message ${message.id} already exists`)
-        const rcpts = [...new Set(message.envelope.rcptTo)]
-        if (rcpts.length === 0) return yield* storageFailed(`message ${message.id} has no recipients`)
-        entries.set(message.id, {
-          message,
-          held: false,
-          lease: undefined,
-          rcpts: rcpts.map((rcpt) => ({
-            rcpt,
-            state: "queued",
-            attempts: 0,
-            nextAttemptAt: message.receivedAt,
-            lastReply: undefined,
-            expiresAt: undefined
-          }))
-        })
-        depth++
-        signal.notify()
+        const refused = refusal(message)
+        if (refused !== undefined) return yield* refused
+        insert(message)
       }),
     claim: ({ leaseMs, owner }) =>
       Effect.gen(function*() {
@@ -171,11 +181,22 @@ export const make = Effect.fnUntraced(function*(options: Partial<QueueOptions> =
           body: bodyOf(e.message)
         })
       }),
-    settle: (lease, settlements) =>
+    settle: (lease, settlements, extras) =>
       Effect.gen(function*() {
         const e = entries.get(lease.id)
         const now = yield* Clock.currentTimeMillis
         if (!liveLease(e, lease) || e === undefined) return yield* leaseLost(lease.id)
+        // Reports are checked before anything changes: the settle and its reports, or nothing.
+        const reports = extras?.reports ?? []
+        for (const m of reports) {
+          const refused = refusal(m)
+          if (refused !== undefined) return yield* refused
+        }
+        if (new Set(reports.map((m) => m.id)).size < reports.length) return yield* storageFailed("two reports with one id")
+        for (const m of reports) insert(m)
+        if (extras?.delayNotified !== undefined) {
+          e.message = { ...e.message, envelope: { ...e.message.envelope, delayNotified: extras.delayNotified } }
+        }
         const wasPending = pendingOf(e)
         const byRcpt = new Map(settlements.map((s) => [s.rcpt, s]))
         for (const r of e.rcpts) {

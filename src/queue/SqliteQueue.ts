@@ -42,14 +42,15 @@ import { recover, type Recovered } from "./internal/sqliteRecovery.ts"
 import { decodeEnvelope, encodeEnvelope, int, optionalInt } from "./internal/sqliteSchema.ts"
 import { messageBody, openDatabase, prepare, read } from "./internal/sqliteStatements.ts"
 import * as WorkSignal from "./internal/WorkSignal.ts"
-import type { Claimed, CommitResult, Handoff, SettleRow } from "./internal/writerProtocol.ts"
+import type { Claimed, CommitResult, Handoff, ReportRow, SettleRow } from "./internal/writerProtocol.ts"
 import {
   defaultQueueOptions,
   type Lease,
   MailQueue,
   type NewMessage,
   type QueueOptions,
-  type Settlement
+  type Settlement,
+  type SettleExtras
 } from "./MailQueue.ts"
 import { fromStorageException, MailQueueError } from "./MailQueueError.ts"
 import type { QueueAdmin } from "./QueueAdmin.ts"
@@ -368,7 +369,9 @@ export const make = Effect.fnUntraced(function*(options: SqliteQueueOptions) {
         now,
         ahead,
         aheadOwner: handoffOwner,
-        maxWaitMs: opts.priorityMaxWaitMs
+        maxWaitMs: opts.priorityMaxWaitMs,
+        // Leases in the ready list are normal: they go before anything below normal.
+        belowNormal: ready.entries.length === 0
       },
       {
         durable: false,
@@ -472,8 +475,15 @@ export const make = Effect.fnUntraced(function*(options: SqliteQueueOptions) {
     }
   })
 
-  const settle = Effect.fnUntraced(function*(lease: Lease, settlements: ReadonlyArray<Settlement>) {
+  // A settle that commits reports (bounces, delay notices) stores their bodies first (undone if
+  // it does not commit) and is flushed like a commit.
+  const settle = Effect.fnUntraced(function*(lease: Lease, settlements: ReadonlyArray<Settlement>, extras?: SettleExtras) {
     const now = yield* Clock.currentTimeMillis
+    const reports = extras?.reports ?? []
+    for (const m of reports) {
+      if (!validId(m.id) || m.envelope.rcptTo.length === 0) return yield* storageFailed(`invalid report ${JSON.stringify(m.id)}`)
+    }
+    const stored = yield* Effect.forEach(reports, storeBody)
     const rows = settlements.map((s): SettleRow =>
       s._tag === "Delivered"
         ? { rcpt: s.rcpt, tag: "Delivered", reply: s.reply, at: 0 }
@@ -484,11 +494,33 @@ export const make = Effect.fnUntraced(function*(options: SqliteQueueOptions) {
     const delivered = new Set(rows.filter((r) => r.tag === "Delivered").map((r) => r.rcpt))
     const allDelivered = lease.recipients.every((r) => delivered.has(r.rcpt))
     // Settles are not flushed on their own (see GroupCommit's `durable`), except one that may
-    // delete a body file: the row saying "delivered" must be on disk before the file goes.
+    // delete a body file (the row saying "delivered" must be on disk before the file goes) or
+    // that carries reports.
     const mayDeleteFile = fileBacked.delete(lease.token)
-    yield* writer.submit<void>({ op: "settle", id: lease.id, token: lease.token, rows, allDelivered }, {
-      durable: mayDeleteFile
+    yield* writer.submit<void>({
+      op: "settle",
+      id: lease.id,
+      token: lease.token,
+      rows,
+      allDelivered,
+      reports: reports.map((m, i): ReportRow => ({
+        id: m.id,
+        envelope: encodeEnvelope(m.envelope),
+        trace: m.trace,
+        receivedAt: ms(m.receivedAt),
+        size: m.body.size,
+        inline: stored[i]!.inline,
+        file: stored[i]!.file,
+        rcpts: [...new Set(m.envelope.rcptTo)],
+        priority: m.envelope.priority ?? Priority.normal
+      })),
+      delayNotified: extras?.delayNotified === undefined ? null : ms(extras.delayNotified)
+    }, {
+      durable: mayDeleteFile || reports.length > 0,
+      syncBodies: stored.some((b) => b.file !== null),
+      onFailure: Effect.forEach(stored, (b) => b.undo, { discard: true })
     })
+    yield* Effect.forEach(reports, (m) => m.body.release, { discard: true })
   })
 
   const release = Effect.fnUntraced(function*(lease: Lease) {

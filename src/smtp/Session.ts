@@ -49,6 +49,7 @@ import * as Commands from "./internal/commands.ts"
 import * as CauseText from "../internal/causeText.ts"
 import { withSpanIf } from "../internal/spanIf.ts"
 import { isDecided } from "../internal/decided.ts"
+import * as HotPath from "../internal/hotPath.ts"
 
 /** A refusal decided by the session (limits, sequence, authority): its reply goes to the client as is. */
 export class SessionReject extends Data.TaggedError("SessionReject")<{
@@ -481,7 +482,7 @@ export const make = Effect.fnUntraced(function*(settings: Ref.Ref<ListenerOption
       const { id, body } = message
       yield* queue.commit(message).pipe(
         withSpanIf(tracing, "Queue.commit", () => ({ message: id, recipients: message.envelope.rcptTo.length, size: body.size })),
-        Effect.timeout(timeoutMs),
+        (commit) => HotPath.timeout(commit, timeoutMs),
         Effect.tapCause((cause) =>
           Effect.andThen(
             body.release,

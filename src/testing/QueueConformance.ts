@@ -1,8 +1,8 @@
 /**
  * The queue conformance kit (`incoming-smtp/testing/queue-conformance`): one set of tests every
  * backend must pass, so the memory, SQLite and PostgreSQL queues keep exactly the same semantics
- * (claim order and priority, leases, partial delivery, retries, dead letters, depth, wake-ups, the operator's
- * view).
+ * (claim order and priority, leases, partial delivery, retries, dead letters, reports committed
+ * with a settle, depth, wake-ups, the operator's view).
  *
  * A backend's test file calls `conformance(name, makeLayer)`; `makeLayer` must return a fresh,
  * empty backend providing both contracts (`MailQueue` and `QueueAdmin`) on every call (a new
@@ -18,6 +18,7 @@ import { admin } from "./queueConformance/admin.ts"
 import { hold } from "./queueConformance/hold.ts"
 import { hotPath } from "./queueConformance/hotPath.ts"
 import { priority } from "./queueConformance/priority.ts"
+import { reports } from "./queueConformance/reports.ts"
 import { type ConformanceTest, type MakeQueueLayer, T0 } from "./queueConformance/support.ts"
 
 export {
@@ -48,6 +49,7 @@ export const conformance = <E>(name: string, makeLayer: MakeQueueLayer<E>, optio
     describe("hot path (MailQueue)", () => hotPath(test))
     describe("priority", () => priority(test))
     describe("operator (QueueAdmin)", () => admin(test))
+    describe("reports committed with a settle", () => reports(test))
     describe.skipIf(options.skip?.includes("hold") === true)("hold and release (QueueAdmin)", () => hold(test))
   })
 }

@@ -184,6 +184,8 @@ export interface SendOptions {
   readonly data: string
   readonly helo?: string
   readonly localAddress?: string
+  /** Parameters for MAIL FROM after the address, such as `MT-PRIORITY=9` or `SIZE=100`. */
+  readonly mailParameters?: ReadonlyArray<string>
 }
 
 /** One whole transaction; returns the reply to the final dot (or the first refusal). */
@@ -196,7 +198,7 @@ export const send = (o: SendOptions): Effect.Effect<Reply, SmtpClientError> =>
     })
     const ehlo = yield* c.command(`EHLO ${o.helo ?? "client.test"}`)
     if (ehlo.code !== 250) return ehlo
-    const mail = yield* c.command(`MAIL FROM:<${o.from}>`)
+    const mail = yield* c.command(`MAIL FROM:<${o.from}>${(o.mailParameters ?? []).map((p) => ` ${p}`).join("")}`)
     if (mail.code !== 250) return mail
     let accepted = 0
     let last: Reply = mail

@@ -3,7 +3,7 @@
  * 3464 report that is queued and delivered like any message (here to the local sender, through
  * the same adapter), parsed back with postal-mime. NOTIFY, RET, ENVID and ORCPT are honoured;
  * a bounce is never bounced; mail that failed DMARC, and a foreign sender with nothing to
- * deliver off-site, get none.
+ * deliver off-site, get none. With `delayNoticeMs`, one delay notice per message.
  */
 import { assert, describe, it } from "@effect/vitest"
 import { Context, Effect, Layer, Queue, Stream } from "effect"
@@ -31,7 +31,7 @@ interface Received {
  * A dispatcher whose adapter delivers local (`us.test`) mail into `inbox`, rejects `gone…`
  * recipients with a 550 from mx.dest.test, retries `busy…` ones, and delivers the rest.
  */
-const world = (offSite: boolean) =>
+const world = (offSite: boolean, options: { readonly maxAttempts?: number; readonly delayNoticeMs?: number } = {}) =>
   Effect.gen(function*() {
     const inbox = yield* Queue.unbounded<Received>()
     const adapter = Layer.succeed(DeliveryAdapter, DeliveryAdapter.of({
@@ -51,10 +51,10 @@ const world = (offSite: boolean) =>
     }))
     const ctx = yield* Layer.build(Dispatcher.layer({
       workers: 2,
-      maxAttempts: 2,
+      maxAttempts: options.maxAttempts ?? 2,
       backoff: { baseMs: 10, maxMs: 10, jitter: 0 },
       idlePollMs: 50,
-      bounces: { reportingMta: "mx.us.test", localDomains: ["us.test"] }
+      bounces: { reportingMta: "mx.us.test", localDomains: ["us.test"], delayNoticeMs: options.delayNoticeMs }
     }).pipe(Layer.provideMerge(Layer.mergeAll(MemoryQueue.layer(), Telemetry.layer(), adapter))))
     return { queue: Context.get(ctx, MailQueue), admin: Context.get(ctx, QueueAdmin), inbox }
   })
@@ -130,6 +130,31 @@ describe("bounces (RFC 3464)", () => {
       // Left in the queue: the five dead originals, no report among them (the bounce was delivered).
       const left = yield* admin.list({ state: "all" })
       assert.deepStrictEqual(left.map((m) => m.envelope.rcptTo[0]).sort(), ["gone1@dest.test", "gone2@dest.test", "gone3@dest.test", "gone4@dest.test", "gone6@dest.test"])
+    }))
+
+  it.live("delay notices: one per message (Action: delayed, 4.x.x, Will-Retry-Until), then the failure; none without NOTIFY=DELAY", () =>
+    Effect.gen(function*() {
+      const { queue, inbox } = yield* world(true, { maxAttempts: 4, delayNoticeMs: 1 })
+      yield* commit(queue, envelope(["busy@dest.test"], "sender@us.test"))
+      const first = yield* Queue.take(inbox).pipe(Effect.timeout("20 seconds"))
+      const notice = yield* parse(first.text)
+      assert.strictEqual(first.envelope.mailFrom, "")
+      assert.strictEqual(notice.message.subject, "Delayed Mail (still being retried)")
+      assert.include(notice.status, "Final-Recipient: rfc822; busy@dest.test\r\nAction: delayed\r\nStatus: 4.4.1\r\n")
+      assert.match(notice.status, /\r\nWill-Retry-Until: \w{3}, /)
+      assert.include(notice.message.text, "It will be tried again")
+      // Retried twice more without another notice, then out of attempts: the failure report.
+      const second = yield* Queue.take(inbox).pipe(Effect.timeout("20 seconds"))
+      const failure = yield* parse(second.text)
+      assert.strictEqual(failure.message.subject, "Undelivered Mail Returned to Sender")
+      assert.include(failure.status, "Action: failed\r\nStatus: 4.4.1\r\n")
+      assert.include(failure.status, "gave up after 4 attempts")
+      // NOTIFY=FAILURE asks for no delay notice: only the failure comes.
+      yield* commit(queue, { ...envelope(["busy2@dest.test"], "sender@us.test"), recipientDsn: { "busy2@dest.test": { notify: ["FAILURE"] } } })
+      const third = yield* Queue.take(inbox).pipe(Effect.timeout("20 seconds"))
+      assert.strictEqual((yield* parse(third.text)).message.subject, "Undelivered Mail Returned to Sender")
+      yield* Effect.sleep("200 millis")
+      assert.strictEqual(yield* Queue.size(inbox), 0)
     }))
 
   it("statusOf: the enhanced code in the reason, else the reply's class", () => {

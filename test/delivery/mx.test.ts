@@ -8,7 +8,7 @@
  */
 import { readFileSync } from "node:fs"
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, type Scope } from "effect"
+import { Effect, Layer, type Scope } from "effect"
 import { dkimVerify } from "mailauth"
 import * as DA from "../../src/delivery/DeliveryAdapter.ts"
 import * as DkimSigner from "../../src/delivery/dkim/DkimSigner.ts"
@@ -16,7 +16,7 @@ import * as MxAdapter from "../../src/delivery/MxAdapter.ts"
 import { Dns } from "../../src/dns/Dns.ts"
 import * as NodeDns from "../../src/dns/NodeDns.ts"
 import * as BodyStream from "../../src/queue/internal/bodyStream.ts"
-import { TestIncoming } from "../../src/testing/index.ts"
+import { CapturingAdapter, TestIncoming } from "../../src/testing/index.ts"
 import * as DkimKeys from "../support/dkim.ts"
 import * as Dnsmasq from "../support/dnsmasq.ts"
 import { envelope } from "../support/fixtures.ts"
@@ -28,11 +28,18 @@ if (!Dnsmasq.available) console.warn(Dnsmasq.skipMessage)
 const text = "From: sender@us.test\r\nSubject: outbound\r\n\r\n.starts with a dot\r\nbody\r\n"
 
 let serial = 0
-const delivery = (rcpts: ReadonlyArray<string>, options: { readonly from?: string; readonly body?: string; readonly smtpUtf8?: boolean } = {}): DA.Delivery => {
+const delivery = (
+  rcpts: ReadonlyArray<string>,
+  options: { readonly from?: string; readonly body?: string; readonly smtpUtf8?: boolean; readonly priority?: number } = {}
+): DA.Delivery => {
   const body = options.body ?? text
   return {
     id: `01MXTEST${String(++serial).padStart(8, "0")}`,
-    envelope: { ...envelope(rcpts, options.from ?? "sender@us.test"), ...(options.smtpUtf8 ? { smtpUtf8: true } : {}) },
+    envelope: {
+      ...envelope(rcpts, options.from ?? "sender@us.test"),
+      ...(options.smtpUtf8 ? { smtpUtf8: true } : {}),
+      ...(options.priority !== undefined ? { priority: options.priority } : {})
+    },
     receivedAt: 0,
     recipients: rcpts.map((rcpt) => ({ rcpt, attempt: 1 })),
     size: Buffer.byteLength(body) + 13,
@@ -53,6 +60,8 @@ const tags = (outcomes: ReadonlyArray<DA.RecipientOutcome>) => Object.fromEntrie
  *   dead.test      MX 10 down.dead.test (127.0.0.9)
  *   plain.test     MX 10 mx.plain.test (127.0.0.4: no 8BITMIME, no SMTPUTF8)
  *   tls.test       MX 10 mx.test (127.0.0.5: STARTTLS with a self-signed certificate for mx.test)
+ *   prio.test      MX 10 mx.prio.test (127.0.0.6), quiet.test MX 10 mx.quiet.test (127.0.0.7): for
+ *                  the Incoming servers a test starts there
  */
 const world = (options: { readonly tlsCert?: { readonly cert: string; readonly key: string } } = {}) =>
   Effect.gen(function*() {
@@ -70,7 +79,9 @@ const world = (options: { readonly tlsCert?: { readonly cert: string; readonly k
         "null.test": [{ exchange: ".", priority: 0 }],
         "dead.test": [{ exchange: "down.dead.test", priority: 10 }],
         "plain.test": [{ exchange: "mx.plain.test", priority: 10 }],
-        "tls.test": [{ exchange: "mx.test", priority: 10 }]
+        "tls.test": [{ exchange: "mx.test", priority: 10 }],
+        "prio.test": [{ exchange: "mx.prio.test", priority: 10 }],
+        "quiet.test": [{ exchange: "mx.quiet.test", priority: 10 }]
       },
       A: {
         "mx1.dest.test": "127.0.0.2",
@@ -79,7 +90,9 @@ const world = (options: { readonly tlsCert?: { readonly cert: string; readonly k
         "implicit.test": "127.0.0.2",
         "down.dead.test": "127.0.0.9",
         "mx.plain.test": "127.0.0.4",
-        "mx.test": "127.0.0.5"
+        "mx.test": "127.0.0.5",
+        "mx.prio.test": "127.0.0.6",
+        "mx.quiet.test": "127.0.0.7"
       }
     })
     const dns = yield* NodeDns.make({ servers: [dnsmasq.server], timeoutMs: 2_000, tries: 2 })
@@ -232,6 +245,42 @@ describe.skipIf(!Dnsmasq.available)("MxAdapter against dnsmasq and loopback MXes
       assert.deepStrictEqual(tags(yield* trusted.deliver(delivery(["d@tls.test"]))), { "d@tls.test": "Ok" })
       assert.strictEqual(w.tls!.seen.length, 2)
     }))
+})
+
+describe.skipIf(!Dnsmasq.available)("MxAdapter and MT-PRIORITY (RFC 6710)", () => {
+  it.live("passed on to a next hop that offers it, and only then", () =>
+    Effect.gen(function*() {
+      const w = yield* world()
+      // Incoming as the next hop: it offers MT-PRIORITY to trusted clients and records the level it
+      // got (envelope.priority); an untrusted client is not offered it, and a level sent anyway
+      // is recorded as the annotation mt-priority-ignored.
+      const nextHop = (host: string, domain: string, trusted: boolean) =>
+        Effect.gen(function*() {
+          const ctx = yield* Layer.build(TestIncoming.layer({
+            domains: [domain],
+            listener: { host, port: w.port },
+            relay: { trustedNetworks: trusted ? ["127.0.0.0/8"] : [] }
+          }))
+          return yield* Effect.provide(CapturingAdapter.Captured, ctx)
+        })
+      const offers = yield* nextHop("127.0.0.6", "prio.test", true)
+      const quiet = yield* nextHop("127.0.0.7", "quiet.test", false)
+      const mx = yield* w.adapter()
+      for (const [i, priority] of [9, -4, 0].entries()) {
+        assert.deepStrictEqual(tags(yield* mx.deliver(delivery(["u@prio.test"], { priority }))), { "u@prio.test": "Ok" })
+        assert.strictEqual((yield* offers.awaitDelivered(i + 1))[i]!.envelope.priority, priority)
+      }
+      // No level of our own: none sent.
+      assert.deepStrictEqual(tags(yield* mx.deliver(delivery(["u@prio.test"]))), { "u@prio.test": "Ok" })
+      assert.isUndefined((yield* offers.awaitDelivered(4))[3]!.envelope.priority)
+      // A next hop that does not offer it gets no parameter (it would record one it ignored).
+      assert.deepStrictEqual(tags(yield* mx.deliver(delivery(["u@quiet.test"], { priority: 9 }))), { "u@quiet.test": "Ok" })
+      const [got] = yield* quiet.awaitDelivered(1)
+      assert.isUndefined(got!.envelope.priority)
+      assert.isUndefined(got!.envelope.annotations?.["mt-priority-ignored"])
+      // Nor does a plain smtp-server peer.
+      assert.deepStrictEqual(tags(yield* mx.deliver(delivery(["p@dest.test"], { priority: 9 }))), { "p@dest.test": "Ok" })
+    }), { timeout: 60_000 })
 })
 
 describe.skipIf(!Dnsmasq.available)("MxAdapter DKIM signing", () => {

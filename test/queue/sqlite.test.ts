@@ -612,6 +612,28 @@ describe("SqliteQueue handoff", () => {
         }))
     }))
 
+  it.effect("a low-priority commit does not overtake normal messages already handed off", () =>
+    Effect.gen(function*() {
+      const dataDir = yield* tempDir
+      yield* TestClock.setTime(T0)
+      const [n1, n2] = [message({ receivedAt: T0 - 3 }), message({ receivedAt: T0 - 2 })]
+      const low = message({ receivedAt: T0 - 1, priority: -5 })
+      const high = message({ receivedAt: T0, priority: 5 })
+      yield* withQueue({ dataDir }, (q) =>
+        Effect.gen(function*() {
+          yield* idleClaim(q)
+          yield* q.commit(n1)
+          yield* q.commit(n2)
+          // The database's only waiting row is below normal; the ready list holds n1 and n2.
+          yield* q.commit(low)
+          assert.strictEqual((yield* claimOne(q)).id, n1.id)
+          // Above normal still goes first.
+          yield* q.commit(high)
+          assert.deepStrictEqual([(yield* claimOne(q)).id, (yield* claimOne(q)).id, (yield* claimOne(q)).id], [high.id, n2.id, low.id])
+          yield* idleClaim(q)
+        }))
+    }))
+
   it.effect(`at most ${SqliteQueue.maxHandedOff} leases are handed off; later commits are queued and claimed in order`, () =>
     Effect.gen(function*() {
       const dataDir = yield* tempDir

@@ -23,6 +23,10 @@ export interface Script {
   readonly macros?: Readonly<Record<number, string>>
   /** The answer to each packet after the negotiation; default: continue to every command that expects a reply. */
   readonly on?: (p: Received, connection: ReadonlyArray<Received>) => Action | undefined
+  /** Turn Nagle off on the filter's side (default on, as libmilter leaves it). */
+  readonly noDelay?: boolean
+  /** Write every reply one byte at a time, each in its own segment (framing split at every byte). */
+  readonly byteByByte?: boolean
 }
 
 export interface ScriptedMilter {
@@ -87,11 +91,21 @@ export const start = (script: Script = {}): Effect.Effect<ScriptedMilter, never,
         const sockets = new Set<Socket>()
         const server = createServer((socket) => {
           sockets.add(socket)
+          socket.setNoDelay(script.noDelay === true)
           const index = connections.length
           const received: Array<Received> = []
           connections.push(received)
           closed.push(false)
           let buffer = Buffer.alloc(0)
+          // One byte per segment, in order: each waits for the previous one to leave.
+          let trickle = Promise.resolve()
+          const write = (b: Buffer) => {
+            if (script.byteByByte !== true) return void socket.write(b)
+            socket.setNoDelay(true)
+            for (const byte of b) {
+              trickle = trickle.then(() => new Promise<void>((done) => (socket.writable ? socket.write(Buffer.from([byte]), () => setTimeout(done, 1)) : done())))
+            }
+          }
           socket.on("error", () => {})
           socket.on("close", () => {
             closed[index] = true
@@ -106,7 +120,7 @@ export const start = (script: Script = {}): Effect.Effect<ScriptedMilter, never,
               received.push(p)
               if (p.command === "O") {
                 const macros = Object.entries(script.macros ?? {}).map(([stage, names]) => Buffer.concat([u32(Number(stage)), z(names)]))
-                socket.write(packet("O", Buffer.concat([u32(6), u32(script.actions ?? 0x31), u32(script.steps ?? 0), ...macros])))
+                write(packet("O", Buffer.concat([u32(6), u32(script.actions ?? 0x31), u32(script.steps ?? 0), ...macros])))
                 continue
               }
               const action = script.on?.(p, received) ?? (silent.has(p.command) ? [] : [reply.continue])
@@ -115,8 +129,8 @@ export const start = (script: Script = {}): Effect.Effect<ScriptedMilter, never,
                 return
               }
               for (const a of action) {
-                if (Buffer.isBuffer(a)) socket.write(a)
-                else setTimeout(() => socket.writable && socket.write(a.then), a.delayMs)
+                if (Buffer.isBuffer(a)) write(a)
+                else setTimeout(() => socket.writable && write(a.then), a.delayMs)
               }
             }
           })

@@ -1,17 +1,20 @@
 /**
  * Bounces: when recipients of a message are dead-lettered, its sender is told (RFC 5321 §6.1:
- * a server that accepted a message and cannot deliver it must say so). The report
- * (`DsnReport.ts`) is queued like any message — `MAIL FROM:<>`, to the original sender — so
- * the router takes it wherever that sender's mail goes (a local mailbox, or out by MX).
+ * a server that accepted a message and cannot deliver it must say so); with `delayNoticeMs`, a
+ * sender whose message is still not delivered that long after it arrived is told once that it
+ * is being retried (`Action: delayed`). The report (`DsnReport.ts`) is made here as a message —
+ * `MAIL FROM:<>`, to the original sender — and the dispatcher commits it in the same queue
+ * transaction as the settle that caused it, so a crash cannot lose it; it is then routed like
+ * any message (a local mailbox, or out by MX).
  *
  * Who is not told, on purpose: the null sender (a bounce is never bounced, RFC 3464 §2), a
- * recipient whose `NOTIFY` (RFC 3461) leaves out FAILURE, and mail that failed DMARC or SPF —
- * its sender is probably forged, and a report would be backscatter to an innocent party — and
- * a foreign sender when nothing here delivers off-site.
+ * recipient whose `NOTIFY` (RFC 3461) leaves out FAILURE (DELAY for a delay notice), and mail
+ * that failed DMARC or SPF — its sender is probably forged, and a report would be backscatter
+ * to an innocent party — and a foreign sender when nothing here delivers off-site.
  */
 import { Effect, Stream } from "effect"
 import type { Envelope } from "../../protocol/Envelope.ts"
-import type { MailQueue } from "../../queue/MailQueue.ts"
+import type { NewMessage } from "../../queue/MailQueue.ts"
 import * as MessageId from "../../queue/MessageId.ts"
 import * as DsnReport from "./DsnReport.ts"
 
@@ -26,14 +29,24 @@ export interface BounceOptions {
   readonly localDomains: ReadonlyArray<string>
   /** Originals larger than this are returned as their header only, even under `RET=FULL`. */
   readonly maxReturnedBytes?: number
+  /**
+   * A recipient still being retried this long (ms) after the message arrived gets one delay
+   * notice per message (`NOTIFY=DELAY`, or no NOTIFY); none when absent.
+   */
+  readonly delayNoticeMs?: number | undefined
 }
 
 export const defaults = { maxReturnedBytes: 1024 * 1024 } as const
 
+/** A recipient to report: dead-lettered (`failed`), or still being retried (`delayed`). */
 export interface Dead {
   readonly rcpt: string
   readonly reason: string
   readonly remoteMta?: string | undefined
+  /** Default `failed`. */
+  readonly action?: "failed" | "delayed" | undefined
+  /** A delayed recipient: when we give up (RFC 3464 `Will-Retry-Until`). */
+  readonly willRetryUntil?: number | undefined
 }
 
 export interface Original {
@@ -73,7 +86,8 @@ export const isLocal = (address: string, domains: ReadonlyArray<string>): boolea
 export const suppressed = (
   envelope: Envelope,
   rcpt: string | undefined,
-  reach: { readonly localDomains: ReadonlyArray<string>; readonly offSite: (address: string) => boolean }
+  reach: { readonly localDomains: ReadonlyArray<string>; readonly offSite: (address: string) => boolean },
+  action: "failed" | "delayed" = "failed"
 ): string | undefined => {
   if (envelope.mailFrom === "") return "the sender is the null sender (never bounce a bounce)"
   if (!isLocal(envelope.mailFrom, reach.localDomains) && !reach.offSite(envelope.mailFrom)) {
@@ -82,27 +96,26 @@ export const suppressed = (
   const failedAuth = envelope.authentication?.results.find((r) => (r.method === "dmarc" || r.method === "spf") && r.result === "fail")
   if (failedAuth !== undefined) return `the message failed ${failedAuth.method.toUpperCase()} (no backscatter to a forged sender)`
   const notify = rcpt === undefined ? undefined : envelope.recipientDsn?.[rcpt]?.notify
-  if (notify !== undefined && !notify.includes("FAILURE")) return `NOTIFY=${notify.join(",")}`
+  const wanted = action === "failed" ? "FAILURE" : "DELAY"
+  if (notify !== undefined && !notify.includes(wanted)) return `NOTIFY=${notify.join(",")}`
   return undefined
 }
 
 /**
- * Queues one report for the recipients of `original` in `dead` that are to be reported, and
- * returns its id (`undefined` when nobody is). Reading the original or committing the report
- * may fail: the caller logs it (the dead letters themselves are already recorded).
+ * One report for the recipients of `original` in `dead` that are to be reported, as a message
+ * to queue (`undefined` when nobody is). Reading the original may fail: the caller decides.
  */
-export const send = (
-  queue: MailQueue["Service"],
+export const report = (
   options: BounceOptions,
   offSite: (address: string) => boolean,
   original: Original,
   dead: ReadonlyArray<Dead>,
   now: number
-): Effect.Effect<string | undefined, unknown> =>
+): Effect.Effect<NewMessage | undefined, unknown> =>
   Effect.gen(function*() {
     const envelope = original.envelope
     const reach = { localDomains: options.localDomains, offSite }
-    const reported = dead.filter((d) => suppressed(envelope, d.rcpt, reach) === undefined)
+    const reported = dead.filter((d) => suppressed(envelope, d.rcpt, reach, d.action) === undefined)
     if (reported.length === 0) return undefined
     const full = envelope.dsn?.ret === "FULL" && original.size <= (options.maxReturnedBytes ?? defaults.maxReturnedBytes)
     const message = yield* read(original.body, full)
@@ -114,18 +127,18 @@ export const send = (
       recipients: reported.map((d) => ({
         rcpt: d.rcpt,
         original: envelope.recipientDsn?.[d.rcpt]?.orcpt,
-        action: "failed",
+        action: d.action ?? "failed",
         reason: d.reason,
         remoteMta: d.remoteMta,
-        lastAttemptAt: now
+        lastAttemptAt: now,
+        willRetryUntil: d.willRetryUntil
       })),
       original: message,
       full,
       now
     })
-    const id = MessageId.make(now)
-    yield* queue.commit({
-      id,
+    return {
+      id: MessageId.make(now),
       envelope: {
         mailFrom: "",
         rcptTo: [envelope.mailFrom],
@@ -139,6 +152,5 @@ export const send = (
       trace: "",
       body: { _tag: "InMemory", size: report.length, chunks: [report], release: Effect.void },
       receivedAt: now
-    })
-    return id
+    } satisfies NewMessage
   })

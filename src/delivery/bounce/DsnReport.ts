@@ -21,6 +21,8 @@ export interface FailedRecipient {
   /** The host that gave the reply, when one did (`Remote-MTA`). */
   readonly remoteMta?: string | undefined
   readonly lastAttemptAt: number
+  /** A delayed recipient: when we stop trying (`Will-Retry-Until`). */
+  readonly willRetryUntil?: number | undefined
 }
 
 export interface ReportInput {
@@ -93,7 +95,8 @@ const deliveryStatus = (input: ReportInput): string => {
       `Status: ${statusOf(r.reason, r.action)}`,
       ...(r.remoteMta !== undefined ? [`Remote-MTA: dns; ${oneLine(r.remoteMta)}`] : []),
       `Diagnostic-Code: ${smtpReply(r.reason) ? "smtp" : "x-incoming"}; ${oneLine(r.reason)}`,
-      `Last-Attempt-Date: ${rfc5322Date(r.lastAttemptAt)}`
+      `Last-Attempt-Date: ${rfc5322Date(r.lastAttemptAt)}`,
+      ...(r.action === "delayed" && r.willRetryUntil !== undefined ? [`Will-Retry-Until: ${rfc5322Date(r.willRetryUntil)}`] : [])
     ].join("\r\n"))
   }
   return blocks.join("\r\n\r\n")

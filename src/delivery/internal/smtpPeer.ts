@@ -94,8 +94,29 @@ const verdictCodes = new Set(["EENVELOPE", "EMESSAGE"])
  * whether a message that needs an extension can go, which RFC 6531/6152 require us to know.
  */
 const extensionsOf = (connection: SMTPConnection): ReadonlySet<string> => {
-  const list = (connection as unknown as { readonly _supportedExtensions?: ReadonlyArray<string> })._supportedExtensions ?? []
-  return new Set(list.map((e) => e.toUpperCase()))
+  const c = connection as unknown as { readonly _supportedExtensions?: ReadonlyArray<string>; readonly _ehloLines?: ReadonlyArray<string> }
+  // _ehloLines: the reply's lines without their code; the keyword is the first word (MT-PRIORITY, which nodemailer does not know).
+  const keywords = [...(c._supportedExtensions ?? []), ...(c._ehloLines ?? []).map((line) => line.split(/\s+/)[0] ?? "")]
+  return new Set(keywords.filter((k) => k !== "").map((e) => e.toUpperCase()))
+}
+
+/**
+ * Runs `f` with `parameter` appended to the MAIL FROM command nodemailer writes meanwhile: it has
+ * no option for parameters it does not know (MT-PRIORITY). `SMTPConnection.send` writes MAIL
+ * before it returns, so the command cannot escape the window.
+ */
+const withMailParameter = (connection: SMTPConnection, parameter: string | undefined, f: () => void): void => {
+  if (parameter === undefined) return f()
+  const c = connection as unknown as { _sendCommand: (command: string, ...rest: Array<unknown>) => void }
+  const original = c._sendCommand
+  c._sendCommand = function(this: unknown, command: string, ...rest: Array<unknown>) {
+    return original.call(this, command.startsWith("MAIL FROM:") ? `${command} ${parameter}` : command, ...rest)
+  }
+  try {
+    f()
+  } finally {
+    c._sendCommand = original
+  }
 }
 
 const connectionOptions = (o: PeerOptions): SMTPConnection.Options => ({
@@ -197,6 +218,8 @@ export interface Envelope {
    * every RCPT of this transaction (nodemailer takes one set per transaction).
    */
   readonly dsn?: Dsn.MailDsn & Dsn.RecipientDsn | undefined
+  /** RFC 6710 `MT-PRIORITY` (-9..9), sent when the peer offers it. */
+  readonly priority?: number | undefined
 }
 
 /** nodemailer's form of `Envelope.dsn` (it xtext-encodes the values itself). */
@@ -238,8 +261,10 @@ export const send = (peer: Peer, envelope: Envelope, body: Stream.Stream<Uint8Ar
       started = true
       peer.transactions++
       // nodemailer takes a Node stream: the body Stream is read as one, its failure an 'error'.
-      stream = NodeStream.toReadableNever(body)
-      connection.send(
+      const readable = NodeStream.toReadableNever(body)
+      stream = readable
+      const priority = envelope.priority !== undefined && peer.extensions.has("MT-PRIORITY") ? `MT-PRIORITY=${envelope.priority}` : undefined
+      withMailParameter(connection, priority, () => connection.send(
         {
           from: envelope.from,
           to: [...envelope.to],
@@ -247,12 +272,12 @@ export const send = (peer: Peer, envelope: Envelope, body: Stream.Stream<Uint8Ar
           use8BitMime: envelope.use8BitMime ?? true,
           ...(envelope.dsn === undefined ? {} : { dsn: nodemailerDsn(envelope.dsn) })
         } as Parameters<typeof connection.send>[0],
-        stream,
+        readable,
         (error, info) => {
           if (error !== null) finish(verdictCodes.has(error.code ?? "") ? { _tag: "Refused", error } : { _tag: "Failed", error })
           else finish({ _tag: "Sent", info })
         }
-      )
+      ))
     }
     if (peer.transactions === 0) return transaction()
     connection.reset((error) => (error !== null ? finish({ _tag: "Failed", error, stale: !started }) : transaction()))

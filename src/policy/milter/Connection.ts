@@ -124,6 +124,21 @@ export const open = (address: Address, timeoutMs: number): Effect.Effect<Connect
         ? Effect.void
         : writer.write(packets.length === 1 ? packets[0]! : Buffer.concat(packets)).pipe(Effect.mapError(fromSocket), deadline("sending"))
 
+    // Over TCP, a filter whose answer to end of message is several writes (libmilter: one per
+    // modification, then the final reply) has all but the first held by Nagle's algorithm on its
+    // side until we ACK, and our kernel delays that ACK 40 ms or more (we are in interactive
+    // mode). Node cannot set TCP_QUICKACK, so we write instead: the end-of-message macros once
+    // more (the same values: a no-op for the filter, read after its answer), which carries the
+    // ACK at once. Measured: ~50 ms less per message against OpenDKIM (docs/milter.md).
+    const nudges = address._tag === "inet"
+    const ack = (eom: ReadonlyArray<Uint8Array>) => {
+      const first = eom[0]
+      const again = eom.length > 1 && first !== undefined && first[4] === Codec.Command.Macro.charCodeAt(0)
+        ? first
+        : Codec.macros(Codec.Command.EndOfMessage, [])
+      return send([again])
+    }
+
     const ask = (packets: ReadonlyArray<Uint8Array>, endOfMessage = false): Effect.Effect<Answer, MilterError> =>
       Effect.gen(function*() {
         yield* send(packets)
@@ -139,6 +154,8 @@ export const open = (address: Address, timeoutMs: number): Effect.Effect<Connect
             case "Modify":
               if (!endOfMessage) return yield* fail({ _tag: "Protocol", detail: `${reply.modification._tag} before end of message` })
               modifications.push(reply.modification)
+              // Only when nothing more has arrived: the rest is held back, waiting for our ACK.
+              if (nudges && received.length === 0) yield* ack(packets)
               continue
             case "Shutdown":
               return yield* fail({ _tag: "Closed", detail: "the filter is shutting down" })

@@ -34,23 +34,27 @@ export interface Handoff {
   readonly now: number
 }
 
+/** A message as the writer stores it: a commit's, or a report committed along with a settle (stored queued). */
+export interface ReportRow {
+  readonly id: string
+  readonly envelope: string
+  readonly trace: string
+  readonly receivedAt: number
+  readonly size: number
+  /** The body stored in the row; a large one that owns its buffer is moved to the writer, not copied. */
+  readonly inline: Uint8Array | null
+  readonly file: string | null
+  readonly rcpts: ReadonlyArray<string>
+  /** The envelope's priority, stored on each recipient row (a handed-off commit is always normal). */
+  readonly priority: number
+}
+
 /** What a commit did: `rowid` (its first recipient row, the claim order's tie-break) when handed off. */
 export type CommitResult = { readonly handedOff: false } | { readonly handedOff: true; readonly rowid: number }
 
 export type Op =
-  | {
+  | ReportRow & {
     readonly op: "commit"
-    readonly id: string
-    readonly envelope: string
-    readonly trace: string
-    readonly receivedAt: number
-    readonly size: number
-    /** The body stored in the row; a large one that owns its buffer is moved to the writer, not copied. */
-    readonly inline: Uint8Array | null
-    readonly file: string | null
-    readonly rcpts: ReadonlyArray<string>
-    /** The envelope's priority, stored on each recipient row (a handed-off commit is always normal). */
-    readonly priority: number
     readonly maxDepth: number
     readonly handoff: Handoff | null
   }
@@ -64,6 +68,11 @@ export type Op =
     readonly ahead: number
     /** Ageing (`Priority.effective`): rows below normal whose message arrived this long ago become normal; 0: none. */
     readonly maxWaitMs: number
+    /**
+     * Whether rows below normal priority may be leased: not while the ready list holds normal
+     * leases, which claim before them.
+     */
+    readonly belowNormal: boolean
     /** The owner those leases carry until a worker takes one (the ready list's, like handoffs). */
     readonly aheadOwner: string
   }
@@ -74,6 +83,10 @@ export type Op =
     readonly rows: ReadonlyArray<SettleRow>
     /** Every recipient of the lease is delivered: try deleting the message in one statement first. */
     readonly allDelivered: boolean
+    /** Messages committed in the same transaction (bounces, delay notices), stored queued. */
+    readonly reports: ReadonlyArray<ReportRow>
+    /** Sets the stored envelope's `delayNotified` (epoch ms). */
+    readonly delayNotified: number | null
   }
   /** Moves a live lease's expiry (a handed-off lease popped late); the value says whether the token still held. */
   | { readonly op: "extend"; readonly id: string; readonly token: string; readonly owner: string; readonly expiresAt: number }

@@ -154,6 +154,7 @@ const sql = {
   hold: db.prepare("UPDATE recipients SET held = 1 WHERE message_id = ?"),
   unhold: db.prepare("UPDATE recipients SET held = 0 WHERE message_id = ? AND held = 1"),
   deleteMessage: db.prepare("DELETE FROM messages WHERE id = ? RETURNING body_file"),
+  markDelayNotified: db.prepare("UPDATE messages SET envelope = json_set(envelope, '$.delayNotified', ?) WHERE id = ?"),
   requeue: db.prepare(
     `UPDATE recipients SET state = 'queued', next_attempt_at = ?, expires_at = NULL
      WHERE message_id = ? AND state IN ('retry', 'dead')`
@@ -217,11 +218,14 @@ const urgentDue = (now: number) => {
   return row !== undefined && num(row.priority) > 0 ? row : undefined
 }
 
-/** Claim order: above normal, then normal, then below (rows that aged count as normal: see `age`). */
-const nextToClaim = (now: number) => {
+/**
+ * Claim order: above normal, then normal, then below (rows that aged count as normal: see `age`);
+ * below normal only with `belowNormal`.
+ */
+const nextToClaim = (now: number, belowNormal: boolean) => {
   const prioritised = sql.nextPrioritised.get(now)
   if (prioritised !== undefined && num(prioritised.priority) > 0) return prioritised
-  return sql.nextDue.get(now) ?? prioritised
+  return sql.nextDue.get(now) ?? (belowNormal ? prioritised : undefined)
 }
 
 // Ageing runs at most once a second (clock of the claims): a row ages up to a second late.
@@ -272,7 +276,7 @@ const run = (batch: Batch, op: Op): Outcome => {
       ageRows(op.now, op.maxWaitMs)
       const claimed: Array<Claimed> = []
       for (let n = 0; n <= op.ahead; n++) {
-        const next = nextToClaim(op.now)
+        const next = nextToClaim(op.now, op.belowNormal)
         if (next === undefined) break
         const id = str(next.id)
         const token = n === 0 ? op.token : `${op.token}.${n}`
@@ -297,7 +301,7 @@ const run = (batch: Batch, op: Op): Outcome => {
       return ok(claimed)
     }
     case "settle": {
-      if (op.allDelivered) {
+      if (op.allDelivered && op.reports.length === 0) {
         const gone = sql.deleteSettled.all({ id: op.id, token: op.token })
         if (gone.length > 0) {
           // The lease's recipients were pending, and nothing else was: the message leaves the count.
@@ -309,6 +313,17 @@ const run = (batch: Batch, op: Op): Outcome => {
       }
       const rows = leasedRows(op.id, op.token)
       if (rows.length === 0) return leaseLost(op.id)
+      // Checked before anything is written: the settle and its reports, or neither.
+      for (const report of op.reports) {
+        if (sql.exists.get(report.id) !== undefined) return refuse({ _tag: "StorageFailed", detail: `message ${report.id} already exists` })
+      }
+      for (const report of op.reports) {
+        sql.insertMessage.run(report.id, report.envelope, report.trace, report.receivedAt, report.size, report.inline, report.file)
+        for (const rcpt of report.rcpts) sql.insertRecipient.run(report.id, rcpt, report.receivedAt, report.priority)
+        batch.depthDelta += 1
+        batch.dueFrom = Math.min(batch.dueFrom, report.receivedAt)
+      }
+      if (op.delayNotified !== null) sql.markDelayNotified.run(op.delayNotified, op.id)
       const byRcpt = new Map(op.rows.map((s) => [s.rcpt, s]))
       for (const row of rows) {
         const s = byRcpt.get(row.rcpt)

@@ -42,35 +42,58 @@ export interface Options {
 
 const exists = (id: string) => new MailQueueError({ reason: { _tag: "StorageFailed", detail: `message ${id} already exists` } })
 
+/** One statement: the messages (new ids only), their recipients, one NOTIFY; the ids stored. */
+const insertMessages = (
+  sql: SqlClient.SqlClient,
+  nodeId: string,
+  batch: ReadonlyArray<NewMessage>,
+  bodies: ReadonlyArray<Uint8Array>,
+  chunks: ReadonlyArray<number>
+) => {
+  const ids = batch.map((m) => m.id)
+  const rcpts = batch.flatMap((m) => [...new Set(m.envelope.rcptTo)].map((rcpt, ord) => ({ id: m.id, rcpt, ord, at: m.receivedAt })))
+  return sql<{ id: string }>`
+    WITH ins AS (
+      INSERT INTO messages (id, envelope, trace, received_at, size, body, chunks, due_at, priority)
+      SELECT t.id, t.envelope, t.trace, t.received_at, t.size, CASE WHEN t.chunks > 0 THEN NULL ELSE t.body END, t.chunks, t.received_at,
+        t.priority
+      FROM unnest(${ids}::text[], ${batch.map((m) => encodeEnvelope(m.envelope))}::text[], ${batch.map((m) => m.trace)}::text[],
+                  ${batch.map((m) => BigInt(m.receivedAt))}::bigint[], ${batch.map((m) => BigInt(m.body.size))}::bigint[],
+                  ${bodies}::bytea[], ${chunks}::integer[], ${batch.map((m) => m.envelope.priority ?? 0)}::smallint[])
+        AS t(id, envelope, trace, received_at, size, body, chunks, priority)
+      ON CONFLICT (id) DO NOTHING
+      RETURNING id
+    ), rcpt AS (
+      INSERT INTO recipients (message_id, rcpt, ord, state, next_attempt_at)
+      SELECT r.id, r.rcpt, r.ord, 'queued', r.at
+      FROM unnest(${rcpts.map((r) => r.id)}::text[], ${rcpts.map((r) => r.rcpt)}::text[], ${rcpts.map((r) => r.ord)}::integer[],
+                  ${rcpts.map((r) => BigInt(r.at))}::bigint[]) AS r(id, rcpt, ord, at)
+      JOIN ins ON ins.id = r.id
+    )
+    SELECT ins.id, pg_notify(${channel}, ${`${nodeId} ${batch.length}`}) FROM ins`
+}
+
+/**
+ * Stores one message inside the caller's transaction (a report committed with a settle): false
+ * when its id is taken. A large body is written in chunks, as a commit does.
+ */
+export const storeInTransaction = (sql: SqlClient.SqlClient, nodeId: string, message: NewMessage) =>
+  Effect.gen(function*() {
+    const large = Bodies.isLarge(message.body)
+    const body = large ? new Uint8Array(0) : yield* Bodies.inline(message.body)
+    const rows = yield* insertMessages(sql, nodeId, [message], [body], [large ? Math.ceil(message.body.size / chunkSize) : 0])
+    if (rows.length === 0) return false
+    if (large) yield* Bodies.writeChunks(sql, message.id, message.body)
+    return true
+  })
+
 export const make = (options: Options): Effect.Effect<GroupCommit, never, Scope.Scope> =>
   Effect.gen(function*() {
     const { sql } = options
     const jobs = yield* Queue.unbounded<Job>()
 
-    /** One statement: the batch's messages (new ids only), their recipients, one NOTIFY. */
-    const insert = (batch: ReadonlyArray<Job>, bodies: ReadonlyArray<Uint8Array>, chunks: ReadonlyArray<number>) => {
-      const ids = batch.map((j) => j.message.id)
-      const rcpts = batch.flatMap((j) => [...new Set(j.message.envelope.rcptTo)].map((rcpt, ord) => ({ id: j.message.id, rcpt, ord, at: j.message.receivedAt })))
-      return sql<{ id: string }>`
-        WITH ins AS (
-          INSERT INTO messages (id, envelope, trace, received_at, size, body, chunks, due_at, priority)
-          SELECT t.id, t.envelope, t.trace, t.received_at, t.size, CASE WHEN t.chunks > 0 THEN NULL ELSE t.body END, t.chunks, t.received_at,
-            t.priority
-          FROM unnest(${ids}::text[], ${batch.map((j) => encodeEnvelope(j.message.envelope))}::text[], ${batch.map((j) => j.message.trace)}::text[],
-                      ${batch.map((j) => BigInt(j.message.receivedAt))}::bigint[], ${batch.map((j) => BigInt(j.message.body.size))}::bigint[],
-                      ${bodies}::bytea[], ${chunks}::integer[], ${batch.map((j) => j.message.envelope.priority ?? 0)}::smallint[])
-            AS t(id, envelope, trace, received_at, size, body, chunks, priority)
-          ON CONFLICT (id) DO NOTHING
-          RETURNING id
-        ), rcpt AS (
-          INSERT INTO recipients (message_id, rcpt, ord, state, next_attempt_at)
-          SELECT r.id, r.rcpt, r.ord, 'queued', r.at
-          FROM unnest(${rcpts.map((r) => r.id)}::text[], ${rcpts.map((r) => r.rcpt)}::text[], ${rcpts.map((r) => r.ord)}::integer[],
-                      ${rcpts.map((r) => BigInt(r.at))}::bigint[]) AS r(id, rcpt, ord, at)
-          JOIN ins ON ins.id = r.id
-        )
-        SELECT ins.id, pg_notify(${channel}, ${`${options.nodeId} ${batch.length}`}) FROM ins`
-    }
+    const insert = (batch: ReadonlyArray<Job>, bodies: ReadonlyArray<Uint8Array>, chunks: ReadonlyArray<number>) =>
+      insertMessages(sql, options.nodeId, batch.map((j) => j.message), bodies, chunks)
 
     const settle = (batch: ReadonlyArray<Job>, stored: ReadonlySet<string>) =>
       Effect.forEach(batch, (j) => stored.has(j.message.id) ? Deferred.succeed(j.done, undefined) : Deferred.fail(j.done, exists(j.message.id)), { discard: true })

@@ -213,22 +213,42 @@ export const make = Effect.fnUntraced(function*(options: PgQueueOptions) {
         held.set(row.token, { id: row.id, leaseMs })
         return Option.some(toLease(row, owner))
       }).pipe(Effect.mapError(failed("claiming"))),
-    settle: (lease, settlements) =>
+    settle: (lease, settlements, extras) =>
       Effect.gen(function*() {
         const token = tokenOf(lease)
         if (token === undefined) return yield* leaseLost(lease.id)
         held.delete(token)
         const now = yield* Clock.currentTimeMillis
-        const rows = yield* sql<{ settle: string }>`SELECT settle(
-          ${lease.id}, ${token},
-          ${settlements.map((s) => s.rcpt)}::text[],
-          ${settlements.map((s) => (s._tag === "Delivered" ? "delivered" : s._tag === "Retry" ? "retry" : "dead"))}::text[],
-          ${settlements.map((s) => BigInt(s._tag === "Retry" ? s.at : 0))}::bigint[],
-          ${settlements.map((s) => s.reply)}::text[],
-          ${BigInt(now)}, ${BigInt(opts.deadLetterTtlMs)})`
-        const outcome = rows[0]?.settle
-        if (outcome === "lost") return yield* leaseLost(lease.id)
+        const reports = extras?.reports ?? []
+        const delayNotified = extras?.delayNotified
+        const run = Effect.gen(function*() {
+          const rows = yield* sql<{ settle: string }>`SELECT settle(
+            ${lease.id}, ${token},
+            ${settlements.map((s) => s.rcpt)}::text[],
+            ${settlements.map((s) => (s._tag === "Delivered" ? "delivered" : s._tag === "Retry" ? "retry" : "dead"))}::text[],
+            ${settlements.map((s) => BigInt(s._tag === "Retry" ? s.at : 0))}::bigint[],
+            ${settlements.map((s) => s.reply)}::text[],
+            ${BigInt(now)}, ${BigInt(opts.deadLetterTtlMs)})`
+          const outcome = rows[0]?.settle
+          // A lost lease fails the transaction: its reports are not stored either.
+          if (outcome === "lost") return yield* leaseLost(lease.id)
+          if (delayNotified !== undefined) {
+            yield* sql`UPDATE messages SET envelope = jsonb_set(envelope::jsonb, '{delayNotified}', to_jsonb(${BigInt(Math.floor(delayNotified))}::bigint))::text
+              WHERE id = ${lease.id}`
+          }
+          for (const m of reports) {
+            if (m.envelope.rcptTo.length === 0) return yield* new MailQueueError({ reason: { _tag: "StorageFailed", detail: `message ${m.id} has no recipients` } })
+            if (!(yield* GroupCommit.storeInTransaction(sql, nodeId, m))) {
+              return yield* new MailQueueError({ reason: { _tag: "StorageFailed", detail: `message ${m.id} already exists` } })
+            }
+          }
+          return outcome
+        })
+        // The settle and its reports in one transaction: both or neither.
+        const outcome = yield* (reports.length > 0 || delayNotified !== undefined ? sql.withTransaction(run) : run)
         if (outcome === "done" || outcome === "idle") depth = Math.max(0, depth - 1)
+        depth += reports.length
+        yield* Effect.forEach(reports, (m) => m.body.release, { discard: true })
         signal.notify()
       }).pipe(Effect.mapError(failed("settling"))),
     release: (lease) =>
