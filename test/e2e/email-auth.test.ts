@@ -21,7 +21,7 @@ import * as Telemetry from "../../src/telemetry/Telemetry.ts"
 import { CapturingAdapter, SmtpClient, TestIncoming } from "../../src/testing/index.ts"
 import { message, rsaKey, sign } from "../support/dkim.ts"
 import * as Dnsmasq from "../support/dnsmasq.ts"
-import { bodyChunks, procKb, streamBody } from "../support/largeMessage.ts"
+import { bodyChunks, procKb, resetPeak, streamBody } from "../support/largeMessage.ts"
 import { serve, waitForMaildir, writeStandaloneConfig } from "../support/server.ts"
 
 const key = rsaKey()
@@ -150,6 +150,7 @@ describe.skipIf(!Dnsmasq.available)("email authentication end to end (dnsmasq)",
       assert.strictEqual(warm.code, 250)
       const [first] = yield* waitForMaildir(maildir, "u@example.test", (files) => files.length >= 1)
       assert.match(readFileSync(first!, "utf8"), /^Authentication-Results: mx\.test;\r\n\tspf=\w+ smtp\.helo=[^\r]+;\r\n\tspf=pass smtp\.mailfrom=a@sender\.test;\r\n\tdkim=none reason="message not signed";\r\n\tdmarc=pass header\.from=sender\.test/)
+      resetPeak(pid)
       const before = procKb(pid, "VmRSS")
 
       const MiB = 1024 * 1024

@@ -1,7 +1,7 @@
 /**
  * Streaming DATA: a 50 MiB message is accepted and delivered while the server's peak RSS grows
  * by less than 32 MiB. Measured on the server process (a child), from /proc: VmRSS after a
- * warm-up message against VmHWM (the peak) after the big one. The client streams the body in
+ * warm-up message (the peak reset there) against VmHWM (the peak) after the big one. The client streams the body in
  * 64 KiB chunks with backpressure so it never holds the message either.
  */
 import { statSync } from "node:fs"
@@ -9,7 +9,7 @@ import { join } from "node:path"
 import { assert, describe, it } from "@effect/vitest"
 import { Effect } from "effect"
 import { SmtpClient, TestIncoming } from "../../src/testing/index.ts"
-import { procKb, streamBody } from "../support/largeMessage.ts"
+import { procKb, resetPeak, streamBody } from "../support/largeMessage.ts"
 import { serve, waitForMaildir } from "../support/server.ts"
 
 const MiB = 1024 * 1024
@@ -35,6 +35,7 @@ describe("large messages", () => {
       // Warm up every code path (spool, queue, delivery) before the baseline.
       const warm = yield* SmtpClient.send({ port: server.port, from: "a@remote.test", to: ["user@localhost"], data: "Subject: warm\r\n\r\nhi\r\n" })
       assert.strictEqual(warm.code, 250)
+      resetPeak(pid)
       const before = procKb(pid, "VmRSS")
 
       const client = yield* SmtpClient.connect({ port: server.port, timeoutMs: 60_000 })

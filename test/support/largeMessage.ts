@@ -2,7 +2,7 @@
  * For the large-message tests: a process's memory from /proc, and a body streamed to an SMTP
  * client's socket with backpressure (the client never holds the message either).
  */
-import { readFileSync } from "node:fs"
+import { readFileSync, writeFileSync } from "node:fs"
 import { Effect } from "effect"
 import type { SmtpClient } from "../../src/testing/index.ts"
 
@@ -10,6 +10,13 @@ export const procKb = (pid: number, field: "VmRSS" | "VmHWM"): number => {
   const m = new RegExp(`^${field}:\\s+(\\d+) kB`, "m").exec(readFileSync(`/proc/${pid}/status`, "utf8"))
   return Number(m?.[1] ?? NaN)
 }
+
+/**
+ * Resets the process's peak RSS (VmHWM) to its current RSS (Linux's `clear_refs` "5"). A test
+ * measuring one message's peak must do this first: the peak otherwise still holds start-up's,
+ * which `incoming serve` has since given back (`Reclaim.compact`), and would be charged to the message.
+ */
+export const resetPeak = (pid: number): void => writeFileSync(`/proc/${pid}/clear_refs`, "5")
 
 const line = Buffer.from(`${"x".repeat(78)}\r\n`)
 const chunk = Buffer.concat(Array.from({ length: Math.floor((64 * 1024) / line.length) }, () => line))
