@@ -84,7 +84,7 @@ export const make = Effect.fnUntraced(function*(options: PgQueueOptions) {
   const nodeId = options.nodeId ?? defaultNodeId()
   const sql = yield* connect(options, nodeId).pipe(Effect.mapError(failed("connecting to PostgreSQL")))
   yield* Schema.migrate(sql, schema).pipe(Effect.mapError(failed("migrating the queue schema")))
-  const admin = Admin.make(sql)
+  const admin = Admin.make(sql, opts.priorityMaxWaitMs)
   const signal = WorkSignal.make()
   const wake = (n: number) => {
     for (let i = 0; i < n; i++) signal.notify()
