@@ -114,6 +114,15 @@ describe.skipIf(!hasOpenssl)("MTA-STS policy cache (RFC 8461 §3.3, §5.1)", () 
       assert.isUndefined(yield* sts.policyFor("nohost.test"))
     }))
 
+  it.live("the fetch goes out from the adapter's local_address", () =>
+    Effect.gen(function*() {
+      const { server, zone, sts } = yield* world({ localAddress: "127.0.0.8" })
+      server.answers.set("mta-sts.a.test", Fixtures.policy("testing", ["mx.a.test"]))
+      zone.set(zoneFor({ "a.test": "1" }))
+      assert.strictEqual((yield* sts.policyFor("a.test"))?.policy.mode, "testing")
+      assert.deepStrictEqual(server.remotes, ["127.0.0.8"])
+    }))
+
   it.live("the policy host's certificate must verify: an untrusted one is no policy", () =>
     Effect.gen(function*() {
       const { server, zone, sts } = yield* world({}, false)

@@ -44,6 +44,8 @@ export interface PolicyServer {
   /** Requests per policy host (`mta-sts.<domain>`), and the paths asked. */
   readonly requests: (host: string) => number
   readonly paths: Array<string>
+  /** The client address of each request. */
+  readonly remotes: Array<string>
 }
 
 export const policy = (mode: "enforce" | "testing" | "none", mx: ReadonlyArray<string>, maxAge = 86400): Answer => ({
@@ -57,10 +59,12 @@ export const serve = (cert: Certificate): Effect.Effect<PolicyServer, Error, Sco
       const answers = new Map<string, Answer>()
       const counts = new Map<string, number>()
       const paths: Array<string> = []
+      const remotes: Array<string> = []
       const server = createServer({ cert: cert.cert, key: cert.key }, (req, res) => {
         const host = (req.headers.host ?? "").replace(/:\d+$/, "").toLowerCase()
         counts.set(host, (counts.get(host) ?? 0) + 1)
         paths.push(req.url ?? "")
+        remotes.push(req.socket.remoteAddress ?? "")
         const answer = req.url === "/.well-known/mta-sts.txt" ? answers.get(host) : undefined
         if (answer === undefined) {
           res.writeHead(404, { "content-type": "text/plain" })
@@ -73,7 +77,7 @@ export const serve = (cert: Certificate): Effect.Effect<PolicyServer, Error, Sco
       server.listen(0, "127.0.0.1", () =>
         resume(Effect.succeed({
           server,
-          policies: { port: (server.address() as AddressInfo).port, answers, requests: (host) => counts.get(host) ?? 0, paths }
+          policies: { port: (server.address() as AddressInfo).port, answers, requests: (host) => counts.get(host) ?? 0, paths, remotes }
         })))
     }),
     ({ server }) =>
