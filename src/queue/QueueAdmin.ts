@@ -59,6 +59,25 @@ export interface QueueStats {
   /** Pending messages on hold (counted in `depth` too). */
   readonly held: number
   readonly recipients: Readonly<Record<RecipientState, number>>
+  /**
+   * Pending messages (held ones included) by effective priority: the level a claim would order
+   * them by now, after ageing (`Priority.effective`). Only levels with messages, highest first;
+   * the counts add up to `depth`, give or take a commit or settle made while counting.
+   */
+  readonly byPriority: ReadonlyArray<PriorityDepth>
+}
+
+export interface PriorityDepth {
+  /** -9..9 */
+  readonly priority: number
+  readonly messages: number
+}
+
+/** `byPriority` from (level, count) pairs in any order: levels merged, zeros dropped, highest first. */
+export const priorityDepths = (pairs: Iterable<readonly [priority: number, messages: number]>): ReadonlyArray<PriorityDepth> => {
+  const counts = new Map<number, number>()
+  for (const [priority, messages] of pairs) counts.set(priority, (counts.get(priority) ?? 0) + messages)
+  return [...counts].filter(([, messages]) => messages > 0).sort(([a], [b]) => b - a).map(([priority, messages]) => ({ priority, messages }))
 }
 
 export class QueueAdmin extends Context.Service<QueueAdmin, {

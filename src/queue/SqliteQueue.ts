@@ -587,7 +587,7 @@ export const make = Effect.fnUntraced(function*(options: SqliteQueueOptions) {
       return yield* writer.submit<number>({ op: "purgeExpired", now })
     }).pipe(Effect.withSpan("SqliteQueue.purgeExpired"))
   })
-  const admin = SqliteAdmin.make({ sql, writer, ready, bodiesDir, depthNow })
+  const admin = SqliteAdmin.make({ sql, writer, ready, bodiesDir, depthNow, priorityMaxWaitMs: opts.priorityMaxWaitMs })
   return { queue, admin } satisfies QueueBackend.QueueBackend
 })
 

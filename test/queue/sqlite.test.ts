@@ -237,7 +237,11 @@ describe("SqliteQueue", () => {
           assert.strictEqual(yield* q.depth, 50)
         }))
       const committed = batches.filter((b) => b.committed)
-      assert.strictEqual(committed.reduce((n, b) => n + b.jobs, 0), 50)
+      // Jobs are the 50 commits, plus at most one depth recount per batch: the owner asks for one
+      // at most every 100 ms of real time, so on a slow machine one can ride along.
+      const jobs = committed.reduce((n, b) => n + b.jobs, 0)
+      assert.isAtLeast(jobs, 50)
+      assert.isAtMost(jobs, 50 + committed.length)
       assert.isAtMost(committed.length, 3, `50 concurrent commits took ${committed.length} transactions`)
     }))
 
