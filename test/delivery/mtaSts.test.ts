@@ -114,6 +114,16 @@ describe.skipIf(!hasOpenssl)("MTA-STS policy cache (RFC 8461 §3.3, §5.1)", () 
       assert.isUndefined(yield* sts.policyFor("nohost.test"))
     }))
 
+  it.live("a burst of lookups for one domain fetches its policy once", () =>
+    Effect.gen(function*() {
+      const { server, zone, sts } = yield* world()
+      server.answers.set("mta-sts.a.test", Fixtures.policy("enforce", ["mx.a.test"]))
+      zone.set(zoneFor({ "a.test": "1" }))
+      const found = yield* Effect.all(Array.from({ length: 8 }, () => sts.policyFor("a.test")), { concurrency: "unbounded" })
+      assert.deepStrictEqual(found.map((k) => k?.id), Array(8).fill("1"))
+      assert.strictEqual(server.requests("mta-sts.a.test"), 1)
+    }))
+
   it.live("the fetch goes out from the adapter's local_address", () =>
     Effect.gen(function*() {
       const { server, zone, sts } = yield* world({ localAddress: "127.0.0.8" })
