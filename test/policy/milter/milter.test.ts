@@ -7,7 +7,7 @@
  * code, discard, progress, skip) and modification (add, insert, change, delete header, replace
  * body in chunks — in memory and spilled to disk —, add recipient with and without ESMTP
  * arguments, delete recipient, change sender, quarantine: held in the queue until released,
- * also through the standalone server and `incoming queue`); steps the filter declines or leaves
+ * also on a sync-ack route and through the standalone server and `incoming queue`); steps the filter declines or leaves
  * unanswered; modifications it did not negotiate; and failures — filter down, silent, closing
  * mid-message, oversized or malformed packets, a new body over the size cap — giving the
  * `on_error` verdict, never a 5xx.
@@ -16,6 +16,8 @@ import { existsSync, readdirSync } from "node:fs"
 import { join } from "node:path"
 import { assert, describe, it } from "@effect/vitest"
 import { Context, Effect, Layer, Option, PubSub } from "effect"
+import * as DA from "../../../src/delivery/DeliveryAdapter.ts"
+import * as Router from "../../../src/delivery/Router.ts"
 import * as Codec from "../../../src/policy/milter/Codec.ts"
 import * as Connection from "../../../src/policy/milter/Connection.ts"
 import * as Milter from "../../../src/policy/rules/Milter.ts"
@@ -473,6 +475,30 @@ describe("milter: quarantine holds the message in the queue", () => {
       const released = both.find((s) => s.id === held)!
       assert.include(released.text, "Subject: quarantined")
       assert.deepStrictEqual(released.envelope.quarantine, { rule: "scripted", reason: "suspicious" })
+    }).pipe(Effect.scoped), { timeout: 60_000 })
+
+  it.live("on a sync-ack route too: the reply is `queued`, the message held, not delivered before it is released", () =>
+    Effect.gen(function*() {
+      const m = yield* Scripted.start({ on: Scripted.atEndOfMessage([Scripted.reply.quarantine("wait"), Scripted.reply.continue]) })
+      const delivered: Array<string> = []
+      const app = DA.DeliveryAdapter.of({
+        name: "app",
+        deliver: (d) => Effect.sync(() => d.recipients.map(({ rcpt }) => (delivered.push(d.id), DA.ok(rcpt, "stored"))))
+      })
+      const router = Router.layer({ adapters: { app }, routes: [{ name: "api", match: ["*"], adapter: "app", acknowledge: "sync" }] })
+      const parsed = Connection.parseAddress(m.address)
+      assert.ok(typeof parsed !== "string")
+      const rule = yield* Milter.make({ name: "scripted", address: parsed, hostname: "mx.test", timeoutMs: 2_000 })
+      const ctx = yield* Layer.build(TestIncoming.layerWith({ policies: { rules: [rule], timeoutMs: 20_000 } }).pipe(Layer.provide(router)))
+      const admin = Context.get(ctx, QueueAdmin)
+      const sent = yield* sendOne(Context.get(ctx, Listeners).all[0]!.port, message("sync"))
+      assert.strictEqual(sent.code, 250)
+      const id = /^2\.0\.0 queued as (\S+)$/.exec(sent.text)?.[1]
+      assert.isDefined(id, sent.text)
+      assert.deepStrictEqual([delivered, Option.getOrUndefined(yield* admin.get(id!))?.state], [[], "held"])
+      assert.isTrue(yield* admin.unhold(id!))
+      for (let i = 0; i < 200 && delivered.length === 0; i++) yield* Effect.sleep("25 millis")
+      assert.deepStrictEqual(delivered, [id])
     }).pipe(Effect.scoped), { timeout: 60_000 })
 
   it.live("the standalone server: `incoming queue list` shows it held, `incoming queue release` delivers it", () =>
