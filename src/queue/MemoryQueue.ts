@@ -104,7 +104,7 @@ export const make = Effect.fnUntraced(function*(options: Partial<QueueOptions> =
     const rcpts = [...new Set(message.envelope.rcptTo)]
     entries.set(message.id, {
       message,
-      held: false,
+      held: message.held === true,
       lease: undefined,
       rcpts: rcpts.map((rcpt) => ({
         rcpt,

@@ -12,7 +12,8 @@
  * but no claim leases it until it is released (`unhold`); a delivery already under way when it
  * was held completes, and what it leaves pending stays held. Held messages still count as
  * pending (depth), and the hold is stored like the rest of the message (a durable backend keeps
- * it across restarts).
+ * it across restarts). A message can also be committed held (`NewMessage.held`: a milter's
+ * quarantine), so no claim can take it in between.
  */
 import { Context, type Effect, type Option } from "effect"
 import type { Envelope } from "../protocol/Envelope.ts"
