@@ -37,10 +37,13 @@ import os from "node:os"
 import path from "node:path"
 import { fileURLToPath } from "node:url"
 import { parseArgs } from "node:util"
+import { openIdle } from "./bench/idle.ts"
 import type { LoadResult } from "./bench/load.ts"
 import {
   type Started,
+  assertListenerIs,
   groupCpuSeconds,
+  groupRssKiB,
   machineCpu,
   pidsCpuSeconds,
   reapedChildrenCpuSeconds,
@@ -87,6 +90,8 @@ const { values: argv } = parseArgs({
     base: { type: "string" },
     kit: { type: "string", default: "/work/shared/bench" },
     "pg-url": { type: "string", default: "postgres://postgres@127.0.0.1:5432/test" },
+    rss: { type: "string" },
+    "rss-only": { type: "boolean", default: false },
     help: { type: "boolean", short: "h", default: false }
   },
   strict: true
@@ -114,6 +119,9 @@ if (argv.help) {
   --data-root DIR                where the Incoming targets' fresh data dirs go (default .bench/data)
   --keep-data                    do not delete those data dirs at the end
   --out FILE                     raw results file (default .bench/results-<timestamp>.txt)
+  --rss N                        before the matrix: resident set of each of our targets (all its processes)
+                                 fresh at rest, then with N idle connections from 10 loopback addresses
+  --rss-only                     only that (no matrix)
   --base DIR                     A/B: also run memory/sqlite (those among --targets) from another checkout
                                  DIR (e.g. \`git worktree add DIR HEAD~1\` with node_modules), as targets
                                  "memory-base"/"sqlite-base", interleaved with this tree's; ratios X/X-base
@@ -198,6 +206,8 @@ interface Target {
   readonly port: number
   /** CPU seconds used so far by the server (all its processes). */
   readonly cpu: () => number
+  /** Resident set of the server (all its processes), KiB; undefined where we do not own it. */
+  readonly rss?: () => number
   /** Leaves the server idle and empty before a run; false if it did not get there in time. */
   readonly settle: () => Promise<boolean>
   readonly describe: string
@@ -346,6 +356,7 @@ const startOwn = async (label: string): Promise<Target | string> => {
     name: label,
     port,
     cpu,
+    rss: () => groupRssKiB(s.pid),
     describe: `${describe}; pid ${s.pid}; log ${logPath}`,
     settle: async () => {
       if (s.exited) fail(`${name} exited (code ${String(s.exitCode)}); see ${logPath}`)
@@ -361,16 +372,26 @@ const startPostfix = async (): Promise<Target | string> => {
   const work = process.env["BENCH_WORK"] ?? "/tmp/incoming-bench"
   if (!existsSync(runPeer)) return `no peer kit at ${argv.kit}`
   if (!existsSync(path.join(work, "postfix/data")) || !existsSync("/usr/sbin/postfix")) return `Postfix peer not set up (run ${argv.kit}/setup.sh; BENCH_WORK=${work})`
+  const env: NodeJS.ProcessEnv = { ...process.env, BENCH_WORK: work }
   const peer = (action: string): { ok: boolean; out: string } => {
-    const r = spawnSync(runPeer, ["postfix", action], { encoding: "utf8", env: { ...process.env, BENCH_WORK: work }, timeout: 60_000 })
+    const r = spawnSync(runPeer, ["postfix", action], { encoding: "utf8", env, timeout: 60_000 })
     return { ok: r.status === 0, out: `${r.stdout}${r.stderr}`.trim() }
   }
   if (!peer("status").ok) {
+    // Not up on the kit's port: start it on a port that is free now (the kit's default, 2526,
+    // may be another server's on a shared machine), unless the caller chose one.
+    if (process.env["BENCH_PORT_POSTFIX"] === undefined) env["BENCH_PORT_POSTFIX"] = String(await allocPort())
     const r = peer("start")
     if (!r.ok) return `could not start the Postfix peer: ${r.out}`
     stopPostfix = () => void peer("stop")
   }
   const port = Number(peer("port").out)
+  const postfixPids = new Set(peer("pids").out.split("\n").filter((l) => l !== "").map(Number))
+  try {
+    assertListenerIs(port, "the kit's Postfix", (p) => postfixPids.has(p))
+  } catch (err) {
+    return err instanceof Error ? err.message : String(err)
+  }
   const queue = path.join(work, "postfix/spool")
   const pids = (): Array<number> => peer("pids").out.split("\n").filter((l) => l !== "").map(Number)
   const cpu = (): number => pidsCpuSeconds(pids())
@@ -509,6 +530,39 @@ const authCost = (records: ReadonlyArray<RunRecord>, cells: ReadonlyArray<Cell>)
   return lines
 }
 
+// ---- memory ----------------------------------------------------------------------------------
+
+const rssConns = argv.rss !== undefined ? intList("rss", argv.rss)[0] : undefined
+if (argv["rss-only"] && rssConns === undefined) fail("--rss-only needs --rss N")
+if (rssConns !== undefined && rssConns > 5000) fail("--rss: at most 5000 connections")
+const RSS_SOURCES = 10
+
+/**
+ * Resident set of each target we started, fresh (before any load: what an idle server costs),
+ * then with `n` idle connections that got their greeting, from RSS_SOURCES loopback addresses
+ * (so a per-IP cap of n / RSS_SOURCES admits them all), held 4 s: the peak of samples every 250 ms.
+ */
+const rssProbe = async (targets: ReadonlyArray<Target>, n: number): Promise<Array<string>> => {
+  const mib = (kib: number): string => (kib / 1024).toFixed(0)
+  const lines = [`resident set (MiB, all processes of the server): at rest, and with ${n} idle connections from ${RSS_SOURCES} source addresses`]
+  for (const t of targets) {
+    if (t.rss === undefined) continue
+    await waitIdle(t.cpu, { maxMs: 10_000 })
+    await new Promise((r) => setTimeout(r, 2000))
+    const rest = t.rss()
+    const conns = await openIdle(t.port, n, RSS_SOURCES)
+    let peak = t.rss()
+    for (let i = 0; i < 16; i++) {
+      await new Promise((r) => setTimeout(r, 250))
+      peak = Math.max(peak, t.rss())
+    }
+    conns.close()
+    await waitIdle(t.cpu, { maxMs: 10_000 })
+    lines.push(`rss ${t.name.padEnd(12)} at rest ${mib(rest).padStart(4)}  with ${n} conns ${mib(peak).padStart(4)}  (+${((peak - rest) / n).toFixed(1)} KiB/conn; greeted ${conns.greeted}, failed ${conns.failed}, opened in ${conns.openMs} ms)`)
+  }
+  return lines
+}
+
 // ---- main ------------------------------------------------------------------------------------
 
 function gitHead(dir: string = REPO): string {
@@ -574,6 +628,19 @@ const main = async (): Promise<void> => {
   for (const h of header) {
     out(h)
     say(h)
+  }
+
+  if (rssConns !== undefined) {
+    for (const l of await rssProbe(targets, rssConns)) {
+      out(`# ${l}`)
+      process.stdout.write(l + "\n")
+    }
+    if (argv["rss-only"]) {
+      await stopAll()
+      stopPostfix?.()
+      stopPostfix = undefined
+      return
+    }
   }
 
   const records: Array<RunRecord> = []
