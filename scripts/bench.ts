@@ -31,7 +31,8 @@
  *   npm run bench -- --reps 5 --sizes 1024 --sessions 10 --modes persist,conn
  */
 import { type ChildProcess, spawn, spawnSync } from "node:child_process"
-import { appendFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statfsSync } from "node:fs"
+import { appendFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, statfsSync, writeFileSync } from "node:fs"
+import { stripTypeScriptTypes } from "node:module"
 import net from "node:net"
 import os from "node:os"
 import path from "node:path"
@@ -91,6 +92,7 @@ const { values: argv } = parseArgs({
     kit: { type: "string", default: "/work/shared/bench" },
     "pg-url": { type: "string", default: "postgres://postgres@127.0.0.1:5432/test" },
     rss: { type: "string" },
+    js: { type: "boolean", default: false },
     "rss-only": { type: "boolean", default: false },
     help: { type: "boolean", short: "h", default: false }
   },
@@ -122,6 +124,11 @@ if (argv.help) {
   --rss N                        before the matrix: resident set of each of our targets (all its processes)
                                  fresh at rest, then with N idle connections from 10 loopback addresses
   --rss-only                     only that (no matrix)
+  --js                           run our servers as plain JavaScript, as the installed package runs: Incoming
+                                 from dist/ (\`npm run build\` first; refused if src/ is newer), bare and lean
+                                 from copies of their scripts with the types stripped (.bench/js/). From .ts,
+                                 every Node isolate (the SQLite writer thread too) loads Node's type stripper
+                                 (~8 MiB resident each): resident sets are not the product's without --js
   --base DIR                     A/B: also run memory/sqlite (those among --targets) from another checkout
                                  DIR (e.g. \`git worktree add DIR HEAD~1\` with node_modules), as targets
                                  "memory-base"/"sqlite-base", interleaved with this tree's; ratios X/X-base
@@ -228,6 +235,37 @@ const allocPort = async (): Promise<number> => {
   return fail("no free port left in 2500-2599")
 }
 
+/**
+ * --js: a reference server's script as plain JavaScript in .bench/js/ (types stripped, relative
+ * `.ts` specifiers pointing at the stripped copies), so that it runs without Node's type stripper.
+ */
+const jsDir = path.join(REPO, ".bench", "js")
+const strippedScript = (script: string): string => {
+  mkdirSync(jsDir, { recursive: true })
+  const name = path.basename(script, ".ts")
+  const code = stripTypeScriptTypes(readFileSync(script, "utf8"), { mode: "strip" })
+    .replace(/(["'])(\.\.?\/[^"']+)\.ts\1/g, "$1$2.js$1")
+  writeFileSync(path.join(jsDir, `${name}.js`), code)
+  // Its relative imports, likewise (only siblings in scripts/bench/ are used).
+  for (const m of code.matchAll(/["']\.\/([^"']+)\.js["']/g)) {
+    const dep = path.join(path.dirname(script), `${m[1]}.ts`)
+    if (m[1] !== undefined && existsSync(dep) && !existsSync(path.join(jsDir, `${m[1]}.js`))) strippedScript(dep)
+  }
+  return path.join(jsDir, `${name}.js`)
+}
+
+/** The Incoming command of a checkout: src/bin/incoming.ts, or with --js its compiled dist/bin/incoming.js. */
+const incomingCli = (root: string): string | { readonly error: string } => {
+  if (!argv.js) return path.join(root, "src/bin/incoming.ts")
+  const cli = path.join(root, "dist/bin/incoming.js")
+  if (!existsSync(cli)) return { error: `--js: ${cli} does not exist (npm run build in ${root})` }
+  const built = statSync(cli).mtimeMs
+  const newer = readdirSync(path.join(root, "src"), { recursive: true, withFileTypes: true })
+    .find((e) => e.isFile() && e.name.endsWith(".ts") && statSync(path.join(e.parentPath, e.name)).mtimeMs > built)
+  if (newer !== undefined) return { error: `--js: ${path.join(newer.parentPath, newer.name)} is newer than ${cli} (npm run build in ${root})` }
+  return cli
+}
+
 const nodeBin = existsSync(path.join(REPO, "node_modules/.bin/node")) ? path.join(REPO, "node_modules/.bin/node") : process.execPath
 
 const dataRoot = path.resolve(argv["data-root"] ?? path.join(REPO, ".bench", "data"))
@@ -239,7 +277,6 @@ const startAuthDns = async (): Promise<{ readonly keyFile: string; readonly dnsS
   if (authSetup !== undefined) return authSetup
   if (!existsSync(DNSMASQ)) return `${DNSMASQ} is not installed (Debian dnsmasq-base)`
   const { generateKeyPairSync } = await import("node:crypto")
-  const { writeFileSync } = await import("node:fs")
   mkdirSync(dataRoot, { recursive: true })
   const dir = mkdtempSync(path.join(dataRoot, "auth-dns-"))
   dataDirs.push(dir)
@@ -269,7 +306,6 @@ const OPENDKIM = "/usr/sbin/opendkim"
 const startOpenDkim = async (): Promise<string> => {
   if (!existsSync(OPENDKIM)) return `!${OPENDKIM} is not installed (Debian opendkim)`
   const { generateKeyPairSync } = await import("node:crypto")
-  const { writeFileSync } = await import("node:fs")
   mkdirSync(dataRoot, { recursive: true })
   const dir = mkdtempSync(path.join(dataRoot, "opendkim-"))
   dataDirs.push(dir)
@@ -289,7 +325,9 @@ const startOwn = async (label: string): Promise<Target | string> => {
   // "<target>-base" is the same target run from the --base checkout.
   const fromBase = baseDir !== undefined && label.endsWith(BASE_SUFFIX)
   const name = (fromBase ? label.slice(0, -BASE_SUFFIX.length) : label) as TargetName
-  const cli = fromBase ? path.join(baseDir, "src/bin/incoming.ts") : INCOMING_CLI
+  const cliOf = incomingCli(fromBase ? baseDir : REPO)
+  if (typeof cliOf !== "string" && name !== "bare" && name !== "lean") return cliOf.error
+  const cli = typeof cliOf === "string" ? cliOf : INCOMING_CLI
   const auth = name === "auth" ? await startAuthDns() : undefined
   if (typeof auth === "string") return auth
   const milter = name === "milter" ? await startOpenDkim() : undefined
@@ -299,13 +337,13 @@ const startOwn = async (label: string): Promise<Target | string> => {
   let s: Started
   let describe: string
   if (name === "bare") {
-    s = startServer(name, process.execPath, [BARE_SCRIPT, "--port", String(port)], { cwd: REPO, logPath })
+    s = startServer(name, process.execPath, [argv.js ? strippedScript(BARE_SCRIPT) : BARE_SCRIPT, "--port", String(port)], { cwd: REPO, logPath })
     describe = `smtp-server drain, greeting without the 100 ms delay (${path.relative(REPO, BARE_SCRIPT)})`
   } else if (name === "lean") {
     mkdirSync(dataRoot, { recursive: true })
     const dir = mkdtempSync(path.join(dataRoot, "lean-"))
     dataDirs.push(dir)
-    s = startServer(name, nodeBin, [LEAN_SCRIPT, "--port", String(port), "--db", path.join(dir, "lean.db")], { cwd: REPO, logPath })
+    s = startServer(name, nodeBin, [argv.js ? strippedScript(LEAN_SCRIPT) : LEAN_SCRIPT, "--port", String(port), "--db", path.join(dir, "lean.db")], { cwd: REPO, logPath })
     describe = `callback-only smtp-server + SQLite group commit on a writer thread, no Effect (${path.relative(REPO, LEAN_SCRIPT)}); data ${dir}`
   } else {
     if (!existsSync(cli)) return `${path.relative(REPO, cli)} does not exist yet`
@@ -317,7 +355,6 @@ const startOwn = async (label: string): Promise<Target | string> => {
     const queue = name === "auth" || name === "milter" ? "memory" : name
     // The rules and their resolver come from a file; the flags below win over it for the rest.
     const config = path.join(dir, name === "postgres" ? "postgres.toml" : "auth.toml")
-    const { writeFileSync } = await import("node:fs")
     if (auth !== undefined) {
       writeFileSync(config, [`[dns]\nservers = ["${auth.dnsServer}"]`, ...["spf", "dkim", "dmarc"].map((r) => `[[policies]]\nrule = "${r}"`)].join("\n\n") + "\n")
     }
@@ -621,7 +658,7 @@ const main = async (): Promise<void> => {
   const cpuModel = os.cpus()[0]?.model ?? "?"
   const header = [
     `# incoming bench ${new Date().toISOString()} git ${gitHead()} node ${process.version} ${os.cpus().length}x ${cpuModel} load ${os.loadavg().map((x) => x.toFixed(2)).join(" ")}`,
-    `# reps=${reps} seconds=${runSeconds} max_seconds=${maxSeconds} sizes=${sizes.join(",")} sessions=${sessionsList.join(",")} modes=${modes.join(",")} greeting=${argv.helo ? "HELO" : "EHLO"} quick=${quick}`,
+    `# reps=${reps} seconds=${runSeconds} max_seconds=${maxSeconds} sizes=${sizes.join(",")} sessions=${sessionsList.join(",")} modes=${modes.join(",")} greeting=${argv.helo ? "HELO" : "EHLO"} quick=${quick} js=${argv.js}`,
     ...targets.map((t) => `# target ${t.name}: 127.0.0.1:${t.port} ${t.describe}`),
     ...skipped.map((s) => `# skipped: ${s}`)
   ]

@@ -229,15 +229,19 @@ const cpuOf = (f: ReadonlyArray<string>, withChildren: boolean): number => {
  * CPU seconds (user + system) used so far by every process in the group `pgid`, including
  * children they already reaped. Scans /proc, a few hundred small reads: fine between runs.
  */
-export const groupCpuSeconds = (pgid: number): number => {
-  let total = 0
+export const groupCpuSeconds = (pgid: number): number =>
+  groupMembers(pgid).reduce((total, m) => total + cpuOf(m.stat, true), 0)
+
+/** The processes of group `pgid` (PID and stat fields), from one scan of /proc. */
+const groupMembers = (pgid: number): Array<{ readonly pid: number; readonly stat: Array<string> }> => {
+  const members: Array<{ readonly pid: number; readonly stat: Array<string> }> = []
   for (const entry of readdirSync("/proc")) {
     const c = entry.charCodeAt(0)
     if (c < 48 || c > 57) continue
-    const f = statFields(Number(entry))
-    if (f !== undefined && Number(f[PGRP]) === pgid) total += cpuOf(f, true)
+    const stat = statFields(Number(entry))
+    if (stat !== undefined && Number(stat[PGRP]) === pgid) members.push({ pid: Number(entry), stat })
   }
-  return total
+  return members
 }
 
 /** CPU seconds of the given PIDs (e.g. a Postfix master and its children). */
@@ -305,13 +309,9 @@ export const waitIdle = async (
 /** Resident set (VmRSS, KiB) summed over every process in the group `pgid`. */
 export const groupRssKiB = (pgid: number): number => {
   let total = 0
-  for (const entry of readdirSync("/proc")) {
-    const c = entry.charCodeAt(0)
-    if (c < 48 || c > 57) continue
-    const f = statFields(Number(entry))
-    if (f === undefined || Number(f[PGRP]) !== pgid) continue
+  for (const { pid } of groupMembers(pgid)) {
     try {
-      const m = /^VmRSS:\s+(\d+) kB/m.exec(readFileSync(`/proc/${entry}/status`, "latin1"))
+      const m = /^VmRSS:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/status`, "latin1"))
       total += Number(m?.[1] ?? 0)
     } catch {
       // exited meanwhile
