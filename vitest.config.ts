@@ -1,5 +1,6 @@
 // Test runner settings: the suite talks to real sockets and files, so tests run in forked
-// processes (clean RSS readings, no shared smtp-server state) with generous hook timeouts.
+// processes (clean RSS readings, no shared smtp-server state) with generous timeouts: a test
+// that starts `incoming serve` waits up to 45 s for it on a loaded machine (CI shares 2 cores).
 // The package's own name (examples/host-app.ts imports "incoming-smtp") resolves to src/, not
 // to the compiled dist/, through the "@incoming-smtp/source" export condition.
 import { defineConfig } from "vitest/config"
@@ -13,7 +14,7 @@ export default defineConfig({
     // No test reaches the real DNS: it gets a zone (ZoneDns) or a dnsmasq of its own.
     setupFiles: ["test/support/dnsGuard.ts"],
     pool: "forks",
-    testTimeout: 30_000,
+    testTimeout: 60_000,
     hookTimeout: 30_000,
     reporters: ["default"]
   }

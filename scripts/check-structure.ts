@@ -1,7 +1,9 @@
 /**
  * Structure checks run by `npm test`: no import cycle between the folders of `src/` (type-only
- * imports included, since they tie the folders' contracts together just as much), and no file
- * in `src/` over 600 lines. Files directly under `src/` count as nodes of their own.
+ * imports included, since they tie the folders' contracts together just as much), no file
+ * in `src/` over 600 lines, and no `Effect.run*` outside the callback→fiber bridge and the bin
+ * (a fiber started anywhere else has no owner a drain would wait for). Files directly under
+ * `src/` count as nodes of their own.
  *
  * Why a script of ours: the rules are two, the graph is small, and a dependency such as madge
  * would bring a resolver and a CLI to check what forty lines can.
@@ -28,11 +30,15 @@ const nodeOf = (file: string): string => {
 const specifiers = /(?:^|\n)\s*(?:import|export)\b[^'"]*?from\s*["'](\.{1,2}\/[^"']+)["']|import\(\s*["'](\.{1,2}\/[^"']+)["']\s*\)/g
 
 const problems: Array<string> = []
+const runners = /\bEffect\.run(?:Promise|Fork|Sync|Callback)\w*/
+const mayRun = (file: string) => file === join(root, "smtp", "internal", "bridge.ts") || file.startsWith(join(root, "bin") + sep)
 const edges = new Map<string, Map<string, string>>()
 for (const file of files(root)) {
   const text = readFileSync(file, "utf8")
   const lines = text.split("\n").length
   if (lines > maxLines) problems.push(`${relative(root, file)}: ${lines} lines (at most ${maxLines})`)
+  const run = mayRun(file) ? null : runners.exec(text.replace(/^\s*(?:\/\/|\*).*$/gm, ""))
+  if (run !== null) problems.push(`${relative(root, file)}: ${run[0]} outside the bridge (src/smtp/internal/bridge.ts) and the bin`)
   const from = nodeOf(file)
   for (const match of text.matchAll(specifiers)) {
     const target = resolve(dirname(file), (match[1] ?? match[2])!)
@@ -92,4 +98,4 @@ if (problems.length > 0) {
   console.error(`structure check failed:\n${problems.map((p) => `  ${p}`).join("\n")}`)
   process.exit(1)
 }
-console.log(`structure: ${files(root).length} files, no folder cycles, none over ${maxLines} lines`)
+console.log(`structure: ${files(root).length} files, no folder cycles, none over ${maxLines} lines, no Effect.run* outside the bridge`)

@@ -5,6 +5,7 @@
  * replies rejected, delivery results...) live in `Telemetry.ts`, updated on the data path.
  */
 import { Effect, Metric } from "effect"
+import * as Priority from "../protocol/Priority.ts"
 import type { RecipientState } from "../queue/MailQueue.ts"
 import type { QueueAdmin } from "../queue/QueueAdmin.ts"
 import type { Listeners } from "../smtp/Listener.ts"
@@ -13,6 +14,9 @@ import { metrics as eventMetrics, version } from "../telemetry/Telemetry.ts"
 export const sampled = {
   queueRecipients: Metric.gauge("incoming_queue_recipients", { description: "recipients in the queue by state (sampled at scrape)" }),
   queueMessages: Metric.gauge("incoming_queue_messages", { description: "messages stored in the queue, delivered ones included until purged (sampled at scrape)" }),
+  queueDepthByPriority: Metric.gauge("incoming_queue_depth_by_priority", {
+    description: "pending messages by effective priority: critical (9), high (1..8), normal (0, and aged low), low (-9..-1) (sampled at scrape)"
+  }),
   connectionsActive: Metric.gauge("incoming_connections_active", { description: "open SMTP connections per listener (sampled at scrape)" }),
   ready: Metric.gauge("incoming_ready", { description: "1 when /readyz would answer 200" }),
   draining: Metric.gauge("incoming_draining", { description: "1 while the listeners drain (shutdown in progress)" }),
@@ -23,6 +27,18 @@ export const sampled = {
 }
 
 const states: ReadonlyArray<RecipientState> = ["queued", "inflight", "retry", "delivered", "dead"]
+
+/**
+ * The `priority` label of `incoming_queue_depth_by_priority`: the four named levels, each taking
+ * the levels nearest it (a client's MT-PRIORITY may be any of -9..9), so dashboards and alerts
+ * see four series that always exist instead of nineteen mostly empty ones. `queue stats` shows
+ * the exact levels.
+ */
+export type PriorityBucket = "critical" | "high" | "normal" | "low"
+const buckets: ReadonlyArray<PriorityBucket> = ["critical", "high", "normal", "low"]
+export const priorityBucket = (priority: number): PriorityBucket =>
+  priority >= Priority.max ? "critical" : priority > Priority.normal ? "high" : priority === Priority.normal ? "normal" : "low"
+
 const startedAt = Date.now() / 1000 - process.uptime()
 
 /** Updates every sampled metric; a queue that does not answer leaves the queue gauges as they were. */
@@ -40,6 +56,13 @@ export const sample = (options: {
       }
       yield* Metric.update(sampled.queueMessages, stats.value.messages)
       yield* Metric.update(eventMetrics.queueDepth, stats.value.depth)
+      // Every bucket is set, empty ones to 0, so a level that drains reads 0 rather than its last count.
+      const byBucket = new Map<PriorityBucket, number>(buckets.map((b) => [b, 0]))
+      for (const p of stats.value.byPriority) {
+        const bucket = priorityBucket(p.priority)
+        byBucket.set(bucket, (byBucket.get(bucket) ?? 0) + p.messages)
+      }
+      for (const [priority, n] of byBucket) yield* Metric.update(sampled.queueDepthByPriority.pipe(Metric.withAttributes({ priority })), n)
     }
     for (const l of options.listeners?.all ?? []) {
       yield* Metric.update(sampled.connectionsActive.pipe(Metric.withAttributes({ listener: l.name })), yield* l.connections)

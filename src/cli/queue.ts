@@ -189,9 +189,13 @@ const stats = Command.make("stats", { dataDir, config, json }, (f) =>
         ["BACKEND", "MESSAGES", "PENDING", "HELD", "QUEUED", "INFLIGHT", "RETRY", "DELIVERED", "DEAD"],
         [q.backend, String(s.messages), String(s.depth), String(s.held), ...(["queued", "inflight", "retry", "delivered", "dead"] as const).map((k) => String(s.recipients[k]))]
       ]))
+      // Only when some pending mail is not at normal priority: the usual queue needs no second table.
+      if (s.byPriority.some((p) => p.priority !== Priority.normal)) {
+        yield* Console.log(`\n${table([["PRIORITY", "PENDING"], ...s.byPriority.map((p) => [Priority.format(p.priority), String(p.messages)])])}`)
+      }
       if (leases === undefined) return
       yield* Console.log(leases.length === 0 ? "\nno leases held" : `\n${table([["NODE", "LEASES", "NEXT EXPIRY"], ...leases.map((l) => [l.node, String(l.leases), iso(l.nextExpiry)])])}`)
-    }))).pipe(Command.withDescription("counts by state (recipients), and leases per node for a shared queue"))
+    }))).pipe(Command.withDescription("counts by state (recipients) and by priority (pending), and leases per node for a shared queue"))
 
 export const queue = Command.make("queue").pipe(
   Command.withDescription("inspect and repair the durable queue"),

@@ -27,8 +27,12 @@ export const MxAdapter = Schema.Struct({
   local_address: Schema.optionalKey(NonEmpty),
   /** `opportunistic` (STARTTLS when offered, unverified), `required` (verified against the MX name), `disabled`. */
   tls: withDefault(Schema.Literals(["opportunistic", "required", "disabled"]), md.tls),
-  /** PEM file of extra CAs trusted with `tls = "required"`. */
+  /** PEM file of extra CAs (besides Node's bundled roots) for `tls = "required"` and MTA-STS. */
   tls_ca: Schema.optionalKey(NonEmpty),
+  /** Honour the MTA-STS policies (RFC 8461) of destination domains. */
+  mta_sts: withDefault(Schema.Boolean, false),
+  /** HTTPS port of the MTA-STS policy hosts (`mta-sts.<domain>`); 443 but in tests. */
+  mta_sts_port: withDefault(Port, md.mtaStsPort),
   connect_timeout: duration(md.connectTimeoutMs),
   greeting_timeout: duration(md.greetingTimeoutMs),
   socket_timeout: duration(md.socketTimeoutMs),

@@ -352,7 +352,8 @@ const toAdapter = (name: string, a: Adapter, c: IncomingConfig): AdapterChoice =
           maxMessagesPerConnection: a.max_messages_per_connection,
           idleTimeoutMs: a.idle_timeout,
           pauseAfterFailures: a.pause_after_failures,
-          pauseMs: a.pause
+          pauseMs: a.pause,
+          ...(a.mta_sts ? { mtaSts: { port: a.mta_sts_port } } : {})
         },
         // Read when the adapter is built (cli/delivery.ts); Load.ts checked it is readable.
         ...(a.tls_ca !== undefined ? { tlsCaFile: a.tls_ca } : {}),

@@ -15,8 +15,15 @@
  * whose MXes all refuse connections several times in a row is paused (`mx/DomainBreaker.ts`).
  * STARTTLS is opportunistic (no certificate check, RFC 7435) unless `tls: "required"`, which
  * verifies the certificate against the MX host's name and retries when it cannot.
+ *
+ * With `mtaSts`, a domain's MTA-STS policy (RFC 8461, `mx/MtaSts.ts`) is honoured: in `enforce`
+ * mode only the MX hosts it lists are tried, each with STARTTLS and a certificate valid for the
+ * host, and a domain none of whose hosts qualifies is retried (never bounced: the policy or the
+ * hosts may be fixed meanwhile); in `testing` mode delivery goes on as usual and what enforce
+ * would have refused is logged and counted (`incoming_mta_sts_failures_total`).
  */
 import { hostname } from "node:os"
+import { rootCertificates } from "node:tls"
 import { domainToASCII } from "node:url"
 import { Clock, Effect, Layer, Metric, Semaphore, type Scope, Stream } from "effect"
 import * as Dns from "../dns/Dns.ts"
@@ -25,6 +32,8 @@ import * as SmtpPeer from "./internal/smtpPeer.ts"
 import * as ConnectionPool from "./mx/ConnectionPool.ts"
 import * as DomainBreaker from "./mx/DomainBreaker.ts"
 import * as MessageNeeds from "./mx/MessageNeeds.ts"
+import * as MtaSts from "./mx/MtaSts.ts"
+import * as MtaStsPolicy from "./mx/MtaStsPolicy.ts"
 import * as MxResolver from "./mx/MxResolver.ts"
 
 export type MxTlsPolicy =
@@ -50,8 +59,16 @@ export interface MxOptions {
   /** The local address to connect from. */
   readonly localAddress?: string
   readonly tls?: MxTlsPolicy
-  /** Extra trusted CA certificates (PEM) for `tls: "required"`. */
+  /**
+   * Extra trusted CA certificates (PEM), besides Node's bundled roots: for `tls: "required"`, for
+   * MX hosts under an MTA-STS policy in force, and for MTA-STS policy hosts.
+   */
   readonly tlsCa?: string | Buffer | ReadonlyArray<string | Buffer>
+  /**
+   * Honour MTA-STS policies (RFC 8461) when present; off when absent. `port` is the policy
+   * hosts' HTTPS port (443; tests point it elsewhere).
+   */
+  readonly mtaSts?: { readonly port?: number | undefined; readonly timeoutMs?: number | undefined } | undefined
   readonly connectTimeoutMs?: number
   readonly greetingTimeoutMs?: number
   readonly socketTimeoutMs?: number
@@ -77,7 +94,8 @@ export const defaults = {
   maxMessagesPerConnection: 100,
   idleTimeoutMs: 10_000,
   pauseAfterFailures: 3,
-  pauseMs: 5 * 60_000
+  pauseMs: 5 * 60_000,
+  mtaStsPort: MtaSts.defaults.port
 } as const
 
 const transactions = (domain: string, result: string) =>
@@ -91,6 +109,13 @@ const connections = (domain: string, kind: "opened" | "reused" | "failed") =>
     description: "outbound SMTP connections by destination domain: opened, reused from the pool, or failed to open",
     incremental: true,
     attributes: { domain, kind }
+  })
+
+const stsFailures = (domain: string, mode: MtaStsPolicy.Mode, failure: "mx_mismatch" | "starttls" | "certificate") =>
+  Metric.counter("incoming_mta_sts_failures_total", {
+    description: "MTA-STS policy failures by destination domain, policy mode (enforce: refused, testing: reported) and kind",
+    incremental: true,
+    attributes: { domain, mode, failure }
   })
 
 const domainOf = (rcpt: string) => rcpt.slice(rcpt.lastIndexOf("@") + 1).toLowerCase()
@@ -115,6 +140,15 @@ export const make = (options: MxOptions = {}): Effect.Effect<DA.DeliveryAdapter[
       failures: options.pauseAfterFailures ?? defaults.pauseAfterFailures,
       pauseMs: options.pauseMs ?? defaults.pauseMs
     })
+    // Extra CAs add to Node's roots (a `ca` option alone would replace them, and real MXes fail).
+    const extraCa = options.tlsCa === undefined ? undefined : Array.isArray(options.tlsCa) ? options.tlsCa : [options.tlsCa as string | Buffer]
+    const trustedCa = extraCa === undefined ? undefined : [...rootCertificates, ...extraCa]
+    const mtaSts = options.mtaSts === undefined ? undefined : yield* MtaSts.make({
+      port: options.mtaSts.port,
+      timeoutMs: options.mtaSts.timeoutMs,
+      ca: trustedCa,
+      localAddress: options.localAddress
+    })
     const gates = new Map<string, Semaphore.Semaphore>()
     const gate = (domain: string) => {
       let s = gates.get(domain)
@@ -122,16 +156,17 @@ export const make = (options: MxOptions = {}): Effect.Effect<DA.DeliveryAdapter[
       return s
     }
 
-    const peerOptions = (address: string, mxName: string): SmtpPeer.PeerOptions => ({
+    /** `enforce`: an MTA-STS policy in force, which requires verified STARTTLS whatever `tls` says. */
+    const peerOptions = (address: string, mxName: string, enforce: boolean): SmtpPeer.PeerOptions => ({
       host: address,
       port,
       implicitTls: false,
-      startTls: tls,
+      startTls: enforce ? "required" : tls,
       tls: {
-        rejectUnauthorized: tls === "required",
+        rejectUnauthorized: enforce || tls === "required",
         // The certificate must be valid for the MX host's name, not for the address we dialled.
         servername: mxName,
-        ca: options.tlsCa
+        ca: trustedCa
       },
       heloName: options.heloName ?? hostname(),
       localAddress: options.localAddress,
@@ -140,23 +175,61 @@ export const make = (options: MxOptions = {}): Effect.Effect<DA.DeliveryAdapter[
       socketTimeoutMs: options.socketTimeoutMs ?? defaults.socketTimeoutMs
     })
 
-    /** The first MX address that completes the handshake, or every failure on the way. */
-    const connect = (domain: string, hosts: ReadonlyArray<MxResolver.Host>) =>
+    /**
+     * The first MX address that completes the handshake, or every failure on the way. Under an
+     * MTA-STS policy, TLS failures are counted (`enforce`: they refused the host) or reported
+     * (`testing`: the connection is used all the same).
+     */
+    const connect = (domain: string, hosts: ReadonlyArray<MxResolver.Host>, sts: MtaSts.Known | undefined) =>
       Effect.gen(function*() {
         const failures: Array<string> = []
+        let tlsFailures = 0
+        const enforce = sts?.policy.mode === "enforce"
         for (const host of hosts) {
           for (const address of host.addresses) {
-            const opened = yield* SmtpPeer.open(peerOptions(address, host.name)).pipe(Effect.result)
+            const opened = yield* SmtpPeer.open(peerOptions(address, host.name, enforce)).pipe(Effect.result)
             if (opened._tag === "Success") {
               yield* Metric.update(connections(domain, "opened"), 1)
-              return { peer: opened.success, host: host.name, failures }
+              const peer = opened.success
+              if (sts?.policy.mode === "testing" && (!peer.secure || peer.certificate?.valid !== true)) {
+                const failure = peer.secure ? "certificate" : "starttls"
+                yield* Metric.update(stsFailures(domain, "testing", failure), 1)
+                yield* Effect.logWarning(
+                  `MTA-STS (testing) of ${domain}: ${host.name} [${address}] would be refused under enforce: ` +
+                    (peer.secure ? `certificate not valid for ${host.name} (${peer.certificate?.error ?? "unverified"})` : "no STARTTLS") +
+                    "; delivering anyway"
+                )
+              }
+              return { peer, host: host.name, failures, tlsFailures }
             }
             yield* Metric.update(connections(domain, "failed"), 1)
+            if (enforce && opened.failure.stage === "tls") {
+              tlsFailures++
+              yield* Metric.update(stsFailures(domain, "enforce", /STARTTLS/.test(opened.failure.detail) ? "starttls" : "certificate"), 1)
+            }
             failures.push(`${host.name} [${address}]: ${opened.failure.detail}`)
             yield* Effect.logDebug(`MX ${host.name} [${address}] of ${domain}: ${opened.failure.stage}: ${opened.failure.detail}`)
           }
         }
-        return { peer: undefined, host: undefined, failures }
+        return { peer: undefined, host: undefined, failures, tlsFailures }
+      })
+
+    /**
+     * The MX hosts an MTA-STS policy lets us try (all of them but under `enforce`), after
+     * reporting the ones it does not list.
+     */
+    const allowedHosts = (domain: string, hosts: ReadonlyArray<MxResolver.Host>, sts: MtaSts.Known) =>
+      Effect.gen(function*() {
+        const policy = sts.policy
+        const unlisted = hosts.filter((h) => !MtaStsPolicy.allows(policy, h.name))
+        if (unlisted.length === 0) return hosts
+        const mode = policy.mode === "enforce" ? "enforce" : "testing"
+        yield* Metric.update(stsFailures(domain, mode, "mx_mismatch"), unlisted.length)
+        yield* Effect.logWarning(
+          `MTA-STS (${mode}, id ${sts.id}) of ${domain} does not list MX ${unlisted.map((h) => h.name).join(", ")} ` +
+            `(policy mx: ${policy.mx.join(", ")}); ${mode === "enforce" ? "not tried" : "delivering anyway"}`
+        )
+        return mode === "enforce" ? hosts.filter((h) => MtaStsPolicy.allows(policy, h.name)) : hosts
       })
 
     /** A refusal of the whole group for a need the peer cannot meet, if there is one. */
@@ -209,26 +282,41 @@ export const make = (options: MxOptions = {}): Effect.Effect<DA.DeliveryAdapter[
           case "Hosts":
             break
         }
+        const found = mtaSts === undefined ? undefined : yield* mtaSts.policyFor(asciiDomain(domain))
+        const sts = found?.policy.mode === "none" ? undefined : found
+        const hosts = sts === undefined ? destination.hosts : yield* allowedHosts(domain, destination.hosts, sts)
+        if (hosts.length === 0) {
+          // Retried, not bounced: the policy or the MX records may be corrected meanwhile (§5).
+          yield* Metric.update(transactions(domain, "skipped"), 1)
+          return all((rcpt) =>
+            DA.retry(rcpt, `451 4.7.5 no MX host of ${domain} is allowed by its MTA-STS policy (enforce, mx: ${sts!.policy.mx.join(", ")})`)
+          )
+        }
+        // Connections opened under an enforced policy are kept apart: they were verified for it.
+        const poolKey = sts?.policy.mode === "enforce" ? `${domain} mta-sts:${sts.id}` : domain
         return yield* gate(domain).withPermits(1)(Effect.gen(function*() {
-          let peer = yield* pool.take(domain)
+          let peer = yield* pool.take(poolKey)
           if (peer !== undefined) yield* Metric.update(connections(domain, "reused"), 1)
           let failures: ReadonlyArray<string> = []
           for (let round = 0; round < 2; round++) {
             if (peer === undefined) {
-              const connected = yield* connect(domain, destination.hosts)
+              const connected = yield* connect(domain, hosts, sts)
               failures = connected.failures
               peer = connected.peer
               if (peer === undefined) {
                 yield* Metric.update(transactions(domain, "unreachable"), 1)
                 const until = yield* breaker.failed(domain)
                 if (until !== undefined) yield* Effect.logWarning(`no MX of ${domain} took a connection; pausing the domain until ${new Date(until).toISOString()}`)
-                return all((rcpt) => DA.retry(rcpt, `451 4.4.1 no MX host of ${domain} took a connection: ${failures.join("; ")}`))
+                const reply = connected.tlsFailures > 0
+                  ? `451 4.7.5 no MX host of ${domain} offered STARTTLS with a valid certificate, which its MTA-STS policy requires (enforce)`
+                  : `451 4.4.1 no MX host of ${domain} took a connection`
+                return all((rcpt) => DA.retry(rcpt, `${reply}: ${failures.join("; ")}`))
               }
               breaker.succeeded(domain)
             }
             const refusal = yield* unmetNeed(peer, delivery, recipients, needs)
             if (refusal !== undefined) {
-              yield* pool.give(domain, peer, true)
+              yield* pool.give(poolKey, peer, true)
               yield* Metric.update(transactions(domain, "refused"), 1)
               return all((rcpt) => DA.reject(rcpt, refusal))
             }
@@ -238,7 +326,7 @@ export const make = (options: MxOptions = {}): Effect.Effect<DA.DeliveryAdapter[
               size: delivery.size,
               priority: delivery.envelope.priority
             }, body)
-            yield* pool.give(domain, peer, SmtpPeer.reusable(peer, result))
+            yield* pool.give(poolKey, peer, SmtpPeer.reusable(peer, result))
             // A pooled connection that had gone stale carried nothing: once more on a new one.
             if (result._tag === "Failed" && result.stale === true && round === 0) {
               peer = undefined

@@ -4,10 +4,11 @@
  * whose `code` is node:dns's (`ENOTFOUND`, `ENODATA`, `ETIMEOUT`, `ESERVFAIL`). mailauth tells
  * "no record" (none / permerror) from "could not ask" (temperror) by these codes.
  *
- * The promise runs the lookup as an Effect with the caller's context, so lookups made by a
- * library still go through our cache, metrics and deadlines.
+ * The promise runs the lookup as a fiber of a `FiberSet` in the caller's scope (so lookups made
+ * by a library still go through our cache, metrics and deadlines, and a shutdown interrupts the
+ * ones in flight instead of leaving them unowned).
  */
-import { type Context, Effect, Exit } from "effect"
+import { Effect, FiberSet, Result, type Scope } from "effect"
 import { type Dns, DnsError, type RecordType, recordTypes } from "./Dns.ts"
 
 export type PromiseResolver = (name: string, rrtype: string) => Promise<Array<unknown>>
@@ -19,16 +20,24 @@ export const toNodeError = (e: DnsError): Error & { code: string; hostname: stri
     hostname: e.name
   })
 
-export const toPromiseResolver = (dns: Dns["Service"], context: Context.Context<never>): PromiseResolver => (name, rrtype) => {
-  const type = rrtype.toUpperCase() as RecordType
-  if (!recordTypes.includes(type)) {
-    // Asked for a type we do not serve (SPF's obsolete "SPF" type, CNAME): nothing there.
-    return Promise.reject(toNodeError(new DnsError({ name, type: "TXT", reason: { _tag: "NoData" } })))
-  }
-  return Effect.runPromiseExitWith(context)(dns.resolve(name, type)).then((exit) => {
-    if (Exit.isSuccess(exit)) return (exit.value as ReadonlyArray<unknown>).map((r) => Array.isArray(r) ? [...r] : r)
-    const failure = exit.cause.reasons.find((r) => r._tag === "Fail")
-    if (failure !== undefined && failure._tag === "Fail") throw toNodeError(failure.error)
-    throw Object.assign(new Error(`DNS lookup of ${name} interrupted`), { code: "ECANCELLED" })
+const cancelled = (name: string) => Object.assign(new Error(`DNS lookup of ${name} interrupted`), { code: "ECANCELLED" })
+
+/** The resolver, its lookups owned by the current scope (closing it interrupts those in flight). */
+export const toPromiseResolver = (dns: Dns["Service"]): Effect.Effect<PromiseResolver, never, Scope.Scope> =>
+  Effect.map(FiberSet.makeRuntimePromise(), (run) => (name, rrtype) => {
+    const type = rrtype.toUpperCase() as RecordType
+    if (!recordTypes.includes(type)) {
+      // Asked for a type we do not serve (SPF's obsolete "SPF" type, CNAME): nothing there.
+      return Promise.reject(toNodeError(new DnsError({ name, type: "TXT", reason: { _tag: "NoData" } })))
+    }
+    // The typed failure comes back as a value: the rejection is then only interruption.
+    return run(Effect.result(dns.resolve(name, type))).then(
+      (result) => {
+        if (Result.isFailure(result)) throw toNodeError(result.failure)
+        return (result.success as ReadonlyArray<unknown>).map((r) => Array.isArray(r) ? [...r] : r)
+      },
+      () => {
+        throw cancelled(name)
+      }
+    )
   })
-}

@@ -11,10 +11,19 @@
  * - `AuthResults`: typed results; the session writes all rules' results as one
  *   `Authentication-Results:` header with our host name as authserv-id (removing any field in the
  *   message that already claims it, RFC 8601 5) and stores them in `Envelope.authentication`.
- * - `Quarantine`: marks the message (`Envelope.quarantine`); routes can send it elsewhere.
+ * - `Quarantine`: marks the message (`Envelope.quarantine`); routes can send it elsewhere. With
+ *   `hold` (a milter's quarantine) the message is also committed on hold in the queue
+ *   (`NewMessage.held`): delivered only once an operator releases it.
  * - `Annotate`: a JSON value under a key in `Envelope.annotations`, for host apps and webhooks.
  * - `Discard`: accept the message and deliver it nowhere (a milter's discard); the session
  *   answers 250 as usual, stores nothing, and records a `MessageDiscarded` event.
+ * - `ReplaceBody`: a new body (what follows the header block), already spooled through
+ *   `DataContext.newBody` (bounded memory, the message size cap); the last one wins. The header
+ *   block, with the header edits applied, is kept on top of it.
+ * - Envelope edits, applied in order: `AddRecipient` (through the same recipient-authority check
+ *   as RCPT: no edit can make an open relay), `DeleteRecipient`, `ChangeSender`; with RFC 3461
+ *   parameters when the rule gave them. A message left without recipients is discarded as by
+ *   `Discard` (recorded, 250).
  *
  * A rule in observe mode has its edits recorded in its `PolicyVerdict` event, never applied.
  *
@@ -25,12 +34,14 @@
  * a filter to keep in step on each read path. Typed results and marks go into the `Envelope`,
  * which every queue backend stores as JSON.
  *
- * Room left for the rest of the milter vocabulary: body replacement would be an edit carrying a
- * new `SpooledBody` (the rewrite step already produces one), and recipient or sender changes
- * would patch the envelope in `plan` (after the same recipient-authority check RCPT makes).
- * Each new variant is a compile error in `plan` until it is handled.
+ * A replacement body is combined with the (edited) header block by the same rewrite step, into
+ * one new spooled body; envelope edits are resolved by the session, which owns the recipient
+ * authority (smtp/internal/editedEnvelope.ts). Each new variant is a compile error in `plan`
+ * until it is handled.
  */
+import type * as Dsn from "../protocol/Dsn.ts"
 import type { Json, Quarantine } from "../protocol/Envelope.ts"
+import type { SpooledBody } from "../spool/SpooledBody.ts"
 import { type HeaderEdit, headerLine, type HeaderOp, validName } from "../protocol/HeaderEdit.ts"
 import * as AuthenticationResults from "../protocol/AuthenticationResults.ts"
 
@@ -40,9 +51,18 @@ export { headerLine, headerValue } from "../protocol/HeaderEdit.ts"
 export type MessageEdit =
   | HeaderEdit
   | { readonly _tag: "AuthResults"; readonly results: ReadonlyArray<AuthenticationResults.AuthResult> }
-  | { readonly _tag: "Quarantine"; readonly reason: string }
+  | { readonly _tag: "Quarantine"; readonly reason: string; readonly hold?: boolean | undefined }
   | { readonly _tag: "Annotate"; readonly key: string; readonly value: Json }
   | { readonly _tag: "Discard"; readonly reason: string }
+  | { readonly _tag: "ReplaceBody"; readonly body: SpooledBody }
+  | EnvelopeEdit
+
+/** A change of the envelope; addresses as the rule wrote them (the session canonicalises them). */
+export type EnvelopeEdit =
+  | { readonly _tag: "AddRecipient"; readonly recipient: string; readonly dsn?: Dsn.RecipientDsn | undefined }
+  | { readonly _tag: "DeleteRecipient"; readonly recipient: string }
+  /** The new reverse path ("" for `<>`); `dsn`, when given, replaces the client's RET/ENVID. */
+  | { readonly _tag: "ChangeSender"; readonly sender: string; readonly dsn?: Dsn.MailDsn | undefined }
 
 /** An edit and the rule that made it. */
 export interface RuleEdit {
@@ -60,9 +80,16 @@ export const removeHeader = (name: string, options: { readonly occurrence?: numb
   ...options
 })
 export const authResults = (results: ReadonlyArray<AuthenticationResults.AuthResult>): MessageEdit => ({ _tag: "AuthResults", results })
-export const quarantine = (reason: string): MessageEdit => ({ _tag: "Quarantine", reason })
+export const quarantine = (reason: string, options: { readonly hold?: boolean } = {}): MessageEdit =>
+  options.hold === true ? { _tag: "Quarantine", reason, hold: true } : { _tag: "Quarantine", reason }
 export const annotate = (key: string, value: Json): MessageEdit => ({ _tag: "Annotate", key, value })
 export const discard = (reason: string): MessageEdit => ({ _tag: "Discard", reason })
+export const replaceBody = (body: SpooledBody): MessageEdit => ({ _tag: "ReplaceBody", body })
+export const addRecipient = (recipient: string, dsn?: Dsn.RecipientDsn): MessageEdit =>
+  dsn === undefined ? { _tag: "AddRecipient", recipient } : { _tag: "AddRecipient", recipient, dsn }
+export const deleteRecipient = (recipient: string): MessageEdit => ({ _tag: "DeleteRecipient", recipient })
+export const changeSender = (sender: string, dsn?: Dsn.MailDsn): MessageEdit =>
+  dsn === undefined ? { _tag: "ChangeSender", sender } : { _tag: "ChangeSender", sender, dsn }
 
 /** What the session does with the edits of one message. */
 export interface Plan {
@@ -75,6 +102,12 @@ export interface Plan {
   readonly annotations: Readonly<Record<string, Json>> | undefined
   /** The first rule that discarded the message, and why: nothing is stored. */
   readonly discard: { readonly rule: string; readonly reason: string } | undefined
+  /** The first rule that quarantined with `hold`, and why: the message is committed held. */
+  readonly hold: { readonly rule: string; readonly reason: string } | undefined
+  /** The new body after the header block (the last `ReplaceBody`); absent: the body as received. */
+  readonly body: SpooledBody | undefined
+  /** Envelope edits in order, each with its rule. */
+  readonly envelope: ReadonlyArray<{ readonly rule: string; readonly edit: EnvelopeEdit }>
 }
 
 /**
@@ -91,6 +124,9 @@ export const plan = (edits: ReadonlyArray<RuleEdit>, authservId: string): Plan =
   let quarantined: Quarantine | undefined
   let annotations: Record<string, Json> | undefined
   let discard: Plan["discard"]
+  let hold: Plan["hold"]
+  let body: SpooledBody | undefined
+  const envelope: Array<{ readonly rule: string; readonly edit: EnvelopeEdit }> = []
   for (const { edit, rule } of edits) {
     switch (edit._tag) {
       case "PrependHeader":
@@ -108,12 +144,21 @@ export const plan = (edits: ReadonlyArray<RuleEdit>, authservId: string): Plan =
         break
       case "Quarantine":
         quarantined ??= { rule, reason: edit.reason }
+        if (edit.hold === true) hold ??= { rule, reason: edit.reason }
         break
       case "Annotate":
         annotations = { ...annotations, [edit.key]: edit.value }
         break
       case "Discard":
         discard ??= { rule, reason: edit.reason }
+        break
+      case "ReplaceBody":
+        body = edit.body
+        break
+      case "AddRecipient":
+      case "DeleteRecipient":
+      case "ChangeSender":
+        envelope.push({ rule, edit })
         break
     }
   }
@@ -127,6 +172,9 @@ export const plan = (edits: ReadonlyArray<RuleEdit>, authservId: string): Plan =
     authentication,
     quarantine: quarantined,
     annotations,
-    discard
+    discard,
+    hold,
+    body,
+    envelope
   }
 }

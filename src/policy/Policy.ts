@@ -15,11 +15,13 @@
  * The DATA stage runs after the message is spooled: its context has the parsed header block and
  * the body as a re-readable `Stream` (each run reads the spooled copy afresh, from memory or the
  * spool file, so a 50 MiB message is never held whole), and its `Continue` / `Accept` verdicts
- * may carry message edits (MessageEdit.ts). `enforceData` returns the edits of the enforced
+ * may carry message edits (MessageEdit.ts); a rule that replaces the body writes the new one
+ * through `newBody`. `enforceData` returns the edits of the enforced
  * rules in order; each rule sees the edits of the rules before it in `ctx.edits`.
  */
 import { Cause, Context, Data, Duration, Effect, Layer, Metric, type Stream } from "effect"
 import * as SmtpReply from "../protocol/SmtpReply.ts"
+import type { BodyWriter } from "../spool/BodyWriter.ts"
 import type { SpoolError } from "../spool/SpoolError.ts"
 import type { MessageEdit, RuleEdit } from "./MessageEdit.ts"
 import * as Verdict from "./Verdict.ts"
@@ -75,6 +77,13 @@ export interface DataContext extends MailContext {
   readonly body?: Stream.Stream<Uint8Array, SpoolError> | undefined
   /** The edits of the enforced rules that ran before this one, in order. */
   readonly edits?: ReadonlyArray<RuleEdit> | undefined
+  /**
+   * Starts a new body for a `ReplaceBody` edit (what follows the header block), spooled like DATA:
+   * bounded memory, the listener's size cap, line endings normalised to CRLF. The session
+   * releases every body started here that no applied `ReplaceBody` edit carries. Absent where
+   * nothing can be spooled (a rule tested on its own).
+   */
+  readonly newBody?: Effect.Effect<BodyWriter> | undefined
 }
 
 export interface StageContexts {

@@ -27,6 +27,11 @@ export interface NewMessage {
   readonly trace: string
   readonly body: SpooledBody
   readonly receivedAt: number
+  /**
+   * Commit it on hold (`QueueAdmin.hold`), in the same write: never claimable until released,
+   * not even for an instant (a milter's quarantine). Absent: claimable at once.
+   */
+  readonly held?: boolean | undefined
 }
 
 /** The stored message read back: trace header(s) followed by the body as received. */

@@ -21,7 +21,7 @@ import {
   type RecipientState
 } from "./MailQueue.ts"
 import { MailQueueError } from "./MailQueueError.ts"
-import { QueueAdmin, type MessageInfo, messageState, type RecipientStatus } from "./QueueAdmin.ts"
+import { QueueAdmin, type MessageInfo, messageState, priorityDepths, type RecipientStatus } from "./QueueAdmin.ts"
 import * as QueueBackend from "./QueueBackend.ts"
 
 interface Rcpt {
@@ -104,7 +104,7 @@ export const make = Effect.fnUntraced(function*(options: Partial<QueueOptions> =
     const rcpts = [...new Set(message.envelope.rcptTo)]
     entries.set(message.id, {
       message,
-      held: false,
+      held: message.held === true,
       lease: undefined,
       rcpts: rcpts.map((rcpt) => ({
         rcpt,
@@ -338,14 +338,19 @@ export const make = Effect.fnUntraced(function*(options: Partial<QueueOptions> =
         return true
       }),
     purgeDead: Effect.suspend(() => purge((r) => r.state === "dead")),
-    stats: Effect.sync(() => {
+    stats: Effect.gen(function*() {
+      const now = yield* Clock.currentTimeMillis
       const recipients: Record<RecipientState, number> = { queued: 0, inflight: 0, retry: 0, delivered: 0, dead: 0 }
       let held = 0
+      const levels: Array<readonly [number, number]> = []
       for (const e of entries.values()) {
         for (const r of e.rcpts) recipients[r.state]++
-        if (e.held && pendingOf(e)) held++
+        if (!pendingOf(e)) continue
+        if (e.held) held++
+        const level = e.message.envelope.priority ?? Priority.normal
+        levels.push([Priority.effective(level, e.message.receivedAt, now, opts.priorityMaxWaitMs), 1])
       }
-      return { messages: entries.size, depth, held, recipients }
+      return { messages: entries.size, depth, held, recipients, byPriority: priorityDepths(levels) }
     })
   })
 

@@ -12,7 +12,8 @@
  * but no claim leases it until it is released (`unhold`); a delivery already under way when it
  * was held completes, and what it leaves pending stays held. Held messages still count as
  * pending (depth), and the hold is stored like the rest of the message (a durable backend keeps
- * it across restarts).
+ * it across restarts). A message can also be committed held (`NewMessage.held`: a milter's
+ * quarantine), so no claim can take it in between.
  */
 import { Context, type Effect, type Option } from "effect"
 import type { Envelope } from "../protocol/Envelope.ts"
@@ -58,6 +59,25 @@ export interface QueueStats {
   /** Pending messages on hold (counted in `depth` too). */
   readonly held: number
   readonly recipients: Readonly<Record<RecipientState, number>>
+  /**
+   * Pending messages (held ones included) by effective priority: the level a claim would order
+   * them by now, after ageing (`Priority.effective`). Only levels with messages, highest first;
+   * the counts add up to `depth`, give or take a commit or settle made while counting.
+   */
+  readonly byPriority: ReadonlyArray<PriorityDepth>
+}
+
+export interface PriorityDepth {
+  /** -9..9 */
+  readonly priority: number
+  readonly messages: number
+}
+
+/** `byPriority` from (level, count) pairs in any order: levels merged, zeros dropped, highest first. */
+export const priorityDepths = (pairs: Iterable<readonly [priority: number, messages: number]>): ReadonlyArray<PriorityDepth> => {
+  const counts = new Map<number, number>()
+  for (const [priority, messages] of pairs) counts.set(priority, (counts.get(priority) ?? 0) + messages)
+  return [...counts].filter(([, messages]) => messages > 0).sort(([a], [b]) => b - a).map(([priority, messages]) => ({ priority, messages }))
 }
 
 export class QueueAdmin extends Context.Service<QueueAdmin, {

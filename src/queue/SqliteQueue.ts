@@ -275,7 +275,9 @@ export const make = Effect.fnUntraced(function*(options: SqliteQueueOptions) {
     // the writer is then the one that undoes the storage if the job does not commit.
     const outcome = yield* Effect.uninterruptibleMask((restore) =>
       Effect.flatMap(restore(storeBody(message)), (stored) => {
-        const handoff = priority === Priority.normal ? handoffFor(now, receivedAt) : null
+        // A held message is never handed to a worker: it waits in the database for its release.
+        const held = message.held === true
+        const handoff = priority === Priority.normal && !held ? handoffFor(now, receivedAt) : null
         if (handoff !== null) ready.reserve(1)
         const unreserve = Effect.sync(() => {
           if (handoff !== null) ready.unreserve(1)
@@ -292,6 +294,7 @@ export const make = Effect.fnUntraced(function*(options: SqliteQueueOptions) {
           rcpts,
           priority,
           maxDepth: opts.maxDepth,
+          held,
           handoff
         }, {
           syncBodies: stored.file !== null,
@@ -584,7 +587,7 @@ export const make = Effect.fnUntraced(function*(options: SqliteQueueOptions) {
       return yield* writer.submit<number>({ op: "purgeExpired", now })
     }).pipe(Effect.withSpan("SqliteQueue.purgeExpired"))
   })
-  const admin = SqliteAdmin.make({ sql, writer, ready, bodiesDir, depthNow })
+  const admin = SqliteAdmin.make({ sql, writer, ready, bodiesDir, depthNow, priorityMaxWaitMs: opts.priorityMaxWaitMs })
   return { queue, admin } satisfies QueueBackend.QueueBackend
 })
 

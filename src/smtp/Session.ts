@@ -30,6 +30,7 @@ import { MailQueue, type NewMessage } from "../queue/MailQueue.ts"
 import type { MailQueueError } from "../queue/MailQueueError.ts"
 import * as MessageId from "../queue/MessageId.ts"
 import * as MessageEdit from "../policy/MessageEdit.ts"
+import * as BodyWriter from "../spool/BodyWriter.ts"
 import * as HeaderBlock from "../spool/HeaderBlock.ts"
 import { Spool } from "../spool/Spool.ts"
 import type { SpooledBody } from "../spool/SpooledBody.ts"
@@ -46,6 +47,7 @@ import * as ReceivedHeader from "../protocol/ReceivedHeader.ts"
 import * as SmtpReply from "../protocol/SmtpReply.ts"
 import { SyncDelivery } from "./SyncDelivery.ts"
 import * as Commands from "./internal/commands.ts"
+import * as EditedEnvelope from "./internal/editedEnvelope.ts"
 import * as CauseText from "../internal/causeText.ts"
 import { withSpanIf } from "../internal/spanIf.ts"
 import { isDecided } from "../internal/decided.ts"
@@ -333,22 +335,48 @@ export const make = Effect.fnUntraced(function*(settings: Ref.Ref<ListenerOption
     session: SMTPServerSession,
     mailFrom: string,
     rcptTo: ReadonlyArray<string>,
-    hostname: string
-  ): Effect.Effect<{ readonly body: SpooledBody; readonly plan: MessageEdit.Plan }, SessionReject | SpoolError> =>
-    Effect.gen(function*() {
+    options: ListenerOptions
+  ): Effect.Effect<{ readonly body: SpooledBody; readonly plan: MessageEdit.Plan }, SessionReject | SpoolError> => {
+    // Bodies the rules spooled (`newBody`): all released at the end but the one the message adopts.
+    const started: Array<SpooledBody> = []
+    let adopted: SpooledBody | undefined
+    return Effect.gen(function*() {
       const block = yield* HeaderBlock.read(received)
+      const scope = yield* Effect.scope
+      const newBody = Effect.suspend(() =>
+        BodyWriter.make(spool, { id: `${id}.body${started.length}`, maxSize: options.maxSize, lineEndings: "normalize" }, scope)
+      ).pipe(Effect.map((w) => ({ ...w, end: Effect.tap(w.end, (b) => Effect.sync(() => started.push(b))) })))
       const edits = yield* policy!.enforceData({
         ...mailContext(session, mailFrom, undefined),
         recipients: rcptTo,
         size: received.size,
         messageId: id,
         headers: block.fields.map((f) => [f.name, f.value] as const),
-        body: HeaderBlock.stream(received)
+        body: HeaderBlock.stream(received),
+        newBody
       }).pipe(Effect.catchTag("PolicyRejected", (e) => Effect.fail(reject(e.reply, `policy_${e.rule}`))))
-      const plan = MessageEdit.plan(edits, hostname)
-      const body = yield* HeaderBlock.rewrite(received, plan.headerOps)
+      const plan = MessageEdit.plan(edits, options.hostname)
+      const body = plan.body === undefined
+        ? yield* HeaderBlock.rewrite(received, plan.headerOps)
+        : yield* HeaderBlock.replaceBody(received, plan.headerOps, plan.body)
+      adopted = plan.body
       return { body, plan }
-    }).pipe(Effect.tapError(() => received.release))
+    }).pipe(
+      Effect.scoped,
+      Effect.tapError(() => received.release),
+      Effect.ensuring(Effect.suspend(() => Effect.forEach(started.filter((b) => b !== adopted), (b) => b.release, { discard: true })))
+    )
+  }
+
+  /** A message a rule took (a milter's discard, every recipient deleted): 250 as for any other, nothing stored, recorded. */
+  const discarded = (body: SpooledBody, id: string, by: { readonly rule: string; readonly reason: string }) =>
+    Effect.gen(function*() {
+      yield* body.release
+      yield* telemetry.publish({ _tag: "MessageDiscarded", id, ...by, listener })
+      yield* Effect.logInfo(`message discarded by policy rule ${by.rule}: ${by.reason}`).pipe(Effect.annotateLogs({ message: id }))
+      const queued = SmtpReply.queued(id)
+      return `${queued.enhanced} ${queued.text}`
+    })
 
   /** What the envelope keeps of RFC 6531 and RFC 3461 beyond the addresses (absent fields stay absent). */
   const extensionsOf = (session: SMTPServerSession): Pick<Envelope, "smtpUtf8" | "dsn" | "recipientDsn"> => {
@@ -410,27 +438,24 @@ export const make = Effect.fnUntraced(function*(settings: Ref.Ref<ListenerOption
       // Canonical already: the engine's parser wrote it (protocol/AddressCommand.ts).
       const mailFrom = session.envelope.mailFrom === false ? "" : session.envelope.mailFrom.address
       const { body, plan } = hasDataRules()
-        ? yield* dataStage(received, id, session, mailFrom, rcptTo, options.hostname)
+        ? yield* dataStage(received, id, session, mailFrom, rcptTo, options)
         : { body: received, plan: undefined }
-      if (plan?.discard !== undefined) {
-        // A rule (a milter's discard) took the message: the sender hears 250 as for any other,
-        // nothing is stored, and the event says who discarded it and why.
-        yield* body.release
-        yield* telemetry.publish({ _tag: "MessageDiscarded", id, ...plan.discard, listener })
-        yield* Effect.logInfo(`message discarded by policy rule ${plan.discard.rule}: ${plan.discard.reason}`).pipe(Effect.annotateLogs({ message: id }))
-        const queued = SmtpReply.queued(id)
-        return `${queued.enhanced} ${queued.text}`
-      }
+      if (plan?.discard !== undefined) return yield* discarded(body, id, plan.discard)
+      const { smtpUtf8, ...dsn } = extensionsOf(session)
+      // Envelope edits: added recipients pass the same authority as RCPT (editedEnvelope.ts).
+      const client = { authenticated: isAuthenticated(session), clientAddress: session.remoteAddress }
+      const edited = yield* EditedEnvelope.apply(plan?.envelope ?? [], { mailFrom, rcptTo, ...dsn }, (a) => relay.checkRecipient(a, client))
+      if (edited._tag === "Deferred") return yield* Effect.andThen(body.release, reject(edited.reply, `policy_${edited.rule}`))
+      if (edited.emptiedBy !== undefined) return yield* discarded(body, id, { rule: edited.emptiedBy, reason: "every recipient deleted" })
       const now = yield* Clock.currentTimeMillis
       const envelope = yield* prioritized(session, {
-        mailFrom,
-        rcptTo,
+        ...edited.envelope,
         helo: session.hostNameAppearsAs,
         clientAddress: session.remoteAddress,
         secure: session.secure,
         authenticatedUser: typeof session.user === "string" ? session.user : undefined,
         listener,
-        ...extensionsOf(session),
+        ...(smtpUtf8 === undefined ? {} : { smtpUtf8 }),
         ...(plan?.authentication === undefined ? {} : { authentication: plan.authentication }),
         ...(plan?.quarantine === undefined ? {} : { quarantine: plan.quarantine }),
         ...(plan?.annotations === undefined ? {} : { annotations: plan.annotations })
@@ -450,9 +475,11 @@ export const make = Effect.fnUntraced(function*(settings: Ref.Ref<ListenerOption
         recipients: rcptTo,
         date: new Date(now)
       })
-      const message = { id, envelope, trace, body, receivedAt: now }
+      // Quarantined on hold (a milter's): committed held, never delivered synchronously.
+      const held = plan?.hold !== undefined
+      const message: NewMessage = { id, envelope, trace, body, receivedAt: now, ...(held ? { held } : {}) }
       if (lmtp) return yield* lmtpOutcomes(message, session, options.hookTimeoutMs)
-      const syncAck = sync?.tryNow(message, { timeoutMs: options.hookTimeoutMs })
+      const syncAck = held ? undefined : sync?.tryNow(message, { timeoutMs: options.hookTimeoutMs })
       if (syncAck !== undefined && Option.isSome(syncAck)) {
         const delivered = yield* syncAck.value.pipe(
           Effect.catchTag("SyncDeliveryError", (e) => Effect.fail(reject(e.reply, e.reason === "Rejected" ? "sync_rejected" : "sync_deferred")))
@@ -519,8 +546,11 @@ export const make = Effect.fnUntraced(function*(settings: Ref.Ref<ListenerOption
   ): Effect.Effect<ReadonlyArray<SmtpReply.SmtpReply>> =>
     Effect.gen(function*() {
       const { body, envelope } = message
-      const syncRcpts = envelope.rcptTo.filter(isSync)
-      const queuedRcpts = envelope.rcptTo.filter((r) => !isSync(r))
+      // Only recipients the client gave have a reply to carry a synchronous outcome; a held message waits.
+      const given = new Set(recipientsOf(session))
+      const syncNow = (r: string) => message.held !== true && given.has(r) && isSync(r)
+      const syncRcpts = envelope.rcptTo.filter(syncNow)
+      const queuedRcpts = envelope.rcptTo.filter((r) => !syncNow(r))
       const shared = { ...body, release: Effect.void }
       const outcomes = new Map<string, SmtpReply.SmtpReply>()
       yield* Effect.forEach(syncRcpts, (rcpt) => {
@@ -541,9 +571,11 @@ export const make = Effect.fnUntraced(function*(settings: Ref.Ref<ListenerOption
         for (const rcpt of queuedRcpts) outcomes.set(rcpt, queued)
       }
       if (syncRcpts.length > 0) yield* telemetry.publish({ _tag: "SessionAccepted", id: message.id, listener })
+      // A recipient a rule deleted was accepted and dropped, as by a discard: 250.
       return session.envelope.rcptTo.map((r) => {
         const rcpt = recipientOf(r.address)
-        return (rcpt === undefined ? undefined : outcomes.get(rcpt)) ?? SmtpReply.internalError
+        if (rcpt === undefined) return SmtpReply.internalError
+        return outcomes.get(rcpt) ?? (envelope.rcptTo.includes(rcpt) ? SmtpReply.internalError : SmtpReply.queued(message.id))
       })
     })
 

@@ -9,7 +9,8 @@
  *
  * A rewrite of an in-memory body builds new chunks; of a spilled body, one streaming copy into a
  * new spool file (bounded memory), after which the old file is released. Edits that only add
- * fields on top never come here: they join the trace block (policy/MessageEdit.ts).
+ * fields on top never come here: they join the trace block (policy/MessageEdit.ts). A replaced
+ * body (`replaceBody`) is put under the edited header block the same way.
  */
 import { createReadStream, createWriteStream } from "node:fs"
 import { open, unlink } from "node:fs/promises"
@@ -202,23 +203,55 @@ export const rewrite = (body: SpooledBody, ops: ReadonlyArray<HeaderOp>, limit =
       // bytes are a few hundred bytes more, for as long as the body lives.
       return { ...body, size, chunks: [bytes, ...tail(body.chunks, block.end)] }
     }
-    const path = body.path.replace(/(\.\d+)?\.spool$/, "") + `.${Date.now() % 1_000_000}.spool`
-    yield* Effect.tryPromise({
-      try: () =>
-        pipeline(
-          (async function*() {
-            yield bytes
-            yield* createReadStream(body.path, { start: block.end, highWaterMark: 256 * 1024 })
-          })(),
-          createWriteStream(path, { flags: "wx", mode: 0o600 })
-        ),
-      catch: storageFailed(`rewriting ${body.path}`)
-    }).pipe(Effect.tapError(() => Effect.promise(() => unlink(path).catch(() => undefined))))
+    const copy = yield* copied(bytes, body.path, block.end, size)
     yield* body.release
-    return {
-      _tag: "File",
-      size,
-      path,
-      release: Effect.promise(() => unlink(path).catch(() => undefined))
-    } satisfies SpooledBody
+    return copy
   })
+
+const crlf = Buffer.from("\r\n")
+
+/**
+ * The message with its header block edited by `ops` and all that follows it replaced by
+ * `replacement` (a new body, spooled: a milter's replace body): the fields, the empty line, the
+ * new body. The old body is released, and so is a spilled replacement once copied after the
+ * fields; an in-memory replacement is adopted (the new message's `release` is its release).
+ */
+export const replaceBody = (
+  body: SpooledBody,
+  ops: ReadonlyArray<HeaderOp>,
+  replacement: SpooledBody,
+  limit = defaultLimit
+): Effect.Effect<SpooledBody, SpoolError> =>
+  Effect.gen(function*() {
+    const block = yield* read(body, limit)
+    const head = Buffer.concat([apply(block, ops).bytes, crlf])
+    const size = head.byteLength + replacement.size
+    if (replacement._tag === "InMemory") {
+      yield* body.release
+      // As in `rewrite`: the header bytes are not counted against the memory budget.
+      return { _tag: "InMemory", size, chunks: [head, ...replacement.chunks], release: replacement.release } satisfies SpooledBody
+    }
+    const copy = yield* copied(head, replacement.path, 0, size)
+    yield* Effect.andThen(body.release, replacement.release)
+    return copy
+  })
+
+/** A new spool file next to `source`: `head`, then `source` from byte `start` on (one streaming copy). */
+const copied = (head: Uint8Array, source: string, start: number, size: number): Effect.Effect<SpooledBody, SpoolError> => {
+  const path = source.replace(/(\.\d+)?\.spool$/, "") + `.${Date.now() % 1_000_000}.spool`
+  const remove = Effect.promise(() => unlink(path).catch(() => undefined))
+  return Effect.tryPromise({
+    try: () =>
+      pipeline(
+        (async function*() {
+          yield head
+          yield* createReadStream(source, { start, highWaterMark: 256 * 1024 })
+        })(),
+        createWriteStream(path, { flags: "wx", mode: 0o600 })
+      ),
+    catch: storageFailed(`rewriting ${source}`)
+  }).pipe(
+    Effect.tapError(() => remove),
+    Effect.as({ _tag: "File", size, path, release: remove } satisfies SpooledBody)
+  )
+}

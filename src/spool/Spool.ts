@@ -96,9 +96,12 @@ export const make = Effect.fnUntraced(function*(options: Partial<SpoolOptions> &
         chunks = []
       }
       const removeFile = () => {
-        if (file !== undefined) file.destroy()
+        const p = path
+        // The file is opened asynchronously: unlinking before the open completes would miss it and
+        // leave it behind. A destroyed stream closes (after its open, if one is pending), then goes.
+        if (file !== undefined && p !== undefined) file.once("close", () => void unlink(p).catch(() => undefined)).destroy()
+        else if (p !== undefined) unlink(p).catch(() => undefined)
         file = undefined
-        if (path !== undefined) unlink(path).catch(() => undefined)
         path = undefined
       }
       const fail = (e: SpoolError) => {

@@ -8,7 +8,7 @@
  *   delivers (a signed POST reaches an HTTP server here, the other recipient lands in the
  *   Maildir), and `check-config` prints neither the webhook secret nor the relay password.
  */
-import { readdirSync, writeFileSync } from "node:fs"
+import { chmodSync, mkdirSync, readdirSync, writeFileSync } from "node:fs"
 import * as http from "node:http"
 import type { AddressInfo } from "node:net"
 import { join } from "node:path"
@@ -22,6 +22,7 @@ import * as Render from "../../src/config/Render.ts"
 import type * as Payload from "../../src/delivery/webhook/Payload.ts"
 import * as Signature from "../../src/delivery/webhook/Signature.ts"
 import { SmtpClient, TestIncoming } from "../../src/testing/index.ts"
+import * as DkimKeys from "../support/dkim.ts"
 import { serve, runCli } from "../support/server.ts"
 
 
@@ -96,6 +97,10 @@ adapter = "relay"
 `
 
 const routedEnv = { HOOK_SECRET: "hook-secret-abc", HOOK_TOKEN: "token-def", RELAY_PORT: "587", RELAY_PASSWORD: "relay-pw-ghi" }
+
+/** A file with one mx adapter `out` (with `settings`), the route of every recipient. */
+const mxConfig = (settings: string) =>
+  `domains = ["us.test"]\n[adapters.out]\ntype = "mx"\n${settings}\n[[routes]]\nmatch = ["*"]\nadapter = "out"\n`
 
 describe("[adapters] and [[routes]] in the file", () => {
   it.effect("map onto the Router's and the adapters' options; secrets stay Redacted; ${VAR} is typed", () =>
@@ -209,6 +214,60 @@ adapter = "a"
         "incoming.toml: adapters.d.host: missing (required)",
         "incoming.toml: adapters.d.auth.password: missing (required)"
       ])
+    }))
+
+  it.effect("an mx adapter: local_address, mta_sts and DKIM keys by sender domain reach its options; key files resolved", () =>
+    Effect.gen(function*() {
+      const dir = yield* workdir({
+        "incoming.toml": mxConfig(`local_address = "127.0.0.8"
+mta_sts = true
+dkim = { domain = "us.test", selector = "out", private_key = "keys/us.pem" }
+dkim_by_domain = { "Other.test" = { domain = "other.test", selector = "s2", private_key = "keys/other.pem" } }`)
+      })
+      mkdirSync(join(dir, "keys"))
+      for (const f of ["us.pem", "other.pem"]) writeFileSync(join(dir, "keys", f), DkimKeys.ed25519Key().privateKey, { mode: 0o600 })
+      const { config } = yield* load(dir)
+      const delivery = Options.toRunner(config).delivery
+      if (delivery.adapter !== "router") return assert.fail(`expected the router, got ${delivery.adapter}`)
+      const out = delivery.adapters.out!
+      if (out.type !== "mx") return assert.fail(`expected an mx adapter, got ${out.type}`)
+      assert.strictEqual(out.options.localAddress, "127.0.0.8")
+      assert.deepStrictEqual(out.options.mtaSts, { port: 443 })
+      assert.deepStrictEqual(out.dkim, {
+        key: { domain: "us.test", selector: "out", privateKeyFile: join(dir, "keys", "us.pem") },
+        byDomain: { "Other.test": { domain: "other.test", selector: "s2", privateKeyFile: join(dir, "keys", "other.pem") } }
+      })
+    }))
+
+  it.effect("DKIM key files: open to group or others, not a private key, or missing: a load error naming the field", () =>
+    Effect.gen(function*() {
+      const dir = yield* workdir({
+        "incoming.toml": mxConfig(`dkim = { domain = "us.test", selector = "out", private_key = "open.pem" }
+dkim_by_domain = { "a.test" = { domain = "a.test", selector = "s", private_key = "junk.pem" }, "b.test" = { domain = "b.test", selector = "s", private_key = "missing.pem" }, "c.test" = { domain = "c.test", selector = "s", private_key = "group.pem" }, "d.test" = { domain = "d.test", selector = "s", private_key = "fine.pem" } }`),
+        "open.pem": DkimKeys.rsaKey(1024).privateKey,
+        "junk.pem": "-----BEGIN PRIVATE KEY-----\nnot a key\n-----END PRIVATE KEY-----\n",
+        "group.pem": DkimKeys.ed25519Key().privateKey,
+        "fine.pem": DkimKeys.ed25519Key().privateKey
+      })
+      // writeFileSync's mode is filtered by the umask: set the modes the test is about explicitly.
+      chmodSync(join(dir, "open.pem"), 0o644)
+      chmodSync(join(dir, "group.pem"), 0o640)
+      chmodSync(join(dir, "junk.pem"), 0o600)
+      chmodSync(join(dir, "fine.pem"), 0o600)
+      const e = yield* Effect.flip(load(dir))
+      assert.instanceOf(e, ConfigError)
+      assert.deepStrictEqual(e.message.split("\n").sort(), [
+        `incoming.toml: adapters.out.dkim.private_key: readable by group or others (mode 644): chmod 600 ${join(dir, "open.pem")}`,
+        `incoming.toml: adapters.out.dkim_by_domain.a.test.private_key: not a PEM private key: ${join(dir, "junk.pem")}`,
+        `incoming.toml: adapters.out.dkim_by_domain.b.test.private_key: not readable by this user (or not found): ${join(dir, "missing.pem")}`,
+        `incoming.toml: adapters.out.dkim_by_domain.c.test.private_key: readable by group or others (mode 640): chmod 600 ${join(dir, "group.pem")}`
+      ].sort())
+      // Fixed, the same file loads.
+      chmodSync(join(dir, "open.pem"), 0o600)
+      chmodSync(join(dir, "group.pem"), 0o600)
+      writeFileSync(join(dir, "junk.pem"), DkimKeys.rsaKey(1024).privateKey)
+      writeFileSync(join(dir, "missing.pem"), DkimKeys.rsaKey(1024).privateKey, { mode: 0o600 })
+      yield* load(dir)
     }))
 
   it.effect("mistakes in routes and across the tables", () =>

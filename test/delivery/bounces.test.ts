@@ -2,8 +2,9 @@
  * Bounces through the dispatcher and the memory queue: a dead-lettered recipient makes an RFC
  * 3464 report that is queued and delivered like any message (here to the local sender, through
  * the same adapter), parsed back with postal-mime. NOTIFY, RET, ENVID and ORCPT are honoured;
- * a bounce is never bounced; mail that failed DMARC, and a foreign sender with nothing to
- * deliver off-site, get none. With `delayNoticeMs`, one delay notice per message.
+ * a bounce is never bounced; mail that failed DMARC or SPF, and a foreign sender with nothing
+ * to deliver off-site, get none. With `delayNoticeMs`, one delay notice per message. A message
+ * still undelivered `maxLifetimeMs` after it arrived is dead-lettered and reported.
  */
 import { assert, describe, it } from "@effect/vitest"
 import { Context, Effect, Layer, Queue, Stream } from "effect"
@@ -31,7 +32,10 @@ interface Received {
  * A dispatcher whose adapter delivers local (`us.test`) mail into `inbox`, rejects `gone…`
  * recipients with a 550 from mx.dest.test, retries `busy…` ones, and delivers the rest.
  */
-const world = (offSite: boolean, options: { readonly maxAttempts?: number; readonly delayNoticeMs?: number } = {}) =>
+const world = (
+  offSite: boolean,
+  options: { readonly maxAttempts?: number; readonly delayNoticeMs?: number; readonly maxLifetimeMs?: number } = {}
+) =>
   Effect.gen(function*() {
     const inbox = yield* Queue.unbounded<Received>()
     const adapter = Layer.succeed(DeliveryAdapter, DeliveryAdapter.of({
@@ -54,13 +58,14 @@ const world = (offSite: boolean, options: { readonly maxAttempts?: number; reado
       maxAttempts: options.maxAttempts ?? 2,
       backoff: { baseMs: 10, maxMs: 10, jitter: 0 },
       idlePollMs: 50,
+      ...(options.maxLifetimeMs !== undefined ? { maxLifetimeMs: options.maxLifetimeMs } : {}),
       bounces: { reportingMta: "mx.us.test", localDomains: ["us.test"], delayNoticeMs: options.delayNoticeMs }
     }).pipe(Layer.provideMerge(Layer.mergeAll(MemoryQueue.layer(), Telemetry.layer(), adapter))))
     return { queue: Context.get(ctx, MailQueue), admin: Context.get(ctx, QueueAdmin), inbox }
   })
 
-const commit = (queue: MailQueue["Service"], env: Envelope, text = original) =>
-  queue.commit({ ...message(env.rcptTo, Date.now(), text), envelope: env })
+const commit = (queue: MailQueue["Service"], env: Envelope, text = original, receivedAt = Date.now()) =>
+  queue.commit({ ...message(env.rcptTo, receivedAt, text), envelope: env })
 
 const parse = (text: string) =>
   Effect.promise(() => PostalMime.parse(text)).pipe(Effect.map((m) => ({
@@ -108,7 +113,7 @@ describe("bounces (RFC 3464)", () => {
       assert.strictEqual(returned?.mimeType, "message/rfc822")
     }))
 
-  it.live("no report: NOTIFY=NEVER, a null sender, DMARC failure, a foreign sender with nothing off-site", () =>
+  it.live("no report: NOTIFY=NEVER, a null sender, DMARC or SPF failure, a foreign sender with nothing off-site", () =>
     Effect.gen(function*() {
       const { queue, admin, inbox } = yield* world(true)
       yield* commit(queue, { ...envelope(["gone1@dest.test"], "sender@us.test"), recipientDsn: { "gone1@dest.test": { notify: ["NEVER"] } } })
@@ -118,18 +123,35 @@ describe("bounces (RFC 3464)", () => {
         ...envelope(["gone4@dest.test"], "sender@us.test"),
         authentication: { authservId: "mx.us.test", results: [{ method: "dmarc", result: "fail", properties: {} }] }
       })
+      // SPF failed (DMARC passed or was not checked): the sender is just as likely forged.
+      yield* commit(queue, {
+        ...envelope(["gone7@dest.test"], "sender@us.test"),
+        authentication: {
+          authservId: "mx.us.test",
+          results: [{ method: "spf", result: "fail", properties: { "smtp.mailfrom": "sender@us.test" } }, { method: "dkim", result: "pass", properties: {} }]
+        }
+      })
+      // A softfail is not a failure: that one is reported (checked below with the control).
+      yield* commit(queue, {
+        ...envelope(["gone8@dest.test"], "sender@us.test"),
+        authentication: { authservId: "mx.us.test", results: [{ method: "spf", result: "softfail", properties: {} }] }
+      })
       const local = yield* world(false)
       yield* commit(local.queue, envelope(["gone5@dest.test"], "someone@elsewhere.test"))
       // A control that is reported, committed last: once it arrives the others have been decided.
       yield* commit(queue, envelope(["gone6@dest.test"], "sender@us.test"))
-      const bounce = yield* Queue.take(inbox).pipe(Effect.timeout("20 seconds"))
-      assert.include((yield* parse(bounce.text)).status, "gone6@dest.test")
+      const bounces = yield* Effect.all([Queue.take(inbox), Queue.take(inbox)]).pipe(Effect.timeout("20 seconds"))
+      const about = yield* Effect.forEach(bounces, (b) => Effect.map(parse(b.text), (p) => /Final-Recipient: rfc822; (\S+)/.exec(p.status)?.[1]))
+      assert.deepStrictEqual(about.sort(), ["gone6@dest.test", "gone8@dest.test"])
       yield* Effect.sleep("300 millis")
       assert.strictEqual(yield* Queue.size(inbox), 0)
       assert.strictEqual(yield* Queue.size(local.inbox), 0)
-      // Left in the queue: the five dead originals, no report among them (the bounce was delivered).
+      // Left in the queue: the dead originals, no report among them (the bounces were delivered).
       const left = yield* admin.list({ state: "all" })
-      assert.deepStrictEqual(left.map((m) => m.envelope.rcptTo[0]).sort(), ["gone1@dest.test", "gone2@dest.test", "gone3@dest.test", "gone4@dest.test", "gone6@dest.test"])
+      assert.deepStrictEqual(
+        left.map((m) => m.envelope.rcptTo[0]).sort(),
+        ["gone1@dest.test", "gone2@dest.test", "gone3@dest.test", "gone4@dest.test", "gone6@dest.test", "gone7@dest.test", "gone8@dest.test"]
+      )
     }))
 
   it.live("delay notices: one per message (Action: delayed, 4.x.x, Will-Retry-Until), then the failure; none without NOTIFY=DELAY", () =>
@@ -155,6 +177,25 @@ describe("bounces (RFC 3464)", () => {
       assert.strictEqual((yield* parse(third.text)).message.subject, "Undelivered Mail Returned to Sender")
       yield* Effect.sleep("200 millis")
       assert.strictEqual(yield* Queue.size(inbox), 0)
+    }))
+
+  it.live("past max_lifetime: a recipient still being retried is dead-lettered at its next failure and reported", () =>
+    Effect.gen(function*() {
+      // Plenty of attempts left: only the lifetime (1 h) can end it. The message arrived 2 h ago.
+      const { queue, admin, inbox } = yield* world(true, { maxAttempts: 50, maxLifetimeMs: 3600_000 })
+      const arrived = Date.now() - 2 * 3600_000
+      yield* commit(queue, envelope(["busy@dest.test"], "sender@us.test"), original, arrived)
+      const bounce = yield* Queue.take(inbox).pipe(Effect.timeout("20 seconds"))
+      const { message: m, status } = yield* parse(bounce.text)
+      assert.strictEqual(m.subject, "Undelivered Mail Returned to Sender")
+      assert.include(status, "Final-Recipient: rfc822; busy@dest.test\r\nAction: failed\r\nStatus: 4.4.1\r\n")
+      assert.include(status, "gave up: not delivered within 1 h of arrival")
+      assert.include(status, `Arrival-Date: ${DsnReport.rfc5322Date(arrived)}`)
+      // Dead after its first attempt, not retried.
+      const dead = (yield* admin.list({ state: "all" })).find((x) => x.envelope.rcptTo[0] === "busy@dest.test")
+      assert.strictEqual(dead?.state, "dead")
+      assert.strictEqual(dead?.recipients[0]?.state, "dead")
+      assert.strictEqual(dead?.recipients[0]?.attempts, 1)
     }))
 
   it("statusOf: the enhanced code in the reason, else the reply's class", () => {

@@ -4,7 +4,8 @@
  * (the adapter's `port`, as real MXes share 25). Covers preference order and fallback, implicit
  * and null MX, per-recipient replies, a connection dropped mid-DATA, STARTTLS with a self-signed
  * certificate, per-domain grouping, connection reuse, the per-domain limit, the pause of a
- * domain whose MXes refuse connections, and SMTPUTF8/8BITMIME needs a peer cannot meet.
+ * domain whose MXes refuse connections, SMTPUTF8/8BITMIME needs a peer cannot meet, the local
+ * address connections come from, and DKIM keys chosen by the sender's domain.
  */
 import { readFileSync } from "node:fs"
 import { assert, describe, it } from "@effect/vitest"
@@ -247,6 +248,33 @@ describe.skipIf(!Dnsmasq.available)("MxAdapter against dnsmasq and loopback MXes
     }))
 })
 
+describe.skipIf(!Dnsmasq.available)("MxAdapter local_address", () => {
+  it.live("connections to the MX come from the configured local address", () =>
+    Effect.gen(function*() {
+      const w = yield* world()
+      // Without it the kernel picks the source (127.0.0.1 towards 127.0.0.x on loopback).
+      const plain = yield* w.adapter()
+      assert.deepStrictEqual(tags(yield* plain.deliver(delivery(["a@dest.test"]))), { "a@dest.test": "Ok" })
+      assert.strictEqual(w.mx1.seen.at(-1)!.remote, "127.0.0.1")
+      const bound = yield* w.adapter({ localAddress: "127.0.0.8" })
+      assert.deepStrictEqual(tags(yield* bound.deliver(delivery(["b@dest.test", "c@backup.test"]))), { "b@dest.test": "Ok", "c@backup.test": "Ok" })
+      assert.deepStrictEqual([w.mx1.seen.at(-1)!.to, w.mx1.seen.at(-1)!.remote], [["b@dest.test"], "127.0.0.8"])
+      // The fallback MX of backup.test (after the one refusing connections) too.
+      assert.deepStrictEqual([w.mx2.seen.at(-1)!.to, w.mx2.seen.at(-1)!.remote], [["c@backup.test"], "127.0.0.8"])
+    }))
+
+  it.live("an address this host does not have: retried, not bounced", () =>
+    Effect.gen(function*() {
+      const w = yield* world()
+      // 192.0.2.1 (TEST-NET-1) is nobody's: bind() fails with EADDRNOTAVAIL.
+      const mx = yield* w.adapter({ localAddress: "192.0.2.1" })
+      const out = yield* mx.deliver(delivery(["d@dest.test"]))
+      assert.strictEqual(out[0]!._tag, "Retry")
+      assert.match(byRcpt(out)["d@dest.test"]!, /451 4\.4\.1 no MX host of dest\.test took a connection/)
+      assert.strictEqual(w.mx1.seen.length, 0)
+    }))
+})
+
 describe.skipIf(!Dnsmasq.available)("MxAdapter and MT-PRIORITY (RFC 6710)", () => {
   it.live("passed on to a next hop that offers it, and only then", () =>
     Effect.gen(function*() {
@@ -303,5 +331,57 @@ describe.skipIf(!Dnsmasq.available)("MxAdapter DKIM signing", () => {
         )
         assert.strictEqual(result.results[0]?.status.result, "pass", key.algorithm)
       }
+    }))
+
+  it.live("dkim_by_domain: the envelope sender's domain picks the key; other senders get the default key", () =>
+    Effect.gen(function*() {
+      const w = yield* world()
+      const keys = { us: DkimKeys.rsaKey(1024), other: DkimKeys.ed25519Key(), third: DkimKeys.rsaKey(1024) }
+      const sign = DkimSigner.make({
+        key: { domain: "us.test", selector: "out", privateKey: keys.us.privateKey },
+        byDomain: {
+          "Other.test": { domain: "other.test", selector: "s2", privateKey: keys.other.privateKey },
+          "third.test": { domain: "signer.test", selector: "s3", privateKey: keys.third.privateKey }
+        }
+      })
+      const records: Record<string, string> = {
+        "out._domainkey.us.test": keys.us.record,
+        "s2._domainkey.other.test": keys.other.record,
+        "s3._domainkey.signer.test": keys.third.record
+      }
+      const mx = yield* w.adapter({ prepare: sign })
+      const cases = [
+        ["a@us.test", "us.test", "out"],
+        ["b@OTHER.TEST", "other.test", "s2"],
+        ["c@third.test", "signer.test", "s3"],
+        ["d@elsewhere.test", "us.test", "out"]
+      ] as const
+      for (const [from, d, selector] of cases) {
+        assert.deepStrictEqual(tags(yield* mx.deliver(delivery(["signed@dest.test"], { from }))), { "signed@dest.test": "Ok" })
+        const received = w.mx1.seen.at(-1)!.body
+        assert.strictEqual((received.match(/^DKIM-Signature:/gm) ?? []).length, 1, from)
+        const verified = yield* Effect.promise(() =>
+          dkimVerify(Buffer.from(received), {
+            resolver: (async (name: string, type: string) => {
+              const record = records[name]
+              if (record !== undefined && type === "TXT") return [[...DkimKeys.txtStrings(record)]]
+              throw Object.assign(new Error("not found"), { code: "ENOTFOUND" })
+            }) as never
+          })
+        )
+        const result = verified.results[0]!
+        assert.deepStrictEqual([result.status.result, result.signingDomain, result.selector], ["pass", d, selector], from)
+      }
+    }))
+
+  it.live("without a default key, a sender outside dkim_by_domain goes unsigned", () =>
+    Effect.gen(function*() {
+      const w = yield* world()
+      const key = DkimKeys.ed25519Key()
+      const mx = yield* w.adapter({ prepare: DkimSigner.make({ byDomain: { "us.test": { domain: "us.test", selector: "s", privateKey: key.privateKey } } }) })
+      assert.deepStrictEqual(tags(yield* mx.deliver(delivery(["u@dest.test"], { from: "x@elsewhere.test" }))), { "u@dest.test": "Ok" })
+      assert.notMatch(w.mx1.seen.at(-1)!.body, /^DKIM-Signature:/m)
+      assert.deepStrictEqual(tags(yield* mx.deliver(delivery(["u@dest.test"], { from: "x@us.test" }))), { "u@dest.test": "Ok" })
+      assert.match(w.mx1.seen.at(-1)!.body, /^DKIM-Signature: [^]*d=us\.test;/)
     }))
 })

@@ -185,7 +185,7 @@ describe("ZoneDns and the node:dns shape", () => {
   it.effect("the promise resolver resolves like dns.promises.resolve and rejects with its codes", () =>
     Effect.gen(function*() {
       const zone = ZoneDns.make({ "a.test": { TXT: ["v=spf1 -all"] }, "t.test": { fail: "ServerFailure" } })
-      const resolve = NodeCompat.toPromiseResolver(zone.dns, yield* Effect.context<never>())
+      const resolve = yield* NodeCompat.toPromiseResolver(zone.dns)
       assert.deepStrictEqual(yield* Effect.promise(() => resolve("a.test", "TXT")), [["v=spf1 -all"]])
       const code = (name: string, type: string) => Effect.promise(() => resolve(name, type).then(() => "resolved", (e: { code: string }) => e.code))
       assert.strictEqual(yield* code("b.test", "TXT"), "ENOTFOUND")

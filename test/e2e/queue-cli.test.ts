@@ -1,5 +1,5 @@
 /**
- * `incoming queue ...` against the data directory of a running server: list, show, stats,
+ * `incoming queue ...` against the data directory of a running server: list, show, stats (by priority too),
  * retry, delete and purge, as tables and as JSON.
  */
 import { mkdirSync, writeFileSync } from "node:fs"
@@ -52,6 +52,10 @@ describe("incoming queue (CLI)", () => {
       assert.deepStrictEqual(byJson, { id: blocked, priority: -3 })
       const shownJson = JSON.parse((yield* cli("show", blocked, "--json", "--data-dir", data)).stdout)
       assert.strictEqual(shownJson.envelope.priority, -3)
+      // stats adds pending mail by priority once some is not normal.
+      const levels = yield* cli("stats", "--data-dir", data)
+      assert.include(levels.stdout, "PRIORITY")
+      assert.match(levels.stdout, /^-3\s+1\s*$/m)
       const bad = yield* cli("set-priority", blocked, "12", "--data-dir", data)
       assert.notStrictEqual(bad.code, 0)
       assert.include(bad.stderr + bad.stdout, "expected low, normal, high, critical or an integer from -9 to 9")

@@ -237,8 +237,14 @@ describe("SqliteQueue", () => {
           assert.strictEqual(yield* q.depth, 50)
         }))
       const committed = batches.filter((b) => b.committed)
-      assert.strictEqual(committed.reduce((n, b) => n + b.jobs, 0), 50)
-      assert.isAtMost(committed.length, 3, `50 concurrent commits took ${committed.length} transactions`)
+      // Jobs are the 50 commits, plus at most one depth recount per batch: the owner asks for one
+      // at most every 100 ms of real time, so on a slow machine one can ride along.
+      const jobs = committed.reduce((n, b) => n + b.jobs, 0)
+      assert.isAtLeast(jobs, 50)
+      assert.isAtMost(jobs, 50 + committed.length)
+      // Grouped: a batch takes every commit that arrived while the last one was in flight. Usually
+      // 2 or 3; a loaded machine may hand the writer a few more, smaller batches.
+      assert.isAtMost(committed.length, 10, `50 concurrent commits took ${committed.length} transactions`)
     }))
 
   it.effect("a claim with nothing due takes no write transaction; one with work does", () =>

@@ -61,8 +61,19 @@ export const reply = {
   insertHeader: (index: number, name: string, value: string) => packet("i", Buffer.concat([u32(index), z(name, value)])),
   changeHeader: (index: number, name: string, value: string) => packet("m", Buffer.concat([u32(index), z(name, value)])),
   quarantine: (reason: string) => packet("q", z(reason)),
-  addRecipient: (rcpt: string) => packet("+", z(`<${rcpt}>`))
+  /** One chunk of a replaced body (a filter sends several for a large one). */
+  replaceBody: (chunk: string | Buffer) => packet("b", Buffer.from(chunk)),
+  /** `+` (SMFIR_ADDRCPT), or `2` (SMFIR_ADDRCPT_PAR) with ESMTP arguments. */
+  addRecipient: (rcpt: string, args?: string) => (args === undefined ? packet("+", z(`<${rcpt}>`)) : packet("2", z(`<${rcpt}>`, args))),
+  deleteRecipient: (rcpt: string) => packet("-", z(`<${rcpt}>`)),
+  changeFrom: (sender: string, args?: string) => packet("e", args === undefined ? z(`<${sender}>`) : z(`<${sender}>`, args))
 }
+
+/** A script answering end of message with `replies` (modifications, then a final reply), and everything else with continue. */
+export const atEndOfMessage = (replies: ReadonlyArray<Buffer>) => (p: Received): Action | undefined => (p.command === "E" ? replies : undefined)
+
+/** Every action of protocol version 6, for a filter that asks for them all in the negotiation. */
+export const allActions = 0x1ff
 
 /** Commands the MTA sends that get no reply: macros, abort, quit. */
 const silent = new Set(["D", "A", "Q", "K"])

@@ -79,7 +79,7 @@ export const serve = (args: ReadonlyArray<string>, cwd = root, env: Readonly<Rec
           resume(Effect.succeed(served(port)))
         }
       })
-    }).pipe(Effect.timeoutOrElse({ duration: 20_000, orElse: () => Effect.fail(new Error("server did not start")) })),
+    }).pipe(Effect.timeoutOrElse({ duration: 45_000, orElse: () => Effect.fail(new Error("server did not start")) })),
     (s) =>
       Effect.gen(function*() {
         if (s.proc.exitCode === null && s.proc.signalCode === null) {

@@ -15,6 +15,8 @@ export interface Seen {
   readonly body: string
   readonly secure: boolean
   readonly helo: string
+  /** The client's address as this server saw it (the sender's `local_address`). */
+  readonly remote: string
 }
 
 export interface Peer {
@@ -78,7 +80,8 @@ export const start = (
                 to,
                 body: Buffer.concat(chunks).toString("utf8"),
                 secure: session.secure,
-                helo: session.hostNameAppearsAs
+                helo: session.hostNameAppearsAs,
+                remote: session.remoteAddress
               })
               if (to.some((r) => r.startsWith("datafail4"))) return callback(error(452, "4.3.0 queue full, later"))
               if (to.some((r) => r.startsWith("datafail5"))) return callback(error(554, "5.7.1 content refused"))

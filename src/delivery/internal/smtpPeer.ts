@@ -15,6 +15,7 @@ import type * as Dsn from "../../protocol/Dsn.ts"
 import { createRequire } from "node:module"
 import type SMTPConnection from "nodemailer/lib/smtp-connection/index.js"
 import { isIP } from "node:net"
+import { TLSSocket } from "node:tls"
 import type { Readable } from "node:stream"
 import * as NodeStream from "@effect/platform-node/NodeStream"
 import { Effect, Redacted, type Stream } from "effect"
@@ -71,6 +72,12 @@ export interface Peer {
   /** The EHLO keywords the peer announced (upper case: `SMTPUTF8`, `8BITMIME`, `SIZE`...). */
   readonly extensions: ReadonlySet<string>
   readonly secure: boolean
+  /**
+   * Under TLS, whether the certificate chains to a trusted CA and is valid for `name` (checked
+   * even when the policy does not refuse a bad one: MTA-STS testing mode reports it); undefined
+   * without TLS.
+   */
+  readonly certificate: { readonly valid: boolean; readonly error: string | undefined } | undefined
   readonly closed: () => boolean
   /** Transactions run on this connection so far. */
   transactions: number
@@ -95,9 +102,12 @@ export type Transaction =
 const verdictCodes = new Set(["EENVELOPE", "EMESSAGE"])
 
 /**
- * The keywords of the peer's EHLO reply. nodemailer keeps them in a private field (it uses them
- * itself for SIZE, 8BITMIME, SMTPUTF8, DSN); reading it is the only way to learn before MAIL
- * whether a message that needs an extension can go, which RFC 6531/6152 require us to know.
+ * The keywords of the peer's EHLO reply. nodemailer 10.6 has no public API for them: it keeps
+ * them in the private `_supportedExtensions` (which it reads itself for SIZE, 8BITMIME, SMTPUTF8,
+ * DSN) and the reply's lines in `_ehloLines`. Reading those is the only way to learn before MAIL
+ * whether a message that needs an extension can go, which RFC 6531/6152 require us to know; if a
+ * later nodemailer renames them, the set comes out empty and such messages fail for good
+ * (5.6.7/5.6.3) rather than go out downgraded — the safe direction.
  */
 const extensionsOf = (connection: SMTPConnection): ReadonlySet<string> => {
   const c = connection as unknown as { readonly _supportedExtensions?: ReadonlyArray<string>; readonly _ehloLines?: ReadonlyArray<string> }
@@ -146,10 +156,22 @@ const connectionOptions = (o: PeerOptions): SMTPConnection.Options => ({
   }
 })
 
+/** The verdict on the peer's certificate, from the TLS socket nodemailer exposes (`_socket`, public in its typings). */
+const certificateOf = (connection: SMTPConnection): Peer["certificate"] => {
+  const socket = connection._socket
+  if (!(socket instanceof TLSSocket)) return undefined
+  const error = socket.authorizationError as Error | string | null | undefined
+  return { valid: socket.authorized, error: error === null || error === undefined ? undefined : String(error) }
+}
+
 /** The stage an error of `connect()` belongs to, from nodemailer's error codes. */
 const stageOf = (error: SmtpError | Error): OpenFailure["stage"] => {
   const code = (error as SmtpError).code
   if (code === "ETLS") return "tls"
+  // A certificate refused during STARTTLS comes as a socket error (ESOCKET) that keeps the TLS
+  // code: DEPTH_ZERO_SELF_SIGNED_CERT, ERR_TLS_CERT_ALTNAME_INVALID, UNABLE_TO_VERIFY_LEAF_SIGNATURE...
+  const original = (error as { readonly originalCode?: unknown }).originalCode
+  if (typeof original === "string" && /CERT|SSL|TLS|SELF_SIGNED|UNABLE_TO_/.test(original)) return "tls"
   if (code === "EAUTH") return "auth"
   if (code === "EPROTOCOL" && (error as SmtpError).responseCode !== undefined) return "greeting"
   return "connect"
@@ -190,6 +212,7 @@ export const open = (options: PeerOptions): Effect.Effect<Peer, OpenFailure> => 
         connection,
         extensions: extensionsOf(connection),
         secure: connection.secure,
+        certificate: certificateOf(connection),
         closed: () => closed,
         transactions: 0
       }))

@@ -50,8 +50,10 @@ export class MilterError extends Data.TaggedError("MilterError")<{
   }
 }
 
-/** What we let a filter do at end of message. */
-export const offeredActions = Codec.Action.AddHeaders | Codec.Action.ChangeHeaders | Codec.Action.Quarantine | Codec.Action.SetSymbolList
+/** What we let a filter do at end of message: every modification of protocol version 6. */
+export const offeredActions = Codec.Action.AddHeaders | Codec.Action.ChangeHeaders | Codec.Action.ChangeBody | Codec.Action.AddRecipient |
+  Codec.Action.AddRecipientWithArgs | Codec.Action.DeleteRecipient | Codec.Action.ChangeFrom | Codec.Action.Quarantine |
+  Codec.Action.SetSymbolList
 
 /** Every step a filter may skip or leave unanswered, `Skip`, and the header value as received (leading space). */
 export const offeredSteps = Object.values(Codec.Step).reduce((a, b) => a | b, 0) & ~Codec.Step.RejectedRcpt
@@ -66,8 +68,16 @@ export interface Connection {
   readonly negotiated: Codec.Negotiated
   /** Writes packets that get no reply (macros, skipped replies, abort, quit). */
   readonly send: (packets: ReadonlyArray<Uint8Array>) => Effect.Effect<void, MilterError>
-  /** Writes packets, then reads replies up to the final one; modifications only when `endOfMessage`. */
-  readonly ask: (packets: ReadonlyArray<Uint8Array>, endOfMessage?: boolean) => Effect.Effect<Answer, MilterError>
+  /**
+   * Writes packets, then reads replies up to the final one; modifications only when
+   * `endOfMessage`. Replace-body chunks go to `onBody` as they arrive (a replaced body is never
+   * collected in memory); without it they are collected with the other modifications.
+   */
+  readonly ask: (
+    packets: ReadonlyArray<Uint8Array>,
+    endOfMessage?: boolean,
+    onBody?: (chunk: Uint8Array) => Effect.Effect<void>
+  ) => Effect.Effect<Answer, MilterError>
 }
 
 const causeText = (cause: unknown): string => (cause instanceof Error ? cause.message : String(cause))
@@ -139,7 +149,11 @@ export const open = (address: Address, timeoutMs: number): Effect.Effect<Connect
       return send([again])
     }
 
-    const ask = (packets: ReadonlyArray<Uint8Array>, endOfMessage = false): Effect.Effect<Answer, MilterError> =>
+    const ask = (
+      packets: ReadonlyArray<Uint8Array>,
+      endOfMessage = false,
+      onBody?: (chunk: Uint8Array) => Effect.Effect<void>
+    ): Effect.Effect<Answer, MilterError> =>
       Effect.gen(function*() {
         yield* send(packets)
         const modifications: Array<Codec.Modification> = []
@@ -153,7 +167,8 @@ export const open = (address: Address, timeoutMs: number): Effect.Effect<Connect
               continue
             case "Modify":
               if (!endOfMessage) return yield* fail({ _tag: "Protocol", detail: `${reply.modification._tag} before end of message` })
-              modifications.push(reply.modification)
+              if (reply.modification._tag === "ReplaceBody" && onBody !== undefined) yield* onBody(reply.modification.chunk)
+              else modifications.push(reply.modification)
               // Only when nothing more has arrived: the rest is held back, waiting for our ACK.
               if (nudges && received.length === 0) yield* ack(packets)
               continue

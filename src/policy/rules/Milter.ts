@@ -7,8 +7,10 @@
  * an unfinished one starts with ABORT. Stages: connect, HELO (sent again only when the name
  * changes; we evaluate HELO at MAIL, like every rule), MAIL, each RCPT, then at DATA the header
  * fields, end of headers, the body from the spool in chunks of at most 64 KiB, and end of
- * message, whose modification requests become message edits. Steps the filter declined in the
- * negotiation are not sent; steps it said it would not answer are not waited for.
+ * message, whose modification requests become message edits (milter/Modifications.ts): headers,
+ * recipients, sender, quarantine (held in the queue); a replaced body is written into a new
+ * spooled body as its chunks arrive (`DataContext.newBody`), never collected. Steps the filter
+ * declined in the negotiation are not sent; steps it said it would not answer are not waited for.
  *
  * Replies: continue, and accept (this filter is done with the message, or with the session when
  * said at connect or HELO), go on to the next rule; reject is 550 5.7.1, tempfail 451 4.7.1, a
@@ -22,7 +24,7 @@
  * is never the cause of a 5xx. The connection is dropped then; the next session opens a new one.
  */
 import { isIPv4, isIPv6 } from "node:net"
-import { Effect, Exit, Metric, Scope, Stream } from "effect"
+import { Effect, Exit, Metric, Result, Scope, Stream } from "effect"
 import * as SmtpReply from "../../protocol/SmtpReply.ts"
 import * as MessageEdit from "../MessageEdit.ts"
 import type * as Policy from "../Policy.ts"
@@ -31,6 +33,8 @@ import * as Codec from "../milter/Codec.ts"
 import * as Connection from "../milter/Connection.ts"
 import * as Macros from "../milter/Macros.ts"
 import * as Message from "../milter/Message.ts"
+import * as Modifications from "../milter/Modifications.ts"
+import type { BodyWriter } from "../../spool/BodyWriter.ts"
 
 export interface MilterOptions {
   readonly name?: string | undefined
@@ -99,36 +103,6 @@ const clientOf = (address: string): Codec.ClientAddress =>
     ? { family: "inet6", address, port: 0 }
     : { family: "unknown" }
 
-/** The edits a filter's modification requests make; what we did not offer is dropped. */
-export const editsOf = (modifications: ReadonlyArray<Codec.Modification>): { readonly edits: Array<MessageEdit.MessageEdit>; readonly ignored: Array<string> } => {
-  const edits: Array<MessageEdit.MessageEdit> = []
-  const ignored: Array<string> = []
-  for (const m of modifications) {
-    switch (m._tag) {
-      case "AddHeader":
-        edits.push(MessageEdit.appendHeader(m.name, m.value))
-        break
-      case "InsertHeader":
-        edits.push(MessageEdit.insertHeader(m.index, m.name, m.value))
-        break
-      case "ChangeHeader":
-        // libmilter's index is 1-based; an empty value deletes the field.
-        edits.push(
-          m.value.trim() === ""
-            ? MessageEdit.removeHeader(m.name, { occurrence: Math.max(1, m.index) })
-            : MessageEdit.changeHeader(m.name, Math.max(1, m.index), m.value)
-        )
-        break
-      case "Quarantine":
-        edits.push(MessageEdit.quarantine(m.reason === "" ? "quarantined by milter" : m.reason))
-        break
-      default:
-        ignored.push(m._tag)
-    }
-  }
-  return { edits, ignored }
-}
-
 export const make = (options: MilterOptions): Effect.Effect<Policy.Rule, never, Scope.Scope> =>
   Effect.gen(function*() {
     const name = options.name ?? "milter"
@@ -191,14 +165,20 @@ export const make = (options: MilterOptions): Effect.Effect<Policy.Rule, never, 
     })
 
     /** Sends one step (macros first) unless the filter declined it; waits for the reply unless it said it would not give one. */
-    const exchange = (conn: Connection.Connection, step: Step, source: Macros.MacroSource, packet: Uint8Array) => {
+    const exchange = (
+      conn: Connection.Connection,
+      step: Step,
+      source: Macros.MacroSource,
+      packet: Uint8Array,
+      onBody?: (chunk: Uint8Array) => Effect.Effect<void>
+    ) => {
       const spec = steps[step]
       const { macros: requested, steps: negotiated } = conn.negotiated
       if ((negotiated & spec.skip) !== 0) return Effect.succeed(continued)
       const pairs = spec.macros === undefined ? [] : Macros.forStage(spec.macros, source, requested[spec.macros])
       const packets = pairs.length === 0 || spec.command === undefined ? [packet] : [Codec.macros(spec.command, pairs), packet]
       if ((negotiated & spec.noReply) !== 0) return Effect.as(conn.send(packets), continued)
-      return conn.ask(packets, step === "endOfMessage")
+      return conn.ask(packets, step === "endOfMessage", onBody)
     }
 
     /** The connection of the session, opened and told of the client on first use. */
@@ -304,15 +284,47 @@ export const make = (options: MilterOptions): Effect.Effect<Policy.Rule, never, 
           if (data._tag !== "Continue" || state.messageDone) return state.discard ? discarded() : data
           const sent = yield* sendMessage(state, conn, source, ctx.body ?? Stream.empty)
           if (sent !== undefined) return sent
-          const answer = yield* exchange(conn, "endOfMessage", source, Codec.endOfMessage())
+          const replacement = replacementOf(ctx, (conn.negotiated.actions & Codec.Action.ChangeBody) !== 0)
+          const answer = yield* exchange(conn, "endOfMessage", source, Codec.endOfMessage(), replacement.write)
           state.open = false
           const verdict = yield* verdictOf(state, "endOfMessage", answer)
           if (state.discard) return discarded()
           if (verdict._tag !== "Continue") return verdict
-          const { edits, ignored } = editsOf(answer.modifications)
-          if (ignored.length > 0) yield* Effect.logWarning(`milter ${name} asked for ${ignored.join(", ")}, which we did not offer: ignored`)
-          return Verdict.continueWith(edits)
+          const { edits, ignored } = Modifications.editsOf(answer.modifications, conn.negotiated.actions)
+          if (replacement.refused()) ignored.push("ReplaceBody (not negotiated)")
+          if (ignored.length > 0) yield* Effect.logWarning(`milter ${name} at end of message: ${ignored.join("; ")}: ignored`)
+          const body = yield* Effect.result(replacement.end)
+          if (Result.isFailure(body)) {
+            // The filter's answer was read to its end: the connection is fine, this message is not.
+            yield* Metric.update(errorsTotal.pipe(Metric.withAttributes({ milter: name, reason: "replace_body" })), 1)
+            yield* Effect.logWarning(`milter ${name}: its new body cannot be kept: ${body.failure.message}; on_error = ${onError}`)
+            return errorVerdict
+          }
+          return Verdict.continueWith(body.success === undefined ? edits : [...edits, MessageEdit.replaceBody(body.success)])
         }))
+
+    /**
+     * Where a replaced body goes as its chunks arrive: a new spooled body (`ctx.newBody`, started
+     * at the first chunk), never a buffer of ours. Refused (and noted) when the filter did not
+     * negotiate it or nothing can be spooled.
+     */
+    const replacementOf = (ctx: Policy.DataContext, negotiated: boolean) => {
+      let writer: BodyWriter | undefined
+      let refused = false
+      return {
+        write: (chunk: Uint8Array): Effect.Effect<void> =>
+          Effect.suspend(() => {
+            if (writer !== undefined) return writer.write(chunk)
+            if (!negotiated || ctx.newBody === undefined) return Effect.sync(() => void (refused = true))
+            return Effect.flatMap(ctx.newBody, (w) => {
+              writer = w
+              return w.write(chunk)
+            })
+          }),
+        end: Effect.suspend(() => (writer === undefined ? Effect.succeed(undefined) : writer.end)),
+        refused: () => refused
+      }
+    }
 
     /**
      * Header fields, end of headers and the body, streamed from the spool. A final reply other

@@ -16,6 +16,7 @@ import {
   type MessageInfo,
   type MessageState,
   messageState,
+  priorityDepths,
   QueueAdmin,
   type QueueStats,
   type RecipientStatus
@@ -47,6 +48,8 @@ export const make = (options: {
   readonly bodiesDir: string
   /** The pending count, refreshed when another connection wrote. */
   readonly depthNow: () => number
+  /** Ageing of low priority, for the effective levels in `stats`. */
+  readonly priorityMaxWaitMs: number
 }): QueueAdmin["Service"] => {
   const { sql, writer, ready } = options
 
@@ -157,15 +160,22 @@ export const make = (options: {
     return removed
   })
 
-  const stats: Effect.Effect<QueueStats, MailQueueError> = read("stats", () => {
-    const depth = options.depthNow()
-    const recipients: Record<RecipientState, number> = { queued: 0, inflight: 0, retry: 0, delivered: 0, dead: 0 }
-    for (const row of sql.countByState.all({ handedOff: handedOffTokens(ready) })) {
-      const state = text(row.state)
-      if (isRecipientState(state)) recipients[state] = int(row.n)
-    }
-    return { messages: int(sql.countMessages.get()?.n), depth, held: int(sql.countHeld.get()?.n), recipients }
-  }).pipe(Effect.withSpan("SqliteQueue.stats"))
+  const stats: Effect.Effect<QueueStats, MailQueueError> = Clock.currentTimeMillis.pipe(
+    Effect.flatMap((now) =>
+      read("stats", () => {
+        const depth = options.depthNow()
+        const recipients: Record<RecipientState, number> = { queued: 0, inflight: 0, retry: 0, delivered: 0, dead: 0 }
+        for (const row of sql.countByState.all({ handedOff: handedOffTokens(ready) })) {
+          const state = text(row.state)
+          if (isRecipientState(state)) recipients[state] = int(row.n)
+        }
+        const agedBefore = options.priorityMaxWaitMs > 0 ? now - options.priorityMaxWaitMs : null
+        const byPriority = priorityDepths(sql.countByPriority.all({ agedBefore }).map((row) => [int(row.priority), int(row.n)] as const))
+        return { messages: int(sql.countMessages.get()?.n), depth, held: int(sql.countHeld.get()?.n), recipients, byPriority }
+      })
+    ),
+    Effect.withSpan("SqliteQueue.stats")
+  )
 
   return QueueAdmin.of({
     backend: "sqlite",

@@ -97,6 +97,16 @@ export const prepare = (db: DatabaseSync) => ({
     "SELECT COUNT(DISTINCT message_id) AS n FROM recipients WHERE state IN ('queued', 'retry', 'inflight')"
   ),
   countMessages: db.prepare("SELECT COUNT(*) AS n FROM messages"),
+  // Pending messages by effective priority (`Priority.effective`): a message's level is its
+  // pending rows' highest (ageing may have raised some rows already), and one below normal that
+  // arrived at or before $agedBefore (NULL: no ageing) counts as normal.
+  countByPriority: db.prepare(
+    `SELECT CASE WHEN p.priority < 0 AND m.received_at <= $agedBefore THEN 0 ELSE p.priority END AS priority, COUNT(*) AS n
+     FROM (SELECT message_id, MAX(priority) AS priority FROM recipients
+           WHERE state IN ('queued', 'retry', 'inflight') GROUP BY message_id) AS p
+     JOIN messages AS m ON m.id = p.message_id
+     GROUP BY 1`
+  ),
   countHeld: db.prepare(
     "SELECT COUNT(DISTINCT message_id) AS n FROM recipients WHERE held = 1 AND state IN ('queued', 'retry', 'inflight')"
   ),

@@ -56,6 +56,8 @@ export type Op =
   | ReportRow & {
     readonly op: "commit"
     readonly maxDepth: number
+    /** Stored on hold (never handed off). */
+    readonly held: boolean
     readonly handoff: Handoff | null
   }
   | {

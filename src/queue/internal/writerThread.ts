@@ -57,7 +57,7 @@ const sql = {
     "INSERT INTO messages (id, envelope, trace, received_at, size, body, body_file) VALUES (?, ?, ?, ?, ?, ?, ?)"
   ),
   insertRecipient: db.prepare(
-    "INSERT INTO recipients (message_id, rcpt, state, attempts, next_attempt_at, priority) VALUES (?, ?, 'queued', 0, ?, ?)"
+    "INSERT INTO recipients (message_id, rcpt, state, attempts, next_attempt_at, priority, held) VALUES (?, ?, 'queued', 0, ?, ?, ?)"
   ),
   // A handed-off recipient: exactly the row a claim would leave (attempt counted, lease set).
   insertLeased: db.prepare(
@@ -256,7 +256,7 @@ const run = (batch: Batch, op: Op): Outcome => {
       if (projected >= op.maxDepth) return refuse({ _tag: "Full", depth: projected, maxDepth: op.maxDepth })
       sql.insertMessage.run(op.id, op.envelope, op.trace, op.receivedAt, op.size, op.inline, op.file)
       batch.depthDelta += 1
-      const handoff = op.handoff
+      const handoff = op.held ? null : op.handoff
       if (handoff !== null && !dueBefore(op.receivedAt, handoff.now)) {
         let rowid = 0
         for (const rcpt of op.rcpts) {
@@ -266,8 +266,9 @@ const run = (batch: Batch, op: Op): Outcome => {
         }
         return ok({ handedOff: true, rowid } satisfies CommitResult)
       }
-      for (const rcpt of op.rcpts) sql.insertRecipient.run(op.id, rcpt, op.receivedAt, op.priority)
-      batch.dueFrom = Math.min(batch.dueFrom, op.receivedAt)
+      for (const rcpt of op.rcpts) sql.insertRecipient.run(op.id, rcpt, op.receivedAt, op.priority, op.held ? 1 : 0)
+      // A held message is nobody's work until it is released.
+      if (!op.held) batch.dueFrom = Math.min(batch.dueFrom, op.receivedAt)
       return ok({ handedOff: false } satisfies CommitResult)
     }
     case "claim": {
@@ -319,7 +320,7 @@ const run = (batch: Batch, op: Op): Outcome => {
       }
       for (const report of op.reports) {
         sql.insertMessage.run(report.id, report.envelope, report.trace, report.receivedAt, report.size, report.inline, report.file)
-        for (const rcpt of report.rcpts) sql.insertRecipient.run(report.id, rcpt, report.receivedAt, report.priority)
+        for (const rcpt of report.rcpts) sql.insertRecipient.run(report.id, rcpt, report.receivedAt, report.priority, 0)
         batch.depthDelta += 1
         batch.dueFrom = Math.min(batch.dueFrom, report.receivedAt)
       }

@@ -54,13 +54,14 @@ const insertMessages = (
   const rcpts = batch.flatMap((m) => [...new Set(m.envelope.rcptTo)].map((rcpt, ord) => ({ id: m.id, rcpt, ord, at: m.receivedAt })))
   return sql<{ id: string }>`
     WITH ins AS (
-      INSERT INTO messages (id, envelope, trace, received_at, size, body, chunks, due_at, priority)
+      INSERT INTO messages (id, envelope, trace, received_at, size, body, chunks, due_at, priority, held)
       SELECT t.id, t.envelope, t.trace, t.received_at, t.size, CASE WHEN t.chunks > 0 THEN NULL ELSE t.body END, t.chunks, t.received_at,
-        t.priority
+        t.priority, t.held
       FROM unnest(${ids}::text[], ${batch.map((m) => encodeEnvelope(m.envelope))}::text[], ${batch.map((m) => m.trace)}::text[],
                   ${batch.map((m) => BigInt(m.receivedAt))}::bigint[], ${batch.map((m) => BigInt(m.body.size))}::bigint[],
-                  ${bodies}::bytea[], ${chunks}::integer[], ${batch.map((m) => m.envelope.priority ?? 0)}::smallint[])
-        AS t(id, envelope, trace, received_at, size, body, chunks, priority)
+                  ${bodies}::bytea[], ${chunks}::integer[], ${batch.map((m) => m.envelope.priority ?? 0)}::smallint[],
+                  ${batch.map((m) => m.held === true)}::boolean[])
+        AS t(id, envelope, trace, received_at, size, body, chunks, priority, held)
       ON CONFLICT (id) DO NOTHING
       RETURNING id
     ), rcpt AS (

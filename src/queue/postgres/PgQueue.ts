@@ -22,11 +22,12 @@
  * Time comes from Effect's `Clock`, like the other backends (see `schema.ts` on clocks).
  */
 import { PgClient } from "@effect/sql-pg"
-import { Cause, Clock, Effect, Layer, Option, Queue, Schedule } from "effect"
+import { Clock, Effect, Layer, Option, Queue, Schedule } from "effect"
 import * as Reactivity from "effect/reactivity/Reactivity"
 import type { Scope } from "effect"
 import type { SqlClient, SqlError } from "effect/sql"
 import { decode as decodeEnvelope } from "../../protocol/Envelope.ts"
+import * as Outage from "../internal/Outage.ts"
 import * as WorkSignal from "../internal/WorkSignal.ts"
 import { defaultQueueOptions, type Lease, MailQueue, type QueueOptions } from "../MailQueue.ts"
 import { QueueAdmin } from "../QueueAdmin.ts"
@@ -84,7 +85,7 @@ export const make = Effect.fnUntraced(function*(options: PgQueueOptions) {
   const nodeId = options.nodeId ?? defaultNodeId()
   const sql = yield* connect(options, nodeId).pipe(Effect.mapError(failed("connecting to PostgreSQL")))
   yield* Schema.migrate(sql, schema).pipe(Effect.mapError(failed("migrating the queue schema")))
-  const admin = Admin.make(sql)
+  const admin = Admin.make(sql, opts.priorityMaxWaitMs)
   const signal = WorkSignal.make()
   const wake = (n: number) => {
     for (let i = 0; i < n; i++) signal.notify()
@@ -142,10 +143,12 @@ export const make = Effect.fnUntraced(function*(options: PgQueueOptions) {
     })
     // A third of the shortest lease held; with none held, look again soon (a claim may come any time).
     const interval = Effect.sync(() => (held.size === 0 ? 250 : Math.max(100, Math.min(...[...held.values()].map((l) => l.leaseMs)) / 3)))
+    const beating = Outage.make("lease heartbeat", "retrying")
     yield* Effect.forkScoped(Effect.forever(
       Effect.flatMap(interval, (ms) => Effect.sleep(ms)).pipe(
         Effect.andThen(beat),
-        Effect.catchCause((cause) => Effect.logWarning("lease heartbeat failed; retrying", Cause.pretty(cause)))
+        Effect.andThen(beating.ok),
+        Effect.catchCause(beating.failed)
       )
     ))
   }
@@ -159,10 +162,12 @@ export const make = Effect.fnUntraced(function*(options: PgQueueOptions) {
       if (n > 0) yield* Effect.logInfo(`returned ${n} expired lease(s) to the queue`)
       depth = yield* admin.depth
     })
+    const maintaining = Outage.make("queue maintenance", "retrying")
     yield* Effect.forkScoped(Effect.forever(
       Effect.sleep(maintenanceMs).pipe(
         Effect.andThen(maintain),
-        Effect.catchCause((cause) => Effect.logWarning("queue maintenance failed; retrying", Cause.pretty(cause)))
+        Effect.andThen(maintaining.ok),
+        Effect.catchCause(maintaining.failed)
       )
     ))
   }
@@ -170,8 +175,10 @@ export const make = Effect.fnUntraced(function*(options: PgQueueOptions) {
   // LISTEN on a connection of its own; re-subscribed after a connection loss, and every
   // re-subscription wakes the workers once, for whatever was notified while it was down.
   let subscriptions = 0
+  const listening = Outage.make("LISTEN connection", "polling until it is back")
   const listen = Effect.gen(function*() {
     const notifications = yield* sql.listen(Schema.channel)
+    yield* listening.ok
     if (subscriptions++ > 0) wake(1)
     while (true) {
       const n = yield* Queue.take(notifications)
@@ -180,7 +187,7 @@ export const make = Effect.fnUntraced(function*(options: PgQueueOptions) {
     }
   }).pipe(Effect.scoped)
   yield* Effect.forkScoped(listen.pipe(
-    Effect.catchCause((cause) => Effect.logWarning("LISTEN connection lost; polling until it is back", Cause.pretty(cause))),
+    Effect.catchCause(listening.failed),
     Effect.repeat(Schedule.spaced(1_000))
   ))
 

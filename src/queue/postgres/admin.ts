@@ -3,11 +3,11 @@
  * each node holds. Read-only queries, answered from the shared database, so `incoming queue ...`
  * on any node sees every node's messages.
  */
-import { Effect, Option } from "effect"
+import { Clock, Effect, Option } from "effect"
 import type { SqlClient, SqlError } from "effect/sql"
 import { decode as decodeEnvelope } from "../../protocol/Envelope.ts"
 import type { RecipientState } from "../MailQueue.ts"
-import { type ListFilter, type MessageInfo, messageState, type QueueStats, type RecipientStatus } from "../QueueAdmin.ts"
+import { type ListFilter, type MessageInfo, messageState, priorityDepths, type QueueStats, type RecipientStatus } from "../QueueAdmin.ts"
 
 interface InfoRow {
   readonly id: string
@@ -76,7 +76,7 @@ const infoColumns = `m.id, m.envelope, m.received_at, m.size, m.held,
   array_agg(r.last_reply ORDER BY r.ord) AS replies,
   array_agg(r.expires_at ORDER BY r.ord) AS expires`
 
-export const make = (sql: SqlClient.SqlClient) => {
+export const make = (sql: SqlClient.SqlClient, priorityMaxWaitMs: number) => {
   const list = (filter: ListFilter = {}): Effect.Effect<ReadonlyArray<MessageInfo>, SqlError.SqlError> => {
     const state = filter.state === undefined || filter.state === "all" ? null : filter.state
     const limit = filter.limit === undefined ? null : Math.max(0, filter.limit)
@@ -106,9 +106,22 @@ export const make = (sql: SqlClient.SqlClient) => {
       SELECT count(*) AS messages, count(*) FILTER (WHERE due_at IS NOT NULL) AS depth,
         count(*) FILTER (WHERE held AND due_at IS NOT NULL) AS held
       FROM messages`
+    // By effective priority (`Priority.effective`): the claim ages rows as it passes, and this
+    // counts a message below normal that arrived at or before the cut-off as normal even before then.
+    const now = yield* Clock.currentTimeMillis
+    const agedBefore = priorityMaxWaitMs > 0 ? BigInt(now - priorityMaxWaitMs) : null
+    const levels = yield* sql<{ priority: number; n: bigint }>`
+      SELECT CASE WHEN priority < 0 AND received_at <= ${agedBefore}::bigint THEN 0 ELSE priority END AS priority, count(*) AS n
+      FROM messages WHERE due_at IS NOT NULL GROUP BY 1`
     const recipients: Record<RecipientState, number> = { queued: 0, inflight: 0, retry: 0, delivered: 0, dead: 0 }
     for (const r of rows) recipients[r.state] = Number(r.n)
-    return { messages: Number(totals[0]?.messages ?? 0), depth: Number(totals[0]?.depth ?? 0), held: Number(totals[0]?.held ?? 0), recipients }
+    return {
+      messages: Number(totals[0]?.messages ?? 0),
+      depth: Number(totals[0]?.depth ?? 0),
+      held: Number(totals[0]?.held ?? 0),
+      recipients,
+      byPriority: priorityDepths(levels.map((l) => [Number(l.priority), Number(l.n)] as const))
+    }
   })
 
   const leasesByNode: Effect.Effect<ReadonlyArray<NodeLeases>, SqlError.SqlError> = sql<{ node: string; n: bigint; next: bigint }>`

@@ -1,13 +1,14 @@
 /**
  * Conformance, hold and release (`QueueAdmin.hold`/`unhold`, Postfix's `postsuper -h`/`-H`): a
  * held message is never claimed until released, keeps its recipients' states and times, counts
- * as pending, and shows as held in `get`, `list` and `stats`.
+ * as pending, and shows as held in `get`, `list` and `stats`. A message committed held
+ * (`NewMessage.held`, a milter's quarantine) is held from its first instant.
  */
 import { assert } from "@effect/vitest"
 import { Effect, Option } from "effect"
 import { TestClock } from "effect/testing"
 import { dead, delivered, retryAt } from "../../queue/MailQueue.ts"
-import { assertNothingToClaim, claimOne, type ConformanceTest, deliverAll, HOUR, ids, message, T0 } from "./support.ts"
+import { assertNothingToClaim, claimOne, type ConformanceTest, deliverAll, HOUR, ids, memoryBody, message, readAll, T0 } from "./support.ts"
 
 export const hold = (test: ConformanceTest): void => {
   test("a held message is not claimed until released, and shows as held meanwhile", (q, a) =>
@@ -44,6 +45,33 @@ export const hold = (test: ConformanceTest): void => {
       assert.deepStrictEqual(lease.recipients, [{ rcpt: "a@example.com", attempt: 1 }, { rcpt: "b@example.com", attempt: 1 }])
       yield* deliverAll(q, lease)
       assert.isTrue(Option.isNone(yield* a.get(held.id)))
+    }))
+
+  test("a message committed held is never claimed (not even handed to a busy worker) until released", (q, a) =>
+    Effect.gen(function*() {
+      // A worker that just claimed: a backend that hands fresh commits straight to its workers
+      // would do so now, but not with a held one.
+      const warm = message({ receivedAt: T0 - 20 })
+      yield* q.commit(warm)
+      yield* deliverAll(q, yield* claimOne(q))
+      const held = { ...message({ rcpts: ["a@example.com", "b@example.com"], body: memoryBody(["held body\r\n"]).body, receivedAt: T0 - 10 }), held: true }
+      yield* q.commit(held)
+      yield* assertNothingToClaim(q)
+      assert.strictEqual(yield* q.depth, 1, "a held message is pending")
+      const info = Option.getOrUndefined(yield* a.get(held.id))
+      assert.deepStrictEqual([info?.state, info?.held], ["held", true])
+      assert.deepStrictEqual(info?.recipients.map((r) => [r.rcpt, r.state, r.attempts]), [["a@example.com", "queued", 0], ["b@example.com", "queued", 0]])
+      assert.deepStrictEqual(ids(yield* a.list({ state: "held" })), [held.id])
+      assert.strictEqual((yield* a.stats).held, 1)
+      yield* TestClock.adjust(HOUR)
+      yield* assertNothingToClaim(q)
+      assert.isTrue(yield* a.unhold(held.id))
+      const lease = yield* claimOne(q)
+      assert.strictEqual(lease.id, held.id)
+      assert.deepStrictEqual(lease.recipients, [{ rcpt: "a@example.com", attempt: 1 }, { rcpt: "b@example.com", attempt: 1 }])
+      assert.strictEqual((yield* readAll(lease.body)).toString("latin1").endsWith("held body\r\n"), true)
+      yield* deliverAll(q, lease)
+      assert.strictEqual(yield* q.depth, 0)
     }))
 
   test("hold and unhold answer false for an unknown message, hold false for one with nothing pending", (q, a) =>

@@ -2,13 +2,13 @@
  * Conformance, message priority: claims take due work by effective priority (highest first),
  * then due time, then arrival; a message below normal that waited `priorityMaxWaitMs` since it
  * arrived counts as normal (ageing); a retry keeps its message's priority; an operator can
- * change a queued message's priority.
+ * change a queued message's priority; `stats` counts pending messages by effective priority.
  */
 import { assert } from "@effect/vitest"
 import { Effect, Option } from "effect"
 import { TestClock } from "effect/testing"
 import { retryAt } from "../../queue/MailQueue.ts"
-import { assertNothingToClaim, claimOne, type ConformanceTest, message, SECOND, T0 } from "./support.ts"
+import { assertNothingToClaim, claimOne, type ConformanceTest, deliverAll, message, SECOND, T0 } from "./support.ts"
 
 export const priority = (test: ConformanceTest): void => {
   test("claims the highest priority first, then the one due the longest, then arrival", (q) =>
@@ -101,6 +101,32 @@ export const priority = (test: ConformanceTest): void => {
       assert.strictEqual((yield* claimOne(q)).id, normal.id)
       assert.strictEqual((yield* claimOne(q)).id, low.id)
     }), { priorityMaxWaitMs: 3600 * SECOND })
+
+  test("stats counts pending messages by effective priority, held and in flight included", (q, a) =>
+    Effect.gen(function*() {
+      const critical = message({ receivedAt: T0 - SECOND, priority: 9 })
+      const highs = [0, 1].map(() => message({ receivedAt: T0 - SECOND, priority: 5 }))
+      const normal = message({ receivedAt: T0 - SECOND })
+      const agedLow = message({ receivedAt: T0 - 20 * SECOND, priority: -5 })
+      const freshLow = message({ receivedAt: T0 - SECOND, priority: -9 })
+      for (const m of [critical, ...highs, normal, agedLow, freshLow]) yield* q.commit(m)
+      assert.isTrue(yield* a.hold(highs[0]!.id))
+      const first = yield* claimOne(q)
+      assert.strictEqual(first.id, critical.id)
+      yield* deliverAll(q, first)
+      // Out on a lease, still pending.
+      assert.strictEqual((yield* claimOne(q)).id, highs[1]!.id)
+      const stats = yield* a.stats
+      assert.deepStrictEqual(stats.byPriority, [
+        { priority: 5, messages: 2 },
+        { priority: 0, messages: 2 },
+        { priority: -9, messages: 1 }
+      ])
+      assert.strictEqual(stats.byPriority.reduce((n, p) => n + p.messages, 0), stats.depth)
+      // The fresh low message reaches the ageing limit: it counts as normal from then on.
+      yield* TestClock.adjust(10 * SECOND)
+      assert.deepStrictEqual((yield* a.stats).byPriority, [{ priority: 5, messages: 2 }, { priority: 0, messages: 3 }])
+    }), { priorityMaxWaitMs: 10 * SECOND })
 
   test("setPriority changes which message is claimed first and shows in get", (q, a) =>
     Effect.gen(function*() {

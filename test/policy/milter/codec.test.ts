@@ -7,6 +7,8 @@ import { assert, describe, it } from "@effect/vitest"
 import * as Codec from "../../../src/policy/milter/Codec.ts"
 import * as Macros from "../../../src/policy/milter/Macros.ts"
 import * as Message from "../../../src/policy/milter/Message.ts"
+import * as Modifications from "../../../src/policy/milter/Modifications.ts"
+import * as MessageEdit from "../../../src/policy/MessageEdit.ts"
 
 const bytes = (...parts: Array<string | number | Array<number>>): Uint8Array =>
   new Uint8Array(parts.flatMap((p) => (typeof p === "string" ? [...Buffer.from(p, "latin1")] : typeof p === "number" ? [p] : p)))
@@ -83,10 +85,15 @@ describe("milter codec: commands", () => {
 describe("milter codec: framing of what a filter sends", () => {
   const stream = new Uint8Array([
     ...wire("h", bytes("X-A", 0, "1", 0)),
+    ...wire("b", bytes("new body\r\n")),
+    ...wire("2", bytes("<c@z.test>", 0, "NOTIFY=NEVER", 0)),
+    ...wire("-", bytes("<d@z.test>", 0)),
+    ...wire("e", bytes("<s@z.test>", 0, "RET=HDRS", 0)),
     ...wire("c"),
     ...wire("y", bytes("554 5.7.1 no", 0)),
     ...wire("p")
   ])
+  const commands = ["h", "b", "2", "-", "e", "c", "y", "p"]
 
   it("decodes packets whatever the read boundaries: split at every byte", () => {
     for (let cut = 0; cut <= stream.byteLength; cut++) {
@@ -94,7 +101,9 @@ describe("milter codec: framing of what a filter sends", () => {
       const a = decoder.push(stream.subarray(0, cut))
       const b = decoder.push(stream.subarray(cut))
       assert.ok(!(a instanceof Codec.CodecError) && !(b instanceof Codec.CodecError))
-      assert.deepStrictEqual([...a, ...b].map((p) => p.command), ["h", "c", "y", "p"], `cut at ${cut}`)
+      assert.deepStrictEqual([...a, ...b].map((p) => p.command), commands, `cut at ${cut}`)
+      // Cut anywhere, a packet's data is whole: the replaced body chunk among them.
+      assert.deepStrictEqual(Codec.parseReply([...a, ...b][1]!), { _tag: "Modify", modification: { _tag: "ReplaceBody", chunk: bytes("new body\r\n") } })
       assert.strictEqual(decoder.pending, 0)
     }
   })
@@ -107,7 +116,7 @@ describe("milter codec: framing of what a filter sends", () => {
       assert.ok(!(ps instanceof Codec.CodecError))
       out.push(...ps.map((p) => p.command))
     }
-    assert.deepStrictEqual(out, ["h", "c", "y", "p"])
+    assert.deepStrictEqual(out, commands)
   })
 
   it("refuses a packet over the limit, and one of length 0", () => {
@@ -159,6 +168,8 @@ describe("milter codec: replies", () => {
     assert.deepStrictEqual(m("-", bytes("<c@z.test>", 0)), { _tag: "DeleteRecipient", recipient: "c@z.test" })
     assert.deepStrictEqual(m("e", bytes("<s@z.test>", 0)), { _tag: "ChangeFrom", sender: "s@z.test", args: undefined })
     assert.deepStrictEqual(m("q", bytes("spam", 0)), { _tag: "Quarantine", reason: "spam" })
+    assert.deepStrictEqual(m("e", bytes("<>", 0, "RET=FULL ENVID=x", 0)), { _tag: "ChangeFrom", sender: "", args: "RET=FULL ENVID=x" })
+    assert.deepStrictEqual(m("b", bytes()), { _tag: "ReplaceBody", chunk: bytes() })
   })
 
   it("malformed modifications and unknown replies are errors, with what is wrong", () => {
@@ -171,6 +182,9 @@ describe("milter codec: replies", () => {
     err("h", bytes("X", 0, "v"), /NUL/)
     err("i", bytes(0, 0), /no index/)
     err("m", bytes(len(1), "Subject"), /NUL/)
+    err("+", bytes("<c@z.test>"), /add recipient: missing NUL/)
+    err("-", bytes(), /delete recipient: missing NUL/)
+    err("e", bytes("<s@z.test>", 0, "RET=HDRS"), /change sender: missing NUL/)
     err("Z", bytes(), /unknown reply 'Z'/)
   })
 
@@ -251,5 +265,56 @@ describe("milter macros", () => {
 
   it("a filter's own list, braces optional", () => {
     assert.deepStrictEqual(Macros.forStage("connect", source, ["client_addr", "j", "{nope}"]), [["{client_addr}", "192.0.2.1"], ["j", "mx.test"]])
+  })
+})
+
+describe("milter modifications as message edits", () => {
+  const all = 0x1ff
+
+  it("each modification becomes its edit; quarantine is held; recipient and sender arguments become DSN parameters", () => {
+    const { edits, ignored } = Modifications.editsOf([
+      { _tag: "AddHeader", name: "X-A", value: "1" },
+      { _tag: "ChangeHeader", index: 0, name: "X-B", value: "" },
+      { _tag: "Quarantine", reason: "" },
+      { _tag: "AddRecipient", recipient: "c@z.test", args: "NOTIFY=SUCCESS,DELAY ORCPT=rfc822;c+40z.test" },
+      { _tag: "AddRecipient", recipient: "d@z.test", args: undefined },
+      { _tag: "DeleteRecipient", recipient: "e@z.test" },
+      { _tag: "ChangeFrom", sender: "s@z.test", args: "ret=hdrs ENVID=id1" },
+      { _tag: "ChangeFrom", sender: "", args: undefined }
+    ], all)
+    assert.deepStrictEqual(ignored, [])
+    assert.deepStrictEqual(edits, [
+      MessageEdit.appendHeader("X-A", "1"),
+      MessageEdit.removeHeader("X-B", { occurrence: 1 }),
+      { _tag: "Quarantine", reason: "quarantined by milter", hold: true },
+      { _tag: "AddRecipient", recipient: "c@z.test", dsn: { notify: ["SUCCESS", "DELAY"], orcpt: { type: "rfc822", address: "c@z.test" } } },
+      { _tag: "AddRecipient", recipient: "d@z.test" },
+      { _tag: "DeleteRecipient", recipient: "e@z.test" },
+      { _tag: "ChangeSender", sender: "s@z.test", dsn: { ret: "HDRS", envid: "id1" } },
+      { _tag: "ChangeSender", sender: "" }
+    ])
+  })
+
+  it("what the filter did not negotiate is dropped and noted; so are arguments we cannot keep (the edit stays)", () => {
+    const { edits, ignored } = Modifications.editsOf([
+      { _tag: "AddRecipient", recipient: "c@z.test", args: undefined },
+      { _tag: "DeleteRecipient", recipient: "c@z.test" },
+      { _tag: "ReplaceBody", chunk: bytes("x") },
+      { _tag: "AddHeader", name: "X-A", value: "1" }
+    ], Codec.Action.AddHeaders)
+    assert.deepStrictEqual(edits, [MessageEdit.appendHeader("X-A", "1")])
+    assert.deepStrictEqual(ignored, ["AddRecipient (not negotiated)", "DeleteRecipient (not negotiated)", "ReplaceBody (not negotiated)"])
+    const odd = Modifications.editsOf([
+      { _tag: "AddRecipient", recipient: "c@z.test", args: "NOTIFY=SOMETIMES" },
+      { _tag: "ChangeFrom", sender: "s@z.test", args: "SIZE=10 BODY=8BITMIME" }
+    ], Codec.Action.AddRecipientWithArgs | Codec.Action.ChangeFrom)
+    assert.deepStrictEqual(odd.edits, [MessageEdit.addRecipient("c@z.test"), MessageEdit.changeSender("s@z.test")])
+    assert.strictEqual(odd.ignored.length, 2)
+    assert.match(odd.ignored[0]!, /add recipient c@z\.test: NOTIFY parameter/)
+    assert.match(odd.ignored[1]!, /change sender to s@z\.test: parameters SIZE, BODY/)
+  })
+
+  it("ESMTP arguments: keywords upper-cased, values kept, bare keywords true", () => {
+    assert.deepStrictEqual([...Modifications.parameters(" notify=NEVER  SMTPUTF8 ")], [["NOTIFY", "NEVER"], ["SMTPUTF8", true]])
   })
 })

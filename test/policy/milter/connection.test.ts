@@ -3,7 +3,8 @@
  * rule: the answer to end of message written in several packets by a filter that leaves Nagle's
  * algorithm on (as libmilter does) comes back in one round trip, not after our kernel's delayed
  * ACK (40 ms at least on Linux) — we send the end-of-message macros again on the first
- * modification, which carries the ACK. Replies split at every byte reach us whole.
+ * modification, which carries the ACK. Replies split at every byte reach us whole; a replaced
+ * body's chunks are handed over as they arrive, in order, and never collected.
  */
 import { assert, describe, it } from "@effect/vitest"
 import { Effect } from "effect"
@@ -57,5 +58,23 @@ describe("milter connection", () => {
         reply: { _tag: "ReplyCode", code: 554, text: "554 5.7.1 no thanks" },
         modifications: [{ _tag: "ChangeHeader", index: 1, name: "Subject", value: "new" }]
       })
+    }).pipe(Effect.scoped), { timeout: 60_000 })
+
+  it.live("replace-body chunks go to the body sink as they arrive (one byte per segment), the other modifications are collected", () =>
+    Effect.gen(function*() {
+      const m = yield* Scripted.start({
+        actions: Scripted.allActions,
+        byteByByte: true,
+        on: (p) =>
+          p.command === "E"
+            ? [Scripted.reply.replaceBody("first\r\n"), Scripted.reply.deleteRecipient("a@x.test"), Scripted.reply.replaceBody("second\r\n"), Scripted.reply.continue]
+            : undefined
+      })
+      const conn = yield* Connection.open(addressOf(m), 5_000)
+      assert.strictEqual(conn.negotiated.actions & Scripted.allActions, Connection.offeredActions)
+      const chunks: Array<string> = []
+      const answer = yield* conn.ask(eom, true, (chunk) => Effect.sync(() => void chunks.push(Buffer.from(chunk).toString())))
+      assert.deepStrictEqual(chunks, ["first\r\n", "second\r\n"])
+      assert.deepStrictEqual(answer, { reply: { _tag: "Continue" }, modifications: [{ _tag: "DeleteRecipient", recipient: "a@x.test" }] })
     }).pipe(Effect.scoped), { timeout: 60_000 })
 })

@@ -4,21 +4,31 @@
  * CONNECT with the client address, HELO, MAIL, RCPT, DATA, each header, end of headers, the
  * body in chunks of at most 65535 bytes, end of message, ABORT, QUIT), one filter connection per
  * SMTP session reused across transactions; every reply (continue, accept, reject, tempfail, reply
- * code, discard, progress, skip) and modification (add, insert, change, delete header,
- * quarantine); steps the filter declines or leaves unanswered; and failures — filter down,
- * silent, closing mid-message, oversized or malformed packets — giving the `on_error` verdict,
- * never a 5xx.
+ * code, discard, progress, skip) and modification (add, insert, change, delete header, replace
+ * body in chunks — in memory and spilled to disk —, add recipient with and without ESMTP
+ * arguments, delete recipient, change sender, quarantine: held in the queue until released,
+ * also on a sync-ack route and through the standalone server and `incoming queue`); steps the filter declines or leaves
+ * unanswered; modifications it did not negotiate; and failures — filter down, silent, closing
+ * mid-message, oversized or malformed packets, a new body over the size cap — giving the
+ * `on_error` verdict, never a 5xx.
  */
+import { existsSync, readdirSync } from "node:fs"
+import { join } from "node:path"
 import { assert, describe, it } from "@effect/vitest"
-import { Context, Effect, Layer, PubSub } from "effect"
+import { Context, Effect, Layer, Option, PubSub } from "effect"
+import * as DA from "../../../src/delivery/DeliveryAdapter.ts"
+import * as Router from "../../../src/delivery/Router.ts"
 import * as Codec from "../../../src/policy/milter/Codec.ts"
 import * as Connection from "../../../src/policy/milter/Connection.ts"
 import * as Milter from "../../../src/policy/rules/Milter.ts"
+import { QueueAdmin } from "../../../src/queue/QueueAdmin.ts"
 import { Listeners } from "../../../src/smtp/Listener.ts"
 import * as Telemetry from "../../../src/telemetry/Telemetry.ts"
 import { CapturingAdapter, SmtpClient, TestIncoming } from "../../../src/testing/index.ts"
 import { freePort } from "../../support/milters.ts"
+import { cli, waitUntil } from "../../support/queueCli.ts"
 import * as Scripted from "../../support/scriptedMilter.ts"
+import { serve, writeStandaloneConfig } from "../../support/server.ts"
 
 const message = (subject: string, body = "Hello,\r\nbody line\r\n", extra = "") =>
   `From: a@sender.test\r\nTo: u@example.test\r\nSubject: ${subject}\r\n  folded\r\nX-Remove: me\r\n${extra}\r\n${body}`
@@ -33,6 +43,7 @@ const server = (address: string, options: Partial<Milter.MilterOptions> = {}, ex
     return {
       port: Context.get(ctx, Listeners).all[0]!.port,
       captured: Context.get(ctx, CapturingAdapter.Captured),
+      admin: Context.get(ctx, QueueAdmin),
       events: yield* Context.get(ctx, Telemetry.Telemetry).subscribe
     }
   })
@@ -125,8 +136,11 @@ describe("milter: protocol against a scripted filter", () => {
             ]
             : undefined
       })
-      const { captured, port } = yield* server(m.address)
-      assert.strictEqual((yield* sendOne(port, message("orig"))).code, 250)
+      const { admin, captured, port } = yield* server(m.address)
+      const sent = yield* sendOne(port, message("orig"))
+      assert.strictEqual(sent.code, 250)
+      // Quarantined: held until released (the next describe block has the details).
+      assert.isTrue(yield* admin.unhold(/queued as (\S+)/.exec(sent.text)![1]!))
       const [stored] = yield* captured.awaitDelivered(1)
       const head = stored!.text.slice(stored!.text.indexOf("X-Top"))
       assert.match(head, /^X-Top: inserted\r\nFrom: a@sender\.test\r\nTo: u@example\.test\r\nSubject: changed\r\nX-Filter: checked\r\n\tsecond line\r\n\r\nHello,/)
@@ -279,4 +293,238 @@ describe("milter: a failing filter gives on_error, never a 5xx", () => {
         assert.deepStrictEqual([deferred.code, deferred.text], [451, "4.7.1 Service unavailable - try again later"], what)
       }
     }).pipe(Effect.scoped), { timeout: 120_000 })
+})
+
+describe("milter: body, recipients and sender at end of message", () => {
+  it.live("replace body in chunks, add recipients (with ESMTP arguments), delete one, change the sender: the delivered message and envelope", () =>
+    Effect.gen(function*() {
+      const m = yield* Scripted.start({
+        actions: Scripted.allActions,
+        on: Scripted.atEndOfMessage([
+          Scripted.reply.addHeader("X-Filter", "rewrote"),
+          Scripted.reply.replaceBody("New body, first chunk\r\n"),
+          // A filter's bare LF is normalised, as the spool does for DATA.
+          Scripted.reply.replaceBody("second chunk\n"),
+          Scripted.reply.addRecipient("w@example.test", "NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;w@example.test"),
+          // Not ours, and the client is not authenticated: the relay check leaves it out.
+          Scripted.reply.addRecipient("x@elsewhere.test"),
+          Scripted.reply.addRecipient("v@example.test"),
+          Scripted.reply.deleteRecipient("U@Example.test"),
+          Scripted.reply.changeFrom("new@sender.test", "RET=HDRS ENVID=abc+2Bd"),
+          Scripted.reply.continue
+        ])
+      })
+      const { captured, port } = yield* server(m.address)
+      const sent = yield* sendOne(port, message("orig"), ["u@example.test", "v@example.test"])
+      assert.strictEqual(sent.code, 250, sent.text)
+      const [stored] = yield* captured.awaitDelivered(1)
+      const e = stored!.envelope
+      assert.deepStrictEqual(e.rcptTo, ["v@example.test", "w@example.test"])
+      assert.deepStrictEqual([...stored!.recipients].sort(), ["v@example.test", "w@example.test"])
+      assert.strictEqual(e.mailFrom, "new@sender.test")
+      assert.deepStrictEqual(e.dsn, { ret: "HDRS", envid: "abc+d" })
+      assert.deepStrictEqual(e.recipientDsn, { "w@example.test": { notify: ["SUCCESS", "FAILURE"], orcpt: { type: "rfc822", address: "w@example.test" } } })
+      // The header block as received (and edited), then the new body, whole.
+      const text = stored!.text
+      assert.include(text, "Subject: orig\r\n  folded\r\nX-Remove: me\r\nX-Filter: rewrote\r\n\r\nNew body, first chunk\r\nsecond chunk\r\n")
+      assert.isTrue(text.endsWith("\r\n\r\nNew body, first chunk\r\nsecond chunk\r\n"), text)
+      assert.notInclude(text, "body line")
+      // The negotiation offered every modification.
+      const o = m.connections[0]![0]!.data
+      assert.strictEqual(o.readUInt32BE(4) & 0xff, 0xff)
+    }).pipe(Effect.scoped), { timeout: 60_000 })
+
+  it.live("a large new body is spooled to disk as it arrives (never held whole) and nothing is left in the spool", () =>
+    Effect.gen(function*() {
+      const line = "z".repeat(998) + "\r\n"
+      const chunk = line.repeat(60) // 60 000 bytes: each packet under 64 KiB
+      const m = yield* Scripted.start({
+        actions: Scripted.allActions,
+        on: Scripted.atEndOfMessage([...Array.from({ length: 6 }, () => Scripted.reply.replaceBody(chunk)), Scripted.reply.continue])
+      })
+      const dir = yield* TestIncoming.tempDir()
+      // A 16 KiB threshold: both the message and its new body spill to files.
+      const { captured, port } = yield* server(m.address, {}, { dataDir: dir, spool: { inMemoryThreshold: 16 * 1024 } })
+      // One message kept in memory, one spilled (40 KB).
+      for (const body of ["small\r\n", ("y".repeat(998) + "\r\n").repeat(40)]) {
+        assert.strictEqual((yield* sendOne(port, message("big", body))).code, 250)
+      }
+      const stored = yield* captured.awaitDelivered(2)
+      for (const s of stored) {
+        const at = s.raw.indexOf("\r\n\r\n")
+        assert.strictEqual(s.raw.length - at - 4, 6 * chunk.length)
+        assert.isTrue(s.raw.subarray(at + 4).equals(Buffer.from(chunk.repeat(6))))
+        assert.include(s.text, "Subject: big")
+      }
+      // The memory queue keeps a spilled body's file until the delivery is settled, just after.
+      const left = () => readdirSync(join(dir, "spool")).filter((f) => f.endsWith(".spool"))
+      for (let i = 0; i < 100 && left().length > 0; i++) yield* Effect.sleep("50 millis")
+      assert.deepStrictEqual(left(), [])
+    }).pipe(Effect.scoped), { timeout: 60_000 })
+
+  it.live("every recipient deleted: 250, stored nowhere, recorded as discarded", () =>
+    Effect.gen(function*() {
+      const m = yield* Scripted.start({
+        actions: Scripted.allActions,
+        on: Scripted.atEndOfMessage([Scripted.reply.deleteRecipient("u@example.test"), Scripted.reply.deleteRecipient("v@example.test"), Scripted.reply.continue])
+      })
+      const { captured, events, port } = yield* server(m.address)
+      const gone = yield* sendOne(port, message("gone"), ["u@example.test", "v@example.test"])
+      assert.strictEqual(gone.code, 250)
+      const id = /queued as (\S+)/.exec(gone.text)![1]!
+      const seen = (yield* PubSub.takeAll(events)).filter((e) => e._tag === "MessageDiscarded")
+      assert.deepStrictEqual(seen, [{ _tag: "MessageDiscarded", id, rule: "scripted", reason: "every recipient deleted", listener: "test" }])
+      assert.strictEqual((yield* captured.messages).length, 0)
+    }).pipe(Effect.scoped), { timeout: 60_000 })
+
+  it.live("modifications the filter did not negotiate are ignored: the message is delivered as it was", () =>
+    Effect.gen(function*() {
+      const m = yield* Scripted.start({
+        // Add headers only.
+        actions: Codec.Action.AddHeaders,
+        on: Scripted.atEndOfMessage([
+          Scripted.reply.replaceBody("not allowed\r\n"),
+          Scripted.reply.addRecipient("w@example.test"),
+          Scripted.reply.deleteRecipient("u@example.test"),
+          Scripted.reply.changeFrom("new@sender.test"),
+          Scripted.reply.quarantine("no"),
+          Scripted.reply.addHeader("X-Allowed", "yes"),
+          Scripted.reply.continue
+        ])
+      })
+      const { admin, captured, port } = yield* server(m.address)
+      assert.strictEqual((yield* sendOne(port, message("same"))).code, 250)
+      const [stored] = yield* captured.awaitDelivered(1)
+      assert.deepStrictEqual([stored!.envelope.mailFrom, stored!.envelope.rcptTo], ["a@sender.test", ["u@example.test"]])
+      assert.isUndefined(stored!.envelope.quarantine)
+      assert.include(stored!.text, "X-Allowed: yes\r\n\r\nHello,\r\nbody line\r\n")
+      assert.deepStrictEqual(yield* admin.list({ state: "held" }), [])
+    }).pipe(Effect.scoped), { timeout: 60_000 })
+
+  it.live("on an LMTP listener: a deleted recipient still gets its 250, an added one is queued with the rest", () =>
+    Effect.gen(function*() {
+      const m = yield* Scripted.start({
+        actions: Scripted.allActions,
+        on: Scripted.atEndOfMessage([Scripted.reply.deleteRecipient("u@example.test"), Scripted.reply.addRecipient("w@example.test"), Scripted.reply.continue])
+      })
+      const { captured, port } = yield* server(m.address, {}, { listener: { mode: "lmtp" } })
+      const c = yield* SmtpClient.connect({ port })
+      yield* c.command("LHLO client.test")
+      yield* c.command("MAIL FROM:<a@sender.test>")
+      assert.strictEqual((yield* c.command("RCPT TO:<u@example.test>")).code, 250)
+      assert.strictEqual((yield* c.command("RCPT TO:<v@example.test>")).code, 250)
+      yield* c.command("DATA")
+      yield* c.write(`${SmtpClient.dotStuff(message("lmtp"))}.\r\n`)
+      const replies = [yield* c.read, yield* c.read]
+      assert.deepStrictEqual(replies.map((r) => r.code), [250, 250])
+      assert.strictEqual(new Set(replies.map((r) => r.text)).size, 1, "one message, one queue id")
+      const [stored] = yield* captured.awaitDelivered(1)
+      assert.deepStrictEqual(stored!.envelope.rcptTo, ["v@example.test", "w@example.test"])
+    }).pipe(Effect.scoped), { timeout: 60_000 })
+
+  it.live("a new body over the size cap is a failure of the filter: on_error, never a 5xx", () =>
+    Effect.gen(function*() {
+      const m = yield* Scripted.start({
+        actions: Scripted.allActions,
+        on: Scripted.atEndOfMessage([Scripted.reply.replaceBody("w".repeat(9_000)), Scripted.reply.addHeader("X-Dropped", "too"), Scripted.reply.continue])
+      })
+      const accept = yield* server(m.address, { onError: "accept" }, { listener: { maxSize: 4_096 } })
+      assert.strictEqual((yield* sendOne(accept.port, message("capped"))).code, 250)
+      const [stored] = yield* accept.captured.awaitDelivered(1)
+      assert.include(stored!.text, "Hello,\r\nbody line\r\n", "delivered as received")
+      assert.notInclude(stored!.text, "X-Dropped", "none of the filter's modifications")
+      const tempfail = yield* server(m.address, { onError: "tempfail" }, { listener: { maxSize: 4_096 } })
+      const deferred = yield* sendOne(tempfail.port, message("capped"))
+      assert.deepStrictEqual([deferred.code, deferred.text], [451, "4.7.1 Service unavailable - try again later"])
+      // The filter's answer was read to its end: the connection goes on with the next message.
+      assert.strictEqual((yield* sendOne(accept.port, message("next"))).code, 250)
+    }).pipe(Effect.scoped), { timeout: 60_000 })
+})
+
+describe("milter: quarantine holds the message in the queue", () => {
+  it.live("held (not delivered, shown as held, marked), then released and delivered", () =>
+    Effect.gen(function*() {
+      const m = yield* Scripted.start({
+        on: (p, conn) => (p.command === "E" && conn.filter((q) => q.command === "E").length === 1 ? [Scripted.reply.quarantine("suspicious"), Scripted.reply.continue] : undefined)
+      })
+      const { admin, captured, port } = yield* server(m.address)
+      const c = yield* SmtpClient.connect({ port })
+      yield* c.command("EHLO client.test")
+      const ids: Array<string> = []
+      for (const subject of ["quarantined", "clean"]) {
+        yield* c.command("MAIL FROM:<a@sender.test>")
+        yield* c.command("RCPT TO:<u@example.test>")
+        yield* c.command("DATA")
+        yield* c.write(`${SmtpClient.dotStuff(message(subject))}.\r\n`)
+        const r = yield* c.read
+        assert.strictEqual(r.code, 250, r.text)
+        ids.push(/queued as (\S+)/.exec(r.text)![1]!)
+      }
+      yield* c.command("QUIT")
+      const [held, clean] = ids as [string, string]
+      // The clean message, sent after it, is delivered; the quarantined one waits, held.
+      const [first] = yield* captured.awaitDelivered(1)
+      assert.strictEqual(first!.id, clean)
+      const info = Option.getOrUndefined(yield* admin.get(held))
+      assert.deepStrictEqual([info?.state, info?.held], ["held", true])
+      assert.deepStrictEqual(info?.envelope.quarantine, { rule: "scripted", reason: "suspicious" })
+      assert.deepStrictEqual((yield* admin.list({ state: "held" })).map((i) => i.id), [held])
+      assert.strictEqual((yield* captured.messages).length, 1)
+      assert.isTrue(yield* admin.unhold(held))
+      const both = yield* captured.awaitDelivered(2)
+      const released = both.find((s) => s.id === held)!
+      assert.include(released.text, "Subject: quarantined")
+      assert.deepStrictEqual(released.envelope.quarantine, { rule: "scripted", reason: "suspicious" })
+    }).pipe(Effect.scoped), { timeout: 60_000 })
+
+  it.live("on a sync-ack route too: the reply is `queued`, the message held, not delivered before it is released", () =>
+    Effect.gen(function*() {
+      const m = yield* Scripted.start({ on: Scripted.atEndOfMessage([Scripted.reply.quarantine("wait"), Scripted.reply.continue]) })
+      const delivered: Array<string> = []
+      const app = DA.DeliveryAdapter.of({
+        name: "app",
+        deliver: (d) => Effect.sync(() => d.recipients.map(({ rcpt }) => (delivered.push(d.id), DA.ok(rcpt, "stored"))))
+      })
+      const router = Router.layer({ adapters: { app }, routes: [{ name: "api", match: ["*"], adapter: "app", acknowledge: "sync" }] })
+      const parsed = Connection.parseAddress(m.address)
+      assert.ok(typeof parsed !== "string")
+      const rule = yield* Milter.make({ name: "scripted", address: parsed, hostname: "mx.test", timeoutMs: 2_000 })
+      const ctx = yield* Layer.build(TestIncoming.layerWith({ policies: { rules: [rule], timeoutMs: 20_000 } }).pipe(Layer.provide(router)))
+      const admin = Context.get(ctx, QueueAdmin)
+      const sent = yield* sendOne(Context.get(ctx, Listeners).all[0]!.port, message("sync"))
+      assert.strictEqual(sent.code, 250)
+      const id = /^2\.0\.0 queued as (\S+)$/.exec(sent.text)?.[1]
+      assert.isDefined(id, sent.text)
+      assert.deepStrictEqual([delivered, Option.getOrUndefined(yield* admin.get(id!))?.state], [[], "held"])
+      assert.isTrue(yield* admin.unhold(id!))
+      for (let i = 0; i < 200 && delivered.length === 0; i++) yield* Effect.sleep("25 millis")
+      assert.deepStrictEqual(delivered, [id])
+    }).pipe(Effect.scoped), { timeout: 60_000 })
+
+  it.live("the standalone server: `incoming queue list` shows it held, `incoming queue release` delivers it", () =>
+    Effect.gen(function*() {
+      const m = yield* Scripted.start({ on: Scripted.atEndOfMessage([Scripted.reply.quarantine("looks like spam"), Scripted.reply.continue]) })
+      const dir = yield* TestIncoming.tempDir()
+      const data = join(dir, "data")
+      const { config, maildir } = writeStandaloneConfig(dir, {
+        sections: [`[[policies]]\nrule = "milter"\nname = "scripted"\naddress = "${m.address}"\ntimeout = "5s"`]
+      })
+      const incoming = yield* serve(["--config", config])
+      const sent = yield* SmtpClient.send({ port: incoming.port, from: "a@sender.test", to: ["u@example.test"], data: message("held") })
+      assert.strictEqual(sent.code, 250, sent.text)
+      const id = /queued as (\w+)/.exec(sent.text)![1]!
+      const listed = yield* cli("list", "--state", "held", "--data-dir", data)
+      assert.strictEqual(listed.code, 0, listed.stderr)
+      assert.include(listed.stdout, id)
+      const shown = JSON.parse((yield* cli("show", id, "--json", "--data-dir", data)).stdout)
+      assert.deepStrictEqual([shown.state, shown.held, shown.envelope.quarantine], ["held", true, { rule: "scripted", reason: "looks like spam" }])
+      const inbox = join(maildir, "u@example.test", "new")
+      const delivered = () => (existsSync(inbox) ? readdirSync(inbox).length : 0)
+      assert.strictEqual(delivered(), 0, "held: not delivered")
+      const released = yield* cli("release", id, "--data-dir", data)
+      assert.strictEqual(released.code, 0, released.stderr)
+      yield* waitUntil(cli("show", id, "--json", "--data-dir", data), (r) => r.code !== 0)
+      assert.strictEqual(delivered(), 1, "delivered once released")
+      yield* incoming.signal("SIGTERM")
+    }).pipe(Effect.scoped), { timeout: 240_000 })
 })

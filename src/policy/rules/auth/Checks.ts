@@ -14,7 +14,7 @@
  */
 import * as NodeStream from "@effect/platform-node/NodeStream"
 import type { Readable } from "node:stream"
-import { Context, Effect, Metric, Stream } from "effect"
+import { Context, Effect, Metric, type Scope, Stream } from "effect"
 import type { ARCResult, DKIMVerifyResult, SPFResult } from "mailauth"
 import { Dns, reverse } from "../../../dns/Dns.ts"
 import * as NodeCompat from "../../../dns/NodeCompat.ts"
@@ -154,14 +154,14 @@ export class Checks extends Context.Service<Checks, {
   readonly forget: (sessionId: string) => Effect.Effect<void>
 }>()("incoming/auth/Checks") {}
 
-export const make = (dns: Dns["Service"], options: ChecksOptions): Effect.Effect<Checks["Service"]> =>
+/** Scoped: closing the scope interrupts the DNS lookups mailauth has in flight. */
+export const make = (dns: Dns["Service"], options: ChecksOptions): Effect.Effect<Checks["Service"], never, Scope.Scope> =>
   Effect.gen(function*() {
     // Loaded here, not at import: mailauth and its dependencies add about a second to the start
     // of every `incoming` command on a busy machine, and only servers with these rules need them.
     const { arc, createSeal, dkimVerify, spf: spfCheck } = yield* Effect.promise(() => import("mailauth"))
     const { evaluateDmarc } = yield* Effect.promise(() => import("mailauth/lib/dmarc/index.js"))
-    const context = yield* Effect.context<never>()
-    const resolver = NodeCompat.toPromiseResolver(dns, context)
+    const resolver = yield* NodeCompat.toPromiseResolver(dns)
     const minBitLength = options.minKeyBits ?? 1024
     const store = sessionStore(10_000, 64)
 
