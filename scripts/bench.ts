@@ -31,16 +31,20 @@
  *   npm run bench -- --reps 5 --sizes 1024 --sessions 10 --modes persist,conn
  */
 import { type ChildProcess, spawn, spawnSync } from "node:child_process"
-import { appendFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statfsSync } from "node:fs"
+import { appendFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, statfsSync, writeFileSync } from "node:fs"
+import { stripTypeScriptTypes } from "node:module"
 import net from "node:net"
 import os from "node:os"
 import path from "node:path"
 import { fileURLToPath } from "node:url"
 import { parseArgs } from "node:util"
+import { openIdle } from "./bench/idle.ts"
 import type { LoadResult } from "./bench/load.ts"
 import {
   type Started,
+  assertListenerIs,
   groupCpuSeconds,
+  groupRssKiB,
   machineCpu,
   pidsCpuSeconds,
   reapedChildrenCpuSeconds,
@@ -87,6 +91,9 @@ const { values: argv } = parseArgs({
     base: { type: "string" },
     kit: { type: "string", default: "/work/shared/bench" },
     "pg-url": { type: "string", default: "postgres://postgres@127.0.0.1:5432/test" },
+    rss: { type: "string" },
+    js: { type: "boolean", default: false },
+    "rss-only": { type: "boolean", default: false },
     help: { type: "boolean", short: "h", default: false }
   },
   strict: true
@@ -114,6 +121,14 @@ if (argv.help) {
   --data-root DIR                where the Incoming targets' fresh data dirs go (default .bench/data)
   --keep-data                    do not delete those data dirs at the end
   --out FILE                     raw results file (default .bench/results-<timestamp>.txt)
+  --rss N                        before the matrix: resident set of each of our targets (all its processes)
+                                 fresh at rest, then with N idle connections from 10 loopback addresses
+  --rss-only                     only that (no matrix)
+  --js                           run our servers as plain JavaScript, as the installed package runs: Incoming
+                                 from dist/ (\`npm run build\` first; refused if src/ is newer), bare and lean
+                                 from copies of their scripts with the types stripped (.bench/js/). From .ts,
+                                 every Node isolate (the SQLite writer thread too) loads Node's type stripper
+                                 (~8 MiB resident each): resident sets are not the product's without --js
   --base DIR                     A/B: also run memory/sqlite (those among --targets) from another checkout
                                  DIR (e.g. \`git worktree add DIR HEAD~1\` with node_modules), as targets
                                  "memory-base"/"sqlite-base", interleaved with this tree's; ratios X/X-base
@@ -198,6 +213,8 @@ interface Target {
   readonly port: number
   /** CPU seconds used so far by the server (all its processes). */
   readonly cpu: () => number
+  /** Resident set of the server (all its processes), KiB; undefined where we do not own it. */
+  readonly rss?: () => number
   /** Leaves the server idle and empty before a run; false if it did not get there in time. */
   readonly settle: () => Promise<boolean>
   readonly describe: string
@@ -218,6 +235,37 @@ const allocPort = async (): Promise<number> => {
   return fail("no free port left in 2500-2599")
 }
 
+/**
+ * --js: a reference server's script as plain JavaScript in .bench/js/ (types stripped, relative
+ * `.ts` specifiers pointing at the stripped copies), so that it runs without Node's type stripper.
+ */
+const jsDir = path.join(REPO, ".bench", "js")
+const strippedScript = (script: string): string => {
+  mkdirSync(jsDir, { recursive: true })
+  const name = path.basename(script, ".ts")
+  const code = stripTypeScriptTypes(readFileSync(script, "utf8"), { mode: "strip" })
+    .replace(/(["'])(\.\.?\/[^"']+)\.ts\1/g, "$1$2.js$1")
+  writeFileSync(path.join(jsDir, `${name}.js`), code)
+  // Its relative imports, likewise (only siblings in scripts/bench/ are used).
+  for (const m of code.matchAll(/["']\.\/([^"']+)\.js["']/g)) {
+    const dep = path.join(path.dirname(script), `${m[1]}.ts`)
+    if (m[1] !== undefined && existsSync(dep) && !existsSync(path.join(jsDir, `${m[1]}.js`))) strippedScript(dep)
+  }
+  return path.join(jsDir, `${name}.js`)
+}
+
+/** The Incoming command of a checkout: src/bin/incoming.ts, or with --js its compiled dist/bin/incoming.js. */
+const incomingCli = (root: string): string | { readonly error: string } => {
+  if (!argv.js) return path.join(root, "src/bin/incoming.ts")
+  const cli = path.join(root, "dist/bin/incoming.js")
+  if (!existsSync(cli)) return { error: `--js: ${cli} does not exist (npm run build in ${root})` }
+  const built = statSync(cli).mtimeMs
+  const newer = readdirSync(path.join(root, "src"), { recursive: true, withFileTypes: true })
+    .find((e) => e.isFile() && e.name.endsWith(".ts") && statSync(path.join(e.parentPath, e.name)).mtimeMs > built)
+  if (newer !== undefined) return { error: `--js: ${path.join(newer.parentPath, newer.name)} is newer than ${cli} (npm run build in ${root})` }
+  return cli
+}
+
 const nodeBin = existsSync(path.join(REPO, "node_modules/.bin/node")) ? path.join(REPO, "node_modules/.bin/node") : process.execPath
 
 const dataRoot = path.resolve(argv["data-root"] ?? path.join(REPO, ".bench", "data"))
@@ -229,7 +277,6 @@ const startAuthDns = async (): Promise<{ readonly keyFile: string; readonly dnsS
   if (authSetup !== undefined) return authSetup
   if (!existsSync(DNSMASQ)) return `${DNSMASQ} is not installed (Debian dnsmasq-base)`
   const { generateKeyPairSync } = await import("node:crypto")
-  const { writeFileSync } = await import("node:fs")
   mkdirSync(dataRoot, { recursive: true })
   const dir = mkdtempSync(path.join(dataRoot, "auth-dns-"))
   dataDirs.push(dir)
@@ -259,7 +306,6 @@ const OPENDKIM = "/usr/sbin/opendkim"
 const startOpenDkim = async (): Promise<string> => {
   if (!existsSync(OPENDKIM)) return `!${OPENDKIM} is not installed (Debian opendkim)`
   const { generateKeyPairSync } = await import("node:crypto")
-  const { writeFileSync } = await import("node:fs")
   mkdirSync(dataRoot, { recursive: true })
   const dir = mkdtempSync(path.join(dataRoot, "opendkim-"))
   dataDirs.push(dir)
@@ -279,7 +325,9 @@ const startOwn = async (label: string): Promise<Target | string> => {
   // "<target>-base" is the same target run from the --base checkout.
   const fromBase = baseDir !== undefined && label.endsWith(BASE_SUFFIX)
   const name = (fromBase ? label.slice(0, -BASE_SUFFIX.length) : label) as TargetName
-  const cli = fromBase ? path.join(baseDir, "src/bin/incoming.ts") : INCOMING_CLI
+  const cliOf = incomingCli(fromBase ? baseDir : REPO)
+  if (typeof cliOf !== "string" && name !== "bare" && name !== "lean") return cliOf.error
+  const cli = typeof cliOf === "string" ? cliOf : INCOMING_CLI
   const auth = name === "auth" ? await startAuthDns() : undefined
   if (typeof auth === "string") return auth
   const milter = name === "milter" ? await startOpenDkim() : undefined
@@ -289,13 +337,13 @@ const startOwn = async (label: string): Promise<Target | string> => {
   let s: Started
   let describe: string
   if (name === "bare") {
-    s = startServer(name, process.execPath, [BARE_SCRIPT, "--port", String(port)], { cwd: REPO, logPath })
+    s = startServer(name, process.execPath, [argv.js ? strippedScript(BARE_SCRIPT) : BARE_SCRIPT, "--port", String(port)], { cwd: REPO, logPath })
     describe = `smtp-server drain, greeting without the 100 ms delay (${path.relative(REPO, BARE_SCRIPT)})`
   } else if (name === "lean") {
     mkdirSync(dataRoot, { recursive: true })
     const dir = mkdtempSync(path.join(dataRoot, "lean-"))
     dataDirs.push(dir)
-    s = startServer(name, nodeBin, [LEAN_SCRIPT, "--port", String(port), "--db", path.join(dir, "lean.db")], { cwd: REPO, logPath })
+    s = startServer(name, nodeBin, [argv.js ? strippedScript(LEAN_SCRIPT) : LEAN_SCRIPT, "--port", String(port), "--db", path.join(dir, "lean.db")], { cwd: REPO, logPath })
     describe = `callback-only smtp-server + SQLite group commit on a writer thread, no Effect (${path.relative(REPO, LEAN_SCRIPT)}); data ${dir}`
   } else {
     if (!existsSync(cli)) return `${path.relative(REPO, cli)} does not exist yet`
@@ -307,7 +355,6 @@ const startOwn = async (label: string): Promise<Target | string> => {
     const queue = name === "auth" || name === "milter" ? "memory" : name
     // The rules and their resolver come from a file; the flags below win over it for the rest.
     const config = path.join(dir, name === "postgres" ? "postgres.toml" : "auth.toml")
-    const { writeFileSync } = await import("node:fs")
     if (auth !== undefined) {
       writeFileSync(config, [`[dns]\nservers = ["${auth.dnsServer}"]`, ...["spf", "dkim", "dmarc"].map((r) => `[[policies]]\nrule = "${r}"`)].join("\n\n") + "\n")
     }
@@ -346,6 +393,7 @@ const startOwn = async (label: string): Promise<Target | string> => {
     name: label,
     port,
     cpu,
+    rss: () => groupRssKiB(s.pid),
     describe: `${describe}; pid ${s.pid}; log ${logPath}`,
     settle: async () => {
       if (s.exited) fail(`${name} exited (code ${String(s.exitCode)}); see ${logPath}`)
@@ -361,16 +409,26 @@ const startPostfix = async (): Promise<Target | string> => {
   const work = process.env["BENCH_WORK"] ?? "/tmp/incoming-bench"
   if (!existsSync(runPeer)) return `no peer kit at ${argv.kit}`
   if (!existsSync(path.join(work, "postfix/data")) || !existsSync("/usr/sbin/postfix")) return `Postfix peer not set up (run ${argv.kit}/setup.sh; BENCH_WORK=${work})`
+  const env: NodeJS.ProcessEnv = { ...process.env, BENCH_WORK: work }
   const peer = (action: string): { ok: boolean; out: string } => {
-    const r = spawnSync(runPeer, ["postfix", action], { encoding: "utf8", env: { ...process.env, BENCH_WORK: work }, timeout: 60_000 })
+    const r = spawnSync(runPeer, ["postfix", action], { encoding: "utf8", env, timeout: 60_000 })
     return { ok: r.status === 0, out: `${r.stdout}${r.stderr}`.trim() }
   }
   if (!peer("status").ok) {
+    // Not up on the kit's port: start it on a port that is free now (the kit's default, 2526,
+    // may be another server's on a shared machine), unless the caller chose one.
+    if (process.env["BENCH_PORT_POSTFIX"] === undefined) env["BENCH_PORT_POSTFIX"] = String(await allocPort())
     const r = peer("start")
     if (!r.ok) return `could not start the Postfix peer: ${r.out}`
     stopPostfix = () => void peer("stop")
   }
   const port = Number(peer("port").out)
+  const postfixPids = new Set(peer("pids").out.split("\n").filter((l) => l !== "").map(Number))
+  try {
+    assertListenerIs(port, "the kit's Postfix", (p) => postfixPids.has(p))
+  } catch (err) {
+    return err instanceof Error ? err.message : String(err)
+  }
   const queue = path.join(work, "postfix/spool")
   const pids = (): Array<number> => peer("pids").out.split("\n").filter((l) => l !== "").map(Number)
   const cpu = (): number => pidsCpuSeconds(pids())
@@ -395,6 +453,13 @@ const startPostfix = async (): Promise<Target | string> => {
     }
   }
 }
+
+/**
+ * Source addresses of our load generator's sessions (127.0.0.1-10): with one, 100 sessions that
+ * reconnect for every message ran into Incoming's per-IP cap of 100 (a closed connection counts
+ * until the server has seen it close), 421s the other targets never give.
+ */
+const LOAD_SOURCES = 10
 
 // ---- one run ---------------------------------------------------------------------------------
 
@@ -434,7 +499,7 @@ const runOnce = async (target: Target, generator: string, cell: Cell, count: num
   let note = ""
   let genSelf: number | undefined
   if (generator === "ours") {
-    const args = [LOAD_SCRIPT, "--port", String(target.port), "--size", String(cell.size), "--sessions", String(cell.sessions), "--count", String(count), "--mode", cell.mode, "--max-seconds", String(maxSeconds), ...(argv.helo ? ["--helo"] : []), ...(authSetup !== undefined ? ["--dkim-key", authSetup.keyFile] : [])]
+    const args = [LOAD_SCRIPT, "--port", String(target.port), "--size", String(cell.size), "--sessions", String(cell.sessions), "--count", String(count), "--mode", cell.mode, "--max-seconds", String(maxSeconds), "--sources", String(LOAD_SOURCES), ...(argv.helo ? ["--helo"] : []), ...(authSetup !== undefined ? ["--dkim-key", authSetup.keyFile] : [])]
     const child = spawn(process.execPath, args, { stdio: ["ignore", "pipe", "pipe"] })
     currentGen = child
     const r = await childOutput(child, (maxSeconds + 15) * 1000)
@@ -509,6 +574,39 @@ const authCost = (records: ReadonlyArray<RunRecord>, cells: ReadonlyArray<Cell>)
   return lines
 }
 
+// ---- memory ----------------------------------------------------------------------------------
+
+const rssConns = argv.rss !== undefined ? intList("rss", argv.rss)[0] : undefined
+if (argv["rss-only"] && rssConns === undefined) fail("--rss-only needs --rss N")
+if (rssConns !== undefined && rssConns > 5000) fail("--rss: at most 5000 connections")
+const RSS_SOURCES = 10
+
+/**
+ * Resident set of each target we started, fresh (before any load: what an idle server costs),
+ * then with `n` idle connections that got their greeting, from RSS_SOURCES loopback addresses
+ * (so a per-IP cap of n / RSS_SOURCES admits them all), held 4 s: the peak of samples every 250 ms.
+ */
+const rssProbe = async (targets: ReadonlyArray<Target>, n: number): Promise<Array<string>> => {
+  const mib = (kib: number): string => (kib / 1024).toFixed(0)
+  const lines = [`resident set (MiB, all processes of the server): at rest, and with ${n} idle connections from ${RSS_SOURCES} source addresses`]
+  for (const t of targets) {
+    if (t.rss === undefined) continue
+    await waitIdle(t.cpu, { maxMs: 10_000 })
+    await new Promise((r) => setTimeout(r, 2000))
+    const rest = t.rss()
+    const conns = await openIdle(t.port, n, RSS_SOURCES)
+    let peak = t.rss()
+    for (let i = 0; i < 16; i++) {
+      await new Promise((r) => setTimeout(r, 250))
+      peak = Math.max(peak, t.rss())
+    }
+    conns.close()
+    await waitIdle(t.cpu, { maxMs: 10_000 })
+    lines.push(`rss ${t.name.padEnd(12)} at rest ${mib(rest).padStart(4)}  with ${n} conns ${mib(peak).padStart(4)}  (+${((peak - rest) / n).toFixed(1)} KiB/conn; greeted ${conns.greeted}, failed ${conns.failed}, opened in ${conns.openMs} ms)`)
+  }
+  return lines
+}
+
 // ---- main ------------------------------------------------------------------------------------
 
 function gitHead(dir: string = REPO): string {
@@ -567,13 +665,26 @@ const main = async (): Promise<void> => {
   const cpuModel = os.cpus()[0]?.model ?? "?"
   const header = [
     `# incoming bench ${new Date().toISOString()} git ${gitHead()} node ${process.version} ${os.cpus().length}x ${cpuModel} load ${os.loadavg().map((x) => x.toFixed(2)).join(" ")}`,
-    `# reps=${reps} seconds=${runSeconds} max_seconds=${maxSeconds} sizes=${sizes.join(",")} sessions=${sessionsList.join(",")} modes=${modes.join(",")} greeting=${argv.helo ? "HELO" : "EHLO"} quick=${quick}`,
+    `# reps=${reps} seconds=${runSeconds} max_seconds=${maxSeconds} sizes=${sizes.join(",")} sessions=${sessionsList.join(",")} modes=${modes.join(",")} greeting=${argv.helo ? "HELO" : "EHLO"} quick=${quick} js=${argv.js}`,
     ...targets.map((t) => `# target ${t.name}: 127.0.0.1:${t.port} ${t.describe}`),
     ...skipped.map((s) => `# skipped: ${s}`)
   ]
   for (const h of header) {
     out(h)
     say(h)
+  }
+
+  if (rssConns !== undefined) {
+    for (const l of await rssProbe(targets, rssConns)) {
+      out(`# ${l}`)
+      process.stdout.write(l + "\n")
+    }
+    if (argv["rss-only"]) {
+      await stopAll()
+      stopPostfix?.()
+      stopPostfix = undefined
+      return
+    }
   }
 
   const records: Array<RunRecord> = []

@@ -36,6 +36,12 @@ export interface LoadOptions {
   readonly rcptDomain: string
   /** Header fields put on top of every message (a DKIM-Signature made once for the run). */
   readonly prefix?: string
+  /**
+   * Loopback source addresses the sessions are spread over (127.0.0.1, .2, …; default 1): a
+   * server's per-IP connection cap counts a closed connection until it notices the close, so
+   * 100 sessions reconnecting from one address for every message would run into a cap of 100.
+   */
+  readonly sources?: number
 }
 
 export interface LoadError {
@@ -196,7 +202,7 @@ export const runLoad = (opts: LoadOptions): Promise<LoadResult> =>
      * One session: a chain of connections. `startConnection` is called with a claimed message
      * slot (`holding`); every claimed slot ends as ok or failed, so ok + failed = count.
      */
-    const runSession = (): void => {
+    const runSession = (localAddress: string): void => {
       if (!claim()) {
         sessionDone()
         return
@@ -212,6 +218,7 @@ export const runLoad = (opts: LoadOptions): Promise<LoadResult> =>
         const socket = net.connect({
           host: HOST,
           port: opts.port,
+          localAddress,
           noDelay: true,
           onread: {
             buffer: readBuffer,
@@ -337,7 +344,7 @@ export const runLoad = (opts: LoadOptions): Promise<LoadResult> =>
     }
 
     active = opts.sessions
-    for (let i = 0; i < opts.sessions; i++) runSession()
+    for (let i = 0; i < opts.sessions; i++) runSession(`127.0.0.${(i % (opts.sources ?? 1)) + 1}`)
   })
 
 const positiveInt = (name: string, value: string | undefined, fallback?: number): number => {
@@ -359,6 +366,7 @@ export const parseLoadArgs = (argv: ReadonlyArray<string>): LoadOptions => {
       "max-seconds": { type: "string", default: "20" },
       helo: { type: "boolean", default: false },
       "rcpt-domain": { type: "string", default: "bench.test" },
+      sources: { type: "string", default: "1" },
       /** PEM file: sign the message with it (d=load.test, s=bench) once, before the run. */
       "dkim-key": { type: "string" }
     },
@@ -379,6 +387,7 @@ export const parseLoadArgs = (argv: ReadonlyArray<string>): LoadOptions => {
     maxSeconds,
     greeting: values.helo ? "HELO" : "EHLO",
     rcptDomain: values["rcpt-domain"],
+    sources: Math.min(250, positiveInt("sources", values.sources)),
     ...(values["dkim-key"] !== undefined ? { dkimKey: values["dkim-key"] } : {})
   }
 }

@@ -8,7 +8,7 @@
  * `process.on("exit")` and signal handlers.
  */
 import { type ChildProcess, spawn } from "node:child_process"
-import { openSync, readdirSync, readFileSync, closeSync } from "node:fs"
+import { closeSync, openSync, readdirSync, readFileSync, readlinkSync } from "node:fs"
 import net from "node:net"
 
 export interface Started {
@@ -65,12 +65,103 @@ export const canConnect = (port: number, timeoutMs = 500): Promise<boolean> =>
     socket.once("error", () => done(false))
   })
 
-/** Polls a TCP connect until it succeeds; fails if the process exits first or time runs out. */
+// ---- who listens on a port ------------------------------------------------------------------
+
+/** Inodes of the sockets in LISTEN state on `port` (any local address, IPv4 and IPv6). */
+const listenInodes = (port: number): Set<string> => {
+  const inodes = new Set<string>()
+  const hexPort = port.toString(16).toUpperCase().padStart(4, "0")
+  for (const table of ["/proc/net/tcp", "/proc/net/tcp6"]) {
+    let raw: string
+    try {
+      raw = readFileSync(table, "latin1")
+    } catch {
+      continue
+    }
+    for (const line of raw.split("\n").slice(1)) {
+      // sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode
+      const f = line.trim().split(/\s+/)
+      if (f[3] === "0A" && f[1]?.endsWith(`:${hexPort}`) === true && f[9] !== undefined) inodes.add(f[9])
+    }
+  }
+  return inodes
+}
+
+/**
+ * The PIDs of the processes holding a listening socket on `port`. A TCP handshake only says that
+ * something listens there: on a machine where other people's servers come and go, it can be
+ * somebody else's (another bench picked the same free port a moment earlier, and ours then failed
+ * to bind). Reads every process's fd table once: fine at start-up, not in a loop per message.
+ */
+export const listenerPids = (port: number): Array<number> => {
+  const inodes = listenInodes(port)
+  if (inodes.size === 0) return []
+  const pids: Array<number> = []
+  for (const entry of readdirSync("/proc")) {
+    const c = entry.charCodeAt(0)
+    if (c < 48 || c > 57) continue
+    let fds: Array<string>
+    try {
+      fds = readdirSync(`/proc/${entry}/fd`)
+    } catch {
+      continue
+    }
+    for (const fd of fds) {
+      let link: string
+      try {
+        link = readlinkSync(`/proc/${entry}/fd/${fd}`)
+      } catch {
+        continue
+      }
+      const m = /^socket:\[(\d+)\]$/.exec(link)
+      if (m?.[1] !== undefined && inodes.has(m[1])) {
+        pids.push(Number(entry))
+        break
+      }
+    }
+  }
+  return pids
+}
+
+/** The process group of `pid`, or undefined if it is gone. */
+export const processGroup = (pid: number): number | undefined => {
+  const f = statFields(pid)
+  return f === undefined ? undefined : Number(f[PGRP])
+}
+
+const commOf = (pid: number): string => {
+  try {
+    return readFileSync(`/proc/${pid}/cmdline`, "latin1").split("\0").filter((x) => x !== "").slice(0, 3).join(" ")
+  } catch {
+    return "?"
+  }
+}
+
+/**
+ * Throws unless every listener on `port` is one of `isOurs`'s processes: the clear failure for a
+ * port collision, instead of benchmarking a stranger.
+ */
+export const assertListenerIs = (port: number, who: string, isOurs: (pid: number) => boolean): void => {
+  const pids = listenerPids(port)
+  const strangers = pids.filter((p) => !isOurs(p))
+  if (pids.length === 0) throw new Error(`nothing of ${who}'s listens on 127.0.0.1:${port} (a process we cannot see answered the handshake)`)
+  if (strangers.length > 0) {
+    throw new Error(`port collision on 127.0.0.1:${port}: it is held by ${strangers.map((p) => `pid ${p} (${commOf(p)})`).join(", ")}, not by ${who}`)
+  }
+}
+
+/**
+ * Polls a TCP connect until it succeeds, then checks that the listener is `s`'s (its process
+ * group); fails if the process exits first, the port is somebody else's, or time runs out.
+ */
 export const waitListening = async (s: Started, port: number, timeoutMs: number): Promise<void> => {
   const deadline = Date.now() + timeoutMs
   while (Date.now() < deadline) {
     if (s.exited) throw new Error(`${s.name} exited (code ${String(s.exitCode)}) before listening on ${port}`)
-    if (await canConnect(port)) return
+    if (await canConnect(port)) {
+      assertListenerIs(port, `${s.name} (pid ${s.pid})`, (p) => processGroup(p) === s.pid)
+      return
+    }
     await sleep(100)
   }
   throw new Error(`${s.name} did not listen on 127.0.0.1:${port} within ${timeoutMs / 1000} s`)
@@ -138,15 +229,19 @@ const cpuOf = (f: ReadonlyArray<string>, withChildren: boolean): number => {
  * CPU seconds (user + system) used so far by every process in the group `pgid`, including
  * children they already reaped. Scans /proc, a few hundred small reads: fine between runs.
  */
-export const groupCpuSeconds = (pgid: number): number => {
-  let total = 0
+export const groupCpuSeconds = (pgid: number): number =>
+  groupMembers(pgid).reduce((total, m) => total + cpuOf(m.stat, true), 0)
+
+/** The processes of group `pgid` (PID and stat fields), from one scan of /proc. */
+const groupMembers = (pgid: number): Array<{ readonly pid: number; readonly stat: Array<string> }> => {
+  const members: Array<{ readonly pid: number; readonly stat: Array<string> }> = []
   for (const entry of readdirSync("/proc")) {
     const c = entry.charCodeAt(0)
     if (c < 48 || c > 57) continue
-    const f = statFields(Number(entry))
-    if (f !== undefined && Number(f[PGRP]) === pgid) total += cpuOf(f, true)
+    const stat = statFields(Number(entry))
+    if (stat !== undefined && Number(stat[PGRP]) === pgid) members.push({ pid: Number(entry), stat })
   }
-  return total
+  return members
 }
 
 /** CPU seconds of the given PIDs (e.g. a Postfix master and its children). */
@@ -207,4 +302,20 @@ export const waitIdle = async (
     if (Date.now() >= deadline) return false
     before = after
   }
+}
+
+// ---- memory --------------------------------------------------------------------------------
+
+/** Resident set (VmRSS, KiB) summed over every process in the group `pgid`. */
+export const groupRssKiB = (pgid: number): number => {
+  let total = 0
+  for (const { pid } of groupMembers(pgid)) {
+    try {
+      const m = /^VmRSS:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/status`, "latin1"))
+      total += Number(m?.[1] ?? 0)
+    } catch {
+      // exited meanwhile
+    }
+  }
+  return total
 }

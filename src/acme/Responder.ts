@@ -9,12 +9,12 @@
  * not held between renewals, and a port that cannot be bound fails that issuance (retried)
  * rather than the server's start.
  */
-import { createServer as createHttpServer } from "node:http"
 import type { AddressInfo } from "node:net"
 import { createSecureContext, createServer as createTlsServer, type SecureContext } from "node:tls"
 import * as NodeHttpServer from "@effect/platform-node/NodeHttpServer"
 import { Effect, Layer, type Scope } from "effect"
 import { HttpRouter, HttpServerResponse } from "effect/http"
+import { http } from "../internal/nodeHttp.ts"
 import { AcmeError, detailOf } from "./AcmeError.ts"
 import type { ChallengeType, ListenAddress } from "./AcmeOptions.ts"
 
@@ -49,7 +49,7 @@ const serveHttp = (domain: string, listen: ListenAddress, pending: Pending): Eff
           : HttpServerResponse.text(answer, { contentType: "application/octet-stream" })
       })
     )
-    const node = createHttpServer()
+    const node = http.createServer()
     const server = NodeHttpServer.layer(() => node, { host: listen.host, port: listen.port, gracefulShutdownTimeout: "1 second" })
     yield* Layer.build(HttpRouter.serve(routes, { disableLogger: true, disableListenLog: true }).pipe(Layer.provide(server))).pipe(
       Effect.mapError((e) => bindError(domain, listen, e.cause))

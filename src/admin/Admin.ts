@@ -15,12 +15,12 @@
  * and the admin endpoint goes away last.
  */
 import { timingSafeEqual } from "node:crypto"
-import { createServer } from "node:http"
 import type { AddressInfo } from "node:net"
 import * as NodeHttpServer from "@effect/platform-node/NodeHttpServer"
 import { Context, Effect, Layer, Option, Redacted } from "effect"
 import { HttpRouter, type HttpServerRequest, HttpServerResponse } from "effect/http"
 import { PrometheusMetrics } from "effect/observability"
+import { http } from "../internal/nodeHttp.ts"
 import { QueueAdmin } from "../queue/QueueAdmin.ts"
 import { fromBindError, type ListenError } from "../smtp/ListenError.ts"
 import { Listeners } from "../smtp/Listener.ts"
@@ -148,7 +148,7 @@ export const layer = (options: AdminOptions): Layer.Layer<never, ListenError, He
     )
 
     const address = options.host.includes(":") ? `[${options.host}]:${options.port}` : `${options.host}:${options.port}`
-    const node = createServer()
+    const node = http.createServer()
     const server = NodeHttpServer.layer(() => node, { host: options.host, port: options.port, gracefulShutdownTimeout: "1 second" })
     const announce = Layer.effectDiscard(Effect.gen(function*() {
       const bound = node.address() as AddressInfo

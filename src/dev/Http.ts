@@ -13,12 +13,12 @@
  * so the server's graceful close is not held up by connections that never end on their own.
  */
 import { timingSafeEqual } from "node:crypto"
-import { createServer } from "node:http"
 import type { AddressInfo } from "node:net"
 import * as NodeHttpServer from "@effect/platform-node/NodeHttpServer"
 import ipaddr from "ipaddr.js"
 import { Context, Deferred, Effect, Layer, Redacted } from "effect"
 import { HttpRouter, HttpServerRequest, HttpServerResponse } from "effect/http"
+import { http } from "../internal/nodeHttp.ts"
 import { fromBindError, type ListenError } from "../smtp/ListenError.ts"
 import * as Api from "./Api.ts"
 import type { InboxStore } from "./Store.ts"
@@ -129,7 +129,7 @@ export const layer = (
 ): Layer.Layer<DevHttp, ListenError, InboxStore> =>
   Layer.unwrap(Effect.gen(function*() {
     const closing = yield* Deferred.make<void>()
-    const node = createServer()
+    const node = http.createServer()
     const bound = () => ({ host: options.host, port: (node.address() as AddressInfo | null)?.port ?? options.port })
     const address = `${urlHost(options.host)}:${options.port}`
     const server = NodeHttpServer.layer(() => node, { host: options.host, port: options.port, gracefulShutdownTimeout: "2 seconds" })

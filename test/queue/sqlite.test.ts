@@ -242,7 +242,9 @@ describe("SqliteQueue", () => {
       const jobs = committed.reduce((n, b) => n + b.jobs, 0)
       assert.isAtLeast(jobs, 50)
       assert.isAtMost(jobs, 50 + committed.length)
-      assert.isAtMost(committed.length, 3, `50 concurrent commits took ${committed.length} transactions`)
+      // Grouped: a batch takes every commit that arrived while the last one was in flight. Usually
+      // 2 or 3; a loaded machine may hand the writer a few more, smaller batches.
+      assert.isAtMost(committed.length, 10, `50 concurrent commits took ${committed.length} transactions`)
     }))
 
   it.effect("a claim with nothing due takes no write transaction; one with work does", () =>

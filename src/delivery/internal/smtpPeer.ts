@@ -12,7 +12,8 @@
  * upgrade, refused credentials — is retried.
  */
 import type * as Dsn from "../../protocol/Dsn.ts"
-import SMTPConnection from "nodemailer/lib/smtp-connection/index.js"
+import { createRequire } from "node:module"
+import type SMTPConnection from "nodemailer/lib/smtp-connection/index.js"
 import { isIP } from "node:net"
 import { TLSSocket } from "node:tls"
 import type { Readable } from "node:stream"
@@ -20,6 +21,11 @@ import * as NodeStream from "@effect/platform-node/NodeStream"
 import { Effect, Redacted, type Stream } from "effect"
 import * as DA from "../DeliveryAdapter.ts"
 import { fillRetry, fromReply } from "./replyOutcome.ts"
+
+// nodemailer's CommonJS build: its ES build imports node:http as an ES module (for its fetch
+// helper), which loads undici, ~15 MiB resident in every server, used or not (see
+// internal/nodeHttp.ts). The CommonJS one requires it, which reads nothing.
+const SmtpConnection = createRequire(import.meta.url)("nodemailer/lib/smtp-connection") as typeof SMTPConnection
 
 export type StartTlsPolicy =
   /** Upgrade when the peer offers STARTTLS; carry on in plain text when it does not. */
@@ -178,7 +184,7 @@ const stageOf = (error: SmtpError | Error): OpenFailure["stage"] => {
 export const open = (options: PeerOptions): Effect.Effect<Peer, OpenFailure> => {
   const where = `${options.host.includes(":") ? `[${options.host}]` : options.host}:${options.port}`
   return Effect.callback<Peer, OpenFailure>((resume) => {
-    const connection = new SMTPConnection(connectionOptions(options))
+    const connection = new SmtpConnection(connectionOptions(options))
     let closed = false
     let settled = false
     const fail = (stage: OpenFailure["stage"], detail: string) => {

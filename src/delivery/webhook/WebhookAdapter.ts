@@ -11,10 +11,10 @@
  * a 301/302 must re-POST the same signed payload (the client's rule would turn it into a GET),
  * an https → http hop is refused, and credentials stay with their origin.
  */
-import * as http from "node:http"
 import * as NodeHttpClient from "@effect/platform-node/NodeHttpClient"
 import { Clock, Effect, Layer, Redacted, Stream } from "effect"
 import { type HttpClient, type HttpClientError, HttpClientRequest, type HttpClientResponse } from "effect/http"
+import { http } from "../../internal/nodeHttp.ts"
 import * as DA from "../DeliveryAdapter.ts"
 import * as Payload from "./Payload.ts"
 import * as Signature from "./Signature.ts"

@@ -30,13 +30,21 @@
  * These reach into documented-by-source but unexported behaviour of smtp-server 3.21; the
  * tests in test/smtp/engine.test.ts fail if an upgrade changes it.
  */
+import { createRequire } from "node:module"
 import type { Socket } from "node:net"
-import { SMTPServer, type SMTPServerOptions } from "smtp-server"
-import { SMTPConnection } from "smtp-server/lib/smtp-connection.js"
+import type * as SmtpServerModule from "smtp-server"
+import type { SMTPServerOptions } from "smtp-server"
+import type * as SmtpConnectionModule from "smtp-server/lib/smtp-connection.js"
 import * as ProxyHeader from "../../protocol/ProxyHeader.ts"
 import * as SmtpReply from "../../protocol/SmtpReply.ts"
 import * as Commands from "./commands.ts"
 import * as Proxy from "./proxy.ts"
+
+// smtp-server's CommonJS build: its ES build imports nodemailer's, which imports node:http as an
+// ES module and so loads undici (~5 MiB resident measured, for nothing; see internal/nodeHttp.ts).
+const require = createRequire(import.meta.url)
+const { SMTPServer } = require("smtp-server") as typeof SmtpServerModule
+const { SMTPConnection } = require("smtp-server/lib/smtp-connection.js") as typeof SmtpConnectionModule
 
 export interface EngineLimits {
   readonly greetingDelayMs: number
