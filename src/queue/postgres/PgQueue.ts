@@ -278,7 +278,8 @@ export const make = Effect.fnUntraced(function*(options: PgQueueOptions) {
       const rows = yield* sql<{ at: bigint | null }>`
         SELECT least(
           (SELECT min(due_at) FROM messages WHERE due_at IS NOT NULL AND NOT held AND (lease_token IS NULL OR lease_expires_at <= ${BigInt(now)})),
-          (SELECT min(lease_expires_at) FROM messages WHERE lease_token IS NOT NULL)
+          -- Leases are only taken on due messages: this reads the leased and held ones, not the backlog.
+          (SELECT min(lease_expires_at) FROM messages WHERE due_at <= ${BigInt(now)} AND lease_token IS NOT NULL)
         ) AS at`
       const at = rows[0]?.at
       return at === null || at === undefined ? Option.none() : Option.some(Number(at))
