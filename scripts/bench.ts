@@ -155,13 +155,13 @@ const modes = argv.modes.split(",").map((m) => m.trim())
 for (const m of modes) if (m !== "persist" && m !== "conn") fail(`--modes: unknown mode "${m}"`)
 const requestedTargets = argv.targets.split(",").map((t) => t.trim())
 for (const t of requestedTargets) if (!(KNOWN_TARGETS as ReadonlyArray<string>).includes(t)) fail(`--targets: unknown target "${t}" (known: ${KNOWN_TARGETS.join(", ")})`)
-/** The checkout of the A/B baseline (--base): its memory/sqlite targets run as "<name>-base". */
+/** The checkout of the A/B baseline (--base): its memory/sqlite/postgres targets run as "<name>-base". */
 const baseDir = argv.base === undefined ? undefined : path.resolve(argv.base)
 if (baseDir !== undefined && !existsSync(path.join(baseDir, "src/bin/incoming.ts"))) fail(`--base: ${baseDir}/src/bin/incoming.ts does not exist`)
 const BASE_SUFFIX = "-base"
 const targetNames = baseDir === undefined
   ? requestedTargets
-  : requestedTargets.flatMap((t) => (t === "memory" || t === "sqlite" ? [t, `${t}${BASE_SUFFIX}`] : [t]))
+  : requestedTargets.flatMap((t) => (t === "memory" || t === "sqlite" || t === "postgres" ? [t, `${t}${BASE_SUFFIX}`] : [t]))
 const runSeconds = argv.seconds !== undefined ? Number(argv.seconds) : quick ? 1 : 5
 const maxSeconds = Number(argv["max-seconds"])
 if (!(runSeconds > 0 && maxSeconds > 0 && maxSeconds <= 120 && runSeconds < maxSeconds)) fail("need 0 < --seconds < --max-seconds <= 120")
@@ -653,7 +653,7 @@ const main = async (): Promise<void> => {
   const runColumns = columns.filter((c) => targets.some((t) => t.name === c.target))
   const col = (label: string): Column | undefined => columns.find((c) => c.label === label)
   const ratioPairs: Array<readonly [Column, Column]> = []
-  for (const [a, b] of [["memory", "memory-base"], ["sqlite", "sqlite-base"], ["postgres", "sqlite"], ["postgres", "postfix"], ["sqlite", "bare"], ["sqlite", "memory"], ["memory", "bare"], ["auth", "memory"], ["milter", "memory"], ["sqlite", "postfix"], ["lean", "bare"], ["sqlite", "lean"], ["bare[smtp-source]", "bare"]] as const) {
+  for (const [a, b] of [["memory", "memory-base"], ["sqlite", "sqlite-base"], ["postgres", "postgres-base"], ["postgres", "sqlite"], ["postgres", "postfix"], ["sqlite", "bare"], ["sqlite", "memory"], ["memory", "bare"], ["auth", "memory"], ["milter", "memory"], ["sqlite", "postfix"], ["lean", "bare"], ["sqlite", "lean"], ["bare[smtp-source]", "bare"]] as const) {
     const ca = col(a)
     const cb = col(b)
     if (ca !== undefined && cb !== undefined) ratioPairs.push([ca, cb])

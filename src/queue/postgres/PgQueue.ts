@@ -5,8 +5,10 @@
  * - Durability: each commit is part of a group-commit statement (`GroupCommit.ts`) on a
  *   connection with `synchronous_commit = on`; the session's 250 follows the COMMIT. Bodies live
  *   in the database (`bodies.ts`), so no node's disk holds anything another node needs.
- * - Claims: one statement, `FOR UPDATE SKIP LOCKED` (the `claim` function in `schema.ts`), so
- *   concurrent workers of every node never wait for, nor take, each other's rows.
+ * - Claims: one statement, `FOR UPDATE SKIP LOCKED` (the `claim_many` function in `schema.ts`), so
+ *   concurrent workers of every node never wait for, nor take, each other's rows; the workers of
+ *   this node that wait at once share a statement (`Claims.ts`), and so do the settles that are
+ *   ready together (`Settles.ts`).
  * - Leases: owner node, expiry and a fencing token from a sequence. Settle and release act only
  *   when the row still carries the caller's token (`LeaseLost` otherwise). A heartbeat renews
  *   the leases this node holds every third of their length, so leases can be short (a dead
@@ -35,7 +37,9 @@ import * as QueueBackend from "../QueueBackend.ts"
 import { fromStorageException, MailQueueError } from "../MailQueueError.ts"
 import * as Admin from "./admin.ts"
 import * as Bodies from "./bodies.ts"
+import * as Claims from "./Claims.ts"
 import * as GroupCommit from "./GroupCommit.ts"
+import * as Settles from "./Settles.ts"
 import { defaultNodeId, defaults, isSchemaName, type PgQueueOptions } from "./PgQueueOptions.ts"
 import * as Schema from "./schema.ts"
 
@@ -60,18 +64,6 @@ export const connect = (options: PgQueueOptions, nodeId: string): Effect.Effect<
     // real time even where the queue's own times come from a TestClock.
     Effect.provideService(Clock.Clock, Clock.Clock.defaultValue())
   )
-
-interface ClaimRow {
-  readonly id: string
-  readonly token: bigint
-  readonly expires_at: bigint
-  readonly envelope: string
-  readonly trace: string
-  readonly received_at: bigint
-  readonly size: bigint
-  readonly rcpts: ReadonlyArray<string>
-  readonly attempts: ReadonlyArray<number>
-}
 
 const failed = (what: string) => (cause: unknown) =>
   cause instanceof MailQueueError ? cause : fromStorageException(cause, what)
@@ -98,10 +90,18 @@ export const make = Effect.fnUntraced(function*(options: PgQueueOptions) {
 
   // Leases this node holds, by token: the heartbeat renews them.
   const held = new Map<bigint, { readonly id: string; readonly leaseMs: number }>()
+  const claims = yield* Claims.make({
+    sql,
+    nodeId,
+    priorityMaxWaitMs: opts.priorityMaxWaitMs,
+    // A lease whose worker was interrupted before it got it: back to the queue (or to its expiry).
+    release: (row) => Effect.ignore(sql`SELECT release(${row.id}, ${row.token})`)
+  })
+  const settles = yield* Settles.make({ sql, deadLetterTtlMs: opts.deadLetterTtlMs })
 
   const leaseLost = (id: string) => new MailQueueError({ reason: { _tag: "LeaseLost", id } })
 
-  const toLease = (row: ClaimRow, owner: string): Lease => ({
+  const toLease = (row: Claims.ClaimRow, owner: string): Lease => ({
     id: row.id,
     token: String(row.token),
     owner,
@@ -212,14 +212,10 @@ export const make = Effect.fnUntraced(function*(options: PgQueueOptions) {
         yield* message.body.release
       }),
     claim: ({ leaseMs, owner }) =>
-      Effect.gen(function*() {
-        const now = yield* Clock.currentTimeMillis
-        const rows = yield* sql<ClaimRow>`SELECT * FROM claim(${nodeId}, ${owner}, ${BigInt(now)}, ${BigInt(leaseMs)}, 1, ${BigInt(opts.priorityMaxWaitMs)})`
-        const row = rows[0]
-        if (row === undefined) return Option.none()
+      Effect.map(claims.claim(owner, leaseMs), Option.map((row) => {
         held.set(row.token, { id: row.id, leaseMs })
-        return Option.some(toLease(row, owner))
-      }).pipe(Effect.mapError(failed("claiming"))),
+        return toLease(row, owner)
+      })),
     settle: (lease, settlements, extras) =>
       Effect.gen(function*() {
         const token = tokenOf(lease)
@@ -228,7 +224,8 @@ export const make = Effect.fnUntraced(function*(options: PgQueueOptions) {
         const now = yield* Clock.currentTimeMillis
         const reports = extras?.reports ?? []
         const delayNotified = extras?.delayNotified
-        const run = Effect.gen(function*() {
+        // Most settles carry nothing else: they share a statement with the settles ready with them.
+        const alone = Effect.gen(function*() {
           const rows = yield* sql<{ settle: string }>`SELECT settle(
             ${lease.id}, ${token},
             ${settlements.map((s) => s.rcpt)}::text[],
@@ -252,7 +249,10 @@ export const make = Effect.fnUntraced(function*(options: PgQueueOptions) {
           return outcome
         })
         // The settle and its reports in one transaction: both or neither.
-        const outcome = yield* (reports.length > 0 || delayNotified !== undefined ? sql.withTransaction(run) : run)
+        const outcome = reports.length > 0 || delayNotified !== undefined
+          ? yield* sql.withTransaction(alone)
+          : yield* settles.settle({ id: lease.id, token, settlements, now })
+        if (outcome === "lost") return yield* leaseLost(lease.id)
         if (outcome === "done" || outcome === "idle") depth = Math.max(0, depth - 1)
         depth += reports.length
         yield* Effect.forEach(reports, (m) => m.body.release, { discard: true })
@@ -278,7 +278,8 @@ export const make = Effect.fnUntraced(function*(options: PgQueueOptions) {
       const rows = yield* sql<{ at: bigint | null }>`
         SELECT least(
           (SELECT min(due_at) FROM messages WHERE due_at IS NOT NULL AND NOT held AND (lease_token IS NULL OR lease_expires_at <= ${BigInt(now)})),
-          (SELECT min(lease_expires_at) FROM messages WHERE lease_token IS NOT NULL)
+          -- Leases are only taken on due messages: this reads the leased and held ones, not the backlog.
+          (SELECT min(lease_expires_at) FROM messages WHERE due_at <= ${BigInt(now)} AND lease_token IS NOT NULL)
         ) AS at`
       const at = rows[0]?.at
       return at === null || at === undefined ? Option.none() : Option.some(Number(at))

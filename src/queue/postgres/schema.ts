@@ -39,6 +39,56 @@ export const chunkSize = 256 * 1024
 /** The channel that wakes idle workers of every node (sent inside the committing transaction). */
 export const channel = "incoming_queue_work"
 
+// Parts of the claim functions (migrations 1 to 4), as SQL text. Ageing: waiting messages below
+// normal that arrived p_max_wait ms ago become normal (p_max_wait 0: never).
+const ageing = `      IF p_max_wait > 0 THEN
+        UPDATE messages SET priority = 0 WHERE messages.id IN (
+          SELECT a.id FROM messages a
+          WHERE a.priority < 0 AND a.due_at IS NOT NULL AND a.received_at <= p_now - p_max_wait
+          FOR UPDATE SKIP LOCKED);
+      END IF;
+`
+// The recipients of the messages in the CTE `leased` that the lease covers: due ones, and those
+// of an expired lease (their attempt counted again).
+const leaseRecipients = `      ), r AS (
+        UPDATE recipients x SET state = 'inflight', attempts = x.attempts + 1
+        FROM leased
+        WHERE x.message_id = leased.id
+          AND (x.state = 'inflight' OR (x.state IN ('queued', 'retry') AND x.next_attempt_at <= p_now))
+        RETURNING x.message_id, x.ord, x.rcpt, x.attempts
+      )
+`
+
+// The reaper's body (migrations 1 and 5), for the leases that `expired` (SQL from this file) selects.
+const reapBody = (expired: string): string => `RETURNS integer LANGUAGE plpgsql AS $$
+    DECLARE
+      v_ids text[];
+    BEGIN
+      WITH expired AS (
+        SELECT id FROM messages WHERE ${expired}
+        FOR UPDATE SKIP LOCKED
+      ), cleared AS (
+        UPDATE messages m SET lease_node = NULL, lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL
+        FROM expired WHERE m.id = expired.id RETURNING m.id
+      )
+      SELECT array_agg(id) INTO v_ids FROM cleared;
+      IF v_ids IS NULL THEN RETURN 0; END IF;
+      UPDATE recipients SET state = 'queued' WHERE message_id = ANY (v_ids) AND state = 'inflight';
+      PERFORM pg_notify('${channel}', '');
+      RETURN cardinality(v_ids);
+    END $$;`
+
+// What claim_many returns (migrations 4 and 5): the leased messages (CTE `leased`, rank `k`) with
+// their leased recipients (CTE `r`), by rank.
+const claimManyResult = `      SELECT l.id, l.lease_token, l.lease_expires_at, l.envelope, l.trace, l.received_at, l.size,
+        (SELECT array_agg(r.rcpt ORDER BY r.ord) FROM r WHERE r.message_id = l.id),
+        (SELECT array_agg(r.attempts ORDER BY r.ord) FROM r WHERE r.message_id = l.id),
+        l.k
+      FROM leased l
+      ORDER BY l.k;
+    END $$;
+`
+
 // One statement per string: the extended protocol takes one command per prepared statement.
 const migration1Statements: ReadonlyArray<string> = [
   `
@@ -119,14 +169,7 @@ CREATE TABLE body_chunks (
           lease_expires_at = p_now + p_lease_ms
         FROM picked WHERE m.id = picked.id
         RETURNING m.id, m.lease_token, m.lease_expires_at, m.envelope, m.trace, m.received_at, m.size, m.due_at, m.seq
-      ), r AS (
-        UPDATE recipients x SET state = 'inflight', attempts = x.attempts + 1
-        FROM leased
-        WHERE x.message_id = leased.id
-          AND (x.state = 'inflight' OR (x.state IN ('queued', 'retry') AND x.next_attempt_at <= p_now))
-        RETURNING x.message_id, x.ord, x.rcpt, x.attempts
-      )
-      SELECT l.id, l.lease_token, l.lease_expires_at, l.envelope, l.trace, l.received_at, l.size, l.due_at, l.seq,
+${leaseRecipients}      SELECT l.id, l.lease_token, l.lease_expires_at, l.envelope, l.trace, l.received_at, l.size, l.due_at, l.seq,
         (SELECT array_agg(r.rcpt ORDER BY r.ord) FROM r WHERE r.message_id = l.id),
         (SELECT array_agg(r.attempts ORDER BY r.ord) FROM r WHERE r.message_id = l.id)
       FROM leased l
@@ -194,23 +237,7 @@ CREATE TABLE body_chunks (
   `
 -- The reaper: returns expired leases to the queue (their attempt stays counted). Idempotent:
     -- every node runs it, and a lease expired twice over is returned once.
-    CREATE FUNCTION reap(p_now bigint) RETURNS integer LANGUAGE plpgsql AS $$
-    DECLARE
-      v_ids text[];
-    BEGIN
-      WITH expired AS (
-        SELECT id FROM messages WHERE lease_token IS NOT NULL AND lease_expires_at <= p_now
-        FOR UPDATE SKIP LOCKED
-      ), cleared AS (
-        UPDATE messages m SET lease_node = NULL, lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL
-        FROM expired WHERE m.id = expired.id RETURNING m.id
-      )
-      SELECT array_agg(id) INTO v_ids FROM cleared;
-      IF v_ids IS NULL THEN RETURN 0; END IF;
-      UPDATE recipients SET state = 'queued' WHERE message_id = ANY (v_ids) AND state = 'inflight';
-      PERFORM pg_notify('${channel}', '');
-      RETURN cardinality(v_ids);
-    END $$;
+    CREATE FUNCTION reap(p_now bigint) ${reapBody("lease_token IS NOT NULL AND lease_expires_at <= p_now")}
   `,
   `
 -- Makes retry-waiting and dead recipients of a message due now. Returns NULL when there was
@@ -261,13 +288,7 @@ const claimFunction = (create: "CREATE" | "CREATE OR REPLACE", heldFilter: "" | 
                    size bigint, due_at bigint, seq bigint, rcpts text[], attempts integer[])
     LANGUAGE plpgsql AS $$
     BEGIN
-      IF p_max_wait > 0 THEN
-        UPDATE messages SET priority = 0 WHERE messages.id IN (
-          SELECT a.id FROM messages a
-          WHERE a.priority < 0 AND a.due_at IS NOT NULL AND a.received_at <= p_now - p_max_wait
-          FOR UPDATE SKIP LOCKED);
-      END IF;
-      RETURN QUERY
+${ageing}      RETURN QUERY
       WITH picked AS (
         SELECT m.id, m.priority FROM messages m
         WHERE m.due_at <= p_now${heldFilter} AND (m.lease_token IS NULL OR m.lease_expires_at <= p_now)
@@ -280,14 +301,7 @@ const claimFunction = (create: "CREATE" | "CREATE OR REPLACE", heldFilter: "" | 
         FROM picked WHERE m.id = picked.id
         RETURNING m.id, m.lease_token, m.lease_expires_at, m.envelope, m.trace, m.received_at, m.size, m.due_at, m.seq,
           m.priority
-      ), r AS (
-        UPDATE recipients x SET state = 'inflight', attempts = x.attempts + 1
-        FROM leased
-        WHERE x.message_id = leased.id
-          AND (x.state = 'inflight' OR (x.state IN ('queued', 'retry') AND x.next_attempt_at <= p_now))
-        RETURNING x.message_id, x.ord, x.rcpt, x.attempts
-      )
-      SELECT l.id, l.lease_token, l.lease_expires_at, l.envelope, l.trace, l.received_at, l.size, l.due_at, l.seq,
+${leaseRecipients}      SELECT l.id, l.lease_token, l.lease_expires_at, l.envelope, l.trace, l.received_at, l.size, l.due_at, l.seq,
         (SELECT array_agg(r.rcpt ORDER BY r.ord) FROM r WHERE r.message_id = l.id),
         (SELECT array_agg(r.attempts ORDER BY r.ord) FROM r WHERE r.message_id = l.id)
       FROM leased l
@@ -337,6 +351,108 @@ CREATE INDEX messages_claim ON messages (priority DESC, due_at, seq) WHERE due_a
   claimFunction("CREATE OR REPLACE", " AND NOT m.held")
 ]
 
+// Batched claims and settles: the delivery path's statements cost a node more database time per
+// message than its commits (each a function call, a plan and a COMMIT with its WAL flush), so the
+// queue claims for every worker waiting at once and settles the outcomes that are ready together
+// (`Claims.ts`, `Settles.ts`). `claim` and `settle` stay: a node of the previous version may share
+// the database during a rolling upgrade.
+const migration4Statements: ReadonlyArray<string> = [
+  `
+-- Leases up to cardinality(p_owners) due messages in claim order (priority, due time, arrival;
+    -- ageing as in claim); the k-th most urgent goes to p_owners[k] for p_lease_ms[k] ms. One row
+    -- per leased message, its rank in n, ordered by n.
+    CREATE FUNCTION claim_many(p_node text, p_owners text[], p_now bigint, p_lease_ms bigint[], p_max_wait bigint)
+    RETURNS TABLE (id text, token bigint, expires_at bigint, envelope text, trace text, received_at bigint,
+                   size bigint, rcpts text[], attempts integer[], n integer)
+    LANGUAGE plpgsql AS $$
+    BEGIN
+${ageing}      RETURN QUERY
+      WITH picked AS (
+        SELECT m.id, m.priority, m.due_at, m.seq FROM messages m
+        WHERE m.due_at <= p_now AND NOT m.held AND (m.lease_token IS NULL OR m.lease_expires_at <= p_now)
+        ORDER BY m.priority DESC, m.due_at, m.seq
+        LIMIT cardinality(p_owners)
+        FOR UPDATE SKIP LOCKED
+      ), ranked AS (
+        SELECT p.id, (row_number() OVER (ORDER BY p.priority DESC, p.due_at, p.seq))::integer AS k FROM picked p
+      ), leased AS (
+        UPDATE messages m SET lease_node = p_node, lease_owner = p_owners[ranked.k], lease_token = nextval('lease_tokens'),
+          lease_expires_at = p_now + p_lease_ms[ranked.k]
+        FROM ranked WHERE m.id = ranked.id
+        RETURNING m.id, m.lease_token, m.lease_expires_at, m.envelope, m.trace, m.received_at, m.size, ranked.k
+${leaseRecipients}${claimManyResult}  `,
+  `
+-- settle() for several leases in one transaction, in the order given (callers sort by id, so
+    -- two batches lock rows in the same order). Lease k's recipients are p_rcpts[p_first[k] ..
+    -- p_first[k] + p_count[k] - 1] (and the same slices of p_states, p_ats, p_replies). One row
+    -- per lease: its index and settle()'s answer ('lost' when fenced off: the others still count).
+    CREATE FUNCTION settle_many(p_ids text[], p_tokens bigint[], p_first integer[], p_count integer[],
+                                p_rcpts text[], p_states text[], p_ats bigint[], p_replies text[],
+                                p_now bigint, p_dead_ttl_ms bigint)
+    RETURNS TABLE (i integer, outcome text) LANGUAGE plpgsql AS $$
+    DECLARE
+      v_last integer;
+    BEGIN
+      FOR k IN 1 .. coalesce(cardinality(p_ids), 0) LOOP
+        v_last := p_first[k] + p_count[k] - 1;
+        i := k;
+        outcome := settle(p_ids[k], p_tokens[k], coalesce(p_rcpts[p_first[k]:v_last], '{}'), coalesce(p_states[p_first[k]:v_last], '{}'),
+          coalesce(p_ats[p_first[k]:v_last], '{}'), coalesce(p_replies[p_first[k]:v_last], '{}'), p_now, p_dead_ttl_ms);
+        RETURN NEXT;
+      END LOOP;
+    END $$;
+  `
+]
+
+// HOT claims. A claim changes only the lease columns; with an index on one of them
+// (`messages_leases`) no claim or heartbeat could be a HOT update, so each claim added an entry to
+// every index of `messages`, and the claim index's head filled with dead entries that every claim
+// then walked over (measured: ~130 index entries read per claim at 10 sessions). Without it a
+// claim and a heartbeat rewrite the row in place on its page (fillfactor 80). What used it now
+// reads the pending messages already due (`messages_due`): a lease is only ever taken on a due
+// message, and when nothing is claimable those are just the leased and held ones.
+//
+// And claim_many in two steps: lock the batch's rows first, then update by id (`= ANY`), so the
+// updates go through the primary keys whatever the planner thinks of the table's size. Written as
+// one statement, a queue table that is small but full of dead rows (a busy queue between two
+// vacuums) got hash joins over sequential scans of both tables in every claim.
+const migration5Statements: ReadonlyArray<string> = [
+  `
+DROP INDEX messages_leases;
+  `,
+  `
+CREATE OR REPLACE FUNCTION claim_many(p_node text, p_owners text[], p_now bigint, p_lease_ms bigint[], p_max_wait bigint)
+    RETURNS TABLE (id text, token bigint, expires_at bigint, envelope text, trace text, received_at bigint,
+                   size bigint, rcpts text[], attempts integer[], n integer)
+    LANGUAGE plpgsql AS $$
+    DECLARE
+      v_ids text[];
+    BEGIN
+${ageing}      SELECT array_agg(p.id ORDER BY p.priority DESC, p.due_at, p.seq) INTO v_ids FROM (
+        SELECT m.id, m.priority, m.due_at, m.seq FROM messages m
+        WHERE m.due_at <= p_now AND NOT m.held AND (m.lease_token IS NULL OR m.lease_expires_at <= p_now)
+        ORDER BY m.priority DESC, m.due_at, m.seq
+        LIMIT cardinality(p_owners)
+        FOR UPDATE SKIP LOCKED) p;
+      IF v_ids IS NULL THEN RETURN; END IF;
+      RETURN QUERY
+      WITH leased AS (
+        UPDATE messages m SET lease_node = p_node, lease_owner = p_owners[array_position(v_ids, m.id)],
+          lease_token = nextval('lease_tokens'), lease_expires_at = p_now + p_lease_ms[array_position(v_ids, m.id)]
+        WHERE m.id = ANY (v_ids)
+        RETURNING m.id, m.lease_token, m.lease_expires_at, m.envelope, m.trace, m.received_at, m.size, array_position(v_ids, m.id) AS k
+      ), r AS (
+        UPDATE recipients x SET state = 'inflight', attempts = x.attempts + 1
+        WHERE x.message_id = ANY (v_ids)
+          AND (x.state = 'inflight' OR (x.state IN ('queued', 'retry') AND x.next_attempt_at <= p_now))
+        RETURNING x.message_id, x.ord, x.rcpt, x.attempts
+      )
+${claimManyResult}  `,
+  `
+CREATE OR REPLACE FUNCTION reap(p_now bigint) ${reapBody("due_at <= p_now AND lease_token IS NOT NULL AND lease_expires_at <= p_now")}
+  `
+]
+
 const migration1 = (sql: SqlClient.SqlClient): Effect.Effect<void, SqlError.SqlError> =>
   Effect.forEach(migration1Statements, (statement) => sql.unsafe(statement), { discard: true })
 
@@ -345,6 +461,12 @@ const migration2 = (sql: SqlClient.SqlClient): Effect.Effect<void, SqlError.SqlE
 
 const migration3 = (sql: SqlClient.SqlClient): Effect.Effect<void, SqlError.SqlError> =>
   Effect.forEach(migration3Statements, (statement) => sql.unsafe(statement), { discard: true })
+
+const migration4 = (sql: SqlClient.SqlClient): Effect.Effect<void, SqlError.SqlError> =>
+  Effect.forEach(migration4Statements, (statement) => sql.unsafe(statement), { discard: true })
+
+const migration5 = (sql: SqlClient.SqlClient): Effect.Effect<void, SqlError.SqlError> =>
+  Effect.forEach(migration5Statements, (statement) => sql.unsafe(statement), { discard: true })
 
 /** Creates the schema if needed and brings it to the latest migration (safe on several nodes at once). */
 export const migrate = (sql: SqlClient.SqlClient, schema: string): Effect.Effect<void, Migrator.MigrationError | SqlError.SqlError> =>
@@ -361,7 +483,9 @@ export const migrate = (sql: SqlClient.SqlClient, schema: string): Effect.Effect
       loader: Migrator.fromRecord({
         "1_queue": SqlClient.SqlClient.use(migration1),
         "2_priority": SqlClient.SqlClient.use(migration2),
-        "3_hold": SqlClient.SqlClient.use(migration3)
+        "3_hold": SqlClient.SqlClient.use(migration3),
+        "4_batches": SqlClient.SqlClient.use(migration4),
+        "5_hot_claims": SqlClient.SqlClient.use(migration5)
       }),
       table: "incoming_migrations"
     }).pipe(Effect.provideService(SqlClient.SqlClient, sql))
