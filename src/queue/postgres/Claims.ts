@@ -13,10 +13,11 @@
  * sits in memory waiting for a worker. A worker interrupted while its claim is out has its lease
  * given back (`release`), whichever side of the statement the interruption falls on.
  */
-import { Cause, Clock, Deferred, Effect, Option, Queue } from "effect"
+import { Cause, Clock, Deferred, Effect, Option } from "effect"
 import type { Scope } from "effect"
 import type { SqlClient } from "effect/sql"
 import { fromStorageException, type MailQueueError } from "../MailQueueError.ts"
+import * as Batcher from "./Batcher.ts"
 
 /** A leased message as `claim_many` returns it. */
 export interface ClaimRow {
@@ -59,7 +60,6 @@ export const make = (options: Options): Effect.Effect<Claims, never, Scope.Scope
   Effect.gen(function*() {
     const { sql } = options
     const maxBatch = Math.max(1, options.maxBatch ?? 32)
-    const waiting = yield* Queue.unbounded<Waiter>()
 
     const claimFor = (batch: ReadonlyArray<Waiter>) =>
       Effect.gen(function*() {
@@ -86,26 +86,19 @@ export const make = (options: Options): Effect.Effect<Claims, never, Scope.Scope
         )
       )
 
-    const claimer = Effect.gen(function*() {
-      const taken = (yield* Queue.takeAll(waiting)).filter((w) => !w.cancelled)
-      for (let i = 0; i < taken.length; i += maxBatch) yield* claimFor(taken.slice(i, i + maxBatch))
-    }).pipe(Effect.forever)
-
-    yield* Effect.forkScoped(claimer)
-    yield* Effect.addFinalizer(() =>
-      Effect.gen(function*() {
-        // Nobody claims once the queue closes (the dispatcher stops first); answer stragglers anyway.
-        const left = yield* Queue.clear(waiting)
-        for (const w of left) Deferred.doneUnsafe(w.done, Effect.succeed(Option.none()))
-        yield* Queue.shutdown(waiting)
-      })
-    )
+    // Nobody claims once the queue closes (the dispatcher stops first); answer stragglers anyway.
+    const offer = yield* Batcher.make<Waiter>({
+      maxBatch,
+      prepare: (taken) => taken.filter((w) => !w.cancelled),
+      write: claimFor,
+      abandon: (w) => Deferred.doneUnsafe(w.done, Effect.succeed(Option.none()))
+    })
 
     return {
       claim: (owner, leaseMs) =>
         Effect.suspend(() => {
           const w: Waiter = { owner, leaseMs, done: Deferred.makeUnsafe(), cancelled: false }
-          Queue.offerUnsafe(waiting, w)
+          offer(w)
           return Deferred.await(w.done).pipe(
             Effect.onInterrupt(() =>
               Effect.suspend(() => {

@@ -11,11 +11,12 @@
  * is retried lease by lease, so one bad settle cannot fail the others; a lost connection fails them
  * all, as it would have failed each.
  */
-import { Cause, Deferred, Effect, Queue } from "effect"
+import { Cause, Deferred, Effect } from "effect"
 import type { Scope } from "effect"
-import type { SqlClient } from "effect/sql"
+import { type SqlClient, SqlError } from "effect/sql"
 import type { Settlement } from "../MailQueue.ts"
 import { fromStorageException, MailQueueError } from "../MailQueueError.ts"
+import * as Batcher from "./Batcher.ts"
 
 /** What `settle` answered: `lost` (fenced off), `done` (all delivered: gone), `idle` (dead letters only) or `pending`. */
 export type Outcome = "lost" | "done" | "idle" | "pending"
@@ -51,7 +52,6 @@ export const make = (options: Options): Effect.Effect<Settles, never, Scope.Scop
   Effect.gen(function*() {
     const { sql } = options
     const maxBatch = Math.max(1, options.maxBatch ?? 64)
-    const jobs = yield* Queue.unbounded<Job>()
 
     /** One statement for the batch (sorted by id); the outcomes in the batch's order. */
     const settleMany = (batch: ReadonlyArray<Job>) => {
@@ -105,26 +105,19 @@ export const make = (options: Options): Effect.Effect<Settles, never, Scope.Scop
           })
         )
 
-    const writer = Effect.gen(function*() {
-      const taken = [...(yield* Queue.takeAll(jobs))].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0))
-      for (let i = 0; i < taken.length; i += maxBatch) yield* write(taken.slice(i, i + maxBatch))
-    }).pipe(Effect.forever)
-
-    yield* Effect.forkScoped(writer)
-    yield* Effect.addFinalizer(() =>
-      Effect.gen(function*() {
-        const left = yield* Queue.clear(jobs)
-        const closing = new MailQueueError({ reason: { _tag: "StorageFailed", detail: "queue closing" } })
-        for (const j of left) Deferred.doneUnsafe(j.done, Effect.fail(closing))
-        yield* Queue.shutdown(jobs)
-      })
-    )
+    const closing = new MailQueueError({ reason: { _tag: "StorageFailed", detail: "queue closing" } })
+    const offer = yield* Batcher.make<Job>({
+      maxBatch,
+      prepare: (taken) => taken.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0)),
+      write,
+      abandon: (j) => Deferred.doneUnsafe(j.done, Effect.fail(closing))
+    })
 
     return {
       settle: (request) =>
         Effect.suspend(() => {
           const done = Deferred.makeUnsafe<Outcome, MailQueueError>()
-          Queue.offerUnsafe(jobs, { ...request, done })
+          offer({ ...request, done })
           return Deferred.await(done)
         })
     }
@@ -133,6 +126,5 @@ export const make = (options: Options): Effect.Effect<Settles, never, Scope.Scop
 /** Whether a failure is the database being unreachable (retrying lease by lease would not help). */
 const isConnectionLoss = (cause: Cause.Cause<unknown>): boolean => {
   const e = Cause.squash(cause)
-  return typeof e === "object" && e !== null && "reason" in e && typeof e.reason === "object" && e.reason !== null &&
-    "_tag" in e.reason && e.reason._tag === "ConnectionError"
+  return SqlError.isSqlError(e) && e.reason._tag === "ConnectionError"
 }
