@@ -443,8 +443,8 @@ export const make = Effect.fnUntraced(function*(settings: Ref.Ref<ListenerOption
       if (plan?.discard !== undefined) return yield* discarded(body, id, plan.discard)
       const { smtpUtf8, ...dsn } = extensionsOf(session)
       // Envelope edits: added recipients pass the same authority as RCPT (editedEnvelope.ts).
-      const client = { authenticated: isAuthenticated(session), clientAddress: session.remoteAddress }
-      const edited = yield* EditedEnvelope.apply(plan?.envelope ?? [], { mailFrom, rcptTo, ...dsn }, (a) => relay.checkRecipient(a, client))
+      const edited = yield* EditedEnvelope.apply(plan?.envelope ?? [], { mailFrom, rcptTo, ...dsn }, (a) =>
+        relay.checkRecipient(a, { authenticated: isAuthenticated(session), clientAddress: session.remoteAddress }))
       if (edited._tag === "Deferred") return yield* Effect.andThen(body.release, reject(edited.reply, `policy_${edited.rule}`))
       if (edited.emptiedBy !== undefined) return yield* discarded(body, id, { rule: edited.emptiedBy, reason: "every recipient deleted" })
       const now = yield* Clock.currentTimeMillis

@@ -37,8 +37,8 @@ export const apply = (
   start: EnvelopeParts,
   authority: (address: string) => Effect.Effect<RcptDecision>
 ): Effect.Effect<Outcome> =>
-  Effect.gen(function*() {
-    if (edits.length === 0) return { _tag: "Edited", envelope: start, emptiedBy: undefined }
+  // No edits (nearly every message): an Exit, no generator on the session's hot path.
+  edits.length === 0 ? Effect.succeed({ _tag: "Edited", envelope: start, emptiedBy: undefined }) : Effect.gen(function*() {
     let mailFrom = start.mailFrom
     let dsn = start.dsn
     const rcptTo = [...start.rcptTo]
