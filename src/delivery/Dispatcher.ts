@@ -160,6 +160,35 @@ export const make = Effect.fnUntraced(function*(input: Partial<DispatcherOptions
       Effect.catchCause((cause) => Effect.as(Effect.logError("making a bounce failed; the outcome is recorded without it", Cause.pretty(cause)), undefined))
     )
 
+  // Metric updates and events of the per-message path go through this context, without an
+  // effect each (as the session's do).
+  const metrics = Telemetry.metricsContext(yield* Effect.context<never>())
+
+  const record = (lease: Lease, settlements: ReadonlyArray<Settlement>, via: ReadonlyMap<string, string | undefined>, seconds: number) => {
+    for (const s of settlements) {
+      const outcome = s._tag === "Delivered" ? "delivered" : s._tag === "Retry" ? "retry" : "dead"
+      const by = via.get(s.rcpt) ?? adapter.name
+      Telemetry.recordDeliveryUnsafe(by, outcome, seconds, metrics)
+      telemetry.publishUnsafe({ _tag: "DeliveryResult", id: lease.id, rcpt: s.rcpt, outcome, reason: s.reply, adapter: by }, metrics)
+    }
+  }
+
+  /** The settle with its report, when the outcome calls for one (a bounce, a delay notice). */
+  const settleWithReport = (
+    lease: Lease,
+    settlements: ReadonlyArray<Settlement>,
+    remote: ReadonlyMap<string, string | undefined>,
+    now: number
+  ) =>
+    Effect.gen(function*() {
+      const report = yield* reportFor(lease, settlements, remote, now)
+      // The report is committed with the settle: a crash records both or neither.
+      yield* queue.settle(lease, settlements, report === undefined ? undefined : { reports: [report.message], delayNotified: report.delayNotified })
+      if (report !== undefined) {
+        yield* Effect.logInfo(`${report.what} ${report.message.id} queued to <${lease.envelope.mailFrom}> for ${report.about}`)
+      }
+    })
+
   const settleAndReport = (
     lease: Lease,
     settlements: ReadonlyArray<Settlement>,
@@ -168,26 +197,8 @@ export const make = Effect.fnUntraced(function*(input: Partial<DispatcherOptions
     remote: ReadonlyMap<string, string | undefined>,
     now: number
   ) =>
-    Effect.gen(function*() {
-      const report = mayReport(lease, settlements, now) ? yield* reportFor(lease, settlements, remote, now) : undefined
-      // The report is committed with the settle: a crash records both or neither.
-      yield* queue.settle(lease, settlements, report === undefined ? undefined : { reports: [report.message], delayNotified: report.delayNotified })
-      if (report !== undefined) {
-        yield* Effect.logInfo(`${report.what} ${report.message.id} queued to <${lease.envelope.mailFrom}> for ${report.about}`)
-      }
-      for (const s of settlements) {
-        const outcome = s._tag === "Delivered" ? "delivered" : s._tag === "Retry" ? "retry" : "dead"
-        yield* Telemetry.recordDelivery(via.get(s.rcpt) ?? adapter.name, outcome, seconds)
-        yield* telemetry.publish({
-          _tag: "DeliveryResult",
-          id: lease.id,
-          rcpt: s.rcpt,
-          outcome,
-          reason: s.reply,
-          adapter: via.get(s.rcpt) ?? adapter.name
-        })
-      }
-    }).pipe(
+    (mayReport(lease, settlements, now) ? settleWithReport(lease, settlements, remote, now) : queue.settle(lease, settlements)).pipe(
+      Effect.map(() => record(lease, settlements, via, seconds)),
       Effect.catchIf(
         (e) => e.reason._tag === "LeaseLost",
         () => Effect.logWarning("lease lost before settling; another worker owns the message now")
@@ -197,27 +208,18 @@ export const make = Effect.fnUntraced(function*(input: Partial<DispatcherOptions
       Effect.annotateLogs({ message: lease.id })
     )
 
-  const deliver = (lease: Lease) =>
-    Effect.gen(function*() {
-      const started = performance.now()
-      const exit = yield* adapter.deliver({
-        id: lease.id,
-        envelope: lease.envelope,
-        receivedAt: lease.receivedAt,
-        recipients: lease.recipients,
-        size: lease.body.size,
-        body: bodyStream(() => lease.body.stream())
-      }).pipe((attempt) => HotPath.timeout(attempt, options.deliveryTimeoutMs), Effect.exit)
-      if (Exit.hasInterrupts(exit) && !Exit.isSuccess(exit) && exit.cause.reasons.every(Cause.isInterruptReason)) {
-        return yield* Effect.interrupt
-      }
-      const now = yield* Clock.currentTimeMillis
+  /** What happens once the adapter answered: settlements worked out, their settle started. */
+  const afterAttempt = (
+    lease: Lease,
+    exit: Exit.Exit<ReadonlyArray<RecipientOutcome>, DeliveryError | Cause.TimeoutError>,
+    started: number
+  ): Effect.Effect<void> => {
+    if (Exit.isFailure(exit) && Exit.hasInterrupts(exit) && exit.cause.reasons.every(Cause.isInterruptReason)) {
+      return Effect.interrupt
+    }
+    return Effect.flatMap(Clock.currentTimeMillis, (now) => {
       const outcomes = outcomesOf(lease, exit)
-      const settlements: Array<Settlement> = []
-      for (const o of outcomes) {
-        const s = settlementFor(lease, o, now)
-        settlements.push(Effect.isEffect(s) ? yield* s : s)
-      }
+      const settled = outcomes.map((o) => settlementFor(lease, o, now))
       const via = new Map(outcomes.map((o) => [o.rcpt, o.via]))
       const remote = new Map(outcomes.map((o) => [o.rcpt, o._tag === "Ok" ? undefined : o.remote]))
       const seconds = (performance.now() - started) / 1000
@@ -227,8 +229,36 @@ export const make = Effect.fnUntraced(function*(input: Partial<DispatcherOptions
       // so nobody else delivers it meanwhile.
       // A child of the worker: a drain interrupts the worker, and its settles (uninterruptible)
       // complete before it stops. Started at once: a settle that needs no write finishes right here.
-      yield* Effect.forkChild(settleAndReport(lease, settlements, via, seconds, remote, now), { startImmediately: true, uninterruptible: true })
-    }).pipe(
+      const settle = (settlements: ReadonlyArray<Settlement>) =>
+        Effect.asVoid(
+          Effect.forkChild(settleAndReport(lease, settlements, via, seconds, remote, now), { startImmediately: true, uninterruptible: true })
+        )
+      // Only a retry's backoff (its jitter) is an effect; the common outcomes are plain values.
+      return settled.some(Effect.isEffect)
+        ? Effect.flatMap(Effect.forEach(settled, (s) => (Effect.isEffect(s) ? s : Effect.succeed(s))), settle)
+        : settle(settled as ReadonlyArray<Settlement>)
+    })
+  }
+
+  const deliver = (lease: Lease) => {
+    const started = performance.now()
+    let attempt: Effect.Effect<ReadonlyArray<RecipientOutcome>, DeliveryError>
+    try {
+      attempt = adapter.deliver({
+        id: lease.id,
+        envelope: lease.envelope,
+        receivedAt: lease.receivedAt,
+        recipients: lease.recipients,
+        size: lease.body.size,
+        body: bodyStream(() => lease.body.stream())
+      })
+    } catch (defect) {
+      // An adapter that throws instead of returning an effect: a failed attempt, retried.
+      attempt = Effect.die(defect)
+    }
+    return HotPath.timeout(attempt, options.deliveryTimeoutMs).pipe(
+      Effect.exit,
+      Effect.flatMap((exit) => afterAttempt(lease, exit, started)),
       // Interrupted mid-delivery (drain): the message goes back to the queue untouched.
       Effect.onInterrupt(() => queue.release(lease).pipe(Effect.ignore)),
       Effect.annotateLogs({ message: lease.id }),
@@ -239,19 +269,21 @@ export const make = Effect.fnUntraced(function*(input: Partial<DispatcherOptions
         attempt: Math.max(...lease.recipients.map((r) => r.attempt))
       }))
     )
+  }
 
-  const step = (owner: string) =>
-    Effect.gen(function*() {
-      const claimed = yield* queue.claim({ owner, leaseMs: options.leaseMs })
-      if (Option.isSome(claimed)) return yield* deliver(claimed.value)
-      const now = yield* Clock.currentTimeMillis
-      const next = yield* queue.nextDueAt
-      const wait = Option.match(next, {
+  // Nothing to claim: sleep until the next due time (at most `idlePollMs`) or a commit's signal.
+  const idle = Effect.flatMap(Clock.currentTimeMillis, (now) =>
+    Effect.flatMap(queue.nextDueAt, (next) =>
+      queue.awaitWork(Option.match(next, {
         onNone: () => options.idlePollMs,
         onSome: (at) => Math.min(options.idlePollMs, Math.max(1, at - now))
-      })
-      yield* queue.awaitWork(wait)
-    })
+      }))))
+
+  // One claim per step, asked for anew each time: a queue may decide when it is called.
+  const step = (owner: string) =>
+    Effect.suspend(() =>
+      Effect.flatMap(queue.claim({ owner, leaseMs: options.leaseMs }), (claimed) => (Option.isSome(claimed) ? deliver(claimed.value) : idle))
+    )
 
   const restartPolicy = Schedule.min([Schedule.exponential("100 millis", 2), Schedule.spaced("5 seconds")])
 

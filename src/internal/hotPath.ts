@@ -7,6 +7,7 @@
  * general combinators are clearer and their cost does not show.
  */
 import { Cause, Effect, Exit, Fiber } from "effect"
+import { isDecided } from "./decided.ts"
 
 /**
  * `Effect.timeout(self, ms)` with the same outcome — `self`'s exit, or a `Cause.TimeoutError`
@@ -16,11 +17,13 @@ import { Cause, Effect, Exit, Fiber } from "effect"
  * and the loser's interruption, for every message. Here `self` runs in one child fiber, started
  * at once; when it completes without suspending (a memory queue's commit, a discard delivery)
  * its exit is used as it is and no timer is armed at all, otherwise one plain timer races it.
+ * An effect already decided (an `Exit`, see internal/decided.ts: a discard delivery) is returned
+ * as it is, without the child fiber.
  * What it trades: the timer is the Node timer of this process, not the `Clock` service, so a
  * `TestClock` does not move it (tests of these deadlines run on real time).
  */
 export const timeout = <A, E, R>(self: Effect.Effect<A, E, R>, ms: number): Effect.Effect<A, E | Cause.TimeoutError, R> =>
-  Effect.flatMap(Effect.forkChild(self, { startImmediately: true }), (fiber) => {
+  isDecided(self) ? self : Effect.flatMap(Effect.forkChild(self, { startImmediately: true }), (fiber) => {
     const done = fiber.pollUnsafe()
     if (done !== undefined) return done
     return Effect.callback<A, E | Cause.TimeoutError>((resume) => {

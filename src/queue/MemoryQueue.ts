@@ -6,7 +6,7 @@
  * 50 MiB message does not move into the heap) and the file is removed when the message is done.
  */
 import { randomUUID } from "node:crypto"
-import { Clock, Effect, type Layer, Option } from "effect"
+import { Clock, Effect, Exit, type Layer, Option } from "effect"
 import * as Priority from "../protocol/Priority.ts"
 import type { SpooledBody } from "../spool/SpooledBody.ts"
 import * as BodyStream from "./internal/bodyStream.ts"
@@ -123,18 +123,21 @@ export const make = Effect.fnUntraced(function*(options: Partial<QueueOptions> =
     backend: "memory",
     durable: false,
     maxDepth: opts.maxDepth,
+    // commit, claim, settle and release run once per message: each is one step that answers with
+    // an Exit, not a generator (they never suspend).
     commit: (message) =>
-      Effect.gen(function*() {
+      Effect.suspend(() => {
         if (depth >= opts.maxDepth) {
-          return yield* new MailQueueError({ reason: { _tag: "Full", depth, maxDepth: opts.maxDepth } })
+          return Exit.fail(new MailQueueError({ reason: { _tag: "Full", depth, maxDepth: opts.maxDepth } }))
         }
         const refused = refusal(message)
-        if (refused !== undefined) return yield* refused
+        if (refused !== undefined) return Exit.fail(refused)
         insert(message)
+        return Exit.void
       }),
     claim: ({ leaseMs, owner }) =>
-      Effect.gen(function*() {
-        const now = yield* Clock.currentTimeMillis
+      Effect.withFiber((fiber) => {
+        const now = fiber.getRef(Clock.Clock).currentTimeMillisUnsafe()
         // The most urgent message goes first (effective priority, then due the longest, then arrival
         // order), as in the durable backends.
         let best: { readonly e: Entry; readonly priority: number; readonly dueAt: number } | undefined
@@ -161,7 +164,7 @@ export const make = Effect.fnUntraced(function*(options: Partial<QueueOptions> =
             }
           }
         }
-        if (best === undefined) return Option.none()
+        if (best === undefined) return Exit.succeed(Option.none<Lease>())
         const e = best.e
         const due = e.rcpts.filter((r) => (r.state === "queued" || r.state === "retry") && r.nextAttemptAt <= now)
         const token = randomUUID()
@@ -170,7 +173,7 @@ export const make = Effect.fnUntraced(function*(options: Partial<QueueOptions> =
           r.attempts++
         }
         e.lease = { token, owner, expiresAt: now + leaseMs, rcpts: due.map((r) => r.rcpt) }
-        return Option.some<Lease>({
+        return Exit.succeed(Option.some<Lease>({
           id: e.message.id,
           token,
           owner,
@@ -179,20 +182,20 @@ export const make = Effect.fnUntraced(function*(options: Partial<QueueOptions> =
           receivedAt: e.message.receivedAt,
           recipients: due.map((r) => ({ rcpt: r.rcpt, attempt: r.attempts })),
           body: bodyOf(e.message)
-        })
+        }))
       }),
     settle: (lease, settlements, extras) =>
-      Effect.gen(function*() {
+      Effect.withFiber((fiber) => {
         const e = entries.get(lease.id)
-        const now = yield* Clock.currentTimeMillis
-        if (!liveLease(e, lease) || e === undefined) return yield* leaseLost(lease.id)
+        const now = fiber.getRef(Clock.Clock).currentTimeMillisUnsafe()
+        if (!liveLease(e, lease) || e === undefined) return Exit.fail(leaseLost(lease.id))
         // Reports are checked before anything changes: the settle and its reports, or nothing.
         const reports = extras?.reports ?? []
         for (const m of reports) {
           const refused = refusal(m)
-          if (refused !== undefined) return yield* refused
+          if (refused !== undefined) return Exit.fail(refused)
         }
-        if (new Set(reports.map((m) => m.id)).size < reports.length) return yield* storageFailed("two reports with one id")
+        if (new Set(reports.map((m) => m.id)).size < reports.length) return Exit.fail(storageFailed("two reports with one id"))
         for (const m of reports) insert(m)
         if (extras?.delayNotified !== undefined) {
           e.message = { ...e.message, envelope: { ...e.message.envelope, delayNotified: extras.delayNotified } }
@@ -224,14 +227,17 @@ export const make = Effect.fnUntraced(function*(options: Partial<QueueOptions> =
           }
         }
         e.lease = undefined
-        if (e.rcpts.every((r) => r.state === "delivered")) yield* drop(e)
+        const done = e.rcpts.every((r) => r.state === "delivered")
+        if (done) entries.delete(e.message.id)
         adjust(e, wasPending)
         signal.notify()
+        // The body goes once the entry is gone (an in-memory body's release is one counter).
+        return done ? e.message.body.release : Exit.void
       }),
     release: (lease) =>
-      Effect.gen(function*() {
+      Effect.suspend(() => {
         const e = entries.get(lease.id)
-        if (!liveLease(e, lease) || e === undefined) return yield* leaseLost(lease.id)
+        if (!liveLease(e, lease) || e === undefined) return Exit.fail(leaseLost(lease.id))
         for (const r of e.rcpts) {
           if (r.state === "inflight") {
             r.state = "queued"
@@ -240,6 +246,7 @@ export const make = Effect.fnUntraced(function*(options: Partial<QueueOptions> =
         }
         e.lease = undefined
         signal.notify()
+        return Exit.void
       }),
     depth: Effect.sync(() => depth),
     depthUnsafe: () => depth,

@@ -218,6 +218,10 @@ export const commandDuration = (command: string) => withAttrs("commandDuration",
 export const recordDelivery = (adapter: string, outcome: DeliveryOutcome, seconds: number): Effect.Effect<void> =>
   update(withAttrs("deliveryDuration", { adapter, outcome }), seconds)
 
+/** `recordDelivery` without an effect, for the dispatcher's per-message path; `context` from `metricsContext`. */
+export const recordDeliveryUnsafe = (adapter: string, outcome: DeliveryOutcome, seconds: number, context: Context.Context<never>): void =>
+  withAttrs("deliveryDuration", { adapter, outcome }).updateUnsafe(seconds, context)
+
 export class Telemetry extends Context.Service<Telemetry, {
   readonly publish: (event: TelemetryEvent) => Effect.Effect<void>
   /** `publish` without an effect, for code answering synchronously; `context` from `metricsContext`. */
