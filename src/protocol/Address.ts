@@ -171,8 +171,24 @@ const canonicalLiteral = (literal: string): Result.Result<string, Problem> => {
   return Result.succeed(`[${tag.toLowerCase()}:${content.toLowerCase()}]`)
 }
 
+// Canonical domains by the text sent, per SMTPUTF8 mode: every MAIL and RCPT canonicalises its
+// domain, and mail comes from and to few domains, so most lookups are one Map read. Bounded:
+// cleared when full (a Result is immutable, so sharing one is safe).
+const canonicalCache = [new Map<string, Result.Result<string, Problem>>(), new Map<string, Result.Result<string, Problem>>()] as const
+const canonicalCacheSize = 1024
+
 /** The canonical form of a domain or address literal, as in `Mailbox.domain`. */
 export const canonicalDomain = (domain: string, options: { readonly utf8?: boolean | undefined } = {}): Result.Result<string, Problem> => {
+  const cache = canonicalCache[options.utf8 === true ? 1 : 0]
+  const known = cache.get(domain)
+  if (known !== undefined) return known
+  const result = canonicalDomainOf(domain, options.utf8 === true)
+  if (cache.size >= canonicalCacheSize) cache.clear()
+  cache.set(domain, result)
+  return result
+}
+
+const canonicalDomainOf = (domain: string, utf8: boolean): Result.Result<string, Problem> => {
   if (domain === "") return syntax("an empty domain")
   const sent = octets(domain)
   if (sent > maxDomainOctets) return Result.fail({ _tag: "DomainTooLong", octets: sent })
@@ -181,7 +197,7 @@ export const canonicalDomain = (domain: string, options: { readonly utf8?: boole
   }
   const labels: Array<string> = []
   for (const label of domain.split(".")) {
-    const c = canonicalLabel(label, options.utf8 === true)
+    const c = canonicalLabel(label, utf8)
     if (Result.isFailure(c)) return Result.fail(c.failure)
     labels.push(c.success)
   }

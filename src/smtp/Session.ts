@@ -405,37 +405,103 @@ export const make = Effect.fnUntraced(function*(settings: Ref.Ref<ListenerOption
    * patterns' and delivery's (routes, the host app). `priority` absent when nothing applies;
    * a requested level that was not honoured is recorded as the annotation `mt-priority-ignored`.
    */
-  const prioritized = (session: SMTPServerSession, envelope: Envelope, listenerLevel: number | undefined) => {
+  const withPriority = (session: SMTPServerSession, envelope: Envelope, listenerLevel: number | undefined, fromDelivery: number | undefined): Envelope => {
     const mail = session.envelope.mailFrom === false ? undefined : Commands.parsedOf(session.envelope.mailFrom)
     const requested = mail?.verb === "MAIL" ? mail.priority : undefined
-    const honoured = requested !== undefined && (isAuthenticated(session) || relay.isTrusted(session.remoteAddress))
     const configured = priorities?.of(envelope.mailFrom, envelope.rcptTo)
-    const finish = (fromDelivery: number | undefined): Envelope => {
-      const levels = [honoured ? requested : undefined, listenerLevel, configured, fromDelivery]
-      const priority = levels.some((l) => l !== undefined) ? Priority.highest(levels) : undefined
-      const ignored = requested !== undefined && !honoured ? { "mt-priority-ignored": requested } : undefined
-      if (priority === undefined && ignored === undefined) return envelope
-      return {
-        ...envelope,
-        ...(ignored === undefined ? {} : { annotations: { ...envelope.annotations, ...ignored } }),
-        ...(priority === undefined ? {} : { priority })
-      }
+    if (requested === undefined && listenerLevel === undefined && configured === undefined && fromDelivery === undefined) return envelope
+    const honoured = requested !== undefined && (isAuthenticated(session) || relay.isTrusted(session.remoteAddress))
+    const levels = [honoured ? requested : undefined, listenerLevel, configured, fromDelivery]
+    const priority = levels.some((l) => l !== undefined) ? Priority.highest(levels) : undefined
+    const ignored = requested !== undefined && !honoured ? { "mt-priority-ignored": requested } : undefined
+    return {
+      ...envelope,
+      ...(ignored === undefined ? {} : { annotations: { ...envelope.annotations, ...ignored } }),
+      ...(priority === undefined ? {} : { priority })
     }
-    return sync?.priorityOf === undefined ? Effect.succeed(finish(undefined)) : Effect.map(sync.priorityOf(envelope), finish)
+  }
+  const prioritized = (session: SMTPServerSession, envelope: Envelope, listenerLevel: number | undefined) =>
+    sync?.priorityOf === undefined
+      ? Effect.succeed(withPriority(session, envelope, listenerLevel, undefined))
+      : Effect.map(sync.priorityOf(envelope), (level) => withPriority(session, envelope, listenerLevel, level))
+
+  /** The envelope's fields that come from the session, not from MAIL and RCPT. */
+  const sessionFields = (session: SMTPServerSession, smtpUtf8: boolean | undefined) => ({
+    helo: session.hostNameAppearsAs,
+    clientAddress: session.remoteAddress,
+    secure: session.secure,
+    authenticatedUser: typeof session.user === "string" ? session.user : undefined,
+    listener,
+    ...(smtpUtf8 === undefined ? {} : { smtpUtf8 })
+  })
+
+  /** The message's `Received:` field (RFC 5321 4.4). */
+  const receivedField = (session: SMTPServerSession, options: ListenerOptions, id: string, rcptTo: ReadonlyArray<string>, now: number) =>
+    ReceivedHeader.make({
+      helo: session.hostNameAppearsAs,
+      clientAddress: session.remoteAddress,
+      clientHostname: session.clientHostname,
+      hostname: options.hostname,
+      secure: session.secure,
+      authenticated: isAuthenticated(session),
+      // Was "ESMTP" even after HELO; the engine records the opening command.
+      esmtp: session.openingCommand !== "HELO",
+      lmtp,
+      utf8: session.envelope.smtpUtf8 === true,
+      id,
+      recipients: rcptTo,
+      date: new Date(now)
+    })
+
+  /** The reply text of a queued message. */
+  const queuedText = (queued: SmtpReply.SmtpReply) => `${queued.enhanced} ${queued.text}`
+
+  const data = (stream: Readable, session: SMTPServerSession) => {
+    const options = Ref.getUnsafe(settings)
+    const id = MessageId.make()
+    hooks.enterData(session.id)
+    const received = spool.receive(stream, { id, maxSize: options.maxSize, lineEndings: options.lineEndings }).pipe(
+      Effect.ensuring(Effect.sync(() => hooks.leaveData(session.id)))
+    )
+    // No DATA rules, no synchronous delivery, SMTP: the spooled body goes straight to the queue,
+    // in one step with no generator (most messages; see docs/benchmark.md, issue 20).
+    const direct = !lmtp && sync === undefined && !hasDataRules()
+    const transaction = Effect.flatMap(received, (body) => (direct ? queueDirect(body, id, session, options) : accept(body, id, session, options)))
+    return (tracing
+      // The message id joins this transaction's trace to its deliveries (Dispatcher.deliver).
+      ? Effect.andThen(Effect.annotateCurrentSpan({ message: id, listener }), transaction)
+      : transaction).pipe(
+        withSpanIf(tracing, "Session.data", () => ({ session: session.id })),
+        Effect.tapError((e) =>
+          e._tag === "SessionReject" ? rejected("data")(e) : telemetry.publish({
+            _tag: "SessionRejected",
+            // The reason's tag, not its text: a bounded set, fit for a metric label.
+            reason: e._tag === "SpoolError" ? `spool_${e.reason._tag}` : `queue_${e.reason._tag}`,
+            stage: "data",
+            code: e.reply.code,
+            listener
+          })
+        )
+      )
   }
 
-  const data = (stream: Readable, session: SMTPServerSession) =>
-    Effect.gen(function*() {
-      const options = Ref.getUnsafe(settings)
-      const id = MessageId.make()
-      // The message id joins this transaction's trace to its deliveries (Dispatcher.deliver).
-      if (tracing) yield* Effect.annotateCurrentSpan({ message: id, listener })
-      hooks.enterData(session.id)
-      const received = yield* spool.receive(stream, { id, maxSize: options.maxSize, lineEndings: options.lineEndings }).pipe(
-        Effect.ensuring(Effect.sync(() => hooks.leaveData(session.id)))
-      )
+  /** The direct path: the message as received, committed. */
+  const queueDirect = (body: SpooledBody, id: string, session: SMTPServerSession, options: ListenerOptions) =>
+    Effect.clockWith((clock) => {
+      const now = clock.currentTimeMillisUnsafe()
       const rcptTo = recipientsOf(session)
       // Canonical already: the engine's parser wrote it (protocol/AddressCommand.ts).
+      const mailFrom = session.envelope.mailFrom === false ? "" : session.envelope.mailFrom.address
+      const { smtpUtf8, ...dsn } = extensionsOf(session)
+      const envelope = withPriority(session, { mailFrom, rcptTo, ...dsn, ...sessionFields(session, smtpUtf8) }, options.priority, undefined)
+      const trace = receivedField(session, options, id, rcptTo, now)
+      return Effect.map(commit({ id, envelope, trace, body, receivedAt: now }, options.hookTimeoutMs), queuedText)
+    })
+
+  /** The general path: DATA rules and their edits, synchronous delivery, LMTP's replies. */
+  const accept = (received: SpooledBody, id: string, session: SMTPServerSession, options: ListenerOptions) =>
+    Effect.gen(function*() {
+      const rcptTo = recipientsOf(session)
       const mailFrom = session.envelope.mailFrom === false ? "" : session.envelope.mailFrom.address
       const { body, plan } = hasDataRules()
         ? yield* dataStage(received, id, session, mailFrom, rcptTo, options)
@@ -450,31 +516,12 @@ export const make = Effect.fnUntraced(function*(settings: Ref.Ref<ListenerOption
       const now = yield* Clock.currentTimeMillis
       const envelope = yield* prioritized(session, {
         ...edited.envelope,
-        helo: session.hostNameAppearsAs,
-        clientAddress: session.remoteAddress,
-        secure: session.secure,
-        authenticatedUser: typeof session.user === "string" ? session.user : undefined,
-        listener,
-        ...(smtpUtf8 === undefined ? {} : { smtpUtf8 }),
+        ...sessionFields(session, smtpUtf8),
         ...(plan?.authentication === undefined ? {} : { authentication: plan.authentication }),
         ...(plan?.quarantine === undefined ? {} : { quarantine: plan.quarantine }),
         ...(plan?.annotations === undefined ? {} : { annotations: plan.annotations })
       }, options.priority)
-      const trace = (plan?.prepend ?? "") + ReceivedHeader.make({
-        helo: session.hostNameAppearsAs,
-        clientAddress: session.remoteAddress,
-        clientHostname: session.clientHostname,
-        hostname: options.hostname,
-        secure: session.secure,
-        authenticated: isAuthenticated(session),
-        // Was "ESMTP" even after HELO; the engine records the opening command.
-        esmtp: session.openingCommand !== "HELO",
-        lmtp,
-        utf8: session.envelope.smtpUtf8 === true,
-        id,
-        recipients: rcptTo,
-        date: new Date(now)
-      })
+      const trace = (plan?.prepend ?? "") + receivedField(session, options, id, rcptTo, now)
       // Quarantined on hold (a milter's): committed held, never delivered synchronously.
       const held = plan?.hold !== undefined
       const message: NewMessage = { id, envelope, trace, body, receivedAt: now, ...(held ? { held } : {}) }
@@ -487,51 +534,40 @@ export const make = Effect.fnUntraced(function*(settings: Ref.Ref<ListenerOption
         yield* telemetry.publish({ _tag: "SessionAccepted", id, listener })
         return `${delivered.enhanced} ${delivered.text}`
       }
-      const queued = yield* commit(message, options.hookTimeoutMs)
-      return `${queued.enhanced} ${queued.text}`
-    }).pipe(
-      withSpanIf(tracing, "Session.data", () => ({ session: session.id })),
-      Effect.tapError((e) =>
-        e._tag === "SessionReject" ? rejected("data")(e) : telemetry.publish({
-          _tag: "SessionRejected",
-          // The reason's tag, not its text: a bounded set, fit for a metric label.
-          reason: e._tag === "SpoolError" ? `spool_${e.reason._tag}` : `queue_${e.reason._tag}`,
-          stage: "data",
-          code: e.reply.code,
-          listener
-        })
-      )
-    )
+      return queuedText(yield* commit(message, options.hookTimeoutMs))
+    })
 
   /** The durable commit of `message` (it takes the body); its reply, `250 2.0.0 queued as <id>`. */
-  const commit = (message: NewMessage, timeoutMs: number): Effect.Effect<SmtpReply.SmtpReply, SessionReject | MailQueueError> =>
-    Effect.gen(function*() {
-      const { id, body } = message
-      yield* queue.commit(message).pipe(
-        withSpanIf(tracing, "Queue.commit", () => ({ message: id, recipients: message.envelope.rcptTo.length, size: body.size })),
-        (commit) => HotPath.timeout(commit, timeoutMs),
-        Effect.tapCause((cause) =>
-          Effect.andThen(
-            body.release,
-            telemetry.publish({
-              _tag: "EnqueueError",
-              id,
-              reason: enqueueReason(cause),
-              detail: `${SmtpReply.format(SmtpReply.fromCause(cause))}: ${CauseText.oneLine(cause)}`,
-              attemptedSize: body.size
-            })
-          )
-        ),
-        Effect.catchTag("TimeoutError", () => Effect.fail(reject(SmtpReply.timeout, "commit_timeout")))
-      )
-      telemetry.publishUnsafe({ _tag: "MessageQueued", id, size: body.size, queueDepth: queue.depthUnsafe() }, metrics)
-      telemetry.publishUnsafe({ _tag: "SessionAccepted", id, listener }, metrics)
-      // Annotating copies the fiber's context: only when the line will be written.
-      if (yield* LogLevel.isEnabled("Debug")) {
-        yield* Effect.logDebug("message queued").pipe(Effect.annotateLogs({ message: id, size: body.size }))
-      }
-      return SmtpReply.queued(id)
-    })
+  const commit = (message: NewMessage, timeoutMs: number): Effect.Effect<SmtpReply.SmtpReply, SessionReject | MailQueueError> => {
+    const { id, body } = message
+    return queue.commit(message).pipe(
+      withSpanIf(tracing, "Queue.commit", () => ({ message: id, recipients: message.envelope.rcptTo.length, size: body.size })),
+      (commit) => HotPath.timeout(commit, timeoutMs),
+      Effect.tapCause((cause) =>
+        Effect.andThen(
+          body.release,
+          telemetry.publish({
+            _tag: "EnqueueError",
+            id,
+            reason: enqueueReason(cause),
+            detail: `${SmtpReply.format(SmtpReply.fromCause(cause))}: ${CauseText.oneLine(cause)}`,
+            attemptedSize: body.size
+          })
+        )
+      ),
+      Effect.catchTag("TimeoutError", () => Effect.fail(reject(SmtpReply.timeout, "commit_timeout"))),
+      Effect.flatMap(() => {
+        telemetry.publishUnsafe({ _tag: "MessageQueued", id, size: body.size, queueDepth: queue.depthUnsafe() }, metrics)
+        telemetry.publishUnsafe({ _tag: "SessionAccepted", id, listener }, metrics)
+        return LogLevel.isEnabled("Debug")
+      }),
+      Effect.flatMap((debug) => {
+        const queued = SmtpReply.queued(id)
+        // Annotating copies the fiber's context: only when the line will be written.
+        return debug ? Effect.as(Effect.logDebug("message queued").pipe(Effect.annotateLogs({ message: id, size: body.size })), queued) : Effect.succeed(queued)
+      })
+    )
+  }
 
   /**
    * LMTP's replies after DATA, one per accepted RCPT in order. Sync-ack recipients are delivered
