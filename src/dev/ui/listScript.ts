@@ -258,7 +258,7 @@ function connect() {
     closeMessage();
     renderList(null);
   });
-  events.onerror = function () { $("live").classList.remove("on"); $("live").title = "Reconnecting…"; };
+  events.onerror = function () { $("live").classList.remove("on"); $("live").title = "Reconnecting\u2026"; };
 }
 
 function renderCounts() {

@@ -94,7 +94,7 @@ function renderMessage(m) {
     h("dt", { text: "To" }), m.to.length > 0 ? people(m.to) : h("dd", { text: m.envelope.to.join(", ") }),
     m.cc.length > 0 ? h("dt", { text: "Cc" }) : null, m.cc.length > 0 ? people(m.cc) : null,
     m.bcc.length > 0 ? h("dt", { text: "Bcc" }) : null, m.bcc.length > 0 ? people(m.bcc) : null,
-    h("dt", { text: "Received" }), h("dd", { text: fullTime(m.receivedAt) + "  ·  " + fmtSize(m.size) }),
+    h("dt", { text: "Received" }), h("dd", { text: fullTime(m.receivedAt) + "  \u00b7  " + fmtSize(m.size) }),
     h("dt", { text: "Envelope" }), h("dd", { class: "envelope" }, [
       "MAIL FROM:<" + m.envelope.from + ">  RCPT TO:" + m.envelope.to.map(function (a) { return "<" + a + ">"; }).join(" "),
       m.envelope.secure ? h("span", { class: "badge", title: "Sent over STARTTLS", text: "TLS" }) : null,
@@ -155,7 +155,7 @@ function showTab(m, id) {
       return h("tr", {}, [h("td", { text: x.name }), h("td", { text: x.value })]);
     }))]));
   } else {
-    var pre = h("pre", { class: "source", text: "Loading…" });
+    var pre = h("pre", { class: "source", text: "Loading\u2026" });
     body.appendChild(pre);
     fetch(m.rawUrl).then(function (r) { return r.arrayBuffer(); }).then(function (buf) {
       if (!current || current.id !== m.id) return;
@@ -183,7 +183,7 @@ function attachmentsSection(m) {
         h("div", { class: "thumb" }, [preview ? h("img", { src: a.url, alt: a.filename, loading: "lazy" }) : h("span", { text: extensionOf(a.filename) })]),
         h("div", { class: "attachment-meta" }, [
           h("span", { class: "attachment-name", text: a.filename }),
-          h("span", { class: "attachment-info" }, [fmtSize(a.size) + " · " + a.contentType, icon("download")])
+          h("span", { class: "attachment-info" }, [fmtSize(a.size) + " \u00b7 " + a.contentType, icon("download")])
         ])
       ]);
     }))
@@ -211,7 +211,7 @@ $("release-form").addEventListener("submit", function (e) {
   var to = $("release-to").value.split(/[\s,;]+/).filter(Boolean);
   var result = $("release-result");
   result.className = "dialog-result";
-  result.textContent = "Sending…";
+  result.textContent = "Sending\u2026";
   $("release-send").disabled = true;
   send("POST", "/api/messages/" + dialog.dataset.id + "/release", { to: to }).then(function (r) {
     result.className = "dialog-result ok";
