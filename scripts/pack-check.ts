@@ -10,7 +10,9 @@
  *      harness against the installed `incoming serve` (memory queue: caught losing mail; SQLite:
  *      loses nothing);
  *   3. the installed `incoming` bin answers --help (local and global install) and `incoming serve`
- *      from a global install receives a message and exits 0 on SIGTERM;
+ *      from a global install receives a message and exits 0 on SIGTERM — the bin is the bundle
+ *      (scripts/build-bin.ts), with its SQLite writer thread beside it, and loads neither undici
+ *      nor the lazily imported mailauth and acme-client;
  *   4. `tsc --noEmit` passes on the app's TypeScript (the README's host app from
  *      examples/host-app.ts, and the tests of step 2) against the installed declarations with a
  *      typical NodeNext tsconfig (strict, skipLibCheck false, no allowImportingTsExtensions);
@@ -24,7 +26,7 @@ import { type ChildProcess, spawn } from "node:child_process"
 import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { delimiter, dirname, join, resolve } from "node:path"
-import { fileURLToPath } from "node:url"
+import { fileURLToPath, pathToFileURL } from "node:url"
 import { parseArgs } from "node:util"
 
 const REPO = resolve(dirname(fileURLToPath(import.meta.url)), "..")
@@ -185,7 +187,7 @@ const main = async () => {
   })
   const paths = new Set(pack.files.map((f) => f.path))
   for (const required of ["LICENSE", "README.md", "package.json", "dist/index.js", "dist/index.d.ts", "dist/index.d.ts.map", "dist/index.js.map",
-    "dist/bin/incoming.js", "dist/queue/internal/writerThread.js", "dist/testing/index.js", "dist/testing/QueueConformance.js", "src/index.ts"]) {
+    "dist/bin/incoming.js", "dist/bin/incoming.js.map", "dist/bin/writerThread.js", "dist/queue/internal/writerThread.js", "dist/testing/index.js", "dist/testing/QueueConformance.js", "src/index.ts"]) {
     check(paths.has(required), `the tarball lacks ${required}`)
   }
   const stray = [...paths].filter((p) => !/^(dist|src)\//.test(p) && !["LICENSE", "README.md", "package.json"].includes(p))
@@ -206,7 +208,7 @@ const main = async () => {
   const app = join(work, "app")
   mkdirSync(app)
   writeFileSync(join(app, "package.json"), JSON.stringify({ name: "pack-check-app", version: "1.0.0", private: true, type: "module" }, null, 2))
-  for (const f of ["exports.js", "host.js", "send.js", "harness.test.ts", "queue.test.ts", "crash.test.ts", "tsconfig.json"]) copyFileSync(join(FIXTURES, f), join(app, f))
+  for (const f of ["exports.js", "host.js", "send.js", "loaded.js", "harness.test.ts", "queue.test.ts", "crash.test.ts", "tsconfig.json"]) copyFileSync(join(FIXTURES, f), join(app, f))
   // The README's host app, as a user copies it (type-checked in step 4).
   copyFileSync(join(REPO, "examples/host-app.ts"), join(app, "host-app.ts"))
   await step("npm install the tarball and effect into a fresh app", () => npm(["install", tarball, "effect"], app))
@@ -252,12 +254,18 @@ const main = async () => {
     check(/serve\s+run the SMTP server/.test(out), `incoming --help said:\n${out}`)
   })
 
-  await step("(3) global incoming serve: receives a message, SIGTERM, exit 0", async () => {
+  await step("(3) global incoming serve (the bundle, SQLite queue): receives a message, SIGTERM, exit 0", async () => {
+    // The bin is one bundle: it imports no module of the package by a relative path.
+    const bin = readFileSync(join(prefix, "lib/node_modules/incoming-smtp/dist/bin/incoming.js"), "utf8")
+    const relative = /\b(?:from|import\()\s*["'`]\.\.?\//.exec(bin)
+    check(relative === null, `the installed bin is not a bundle: ${relative === null ? "" : bin.slice(relative.index, relative.index + 80)}`)
     const maildir = join(work, "serve-mail")
+    const loaded = join(work, "serve-loaded.json")
+    const env = { ...plainNode, NODE_OPTIONS: `${plainNode.NODE_OPTIONS} --import=${pathToFileURL(join(app, "loaded.js")).href}`, PACK_CHECK_LOADED: loaded }
     let listening: (port: number) => void = () => {}
     const port = new Promise<number>((resolve) => (listening = resolve))
     const serve = start(globalBin, ["serve", "--listen", "127.0.0.1:0", "--domain", "example.test", "--data-dir", join(work, "serve-data"),
-      "--maildir", maildir, "--log-format", "json"], work, plainNode, (out) => {
+      "--maildir", maildir, "--log-format", "json"], work, env, (out) => {
       const m = /listening on 127\.0\.0\.1:(\d+)/.exec(out)
       if (m !== null) listening(Number(m[1]))
     })
@@ -272,6 +280,8 @@ const main = async () => {
       process.kill(serve.child.pid!, "SIGTERM")
       const ran = await serve.done
       check(ran.code === 0, `incoming serve exited ${ran.code ?? ran.signal} on SIGTERM:\n${ran.out}`)
+      const unwanted = existsSync(loaded) ? JSON.parse(readFileSync(loaded, "utf8")) as Array<string> : ["(loaded.js wrote nothing)"]
+      check(unwanted.length === 0, `incoming serve loaded what it does not use: ${unwanted.join(", ")}`)
     } finally {
       clearTimeout(watchdog)
     }
