@@ -49,7 +49,7 @@ const bundle = (input: string, file: string): BuildOptions => ({
     // Each module's body in a function of its own, run in the original order. Without it, the
     // bodies of all ~540 modules form one top-level function: V8 compiles it at once, and the
     // ~20 MiB of compiler memory that takes stays in malloc's heap for the process's life
-    // (measured: resident set at rest 94 MiB without, 76 MiB with; the base is 102).
+    // (measured, `incoming serve` at rest: 92 MiB resident without, 76 with; tsc's bin 102).
     strictExecutionOrder: true,
     comments: false,
     // Whitespace only: no renaming (names stay readable), no rewriting of the code itself.
