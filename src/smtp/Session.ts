@@ -40,18 +40,19 @@ import * as Address from "../protocol/Address.ts"
 import type * as Dsn from "../protocol/Dsn.ts"
 import type * as ProxyHeader from "../protocol/ProxyHeader.ts"
 import type { Envelope } from "../protocol/Envelope.ts"
-import * as Priority from "../protocol/Priority.ts"
 import { Priorities } from "../policy/Priorities.ts"
 import type { ListenerOptions } from "./ListenerOptions.ts"
-import * as ReceivedHeader from "../protocol/ReceivedHeader.ts"
 import * as SmtpReply from "../protocol/SmtpReply.ts"
 import { SyncDelivery } from "./SyncDelivery.ts"
 import * as Commands from "./internal/commands.ts"
 import * as EditedEnvelope from "./internal/editedEnvelope.ts"
+import * as MessageFields from "./internal/messageFields.ts"
 import * as CauseText from "../internal/causeText.ts"
 import { withSpanIf } from "../internal/spanIf.ts"
 import { isDecided } from "../internal/decided.ts"
 import * as HotPath from "../internal/hotPath.ts"
+
+const { isAuthenticated } = MessageFields
 
 /** A refusal decided by the session (limits, sequence, authority): its reply goes to the client as is. */
 export class SessionReject extends Data.TaggedError("SessionReject")<{
@@ -60,15 +61,6 @@ export class SessionReject extends Data.TaggedError("SessionReject")<{
 }> {}
 
 const reject = (reply: SmtpReply.SmtpReply, reason: string) => new SessionReject({ reply, reason })
-
-/**
- * Whether the client authenticated. smtp-server resets `session.user` to `false` (not
- * `undefined`) on STARTTLS and XCLIENT; treating that as a user would make every STARTTLS
- * session an authenticated one — an open relay (guarantee 5). So every falsy value counts as
- * not authenticated.
- */
-const isAuthenticated = (session: SMTPServerSession): boolean =>
-  session.user !== undefined && session.user !== null && session.user !== false && session.user !== ""
 
 export interface ConnectInfo {
   readonly id: string
@@ -399,59 +391,20 @@ export const make = Effect.fnUntraced(function*(settings: Ref.Ref<ListenerOption
     }
   }
 
-  /**
-   * The message's priority (protocol/Priority.ts): the highest of `MT-PRIORITY` (honoured only
-   * from an authenticated or trusted client, RFC 6710 §5), the listener's level, the configured
-   * patterns' and delivery's (routes, the host app). `priority` absent when nothing applies;
-   * a requested level that was not honoured is recorded as the annotation `mt-priority-ignored`.
-   */
-  const withPriority = (session: SMTPServerSession, envelope: Envelope, listenerLevel: number | undefined, fromDelivery: number | undefined): Envelope => {
-    const mail = session.envelope.mailFrom === false ? undefined : Commands.parsedOf(session.envelope.mailFrom)
-    const requested = mail?.verb === "MAIL" ? mail.priority : undefined
-    const configured = priorities?.of(envelope.mailFrom, envelope.rcptTo)
-    if (requested === undefined && listenerLevel === undefined && configured === undefined && fromDelivery === undefined) return envelope
-    const honoured = requested !== undefined && (isAuthenticated(session) || relay.isTrusted(session.remoteAddress))
-    const levels = [honoured ? requested : undefined, listenerLevel, configured, fromDelivery]
-    const priority = levels.some((l) => l !== undefined) ? Priority.highest(levels) : undefined
-    const ignored = requested !== undefined && !honoured ? { "mt-priority-ignored": requested } : undefined
-    return {
-      ...envelope,
-      ...(ignored === undefined ? {} : { annotations: { ...envelope.annotations, ...ignored } }),
-      ...(priority === undefined ? {} : { priority })
-    }
-  }
+  /** The message's priority (internal/messageFields.ts), with delivery's level when it gave one. */
+  const withPriority = (session: SMTPServerSession, envelope: Envelope, listenerLevel: number | undefined, delivery: number | undefined) =>
+    MessageFields.withPriority(session, envelope, {
+      trusted: isAuthenticated(session) || relay.isTrusted(session.remoteAddress),
+      listener: listenerLevel,
+      configured: priorities?.of(envelope.mailFrom, envelope.rcptTo),
+      delivery
+    })
   const prioritized = (session: SMTPServerSession, envelope: Envelope, listenerLevel: number | undefined) =>
     sync?.priorityOf === undefined
       ? Effect.succeed(withPriority(session, envelope, listenerLevel, undefined))
       : Effect.map(sync.priorityOf(envelope), (level) => withPriority(session, envelope, listenerLevel, level))
-
-  /** The envelope's fields that come from the session, not from MAIL and RCPT. */
-  const sessionFields = (session: SMTPServerSession, smtpUtf8: boolean | undefined) => ({
-    helo: session.hostNameAppearsAs,
-    clientAddress: session.remoteAddress,
-    secure: session.secure,
-    authenticatedUser: typeof session.user === "string" ? session.user : undefined,
-    listener,
-    ...(smtpUtf8 === undefined ? {} : { smtpUtf8 })
-  })
-
-  /** The message's `Received:` field (RFC 5321 4.4). */
-  const receivedField = (session: SMTPServerSession, options: ListenerOptions, id: string, rcptTo: ReadonlyArray<string>, now: number) =>
-    ReceivedHeader.make({
-      helo: session.hostNameAppearsAs,
-      clientAddress: session.remoteAddress,
-      clientHostname: session.clientHostname,
-      hostname: options.hostname,
-      secure: session.secure,
-      authenticated: isAuthenticated(session),
-      // Was "ESMTP" even after HELO; the engine records the opening command.
-      esmtp: session.openingCommand !== "HELO",
-      lmtp,
-      utf8: session.envelope.smtpUtf8 === true,
-      id,
-      recipients: rcptTo,
-      date: new Date(now)
-    })
+  const receivedField = (session: SMTPServerSession, options: ListenerOptions, id: string, recipients: ReadonlyArray<string>, now: number) =>
+    MessageFields.receivedField(session, { hostname: options.hostname, lmtp, id, recipients, now })
 
   /** The reply text of a queued message. */
   const queuedText = (queued: SmtpReply.SmtpReply) => `${queued.enhanced} ${queued.text}`
@@ -493,7 +446,7 @@ export const make = Effect.fnUntraced(function*(settings: Ref.Ref<ListenerOption
       // Canonical already: the engine's parser wrote it (protocol/AddressCommand.ts).
       const mailFrom = session.envelope.mailFrom === false ? "" : session.envelope.mailFrom.address
       const { smtpUtf8, ...dsn } = extensionsOf(session)
-      const envelope = withPriority(session, { mailFrom, rcptTo, ...dsn, ...sessionFields(session, smtpUtf8) }, options.priority, undefined)
+      const envelope = withPriority(session, { mailFrom, rcptTo, ...dsn, ...MessageFields.sessionFields(session, listener, smtpUtf8) }, options.priority, undefined)
       const trace = receivedField(session, options, id, rcptTo, now)
       return Effect.map(commit({ id, envelope, trace, body, receivedAt: now }, options.hookTimeoutMs), queuedText)
     })
@@ -516,7 +469,7 @@ export const make = Effect.fnUntraced(function*(settings: Ref.Ref<ListenerOption
       const now = yield* Clock.currentTimeMillis
       const envelope = yield* prioritized(session, {
         ...edited.envelope,
-        ...sessionFields(session, smtpUtf8),
+        ...MessageFields.sessionFields(session, listener, smtpUtf8),
         ...(plan?.authentication === undefined ? {} : { authentication: plan.authentication }),
         ...(plan?.quarantine === undefined ? {} : { quarantine: plan.quarantine }),
         ...(plan?.annotations === undefined ? {} : { annotations: plan.annotations })
