@@ -29,10 +29,16 @@ const server = (s: Setup) =>
     listener: { hostname: name, tls: { mode: "optional", acme: true } }
   })
 
-/** Builds the server in a scope of its own (closed by the caller, to restart), timing the start. */
+/**
+ * Builds the server in a scope of its own (closed by the caller, to restart), timing the start.
+ * The test's scope closes it too: a test that fails half-way must not leave its renewal loop
+ * running into the next tests, ordering from a CA that is gone and setting acme-client's
+ * process-wide HTTP agent.
+ */
 const startServer = (s: Setup) =>
   Effect.gen(function*() {
     const scope = yield* Scope.make()
+    yield* Effect.addFinalizer(() => Scope.close(scope, Exit.void))
     const started = Date.now()
     const ctx = yield* Layer.buildWithScope(server(s), scope)
     return { scope, ctx, startMs: Date.now() - started, port: Context.get(ctx, Listeners).all[0]!.port, manager: Context.get(ctx, CertManager) }
