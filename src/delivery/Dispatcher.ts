@@ -187,7 +187,7 @@ export const make = Effect.fnUntraced(function*(input: Partial<DispatcherOptions
       if (report !== undefined) {
         yield* Effect.logInfo(`${report.what} ${report.message.id} queued to <${lease.envelope.mailFrom}> for ${report.about}`)
       }
-    })
+    }).pipe(Effect.annotateLogs({ message: lease.id }))
 
   const settleAndReport = (
     lease: Lease,
@@ -201,11 +201,16 @@ export const make = Effect.fnUntraced(function*(input: Partial<DispatcherOptions
       Effect.map(() => record(lease, settlements, via, seconds)),
       Effect.catchIf(
         (e) => e.reason._tag === "LeaseLost",
-        () => Effect.logWarning("lease lost before settling; another worker owns the message now")
+        () => Effect.logWarning("lease lost before settling; another worker owns the message now").pipe(Effect.annotateLogs({ message: lease.id }))
       ),
       // Not recorded (storage failed): the lease expires and the message is delivered again.
-      Effect.catchCause((cause) => Effect.logError("settling a delivery failed; it will be retried when its lease expires", Cause.pretty(cause))),
-      Effect.annotateLogs({ message: lease.id })
+      Effect.catchCause((cause) =>
+        Effect.logError("settling a delivery failed; it will be retried when its lease expires", Cause.pretty(cause)).pipe(
+          Effect.annotateLogs({ message: lease.id })
+        )
+      )
+      // The message id is annotated on the lines above only: annotating the whole settle copied
+      // the fiber's context once per delivered message for lines that are rarely written.
     )
 
   /** What happens once the adapter answered: settlements worked out, their settle started. */

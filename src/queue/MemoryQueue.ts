@@ -5,7 +5,6 @@
  * Small bodies stay in memory; bodies the spool already put in a file stay in that file (so a
  * 50 MiB message does not move into the heap) and the file is removed when the message is done.
  */
-import { randomUUID } from "node:crypto"
 import { Clock, Effect, Exit, type Layer, Option } from "effect"
 import * as Priority from "../protocol/Priority.ts"
 import type { SpooledBody } from "../spool/SpooledBody.ts"
@@ -47,6 +46,9 @@ export const make = Effect.fnUntraced(function*(options: Partial<QueueOptions> =
   const opts: QueueOptions = { ...defaultQueueOptions, ...options }
   const entries = new Map<string, Entry>()
   let depth = 0
+  // Lease tokens only need to differ from every other token of this queue, which lives and dies
+  // with the process: a counter, where a UUID per claim was a string and a crypto call per message.
+  let leases = 0
   const signal = WorkSignal.make()
   yield* Effect.logWarning("memory queue: accepted mail is NOT durable and is lost if the process stops")
 
@@ -167,7 +169,7 @@ export const make = Effect.fnUntraced(function*(options: Partial<QueueOptions> =
         if (best === undefined) return Exit.succeed(Option.none<Lease>())
         const e = best.e
         const due = e.rcpts.filter((r) => (r.state === "queued" || r.state === "retry") && r.nextAttemptAt <= now)
-        const token = randomUUID()
+        const token = `lease-${++leases}`
         for (const r of due) {
           r.state = "inflight"
           r.attempts++
