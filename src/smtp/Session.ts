@@ -416,9 +416,12 @@ export const make = Effect.fnUntraced(function*(settings: Ref.Ref<ListenerOption
     const received = spool.receive(stream, { id, maxSize: options.maxSize, lineEndings: options.lineEndings }).pipe(
       Effect.ensuring(Effect.sync(() => hooks.leaveData(session.id)))
     )
-    // No DATA rules, no synchronous delivery, SMTP: the spooled body goes straight to the queue,
-    // in one step with no generator (most messages; see docs/benchmark.md, issue 20).
-    const direct = !lmtp && sync === undefined && !hasDataRules()
+    // No DATA rules, SMTP, and delivery has nothing to say about this transaction (no recipient
+    // on a sync-ack route, no priority of its routes): the spooled body goes straight to the
+    // queue, in one step with no generator (most messages; see docs/benchmark.md, issue 20).
+    // `incoming serve` always provides SyncDelivery, so asking only whether it is there (as
+    // before) sent every message of the standalone server down the general path.
+    const direct = !lmtp && !hasDataRules() && (sync === undefined || (sync.priorityOf === undefined && !recipientsOf(session).some(sync.isSync)))
     const transaction = Effect.flatMap(received, (body) => (direct ? queueDirect(body, id, session, options) : accept(body, id, session, options)))
     return (tracing
       // The message id joins this transaction's trace to its deliveries (Dispatcher.deliver).
