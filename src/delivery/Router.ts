@@ -339,8 +339,11 @@ export const make = <A extends Adapters, DE = never, DR = never>(
       outcome: options.unrouted === "reject" ? DA.reject(rcpt, `550 5.1.1 ${reason}`) : DA.retry(rcpt, reason)
     })
 
-    const choose = (rcpt: string, delivery: DA.Delivery): Effect.Effect<Choice> =>
-      Effect.gen(function*() {
+    // Each generator below is made once, with Effect.fnUntraced, not per call: a generator
+    // function created per call and then run gets a new prototype and initial map in V8's old
+    // space, which keep its closure alive through scavenges (docs/benchmark.md, issue 20).
+    const choose: (rcpt: string, delivery: DA.Delivery) => Effect.Effect<Choice> = Effect.fnUntraced(
+      function*(rcpt: string, delivery: DA.Delivery) {
         if (options.decide !== undefined) {
           const decided = yield* options.decide(rcpt, delivery).pipe(Effect.provideContext(decideContext), Effect.exit)
           if (Exit.isFailure(decided)) {
@@ -357,7 +360,8 @@ export const make = <A extends Adapters, DE = never, DR = never>(
         if (delivery.envelope.quarantine !== undefined && table.quarantine !== undefined) return { _tag: "Route", route: table.quarantine }
         const route = table.routeFor(rcpt)
         return route === undefined ? unroutedOutcome(rcpt, `no route for ${rcpt}`) : { _tag: "Route", route }
-      })
+      }
+    )
 
     /** What the route's adapter said, one outcome per recipient of the sub-delivery. */
     const outcomesOf = (
@@ -381,8 +385,7 @@ export const make = <A extends Adapters, DE = never, DR = never>(
     }
 
     /** The route's retry policy applied to one outcome. */
-    const scheduled = (route: Route, outcome: DA.RecipientOutcome, attempt: number, now: number) =>
-      Effect.gen(function*() {
+    const scheduled = Effect.fnUntraced(function*(route: Route, outcome: DA.RecipientOutcome, attempt: number, now: number) {
         const via = route.adapter
         if (outcome._tag !== "Retry") return { ...outcome, via }
         if (route.maxAttempts !== undefined && attempt >= route.maxAttempts) {
@@ -394,8 +397,7 @@ export const make = <A extends Adapters, DE = never, DR = never>(
         return { ...outcome, at, maxAttempts: limit, via }
       })
 
-    const runRoute = (route: Route, delivery: DA.Delivery, recipients: ReadonlyArray<Recipient>) =>
-      Effect.gen(function*() {
+    const runRouteBody = Effect.fnUntraced(function*(route: Route, delivery: DA.Delivery, recipients: ReadonlyArray<Recipient>) {
         const adapter = adapters.get(route.adapter)!
         let call: Effect.Effect<ReadonlyArray<DA.RecipientOutcome>, DA.DeliveryError | Cause.TimeoutError> = adapter.deliver({ ...delivery, recipients })
         if (route.timeoutMs !== undefined) call = Effect.timeout(call, route.timeoutMs)
@@ -407,7 +409,9 @@ export const make = <A extends Adapters, DE = never, DR = never>(
         const now = yield* Clock.currentTimeMillis
         const attempts = new Map(recipients.map((r) => [r.rcpt, r.attempt]))
         return yield* Effect.forEach(outcomesOf(route, recipients, exit), (o) => scheduled(route, o, attempts.get(o.rcpt) ?? 1, now))
-      }).pipe(
+      })
+    const runRoute = (route: Route, delivery: DA.Delivery, recipients: ReadonlyArray<Recipient>) =>
+      runRouteBody(route, delivery, recipients).pipe(
         Effect.annotateLogs({ route: route.name }),
         Effect.withSpan("Router.route", { attributes: { route: route.name, adapter: route.adapter, recipients: recipients.length } })
       )
