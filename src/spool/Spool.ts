@@ -51,6 +51,16 @@ export class Spool extends Context.Service<Spool, {
   readonly memoryInUse: Effect.Effect<number>
 }>()("incoming/Spool") {}
 
+const ignoreError = (): void => undefined
+
+/** A spilled body: its file goes when it is released. */
+const fileBody = (size: number, path: string): SpooledBody => ({
+  _tag: "File",
+  size,
+  path,
+  release: Effect.promise(() => unlink(path).catch(() => undefined))
+})
+
 const storageError = (cause: unknown, what?: string): SpoolError => {
   const code = typeof cause === "object" && cause !== null && "code" in cause ? String(cause.code) : ""
   const detail = `${what === undefined ? "" : `${what}: `}${cause instanceof Error ? cause.message : String(cause)}`
@@ -76,6 +86,25 @@ export const make = Effect.fnUntraced(function*(options: Partial<SpoolOptions> &
     catch: (cause) => storageError(cause, `spool directory ${opts.dir}`)
   })
   let inMemory = 0
+
+  // The bodies are made here, outside `receive`'s callback, and the lingering error listener is
+  // a module constant: a closure made inside the callback would keep its whole context alive —
+  // the source stream, the fiber's `resume`, the scanner — for as long as the body sits in a
+  // queue, and the source stream for as long as the engine keeps it (issue #20: what a message
+  // keeps alive past a scavenge is promoted to old space and costs GC work later).
+  const inMemoryBody = (size: number, chunks: ReadonlyArray<Buffer>, held: number): SpooledBody => {
+    let released = false
+    return {
+      _tag: "InMemory",
+      size,
+      chunks,
+      release: Effect.sync(() => {
+        if (released) return
+        released = true
+        inMemory -= held
+      })
+    }
+  }
 
   const receive = (source: Readable, ro: ReceiveOptions) =>
     Effect.callback<SpooledBody, SpoolError>((resume) => {
@@ -117,31 +146,9 @@ export const make = Effect.fnUntraced(function*(options: Partial<SpoolOptions> &
         done = true
         cleanup()
         if (failure !== undefined) return resume(Effect.fail(failure))
-        if (file === undefined) {
-          const ownHeld = held
-          let released = false
-          return resume(Effect.succeed({
-            _tag: "InMemory",
-            size,
-            chunks,
-            release: Effect.sync(() => {
-              if (released) return
-              released = true
-              inMemory -= ownHeld
-            })
-          }))
-        }
+        if (file === undefined) return resume(Effect.succeed(inMemoryBody(size, chunks, held)))
         const p = path!
-        const f = file
-        f.end(() => {
-          if (failure !== undefined) return resume(Effect.fail(failure))
-          resume(Effect.succeed({
-            _tag: "File",
-            size,
-            path: p,
-            release: Effect.promise(() => unlink(p).catch(() => undefined))
-          }))
-        })
+        file.end(() => resume(failure !== undefined ? Effect.fail(failure) : Effect.succeed(fileBody(size, p))))
       }
 
       const spill = () => {
@@ -202,7 +209,7 @@ export const make = Effect.fnUntraced(function*(options: Partial<SpoolOptions> &
         source.off("end", onEnd)
         source.off("error", onError)
         // An error listener must stay: a late client reset would otherwise crash the process.
-        source.on("error", () => undefined)
+        source.on("error", ignoreError)
       }
       source.on("data", onData)
       source.once("end", onEnd)
