@@ -19,7 +19,7 @@ import * as MailQueueModule from "../queue/MailQueue.ts"
 import * as Telemetry from "../telemetry/Telemetry.ts"
 import * as Backoff from "./Backoff.ts"
 import * as Bounces from "./bounce/Bounces.ts"
-import { bodyStream, DeliveryAdapter, type DeliveryError, type RecipientOutcome } from "./DeliveryAdapter.ts"
+import { bodyStream, type Delivery, DeliveryAdapter, type DeliveryError, type RecipientOutcome } from "./DeliveryAdapter.ts"
 import * as CauseText from "../internal/causeText.ts"
 import { withSpanIf } from "../internal/spanIf.ts"
 import * as HotPath from "../internal/hotPath.ts"
@@ -61,6 +61,45 @@ export class Dispatcher extends Context.Service<Dispatcher, {
   /** How many times a worker was restarted after dying. */
   readonly restarts: Effect.Effect<number>
 }>()("incoming/Dispatcher") {}
+
+/**
+ * A delivery attempt of a lease, its body stream made when the adapter asks for it.
+ *
+ * Made for every attempt, the stream cost about 1 KB of promotion per message even when the
+ * adapter never reads it (discard, a webhook without the body): Effect's `Channel.fromTransform`
+ * assigns an arrow function to a property, which V8 allocates in old space (it pretenures
+ * functions assigned to properties), and that function kept the lease and the message alive
+ * through scavenges until the next mark-compact (docs/benchmark.md, issue 20).
+ *
+ * `body` is an own enumerable getter, so a copy (`{ ...delivery, recipients }`, as the router
+ * and host adapters make) still has a body.
+ */
+class LeaseDelivery {
+  readonly id: string
+  readonly envelope: Delivery["envelope"]
+  readonly receivedAt: number
+  readonly recipients: Delivery["recipients"]
+  readonly size: number
+  declare readonly body: Delivery["body"]
+  readonly #lease: Lease
+  constructor(lease: Lease) {
+    this.id = lease.id
+    this.envelope = lease.envelope
+    this.receivedAt = lease.receivedAt
+    this.recipients = lease.recipients
+    this.size = lease.body.size
+    this.#lease = lease
+    Object.defineProperty(this, "body", LeaseDelivery.#body)
+  }
+  /** Each read opens the stored message again (see `Delivery.body`); one descriptor for all. */
+  static readonly #body: PropertyDescriptor = {
+    enumerable: true,
+    get(this: LeaseDelivery) {
+      const body = this.#lease.body
+      return bodyStream(() => body.stream())
+    }
+  }
+}
 
 export const make = Effect.fnUntraced(function*(input: Partial<DispatcherOptions> = {}) {
   const options: DispatcherOptions = { ...defaults, ...input, backoff: { ...defaults.backoff, ...input.backoff } }
@@ -249,14 +288,7 @@ export const make = Effect.fnUntraced(function*(input: Partial<DispatcherOptions
     const started = performance.now()
     let attempt: Effect.Effect<ReadonlyArray<RecipientOutcome>, DeliveryError>
     try {
-      attempt = adapter.deliver({
-        id: lease.id,
-        envelope: lease.envelope,
-        receivedAt: lease.receivedAt,
-        recipients: lease.recipients,
-        size: lease.body.size,
-        body: bodyStream(() => lease.body.stream())
-      })
+      attempt = adapter.deliver(new LeaseDelivery(lease))
     } catch (defect) {
       // An adapter that throws instead of returning an effect: a failed attempt, retried.
       attempt = Effect.die(defect)

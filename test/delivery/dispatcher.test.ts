@@ -4,7 +4,7 @@
  * lease back; a settle in flight neither holding up the worker nor cut short by a drain.
  */
 import { assert, describe, it } from "@effect/vitest"
-import { Context, Deferred, Effect, Exit, Fiber, Layer, Option, type PubSub, Ref, Scope } from "effect"
+import { Context, Deferred, Effect, Exit, Fiber, Layer, Option, type PubSub, Ref, Scope, Stream } from "effect"
 import { TestClock } from "effect/testing"
 import * as DA from "../../src/delivery/DeliveryAdapter.ts"
 import { DeliveryAdapter } from "../../src/delivery/DeliveryAdapter.ts"
@@ -89,6 +89,33 @@ describe("Dispatcher", () => {
       yield* TestClock.adjust(2_000)
       assert.isTrue(Option.isNone(yield* qAdmin.get(msg.id)))
       assert.strictEqual(yield* Ref.get(calls), 3)
+    }))
+
+  it.effect("an adapter reads the stored message through the delivery and through a copy of it", () =>
+    Effect.gen(function*() {
+      const read = yield* Deferred.make<{ readonly direct: string; readonly copied: string; readonly keys: ReadonlyArray<string> }>()
+      const text = (body: DA.Delivery["body"]) =>
+        Effect.map(Stream.runCollect(body), (chunks) => Buffer.concat(chunks.map((c) => Buffer.from(c))).toString("utf8"))
+      const layer = Layer.succeed(DeliveryAdapter, DeliveryAdapter.of({
+        name: "reader",
+        deliver: (d) =>
+          Effect.gen(function*() {
+            // A router or a host adapter passes a copy on: the body must come with it.
+            const copy = { ...d, recipients: d.recipients }
+            const direct = yield* text(d.body)
+            const copied = yield* text(copy.body)
+            yield* Deferred.succeed(read, { direct, copied, keys: Object.keys(d) })
+            return DA.all(d, (rcpt) => DA.ok(rcpt, "read"))
+          }).pipe(Effect.orDie)
+      }))
+      const ctx = yield* Layer.build(harness(layer))
+      const msg = message(["u@example.test"], 0, "Subject: body\r\n\r\nread me\r\n")
+      yield* Context.get(ctx, MailQueue).commit(msg)
+      const got = yield* Deferred.await(read)
+      assert.strictEqual(got.direct, "Received: test\r\nSubject: body\r\n\r\nread me\r\n")
+      assert.strictEqual(got.copied, got.direct)
+      // What an adapter sees of the attempt is the Delivery, not the queue's lease behind it.
+      assert.deepStrictEqual([...got.keys].sort(), ["body", "envelope", "id", "receivedAt", "recipients", "size"])
     }))
 
   it.effect("records outcomes per recipient: one delivered, one retried, one rejected", () =>
