@@ -699,6 +699,14 @@ const main = async (): Promise<void> => {
     if (t === undefined) throw new Error(`no target ${c.target}`)
     return t
   }
+  // Every server runs for the whole matrix: before a run, all of them must be idle, not only the
+  // one under test. A memory-queue server still delivering the backlog of its last run (or any
+  // server still collecting its garbage) took CPU from the next target's run: measured, SQLite
+  // at 100 sessions ran at 0.80-0.87 of its base in a mixed matrix and 1.00-1.03 alone.
+  const settle = async (t: Target): Promise<boolean> => {
+    const all = await Promise.all(targets.map((x) => x.settle()))
+    return all[targets.indexOf(t)] ?? true
+  }
 
   for (const cell of cells) {
     // Calibration (also the warm-up): find the count that makes a run last about runSeconds.
@@ -708,7 +716,7 @@ const main = async (): Promise<void> => {
       let count = quick ? Math.max(50, cell.sessions * 10) : Math.max(200, cell.sessions * 20)
       let rate = 0
       for (let attempt = 0; attempt < 4; attempt++) {
-        await t.settle()
+        await settle(t)
         const o = await runOnce(t, c.generator, cell, count)
         out(`# calib ${c.label} size=${cell.size} sessions=${cell.sessions} mode=${cell.mode} count=${count} ok=${o.result.ok} errors=${o.result.errors} secs=${o.result.seconds.toFixed(3)} msgs_per_s=${o.result.msgsPerSec.toFixed(1)}${o.note !== "" ? ` note=${JSON.stringify(o.note)}` : ""}`)
         rate = o.result.msgsPerSec
@@ -727,7 +735,7 @@ const main = async (): Promise<void> => {
       const order = runColumns.map((_, i) => runColumns[(i + rep - 1) % runColumns.length]).filter((c): c is Column => c !== undefined)
       for (const c of order) {
         const t = targetOf(c)
-        const idle = await t.settle()
+        const idle = await settle(t)
         const count = counts.get(c.label) ?? cell.sessions * 5
         const o = await runOnce(t, c.generator, cell, count)
         const rec: RunRecord = {
