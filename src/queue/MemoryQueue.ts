@@ -54,6 +54,18 @@ interface Entry {
 const before = (a: Entry, b: Entry) =>
   a.message.receivedAt < b.message.receivedAt || (a.message.receivedAt === b.message.receivedAt && a.seq < b.seq)
 
+/** A claim's candidate: the entry and the priority and due time it would be claimed at. */
+interface Candidate {
+  readonly e: Entry
+  readonly priority: number
+  readonly dueAt: number
+}
+
+/** Claim order: higher effective priority, then due the longest, then arrival. */
+const outranks = (e: Entry, priority: number, dueAt: number, best: Candidate | undefined) =>
+  best === undefined || priority > best.priority ||
+  (priority === best.priority && (dueAt < best.dueAt || (dueAt === best.dueAt && e.seq < best.e.seq)))
+
 const isPending = (r: Rcpt) => r.state === "queued" || r.state === "retry" || r.state === "inflight"
 
 export const make = Effect.fnUntraced(function*(options: Partial<QueueOptions> = {}) {
@@ -217,7 +229,7 @@ export const make = Effect.fnUntraced(function*(options: Partial<QueueOptions> =
         const now = fiber.getRef(Clock.Clock).currentTimeMillisUnsafe()
         // The most urgent message goes first (effective priority, then due the longest, then arrival
         // order), as in the durable backends.
-        let best: { readonly e: Entry; readonly priority: number; readonly dueAt: number } | undefined
+        let best: Candidate | undefined
         for (const e of others.values()) {
           if (e.lease !== undefined) {
             if (e.lease.expiresAt > now) continue
@@ -235,26 +247,15 @@ export const make = Effect.fnUntraced(function*(options: Partial<QueueOptions> =
           if (best !== undefined && priority < best.priority) continue
           for (const r of e.rcpts) {
             if ((r.state === "queued" || r.state === "retry") && r.nextAttemptAt <= now) {
-              if (
-                best === undefined || priority > best.priority || r.nextAttemptAt < best.dueAt ||
-                (r.nextAttemptAt === best.dueAt && e.seq < best.e.seq)
-              ) {
-                best = { e, priority, dueAt: r.nextAttemptAt }
-              }
+              if (outranks(e, priority, r.nextAttemptAt, best)) best = { e, priority, dueAt: r.nextAttemptAt }
             }
           }
         }
         // The fresh heap's top against the best of the rest (a fresh entry is at normal priority
         // and due since it was received).
         const top = freshTop()
-        if (top !== undefined && top.message.receivedAt <= now) {
-          const dueAt = top.message.receivedAt
-          if (
-            best === undefined || Priority.normal > best.priority ||
-            (Priority.normal === best.priority && (dueAt < best.dueAt || (dueAt === best.dueAt && top.seq < best.e.seq)))
-          ) {
-            best = { e: top, priority: Priority.normal, dueAt }
-          }
+        if (top !== undefined && top.message.receivedAt <= now && outranks(top, Priority.normal, top.message.receivedAt, best)) {
+          best = { e: top, priority: Priority.normal, dueAt: top.message.receivedAt }
         }
         if (best === undefined) return Exit.succeed(Option.none<Lease>())
         const e = best.e
@@ -396,7 +397,6 @@ export const make = Effect.fnUntraced(function*(options: Partial<QueueOptions> =
         let changed = false
         for (const r of e.rcpts) {
           if (r.state === "retry" || r.state === "dead") {
-            demote(e)
             r.state = "queued"
             r.nextAttemptAt = now
             r.expiresAt = undefined
@@ -404,7 +404,11 @@ export const make = Effect.fnUntraced(function*(options: Partial<QueueOptions> =
           }
         }
         adjust(e, wasPending)
-        if (changed) signal.notify()
+        if (changed) {
+          // Never the case for a fresh entry (it has no retry or dead recipient); kept in step anyway.
+          demote(e)
+          signal.notify()
+        }
         return changed
       }),
     setPriority: (id, priority) =>
