@@ -63,6 +63,18 @@ export class Dispatcher extends Context.Service<Dispatcher, {
 }>()("incoming/Dispatcher") {}
 
 /**
+ * The adapter's outcome for `rcpt` (the last one, if it gave two). A search rather than a map
+ * built per attempt: most messages have one recipient, and two `Map`s per delivered message were
+ * ~650 bytes of garbage each time (docs/benchmark.md, issue 20).
+ */
+const outcomeOf = (outcomes: ReadonlyArray<RecipientOutcome>, rcpt: string): RecipientOutcome | undefined =>
+  outcomes.findLast((o) => o.rcpt === rcpt)
+const remoteOf = (outcomes: ReadonlyArray<RecipientOutcome>, rcpt: string): string | undefined => {
+  const o = outcomeOf(outcomes, rcpt)
+  return o === undefined || o._tag === "Ok" ? undefined : o.remote
+}
+
+/**
  * A delivery attempt of a lease, its body stream made when the adapter asks for it.
  *
  * Made for every attempt, the stream cost about 1 KB of promotion per message even when the
@@ -162,7 +174,7 @@ export const make = Effect.fnUntraced(function*(input: Partial<DispatcherOptions
    * committed with the settle. A report that cannot be made (the original unreadable) is only
    * logged: the outcomes are recorded without it rather than not at all.
    */
-  const reportFor = (lease: Lease, settlements: ReadonlyArray<Settlement>, remote: ReadonlyMap<string, string | undefined>, now: number) =>
+  const reportFor = (lease: Lease, settlements: ReadonlyArray<Settlement>, outcomes: ReadonlyArray<RecipientOutcome>, now: number) =>
     Effect.gen(function*() {
       const bounces = options.bounces!
       const dead = settlements.filter((s) => s._tag === "Dead")
@@ -175,11 +187,11 @@ export const make = Effect.fnUntraced(function*(input: Partial<DispatcherOptions
         size: lease.body.size,
         body: bodyStream(() => lease.body.stream())
       }, [
-        ...dead.map((d) => ({ rcpt: d.rcpt, reason: d.reply, remoteMta: remote.get(d.rcpt) })),
+        ...dead.map((d) => ({ rcpt: d.rcpt, reason: d.reply, remoteMta: remoteOf(outcomes, d.rcpt) })),
         ...delayed.map((d) => ({
           rcpt: d.rcpt,
           reason: d.reply,
-          remoteMta: remote.get(d.rcpt),
+          remoteMta: remoteOf(outcomes, d.rcpt),
           action: "delayed" as const,
           willRetryUntil: lease.receivedAt + options.maxLifetimeMs
         }))
@@ -203,10 +215,10 @@ export const make = Effect.fnUntraced(function*(input: Partial<DispatcherOptions
   // effect each (as the session's do).
   const metrics = Telemetry.metricsContext(yield* Effect.context<never>())
 
-  const record = (lease: Lease, settlements: ReadonlyArray<Settlement>, via: ReadonlyMap<string, string | undefined>, seconds: number) => {
+  const record = (lease: Lease, settlements: ReadonlyArray<Settlement>, outcomes: ReadonlyArray<RecipientOutcome>, seconds: number) => {
     for (const s of settlements) {
       const outcome = s._tag === "Delivered" ? "delivered" : s._tag === "Retry" ? "retry" : "dead"
-      const by = via.get(s.rcpt) ?? adapter.name
+      const by = outcomeOf(outcomes, s.rcpt)?.via ?? adapter.name
       Telemetry.recordDeliveryUnsafe(by, outcome, seconds, metrics)
       telemetry.publishUnsafe({ _tag: "DeliveryResult", id: lease.id, rcpt: s.rcpt, outcome, reason: s.reply, adapter: by }, metrics)
     }
@@ -216,11 +228,11 @@ export const make = Effect.fnUntraced(function*(input: Partial<DispatcherOptions
   const settleWithReport = (
     lease: Lease,
     settlements: ReadonlyArray<Settlement>,
-    remote: ReadonlyMap<string, string | undefined>,
+    outcomes: ReadonlyArray<RecipientOutcome>,
     now: number
   ) =>
     Effect.gen(function*() {
-      const report = yield* reportFor(lease, settlements, remote, now)
+      const report = yield* reportFor(lease, settlements, outcomes, now)
       // The report is committed with the settle: a crash records both or neither.
       yield* queue.settle(lease, settlements, report === undefined ? undefined : { reports: [report.message], delayNotified: report.delayNotified })
       if (report !== undefined) {
@@ -231,13 +243,12 @@ export const make = Effect.fnUntraced(function*(input: Partial<DispatcherOptions
   const settleAndReport = (
     lease: Lease,
     settlements: ReadonlyArray<Settlement>,
-    via: ReadonlyMap<string, string | undefined>,
+    outcomes: ReadonlyArray<RecipientOutcome>,
     seconds: number,
-    remote: ReadonlyMap<string, string | undefined>,
     now: number
   ) =>
-    (mayReport(lease, settlements, now) ? settleWithReport(lease, settlements, remote, now) : queue.settle(lease, settlements)).pipe(
-      Effect.map(() => record(lease, settlements, via, seconds)),
+    (mayReport(lease, settlements, now) ? settleWithReport(lease, settlements, outcomes, now) : queue.settle(lease, settlements)).pipe(
+      Effect.map(() => record(lease, settlements, outcomes, seconds)),
       Effect.catchIf(
         (e) => e.reason._tag === "LeaseLost",
         () => Effect.logWarning("lease lost before settling; another worker owns the message now").pipe(Effect.annotateLogs({ message: lease.id }))
@@ -264,8 +275,6 @@ export const make = Effect.fnUntraced(function*(input: Partial<DispatcherOptions
     return Effect.flatMap(Clock.currentTimeMillis, (now) => {
       const outcomes = outcomesOf(lease, exit)
       const settled = outcomes.map((o) => settlementFor(lease, o, now))
-      const via = new Map(outcomes.map((o) => [o.rcpt, o.via]))
-      const remote = new Map(outcomes.map((o) => [o.rcpt, o._tag === "Ok" ? undefined : o.remote]))
       const seconds = (performance.now() - started) / 1000
       // The worker goes on to its next message while the settle is written: with a durable queue
       // a settle waits for a write batch (~1–2 ms under load), and waiting would cap a worker at
@@ -275,7 +284,7 @@ export const make = Effect.fnUntraced(function*(input: Partial<DispatcherOptions
       // complete before it stops. Started at once: a settle that needs no write finishes right here.
       const settle = (settlements: ReadonlyArray<Settlement>) =>
         Effect.asVoid(
-          Effect.forkChild(settleAndReport(lease, settlements, via, seconds, remote, now), { startImmediately: true, uninterruptible: true })
+          Effect.forkChild(settleAndReport(lease, settlements, outcomes, seconds, now), { startImmediately: true, uninterruptible: true })
         )
       // Only a retry's backoff (its jitter) is an effect; the common outcomes are plain values.
       return settled.some(Effect.isEffect)

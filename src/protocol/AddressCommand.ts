@@ -113,8 +113,12 @@ const keyword = /^[A-Za-z0-9][A-Za-z0-9-]*$/
 /** esmtp-value = 1*(%d33-60 / %d62-126), RFC 6531 adds UTF8-non-ascii (checked by the caller). */
 const value = /^[^\x00-\x20=\x7f]+$/
 
-const parseParams = (rest: string, allowed: ReadonlySet<string>): Parsed<Map<string, string | true>> => {
-  if (rest !== "" && !rest.startsWith(" ")) return refuse(SmtpReply.syntaxError("Syntax: a space between the address and its parameters"))
+/** The parameters of a command that has none (most): one shared, read-only result, no map per command. */
+const noParams: Parsed<Params> = Result.succeed(new Map())
+
+const parseParams = (rest: string, allowed: ReadonlySet<string>): Parsed<Params> => {
+  if (rest === "") return noParams
+  if (!rest.startsWith(" ")) return refuse(SmtpReply.syntaxError("Syntax: a space between the address and its parameters"))
   const params = new Map<string, string | true>()
   for (const param of rest.split(" ")) {
     if (param === "") continue

@@ -66,6 +66,9 @@ const outranks = (e: Entry, priority: number, dueAt: number, best: Candidate | u
   best === undefined || priority > best.priority ||
   (priority === best.priority && (dueAt < best.dueAt || (dueAt === best.dueAt && e.seq < best.e.seq)))
 
+/** `xs` without repeats, in order; a single value costs no `Set`. */
+const unique = <A>(xs: ReadonlyArray<A>): ReadonlyArray<A> => (xs.length < 2 ? xs : [...new Set(xs)])
+
 const isPending = (r: Rcpt) => r.state === "queued" || r.state === "retry" || r.state === "inflight"
 
 export const make = Effect.fnUntraced(function*(options: Partial<QueueOptions> = {}) {
@@ -184,7 +187,7 @@ export const make = Effect.fnUntraced(function*(options: Partial<QueueOptions> =
   }
 
   const insert = (message: NewMessage) => {
-    const rcpts = [...new Set(message.envelope.rcptTo)]
+    const rcpts = unique(message.envelope.rcptTo)
     const held = message.held === true
     const e: Entry = {
       message,
@@ -289,16 +292,17 @@ export const make = Effect.fnUntraced(function*(options: Partial<QueueOptions> =
           const refused = refusal(m)
           if (refused !== undefined) return Exit.fail(refused)
         }
-        if (new Set(reports.map((m) => m.id)).size < reports.length) return Exit.fail(storageFailed("two reports with one id"))
+        if (reports.length > 1 && unique(reports.map((m) => m.id)).length < reports.length) return Exit.fail(storageFailed("two reports with one id"))
         for (const m of reports) insert(m)
         if (extras?.delayNotified !== undefined) {
           e.message = { ...e.message, envelope: { ...e.message.envelope, delayNotified: extras.delayNotified } }
         }
         const wasPending = pendingOf(e)
-        const byRcpt = new Map(settlements.map((s) => [s.rcpt, s]))
         for (const r of e.rcpts) {
           if (r.state !== "inflight" || !e.lease!.rcpts.includes(r.rcpt)) continue
-          const s = byRcpt.get(r.rcpt)
+          // The last settlement for the recipient, as a map built from them would keep; a search,
+          // not a map per settle: most messages have one recipient.
+          const s = settlements.findLast((s) => s.rcpt === r.rcpt)
           if (s === undefined) {
             // Not settled: back to the queue without counting the attempt.
             r.state = "queued"

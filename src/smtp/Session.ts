@@ -299,16 +299,28 @@ export const make = Effect.fnUntraced(function*(settings: Ref.Ref<ListenerOption
   }
 
   /** The canonical recipient of an accepted RCPT (the domainless postmaster is our primary domain's). */
-  const recipientOf = (address: string): string | undefined => {
-    const m = Address.parse(address)
+  const recipientOf = (given: SMTPServerAddress): string | undefined => {
+    // The engine's parser gave the canonical address and its parts already (AddressCommand.ts):
+    // no second parse of every recipient for every message.
+    const command = Commands.parsedOf(given)
+    if (command?.verb === "RCPT") {
+      return command.mailbox.domain === "" ? `${command.mailbox.local}@${relay.primaryDomain}` : command.address
+    }
+    const m = Address.parse(given.address)
     if (m === undefined) return undefined
     return m.domain === "" ? `${m.local}@${relay.primaryDomain}` : Address.toString(m)
   }
 
   const recipientsOf = (session: SMTPServerSession): ReadonlyArray<string> => {
+    const given = session.envelope.rcptTo
+    // One recipient (most messages): nothing to deduplicate, no set.
+    if (given.length === 1) {
+      const rcpt = recipientOf(given[0]!)
+      return rcpt === undefined ? [] : [rcpt]
+    }
     const seen = new Set<string>()
     for (const r of session.envelope.rcptTo) {
-      const rcpt = recipientOf(r.address)
+      const rcpt = recipientOf(r)
       if (rcpt !== undefined) seen.add(rcpt)
     }
     return [...seen]
@@ -379,8 +391,9 @@ export const make = Effect.fnUntraced(function*(settings: Ref.Ref<ListenerOption
     for (const r of session.envelope.rcptTo) {
       const parsed = Commands.parsedOf(r)
       const dsn = parsed?.verb === "RCPT" ? parsed.dsn : undefined
-      const rcpt = recipientOf(r.address)
-      if (dsn === undefined || rcpt === undefined) continue
+      if (dsn === undefined) continue
+      const rcpt = recipientOf(r)
+      if (rcpt === undefined) continue
       recipientDsn[rcpt] = dsn
       any = true
     }
@@ -421,8 +434,10 @@ export const make = Effect.fnUntraced(function*(settings: Ref.Ref<ListenerOption
     // queue, in one step with no generator (most messages; see docs/benchmark.md, issue 20).
     // `incoming serve` always provides SyncDelivery, so asking only whether it is there (as
     // before) sent every message of the standalone server down the general path.
-    const direct = !lmtp && !hasDataRules() && (sync === undefined || (sync.priorityOf === undefined && !recipientsOf(session).some(sync.isSync)))
-    const transaction = Effect.flatMap(received, (body) => (direct ? queueDirect(body, id, session, options) : accept(body, id, session, options)))
+    // The envelope cannot change during DATA: its recipients are worked out once.
+    const rcptTo = recipientsOf(session)
+    const direct = !lmtp && !hasDataRules() && (sync === undefined || (sync.priorityOf === undefined && !rcptTo.some(sync.isSync)))
+    const transaction = Effect.flatMap(received, (body) => (direct ? queueDirect(body, id, session, rcptTo, options) : accept(body, id, session, rcptTo, options)))
     return (tracing
       // The message id joins this transaction's trace to its deliveries (Dispatcher.deliver).
       ? Effect.andThen(Effect.annotateCurrentSpan({ message: id, listener }), transaction)
@@ -442,10 +457,9 @@ export const make = Effect.fnUntraced(function*(settings: Ref.Ref<ListenerOption
   }
 
   /** The direct path: the message as received, committed. */
-  const queueDirect = (body: SpooledBody, id: string, session: SMTPServerSession, options: ListenerOptions) =>
+  const queueDirect = (body: SpooledBody, id: string, session: SMTPServerSession, rcptTo: ReadonlyArray<string>, options: ListenerOptions) =>
     Effect.clockWith((clock) => {
       const now = clock.currentTimeMillisUnsafe()
-      const rcptTo = recipientsOf(session)
       // Canonical already: the engine's parser wrote it (protocol/AddressCommand.ts).
       const mailFrom = session.envelope.mailFrom === false ? "" : session.envelope.mailFrom.address
       const { smtpUtf8, ...dsn } = extensionsOf(session)
@@ -464,8 +478,13 @@ export const make = Effect.fnUntraced(function*(settings: Ref.Ref<ListenerOption
    * spooled body and the spool's receive state — and promoted it: ~5 KB per message, ~10% of what
    * a message allocates (issue #20).
    */
-  const accept = Effect.fnUntraced(function*(received: SpooledBody, id: string, session: SMTPServerSession, options: ListenerOptions) {
-    const rcptTo = recipientsOf(session)
+  const accept = Effect.fnUntraced(function*(
+    received: SpooledBody,
+    id: string,
+    session: SMTPServerSession,
+    rcptTo: ReadonlyArray<string>,
+    options: ListenerOptions
+  ) {
     const mailFrom = session.envelope.mailFrom === false ? "" : session.envelope.mailFrom.address
     const { body, plan } = hasDataRules()
       ? yield* dataStage(received, id, session, mailFrom, rcptTo, options)
@@ -573,7 +592,7 @@ export const make = Effect.fnUntraced(function*(settings: Ref.Ref<ListenerOption
       if (syncRcpts.length > 0) yield* telemetry.publish({ _tag: "SessionAccepted", id: message.id, listener })
       // A recipient a rule deleted was accepted and dropped, as by a discard: 250.
       return session.envelope.rcptTo.map((r) => {
-        const rcpt = recipientOf(r.address)
+        const rcpt = recipientOf(r)
         if (rcpt === undefined) return SmtpReply.internalError
         return outcomes.get(rcpt) ?? (envelope.rcptTo.includes(rcpt) ? SmtpReply.internalError : SmtpReply.queued(message.id))
       })
