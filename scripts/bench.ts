@@ -80,6 +80,8 @@ const { values: argv } = parseArgs({
     targets: { type: "string", default: "bare,memory,sqlite" },
     seconds: { type: "string" },
     "max-seconds": { type: "string", default: "20" },
+    warm: { type: "string" },
+    "memory-reducer": { type: "boolean", default: false },
     quick: { type: "boolean", default: false },
     peers: { type: "boolean", default: false },
     "check-gen": { type: "boolean", default: false },
@@ -113,6 +115,15 @@ if (argv.help) {
   --reps N                       repetitions per cell (default 3; 1 with --quick)
   --seconds S                    target length of one run (default 5; 1 with --quick)
   --max-seconds S                hard cap of one run (default 20)
+  --warm N                       before a server's first measured run, N messages of warm-up in runs like
+                                 the measured ones (default 60000; 0 with --quick), a quarter of that
+                                 before each later cell (new code paths); at most 60 s per server and
+                                 cell. A fresh Node server runs part of its first tens of thousands of
+                                 messages unoptimized while V8 compiles (docs/benchmark.md, issue 20)
+  --memory-reducer               keep V8's memory reducer in our Node servers (bare, lean, Incoming). By
+                                 default they run with --no-memory-reducer: a server idle while the other
+                                 targets run (10-20 s) is shrunk by it and loses its compiled code, and its
+                                 next run pays V8's warm-up again (a busy server never idles into it)
   --quick                        smoke test: one repetition, short runs
   --peers                        also Postfix from the peer kit (--kit, default /work/shared/bench), if set up
   --check-gen                    also drive "bare" with Postfix's smtp-source (${SMTP_SOURCE}) for comparison
@@ -170,6 +181,12 @@ if (!Number.isInteger(basePort) || basePort < 2500 || basePort > 2599) fail("--b
 // Bounds on a run's message count: at least a few per session, at most what a capped run could use.
 const MAX_COUNT = 300_000
 const calibSeconds = quick ? 0.3 : 1
+const warmMessages = argv.warm !== undefined ? Number(argv.warm) : quick ? 0 : 60_000
+if (!(Number.isInteger(warmMessages) && warmMessages >= 0)) fail("--warm wants a count of messages (0: none)")
+// A cap on each server's warm-up in one cell, for slow cells (100 KiB, one message per connection).
+const warmCapSeconds = 60
+// V8 flags of every Node server under test; see --memory-reducer.
+const nodeFlags: ReadonlyArray<string> = argv["memory-reducer"] ? [] : ["--no-memory-reducer"]
 
 // ---- output ----------------------------------------------------------------------------------
 
@@ -217,6 +234,8 @@ interface Target {
   readonly rss?: () => number
   /** Leaves the server idle and empty before a run; false if it did not get there in time. */
   readonly settle: () => Promise<boolean>
+  /** Whether its speed depends on a JIT warming up (our Node servers; not Postfix). */
+  readonly jit: boolean
   readonly describe: string
 }
 
@@ -337,13 +356,13 @@ const startOwn = async (label: string): Promise<Target | string> => {
   let s: Started
   let describe: string
   if (name === "bare") {
-    s = startServer(name, process.execPath, [argv.js ? strippedScript(BARE_SCRIPT) : BARE_SCRIPT, "--port", String(port)], { cwd: REPO, logPath })
+    s = startServer(name, process.execPath, [...nodeFlags, argv.js ? strippedScript(BARE_SCRIPT) : BARE_SCRIPT, "--port", String(port)], { cwd: REPO, logPath })
     describe = `smtp-server drain, greeting without the 100 ms delay (${path.relative(REPO, BARE_SCRIPT)})`
   } else if (name === "lean") {
     mkdirSync(dataRoot, { recursive: true })
     const dir = mkdtempSync(path.join(dataRoot, "lean-"))
     dataDirs.push(dir)
-    s = startServer(name, nodeBin, [argv.js ? strippedScript(LEAN_SCRIPT) : LEAN_SCRIPT, "--port", String(port), "--db", path.join(dir, "lean.db")], { cwd: REPO, logPath })
+    s = startServer(name, nodeBin, [...nodeFlags, argv.js ? strippedScript(LEAN_SCRIPT) : LEAN_SCRIPT, "--port", String(port), "--db", path.join(dir, "lean.db")], { cwd: REPO, logPath })
     describe = `callback-only smtp-server + SQLite group commit on a writer thread, no Effect (${path.relative(REPO, LEAN_SCRIPT)}); data ${dir}`
   } else {
     if (!existsSync(cli)) return `${path.relative(REPO, cli)} does not exist yet`
@@ -373,7 +392,7 @@ const startOwn = async (label: string): Promise<Target | string> => {
     }
     const useConfig = auth !== undefined || pgUrl !== undefined || milter !== undefined
     // As `npm start` and the installed bin run it (the bin obtains V8's gc itself, for the spool).
-    const args = [cli, "serve", ...(useConfig ? ["--config", config] : []), "--listen", `127.0.0.1:${port}`, "--domain", "bench.test", ...(pgUrl === undefined ? ["--queue", queue] : []), "--data-dir", dir, "--deliver", "discard"]
+    const args = [...nodeFlags, cli, "serve", ...(useConfig ? ["--config", config] : []), "--listen", `127.0.0.1:${port}`, "--domain", "bench.test", ...(pgUrl === undefined ? ["--queue", queue] : []), "--data-dir", dir, "--deliver", "discard"]
     s = startServer(label, nodeBin, args, { cwd: fromBase ? baseDir : REPO, logPath })
     describe = (fromBase ? `[${baseDir} at git ${gitHead(baseDir)}] ` : "") + (pgUrl !== undefined
       ? `incoming serve, PostgreSQL queue on ${pgUrl} (server CPU excludes PostgreSQL's), --deliver discard`
@@ -395,6 +414,7 @@ const startOwn = async (label: string): Promise<Target | string> => {
     cpu,
     rss: () => groupRssKiB(s.pid),
     describe: `${describe}; pid ${s.pid}; log ${logPath}`,
+    jit: true,
     settle: async () => {
       if (s.exited) fail(`${name} exited (code ${String(s.exitCode)}); see ${logPath}`)
       return waitIdle(cpu)
@@ -451,6 +471,7 @@ const startPostfix = async (): Promise<Target | string> => {
     port,
     cpu,
     describe: `Postfix peer from ${argv.kit} (fsync per queue file, delivery to discard:), 127.0.0.1:${port}`,
+    jit: false,
     settle: async () => {
       // Its delivery to discard: runs behind acceptance; let it finish, as the kit does.
       const deadline = Date.now() + 60_000
@@ -671,7 +692,7 @@ const main = async (): Promise<void> => {
   const cpuModel = os.cpus()[0]?.model ?? "?"
   const header = [
     `# incoming bench ${new Date().toISOString()} git ${gitHead()} node ${process.version} ${os.cpus().length}x ${cpuModel} load ${os.loadavg().map((x) => x.toFixed(2)).join(" ")}`,
-    `# reps=${reps} seconds=${runSeconds} max_seconds=${maxSeconds} sizes=${sizes.join(",")} sessions=${sessionsList.join(",")} modes=${modes.join(",")} greeting=${argv.helo ? "HELO" : "EHLO"} quick=${quick} js=${argv.js}`,
+    `# reps=${reps} seconds=${runSeconds} max_seconds=${maxSeconds} sizes=${sizes.join(",")} sessions=${sessionsList.join(",")} modes=${modes.join(",")} greeting=${argv.helo ? "HELO" : "EHLO"} quick=${quick} js=${argv.js} warm=${warmMessages} node_flags=${nodeFlags.join(" ") || "-"}`,
     ...targets.map((t) => `# target ${t.name}: 127.0.0.1:${t.port} ${t.describe}`),
     ...skipped.map((s) => `# skipped: ${s}`)
   ]
@@ -708,8 +729,34 @@ const main = async (): Promise<void> => {
     return all[targets.indexOf(t)] ?? true
   }
 
+  // Warm-up: measured, a fresh Incoming server spends its first ~40,000 messages (1 KiB × 10)
+  // partly in unoptimized code while V8's compiler threads catch up, at up to twice its steady
+  // CPU per message; bare smtp-server gets there sooner (less code). Without it, the first cell
+  // compared a cold Incoming with a nearly warm bare server.
+  const warmed = new Set<string>()
+  /** Warms `t` up in runs of `count` messages; the last run's rate, if it ran any. */
+  const warmUp = async (t: Target, c: Column, cell: Cell, count: number): Promise<number | undefined> => {
+    if (!t.jit || warmMessages === 0) return undefined
+    const need = warmed.has(t.name) ? Math.ceil(warmMessages / 4) : warmMessages
+    warmed.add(t.name)
+    const started = Date.now()
+    const perMsg: Array<string> = []
+    let done = 0
+    let rate: number | undefined
+    while (done < need && Date.now() - started < warmCapSeconds * 1000) {
+      await settle(t)
+      const o = await runOnce(t, c.generator, cell, count)
+      if (o.result.errors > 0 || o.result.timedOut) break
+      done += o.result.ok
+      rate = o.result.msgsPerSec
+      if (o.result.ok > 0) perMsg.push(((o.serverCpu / o.result.ok) * 1e6).toFixed(0))
+    }
+    out(`# warm ${c.label} size=${cell.size} sessions=${cell.sessions} mode=${cell.mode} msgs=${done} secs=${((Date.now() - started) / 1000).toFixed(1)} server_us_per_msg=${perMsg.join(",")}`)
+    return rate
+  }
+
   for (const cell of cells) {
-    // Calibration (also the warm-up): find the count that makes a run last about runSeconds.
+    // Calibration (also the first warm-up): find the count that makes a run last about runSeconds.
     const counts = new Map<string, number>()
     for (const c of runColumns) {
       const t = targetOf(c)
@@ -726,7 +773,9 @@ const main = async (): Promise<void> => {
         count = Math.min(MAX_COUNT, Math.max(count * 2, Math.ceil((count * calibSeconds * 1.5) / Math.max(o.result.seconds, 0.01))))
       }
       const final = Math.min(MAX_COUNT, Math.max(cell.sessions * 5, Math.round(rate * runSeconds)))
-      counts.set(c.label, final)
+      // Warmed up, a server is faster than when it was calibrated: the count follows.
+      const warmRate = await warmUp(t, c, cell, final)
+      counts.set(c.label, warmRate === undefined ? final : Math.min(MAX_COUNT, Math.max(cell.sessions * 5, Math.round(warmRate * runSeconds))))
     }
     say(`\n== ${cell.mode} ${cell.size} B x ${cell.sessions} sessions: counts ${runColumns.map((c) => `${c.label}=${counts.get(c.label) ?? "?"}`).join(" ")}`)
 
