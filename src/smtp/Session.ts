@@ -298,33 +298,8 @@ export const make = Effect.fnUntraced(function*(settings: Ref.Ref<ListenerOption
     return relay.isLocalDomain(m.domain) ? m.domain : "other"
   }
 
-  /** The canonical recipient of an accepted RCPT (the domainless postmaster is our primary domain's). */
-  const recipientOf = (given: SMTPServerAddress): string | undefined => {
-    // The engine's parser gave the canonical address and its parts already (AddressCommand.ts):
-    // no second parse of every recipient for every message.
-    const command = Commands.parsedOf(given)
-    if (command?.verb === "RCPT") {
-      return command.mailbox.domain === "" ? `${command.mailbox.local}@${relay.primaryDomain}` : command.address
-    }
-    const m = Address.parse(given.address)
-    if (m === undefined) return undefined
-    return m.domain === "" ? `${m.local}@${relay.primaryDomain}` : Address.toString(m)
-  }
-
-  const recipientsOf = (session: SMTPServerSession): ReadonlyArray<string> => {
-    const given = session.envelope.rcptTo
-    // One recipient (most messages): nothing to deduplicate, no set.
-    if (given.length === 1) {
-      const rcpt = recipientOf(given[0]!)
-      return rcpt === undefined ? [] : [rcpt]
-    }
-    const seen = new Set<string>()
-    for (const r of session.envelope.rcptTo) {
-      const rcpt = recipientOf(r)
-      if (rcpt !== undefined) seen.add(rcpt)
-    }
-    return [...seen]
-  }
+  const recipientOf = (given: SMTPServerAddress) => MessageFields.recipientOf(given, relay.primaryDomain)
+  const recipientsOf = (session: SMTPServerSession) => MessageFields.recipientsOf(session, relay.primaryDomain)
 
   const hasDataRules = () => policy !== undefined && policy.rules.some((r) => r.onData !== undefined)
 

@@ -1,10 +1,11 @@
 /**
  * What a session writes into a message besides its body, as plain functions of the session: the
- * envelope's session fields, its priority, and the `Received:` field. Both of Session's DATA
+ * envelope's recipients, its session fields, its priority, and the `Received:` field. Both of Session's DATA
  * paths (the direct one and the one with rules, edits and LMTP) build messages with them, so the
  * two cannot drift apart.
  */
-import type { SMTPServerSession } from "smtp-server"
+import type { SMTPServerAddress, SMTPServerSession } from "smtp-server"
+import * as Address from "../../protocol/Address.ts"
 import type { Envelope } from "../../protocol/Envelope.ts"
 import * as Priority from "../../protocol/Priority.ts"
 import * as ReceivedHeader from "../../protocol/ReceivedHeader.ts"
@@ -18,6 +19,37 @@ import * as Commands from "./commands.ts"
  */
 export const isAuthenticated = (session: SMTPServerSession): boolean =>
   session.user !== undefined && session.user !== null && session.user !== false && session.user !== ""
+
+/**
+ * The canonical recipient of an accepted RCPT; the domainless postmaster is `primaryDomain`'s.
+ * The engine's parser gave the canonical address and its parts already (AddressCommand.ts): no
+ * second parse of every recipient for every message.
+ */
+export const recipientOf = (given: SMTPServerAddress, primaryDomain: string): string | undefined => {
+  const command = Commands.parsedOf(given)
+  if (command?.verb === "RCPT") {
+    return command.mailbox.domain === "" ? `${command.mailbox.local}@${primaryDomain}` : command.address
+  }
+  const m = Address.parse(given.address)
+  if (m === undefined) return undefined
+  return m.domain === "" ? `${m.local}@${primaryDomain}` : Address.toString(m)
+}
+
+/** The transaction's recipients, canonical and without repeats, in RCPT order. */
+export const recipientsOf = (session: SMTPServerSession, primaryDomain: string): ReadonlyArray<string> => {
+  const given = session.envelope.rcptTo
+  // One recipient (most messages): nothing to deduplicate, no set.
+  if (given.length === 1) {
+    const rcpt = recipientOf(given[0]!, primaryDomain)
+    return rcpt === undefined ? [] : [rcpt]
+  }
+  const seen = new Set<string>()
+  for (const r of given) {
+    const rcpt = recipientOf(r, primaryDomain)
+    if (rcpt !== undefined) seen.add(rcpt)
+  }
+  return [...seen]
+}
 
 /** The envelope's fields that come from the session, not from MAIL and RCPT. */
 export const sessionFields = (session: SMTPServerSession, listener: string, smtpUtf8: boolean | undefined) => ({
