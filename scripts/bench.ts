@@ -772,10 +772,10 @@ const main = async (): Promise<void> => {
         if (attempt > 0 && o.result.seconds >= calibSeconds) break
         count = Math.min(MAX_COUNT, Math.max(count * 2, Math.ceil((count * calibSeconds * 1.5) / Math.max(o.result.seconds, 0.01))))
       }
-      const final = Math.min(MAX_COUNT, Math.max(cell.sessions * 5, Math.round(rate * runSeconds)))
+      const countAt = (msgsPerSec: number) => Math.min(MAX_COUNT, Math.max(cell.sessions * 5, Math.round(msgsPerSec * runSeconds)))
       // Warmed up, a server is faster than when it was calibrated: the count follows.
-      const warmRate = await warmUp(t, c, cell, final)
-      counts.set(c.label, warmRate === undefined ? final : Math.min(MAX_COUNT, Math.max(cell.sessions * 5, Math.round(warmRate * runSeconds))))
+      const warmRate = await warmUp(t, c, cell, countAt(rate))
+      counts.set(c.label, countAt(warmRate ?? rate))
     }
     say(`\n== ${cell.mode} ${cell.size} B x ${cell.sessions} sessions: counts ${runColumns.map((c) => `${c.label}=${counts.get(c.label) ?? "?"}`).join(" ")}`)
 

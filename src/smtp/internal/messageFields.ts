@@ -1,8 +1,8 @@
 /**
  * What a session writes into a message besides its body, as plain functions of the session: the
- * envelope's recipients, its session fields, its priority, and the `Received:` field. Both of Session's DATA
- * paths (the direct one and the one with rules, edits and LMTP) build messages with them, so the
- * two cannot drift apart.
+ * envelope's recipients, its session fields, its priority, and the `Received:` field. Both of
+ * Session's DATA paths (the direct one and the one with rules, edits and LMTP) build messages
+ * with them, so the two cannot drift apart.
  */
 import type { SMTPServerAddress, SMTPServerSession } from "smtp-server"
 import * as Address from "../../protocol/Address.ts"
@@ -27,12 +27,11 @@ export const isAuthenticated = (session: SMTPServerSession): boolean =>
  */
 export const recipientOf = (given: SMTPServerAddress, primaryDomain: string): string | undefined => {
   const command = Commands.parsedOf(given)
-  if (command?.verb === "RCPT") {
-    return command.mailbox.domain === "" ? `${command.mailbox.local}@${primaryDomain}` : command.address
-  }
-  const m = Address.parse(given.address)
+  const rcpt = command?.verb === "RCPT" ? command : undefined
+  const m = rcpt?.mailbox ?? Address.parse(given.address)
   if (m === undefined) return undefined
-  return m.domain === "" ? `${m.local}@${primaryDomain}` : Address.toString(m)
+  if (m.domain === "") return `${m.local}@${primaryDomain}`
+  return rcpt?.address ?? Address.toString(m)
 }
 
 /** The transaction's recipients, canonical and without repeats, in RCPT order. */
