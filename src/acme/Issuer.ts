@@ -10,9 +10,9 @@
  */
 import { readFileSync } from "node:fs"
 import { Agent } from "node:https"
-import { rootCertificates } from "node:tls"
 import type * as AcmeClient from "acme-client"
 import { Duration, Effect } from "effect"
+import * as TrustedCa from "../internal/trustedCa.ts"
 import { AcmeError, detailOf } from "./AcmeError.ts"
 import { type AcmeOptions, directoryUrl } from "./AcmeOptions.ts"
 import * as CertStore from "./CertStore.ts"
@@ -53,7 +53,7 @@ const configureHttp = (acme: Acme, file: string | undefined): Effect.Effect<void
     try: () => {
       const defaults = acme.axios.defaults as { acmeSettings?: { retryMaxAttempts: number; retryDefaultDelay: number } }
       if (defaults.acmeSettings !== undefined) Object.assign(defaults.acmeSettings, { retryMaxAttempts: 2, retryDefaultDelay: 1 })
-      if (file !== undefined) acme.axios.defaults.httpsAgent = new Agent({ ca: [...rootCertificates, readFileSync(file, "utf8")], keepAlive: false })
+      if (file !== undefined) acme.axios.defaults.httpsAgent = new Agent({ ca: TrustedCa.withDefaults(readFileSync(file, "utf8")), keepAlive: false })
     },
     catch: (cause) => new AcmeError({ domain: "*", reason: { _tag: "Ca", detail: `directory_ca ${file}: ${detailOf(cause)}` }, cause })
   })

@@ -27,7 +27,7 @@ export const MxAdapter = Schema.Struct({
   local_address: Schema.optionalKey(NonEmpty),
   /** `opportunistic` (STARTTLS when offered, unverified), `required` (verified against the MX name), `disabled`. */
   tls: withDefault(Schema.Literals(["opportunistic", "required", "disabled"]), md.tls),
-  /** PEM file of extra CAs (besides Node's bundled roots) for `tls = "required"` and MTA-STS. */
+  /** PEM file of extra CAs (besides Node's default CAs) for `tls = "required"` and MTA-STS. */
   tls_ca: Schema.optionalKey(NonEmpty),
   /** Honour the MTA-STS policies (RFC 8461) of destination domains. */
   mta_sts: withDefault(Schema.Boolean, false),

@@ -23,10 +23,10 @@
  * would have refused is logged and counted (`incoming_mta_sts_failures_total`).
  */
 import { hostname } from "node:os"
-import { rootCertificates } from "node:tls"
 import { domainToASCII } from "node:url"
 import { Clock, Effect, Layer, Metric, Semaphore, type Scope, Stream } from "effect"
 import * as Dns from "../dns/Dns.ts"
+import * as TrustedCa from "../internal/trustedCa.ts"
 import * as DA from "./DeliveryAdapter.ts"
 import * as SmtpPeer from "./internal/smtpPeer.ts"
 import * as ConnectionPool from "./mx/ConnectionPool.ts"
@@ -60,7 +60,7 @@ export interface MxOptions {
   readonly localAddress?: string
   readonly tls?: MxTlsPolicy
   /**
-   * Extra trusted CA certificates (PEM), besides Node's bundled roots: for `tls: "required"`, for
+   * Extra trusted CA certificates (PEM), besides Node's default CAs: for `tls: "required"`, for
    * MX hosts under an MTA-STS policy in force, and for MTA-STS policy hosts.
    */
   readonly tlsCa?: string | Buffer | ReadonlyArray<string | Buffer>
@@ -140,9 +140,8 @@ export const make = (options: MxOptions = {}): Effect.Effect<DA.DeliveryAdapter[
       failures: options.pauseAfterFailures ?? defaults.pauseAfterFailures,
       pauseMs: options.pauseMs ?? defaults.pauseMs
     })
-    // Extra CAs add to Node's roots (a `ca` option alone would replace them, and real MXes fail).
-    const extraCa = options.tlsCa === undefined ? undefined : Array.isArray(options.tlsCa) ? options.tlsCa : [options.tlsCa as string | Buffer]
-    const trustedCa = extraCa === undefined ? undefined : [...rootCertificates, ...extraCa]
+    // Extra CAs add to Node's default set (a `ca` option alone would replace it, and real MXes fail).
+    const trustedCa = TrustedCa.withDefaults(options.tlsCa)
     const mtaSts = options.mtaSts === undefined ? undefined : yield* MtaSts.make({
       port: options.mtaSts.port,
       timeoutMs: options.mtaSts.timeoutMs,

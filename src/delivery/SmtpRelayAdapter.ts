@@ -11,6 +11,7 @@
  */
 import { hostname } from "node:os"
 import { Effect, Layer, type Redacted } from "effect"
+import * as TrustedCa from "../internal/trustedCa.ts"
 import type * as Dsn from "../protocol/Dsn.ts"
 import * as DA from "./DeliveryAdapter.ts"
 import * as SmtpPeer from "./internal/smtpPeer.ts"
@@ -36,7 +37,7 @@ export interface SmtpRelayOptions {
     readonly rejectUnauthorized?: boolean
     /** Name to verify the certificate against (default: `host`). */
     readonly servername?: string
-    /** Extra trusted CA certificates (PEM). */
+    /** Extra trusted CA certificates (PEM), trusted besides Node's default set (not instead of it). */
     readonly ca?: string | Buffer | ReadonlyArray<string | Buffer>
   }
   readonly auth?: { readonly user: string; readonly pass: string | Redacted.Redacted<string> }
@@ -74,7 +75,8 @@ export const make = (options: SmtpRelayOptions): DA.DeliveryAdapter["Service"] =
     tls: {
       rejectUnauthorized: verify,
       servername: options.tls?.servername,
-      ca: options.tls?.ca
+      // Added to Node's default CAs, not instead of them (see `trustedCa.ts`).
+      ca: TrustedCa.withDefaults(options.tls?.ca)
     },
     auth: options.auth,
     heloName: options.heloName ?? hostname(),

@@ -6,7 +6,10 @@
  * recipient; connection and TLS-policy failures → Retry.
  */
 import type { AddressInfo } from "node:net"
-import { readFileSync } from "node:fs"
+import { spawn } from "node:child_process"
+import { mkdirSync, readFileSync } from "node:fs"
+import { join } from "node:path"
+import { fileURLToPath } from "node:url"
 import { assert, describe, it } from "@effect/vitest"
 import { Context, Effect, Layer, type Scope } from "effect"
 import { SMTPServer, type SMTPServerOptions } from "smtp-server"
@@ -197,6 +200,42 @@ describe("SmtpRelayAdapter", () => {
       assert.strictEqual(out[0]!._tag, "Retry")
       assert.match(byRcpt(out)["ok@x.test"]!, /STARTTLS|TLS/)
       assert.strictEqual(plainPeer.seen.length, 0, "nothing was sent in the clear")
+    }))
+
+  it.live.skipIf(!hasOpenssl)("an extra CA is trusted besides Node's default CAs, not instead of them", () =>
+    Effect.gen(function*() {
+      // Two peers with certificates of their own: A's is trusted through NODE_EXTRA_CA_CERTS (part of
+      // Node's default set, as the system's roots would be), B's through the adapter's `tls.ca`.
+      // A `ca` that replaced the default set would fail A; Node reads NODE_EXTRA_CA_CERTS at start-up
+      // only, hence the child process.
+      const dir = yield* TestIncoming.tempDir()
+      const [certA, certB] = ["a", "b"].map((name) => {
+        mkdirSync(join(dir, name))
+        return selfSignedCert(join(dir, name))
+      }) as [ReturnType<typeof selfSignedCert>, ReturnType<typeof selfSignedCert>]
+      const peerA = yield* peer({ key: readFileSync(certA.key), cert: readFileSync(certA.cert) })
+      const peerB = yield* peer({ key: readFileSync(certB.key), cert: readFileSync(certB.cert) })
+      const child = fileURLToPath(new URL("../support/relayCaChild.ts", import.meta.url))
+      // Not spawnSync: the peers answer from this process's event loop.
+      const run = yield* Effect.callback<{ code: number | null; stdout: string; stderr: string }>((resume) => {
+        const p = spawn(process.execPath, [child, certB.cert, String(peerA.port), String(peerB.port)], {
+          env: { ...process.env, NODE_EXTRA_CA_CERTS: certA.cert },
+          stdio: ["ignore", "pipe", "pipe"]
+        })
+        let stdout = ""
+        let stderr = ""
+        p.stdout.on("data", (c: Buffer) => (stdout += c.toString()))
+        p.stderr.on("data", (c: Buffer) => (stderr += c.toString()))
+        p.on("close", (code) => resume(Effect.succeed({ code, stdout, stderr })))
+        return Effect.sync(() => p.kill("SIGKILL"))
+      }).pipe(Effect.timeout("30 seconds"))
+      assert.strictEqual(run.code, 0, run.stderr)
+      // The outcomes are the last line (the adapter's log lines come before it).
+      const last = run.stdout.trim().split("\n").at(-1)!
+      const outcomes = JSON.parse(last) as ReadonlyArray<{ tag: string; detail: string }>
+      assert.deepStrictEqual(outcomes.map((o) => o.tag), ["Ok", "Ok"], last)
+      assert.isTrue(peerA.seen[0]?.secure, "A: delivered over TLS")
+      assert.isTrue(peerB.seen[0]?.secure, "B: delivered over TLS")
     }))
 
   it.live("nobody listening: retried with the reason", () =>

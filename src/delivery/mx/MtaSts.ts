@@ -26,7 +26,7 @@ import * as MtaStsPolicy from "./MtaStsPolicy.ts"
 export interface MtaStsOptions {
   /** Port of the policy hosts' HTTPS (default 443; tests point it elsewhere). */
   readonly port?: number | undefined
-  /** Trusted CA certificates (PEM) for the policy hosts; default Node's bundled roots. */
+  /** Trusted CA certificates (PEM) for the policy hosts; default: Node's default CAs. */
   readonly ca?: ReadonlyArray<string | Buffer> | undefined
   /** The local address to connect from (the adapter's `local_address`). */
   readonly localAddress?: string | undefined

@@ -15,6 +15,7 @@ import * as NodeHttpClient from "@effect/platform-node/NodeHttpClient"
 import { Clock, Effect, Layer, Redacted, Stream } from "effect"
 import { type HttpClient, type HttpClientError, HttpClientRequest, type HttpClientResponse } from "effect/http"
 import { http } from "../../internal/nodeHttp.ts"
+import * as TrustedCa from "../../internal/trustedCa.ts"
 import * as DA from "../DeliveryAdapter.ts"
 import * as Payload from "./Payload.ts"
 import * as Signature from "./Signature.ts"
@@ -40,6 +41,7 @@ export interface WebhookOptions extends Payload.PartsOptions {
   readonly raw?: Payload.RawMode
   /** Overrides of the response mapping, e.g. `{ "404": "retry", "3xx": "reject" }`. */
   readonly responses?: Partial<Readonly<Record<StatusKey, Decision>>>
+  /** `ca`: extra trusted CA certificates (PEM), besides Node's default set. */
   readonly tls?: { readonly rejectUnauthorized?: boolean; readonly ca?: string | Buffer }
 }
 
@@ -124,7 +126,8 @@ export const make = Effect.fnUntraced(function*(options: WebhookOptions) {
   const agent = yield* NodeHttpClient.makeAgent({
     keepAlive: true,
     ...(options.tls?.rejectUnauthorized !== undefined ? { rejectUnauthorized: options.tls.rejectUnauthorized } : {}),
-    ...(options.tls?.ca !== undefined ? { ca: options.tls.ca } : {})
+    // Added to Node's default CAs, not instead of them (see `trustedCa.ts`).
+    ...(options.tls?.ca !== undefined ? { ca: TrustedCa.withDefaults(options.tls.ca) } : {})
   })
   const client: HttpClient.HttpClient = yield* NodeHttpClient.makeNodeHttp.pipe(Effect.provideService(NodeHttpClient.HttpAgent, agent))
 
