@@ -7,9 +7,7 @@
  * there until TLS and AUTH, and the open-relay table at RCPT with the relay authority; then the
  * same AUTH replies from a real Incoming listener.
  */
-import { mkdtempSync } from "node:fs"
 import type { AddressInfo } from "node:net"
-import { tmpdir } from "node:os"
 import { readFileSync } from "node:fs"
 import { assert, describe, it } from "@effect/vitest"
 import { Context, Effect, Exit, Layer, Metric } from "effect"
@@ -197,7 +195,7 @@ describe("AuthHandler through smtp-server", () => {
 describe("listener modes", () => {
   it.live("submission: no AUTH in EHLO before STARTTLS, AUTH refused, MAIL 530 until TLS and AUTH; after TLS it works", () =>
     Effect.gen(function*() {
-      const dir = mkdtempSync(`${tmpdir()}/incoming-auth-`)
+      const dir = yield* TestIncoming.tempDir("incoming-auth-")
       const files = selfSignedCert(dir)
       const tls = { cert: readFileSync(files.cert), key: readFileSync(files.key) }
       const setup: ListenerMode.AuthSetup = { mode: "submission", tlsAvailable: true, methods: ["PLAIN", "LOGIN"] }
@@ -256,7 +254,7 @@ describe("AUTH replies from a real Incoming listener (RFC 4954 §4)", () => {
 
   it.live.skipIf(!hasOpenssl)("mx with STARTTLS: AUTH before TLS is 538 5.7.11 (was 500 5.5.2), before EHLO 503, and works after STARTTLS", () =>
     Effect.gen(function*() {
-      const files = selfSignedCert(mkdtempSync(`${tmpdir()}/incoming-auth-`))
+      const files = selfSignedCert(yield* TestIncoming.tempDir("incoming-auth-"))
       const port = yield* listenerWith({ tls: { mode: "optional", cert: files.cert, key: files.key } })
       const c = yield* SmtpClient.connect({ port })
       const early = yield* c.command(`AUTH PLAIN ${b64("\0alice\0correct horse")}`)

@@ -4,14 +4,14 @@
  * line format, atomic rewrite (mode 0600, comments kept), and the file-backed UserStore picking
  * up changes without a restart.
  */
-import { mkdtempSync, readdirSync, readFileSync, statSync, unlinkSync, writeFileSync } from "node:fs"
-import { tmpdir } from "node:os"
+import { readdirSync, readFileSync, statSync, unlinkSync, writeFileSync } from "node:fs"
 import { join } from "node:path"
 import { assert, describe, it } from "@effect/vitest"
 import { Effect, Exit, Fiber } from "effect"
 import { TestClock } from "effect/testing"
 import * as UserFile from "../../src/auth/UserFile.ts"
 import * as Users from "../../src/cli/users.ts"
+import { TestIncoming } from "../../src/testing/index.ts"
 
 const cheap = { N: 1024, r: 8, p: 1 }
 const withPassword = (pw: string) => Effect.provideService(Users.PasswordInput, Effect.succeed(pw))
@@ -48,7 +48,7 @@ describe("UserFile", () => {
 
   it.effect("users add / passwd / remove through the command handlers; the store sees each change", () =>
     Effect.gen(function*() {
-      const dir = mkdtempSync(join(tmpdir(), "incoming-users-"))
+      const dir = yield* TestIncoming.tempDir("incoming-users-")
       const file = join(dir, "users")
       writeFileSync(file, "# managed by incoming users\n")
       const store = UserFile.make(file)
@@ -87,7 +87,7 @@ describe("UserFile", () => {
   // Live clock: the editors' lock waits sleep on the Clock, and another editor here releases its lock after real time.
   it.live("concurrent editors take turns under <file>.lock: no edit is lost; a held lock is waited for", () =>
     Effect.gen(function*() {
-      const dir = mkdtempSync(join(tmpdir(), "incoming-users-"))
+      const dir = yield* TestIncoming.tempDir("incoming-users-")
       const file = join(dir, "users")
       const names = ["u1", "u2", "u3", "u4", "u5", "u6"]
       yield* Effect.forEach(names, (name) => UserFile.edit(file, { _tag: "Add", name, password: "pw", params: cheap }), {
@@ -107,7 +107,7 @@ describe("UserFile", () => {
 
   it.effect("the wait for another editor's lock runs on the Clock (TestClock): it gives up at 5 s naming the lock, and can be interrupted", () =>
     Effect.gen(function*() {
-      const dir = mkdtempSync(join(tmpdir(), "incoming-users-"))
+      const dir = yield* TestIncoming.tempDir("incoming-users-")
       const file = join(dir, "users")
       const lockFile = `${file}.lock`
       writeFileSync(lockFile, "12345\n")
@@ -133,7 +133,7 @@ describe("UserFile", () => {
 
   it.effect("a missing file is empty; an unreadable or malformed one is a typed store error (454 at AUTH)", () =>
     Effect.gen(function*() {
-      const dir = mkdtempSync(join(tmpdir(), "incoming-users-"))
+      const dir = yield* TestIncoming.tempDir("incoming-users-")
       assert.isFalse(yield* UserFile.make(join(dir, "none")).verify("a", "b"))
       writeFileSync(join(dir, "bad"), "alice\n")
       const e = yield* Effect.flip(UserFile.make(join(dir, "bad")).verify("alice", "x"))

@@ -4,10 +4,10 @@
  * submission listeners, which require AUTH); the same from an authenticated client or from a
  * trusted network is accepted. Real TLS (self-signed), real AUTH PLAIN with nodemailer.
  */
-import { mkdtempSync } from "node:fs"
+import { mkdtempSync, rmSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
-import { assert, describe, it } from "@effect/vitest"
+import { afterAll, assert, describe, it } from "@effect/vitest"
 import { Context, Effect, Layer } from "effect"
 import nodemailer from "nodemailer"
 import * as UserStore from "../../src/auth/UserStore.ts"
@@ -16,7 +16,11 @@ import { Listeners } from "../../src/smtp/Listener.ts"
 import { TestIncoming } from "../../src/testing/index.ts"
 import { hasOpenssl, selfSignedCert } from "../smtp/helpers.ts"
 
-const certs = hasOpenssl ? selfSignedCert(mkdtempSync(join(tmpdir(), "incoming-relay-"))) : undefined
+const certDir = hasOpenssl ? mkdtempSync(join(tmpdir(), "incoming-relay-")) : undefined
+const certs = certDir === undefined ? undefined : selfSignedCert(certDir)
+afterAll(() => {
+  if (certDir !== undefined) rmSync(certDir, { recursive: true, force: true })
+})
 const store = UserStore.fromRecord({ alice: "correct horse" })
 
 type Client = "untrusted" | "authenticated" | "trusted"

@@ -4,10 +4,10 @@
  * change; insert; append) applied to in-memory and spilled bodies, every byte after the block
  * kept, and the body stream read afresh on each run.
  */
-import { existsSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs"
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
-import { assert, describe, it } from "@effect/vitest"
+import { afterAll, assert, describe, it } from "@effect/vitest"
 import { Effect, Stream } from "effect"
 import * as MessageEdit from "../../src/policy/MessageEdit.ts"
 import * as HeaderBlock from "../../src/spool/HeaderBlock.ts"
@@ -30,8 +30,15 @@ const inMemory = (text: string): SpooledBody => {
   return { _tag: "InMemory", size: buf.length, chunks, release: Effect.void }
 }
 
+// Spool files of the bodies below, removed when the file's tests are done.
+const dirs: Array<string> = []
+afterAll(() => {
+  for (const dir of dirs) rmSync(dir, { recursive: true, force: true })
+})
+
 const onDisk = (text: string): SpooledBody => {
   const dir = mkdtempSync(join(tmpdir(), "hb-"))
+  dirs.push(dir)
   const path = join(dir, "m.spool")
   writeFileSync(path, text)
   return { _tag: "File", size: Buffer.byteLength(text), path, release: Effect.void }
