@@ -12,8 +12,9 @@
  * Each round commits `count` messages from `concurrency` committers (as that many sessions
  * would). `backlog`: every commit first, then the workers drain the queue; the two phases are
  * reported apart (with SQLite the workers already deliver while the committers wait for their
- * group commits, so there "commit" includes most of the delivery: read the sum). `live`: each committer yields an event-loop turn after each commit, so the
- * workers deliver while commits arrive, as in a server (one figure for both; an idle event-loop
+ * group commits, so there "commit" includes most of the delivery: read the sum). `live`: each
+ * committer yields an event-loop turn after each commit, so the workers deliver while commits
+ * arrive, as in a server (one figure for both; an idle event-loop
  * turn costs ~4 µs here and is included). Reported per round: main-thread CPU µs per message
  * (`process.threadCpuUsage`), all threads (the SQLite writer too) and wall µs per message. The
  * first rounds run while V8 still compiles: read the last ones (the summary is their median).

@@ -6,7 +6,6 @@
  * recipient; connection and TLS-policy failures → Retry.
  */
 import type { AddressInfo } from "node:net"
-import { spawn } from "node:child_process"
 import { mkdirSync, readFileSync } from "node:fs"
 import { join } from "node:path"
 import { fileURLToPath } from "node:url"
@@ -20,6 +19,7 @@ import { Listeners } from "../../src/smtp/Listener.ts"
 import { Captured, TestIncoming } from "../../src/testing/index.ts"
 import { envelope } from "../support/fixtures.ts"
 import { hasOpenssl, selfSignedCert } from "../smtp/helpers.ts"
+import { runScript } from "../support/server.ts"
 
 const text = "From: sender@remote.test\r\nSubject: relayed\r\n\r\n.starts with a dot\r\nbody\r\n"
 
@@ -209,26 +209,20 @@ describe("SmtpRelayAdapter", () => {
       // A `ca` that replaced the default set would fail A; Node reads NODE_EXTRA_CA_CERTS at start-up
       // only, hence the child process.
       const dir = yield* TestIncoming.tempDir()
-      const [certA, certB] = ["a", "b"].map((name) => {
+      const certIn = (name: string) => {
         mkdirSync(join(dir, name))
         return selfSignedCert(join(dir, name))
-      }) as [ReturnType<typeof selfSignedCert>, ReturnType<typeof selfSignedCert>]
+      }
+      const certA = certIn("a")
+      const certB = certIn("b")
       const peerA = yield* peer({ key: readFileSync(certA.key), cert: readFileSync(certA.cert) })
       const peerB = yield* peer({ key: readFileSync(certB.key), cert: readFileSync(certB.cert) })
       const child = fileURLToPath(new URL("../support/relayCaChild.ts", import.meta.url))
-      // Not spawnSync: the peers answer from this process's event loop.
-      const run = yield* Effect.callback<{ code: number | null; stdout: string; stderr: string }>((resume) => {
-        const p = spawn(process.execPath, [child, certB.cert, String(peerA.port), String(peerB.port)], {
-          env: { ...process.env, NODE_EXTRA_CA_CERTS: certA.cert },
-          stdio: ["ignore", "pipe", "pipe"]
-        })
-        let stdout = ""
-        let stderr = ""
-        p.stdout.on("data", (c: Buffer) => (stdout += c.toString()))
-        p.stderr.on("data", (c: Buffer) => (stderr += c.toString()))
-        p.on("close", (code) => resume(Effect.succeed({ code, stdout, stderr })))
-        return Effect.sync(() => p.kill("SIGKILL"))
-      }).pipe(Effect.timeout("30 seconds"))
+      const run = yield* runScript(child, [certB.cert, String(peerA.port), String(peerB.port)], {
+        cwd: dir,
+        env: { NODE_EXTRA_CA_CERTS: certA.cert },
+        timeoutMs: 30_000
+      })
       assert.strictEqual(run.code, 0, run.stderr)
       // The outcomes are the last line (the adapter's log lines come before it).
       const last = run.stdout.trim().split("\n").at(-1)!

@@ -106,9 +106,12 @@ export interface RunOptions {
 }
 
 /** Runs one `incoming ...` command to completion (check-config, queue, users) and collects its output. */
-export const runCli = (args: ReadonlyArray<string>, options: RunOptions) =>
+export const runCli = (args: ReadonlyArray<string>, options: RunOptions) => runScript(`${root}src/bin/incoming.ts`, args, options)
+
+/** Runs a script of ours (`.ts`, with this Node) to completion and collects its output. */
+export const runScript = (file: string, args: ReadonlyArray<string>, options: RunOptions) =>
   Effect.callback<Ran>((resume) => {
-    const child = spawn(process.execPath, [`${root}src/bin/incoming.ts`, ...args], {
+    const child = spawn(process.execPath, [file, ...args], {
       cwd: options.cwd,
       env: { ...process.env, ...options.env },
       stdio: ["ignore", "pipe", "pipe"],
