@@ -436,6 +436,30 @@ describe("SqliteQueue", () => {
         }))
     }))
 
+  it.effect("a commit of an id already stored is refused and changes nothing; the rest of its batch commits", () =>
+    Effect.gen(function*() {
+      const dataDir = yield* tempDir
+      yield* TestClock.setTime(T0)
+      const first = message({ receivedAt: T0 - 10, rcpts: ["first@example.test"] })
+      yield* withQueue({ dataDir }, (q) =>
+        Effect.gen(function*() {
+          yield* q.commit(first)
+          const again = message({ receivedAt: T0 - 5, rcpts: ["second@example.test"], id: first.id })
+          const other = message({ receivedAt: T0 - 5 })
+          // Both in one batch: the refusal must not abort the other commit with it.
+          const [refused, committed] = yield* Effect.all([Effect.result(q.commit(again)), Effect.result(q.commit(other))], {
+            concurrency: "unbounded"
+          })
+          assert.isTrue(refused._tag === "Failure" && refused.failure.reason._tag === "StorageFailed", `duplicate: ${String(refused)}`)
+          assert.match(refused._tag === "Failure" ? refused.failure.message : "", /already exists/)
+          assert.strictEqual(committed._tag, "Success")
+          assert.strictEqual(yield* q.depth, 2)
+        }))
+      const rows = peek(dataDir, (db) =>
+        db.prepare("SELECT rcpt FROM recipients WHERE message_id = ?").all(first.id).map((r) => r.rcpt))
+      assert.deepStrictEqual(rows, ["first@example.test"])
+    }))
+
   it.effect("a database written by a newer version is refused", () =>
     Effect.gen(function*() {
       const dataDir = yield* tempDir

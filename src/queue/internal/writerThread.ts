@@ -57,6 +57,12 @@ const sql = {
   insertMessage: db.prepare(
     "INSERT INTO messages (id, envelope, trace, received_at, size, body, body_file) VALUES (?, ?, ?, ?, ?, ?, ?)"
   ),
+  // A commit's insert is its own existence check: an id already stored inserts nothing (a
+  // constraint error instead would abort the whole batch), one statement instead of two.
+  insertNewMessage: db.prepare(
+    `INSERT INTO messages (id, envelope, trace, received_at, size, body, body_file) VALUES (?, ?, ?, ?, ?, ?, ?)
+     ON CONFLICT (id) DO NOTHING`
+  ),
   insertRecipient: db.prepare(
     "INSERT INTO recipients (message_id, rcpt, state, attempts, next_attempt_at, priority, held) VALUES (?, ?, 'queued', 0, ?, ?, ?)"
   ),
@@ -66,6 +72,18 @@ const sql = {
      VALUES (?, ?, 'inflight', 1, ?, ?, ?, ?)`
   ),
   anyExpired: db.prepare("SELECT 1 AS found FROM recipients WHERE state = 'inflight' AND lease_expires_at <= ? LIMIT 1"),
+  // The handoff check of every commit (see `dueBefore`) in one statement: a due normal row no
+  // lease holds back, an expired lease, or a due row above normal priority (`nextDue`,
+  // `anyExpired` and `urgentDue` as one query; `priority <> 0` lets the last use its partial index).
+  dueBefore: db.prepare(
+    `SELECT EXISTS (SELECT 1 FROM recipients AS r
+         WHERE r.state IN ('queued', 'retry') AND r.held = 0 AND r.priority = 0 AND r.next_attempt_at <= $at
+           AND NOT EXISTS (SELECT 1 FROM recipients AS x WHERE x.message_id = r.message_id AND x.state = 'inflight'))
+       OR EXISTS (SELECT 1 FROM recipients WHERE state = 'inflight' AND lease_expires_at <= $now)
+       OR EXISTS (SELECT 1 FROM recipients AS r
+         WHERE r.state IN ('queued', 'retry') AND r.held = 0 AND r.priority <> 0 AND r.priority > 0 AND r.next_attempt_at <= $now
+           AND NOT EXISTS (SELECT 1 FROM recipients AS x WHERE x.message_id = r.message_id AND x.state = 'inflight')) AS due`
+  ),
   releaseExpired: db.prepare(
     `UPDATE recipients SET state = 'queued', lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL
      WHERE state = 'inflight' AND lease_expires_at <= ?`
@@ -208,16 +226,10 @@ const afterChange = (batch: Batch, id: string, wasPending: boolean): boolean => 
 /**
  * Whether a claim would find something in the database ahead of a message due at `at`: a due
  * recipient no lease holds back (due at `at` or before, so also one that arrived earlier at the
- * same time), or an expired lease. A handoff would jump ahead of it, so the commit is queued then.
+ * same time), an expired lease, or a due recipient above normal priority. A handoff would jump
+ * ahead of it, so the commit is queued then.
  */
-const dueBefore = (at: number, now: number): boolean =>
-  sql.nextDue.get(at) !== undefined || sql.anyExpired.get(now) !== undefined || urgentDue(now) !== undefined
-
-/** The most urgent due row above normal priority, if any. */
-const urgentDue = (now: number) => {
-  const row = sql.nextPrioritised.get(now)
-  return row !== undefined && num(row.priority) > 0 ? row : undefined
-}
+const dueBefore = (at: number, now: number): boolean => num(sql.dueBefore.get({ at, now })?.due) === 1
 
 /**
  * Claim order: above normal, then normal, then below (rows that aged count as normal: see `age`);
@@ -250,12 +262,11 @@ const leasedRows = (id: string, token: string) =>
 const run = (batch: Batch, op: Op): Outcome => {
   switch (op.op) {
     case "commit": {
-      if (sql.exists.get(op.id) !== undefined) {
-        return refuse({ _tag: "StorageFailed", detail: `message ${op.id} already exists` })
-      }
       const projected = batch.depth + batch.depthDelta
       if (projected >= op.maxDepth) return refuse({ _tag: "Full", depth: projected, maxDepth: op.maxDepth })
-      sql.insertMessage.run(op.id, op.envelope, op.trace, op.receivedAt, op.size, op.inline, op.file)
+      if (Number(sql.insertNewMessage.run(op.id, op.envelope, op.trace, op.receivedAt, op.size, op.inline, op.file).changes) === 0) {
+        return refuse({ _tag: "StorageFailed", detail: `message ${op.id} already exists` })
+      }
       batch.depthDelta += 1
       const handoff = op.held ? null : op.handoff
       if (handoff !== null && !dueBefore(op.receivedAt, handoff.now)) {
