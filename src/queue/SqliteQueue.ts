@@ -480,32 +480,40 @@ export const make = Effect.fnUntraced(function*(options: SqliteQueueOptions) {
 
   // A settle that commits reports (bounces, delay notices) stores their bodies first (undone if
   // it does not commit) and is flushed like a commit.
-  const settle = Effect.fnUntraced(function*(lease: Lease, settlements: ReadonlyArray<Settlement>, extras?: SettleExtras) {
-    const now = yield* Clock.currentTimeMillis
-    const reports = extras?.reports ?? []
-    for (const m of reports) {
-      if (!validId(m.id) || m.envelope.rcptTo.length === 0) return yield* storageFailed(`invalid report ${JSON.stringify(m.id)}`)
-    }
-    const stored = yield* Effect.forEach(reports, storeBody)
-    const rows = settlements.map((s): SettleRow =>
+  const settleRows = (settlements: ReadonlyArray<Settlement>, now: number) =>
+    settlements.map((s): SettleRow =>
       s._tag === "Delivered"
         ? { rcpt: s.rcpt, tag: "Delivered", reply: s.reply, at: 0 }
         : s._tag === "Retry"
         ? { rcpt: s.rcpt, tag: "Retry", reply: s.reply, at: ms(s.at) }
         : { rcpt: s.rcpt, tag: "Dead", reply: s.reply, at: ms(now + opts.deadLetterTtlMs) }
     )
+
+  const allDeliveredOf = (lease: Lease, rows: ReadonlyArray<SettleRow>) => {
     const delivered = new Set(rows.filter((r) => r.tag === "Delivered").map((r) => r.rcpt))
-    const allDelivered = lease.recipients.every((r) => delivered.has(r.rcpt))
-    // Settles are not flushed on their own (see GroupCommit's `durable`), except one that may
-    // delete a body file (the row saying "delivered" must be on disk before the file goes) or
-    // that carries reports.
-    const mayDeleteFile = fileBacked.delete(lease.token)
+    return lease.recipients.every((r) => delivered.has(r.rcpt))
+  }
+
+  // Settles are not flushed on their own (see GroupCommit's `durable`), except one that may
+  // delete a body file (the row saying "delivered" must be on disk before the file goes) or
+  // that carries reports.
+
+  /** A settle that carries reports (bounces, delay notices): their bodies are stored first. */
+  const settleWithReports = Effect.fnUntraced(function*(lease: Lease, settlements: ReadonlyArray<Settlement>, extras: SettleExtras) {
+    const now = yield* Clock.currentTimeMillis
+    const reports = extras.reports ?? []
+    for (const m of reports) {
+      if (!validId(m.id) || m.envelope.rcptTo.length === 0) return yield* storageFailed(`invalid report ${JSON.stringify(m.id)}`)
+    }
+    const stored = yield* Effect.forEach(reports, storeBody)
+    const rows = settleRows(settlements, now)
+    fileBacked.delete(lease.token)
     yield* writer.submit<void>({
       op: "settle",
       id: lease.id,
       token: lease.token,
       rows,
-      allDelivered,
+      allDelivered: allDeliveredOf(lease, rows),
       reports: reports.map((m, i): ReportRow => ({
         id: m.id,
         envelope: encodeEnvelope(m.envelope),
@@ -517,14 +525,33 @@ export const make = Effect.fnUntraced(function*(options: SqliteQueueOptions) {
         rcpts: [...new Set(m.envelope.rcptTo)],
         priority: m.envelope.priority ?? Priority.normal
       })),
-      delayNotified: extras?.delayNotified === undefined ? null : ms(extras.delayNotified)
+      delayNotified: extras.delayNotified === undefined ? null : ms(extras.delayNotified)
     }, {
-      durable: mayDeleteFile || reports.length > 0,
+      durable: true,
       syncBodies: stored.some((b) => b.file !== null),
       onFailure: Effect.forEach(stored, (b) => b.undo, { discard: true })
     })
     yield* Effect.forEach(reports, (m) => m.body.release, { discard: true })
   })
+
+  // Once per delivered message: without reports a settle is one step to the writer, not a
+  // generator (the memory queue's settle is built the same way).
+  const settle = (lease: Lease, settlements: ReadonlyArray<Settlement>, extras?: SettleExtras) =>
+    extras?.reports !== undefined && extras.reports.length > 0
+      ? settleWithReports(lease, settlements, extras)
+      : Effect.withFiber((fiber) => {
+        const rows = settleRows(settlements, fiber.getRef(Clock.Clock).currentTimeMillisUnsafe())
+        const mayDeleteFile = fileBacked.delete(lease.token)
+        return writer.submit<void>({
+          op: "settle",
+          id: lease.id,
+          token: lease.token,
+          rows,
+          allDelivered: allDeliveredOf(lease, rows),
+          reports: [],
+          delayNotified: extras?.delayNotified === undefined ? null : ms(extras.delayNotified)
+        }, { durable: mayDeleteFile, syncBodies: false, onFailure: Effect.void })
+      })
 
   const release = Effect.fnUntraced(function*(lease: Lease) {
     yield* writer.submit<void>({ op: "release", id: lease.id, token: lease.token }, { durable: false })
