@@ -423,31 +423,14 @@ export const make = Effect.fnUntraced(function*(options: SqliteQueueOptions) {
     })
   })
 
-  /**
-   * Turns a handed-off lease into the claimer's lease. One with less than half the requested
-   * time left is extended first, by a write that also checks the token still holds; a lease lost
-   * meanwhile (expired and taken over) gives undefined.
-   */
-  const takeHandedOff = Effect.fnUntraced(function*(
-    entry: ReadyList.Ready,
-    request: { readonly owner: string; readonly leaseMs: number },
-    now: number
-  ) {
-    let expiresAt = entry.expiresAt
-    if (expiresAt - now < request.leaseMs / 2) {
-      expiresAt = ms(now + request.leaseMs)
-      const held = yield* writer.submit<boolean>(
-        { op: "extend", id: entry.id, token: entry.token, owner: request.owner, expiresAt },
-        { durable: false }
-      )
-      if (!held) return undefined
-    }
+  /** A handed-off lease as the claimer's lease, expiring at `expiresAt`. */
+  const leaseOf = (entry: ReadyList.Ready, owner: string, expiresAt: number): Lease => {
     if (entry.file !== null) fileBacked.add(entry.token)
     const kept = entry.kept
     return {
       id: entry.id,
       token: entry.token,
-      owner: request.owner,
+      owner,
       expiresAt,
       envelope: entry.envelope,
       receivedAt: entry.receivedAt,
@@ -455,31 +438,48 @@ export const make = Effect.fnUntraced(function*(options: SqliteQueueOptions) {
       body: kept === null
         ? bodyOf(entry.id, entry.trace, entry.size, entry.file ?? undefined)
         : { size: Buffer.byteLength(entry.trace) + entry.size, stream: () => BodyStream.fromParts(entry.trace, kept) }
-    } satisfies Lease
-  })
-
-  const claim = Effect.fnUntraced(function*(request: { readonly owner: string; readonly leaseMs: number }) {
-    // From now on commits may hand off, with the lease length this dispatcher asks for.
-    ready.workersLease(request.leaseMs)
-    const now = ms(yield* Clock.currentTimeMillis)
-    // Nothing due in the database and nothing handed off: no trip to the writer. A commit landing
-    // right after this read notifies the work signal once it committed, so the worker that waits
-    // next claims again.
-    if (yield* read("claim", () => ready.databaseFirst(now, probe))) {
-      const claimed = yield* claimFromDatabase(request, now)
-      if (Option.isSome(claimed)) return claimed
     }
-    while (true) {
-      const entry = ready.entries[0]
-      if (entry === undefined) return Option.none<Lease>()
-      ready.drop(entry)
-      const lease = yield* takeHandedOff(entry, request, now)
-      if (lease !== undefined) return Option.some<Lease>(lease)
-    }
-  })
+  }
 
-  // A settle that commits reports (bounces, delay notices) stores their bodies first (undone if
-  // it does not commit) and is flushed like a commit.
+  /**
+   * The first handed-off lease of the ready list that still holds, as the claimer's lease. One
+   * with less than half the requested time left is extended first, by a write that also checks
+   * the token still holds; a lease lost meanwhile (expired and taken over) is skipped.
+   */
+  const takeHandedOff = (
+    request: { readonly owner: string; readonly leaseMs: number },
+    now: number
+  ): Effect.Effect<Option.Option<Lease>, MailQueueError> => {
+    const entry = ready.entries[0]
+    if (entry === undefined) return Effect.succeedNone
+    ready.drop(entry)
+    if (entry.expiresAt - now >= request.leaseMs / 2) return Effect.succeedSome(leaseOf(entry, request.owner, entry.expiresAt))
+    const expiresAt = ms(now + request.leaseMs)
+    return Effect.flatMap(
+      writer.submit<boolean>({ op: "extend", id: entry.id, token: entry.token, owner: request.owner, expiresAt }, { durable: false }),
+      (held) => (held ? Effect.succeedSome(leaseOf(entry, request.owner, expiresAt)) : takeHandedOff(request, now))
+    )
+  }
+
+  // Once per delivered message: a claim the ready list answers is one step, not a generator.
+  const claim = (request: { readonly owner: string; readonly leaseMs: number }): Effect.Effect<Option.Option<Lease>, MailQueueError> =>
+    Effect.withFiber((fiber) => {
+      // From now on commits may hand off, with the lease length this dispatcher asks for.
+      ready.workersLease(request.leaseMs)
+      const now = ms(fiber.getRef(Clock.Clock).currentTimeMillisUnsafe())
+      // Nothing due in the database and nothing handed off: no trip to the writer. A commit landing
+      // right after this read notifies the work signal once it committed, so the worker that waits
+      // next claims again.
+      let databaseFirst: boolean
+      try {
+        databaseFirst = ready.databaseFirst(now, probe)
+      } catch (cause) {
+        return Effect.fail(fromStorageException(cause, "claim"))
+      }
+      if (!databaseFirst) return takeHandedOff(request, now)
+      return Effect.flatMap(claimFromDatabase(request, now), (claimed) => Option.isSome(claimed) ? Effect.succeed(claimed) : takeHandedOff(request, now))
+    })
+
   const settleRows = (settlements: ReadonlyArray<Settlement>, now: number) =>
     settlements.map((s): SettleRow =>
       s._tag === "Delivered"
