@@ -37,12 +37,13 @@ import * as BodyStream from "./internal/bodyStream.ts"
 import * as GroupCommit from "./internal/GroupCommit.ts"
 import * as InstanceLock from "./internal/InstanceLock.ts"
 import * as ReadyList from "./internal/ReadyList.ts"
+import * as SqliteOps from "./internal/sqliteOps.ts"
 import * as SqliteAdmin from "./internal/sqliteAdmin.ts"
 import { recover, type Recovered } from "./internal/sqliteRecovery.ts"
 import { decodeEnvelope, encodeEnvelope, int, optionalInt } from "./internal/sqliteSchema.ts"
 import { messageBody, openDatabase, prepare, read } from "./internal/sqliteStatements.ts"
 import * as WorkSignal from "./internal/WorkSignal.ts"
-import type { Claimed, CommitResult, Handoff, ReportRow, SettleRow } from "./internal/writerProtocol.ts"
+import type { Claimed, CommitResult, Handoff } from "./internal/writerProtocol.ts"
 import {
   defaultQueueOptions,
   type Lease,
@@ -87,8 +88,7 @@ interface StoredBody {
 // Ids become file names under bodies/: nothing that could escape the directory or look like a temp file.
 const validId = (id: string): boolean => /^[A-Za-z0-9_-]{1,128}$/.test(id)
 
-// STRICT integer columns refuse fractions, and one refused row would abort a whole batch.
-const ms = (n: number): number => Math.floor(n)
+const { ms } = SqliteOps
 
 const storageFailed = (detail: string) => new MailQueueError({ reason: { _tag: "StorageFailed", detail } })
 
@@ -480,20 +480,6 @@ export const make = Effect.fnUntraced(function*(options: SqliteQueueOptions) {
       return Effect.flatMap(claimFromDatabase(request, now), (claimed) => Option.isSome(claimed) ? Effect.succeed(claimed) : takeHandedOff(request, now))
     })
 
-  const settleRows = (settlements: ReadonlyArray<Settlement>, now: number) =>
-    settlements.map((s): SettleRow =>
-      s._tag === "Delivered"
-        ? { rcpt: s.rcpt, tag: "Delivered", reply: s.reply, at: 0 }
-        : s._tag === "Retry"
-        ? { rcpt: s.rcpt, tag: "Retry", reply: s.reply, at: ms(s.at) }
-        : { rcpt: s.rcpt, tag: "Dead", reply: s.reply, at: ms(now + opts.deadLetterTtlMs) }
-    )
-
-  const allDeliveredOf = (lease: Lease, rows: ReadonlyArray<SettleRow>) => {
-    const delivered = new Set(rows.filter((r) => r.tag === "Delivered").map((r) => r.rcpt))
-    return lease.recipients.every((r) => delivered.has(r.rcpt))
-  }
-
   // Settles are not flushed on their own (see GroupCommit's `durable`), except one that may
   // delete a body file (the row saying "delivered" must be on disk before the file goes) or
   // that carries reports.
@@ -506,31 +492,16 @@ export const make = Effect.fnUntraced(function*(options: SqliteQueueOptions) {
       if (!validId(m.id) || m.envelope.rcptTo.length === 0) return yield* storageFailed(`invalid report ${JSON.stringify(m.id)}`)
     }
     const stored = yield* Effect.forEach(reports, storeBody)
-    const rows = settleRows(settlements, now)
     fileBacked.delete(lease.token)
-    yield* writer.submit<void>({
-      op: "settle",
-      id: lease.id,
-      token: lease.token,
-      rows,
-      allDelivered: allDeliveredOf(lease, rows),
-      reports: reports.map((m, i): ReportRow => ({
-        id: m.id,
-        envelope: encodeEnvelope(m.envelope),
-        trace: m.trace,
-        receivedAt: ms(m.receivedAt),
-        size: m.body.size,
-        inline: stored[i]!.inline,
-        file: stored[i]!.file,
-        rcpts: [...new Set(m.envelope.rcptTo)],
-        priority: m.envelope.priority ?? Priority.normal
-      })),
-      delayNotified: extras.delayNotified === undefined ? null : ms(extras.delayNotified)
-    }, {
-      durable: true,
-      syncBodies: stored.some((b) => b.file !== null),
-      onFailure: Effect.forEach(stored, (b) => b.undo, { discard: true })
-    })
+    const rows = reports.map((m, i) => SqliteOps.reportRow(m, stored[i]!))
+    yield* writer.submit<void>(
+      SqliteOps.settleOp(lease, settlements, { now, deadLetterTtlMs: opts.deadLetterTtlMs, reports: rows, delayNotified: extras.delayNotified }),
+      {
+        durable: true,
+        syncBodies: stored.some((b) => b.file !== null),
+        onFailure: Effect.forEach(stored, (b) => b.undo, { discard: true })
+      }
+    )
     yield* Effect.forEach(reports, (m) => m.body.release, { discard: true })
   })
 
@@ -540,17 +511,9 @@ export const make = Effect.fnUntraced(function*(options: SqliteQueueOptions) {
     extras?.reports !== undefined && extras.reports.length > 0
       ? settleWithReports(lease, settlements, extras)
       : Effect.withFiber((fiber) => {
-        const rows = settleRows(settlements, fiber.getRef(Clock.Clock).currentTimeMillisUnsafe())
-        const mayDeleteFile = fileBacked.delete(lease.token)
-        return writer.submit<void>({
-          op: "settle",
-          id: lease.id,
-          token: lease.token,
-          rows,
-          allDelivered: allDeliveredOf(lease, rows),
-          reports: [],
-          delayNotified: extras?.delayNotified === undefined ? null : ms(extras.delayNotified)
-        }, { durable: mayDeleteFile, syncBodies: false, onFailure: Effect.void })
+        const now = fiber.getRef(Clock.Clock).currentTimeMillisUnsafe()
+        const op = SqliteOps.settleOp(lease, settlements, { now, deadLetterTtlMs: opts.deadLetterTtlMs, reports: [], delayNotified: extras?.delayNotified })
+        return writer.submit<void>(op, { durable: fileBacked.delete(lease.token), syncBodies: false, onFailure: Effect.void })
       })
 
   const release = Effect.fnUntraced(function*(lease: Lease) {
