@@ -51,6 +51,11 @@ try {
   process.exit(1)
 }
 
+// Shared by the claim queries and the handoff check, so that they agree on what "claimable" is: a
+// recipient waiting (not held), and none of its message's recipients out on a lease.
+const waiting = "r.state IN ('queued', 'retry') AND r.held = 0"
+const noLeaseOut = "NOT EXISTS (SELECT 1 FROM recipients AS x WHERE x.message_id = r.message_id AND x.state = 'inflight')"
+
 const sql = {
   dataVersion: db.prepare("PRAGMA data_version"),
   exists: db.prepare("SELECT 1 AS found FROM messages WHERE id = ?"),
@@ -71,18 +76,17 @@ const sql = {
     `INSERT INTO recipients (message_id, rcpt, state, attempts, next_attempt_at, lease_owner, lease_token, lease_expires_at)
      VALUES (?, ?, 'inflight', 1, ?, ?, ?, ?)`
   ),
-  anyExpired: db.prepare("SELECT 1 AS found FROM recipients WHERE state = 'inflight' AND lease_expires_at <= ? LIMIT 1"),
   // The handoff check of every commit (see `dueBefore`) in one statement: a due normal row no
-  // lease holds back, an expired lease, or a due row above normal priority (`nextDue`,
-  // `anyExpired` and `urgentDue` as one query; `priority <> 0` lets the last use its partial index).
+  // lease holds back (as `nextDue` finds), an expired lease, or a due row above normal priority
+  // (`nextPrioritised`'s rows; `priority <> 0` lets it use that query's partial index).
   dueBefore: db.prepare(
     `SELECT EXISTS (SELECT 1 FROM recipients AS r
-         WHERE r.state IN ('queued', 'retry') AND r.held = 0 AND r.priority = 0 AND r.next_attempt_at <= $at
-           AND NOT EXISTS (SELECT 1 FROM recipients AS x WHERE x.message_id = r.message_id AND x.state = 'inflight'))
+         WHERE ${waiting} AND r.priority = 0 AND r.next_attempt_at <= $at
+           AND ${noLeaseOut})
        OR EXISTS (SELECT 1 FROM recipients WHERE state = 'inflight' AND lease_expires_at <= $now)
        OR EXISTS (SELECT 1 FROM recipients AS r
-         WHERE r.state IN ('queued', 'retry') AND r.held = 0 AND r.priority <> 0 AND r.priority > 0 AND r.next_attempt_at <= $now
-           AND NOT EXISTS (SELECT 1 FROM recipients AS x WHERE x.message_id = r.message_id AND x.state = 'inflight')) AS due`
+         WHERE ${waiting} AND r.priority <> 0 AND r.priority > 0 AND r.next_attempt_at <= $now
+           AND ${noLeaseOut}) AS due`
   ),
   releaseExpired: db.prepare(
     `UPDATE recipients SET state = 'queued', lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL
@@ -93,16 +97,16 @@ const sql = {
   // at the first hit.
   nextDue: db.prepare(
     `SELECT r.message_id AS id, r.next_attempt_at AS at, r.rowid AS seq FROM recipients AS r
-     WHERE r.state IN ('queued', 'retry') AND r.held = 0 AND r.priority = 0 AND r.next_attempt_at <= ?
-       AND NOT EXISTS (SELECT 1 FROM recipients AS x WHERE x.message_id = r.message_id AND x.state = 'inflight')
+     WHERE ${waiting} AND r.priority = 0 AND r.next_attempt_at <= ?
+       AND ${noLeaseOut}
      ORDER BY r.next_attempt_at, r.rowid LIMIT 1`
   ),
   // The same among rows at other priorities, highest first (recipients_prioritised: empty when
   // nobody uses priorities, so this costs one empty index probe per claim).
   nextPrioritised: db.prepare(
     `SELECT r.message_id AS id, r.next_attempt_at AS at, r.rowid AS seq, r.priority AS priority FROM recipients AS r
-     WHERE r.state IN ('queued', 'retry') AND r.held = 0 AND r.priority <> 0 AND r.next_attempt_at <= ?
-       AND NOT EXISTS (SELECT 1 FROM recipients AS x WHERE x.message_id = r.message_id AND x.state = 'inflight')
+     WHERE ${waiting} AND r.priority <> 0 AND r.next_attempt_at <= ?
+       AND ${noLeaseOut}
      ORDER BY r.priority DESC, r.next_attempt_at, r.rowid LIMIT 1`
   ),
   // Ageing (`Priority.effective`): waiting rows below normal whose message arrived at or before
