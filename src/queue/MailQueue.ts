@@ -8,6 +8,12 @@
  * operators do (list, show, retry, hold, delete, purge, stats) is the other contract,
  * `QueueAdmin.ts`; a backend's `make` builds both over one store (`QueueBackend.ts`), and every
  * backend passes the same conformance kit (`incoming-smtp/testing/queue-conformance`).
+ *
+ * Every operation is an effect that does its work when it runs, not when the method is called:
+ * `commit(m)` stores nothing until it runs, so a caller may build it and hand it to a deadline or
+ * a retry first. Each run is an operation of its own, decided at run time (the clock, the lease
+ * token): running one `claim` effect twice claims twice, and a `commit` run again is a second
+ * commit of its id, which is refused. Every backend keeps to this; the conformance kit checks it.
  */
 import type { Readable } from "node:stream"
 import { Context, type Effect, type Option } from "effect"

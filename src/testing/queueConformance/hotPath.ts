@@ -262,6 +262,34 @@ export const hotPath = (test: ConformanceTest): void => {
       assert.strictEqual(yield* q.depth, 1)
     }))
 
+  test("an operation happens when its effect runs, not when the method is called; each run is one more", (q, a) =>
+    Effect.gen(function*() {
+      const first = message({ receivedAt: T0 - 2 * SECOND })
+      const second = message({ receivedAt: T0 - SECOND })
+      // Built, not run: nothing is stored and nothing is leased.
+      const commitFirst = q.commit(first)
+      const claim = q.claim({ owner: "worker-1", leaseMs: 60 * SECOND })
+      assert.strictEqual(yield* q.depth, 0)
+      assert.isTrue(Option.isNone(yield* a.get(first.id)), "calling commit stored the message")
+      yield* commitFirst
+      assert.strictEqual(yield* q.depth, 1)
+      // A claim built before the commit leases what is due when it runs.
+      const lease = yield* claim
+      if (Option.isNone(lease)) return assert.fail("the claim found nothing")
+      assert.strictEqual(lease.value.id, first.id)
+      const settle = deliverAll(q, lease.value)
+      const leased = yield* a.get(first.id)
+      assert.strictEqual(Option.isSome(leased) ? leased.value.state : "gone", "inflight", "calling settle recorded it")
+      // The same claim effect run again is another claim: it leases the next message.
+      yield* q.commit(second)
+      const next = yield* claim
+      assert.strictEqual(Option.isSome(next) ? next.value.id : "none", second.id)
+      yield* settle
+      assert.isTrue(Option.isNone(yield* a.get(first.id)), "the settle, once run, removed the delivered message")
+      assert.strictEqual(yield* q.depth, 1)
+      assert.isTrue(Option.isNone(yield* claim), "a third run found a message to claim")
+    }))
+
   test("nextDueAt is the earliest time a claim can succeed", (q) =>
     Effect.gen(function*() {
       assert.isTrue(Option.isNone(yield* q.nextDueAt))
