@@ -39,20 +39,16 @@ if (!(count > 0 && count <= 100_000 && rounds > 0 && rounds <= 50)) throw new Er
 
 const dir = mkdtempSync(join(tmpdir(), "incoming-channel-"))
 
-interface Round {
-  readonly mainUs: number
-  readonly wallUs: number
-}
-
 /** Runs rounds of `count` round trips (each awaited before the next) and reports per round trip. */
 const measure = async (label: string, run: () => Promise<void>): Promise<void> => {
   for (let r = 1; r <= rounds; r++) {
     const cpu = process.threadCpuUsage()
     const t0 = performance.now()
     await run()
+    const wallUs = ((performance.now() - t0) * 1000) / count
     const used = process.threadCpuUsage(cpu)
-    const round: Round = { mainUs: (used.user + used.system) / count, wallUs: ((performance.now() - t0) * 1000) / count }
-    process.stdout.write(`${label} round ${r}: main ${round.mainUs.toFixed(1)} µs, wall ${round.wallUs.toFixed(1)} µs per round trip\n`)
+    const mainUs = (used.user + used.system) / count
+    process.stdout.write(`${label} round ${r}: main ${mainUs.toFixed(1)} µs, wall ${wallUs.toFixed(1)} µs per round trip\n`)
   }
 }
 
