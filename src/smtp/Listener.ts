@@ -13,7 +13,7 @@
  */
 import { chmodSync, lstatSync, rmSync } from "node:fs"
 import { type AddressInfo, connect } from "node:net"
-import { Clock, Context, Deferred, Effect, Exit, Fiber, Layer, Ref, References, Scope } from "effect"
+import { Clock, Context, Deferred, Effect, Exit, Layer, Ref, References, Scope } from "effect"
 import type { SMTPServerOptions } from "smtp-server"
 import { Relay } from "../policy/Relay.ts"
 import * as Priority from "../protocol/Priority.ts"
@@ -323,10 +323,10 @@ const start = Effect.fnUntraced(function*(input: ListenerOptions.ListenerInput, 
   const finish = (deadline: number) =>
     Effect.gen(function*() {
       const inFlight = bridge.transactions()
-      if (inFlight.length > 0) {
-        yield* Effect.logInfo(`draining ${inFlight.length} DATA transaction(s)`).pipe(Effect.annotateLogs({ listener: o.name }))
+      if (inFlight > 0) {
+        yield* Effect.logInfo(`draining ${inFlight} DATA transaction(s)`).pipe(Effect.annotateLogs({ listener: o.name }))
         const left = deadline - (yield* Clock.currentTimeMillis)
-        const waited = yield* Fiber.awaitAll(inFlight).pipe(Effect.timeoutOption(Math.max(0, left)))
+        const waited = yield* bridge.transactionsDone.pipe(Effect.timeoutOption(Math.max(0, left)))
         if (waited._tag === "None") {
           yield* Effect.logWarning("drain timeout: interrupting transactions still in progress")
         }

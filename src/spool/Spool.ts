@@ -11,7 +11,7 @@ import { createWriteStream, mkdirSync, readdirSync, unlinkSync, type WriteStream
 import { unlink } from "node:fs/promises"
 import { join } from "node:path"
 import type { Readable } from "node:stream"
-import { Context, Effect, Layer } from "effect"
+import { Context, Effect, Exit, Layer } from "effect"
 import * as Reclaim from "../internal/reclaim.ts"
 import * as LineEndings from "./LineEndings.ts"
 import type { SpooledBody } from "./SpooledBody.ts"
@@ -47,6 +47,12 @@ export interface ReceiveOptions {
 export class Spool extends Context.Service<Spool, {
   readonly dir: string
   readonly receive: (source: Readable, options: ReceiveOptions) => Effect.Effect<SpooledBody, SpoolError>
+  /**
+   * `receive` without a fiber: `done` is called once with the outcome, unless the returned
+   * function (the interruption: it gives everything back) is called first. For the session's
+   * direct DATA path (smtp/internal/directData.ts).
+   */
+  readonly receiveUnsafe: (source: Readable, options: ReceiveOptions, done: (exit: Exit.Exit<SpooledBody, SpoolError>) => void) => () => void
   /** Bytes currently held in memory by received bodies (for tests and metrics). */
   readonly memoryInUse: Effect.Effect<number>
 }>()("incoming/Spool") {}
@@ -106,128 +112,131 @@ export const make = Effect.fnUntraced(function*(options: Partial<SpoolOptions> &
     }
   }
 
-  const receive = (source: Readable, ro: ReceiveOptions) =>
-    Effect.callback<SpooledBody, SpoolError>((resume) => {
-      const scanner = LineEndings.make(ro.lineEndings)
-      let chunks: Array<Buffer> = []
-      let held = 0 // bytes of `chunks` counted against the memory budget
-      let received = 0 // bytes from the client, counted against the cap
-      let size = 0 // bytes kept (after normalisation)
-      let file: WriteStream | undefined
-      let path: string | undefined
-      let failure: SpoolError | undefined
-      let ended = false
-      let done = false
+  const receiveUnsafe = (source: Readable, ro: ReceiveOptions, resume: (exit: Exit.Exit<SpooledBody, SpoolError>) => void) => {
+    const scanner = LineEndings.make(ro.lineEndings)
+    let chunks: Array<Buffer> = []
+    let held = 0 // bytes of `chunks` counted against the memory budget
+    let received = 0 // bytes from the client, counted against the cap
+    let size = 0 // bytes kept (after normalisation)
+    let file: WriteStream | undefined
+    let path: string | undefined
+    let failure: SpoolError | undefined
+    let ended = false
+    let done = false
 
-      const dropMemory = () => {
-        inMemory -= held
-        held = 0
-        chunks = []
-      }
-      const removeFile = () => {
-        const p = path
-        // The file is opened asynchronously: unlinking before the open completes would miss it and
-        // leave it behind. A destroyed stream closes (after its open, if one is pending), then goes.
-        if (file !== undefined && p !== undefined) file.once("close", () => void unlink(p).catch(() => undefined)).destroy()
-        else if (p !== undefined) unlink(p).catch(() => undefined)
-        file = undefined
-        path = undefined
-      }
-      const fail = (e: SpoolError) => {
-        if (failure !== undefined) return
-        failure = e
-        dropMemory()
-        removeFile()
-        // Keep reading and dropping so the engine sees the end of DATA and can send the reply.
-        source.resume()
-      }
-      const finish = () => {
-        if (done) return
-        done = true
-        cleanup()
-        if (failure !== undefined) return resume(Effect.fail(failure))
-        if (file === undefined) return resume(Effect.succeed(inMemoryBody(size, chunks, held)))
-        const p = path!
-        file.end(() => resume(failure !== undefined ? Effect.fail(failure) : Effect.succeed(fileBody(size, p))))
-      }
+    const dropMemory = () => {
+      inMemory -= held
+      held = 0
+      chunks = []
+    }
+    const removeFile = () => {
+      const p = path
+      // The file is opened asynchronously: unlinking before the open completes would miss it and
+      // leave it behind. A destroyed stream closes (after its open, if one is pending), then goes.
+      if (file !== undefined && p !== undefined) file.once("close", () => void unlink(p).catch(() => undefined)).destroy()
+      else if (p !== undefined) unlink(p).catch(() => undefined)
+      file = undefined
+      path = undefined
+    }
+    const fail = (e: SpoolError) => {
+      if (failure !== undefined) return
+      failure = e
+      dropMemory()
+      removeFile()
+      // Keep reading and dropping so the engine sees the end of DATA and can send the reply.
+      source.resume()
+    }
+    const finish = () => {
+      if (done) return
+      done = true
+      cleanup()
+      if (failure !== undefined) return resume(Exit.fail(failure))
+      if (file === undefined) return resume(Exit.succeed(inMemoryBody(size, chunks, held)))
+      const p = path!
+      file.end(() => resume(failure !== undefined ? Exit.fail(failure) : Exit.succeed(fileBody(size, p))))
+    }
 
-      const spill = () => {
-        path = join(opts.dir, `${ro.id}.spool`)
-        const ws = createWriteStream(path, { flags: "wx", mode: 0o600, highWaterMark: 256 * 1024 })
-        ws.on("error", (e) => {
-          fail(storageError(e))
-          if (ended) finish()
-        })
-        ws.on("drain", () => source.resume())
-        for (const c of chunks) ws.write(c)
-        dropMemory()
-        file = ws
-      }
-
-      const onData = (raw: Buffer) => {
-        if (failure !== undefined) return
-        received += raw.length
-        Reclaim.note(raw.length)
-        if (received > ro.maxSize) return fail(new SpoolError({ reason: { _tag: "SizeExceeded", limit: ro.maxSize } }))
-        const kept = scanner.push(raw)
-        if (kept === "LF" || kept === "CR") {
-          return fail(new SpoolError({ reason: { _tag: "BareLineEnding", kind: kept } }))
-        }
-        size += kept.length
-        if (file === undefined) {
-          chunks.push(kept)
-          held += kept.length
-          inMemory += kept.length
-          if (held > opts.inMemoryThreshold || inMemory > opts.memoryBudget) spill()
-        } else if (!file.write(kept)) {
-          source.pause()
-        }
-      }
-      const onEnd = () => {
-        ended = true
-        if (failure === undefined) {
-          const tail = scanner.end()
-          if (tail === "CR") {
-            fail(new SpoolError({ reason: { _tag: "BareLineEnding", kind: "CR" } }))
-          } else if (tail !== undefined) {
-            size += tail.length
-            if (file === undefined) {
-              chunks.push(tail)
-              held += tail.length
-              inMemory += tail.length
-            } else file.write(tail)
-          }
-        }
-        finish()
-      }
-      const onError = (e: Error) => {
-        fail(new SpoolError({ reason: { _tag: "StreamFailed", detail: e.message }, cause: e }))
-        finish()
-      }
-      const cleanup = () => {
-        source.off("data", onData)
-        source.off("end", onEnd)
-        source.off("error", onError)
-        // An error listener must stay: a late client reset would otherwise crash the process.
-        source.on("error", ignoreError)
-      }
-      source.on("data", onData)
-      source.once("end", onEnd)
-      source.on("error", onError)
-
-      return Effect.sync(() => {
-        // Interrupted (connection closed, drain): give everything back.
-        if (done) return
-        done = true
-        cleanup()
-        dropMemory()
-        removeFile()
+    const spill = () => {
+      path = join(opts.dir, `${ro.id}.spool`)
+      const ws = createWriteStream(path, { flags: "wx", mode: 0o600, highWaterMark: 256 * 1024 })
+      ws.on("error", (e) => {
+        fail(storageError(e))
+        if (ended) finish()
       })
-    })
+      ws.on("drain", () => source.resume())
+      for (const c of chunks) ws.write(c)
+      dropMemory()
+      file = ws
+    }
+
+    const onData = (raw: Buffer) => {
+      if (failure !== undefined) return
+      received += raw.length
+      Reclaim.note(raw.length)
+      if (received > ro.maxSize) return fail(new SpoolError({ reason: { _tag: "SizeExceeded", limit: ro.maxSize } }))
+      const kept = scanner.push(raw)
+      if (kept === "LF" || kept === "CR") {
+        return fail(new SpoolError({ reason: { _tag: "BareLineEnding", kind: kept } }))
+      }
+      size += kept.length
+      if (file === undefined) {
+        chunks.push(kept)
+        held += kept.length
+        inMemory += kept.length
+        if (held > opts.inMemoryThreshold || inMemory > opts.memoryBudget) spill()
+      } else if (!file.write(kept)) {
+        source.pause()
+      }
+    }
+    const onEnd = () => {
+      ended = true
+      if (failure === undefined) {
+        const tail = scanner.end()
+        if (tail === "CR") {
+          fail(new SpoolError({ reason: { _tag: "BareLineEnding", kind: "CR" } }))
+        } else if (tail !== undefined) {
+          size += tail.length
+          if (file === undefined) {
+            chunks.push(tail)
+            held += tail.length
+            inMemory += tail.length
+          } else file.write(tail)
+        }
+      }
+      finish()
+    }
+    const onError = (e: Error) => {
+      fail(new SpoolError({ reason: { _tag: "StreamFailed", detail: e.message }, cause: e }))
+      finish()
+    }
+    const cleanup = () => {
+      source.off("data", onData)
+      source.off("end", onEnd)
+      source.off("error", onError)
+      // An error listener must stay: a late client reset would otherwise crash the process.
+      source.on("error", ignoreError)
+    }
+    source.on("data", onData)
+    source.once("end", onEnd)
+    source.on("error", onError)
+
+    return () => {
+      // Interrupted (connection closed, drain): give everything back.
+      if (done) return
+      done = true
+      cleanup()
+      dropMemory()
+      removeFile()
+    }
+  }
+
+  const receive = (source: Readable, ro: ReceiveOptions) =>
+    Effect.callback<SpooledBody, SpoolError>((resume) => Effect.sync(receiveUnsafe(source, ro, resume)))
 
   return Spool.of({
     dir: opts.dir,
     receive,
+    receiveUnsafe,
     memoryInUse: Effect.sync(() => inMemory)
   })
 })
