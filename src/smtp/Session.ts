@@ -21,7 +21,7 @@
  * mapped by `SmtpReply.fromCause` to a 4xx.
  */
 import type { Readable } from "node:stream"
-import { Cause, Clock, Data, Effect, Exit, LogLevel, Option, Ref, References } from "effect"
+import { Clock, Context, Data, Effect, Exit, LogLevel, Option, Ref, References } from "effect"
 import type { SMTPServerAddress, SMTPServerSession } from "smtp-server"
 import * as Policy from "../policy/Policy.ts"
 import { type RcptDecision, Relay } from "../policy/Relay.ts"
@@ -47,7 +47,8 @@ import { SyncDelivery } from "./SyncDelivery.ts"
 import * as Commands from "./internal/commands.ts"
 import * as EditedEnvelope from "./internal/editedEnvelope.ts"
 import * as MessageFields from "./internal/messageFields.ts"
-import * as CauseText from "../internal/causeText.ts"
+import * as DirectData from "./internal/directData.ts"
+import type { Pending } from "./internal/bridge.ts"
 import { withSpanIf } from "../internal/spanIf.ts"
 import { isDecided } from "../internal/decided.ts"
 import * as HotPath from "../internal/hotPath.ts"
@@ -71,15 +72,15 @@ export interface ConnectInfo {
   readonly proxy?: ProxyHeader.ProxyHeader | undefined
 }
 
+type DataReply = string | ReadonlyArray<SmtpReply.SmtpReply>
+type DataFailure = SessionReject | SpoolError | MailQueueError
+
 export interface SessionHandlers {
   readonly connect: (info: ConnectInfo) => Effect.Effect<void, SessionReject>
   readonly mailFrom: (address: SMTPServerAddress, session: SMTPServerSession) => Effect.Effect<void, SessionReject>
   readonly rcptTo: (address: SMTPServerAddress, session: SMTPServerSession) => Effect.Effect<void, SessionReject>
   /** The reply text to DATA; on an LMTP listener, one reply per accepted recipient, in RCPT order. */
-  readonly data: (
-    stream: Readable,
-    session: SMTPServerSession
-  ) => Effect.Effect<string | ReadonlyArray<SmtpReply.SmtpReply>, SessionReject | SpoolError | MailQueueError>
+  readonly data: (stream: Readable, session: SMTPServerSession) => Effect.Effect<DataReply, DataFailure> | Pending<string, DataFailure>
   readonly close: (id: string) => void
   readonly closePolicy: (session: SMTPServerSession) => Effect.Effect<void>
   readonly connections: () => number
@@ -144,7 +145,8 @@ export const make = Effect.fnUntraced(function*(settings: Ref.Ref<ListenerOption
   let total = 0
 
   // Metric updates and events from hooks that answer without an effect go through this context.
-  const metrics = Telemetry.metricsContext(yield* Effect.context<never>())
+  const context = yield* Effect.context<never>()
+  const metrics = Telemetry.metricsContext(context)
   const rejected = (stage: string) => (e: SessionReject) =>
     telemetry.publish({ _tag: "SessionRejected", reason: e.reason, stage, code: e.reply.code, listener })
   /** A refusal decided synchronously: published, then failed. */
@@ -397,22 +399,42 @@ export const make = Effect.fnUntraced(function*(settings: Ref.Ref<ListenerOption
   /** The reply text of a queued message. */
   const queuedText = (queued: SmtpReply.SmtpReply) => `${queued.enhanced} ${queued.text}`
 
+  // The direct path's services (internal/directData.ts).
+  const directData: DirectData.DirectData<SessionReject> = {
+    listener,
+    spool,
+    queue,
+    telemetry,
+    metrics,
+    clock: Context.get(context, Clock.Clock),
+    debug: yield* LogLevel.isEnabled("Debug"),
+    timedOut: () => reject(SmtpReply.timeout, "commit_timeout")
+  }
+
   const data = (stream: Readable, session: SMTPServerSession) => {
     const options = Ref.getUnsafe(settings)
     const id = MessageId.make()
     hooks.enterData(session.id)
-    const received = spool.receive(stream, { id, maxSize: options.maxSize, lineEndings: options.lineEndings }).pipe(
-      Effect.ensuring(Effect.sync(() => hooks.leaveData(session.id)))
-    )
-    // No DATA rules, SMTP, and delivery has nothing to say about this transaction (no recipient
-    // on a sync-ack route, no priority of its routes): the spooled body goes straight to the
-    // queue, in one step with no generator (most messages; see docs/benchmark.md, issue 20).
-    // `incoming serve` always provides SyncDelivery, so asking only whether it is there (as
-    // before) sent every message of the standalone server down the general path.
-    // The envelope cannot change during DATA: its recipients are worked out once.
+    const receive = { id, maxSize: options.maxSize, lineEndings: options.lineEndings }
+    // No DATA rules, SMTP, no recipient on a sync-ack route, and the priority its routes give
+    // is known at once (it is unless the host app prioritizes with an effect): the body goes
+    // straight to the queue, from callbacks when no span is recorded (most messages;
+    // docs/benchmark.md, issue 20). The envelope cannot change during DATA.
     const rcptTo = recipientsOf(session)
-    const direct = !lmtp && !hasDataRules() && (sync === undefined || (sync.priorityOf === undefined && !rcptTo.some(sync.isSync)))
-    const transaction = Effect.flatMap(received, (body) => (direct ? queueDirect(body, id, session, rcptTo, options) : accept(body, id, session, rcptTo, options)))
+    const envelope = lmtp || tracing || hasDataRules() || (sync !== undefined && rcptTo.some(sync.isSync))
+      ? undefined
+      : directEnvelope(session, rcptTo, options)
+    if (envelope !== undefined) {
+      return DirectData.transaction(directData, {
+        stream,
+        receive,
+        leave: () => hooks.leaveData(session.id),
+        message: (body, now) => ({ id, envelope, trace: receivedField(session, options, id, rcptTo, now), body, receivedAt: now }),
+        timeoutMs: options.hookTimeoutMs
+      })
+    }
+    const received = spool.receive(stream, receive).pipe(Effect.ensuring(Effect.sync(() => hooks.leaveData(session.id))))
+    const transaction = Effect.flatMap(received, (body) => accept(body, id, session, rcptTo, options))
     return (tracing
       // The message id joins this transaction's trace to its deliveries (Dispatcher.deliver).
       ? Effect.andThen(Effect.annotateCurrentSpan({ message: id, listener }), transaction)
@@ -431,17 +453,16 @@ export const make = Effect.fnUntraced(function*(settings: Ref.Ref<ListenerOption
       )
   }
 
-  /** The direct path: the message as received, committed. */
-  const queueDirect = (body: SpooledBody, id: string, session: SMTPServerSession, rcptTo: ReadonlyArray<string>, options: ListenerOptions) =>
-    Effect.clockWith((clock) => {
-      const now = clock.currentTimeMillisUnsafe()
-      // Canonical already: the engine's parser wrote it (protocol/AddressCommand.ts).
-      const mailFrom = session.envelope.mailFrom === false ? "" : session.envelope.mailFrom.address
-      const { smtpUtf8, ...dsn } = extensionsOf(session)
-      const envelope = withPriority(session, { mailFrom, rcptTo, ...dsn, ...MessageFields.sessionFields(session, listener, smtpUtf8) }, options.priority, undefined)
-      const trace = receivedField(session, options, id, rcptTo, now)
-      return Effect.map(commit({ id, envelope, trace, body, receivedAt: now }, options.hookTimeoutMs), queuedText)
-    })
+  /** The direct path's envelope, or undefined when delivery's priority for it needs an effect. */
+  const directEnvelope = (session: SMTPServerSession, rcptTo: ReadonlyArray<string>, options: ListenerOptions): Envelope | undefined => {
+    // Canonical already: the engine's parser wrote it (protocol/AddressCommand.ts).
+    const mailFrom = session.envelope.mailFrom === false ? "" : session.envelope.mailFrom.address
+    const { smtpUtf8, ...dsn } = extensionsOf(session)
+    const envelope: Envelope = { mailFrom, rcptTo, ...dsn, ...MessageFields.sessionFields(session, listener, smtpUtf8) }
+    const delivery = sync?.priorityOf?.(envelope)
+    if (delivery !== undefined && !(isDecided(delivery) && Exit.isSuccess(delivery))) return undefined
+    return withPriority(session, envelope, options.priority, delivery?.value)
+  }
 
   /**
    * The general path: DATA rules and their edits, synchronous delivery, LMTP's replies.
@@ -501,18 +522,8 @@ export const make = Effect.fnUntraced(function*(settings: Ref.Ref<ListenerOption
     return queue.commit(message).pipe(
       withSpanIf(tracing, "Queue.commit", () => ({ message: id, recipients: message.envelope.rcptTo.length, size: body.size })),
       (commit) => HotPath.timeout(commit, timeoutMs),
-      Effect.tapCause((cause) =>
-        Effect.andThen(
-          body.release,
-          telemetry.publish({
-            _tag: "EnqueueError",
-            id,
-            reason: enqueueReason(cause),
-            detail: `${SmtpReply.format(SmtpReply.fromCause(cause))}: ${CauseText.oneLine(cause)}`,
-            attemptedSize: body.size
-          })
-        )
-      ),
+      // Also when the connection closes under it (a finalizer, unlike tapCause).
+      Effect.onError((cause) => Effect.andThen(body.release, telemetry.publish(DirectData.enqueueError(message, cause)))),
       Effect.catchTag("TimeoutError", () => Effect.fail(reject(SmtpReply.timeout, "commit_timeout"))),
       Effect.flatMap(() => {
         telemetry.publishUnsafe({ _tag: "MessageQueued", id, size: body.size, queueDepth: queue.depthUnsafe() }, metrics)
@@ -583,10 +594,3 @@ export const make = Effect.fnUntraced(function*(settings: Ref.Ref<ListenerOption
     connections: () => total
   } satisfies SessionHandlers
 })
-
-/** A bounded key for why a commit failed: the queue error's reason, or timeout / defect / interrupted. */
-const enqueueReason = (cause: Cause.Cause<MailQueueError | Cause.TimeoutError>): string => {
-  const fail = cause.reasons.find(Cause.isFailReason)
-  if (fail === undefined) return cause.reasons.some(Cause.isDieReason) ? "defect" : "interrupted"
-  return fail.error._tag === "TimeoutError" ? "timeout" : fail.error.reason._tag
-}
