@@ -17,8 +17,9 @@
  * The listener calls a handler when its command arrives. A handler that can decide at once
  * (no policy rule, no host lookup: the common case) does so and returns an `Exit`, which the
  * listener answers without forking a fiber; otherwise it returns the Effect that decides, which
- * runs as a fiber of the connection. Every failure carries its reply, and anything unexpected is
- * mapped by `SmtpReply.fromCause` to a 4xx.
+ * runs as a fiber of the connection. DATA's direct path (untraced) returns a `Pending` answered
+ * from callbacks (internal/directData.ts). Every failure carries its reply, and anything
+ * unexpected is mapped by `SmtpReply.fromCause` to a 4xx.
  */
 import type { Readable } from "node:stream"
 import { Clock, Context, Data, Effect, Exit, LogLevel, Option, Ref, References } from "effect"
