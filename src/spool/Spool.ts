@@ -123,6 +123,8 @@ export const make = Effect.fnUntraced(function*(options: Partial<SpoolOptions> &
     let failure: SpoolError | undefined
     let ended = false
     let done = false
+    // Interrupted after the end while the spilled file was still closing: nobody takes the body.
+    let abandoned = false
 
     const dropMemory = () => {
       inMemory -= held
@@ -153,7 +155,10 @@ export const make = Effect.fnUntraced(function*(options: Partial<SpoolOptions> &
       if (failure !== undefined) return resume(Exit.fail(failure))
       if (file === undefined) return resume(Exit.succeed(inMemoryBody(size, chunks, held)))
       const p = path!
-      file.end(() => resume(failure !== undefined ? Exit.fail(failure) : Exit.succeed(fileBody(size, p))))
+      file.end(() => {
+        if (abandoned) return void unlink(p).catch(() => undefined)
+        resume(failure !== undefined ? Exit.fail(failure) : Exit.succeed(fileBody(size, p)))
+      })
     }
 
     const spill = () => {
@@ -222,7 +227,10 @@ export const make = Effect.fnUntraced(function*(options: Partial<SpoolOptions> &
 
     return () => {
       // Interrupted (connection closed, drain): give everything back.
-      if (done) return
+      if (done) {
+        abandoned = true
+        return
+      }
       done = true
       cleanup()
       dropMemory()

@@ -122,11 +122,6 @@ export const transaction = <Reject extends { readonly reply: SmtpReply.SmtpReply
     }
 
     const stopSpool = d.spool.receiveUnsafe(tx.stream, tx.receive, (received) => {
-      // Stopped already (a spilled body whose file was still closing): nobody takes it.
-      if (phase === "over") {
-        if (Exit.isSuccess(received)) runtime.fork(received.value.release)
-        return
-      }
       tx.leave()
       if (Exit.isSuccess(received)) return commit(received.value)
       const failure = received.cause.reasons.find(Cause.isFailReason)
