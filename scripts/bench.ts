@@ -482,11 +482,13 @@ const startPostfix = async (): Promise<Target | string> => {
 }
 
 /**
- * Source addresses of our load generator's sessions (127.0.0.1-10): with one, 100 sessions that
- * reconnect for every message ran into Incoming's per-IP cap of 100 (a closed connection counts
- * until the server has seen it close), 421s the other targets never give.
+ * Source addresses of our load generator's connections (127.0.0.1-100, in turn): with one, 100
+ * sessions that reconnect for every message ran into Incoming's per-IP cap of 100 (a closed
+ * connection counts until the server has seen it close), 421s the other targets never give; with
+ * 10, one message per connection used up their local ports within a minute (each closed
+ * connection holds its port in TIME_WAIT for 60 s) and runs stalled in bind().
  */
-const LOAD_SOURCES = 10
+const LOAD_SOURCES = 100
 
 // ---- one run ---------------------------------------------------------------------------------
 

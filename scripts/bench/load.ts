@@ -37,9 +37,10 @@ export interface LoadOptions {
   /** Header fields put on top of every message (a DKIM-Signature made once for the run). */
   readonly prefix?: string
   /**
-   * Loopback source addresses the sessions are spread over (127.0.0.1, .2, …; default 1): a
-   * server's per-IP connection cap counts a closed connection until it notices the close, so
-   * 100 sessions reconnecting from one address for every message would run into a cap of 100.
+   * Loopback source addresses the connections are spread over, in turn (127.0.0.1, .2, …;
+   * default 1): a server's per-IP connection cap counts a closed connection until it notices the
+   * close, so 100 sessions reconnecting from one address for every message would run into a cap
+   * of 100; and one address's local ports run out at one message per connection (TIME_WAIT).
    */
   readonly sources?: number
 }
@@ -202,7 +203,15 @@ export const runLoad = (opts: LoadOptions): Promise<LoadResult> =>
      * One session: a chain of connections. `startConnection` is called with a claimed message
      * slot (`holding`); every claimed slot ends as ok or failed, so ok + failed = count.
      */
-    const runSession = (localAddress: string): void => {
+    // Every connection takes the next source address in turn. A session pinned to one address
+    // ran out of its ports at one message per connection: each closed connection holds its port
+    // in TIME_WAIT for 60 s, and at ~500 connections/s a session needs more than the ~28,000 of
+    // the local port range; bind() then searched the range for a free one at a full core while
+    // the server idled (runs stalled for 5–20 s).
+    let sourceTurn = 0
+    const nextSource = (): string => `127.0.0.${(sourceTurn++ % (opts.sources ?? 1)) + 1}`
+
+    const runSession = (): void => {
       if (!claim()) {
         sessionDone()
         return
@@ -218,7 +227,7 @@ export const runLoad = (opts: LoadOptions): Promise<LoadResult> =>
         const socket = net.connect({
           host: HOST,
           port: opts.port,
-          localAddress,
+          localAddress: nextSource(),
           noDelay: true,
           onread: {
             buffer: readBuffer,
@@ -344,7 +353,7 @@ export const runLoad = (opts: LoadOptions): Promise<LoadResult> =>
     }
 
     active = opts.sessions
-    for (let i = 0; i < opts.sessions; i++) runSession(`127.0.0.${(i % (opts.sources ?? 1)) + 1}`)
+    for (let i = 0; i < opts.sessions; i++) runSession()
   })
 
 const positiveInt = (name: string, value: string | undefined, fallback?: number): number => {
