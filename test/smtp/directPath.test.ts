@@ -3,7 +3,7 @@
  * directly: the direct path answers with a `Pending` (answered from callbacks), the general path
  * with an Effect. The standalone server's delivery always has a route table, so `SyncDelivery`
  * always gives a priority; a check that required there be none sent every message of `serve`
- * down the general path from message priority's landing on (docs/benchmark.md, issue 20). A
+ * down the general path (docs/benchmark.md, issue 20: the direct path was never taken there). A
  * priority decided at once keeps the direct path, and the message is committed with it; one that
  * needs an effect, tracing on, or a recipient on a sync-ack route takes the general path.
  */
