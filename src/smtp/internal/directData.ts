@@ -7,7 +7,8 @@
  * outcome goes back to the engine's callback through the bridge (`Pending`). The general path
  * runs the same steps as a DATA fiber that waits for the spool, then forks the commit under a
  * deadline (`HotPath.timeout`): two fibers, a suspension and a dozen combinators per message,
- * measured at ~10 % of the memory queue's server CPU per message (docs/benchmark.md, issue 20).
+ * measured at 2–8 µs of the memory queue's ~75 µs of main-thread CPU per message
+ * (docs/benchmark.md, issue 20, "A/B per change").
  *
  * What it trades, against the general path: the steps are written out as callbacks, so the
  * guarantees the fiber gave are kept by hand here — the 250 only after the commit's fiber
