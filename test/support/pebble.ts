@@ -142,7 +142,9 @@ const run = async (options: PebbleOptions, cert: string, key: string, acmePort: 
       PATH: process.env.PATH ?? "/usr/bin:/bin",
       PEBBLE_VA_NOSLEEP: "1",
       PEBBLE_WFE_NONCEREJECT: "0",
-      // Every order is validated afresh (pebble reuses half of the valid authorizations by default).
+      // Nearly every order is validated afresh: pebble reuses half of the valid authorizations by
+      // default, and 1 in 100 even at 0 (it reuses unless rand.Intn(100) > 0). A test that needs
+      // a validation for sure orders with a new account (acme.test.ts).
       PEBBLE_AUTHZREUSE: "0",
       ...(options.alwaysValid === true ? { PEBBLE_VA_ALWAYS_VALID: "1" } : {})
     }
