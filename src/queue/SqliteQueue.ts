@@ -189,7 +189,7 @@ export const make = Effect.fnUntraced(function*(options: SqliteQueueOptions) {
     depth: () => depth,
     committed: (batch) => {
       if (owner) depth = (batch.recount ?? depth) + batch.depthDelta
-      ready.committed({ recounted: batch.recount !== undefined, dueFrom: batch.dueFrom })
+      ready.committed({ recounted: batch.recount !== undefined, dueFrom: batch.dueFrom, firstDue: batch.firstDue })
       // Another process wrote (`incoming queue hold`, delete, ...): the leases waiting in the
       // ready list may be of messages it changed, so they go back untaken and later claims go
       // by what the database says now.

@@ -119,11 +119,11 @@ describe("ReadyList", () => {
     assert.isFalse(r.databaseFirst(1001, p))
     assert.strictEqual(asked.nextClaimable, 1, "a batch that changed nothing claimable keeps the quiet")
     r.committed({ recounted: false, dueFrom: 500 })
-    r.databaseFirst(1002, p)
-    assert.strictEqual(asked.nextClaimable, 2)
+    assert.isTrue(r.databaseFirst(1002, p), "a row made claimable at 500 is due: the claim goes to the database")
+    assert.strictEqual(asked.nextClaimable, 1, "known to be due: no look needed")
     r.committed({ recounted: true, dueFrom: Number.POSITIVE_INFINITY })
     r.databaseFirst(1003, p)
-    assert.strictEqual(asked.nextClaimable, 3)
+    assert.strictEqual(asked.nextClaimable, 2, "another process wrote: nothing is known, it looks")
   })
 
   it("with something due in the database, an empty list sends the claim there", () => {
@@ -151,6 +151,57 @@ describe("ReadyList", () => {
     assert.isTrue(r.databaseFirst(3000, probe({ first: { at: 1000, rowid: 9 } }).p))
     r.committed({ recounted: true, dueFrom: Number.POSITIVE_INFINITY })
     assert.isFalse(r.databaseFirst(3000, probe({ first: { at: 1000, rowid: 11 } }).p))
+  })
+
+  it("rows ahead of the floor in the same millisecond are taken by row, without a look", () => {
+    const r = ReadyList.make({ enabled: true })
+    r.add(entry("a", 1000, 10))
+    r.add(entry("b", 1000, 11))
+    const first = probe({ first: { at: 1000, rowid: 12 } })
+    assert.isFalse(r.databaseFirst(3000, first.p))
+    r.drop(r.byId("a")!)
+    assert.isFalse(r.databaseFirst(3000, first.p), "b (row 11) claims before the database's first (row 12)")
+    assert.strictEqual(first.asked.firstDue, 1, "one look for both")
+  })
+
+  it("a batch that claimed says what the database holds first: no look for the leases it took ahead", () => {
+    const r = ReadyList.make({ enabled: true })
+    r.add(entry("a", 1000, 10))
+    r.add(entry("b", 1000, 11))
+    r.committed({ recounted: false, dueFrom: Number.NEGATIVE_INFINITY, firstDue: { at: 1000, rowid: 12 } })
+    const none = probe({ first: { at: 0, rowid: 0 } })
+    assert.isFalse(r.databaseFirst(3000, none.p))
+    assert.strictEqual(none.asked.firstDue + none.asked.anyExpired, 0, "the batch's answer stands in for the look")
+    // Nothing due left in the database: the list goes first until a batch makes something claimable.
+    r.committed({ recounted: false, dueFrom: Number.POSITIVE_INFINITY, firstDue: null })
+    r.add(entry("c", 5000, 20))
+    r.drop(r.byId("a")!)
+    r.drop(r.byId("b")!)
+    assert.isFalse(r.databaseFirst(6000, none.p))
+    assert.strictEqual(none.asked.firstDue, 0)
+    // A release of a row at the floor's time may be of any row: the list looks again.
+    r.committed({ recounted: false, dueFrom: 5000, firstDue: undefined })
+    assert.isTrue(r.databaseFirst(6000, probe({ first: { at: 5000, rowid: 3 } }).p))
+    // Another process wrote: nothing the last batch said holds.
+    r.committed({ recounted: true, dueFrom: Number.POSITIVE_INFINITY, firstDue: null })
+    const looked = probe({ first: { at: 9000, rowid: 1 } })
+    assert.isFalse(r.databaseFirst(6000, looked.p))
+    assert.strictEqual(looked.asked.firstDue, 1)
+  })
+
+  it("an empty list claims from the database without a look when a row is known due there", () => {
+    const r = ReadyList.make({ enabled: true })
+    const nothing = probe({})
+    r.committed({ recounted: false, dueFrom: Number.POSITIVE_INFINITY, firstDue: { at: 1000, rowid: 12 } })
+    assert.isTrue(r.databaseFirst(3000, nothing.p))
+    assert.strictEqual(nothing.asked.nextClaimable, 0)
+    // Due only later (a retry), or nothing known: it looks.
+    r.committed({ recounted: false, dueFrom: Number.POSITIVE_INFINITY, firstDue: { at: 5000, rowid: 12 } })
+    assert.isFalse(r.databaseFirst(3000, nothing.p))
+    assert.strictEqual(nothing.asked.nextClaimable, 1)
+    r.committed({ recounted: true, dueFrom: Number.POSITIVE_INFINITY, firstDue: undefined })
+    assert.isTrue(r.databaseFirst(3000, probe({ next: 2000 }).p))
+    assert.isFalse(r.databaseFirst(3000, probe({}).p), "unknown floor: the look says nothing is claimable")
   })
 
   it("an expired lease in the database always goes first (a claim takes it over)", () => {

@@ -54,6 +54,7 @@ export interface Committed {
   readonly recount: number | undefined
   readonly depthDelta: number
   readonly dueFrom: number
+  readonly firstDue: { readonly at: number; readonly rowid: number } | null | undefined
   readonly removeFiles: ReadonlyArray<string>
 }
 

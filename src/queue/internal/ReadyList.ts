@@ -93,6 +93,11 @@ export interface BatchChange {
   readonly recounted: boolean
   /** The earliest due time among recipients the batch made claimable; Infinity if none. */
   readonly dueFrom: number
+  /**
+   * When the batch claimed: the first recipient a database claim would lease once it committed
+   * (null: none due), read in its transaction, so exact whatever the batch's other ops did.
+   */
+  readonly firstDue?: { readonly at: number; readonly rowid: number } | null | undefined
 }
 
 export interface ReadyList {
@@ -153,14 +158,24 @@ export const make = (options: {
   let leaseMs: number | undefined
   let closed = false
   let prioritised = false
-  // No recipient claimable from the database (outside the ready list) became due before this
-  // time, as far as this process knows: a claim whose ready head is due earlier takes it without
+  // No recipient claimable from the database (outside the ready list) claims before this floor,
+  // as far as this process knows: a claim whose ready head claims earlier takes it without
   // looking at the database. Batches lower it when they make recipients claimable (a release, a
-  // retry, a queued commit; another process's writes make it unknown), and a claim that looks
-  // raises it to what it found. Leases expiring and retries coming due with time do not lower it:
-  // a commit is handed off only when nothing in the database is due before it, so the ready list
-  // then drains and claims go to the database.
-  let dueFloor = Number.NEGATIVE_INFINITY
+  // retry, a queued commit; another process's writes make it unknown); a claim that looks, and a
+  // batch that claimed (its `firstDue`, read in its transaction), set it to what the database
+  // holds first. Leases expiring and retries coming due with time do not lower it: a commit is
+  // handed off only when nothing in the database is due before it, so the ready list then drains
+  // and claims go to the database.
+  // The floor is a place in claim order (due time, then row), not a time alone: after a claim
+  // that leased ahead, the list holds the rows just before the database's first, often in the
+  // same millisecond, and each of their claims looked again (two reads on the main thread,
+  // 13–25 µs, for one claim in four at 100 sessions; docs/benchmark.md, issue 20).
+  let floorAt = Number.NEGATIVE_INFINITY
+  let floorRow = Number.NEGATIVE_INFINITY
+  const setFloor = (at: number, row: number) => {
+    floorAt = at
+    floorRow = row
+  }
   // When the workers keep up, every delivered message ends in an idle claim, which asks the
   // database whether anything is claimable (a read on the main thread, several µs). `quietAt` is
   // what the last look found: the earliest due time or lease expiry (a lower bound: it ignores
@@ -210,22 +225,26 @@ export const make = (options: {
       if (head === undefined) {
         if (isQuiet(now)) return false
         if (prioritised) prioritised = probe.anyPrioritised()
+        // A finite floor is a row known claimable from then (found by a look or a claim, or
+        // made claimable by a batch): due now, the claim goes there without a look. A row gone
+        // meanwhile (an operator's delete) costs one claim that finds nothing and resets it.
+        if (!prioritised && floorAt > Number.NEGATIVE_INFINITY && floorAt <= now) return true
         const at = probe.nextClaimable()
         if (at <= now) return true
-        dueFloor = Number.POSITIVE_INFINITY
+        setFloor(Number.POSITIVE_INFINITY, Number.POSITIVE_INFINITY)
         quietAt = at
         lookedAt = now
         return false
       }
       if (prioritised) return true
-      if (head.dueAt < dueFloor) return false
+      if (head.dueAt < floorAt || (head.dueAt === floorAt && head.rowid < floorRow)) return false
       if (probe.anyExpired(now)) return true
       const first = probe.firstDue(now)
       if (first === undefined) {
-        dueFloor = Number.POSITIVE_INFINITY
+        setFloor(Number.POSITIVE_INFINITY, Number.POSITIVE_INFINITY)
         return false
       }
-      dueFloor = first.at
+      setFloor(first.at, first.rowid)
       return claimsBefore(first.at, first.rowid, head)
     },
     quietNextDue: (now) => {
@@ -233,8 +252,12 @@ export const make = (options: {
       return Math.min(entries[0]?.dueAt ?? Number.POSITIVE_INFINITY, quietAt)
     },
     committed: (change) => {
-      if (change.recounted) dueFloor = Number.NEGATIVE_INFINITY
-      if (change.dueFrom < dueFloor) dueFloor = change.dueFrom
+      if (change.recounted) setFloor(Number.NEGATIVE_INFINITY, Number.NEGATIVE_INFINITY)
+      else if (change.firstDue !== undefined) {
+        const first = change.firstDue
+        setFloor(first?.at ?? Number.POSITIVE_INFINITY, first?.rowid ?? Number.POSITIVE_INFINITY)
+      } // A row made claimable again (a release, a retry) may be of any row: all of its time goes first.
+      else if (change.dueFrom <= floorAt) setFloor(change.dueFrom, Number.NEGATIVE_INFINITY)
       if (change.recounted || change.dueFrom !== Number.POSITIVE_INFINITY) lookedAt = Number.NEGATIVE_INFINITY
     },
     prioritise: () => void (prioritised = true),

@@ -150,6 +150,12 @@ export type Reply =
      * there is no worker to wake. Handed-off commits do not count; the queue wakes a worker for each.
      */
     readonly dueFrom: number
+    /**
+     * Set when the batch claimed: the first normal-priority recipient a database claim would
+     * lease as the batch commits, at the latest claim's time (null: none), so the ready list knows
+     * what its leases taken ahead claim before without asking (see `ReadyList.BatchChange`).
+     */
+    readonly firstDue: { readonly at: number; readonly rowid: number } | null | undefined
     readonly removeFiles: ReadonlyArray<string>
   }
   | { readonly type: "failed"; readonly message: string; readonly code: string | undefined }

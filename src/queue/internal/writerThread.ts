@@ -198,6 +198,8 @@ interface Batch {
   depthDelta: number
   /** The earliest due time among recipients the batch made claimable (Infinity: none; see the Reply). */
   dueFrom: number
+  /** The time of the batch's latest claim, if it claimed (see the Reply's `firstDue`). */
+  claimedAt: number | undefined
   readonly removeFiles: Array<string>
 }
 
@@ -288,6 +290,7 @@ const run = (batch: Batch, op: Op): Outcome => {
       return ok({ handedOff: false } satisfies CommitResult)
     }
     case "claim": {
+      batch.claimedAt = Math.max(batch.claimedAt ?? op.now, op.now)
       // Taken-over recipients this claim does not lease wait again, due since long ago.
       if (Number(sql.releaseExpired.run(op.now).changes) > 0) batch.dueFrom = Number.NEGATIVE_INFINITY
       ageRows(op.now, op.maxWaitMs)
@@ -434,8 +437,16 @@ const runBatch = (request: BatchRequest): Reply => {
       seenVersion = version
       recount = num(sql.countPending.get()?.n)
     }
-    const batch: Batch = { depth: recount ?? request.depth, depthDelta: 0, dueFrom: Number.POSITIVE_INFINITY, removeFiles: [] }
+    const batch: Batch = {
+      depth: recount ?? request.depth,
+      depthDelta: 0,
+      dueFrom: Number.POSITIVE_INFINITY,
+      claimedAt: undefined,
+      removeFiles: []
+    }
     const outcomes = request.ops.map((op) => run(batch, op))
+    // Read after every op of the batch, so it is what the next claim would find.
+    const first = batch.claimedAt === undefined ? undefined : sql.nextDue.get(batch.claimedAt)
     db.exec("COMMIT")
     return {
       type: "committed",
@@ -443,6 +454,7 @@ const runBatch = (request: BatchRequest): Reply => {
       recount,
       depthDelta: batch.depthDelta,
       dueFrom: batch.dueFrom,
+      firstDue: batch.claimedAt === undefined ? undefined : first === undefined ? null : { at: num(first.at), rowid: num(first.seq) },
       removeFiles: batch.removeFiles
     }
   } catch (cause) {
