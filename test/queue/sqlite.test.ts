@@ -823,6 +823,28 @@ describe("SqliteQueue claims ahead", () => {
       assert.deepStrictEqual(left, [["inflight", 1, SqliteQueue.claimAhead + 2], ["queued", 0, 1]])
     }))
 
+  it.effect("leases taken ahead in the same millisecond go by row, without a writer trip; a later commit waits its turn", () =>
+    Effect.gen(function*() {
+      const dataDir = yield* tempDir
+      yield* TestClock.setTime(T0)
+      const batches: Array<SqliteQueue.BatchInfo> = []
+      const messages = Array.from({ length: SqliteQueue.claimAhead + 3 }, () => message({ receivedAt: T0 - 100 }))
+      yield* withQueue({ dataDir, onBatch: (info) => batches.push(info) }, (q) =>
+        Effect.gen(function*() {
+          for (const m of messages) yield* q.commit(m)
+          const before = batches.length
+          const claimed = [yield* claimOne(q)]
+          for (let i = 0; i < SqliteQueue.claimAhead; i++) claimed.push(yield* claimOne(q))
+          assert.strictEqual(batches.length, before + 1, "only the first claim wrote")
+          // Workers now claim, so a commit could be handed off, but two rows are still waiting before it.
+          const late = message({ receivedAt: T0 - 100 })
+          yield* q.commit(late)
+          for (let i = 0; i < 3; i++) claimed.push(yield* claimOne(q))
+          assert.deepStrictEqual(claimed.map((l) => l.id), [...messages, late].map((m) => m.id))
+          assert.isTrue(Option.isNone(yield* q.claim({ owner: "worker-1", leaseMs: 60_000 })))
+        }))
+    }))
+
   it.effect("a retrying recipient leased ahead still shows as retry", () =>
     Effect.gen(function*() {
       const dataDir = yield* tempDir

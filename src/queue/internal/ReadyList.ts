@@ -94,8 +94,8 @@ export interface BatchChange {
   /** The earliest due time among recipients the batch made claimable; Infinity if none. */
   readonly dueFrom: number
   /**
-   * When the batch claimed: the first recipient a database claim would lease once it committed
-   * (null: none due), read in its transaction, so exact whatever the batch's other ops did.
+   * When the batch claimed: the first waiting recipient in claim order once it committed, due now
+   * or later (null: none), read in its transaction, so exact whatever the batch's other ops did.
    */
   readonly firstDue?: { readonly at: number; readonly rowid: number } | null | undefined
 }

@@ -151,9 +151,9 @@ export type Reply =
      */
     readonly dueFrom: number
     /**
-     * Set when the batch claimed: the first normal-priority recipient a database claim would
-     * lease as the batch commits, at the latest claim's time (null: none), so the ready list knows
-     * what its leases taken ahead claim before without asking (see `ReadyList.BatchChange`).
+     * Set when the batch claimed: the first waiting normal-priority recipient in claim order as
+     * the batch commits, due now or later (null: none), so the ready list knows what its leases
+     * taken ahead claim before without asking (see `ReadyList.BatchChange`).
      */
     readonly firstDue: { readonly at: number; readonly rowid: number } | null | undefined
     readonly removeFiles: ReadonlyArray<string>

@@ -198,8 +198,8 @@ interface Batch {
   depthDelta: number
   /** The earliest due time among recipients the batch made claimable (Infinity: none; see the Reply). */
   dueFrom: number
-  /** The time of the batch's latest claim, if it claimed (see the Reply's `firstDue`). */
-  claimedAt: number | undefined
+  /** Whether the batch claimed (see the Reply's `firstDue`). */
+  claimed: boolean
   readonly removeFiles: Array<string>
 }
 
@@ -290,7 +290,7 @@ const run = (batch: Batch, op: Op): Outcome => {
       return ok({ handedOff: false } satisfies CommitResult)
     }
     case "claim": {
-      batch.claimedAt = Math.max(batch.claimedAt ?? op.now, op.now)
+      batch.claimed = true
       // Taken-over recipients this claim does not lease wait again, due since long ago.
       if (Number(sql.releaseExpired.run(op.now).changes) > 0) batch.dueFrom = Number.NEGATIVE_INFINITY
       ageRows(op.now, op.maxWaitMs)
@@ -441,12 +441,13 @@ const runBatch = (request: BatchRequest): Reply => {
       depth: recount ?? request.depth,
       depthDelta: 0,
       dueFrom: Number.POSITIVE_INFINITY,
-      claimedAt: undefined,
+      claimed: false,
       removeFiles: []
     }
     const outcomes = request.ops.map((op) => run(batch, op))
-    // Read after every op of the batch, so it is what the next claim would find.
-    const first = batch.claimedAt === undefined ? undefined : sql.nextDue.get(batch.claimedAt)
+    // Read after every op of the batch (a commit stored queued after the claim counts), and
+    // whenever due: a row due later still tells the ready list that nothing claims before it.
+    const first = batch.claimed ? sql.nextDue.get(Number.MAX_SAFE_INTEGER) : undefined
     db.exec("COMMIT")
     return {
       type: "committed",
@@ -454,7 +455,7 @@ const runBatch = (request: BatchRequest): Reply => {
       recount,
       depthDelta: batch.depthDelta,
       dueFrom: batch.dueFrom,
-      firstDue: batch.claimedAt === undefined ? undefined : first === undefined ? null : { at: num(first.at), rowid: num(first.seq) },
+      firstDue: !batch.claimed ? undefined : first === undefined ? null : { at: num(first.at), rowid: num(first.seq) },
       removeFiles: batch.removeFiles
     }
   } catch (cause) {
