@@ -61,12 +61,18 @@ export interface Ready {
   readonly rowid: number
 }
 
+/** A place in claim order: due since, then row. */
+export interface Place {
+  readonly dueAt: number
+  readonly rowid: number
+}
+
 /**
  * The order claims follow among leases in the list: due longest first, ties by row (arrival).
  * Every lease in the list is at normal priority: a commit at another priority is never handed
  * off, and while any waiting row has another priority nothing is taken ahead (see `prioritise`).
  */
-export const claimsBefore = (at: number, rowid: number, b: Ready): boolean =>
+export const claimsBefore = (at: number, rowid: number, b: Place): boolean =>
   at < b.dueAt || (at === b.dueAt && rowid < b.rowid)
 
 /**
@@ -170,12 +176,9 @@ export const make = (options: {
   // that leased ahead, the list holds the rows just before the database's first, often in the
   // same millisecond, and each of their claims looked again (two reads on the main thread,
   // 13–25 µs, for one claim in four at 100 sessions; docs/benchmark.md, issue 20).
-  let floorAt = Number.NEGATIVE_INFINITY
-  let floorRow = Number.NEGATIVE_INFINITY
-  const setFloor = (at: number, row: number) => {
-    floorAt = at
-    floorRow = row
-  }
+  const unknown: Place = { dueAt: Number.NEGATIVE_INFINITY, rowid: Number.NEGATIVE_INFINITY }
+  const nothing: Place = { dueAt: Number.POSITIVE_INFINITY, rowid: Number.POSITIVE_INFINITY }
+  let floor = unknown
   // When the workers keep up, every delivered message ends in an idle claim, which asks the
   // database whether anything is claimable (a read on the main thread, several µs). `quietAt` is
   // what the last look found: the earliest due time or lease expiry (a lower bound: it ignores
@@ -228,23 +231,23 @@ export const make = (options: {
         // A finite floor is a row known claimable from then (found by a look or a claim, or
         // made claimable by a batch): due now, the claim goes there without a look. A row gone
         // meanwhile (an operator's delete) costs one claim that finds nothing and resets it.
-        if (!prioritised && floorAt > Number.NEGATIVE_INFINITY && floorAt <= now) return true
+        if (!prioritised && floor.dueAt > Number.NEGATIVE_INFINITY && floor.dueAt <= now) return true
         const at = probe.nextClaimable()
         if (at <= now) return true
-        setFloor(Number.POSITIVE_INFINITY, Number.POSITIVE_INFINITY)
+        floor = nothing
         quietAt = at
         lookedAt = now
         return false
       }
       if (prioritised) return true
-      if (head.dueAt < floorAt || (head.dueAt === floorAt && head.rowid < floorRow)) return false
+      if (claimsBefore(head.dueAt, head.rowid, floor)) return false
       if (probe.anyExpired(now)) return true
       const first = probe.firstDue(now)
       if (first === undefined) {
-        setFloor(Number.POSITIVE_INFINITY, Number.POSITIVE_INFINITY)
+        floor = nothing
         return false
       }
-      setFloor(first.at, first.rowid)
+      floor = { dueAt: first.at, rowid: first.rowid }
       return claimsBefore(first.at, first.rowid, head)
     },
     quietNextDue: (now) => {
@@ -252,12 +255,11 @@ export const make = (options: {
       return Math.min(entries[0]?.dueAt ?? Number.POSITIVE_INFINITY, quietAt)
     },
     committed: (change) => {
-      if (change.recounted) setFloor(Number.NEGATIVE_INFINITY, Number.NEGATIVE_INFINITY)
-      else if (change.firstDue !== undefined) {
-        const first = change.firstDue
-        setFloor(first?.at ?? Number.POSITIVE_INFINITY, first?.rowid ?? Number.POSITIVE_INFINITY)
-      } // A row made claimable again (a release, a retry) may be of any row: all of its time goes first.
-      else if (change.dueFrom <= floorAt) setFloor(change.dueFrom, Number.NEGATIVE_INFINITY)
+      const first = change.firstDue
+      if (change.recounted) floor = unknown
+      else if (first !== undefined) floor = first === null ? nothing : { dueAt: first.at, rowid: first.rowid }
+      // A row made claimable again (a release, a retry) may be of any row: all of its time goes first.
+      else if (change.dueFrom <= floor.dueAt) floor = { dueAt: change.dueFrom, rowid: Number.NEGATIVE_INFINITY }
       if (change.recounted || change.dueFrom !== Number.POSITIVE_INFINITY) lookedAt = Number.NEGATIVE_INFINITY
     },
     prioritise: () => void (prioritised = true),
